@@ -1,0 +1,150 @@
+"""The SQLite store: opening a database, its schema migrations, transactions and the audit log.
+
+Raw trace text lives only in the ``traces`` table (and, for lines that could not be read, in
+``quarantine``); every other station stores ids and scrubbed text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlite_utils import Database, Migrations
+
+from flywheel.config import Config, load_config
+from flywheel.errors import StoreError
+
+migrations = Migrations("flywheel")
+
+
+@migrations()
+def m001_traces_ingest_audit(db: Database) -> None:
+    db["traces"].create(
+        {
+            "trace_id": str,
+            "ts": str,
+            "week": str,
+            "input": str,
+            "output": str,
+            "messages": str,
+            "cohort": str,
+            "intent": str,
+            "thumbs": str,
+            "regenerated": int,
+            "retried": int,
+            "escalated": int,
+            "guardrail_tripped": int,
+            "schema_valid": int,
+            "judge_score": float,
+            "turns": int,
+            "latency_ms": float,
+            "cost_usd": float,
+            "metadata": str,
+            "content_hash": str,
+            "run_id": int,
+        },
+        pk="trace_id",
+        not_null={"input", "ts", "week", "content_hash"},
+    )
+    for columns in (["week", "ts"], ["ts"], ["cohort"], ["intent"]):
+        db["traces"].create_index(columns)
+    db["ingest_runs"].create(
+        {
+            "id": int,
+            "started_at": str,
+            "finished_at": str,
+            "actor": str,
+            "sources": str,
+            "status": str,
+            "lines_read": int,
+            "ingested": int,
+            "duplicates": int,
+            "changed": int,
+            "quarantined": int,
+            "blank_lines": int,
+        },
+        pk="id",
+    )
+    db["quarantine"].create(
+        {"id": int, "run_id": int, "file": str, "line_no": int, "reason": str, "raw": bytes},
+        pk="id",
+        foreign_keys=[("run_id", "ingest_runs", "id")],
+    )
+    db["quarantine"].create_index(["run_id", "line_no"])
+    db["ingest_conflicts"].create(
+        {"id": int, "run_id": int, "file": str, "line_no": int, "trace_id": str},
+        pk="id",
+        foreign_keys=[("run_id", "ingest_runs", "id")],
+    )
+    db["ingest_conflicts"].create_index(["run_id"])
+    db["audit_log"].create(
+        {"id": int, "at": str, "actor": str, "action": str, "entity": str, "entity_id": str, "detail": str},
+        pk="id",
+    )
+    db["audit_log"].create_index(["at"])
+
+
+def open_db(path: str | Path | None = None, config: Config | None = None) -> Database:
+    """Open (creating if needed) the database at ``path`` with WAL, a busy timeout, foreign keys
+    and every pending migration applied."""
+    config = config or load_config()
+    path = Path(path or config.db)
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot open database {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=config.busy_timeout_ms / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        db = Database(conn)
+        if migrations.pending(db):
+            with write(db):  # under the write lock, so two processes never migrate at once
+                migrations.apply(db)
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"cannot open database {str(path)!r}: {error}") from None
+    return db
+
+
+@contextlib.contextmanager
+def write(db: Database) -> Iterator[Database]:
+    """A write transaction taken with BEGIN IMMEDIATE: all or nothing, one writer at a time."""
+    try:
+        db.conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        raise StoreError(f"database is not writable: {error}") from None
+    try:
+        yield db
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
+def now() -> str:
+    """The current UTC time as the store writes it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def audit(db: Database, actor: str, action: str, entity: str, entity_id: object, **detail: object) -> None:
+    """Record who did what to which entity; call inside the write transaction of the change itself."""
+    db["audit_log"].insert(
+        {
+            "at": now(),
+            "actor": actor,
+            "action": action,
+            "entity": entity,
+            "entity_id": str(entity_id),
+            "detail": json.dumps(detail, default=str),
+        }
+    )
+
+
+def audit_entries(db: Database, limit: int = 50) -> list[dict]:
+    """The most recent audit entries, newest first."""
+    return list(db["audit_log"].rows_where(order_by="id desc", limit=limit))

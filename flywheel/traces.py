@@ -1,0 +1,218 @@
+"""The trace record: validation of one incoming object into a row of the ``traces`` table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import UTC, datetime
+
+from flywheel.errors import BadInput
+
+BOOL_SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped", "schema_valid")
+NUMBER_SIGNALS = ("judge_score", "latency_ms", "cost_usd")
+SIGNALS = ("thumbs", *BOOL_SIGNALS, "judge_score", "turns", "latency_ms", "cost_usd")
+KNOWN_KEYS = frozenset(
+    {"trace_id", "timestamp", "input", "output", "messages", "cohort", "intent", "signals", "metadata"}
+)
+MAX_ID_LENGTH = 200
+
+
+def normalize_trace(obj: object) -> dict:
+    """Validate one decoded trace object and return its ``traces`` row; raise BadInput naming the fault.
+
+    The row carries a content hash of the record as given, so an identical re-import is a duplicate
+    and a changed one can be told apart from it.
+    """
+    if not isinstance(obj, dict):
+        raise BadInput(f"not a JSON object (got {_type_name(obj)})")
+    row = {
+        "trace_id": _trace_id(obj),
+        "input": _required_text(obj, "input"),
+        "output": _optional_text(obj, "output"),
+        "messages": _messages(obj.get("messages")),
+        "cohort": _optional_label(obj, "cohort"),
+        "intent": _optional_label(obj, "intent"),
+    }
+    row["ts"] = _timestamp(obj.get("timestamp"))
+    row.update(_signals(obj.get("signals")))
+    if row["turns"] is None and row["messages"] is not None:
+        row["turns"] = sum(1 for m in json.loads(row["messages"]) if m.get("role") == "user")
+    row["metadata"] = _metadata(obj)
+    row["content_hash"] = content_hash(obj)
+    return row
+
+
+def content_hash(obj: dict) -> str:
+    """A stable hash of the record's content, independent of key order."""
+    canonical = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def iso_week(ts: str) -> str:
+    """The ISO week ('2026-W18') of a normalized UTC timestamp."""
+    year, week, _ = datetime.fromisoformat(ts).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _type_name(value: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _trace_id(obj: dict) -> str:
+    if "trace_id" not in obj:
+        raise BadInput("missing required field 'trace_id'")
+    value = obj["trace_id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadInput(f"'trace_id' must be a string, got {_type_name(value)}")
+    value = _text(str(value).strip(), "trace_id")
+    if not value:
+        raise BadInput("'trace_id' is empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise BadInput(f"'trace_id' is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _required_text(obj: dict, key: str) -> str:
+    if key not in obj or obj[key] is None:
+        raise BadInput(f"missing required field '{key}'")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise BadInput(f"'{key}' must be a string, got {_type_name(value)}")
+    return _text(value, key)
+
+
+def _optional_text(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadInput(f"'{key}' must be a string or null, got {_type_name(value)}")
+    return _text(value, key)
+
+
+def _text(value: str, key: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"'{key}' holds invalid UTF-8 (a lone surrogate)") from None
+    return value
+
+
+def _optional_label(obj: dict, key: str) -> str | None:
+    value = _optional_text(obj, key)
+    if value is None or not value.strip():
+        return None
+    if len(value) > MAX_ID_LENGTH:
+        raise BadInput(f"'{key}' is longer than {MAX_ID_LENGTH} characters")
+    return value.strip()
+
+
+def _messages(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise BadInput(f"'messages' must be an array, got {_type_name(value)}")
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise BadInput(f"'messages[{i}]' must be an object, got {_type_name(message)}")
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                raise BadInput(f"'messages[{i}].{key}' must be a string")
+    return _dumps(value, "messages")
+
+
+def _timestamp(value: object) -> str:
+    if value is None:
+        return _format_ts(datetime.now(UTC))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or not 0 <= value < 32503680000:
+            raise BadInput(f"'timestamp' {value!r} is not a plausible Unix time")
+        return _format_ts(datetime.fromtimestamp(value, UTC))
+    if not isinstance(value, str):
+        raise BadInput(f"'timestamp' must be an ISO 8601 string, got {_type_name(value)}")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise BadInput(f"'timestamp' {value[:40]!r} is not ISO 8601 (e.g. 2026-05-03T10:22:00Z)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return _format_ts(parsed.astimezone(UTC))
+
+
+def _format_ts(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _signals(value: object) -> dict:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise BadInput(f"'signals' must be an object, got {_type_name(value)}")
+    out = {"thumbs": _thumbs(value.get("thumbs"))}
+    for key in BOOL_SIGNALS:
+        out[key] = _bool(value.get(key), key)
+    for key in NUMBER_SIGNALS:
+        out[key] = _number(value.get(key), key)
+    if out["judge_score"] is not None and not 0 <= out["judge_score"] <= 1:
+        raise BadInput(f"'signals.judge_score' {out['judge_score']!r} is outside 0..1")
+    out["turns"] = _count(value.get("turns"))
+    return out
+
+
+def _thumbs(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in ("up", "down"):
+        raise BadInput(f"'signals.thumbs' must be 'up', 'down' or null, got {str(value)[:20]!r}")
+    return value
+
+
+def _bool(value: object, key: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise BadInput(f"'signals.{key}' must be true, false or null, got {_type_name(value)}")
+    return int(value)
+
+
+def _number(value: object, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadInput(f"'signals.{key}' must be a finite number, got {str(value)[:20]!r}")
+    if value < 0:
+        raise BadInput(f"'signals.{key}' must not be negative, got {value!r}")
+    return float(value)
+
+
+def _count(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, float) and value.is_integer() and value >= 0:
+            return int(value)
+        raise BadInput(f"'signals.turns' must be a non-negative integer, got {str(value)[:20]!r}")
+    return value
+
+
+def _metadata(obj: dict) -> str:
+    metadata = obj.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise BadInput(f"'metadata' must be an object, got {_type_name(metadata)}")
+    metadata = dict(metadata)
+    extra = {k: v for k, v in obj.items() if k not in KNOWN_KEYS}
+    metadata.update(extra)
+    signals = obj.get("signals") or {}
+    extra_signals = {k: v for k, v in signals.items() if k not in SIGNALS}
+    if extra_signals:
+        metadata["extra_signals"] = extra_signals
+    return _dumps(metadata, "metadata")
+
+
+def _dumps(value: object, key: str) -> str:
+    return _text(json.dumps(value, ensure_ascii=False), key)
