@@ -5,9 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flywheel.errors import BadInput
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+
+from flywheel.auth import RAW_TEXT_ROLES, User, require_role
+from flywheel.errors import BadInput, TraceNotFound
 
 BOOL_SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped", "schema_valid")
 NUMBER_SIGNALS = ("judge_score", "latency_ms", "cost_usd")
@@ -216,3 +221,82 @@ def _metadata(obj: dict) -> str:
 
 def _dumps(value: object, key: str) -> str:
     return _text(json.dumps(value, ensure_ascii=False), key)
+
+
+# Queries over stored traces. Raw text only leaves here for roles allowed to read it.
+
+SIGNAL_FILTERS = {
+    "thumbs down": "thumbs = 'down'",
+    "regenerated": "regenerated = 1",
+    "retried": "retried = 1",
+    "escalated": "escalated = 1",
+    "guardrail tripped": "guardrail_tripped = 1",
+    "schema invalid": "schema_valid = 0",
+    "borderline judge (0.4-0.7)": "judge_score BETWEEN 0.4 AND 0.7",
+    "long conversation (5+ turns)": "turns >= 5",
+}
+LIST_COLUMNS = (
+    "trace_id, ts, week, cohort, intent, thumbs, regenerated, retried, escalated, guardrail_tripped,"
+    " schema_valid, judge_score, turns, latency_ms, cost_usd"
+)
+
+
+@dataclass(frozen=True)
+class TraceFilter:
+    """Which traces to list: every non-empty field narrows the selection."""
+
+    weeks: tuple[str, ...] = ()
+    cohorts: tuple[str, ...] = ()
+    intents: tuple[str, ...] = ()
+    signals: tuple[str, ...] = ()
+
+    def sql(self) -> tuple[str, list]:
+        """The WHERE clause (or '') and its parameters."""
+        clauses, params = [], []
+        for column, values in (("week", self.weeks), ("cohort", self.cohorts), ("intent", self.intents)):
+            if values:
+                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
+        for name in self.signals:
+            if name not in SIGNAL_FILTERS:
+                raise BadInput(f"unknown signal filter {name!r}; expected one of {', '.join(SIGNAL_FILTERS)}")
+            clauses.append(SIGNAL_FILTERS[name])
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def find_traces(db: Database, user: User, where: TraceFilter, page: int = 0, page_size: int = 50) -> list[dict]:
+    """One page of traces, newest first; ``input``/``output`` only for roles that may read raw text."""
+    if page < 0 or not 1 <= page_size <= 1000:
+        raise BadInput(f"page {page} / page size {page_size}: expected page >= 0 and size 1..1000")
+    clause, params = where.sql()
+    columns = LIST_COLUMNS + (", input, output" if user.sees_raw_text else "")
+    sql = f"SELECT {columns} FROM traces{clause} ORDER BY ts DESC, trace_id LIMIT ? OFFSET ?"
+    cursor = db.execute(sql, [*params, page_size, page * page_size])
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def count_traces(db: Database, where: TraceFilter = TraceFilter()) -> int:
+    """How many traces match."""
+    clause, params = where.sql()
+    return db.execute(f"SELECT count(*) FROM traces{clause}", params).fetchone()[0]
+
+
+def filter_options(db: Database) -> dict[str, list[str]]:
+    """The weeks, cohorts and intents present, for filter widgets."""
+    return {
+        column + "s": [r[0] for r in db.execute(f"SELECT DISTINCT {column} FROM traces WHERE {column} IS NOT NULL ORDER BY 1")]
+        for column in ("week", "cohort", "intent")
+    }
+
+
+def raw_trace(db: Database, user: User, trace_id: str) -> dict:
+    """The whole stored trace, raw text included; only reviewers and leads may read it."""
+    require_role(user, *RAW_TEXT_ROLES)
+    try:
+        row = db["traces"].get(trace_id)
+    except NotFoundError:
+        raise TraceNotFound(f"no trace with id {trace_id!r}") from None
+    row["messages"] = json.loads(row["messages"]) if row["messages"] else []
+    row["metadata"] = json.loads(row["metadata"] or "{}")
+    return row

@@ -1,0 +1,101 @@
+"""Command line: ``python -m flywheel COMMAND``; errors are one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from flywheel import ingest
+from flywheel.errors import FlywheelError
+from flywheel.store import open_db
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except FlywheelError as error:
+        print(f"flywheel {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="flywheel", description="Keep an LLM product's eval set alive.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = commands.add_parser("demo", help="write a demo database built from Banking77 queries")
+    demo.add_argument("--db", required=True, help="path of the database to create")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument("--traces", type=int, default=6000, help="number of traces (default 6000)")
+    demo.add_argument("--force", action="store_true", help="replace the file if it exists")
+    demo.set_defaults(run=_demo)
+
+    imp = commands.add_parser("ingest", help="import trace files (JSONL or CSV, optionally .gz)")
+    imp.add_argument("--db", required=True, help="path of the database")
+    imp.add_argument("files", nargs="+", metavar="FILE")
+    imp.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    imp.add_argument("--actor", default="cli", help="who is importing, for the audit log")
+    imp.set_defaults(run=_ingest)
+
+    scrub = commands.add_parser("scrub", help="scrub PII from {id, text} JSONL lines (stateless)")
+    scrub.add_argument("input", metavar="IN.jsonl")
+    scrub.add_argument("output", metavar="OUT.jsonl")
+    scrub.add_argument("--known-names", metavar="FILE", help="customer/organisation names, one per line")
+    scrub.set_defaults(run=_scrub)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from flywheel.demo import build_demo
+
+    summary = build_demo(args.db, seed=args.seed, traces=args.traces, force=args.force, progress=_stderr_progress)
+    print(json.dumps(summary))
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    db = open_db(args.db)
+    report = ingest.ingest_files(db, args.files, actor=args.actor, progress=_stderr_count)
+    _clear_progress()
+    print(json.dumps(report.as_json()) if args.json else report.summary())
+    return 0
+
+
+def _scrub(args: argparse.Namespace) -> int:
+    from flywheel import scrub
+
+    names = scrub.load_known_names(args.known_names) if args.known_names else ()
+    written = scrub.scrub_jsonl(args.input, args.output, known_names=names, progress=_stderr_progress)
+    _clear_progress()
+    print(f"scrubbed {written} lines into {args.output}", file=sys.stderr)
+    return 0
+
+
+def _stderr_count(done: int) -> None:
+    if sys.stderr.isatty():
+        print(f"\r{done:,} lines", end="", file=sys.stderr, flush=True)
+
+
+def _stderr_progress(done: int, total: int) -> None:
+    if sys.stderr.isatty() and total:
+        width = 30
+        filled = int(width * done / total)
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r[{bar}] {done:,}/{total:,}", end="", file=sys.stderr, flush=True)
+
+
+def _clear_progress() -> None:
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+import pandas as pd
+import streamlit as st
+
+from flywheel.auth import require_role
+from flywheel.ingest import ingest_runs, ingest_upload, quarantined_lines
+from pages._ui import current_user, database
+
+db, user = database(), current_user()
+require_role(user, "lead")
+st.title("Import traces")
+st.caption("JSONL (one trace object per line) or CSV with the same column names; .gz accepted. "
+           "Re-importing is safe: traces already stored are counted as duplicates.")
+
+upload = st.file_uploader("Trace file", type=["jsonl", "ndjson", "json", "csv", "gz"])
+if upload is not None and st.button("Import", type="primary"):
+    with st.spinner(f"Importing {upload.name}..."):
+        report = ingest_upload(db, upload, upload.name, actor=user.name)
+    st.success(report.summary())
+
+runs = ingest_runs(db)
+if not runs:
+    st.info("No imports yet.")
+    st.stop()
+st.subheader("Recent imports")
+st.dataframe(
+    pd.DataFrame(runs)[["id", "started_at", "actor", "sources", "status", "lines_read", "ingested",
+                        "duplicates", "changed", "quarantined"]],
+    hide_index=True,
+)
+run_id = st.selectbox("Quarantine of run", [r["id"] for r in runs])
+bad = quarantined_lines(db, run_id)
+if bad:
+    st.dataframe(pd.DataFrame(bad)[["file", "line_no", "reason", "raw"]], hide_index=True)
+else:
+    st.caption("Nothing quarantined in this run.")

@@ -1,0 +1,43 @@
+import plotly.express as px
+import streamlit as st
+
+from flywheel.overview import intent_mix, loop_counts, weekly_signal_rates, weekly_traffic
+from pages._ui import database
+
+db = database()
+st.title("Overview")
+st.caption("Production traces flow in, get sampled, scrubbed, labeled and folded into the eval set.")
+
+counts = loop_counts(db)
+cols = st.columns(5)
+cols[0].metric("Traces", f"{counts['traces']:,}")
+cols[1].metric("Weeks of traffic", counts["weeks"])
+cols[2].metric("Import runs", counts["ingest_runs"])
+cols[3].metric("Quarantined lines", counts["quarantined"])
+cols[4].metric("Changed duplicates", counts["changed_duplicates"], help="Re-sent traces whose content differs; kept as first stored")
+
+if counts["traces"] == 0:
+    st.info("No traces yet. A lead imports JSONL or CSV on the Import page, or runs `python -m flywheel ingest`.")
+    st.stop()
+
+left, right = st.columns(2)
+traffic = weekly_traffic(db)
+left.plotly_chart(
+    px.bar(traffic, x="week", y="traces", color="cohort", title="Traces per week by cohort"),
+    width="stretch",
+)
+rates = weekly_signal_rates(db)
+right.plotly_chart(
+    px.line(rates, x="week", y="share", color="signal", markers=True, title="Anomaly signals per week")
+    .update_yaxes(tickformat=".1%"),
+    width="stretch",
+)
+st.subheader("Intent mix: last four weeks against the weeks before")
+st.dataframe(
+    intent_mix(db),
+    hide_index=True,
+    column_config={
+        "recent_share": st.column_config.NumberColumn("share, last 4 weeks", format="percent"),
+        "earlier_share": st.column_config.NumberColumn("share, before", format="percent"),
+    },
+)

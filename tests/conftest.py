@@ -1,0 +1,35 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from flywheel.store import open_db
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = open_db(tmp_path / "flywheel.db")
+    yield database
+    database.close()
+
+
+def trace(n: int, **fields) -> dict:
+    """A valid trace object; fields override the defaults."""
+    return {
+        "trace_id": f"t-{n:06d}",
+        "timestamp": f"2026-05-{1 + n % 28:02d}T10:{n % 60:02d}:00Z",
+        "input": f"question number {n}",
+        "output": f"answer number {n}",
+        "cohort": ("free", "smb", "enterprise")[n % 3],
+        "intent": ("card_arrival", "refund_dispute", "top_up_failed")[n % 3],
+        "signals": {"thumbs": "down" if n % 10 == 0 else None, "judge_score": (n % 100) / 100, "turns": 1 + n % 7},
+        **fields,
+    }
+
+
+def jsonl(path: Path, items: list) -> Path:
+    """Write objects (dicts) or raw lines (bytes) as a JSONL file."""
+    with path.open("wb") as out:
+        for item in items:
+            out.write((item if isinstance(item, bytes) else json.dumps(item).encode()) + b"\n")
+    return path
