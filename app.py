@@ -5,7 +5,7 @@ import streamlit as st
 
 from flywheel.auth import User, load_users, user_for_email
 from flywheel.config import load_config
-from flywheel.demo import ensure_demo_db
+from flywheel.demo_db import ensure_demo_db
 from flywheel.errors import FlywheelError
 
 st.set_page_config(page_title="Flywheel", page_icon=":material/cyclone:", layout="wide")
@@ -32,7 +32,6 @@ def _signed_in_user(users: list[User]) -> User | None:
         user = user_for_email(users, st.user.get("email", ""), st.user.get("name"))
         st.sidebar.button("Sign out", on_click=st.logout)
     else:
-        names = [u.name for u in users]
         roles = {u.name: u.role for u in users}
         if st.session_state.get("user_name") not in roles:
             st.session_state["user_name"] = users[0].name
@@ -46,7 +45,9 @@ def _signed_in_user(users: list[User]) -> User | None:
 
 def _navigation(user: User):
     sections = {
-        section: [st.Page(path, title=title, icon=icon) for path, title, icon, roles in pages if user.role in roles]
+        section: [
+            st.Page(path, title=title, icon=icon) for path, title, icon, roles in pages if user.role in roles
+        ]
         for section, pages in PAGES.items()
     }
     return st.navigation({name: pages for name, pages in sections.items() if pages})

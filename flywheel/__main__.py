@@ -54,9 +54,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from flywheel.demo import build_demo
+    from flywheel.demo_db import build_demo
 
-    summary = build_demo(args.db, seed=args.seed, traces=args.traces, force=args.force, progress=_stderr_progress)
+    summary = build_demo(
+        args.db, seed=args.seed, traces=args.traces, force=args.force, progress=_stderr_progress
+    )
     print(json.dumps(summary))
     return 0
 

@@ -8,8 +8,10 @@ from pages._ui import current_user, database
 db, user = database(), current_user()
 require_role(user, "lead")
 st.title("Import traces")
-st.caption("JSONL (one trace object per line) or CSV with the same column names; .gz accepted. "
-           "Re-importing is safe: traces already stored are counted as duplicates.")
+st.caption(
+    "JSONL (one trace object per line) or CSV with the same column names; .gz accepted. "
+    "Re-importing is safe: traces already stored are counted as duplicates."
+)
 
 upload = st.file_uploader("Trace file", type=["jsonl", "ndjson", "json", "csv", "gz"])
 if upload is not None and st.button("Import", type="primary"):
@@ -23,8 +25,20 @@ if not runs:
     st.stop()
 st.subheader("Recent imports")
 st.dataframe(
-    pd.DataFrame(runs)[["id", "started_at", "actor", "sources", "status", "lines_read", "ingested",
-                        "duplicates", "changed", "quarantined"]],
+    pd.DataFrame(runs)[
+        [
+            "id",
+            "started_at",
+            "actor",
+            "sources",
+            "status",
+            "lines_read",
+            "ingested",
+            "duplicates",
+            "changed",
+            "quarantined",
+        ]
+    ],
     hide_index=True,
 )
 run_id = st.selectbox("Quarantine of run", [r["id"] for r in runs])

@@ -14,10 +14,16 @@ cols[0].metric("Traces", f"{counts['traces']:,}")
 cols[1].metric("Weeks of traffic", counts["weeks"])
 cols[2].metric("Import runs", counts["ingest_runs"])
 cols[3].metric("Quarantined lines", counts["quarantined"])
-cols[4].metric("Changed duplicates", counts["changed_duplicates"], help="Re-sent traces whose content differs; kept as first stored")
+cols[4].metric(
+    "Changed duplicates",
+    counts["changed_duplicates"],
+    help="Re-sent traces whose content differs; kept as first stored",
+)
 
 if counts["traces"] == 0:
-    st.info("No traces yet. A lead imports JSONL or CSV on the Import page, or runs `python -m flywheel ingest`.")
+    st.info(
+        "No traces yet. A lead imports JSONL or CSV on the Import page, or runs `python -m flywheel ingest`."
+    )
     st.stop()
 
 left, right = st.columns(2)
@@ -28,8 +34,9 @@ left.plotly_chart(
 )
 rates = weekly_signal_rates(db)
 right.plotly_chart(
-    px.line(rates, x="week", y="share", color="signal", markers=True, title="Anomaly signals per week")
-    .update_yaxes(tickformat=".1%"),
+    px.line(
+        rates, x="week", y="share", color="signal", markers=True, title="Anomaly signals per week"
+    ).update_yaxes(tickformat=".1%"),
     width="stretch",
 )
 st.subheader("Intent mix: last four weeks against the weeks before")

@@ -40,7 +40,9 @@ picked = selection.selection.rows if user.sees_raw_text else []
 if picked:
     trace = raw_trace(db, user, rows[picked[0]]["trace_id"])
     st.subheader(f"Trace {trace['trace_id']}")
-    st.caption(f"{trace['ts']} · {trace['cohort'] or 'no cohort'} · {trace['intent'] or 'no intent'} · raw text")
+    st.caption(
+        f"{trace['ts']} · {trace['cohort'] or 'no cohort'} · {trace['intent'] or 'no intent'} · raw text"
+    )
     for message in trace["messages"] or [{"role": "user", "content": trace["input"]}]:
         with st.chat_message("user" if message["role"] == "user" else "assistant"):
             st.text(message["content"])

@@ -80,8 +80,11 @@ def test_fields_are_normalized(db, tmp_path):
     item = trace(
         5,
         timestamp="2026-05-03T12:22:00+02:00",
-        messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                  {"role": "user", "content": "c"}],
+        messages=[
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+        ],
         signals={"regenerated": True, "schema_valid": False},
         team="payments",
     )
@@ -189,7 +192,9 @@ def _reconciles(lines: list[bytes]) -> None:
         db = open_db(Path(folder) / "h.db")
         report = ingest_lines(db, [line + b"\n" for line in lines], "fuzz.jsonl", "test")
         assert report.lines_read == report.ingested + report.duplicates + report.quarantined
-        stored = db.execute("SELECT (SELECT count(*) FROM traces), (SELECT count(*) FROM quarantine)").fetchone()
+        stored = db.execute(
+            "SELECT (SELECT count(*) FROM traces), (SELECT count(*) FROM quarantine)"
+        ).fetchone()
         assert stored == (report.ingested, report.quarantined)
         db.close()
 
@@ -202,7 +207,9 @@ def test_arbitrary_bytes_never_raise_and_always_reconcile(lines):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 trace_like = st.fixed_dictionaries(
