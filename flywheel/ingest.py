@@ -244,9 +244,7 @@ def _csv_object(record: dict[str, str]) -> dict:
                 signals[key.removeprefix("signals.")] = value
         elif key in ("messages", "metadata"):
             obj[key] = _json_cell(cell, key)
-        elif key in ("trace_id", "input"):
-            obj[key] = cell
-        elif cell != "":
+        elif key in ("trace_id", "input") or cell != "":
             obj[key] = cell
     if signals:
         obj["signals"] = signals
@@ -329,9 +327,13 @@ def _conflict_row(run_id: int, source: str, line: _Line) -> dict:
 
 def _start_run(db: Database, actor: str, sources: list[str]) -> IngestReport:
     with write(db):
-        run_id = db["ingest_runs"].insert(
-            {"started_at": now(), "actor": actor, "sources": json.dumps(sources), "status": "running"}
-        ).last_pk
+        run_id = (
+            db["ingest_runs"]
+            .insert(
+                {"started_at": now(), "actor": actor, "sources": json.dumps(sources), "status": "running"}
+            )
+            .last_pk
+        )
         report = IngestReport(run_id=run_id, sources=sources)
         _save_counts(db, report)
     return report
@@ -388,4 +390,3 @@ def quarantined_lines(db: Database, run_id: int | None = None, limit: int = 200)
     where, args = ("run_id = ?", [run_id]) if run_id is not None else (None, [])
     rows = db["quarantine"].rows_where(where, args, order_by="run_id desc, line_no", limit=limit)
     return [{**row, "raw": row["raw"].decode("utf-8", "replace") if row["raw"] else ""} for row in rows]
-

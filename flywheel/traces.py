@@ -264,7 +264,9 @@ class TraceFilter:
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def find_traces(db: Database, user: User, where: TraceFilter, page: int = 0, page_size: int = 50) -> list[dict]:
+def find_traces(
+    db: Database, user: User, where: TraceFilter, page: int = 0, page_size: int = 50
+) -> list[dict]:
     """One page of traces, newest first; ``input``/``output`` only for roles that may read raw text."""
     if page < 0 or not 1 <= page_size <= 1000:
         raise BadInput(f"page {page} / page size {page_size}: expected page >= 0 and size 1..1000")
@@ -285,7 +287,10 @@ def count_traces(db: Database, where: TraceFilter = TraceFilter()) -> int:
 def filter_options(db: Database) -> dict[str, list[str]]:
     """The weeks, cohorts and intents present, for filter widgets."""
     return {
-        column + "s": [r[0] for r in db.execute(f"SELECT DISTINCT {column} FROM traces WHERE {column} IS NOT NULL ORDER BY 1")]
+        column + "s": [
+            r[0]
+            for r in db.execute(f"SELECT DISTINCT {column} FROM traces WHERE {column} IS NOT NULL ORDER BY 1")
+        ]
         for column in ("week", "cohort", "intent")
     }
 

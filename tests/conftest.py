@@ -22,7 +22,11 @@ def trace(n: int, **fields) -> dict:
         "output": f"answer number {n}",
         "cohort": ("free", "smb", "enterprise")[n % 3],
         "intent": ("card_arrival", "refund_dispute", "top_up_failed")[n % 3],
-        "signals": {"thumbs": "down" if n % 10 == 0 else None, "judge_score": (n % 100) / 100, "turns": 1 + n % 7},
+        "signals": {
+            "thumbs": "down" if n % 10 == 0 else None,
+            "judge_score": (n % 100) / 100,
+            "turns": 1 + n % 7,
+        },
         **fields,
     }
 
