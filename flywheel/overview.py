@@ -44,7 +44,7 @@ def weekly_signal_rates(db: Database) -> pd.DataFrame:
 
 
 def intent_mix(db: Database, limit: int = 12) -> pd.DataFrame:
-    """The most frequent intents of the last four weeks next to their share in the weeks before."""
+    """The intents that gained most share in the last four weeks against the weeks before."""
     weeks = [r[0] for r in db.execute("SELECT DISTINCT week FROM traces ORDER BY week DESC LIMIT 4")]
     if not weeks:
         return pd.DataFrame(columns=["intent", "recent_share", "earlier_share"])
@@ -54,6 +54,6 @@ def intent_mix(db: Database, limit: int = 12) -> pd.DataFrame:
                sum(week IN ({marks})) * 1.0 / max(1, (SELECT count(*) FROM traces WHERE week IN ({marks}))),
                sum(week NOT IN ({marks})) * 1.0
                  / max(1, (SELECT count(*) FROM traces WHERE week NOT IN ({marks})))
-        FROM traces WHERE intent IS NOT NULL GROUP BY intent ORDER BY 2 DESC LIMIT ?"""
+        FROM traces WHERE intent IS NOT NULL GROUP BY intent ORDER BY 2 - 3 DESC LIMIT ?"""
     rows = db.execute(sql, [*weeks * 4, limit]).fetchall()
     return pd.DataFrame(rows, columns=["intent", "recent_share", "earlier_share"])

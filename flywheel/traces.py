@@ -275,7 +275,17 @@ def find_traces(
     sql = f"SELECT {columns} FROM traces{clause} ORDER BY ts DESC, trace_id LIMIT ? OFFSET ?"
     cursor = db.execute(sql, [*params, page_size, page * page_size])
     names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
+    return [_with_flags(dict(zip(names, row, strict=True))) for row in cursor]
+
+
+def _with_flags(row: dict) -> dict:
+    """Add ``flags``: the short names of the signals a trace carries, for a compact table column."""
+    flags = ["thumbs down"] if row["thumbs"] == "down" else []
+    flags += [name.replace("_", " ") for name in ("regenerated", "retried", "escalated") if row[name]]
+    flags += ["guardrail"] if row["guardrail_tripped"] else []
+    flags += ["schema invalid"] if row["schema_valid"] == 0 else []
+    row["flags"] = flags
+    return row
 
 
 def count_traces(db: Database, where: TraceFilter = TraceFilter()) -> int:

@@ -39,7 +39,7 @@ right.plotly_chart(
     ).update_yaxes(tickformat=".1%"),
     width="stretch",
 )
-st.subheader("Intent mix: last four weeks against the weeks before")
+st.subheader("Intents gaining share: last four weeks against the weeks before")
 st.dataframe(
     intent_mix(db),
     hide_index=True,

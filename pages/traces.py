@@ -21,20 +21,36 @@ where = TraceFilter(
 total = count_traces(db, where)
 page_size = load_config().page_size
 pages = max(1, math.ceil(total / page_size))
-page = st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, value=1, step=1)
-st.caption(f"{total:,} traces match")
+left, right = st.columns([1, 4], vertical_alignment="bottom")
+page = left.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, value=1, step=1)
+right.caption(f"{total:,} traces match")
 
 rows = find_traces(db, user, where, page=page - 1, page_size=page_size)
 if not user.sees_raw_text:
     st.info("Trace text is hidden: labelers see a trace only after a reviewer approved its scrub.")
+columns = ["trace_id", "ts", "cohort", "intent", "flags", "judge_score", "turns", "latency_ms", "cost_usd"]
+if user.sees_raw_text:
+    columns += ["input", "output"]
+frame = pd.DataFrame(rows, columns=columns)
+frame["flags"] = frame["flags"].map(", ".join)
 selection = st.dataframe(
-    pd.DataFrame(rows),
+    frame,
     hide_index=True,
     on_select="rerun",
     selection_mode="single-row",
     key="trace_table",
-    column_config={"judge_score": st.column_config.NumberColumn(format="%.2f")},
+    column_config={
+        "ts": st.column_config.TextColumn("time (UTC)"),
+        "flags": st.column_config.TextColumn("signals"),
+        "judge_score": st.column_config.NumberColumn("judge", format="%.2f"),
+        "latency_ms": st.column_config.NumberColumn("latency ms", format="%d"),
+        "cost_usd": st.column_config.NumberColumn("cost $", format="%.4f"),
+        "input": st.column_config.TextColumn("input (raw)", width="large"),
+        "output": st.column_config.TextColumn("output (raw)", width="medium"),
+    },
 )
+if user.sees_raw_text:
+    st.caption("Select a row to read the whole trace.")
 
 picked = selection.selection.rows if user.sees_raw_text else []
 if picked:
