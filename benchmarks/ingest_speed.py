@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flywheel.demo import demo_lines, demo_traces  # noqa: E402
+from flywheel.demo import demo_lines, demo_traces
 
 
 def _write_inputs(folder: Path, lines: int) -> tuple[Path, Path]:

@@ -14,9 +14,17 @@ from flywheel.demo_db import build_demo
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-dev-shm-usage", "--disable-quic", "--no-first-run", "--disable-component-update",
-               "--disable-sync"]
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -52,8 +60,19 @@ def server(tmp_path_factory):
     build_demo(db_path, seed=5, traces=1200)
     port = _free_port()
     env = {**os.environ, "FLYWHEEL_DB": str(db_path)}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true"]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+    ]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
@@ -88,7 +107,9 @@ def page(browser):
 def _settle(page) -> None:
     """Wait until the script run triggered by the last action has finished."""
     page.wait_for_timeout(300)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+    )
 
 
 def _open(page, url: str) -> None:
@@ -109,7 +130,9 @@ def _go(page, title: str) -> None:
 def _sign_in_as(page, label: str) -> None:
     page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click()
     page.get_by_role("option", name=label).click()
-    page.get_by_test_id("stSidebar").get_by_text(f"Role: {label.split('(')[1].rstrip(')')}").wait_for(timeout=30_000)
+    page.get_by_test_id("stSidebar").get_by_text(f"Role: {label.split('(')[1].rstrip(')')}").wait_for(
+        timeout=30_000
+    )
     _settle(page)
 
 
