@@ -148,3 +148,54 @@ def audit(db: Database, actor: str, action: str, entity: str, entity_id: object,
 def audit_entries(db: Database, limit: int = 50) -> list[dict]:
     """The most recent audit entries, newest first."""
     return list(db["audit_log"].rows_where(order_by="id desc", limit=limit))
+
+
+@migrations()
+def m002_scrubs_and_review(db: Database) -> None:
+    db["scrubs"].create(
+        {
+            "id": int,
+            "trace_id": str,
+            "scrubber_version": str,
+            "status": str,
+            "input": str,
+            "output": str,
+            "messages": str,
+            "created_at": str,
+            "reviewed_by": str,
+            "reviewed_at": str,
+            "note": str,
+        },
+        pk="id",
+        not_null={"trace_id", "status", "input"},
+        foreign_keys=[("trace_id", "traces", "trace_id")],
+    )
+    db["scrubs"].create_index(["trace_id"], unique=True)
+    db["scrubs"].create_index(["status", "id"])
+    db["redactions"].create(
+        {
+            "id": int,
+            "scrub_id": int,
+            "field": str,
+            "start": int,
+            "end": int,
+            "label": str,
+            "detector": str,
+            "removed_by": str,
+        },
+        pk="id",
+        foreign_keys=[("scrub_id", "scrubs", "id")],
+    )
+    db["redactions"].create_index(["scrub_id"])
+    db["scrub_fixes"].create(
+        {"id": int, "scrub_id": int, "kind": str, "label": str, "detector": str, "actor": str, "at": str},
+        pk="id",
+        foreign_keys=[("scrub_id", "scrubs", "id")],
+    )
+    db["scrub_fixes"].create_index(["at"])
+    db["known_names"].create(
+        {"id": int, "name": str, "added_by": str, "added_at": str},
+        pk="id",
+        not_null={"name"},
+    )
+    db.execute("CREATE UNIQUE INDEX idx_known_names_name ON known_names(name COLLATE NOCASE)")
