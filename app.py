@@ -14,6 +14,8 @@ PAGES = {
     "Loop": [
         ("pages/overview.py", "Overview", ":material/dashboard:", ("labeler", "reviewer", "lead")),
         ("pages/traces.py", "Traces", ":material/list_alt:", ("labeler", "reviewer", "lead")),
+        ("pages/sample.py", "Sample", ":material/filter_alt:", ("lead",)),
+        ("pages/review.py", "Review scrubs", ":material/shield_person:", ("reviewer", "lead")),
     ],
     "Admin": [
         ("pages/ingest.py", "Import", ":material/upload_file:", ("lead",)),

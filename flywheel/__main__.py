@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from flywheel import ingest
-from flywheel.errors import FlywheelError
+from flywheel.errors import BadInput, FlywheelError
 from flywheel.store import open_db
 
 
@@ -50,6 +51,18 @@ def _build_parser() -> argparse.ArgumentParser:
     scrub.add_argument("output", metavar="OUT.jsonl")
     scrub.add_argument("--known-names", metavar="FILE", help="customer/organisation names, one per line")
     scrub.set_defaults(run=_scrub)
+
+    sample = commands.add_parser("sample", help="sample a week of traces into a batch and scrub it")
+    sample.add_argument("--db", required=True, help="path of the database")
+    how = sample.add_mutually_exclusive_group(required=True)
+    how.add_argument("--plan", metavar="FILE", help="sampling plan (.toml or .json)")
+    how.add_argument("--random", type=float, metavar="RATE", help="random rate, 0 < RATE <= 1")
+    sample.add_argument("--anomaly", action="store_true", help="with --random: all anomaly-flagged traces")
+    sample.add_argument("--seed", type=int, help="seed (default: the plan's, else 7)")
+    sample.add_argument("--week", metavar="ISO_WEEK", help="e.g. 2026-W45 (default: latest week with traces)")
+    sample.add_argument("--json", action="store_true", help="print the batch as one JSON object")
+    sample.add_argument("--actor", default="cli", help="who is sampling, for the audit log")
+    sample.set_defaults(run=_sample)
     return parser
 
 
@@ -79,6 +92,27 @@ def _scrub(args: argparse.Namespace) -> int:
     _clear_progress()
     print(f"scrubbed {written} lines into {args.output}", file=sys.stderr)
     return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from flywheel import sampling
+
+    plan = sampling.plan_from_options(args.plan, args.random, args.anomaly, args.seed)
+    db = open_db(_existing(args.db))
+    batch = sampling.run_plan(db, plan, actor=args.actor, week=args.week)
+    from flywheel.review import scrub_traces  # loads the scrubber's NLP stack: only once a batch exists
+
+    scrubbed = scrub_traces(db, sampling.batch_trace_ids(db, batch.id), args.actor, progress=_stderr_progress)
+    _clear_progress()
+    out = {**batch.as_json(), "scrubbed": scrubbed}
+    print(json.dumps(out) if args.json else f"{batch.summary()}\n{scrubbed} traces sent to the scrubber")
+    return 0
+
+
+def _existing(path: str) -> str:
+    if not Path(path).is_file():
+        raise BadInput(f"database {path!r} does not exist")
+    return path
 
 
 def _stderr_count(done: int) -> None:

@@ -10,9 +10,11 @@ from flywheel.config import Config
 from flywheel.demo import demo_lines
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_lines
+from flywheel.sampling import DEMO_PLAN, run_plan, sample_weeks, save_plan
 from flywheel.store import open_db
 
 MAX_DEMO_TRACES = 1_000_000
+DEMO_SAMPLED_WEEKS = 6
 
 
 def build_demo(
@@ -35,6 +37,9 @@ def build_demo(
     db = open_db(scratch)
     try:
         report = ingest_lines(db, _counted(demo_lines(seed, traces), traces, progress), "demo.jsonl", "demo")
+        save_plan(db, DEMO_PLAN, actor="demo")
+        for week in sorted(sample_weeks(db)[:DEMO_SAMPLED_WEEKS]):
+            run_plan(db, DEMO_PLAN, actor="demo", week=week)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()

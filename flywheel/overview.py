@@ -51,9 +51,10 @@ def intent_mix(db: Database, limit: int = 12) -> pd.DataFrame:
     marks = ",".join("?" * len(weeks))
     sql = f"""
         SELECT intent,
-               sum(week IN ({marks})) * 1.0 / max(1, (SELECT count(*) FROM traces WHERE week IN ({marks}))),
+               sum(week IN ({marks})) * 1.0
+                 / max(1, (SELECT count(*) FROM traces WHERE week IN ({marks}))) AS recent,
                sum(week NOT IN ({marks})) * 1.0
-                 / max(1, (SELECT count(*) FROM traces WHERE week NOT IN ({marks})))
-        FROM traces WHERE intent IS NOT NULL GROUP BY intent ORDER BY 2 - 3 DESC LIMIT ?"""
+                 / max(1, (SELECT count(*) FROM traces WHERE week NOT IN ({marks}))) AS earlier
+        FROM traces WHERE intent IS NOT NULL GROUP BY intent ORDER BY recent - earlier DESC LIMIT ?"""
     rows = db.execute(sql, [*weeks * 4, limit]).fetchall()
     return pd.DataFrame(rows, columns=["intent", "recent_share", "earlier_share"])

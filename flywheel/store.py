@@ -199,3 +199,53 @@ def m002_scrubs_and_review(db: Database) -> None:
         not_null={"name"},
     )
     db.execute("CREATE UNIQUE INDEX idx_known_names_name ON known_names(name COLLATE NOCASE)")
+
+
+@migrations()
+def m003_sampling(db: Database) -> None:
+    db["sampling_plans"].create(
+        {"name": str, "body": str, "updated_at": str, "updated_by": str}, pk="name", not_null={"body"}
+    )
+    db["sample_batches"].create(
+        {
+            "id": int,
+            "plan_name": str,
+            "plan": str,
+            "seed": int,
+            "week": str,
+            "created_by": str,
+            "created_at": str,
+            "window": int,
+            "selected": int,
+            "sampled": int,
+            "dropped": int,
+            "reasons": str,
+        },
+        pk="id",
+        not_null={"plan", "seed", "week"},
+    )
+    db["batch_items"].create(
+        {"batch_id": int, "trace_id": str, "reasons": str, "stratum": str, "priority": int},
+        pk=("batch_id", "trace_id"),
+        not_null={"reasons", "priority"},
+        foreign_keys=[("batch_id", "sample_batches", "id"), ("trace_id", "traces", "trace_id")],
+    )
+    db["batch_items"].create_index(["trace_id"])
+    db["batch_strata"].create(
+        {
+            "batch_id": int,
+            "kind": str,
+            "rule": str,
+            "stratum": str,
+            "quota": int,
+            "population": int,
+            "selected": int,
+            "dropped": int,
+            "in_batch": int,
+        },
+        pk=("batch_id", "rule", "stratum"),
+        foreign_keys=[("batch_id", "sample_batches", "id")],
+    )
+    # Per-week strata counts read only these index entries, never the trace rows.
+    db["traces"].create_index(["week", "cohort", "intent"])
+    db["traces"].create_index(["week", "cost_usd"])

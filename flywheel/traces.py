@@ -275,7 +275,25 @@ def find_traces(
     sql = f"SELECT {columns} FROM traces{clause} ORDER BY ts DESC, trace_id LIMIT ? OFFSET ?"
     cursor = db.execute(sql, [*params, page_size, page * page_size])
     names = [d[0] for d in cursor.description]
-    return [_with_flags(dict(zip(names, row, strict=True))) for row in cursor]
+    rows = [_with_flags(dict(zip(names, row, strict=True))) for row in cursor]
+    return _with_scrubs(db, user, rows)
+
+
+def _with_scrubs(db: Database, user: User, rows: list[dict]) -> list[dict]:
+    """Add each trace's scrub status and scrubbed input; labelers get approved scrubs only."""
+    ids = [row["trace_id"] for row in rows]
+    marks = ",".join("?" * len(ids))
+    scrubs = {
+        trace_id: (status, text)
+        for trace_id, status, text in db.execute(
+            f"SELECT trace_id, status, input FROM scrubs WHERE trace_id IN ({marks})", ids
+        )
+    }
+    for row in rows:
+        status, text = scrubs.get(row["trace_id"], (None, None))
+        row["scrub"] = status
+        row["scrubbed_input"] = text if status == "approved" or user.sees_raw_text else None
+    return rows
 
 
 def _with_flags(row: dict) -> dict:

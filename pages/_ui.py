@@ -10,9 +10,14 @@ from flywheel.store import open_db
 
 def current_user() -> User:
     """The user app.py identified for this run."""
+    if "user" not in st.session_state:
+        # A deep link opened on a freshly started server can run a page before app.py has called
+        # st.navigation; send it through the entry point, which identifies the user first.
+        st.switch_page("app.py")
     return st.session_state["user"]
 
 
 def database() -> Database:
-    """A connection for this script run (connections are not shared between threads)."""
+    """A connection for this script run, for an identified user only."""
+    current_user()
     return open_db(load_config().db)

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from flywheel.config import load_config
+from flywheel.review import approved_scrub
 from flywheel.traces import SIGNAL_FILTERS, TraceFilter, count_traces, filter_options, find_traces, raw_trace
 from pages._ui import current_user, database
 
@@ -27,8 +28,11 @@ right.caption(f"{total:,} traces match")
 
 rows = find_traces(db, user, where, page=page - 1, page_size=page_size)
 if not user.sees_raw_text:
-    st.info("Trace text is hidden: labelers see a trace only after a reviewer approved its scrub.")
-columns = ["trace_id", "ts", "cohort", "intent", "flags", "judge_score", "turns", "latency_ms", "cost_usd"]
+    st.info(
+        "Raw trace text is hidden: labelers see a trace's scrubbed text once a reviewer approved its scrub."
+    )
+columns = ["trace_id", "ts", "cohort", "intent", "flags", "scrub", "scrubbed_input", "judge_score", "turns"]
+columns += ["latency_ms", "cost_usd"]
 if user.sees_raw_text:
     columns += ["input", "output"]
 frame = pd.DataFrame(rows, columns=columns)
@@ -42,6 +46,7 @@ selection = st.dataframe(
     column_config={
         "ts": st.column_config.TextColumn("time (UTC)"),
         "flags": st.column_config.TextColumn("signals"),
+        "scrubbed_input": st.column_config.TextColumn("input (scrubbed)", width="large"),
         "judge_score": st.column_config.NumberColumn("judge", format="%.2f"),
         "latency_ms": st.column_config.NumberColumn("latency ms", format="%d"),
         "cost_usd": st.column_config.NumberColumn("cost $", format="%.4f"),
@@ -49,11 +54,24 @@ selection = st.dataframe(
         "output": st.column_config.TextColumn("output (raw)", width="medium"),
     },
 )
-if user.sees_raw_text:
-    st.caption("Select a row to read the whole trace.")
+st.caption("Select a row to read the whole trace.")
 
-picked = selection.selection.rows if user.sees_raw_text else []
-if picked:
+picked = selection.selection.rows
+if picked and not user.sees_raw_text:
+    chosen = rows[picked[0]]
+    if chosen["scrub"] != "approved":
+        st.info(f"Trace {chosen['trace_id']} has no approved scrub yet, so there is nothing to show.")
+    else:
+        scrub = approved_scrub(db, user, chosen["trace_id"])
+        st.subheader(f"Trace {chosen['trace_id']}")
+        st.caption("scrubbed text, approved by " + scrub["reviewed_by"])
+        for message in scrub["messages"] or [{"role": "user", "content": scrub["input"]}]:
+            with st.chat_message("user" if message["role"] == "user" else "assistant"):
+                st.text(message["content"])
+        if scrub["output"] and not scrub["messages"]:
+            with st.chat_message("assistant"):
+                st.text(scrub["output"])
+elif picked:
     trace = raw_trace(db, user, rows[picked[0]]["trace_id"])
     st.subheader(f"Trace {trace['trace_id']}")
     st.caption(

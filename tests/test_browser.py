@@ -1,5 +1,6 @@
 """The real app in Chromium: start streamlit on a free port against a tmp demo database, click through."""
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from flywheel.demo_db import build_demo
+from flywheel.ingest import ingest_lines
+from flywheel.review import scrub_traces
+from flywheel.store import open_db
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,10 +58,23 @@ def _wait_for(url: str, seconds: float = 60) -> None:
     raise TimeoutError(f"{url} did not answer within {seconds} s")
 
 
+REVIEW_INPUT = "Hello, Maria Gonzalez here, card lost near the kettle lane branch"
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server_db(tmp_path_factory):
     db_path = tmp_path_factory.mktemp("browser") / "demo.db"
     build_demo(db_path, seed=5, traces=1200)
+    db = open_db(db_path)
+    line = json.dumps({"trace_id": "t-review", "input": REVIEW_INPUT, "output": "We can help."}).encode()
+    ingest_lines(db, [line + b"\n"], "review.jsonl", "test")
+    scrub_traces(db, ["t-review"], actor="test")
+    return db_path
+
+
+@pytest.fixture(scope="module")
+def server(server_db):
+    db_path = server_db
     port = _free_port()
     env = {**os.environ, "FLYWHEEL_DB": str(db_path)}
     command = [
@@ -150,4 +167,36 @@ def test_labeler_gets_no_admin_pages_and_no_raw_text(server, page):
     nav = page.get_by_test_id("stSidebarNav")
     assert nav.get_by_role("link", name="Import", exact=True).count() == 0
     _go(page, "Traces")
-    page.get_by_text("Trace text is hidden").wait_for(timeout=30_000)
+    page.get_by_text("Raw trace text is hidden").wait_for(timeout=30_000)
+
+
+def test_reviewer_sees_highlights_adds_a_redaction_and_approves_with_the_keyboard(server, server_db, page):
+    _open(page, server)
+    _sign_in_as(page, "ravi (reviewer)")
+    _go(page, "Review scrubs")
+    page.get_by_test_id("stSelectbox").filter(has_text="Pending trace").click()
+    page.get_by_role("option", name="t-review", exact=False).click()
+    page.locator("h3").filter(has_text="Trace t-review").wait_for(timeout=30_000)
+    _settle(page)
+    name_mark = page.locator("mark.pii-person").filter(has_text="Maria Gonzalez").first
+    assert name_mark.is_visible()
+    assert page.locator("mark.pii-person").filter(has_text="[PERSON]").first.is_visible()
+
+    page.get_by_label("Text the scrubber missed").fill("kettle lane")
+    page.get_by_test_id("stSelectbox").filter(has_text="Class").click()
+    page.get_by_role("option", name="LOCATION", exact=True).click()
+    page.get_by_role("button", name="Add redaction").click()
+    page.locator("mark.pii-location").filter(has_text="kettle lane").first.wait_for(timeout=30_000)
+    _settle(page)
+    db = open_db(server_db)
+    scrub = db.execute("SELECT id, input FROM scrubs WHERE trace_id = 't-review'").fetchone()
+    assert "kettle lane" not in scrub[1] and "[LOCATION]" in scrub[1]
+
+    page.locator("h1").first.click()  # focus away from inputs, where shortcuts do not fire
+    page.keyboard.press("a")
+    page.locator("h3").filter(has_text="Trace t-review").wait_for(state="detached", timeout=30_000)
+    _settle(page)
+    assert db.execute("SELECT status, reviewed_by FROM scrubs WHERE id = ?", [scrub[0]]).fetchone() == (
+        "approved",
+        "ravi",
+    )

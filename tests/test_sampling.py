@@ -1,0 +1,405 @@
+"""The sampling station on real SQLite files: plans, batches, ledger, the SQL predicate and the CLI."""
+
+import json
+import math
+import random
+import shutil
+
+import pytest
+from conftest import jsonl
+
+from flywheel import sampling
+from flywheel.__main__ import main
+from flywheel.errors import BadInput, NotFound
+from flywheel.ingest import ingest_files
+from flywheel.sampling import Plan, Stratum
+from flywheel.store import audit_entries, open_db
+
+WEEK, OTHER_WEEK = "2026-W19", "2026-W20"  # 4-10 May and 11-17 May 2026
+N = 1500
+FLAGS = {
+    "thumbs_down": lambda s: s["thumbs"] == "down",
+    "regenerated": lambda s: s["regenerated"],
+    "retried": lambda s: s["retried"],
+    "escalated": lambda s: s["escalated"],
+    "guardrail_tripped": lambda s: s["guardrail_tripped"],
+    "schema_invalid": lambda s: not s["schema_valid"],
+}
+ALL_ANOMALIES = tuple(sampling.ANOMALY_SIGNALS)
+
+
+def make_traces(seed: int = 1, n: int = N) -> list[dict]:
+    """Two weeks of traces: ``n`` in WEEK, 200 in OTHER_WEEK; three 'tiny' cohort traces; a rare intent."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n + 200):
+        day = 4 + i % 7 if i < n else 11 + i % 7
+        signals = {
+            "thumbs": "down" if rng.random() < 0.05 else "up",
+            "regenerated": rng.random() < 0.03,
+            "retried": rng.random() < 0.03,
+            "escalated": rng.random() < 0.03,
+            "guardrail_tripped": rng.random() < 0.02,
+            "schema_valid": rng.random() >= 0.02,
+            "judge_score": round(rng.random(), 3),
+            "turns": rng.randint(1, 10),
+            "latency_ms": rng.randint(100, 5000),
+            "cost_usd": round(rng.random() / 100, 6),
+        }
+        out.append(
+            {
+                "trace_id": f"t-{i:05d}",
+                "timestamp": f"2026-05-{day:02d}T{i % 24:02d}:00:00Z",
+                "input": f"question {i}",
+                "cohort": "tiny" if i < 3 else rng.choice(["free", "smb"]),
+                "intent": "rare_intent" if i % 300 == 7 else rng.choice(["card_arrival", "refund"]),
+                "signals": signals,
+            }
+        )
+    return out
+
+
+def load(tmp_path, traces: list[dict], name: str = "s.db"):
+    db = open_db(tmp_path / name)
+    ingest_files(db, [jsonl(tmp_path / f"{name}.jsonl", traces)])
+    return db
+
+
+@pytest.fixture(scope="module")
+def traces() -> list[dict]:
+    return make_traces()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, traces):
+    path = tmp_path_factory.mktemp("sampling")
+    db = load(path, traces)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file alone then holds everything
+    db.close()
+    return path / "s.db"
+
+
+@pytest.fixture
+def sdb(tmp_path, template):
+    shutil.copy(template, tmp_path / "s.db")
+    db = open_db(tmp_path / "s.db")
+    yield db
+    db.close()
+
+
+def in_week(traces: list[dict]) -> list[dict]:
+    return [t for t in traces if t["timestamp"] < "2026-05-11"]
+
+
+def items(db, batch_id: int) -> dict[str, dict]:
+    return {item["trace_id"]: item for item in sampling.batch_items(db, batch_id)}
+
+
+def picked_by(found: dict[str, dict], prefix: str) -> set[str]:
+    return {tid for tid, item in found.items() if any(r.startswith(prefix) for r in item["reasons"])}
+
+
+# Anomaly ------------------------------------------------------------------------------------------
+
+
+def test_every_anomaly_flagged_trace_in_the_window_is_sampled(sdb, traces):
+    batch = sampling.run_plan(sdb, Plan(anomaly=ALL_ANOMALIES), "ana", week=WEEK)
+    found = items(sdb, batch.id)
+    for signal, flagged in FLAGS.items():
+        expected = {t["trace_id"] for t in in_week(traces) if flagged(t["signals"])}
+        assert expected, f"the fixture has no {signal} traces"
+        assert picked_by(found, f"anomaly:{signal}") == expected, signal
+    anything = {t["trace_id"] for t in in_week(traces) if any(f(t["signals"]) for f in FLAGS.values())}
+    assert set(found) == anything
+    assert all(item["priority"] == 0 for item in found.values())
+
+
+def test_anomaly_signals_are_switchable(sdb, traces):
+    batch = sampling.run_plan(sdb, Plan(anomaly=("escalated",)), "ana", week=WEEK)
+    expected = {t["trace_id"] for t in in_week(traces) if t["signals"]["escalated"]}
+    assert set(items(sdb, batch.id)) == expected
+    assert batch.reasons == {"anomaly:escalated": len(expected)}
+
+
+def test_the_window_is_one_week_and_defaults_to_the_latest(sdb, traces):
+    batch = sampling.run_plan(sdb, Plan(anomaly=ALL_ANOMALIES), "ana")
+    assert batch.week == OTHER_WEEK and batch.window == 200
+    assert all(tid >= f"t-{N:05d}" for tid in items(sdb, batch.id))
+
+
+# Random --------------------------------------------------------------------------------------------
+
+
+def test_random_rate_stays_within_binomial_bounds_over_many_seeds(sdb):
+    rate, counts = 0.05, []
+    for seed in range(40):
+        counts.append(sampling.run_plan(sdb, Plan(seed=seed, random_rate=rate), "ana", week=WEEK).sampled)
+    mean, sd = N * rate, math.sqrt(N * rate * (1 - rate))
+    assert all(abs(c - mean) < 4.5 * sd for c in counts), counts
+    assert abs(sum(counts) / len(counts) - mean) < 3 * sd / math.sqrt(len(counts)), counts
+
+
+def test_the_sql_predicate_selects_exactly_what_the_python_path_selects(sdb, traces):
+    sampling.register_md5(sdb)
+    ids = [t["trace_id"] for t in traces]
+    for seed, rate in [(0, 0.01), (7, 0.05), (123, 0.5), (9, 1.0)]:
+        plan = Plan(seed=seed, random_rate=rate)
+        sql = sampling.random_predicate_sql(plan)
+        by_sql = {r[0] for r in sdb.execute(f"SELECT trace_id FROM traces WHERE {sql}")}
+        by_python = {i for i in ids if sampling.in_random_sample(i, rate, seed)}
+        assert by_sql == by_python, (seed, rate)
+        assert 0 < len(by_python) <= len(ids)
+    assert sampling.random_predicate_sql(Plan(seed=7, random_rate=0.02)) == (
+        "substr(lower(md5('7:' || trace_id)), 1, 8) < '051eb852'"
+    )
+
+
+def test_the_batch_takes_exactly_the_python_random_picks(sdb, traces):
+    batch = sampling.run_plan(sdb, Plan(seed=5, random_rate=0.1), "ana", week=WEEK)
+    expected = {t["trace_id"] for t in in_week(traces) if sampling.in_random_sample(t["trace_id"], 0.1, 5)}
+    assert set(items(sdb, batch.id)) == expected
+
+
+# Determinism -------------------------------------------------------------------------------------
+
+EVERYTHING = Plan(
+    name="everything",
+    seed=11,
+    random_rate=0.03,
+    anomaly=ALL_ANOMALIES,
+    strata=(
+        Stratum("cohort", quota=5),
+        Stratum("intent", quota=2),
+        Stratum("judge_band", quota=7),
+        Stratum("long_conversation", quota=4, min_turns=9),
+        Stratum("cost_tail", quota=3),
+        Stratum("latency_tail", quota=3, top_share=0.02),
+    ),
+    cap=300,
+)
+
+
+def test_same_seed_and_same_data_give_the_same_batch(tmp_path, sdb, traces):
+    first = sampling.run_plan(sdb, EVERYTHING, "ana", week=WEEK)
+    again = sampling.run_plan(sdb, EVERYTHING, "ana", week=WEEK)
+    shuffled = traces[:]
+    random.Random(3).shuffle(shuffled)  # same data, stored in another order
+    other = load(tmp_path, shuffled, "other.db")
+    elsewhere = sampling.run_plan(other, EVERYTHING, "lena", week=WEEK)
+    assert items(sdb, first.id) == items(sdb, again.id) == items(other, elsewhere.id)
+    assert sampling.batch_ledger(sdb, first.id) == sampling.batch_ledger(other, elsewhere.id)
+
+
+def test_a_different_seed_gives_a_different_batch(sdb):
+    first = sampling.run_plan(sdb, EVERYTHING, "ana", week=WEEK)
+    second = sampling.run_plan(sdb, EVERYTHING.replace(seed=12), "ana", week=WEEK)
+    one, two = items(sdb, first.id), items(sdb, second.id)
+    assert picked_by(one, "anomaly:") == picked_by(two, "anomaly:")  # anomalies do not depend on the seed
+    assert picked_by(one, "random") != picked_by(two, "random")
+    assert picked_by(one, "stratified:judge_score")
+    assert picked_by(one, "stratified:judge_score") != picked_by(two, "stratified:judge_score")
+
+
+# Strata --------------------------------------------------------------------------------------------
+
+
+def test_quotas_are_met_in_large_strata_and_small_strata_are_taken_whole(sdb, traces):
+    batch = sampling.run_plan(sdb, Plan(strata=(Stratum("cohort", quota=10),)), "ana", week=WEEK)
+    found = items(sdb, batch.id)
+    cohort = {t["trace_id"]: t["cohort"] for t in traces}
+    assert batch.reasons == {"stratified:cohort=free": 10, "stratified:cohort=smb": 10, "stratified:cohort=tiny": 3}
+    assert {tid for tid in found if cohort[tid] == "tiny"} == {"t-00000", "t-00001", "t-00002"}
+    ledger = {row["stratum"]: row for row in sampling.batch_ledger(sdb, batch.id)}
+    population = {c: sum(t["cohort"] == c for t in in_week(traces)) for c in ("free", "smb", "tiny")}
+    for c, size in population.items():
+        row = ledger[f"cohort={c}"]
+        assert (row["population"], row["selected"], row["quota"]) == (size, min(size, 10), 10)
+        assert row["rate"] == round(min(size, 10) / size, 4)
+
+
+def test_band_turns_tail_and_rare_intent_strata_pick_only_their_members(sdb, traces):
+    plan = Plan(
+        strata=(
+            Stratum("judge_band", quota=20, low=0.45, high=0.5),
+            Stratum("long_conversation", quota=20, min_turns=10),
+            Stratum("cost_tail", quota=5, top_share=0.01),
+            Stratum("intent", quota=2, rare_share=0.01),
+        )
+    )
+    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    found, by_id = items(sdb, batch.id), {t["trace_id"]: t for t in traces}
+    band = picked_by(found, "stratified:judge_score 0.45-0.5")
+    assert len(band) == 20 and all(0.45 <= by_id[i]["signals"]["judge_score"] <= 0.5 for i in band)
+    long = picked_by(found, "stratified:turns >= 10")
+    assert len(long) == 20 and all(by_id[i]["signals"]["turns"] >= 10 for i in long)
+    costs = sorted((t["signals"]["cost_usd"] for t in in_week(traces)), reverse=True)
+    tail = picked_by(found, "stratified:cost_usd top 1%")
+    assert len(tail) == 5 and all(by_id[i]["signals"]["cost_usd"] >= costs[14] for i in tail)
+    assert picked_by(found, "stratified:intent=") == picked_by(found, "stratified:intent=rare_intent")
+    ledger = {row["stratum"]: row for row in sampling.batch_ledger(sdb, batch.id)}
+    assert ledger["cost_usd top 1%"]["population"] == math.ceil(0.01 * N)
+    assert ledger["intent=rare_intent"]["population"] == 5
+
+
+def test_no_trace_twice_and_every_reason_kept(sdb, traces):
+    plan = Plan(random_rate=1.0, anomaly=ALL_ANOMALIES, strata=(Stratum("cohort", quota=3),))
+    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    total, distinct = sdb.execute(
+        "SELECT count(*), count(DISTINCT trace_id) FROM batch_items WHERE batch_id = ?", [batch.id]
+    ).fetchone()
+    assert total == distinct == batch.sampled == N
+    found = items(sdb, batch.id)
+    for t in in_week(traces):
+        flags = [f"anomaly:{name}" for name, flagged in FLAGS.items() if flagged(t["signals"])]
+        reasons = found[t["trace_id"]]["reasons"]
+        assert set(flags) <= set(reasons) and "random" in reasons
+        assert found[t["trace_id"]]["priority"] == (0 if flags else 1 if len(reasons) > 1 else 2)
+    assert all(t["trace_id"] in picked_by(found, "stratified:cohort=tiny") for t in traces[:3])
+
+
+def test_cap_keeps_anomaly_picks_first_then_strata_then_random(sdb, traces):
+    anomalous = {t["trace_id"] for t in in_week(traces) if any(f(t["signals"]) for f in FLAGS.values())}
+    plan = Plan(
+        random_rate=0.5, anomaly=ALL_ANOMALIES, strata=(Stratum("cohort", quota=2),), cap=len(anomalous) + 4
+    )
+    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    found = items(sdb, batch.id)
+    assert len(found) == batch.sampled == len(anomalous) + 4
+    assert anomalous <= set(found)
+    priorities = [item["priority"] for item in found.values()]
+    assert (priorities.count(1), priorities.count(2)) == (4, 0)
+    ledger = sampling.batch_ledger(sdb, batch.id)
+    assert sum(r["dropped"] for r in ledger if r["kind"] == "anomaly") == 0
+    random_row = next(r for r in ledger if r["rule"] == "random")
+    assert random_row["dropped"] > 0 and batch.dropped == batch.selected - batch.sampled > 0
+
+
+# Bad plans ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"random": {"rate": 0}}, "random rate 0"),
+        ({"random": {"rate": 1.5}}, "random rate 1.5"),
+        ({"random": {"rate": -0.1}}, "random rate -0.1"),
+        ({"random": {"rate": "2%"}}, "random rate '2%'"),
+        ({"strata": [{"key": "country", "quota": 3}]}, "unknown stratum key 'country'"),
+        ({"strata": [{"key": "cohort", "quota": 0}]}, "quota 0"),
+        ({"strata": [{"key": "cohort", "min_turns": 3}]}, "unknown field"),
+        ({"strata": [{"key": "judge_band", "low": 0.8, "high": 0.2}]}, "low is above high"),
+        ({"strata": [{"key": "cohort"}, {"key": "cohort"}]}, "each key may appear once"),
+        ({"anomaly": ["thumbs_up"]}, "unknown anomaly signal 'thumbs_up'"),
+        ({"week": "2026-45", "anomaly": ["retried"]}, "week '2026-45'"),
+        ({"week": "2026-W54", "anomaly": ["retried"]}, "week '2026-W54'"),
+        ({"cap": 0, "anomaly": ["retried"]}, "cap 0"),
+        ({"seed": -1, "anomaly": ["retried"]}, "seed -1"),
+        ({"name": "weekly"}, "samples nothing"),
+        ({"sample": 1}, "unknown plan field"),
+    ],
+)
+def test_bad_plans_are_refused_with_the_bad_value_named(body, message):
+    with pytest.raises(BadInput, match=message.replace("(", r"\(")):
+        Plan.from_dict(body)
+
+
+def test_a_week_without_traces_and_an_empty_store_are_refused(tmp_path, sdb):
+    with pytest.raises(BadInput, match=r"week '2026-W30' has no traces; traces span 2026-W19..2026-W20"):
+        sampling.run_plan(sdb, Plan(anomaly=ALL_ANOMALIES), "ana", week="2026-W30")
+    with pytest.raises(BadInput, match="week 'W19'"):
+        sampling.preview_plan(sdb, Plan(anomaly=ALL_ANOMALIES), week="W19")
+    with pytest.raises(BadInput, match="no traces to sample"):
+        sampling.run_plan(open_db(tmp_path / "empty.db"), Plan(anomaly=ALL_ANOMALIES), "ana")
+    assert sdb["sample_batches"].count == 0
+
+
+# Plans: files, storage, preview ----------------------------------------------------------------------
+
+
+def test_plan_files_round_trip_and_the_example_is_the_demo_plan(tmp_path):
+    assert sampling.load_plan_file("data/plans/weekly.toml") == sampling.DEMO_PLAN
+    every = sampling.load_plan_file("data/plans/every-rule.toml")
+    assert {s.key for s in every.strata} == set(sampling.STRATUM_KEYS)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(EVERYTHING.as_dict()))
+    assert sampling.load_plan_file(path) == EVERYTHING
+    (tmp_path / "bad.toml").write_text("name = ")
+    with pytest.raises(BadInput, match="cannot be read"):
+        sampling.load_plan_file(tmp_path / "bad.toml")
+    with pytest.raises(BadInput, match="expected a .toml or .json"):
+        sampling.load_plan_file(tmp_path / "plan.yaml")
+
+
+def test_saved_plans_are_upserted_by_name_and_audited(sdb):
+    sampling.save_plan(sdb, EVERYTHING, "ana")
+    sampling.save_plan(sdb, EVERYTHING.replace(cap=None), "ana")
+    assert sampling.saved_plans(sdb) == [EVERYTHING.replace(cap=None)]
+    assert sampling.saved_plan(sdb, "everything").cap is None
+    assert [e["action"] for e in audit_entries(sdb)][:2] == ["save_plan", "save_plan"]
+    sampling.delete_plan(sdb, "everything", "ana")
+    with pytest.raises(NotFound, match="'everything'"):
+        sampling.saved_plan(sdb, "everything")
+
+
+def test_preview_predicts_the_batch_and_running_writes_batch_ledger_and_audit(sdb):
+    preview = sampling.preview_plan(sdb, EVERYTHING, WEEK)
+    assert sdb["sample_batches"].count == 0
+    batch = sampling.run_plan(sdb, EVERYTHING, "ana", WEEK)
+    assert (preview.window, preview.selected, preview.capped) == (batch.window, batch.selected, batch.sampled)
+    kept = sampling.batch_rule_counts(sdb, batch.id)
+    picks = {r["rule"]: r["picks"] for r in preview.rules}
+    assert set(kept) == set(picks) and all(kept[rule] <= picks[rule] for rule in picks)
+    stored = sampling.sample_batches(sdb)[0]
+    assert (stored["id"], stored["created_by"], stored["seed"], stored["week"]) == (batch.id, "ana", 11, WEEK)
+    assert stored["plan"] == EVERYTHING.as_dict() and stored["reasons"] == batch.reasons
+    entry = audit_entries(sdb)[0]
+    assert (entry["actor"], entry["action"], entry["entity_id"]) == ("ana", "sample", str(batch.id))
+    assert sampling.batch_trace_ids(sdb, batch.id)[0] in picked_by(items(sdb, batch.id), "anomaly:")
+
+
+# CLI -----------------------------------------------------------------------------------------------
+
+
+def cli(argv: list[str]) -> int:
+    """The exit code of ``python -m flywheel`` with these arguments (argparse errors exit directly)."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code
+
+
+def test_cli_json_contract(tmp_path, capsys):
+    load(tmp_path, make_traces(n=300), "cli.db")
+    args = ["sample", "--db", str(tmp_path / "cli.db"), "--random", "0.05", "--anomaly", "--seed", "4"]
+    assert main([*args, "--week", WEEK, "--json", "--actor", "cron"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"batch_id", "week", "sampled", "reasons", "scrubbed"} <= set(out)
+    assert out["week"] == WEEK and out["sampled"] > 0 and out["scrubbed"] == out["sampled"]
+    db = open_db(tmp_path / "cli.db")
+    assert db["batch_items"].count == out["sampled"]
+    assert sum(out["reasons"].values()) >= out["sampled"]
+    assert db.execute("SELECT count(*) FROM scrubs").fetchone()[0] == out["sampled"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--random", "1.5"], "random rate 1.5"),
+        (["--random", "0.1", "--week", "2026-19"], "week '2026-19'"),
+        (["--random", "0.1", "--week", "2026-W40"], "week '2026-W40' has no traces"),
+        (["--plan", "data/plans/weekly.toml", "--anomaly"], "--anomaly"),
+        (["--plan", "nope.toml"], "does not exist"),
+        (["--random", "abc"], "invalid float value: 'abc'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    load(tmp_path, make_traces(n=50), "cli.db")
+    assert cli(["sample", "--db", str(tmp_path / "cli.db"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_refuses_a_missing_database(tmp_path, capsys):
+    assert cli(["sample", "--db", str(tmp_path / "none.db"), "--random", "0.1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()

@@ -1,0 +1,274 @@
+"""Tests of the layered scrubber: each detector, offsets, placeholders, overlaps, JSONL round trip, recall."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import flywheel.scrub as scrub
+from flywheel.errors import BadInput
+from flywheel.scrub import LABELS, Scrubber, ScrubResult, Span, load_known_names, scrub_jsonl
+from flywheel.scrub.detectors import luhn_ok
+
+HELD_OUT = Path(__file__).parent / "data" / "support_chat_pii.jsonl"
+
+
+@pytest.fixture(scope="module")
+def scrubber() -> Scrubber:
+    return Scrubber(known_names=["Acme Widgets", "Globex"])
+
+
+def found(result: ScrubResult, text: str) -> dict[str, str]:
+    """Redacted substring → label."""
+    return {text[s.start : s.end]: s.label for s in result.spans}
+
+
+def labels_of(scrubber: Scrubber, text: str) -> dict[str, str]:
+    return found(scrubber.scrub(text), text)
+
+
+def test_public_api() -> None:
+    assert set(scrub.__all__) >= {
+        "Scrubber",
+        "Span",
+        "ScrubResult",
+        "SCRUBBER_VERSION",
+        "LABELS",
+        "scrub_jsonl",
+        "load_known_names",
+    }
+    assert LABELS == (
+        "PERSON",
+        "ORG",
+        "LOCATION",
+        "EMAIL",
+        "PHONE",
+        "CREDIT_CARD",
+        "ID",
+        "IP",
+        "URL",
+        "CUSTOMER",
+    )
+
+
+def test_email_keeps_surrounding_words(scrubber: Scrubber) -> None:
+    text = "write to me at john.doe@x.com or later"
+    result = scrubber.scrub(text)
+    assert found(result, text) == {"john.doe@x.com": "EMAIL"}
+    assert result.text == "write to me at [EMAIL] or later"
+
+
+@pytest.mark.parametrize(
+    "card", ["4539 1488 0343 6467", "4539-1488-0343-6467", "4539148803436467", "3714 496353 98431"]
+)
+def test_cards_spaced_dashed_and_plain_pass_luhn(scrubber: Scrubber, card: str) -> None:
+    text = f"my card is {card} thanks"
+    assert labels_of(scrubber, text) == {card: "CREDIT_CARD"}
+
+
+def test_card_failing_luhn_is_not_a_card(scrubber: Scrubber) -> None:
+    assert not luhn_ok("4539148803436468")
+    text = "my card is 4539 1488 0343 6468 thanks"
+    assert "CREDIT_CARD" not in labels_of(scrubber, text).values()
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "+44 20 7946 0958",
+        "+49 151 2345 6789",
+        "+33 1 42 68 53 00",
+        "+1-212-555-0147",
+        "(415) 555-0132",
+        "07700 900123",
+    ],
+)
+def test_international_and_national_phones(scrubber: Scrubber, phone: str) -> None:
+    text = f"call me on {phone} tomorrow"
+    assert labels_of(scrubber, text) == {phone: "PHONE"}
+
+
+def test_iban_checksum(scrubber: Scrubber) -> None:
+    good = "DE89 3704 0044 0532 0130 00"
+    assert labels_of(scrubber, f"refund to {good} please") == {good: "ID"}
+    bad = "DE89 3704 0044 0532 0130 01"
+    assert bad not in labels_of(scrubber, f"refund to {bad} please")
+
+
+def test_ids_from_default_and_configured_patterns(scrubber: Scrubber) -> None:
+    text = "order 48213377 and ticket TCK-99812, SSN 123-45-6789"
+    assert labels_of(scrubber, text) == {"48213377": "ID", "TCK-99812": "ID", "123-45-6789": "ID"}
+    custom = Scrubber(id_patterns=[r"\bZX\d{3}\b"], layers=("regex",))
+    assert labels_of(custom, "case ZX123 opened") == {"ZX123": "ID"}
+
+
+def test_bad_id_pattern_names_it() -> None:
+    with pytest.raises(BadInput, match=r"\(unclosed"):
+        Scrubber(id_patterns=["(unclosed"])
+
+
+def test_ips(scrubber: Scrubber) -> None:
+    text = "hosts 192.168.14.27 and 2001:db8::8a2e:370:7334 but not 999.1.1.1"
+    assert labels_of(scrubber, text) == {"192.168.14.27": "IP", "2001:db8::8a2e:370:7334": "IP"}
+
+
+def test_url_with_credentials_only(scrubber: Scrubber) -> None:
+    text = "hook https://admin:S3cret@hooks.example.net/x and docs at https://example.com/help"
+    assert labels_of(scrubber, text) == {"https://admin:S3cret@hooks.example.net/x": "URL"}
+
+
+def test_names_orgs_locations_via_ner(scrubber: Scrubber) -> None:
+    text = "Sarah Connor from Microsoft flew to Berlin last week."
+    labels = labels_of(scrubber, text)
+    assert labels["Sarah Connor"] == "PERSON"
+    assert labels["Microsoft"] == "ORG"
+    assert labels["Berlin"] == "LOCATION"
+
+
+def test_all_caps_and_sign_off_names(scrubber: Scrubber) -> None:
+    assert labels_of(scrubber, "MY NAME IS DOROTHY KLEIN AND I NEED HELP").get("DOROTHY KLEIN") == "PERSON"
+    assert labels_of(scrubber, "that worked, cheers,Evan").get("Evan") == "PERSON"
+
+
+def test_mail_header_name_and_address(scrubber: Scrubber) -> None:
+    text = "From: Jane Doe <jane@x.com>\nSubject: refund"
+    assert labels_of(scrubber, text) == {"Jane Doe": "PERSON", "jane@x.com": "EMAIL"}
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["742 Evergreen Terrace", "Hauptstraße 12", "15 rue de la Paix", "Via Garibaldi 45", "Koskikatu 25"],
+)
+def test_street_addresses(scrubber: Scrubber, address: str) -> None:
+    text = f"Please ship it to {address} soon."
+    spans = scrubber.scrub(text).spans
+    start = text.index(address)
+    assert any(s.label == "LOCATION" and s.start <= start and s.end >= start + len(address) for s in spans)
+
+
+def test_lookup_case_insensitive_whole_words(scrubber: Scrubber) -> None:
+    text = "ACME widgets and globex signed; Globexity did not"
+    labels = labels_of(scrubber, text)
+    assert labels["ACME widgets"] == "CUSTOMER"
+    assert labels["globex"] == "CUSTOMER"
+    assert "Globexity" not in labels and "Globex" not in labels
+
+
+def test_offsets_map_into_original_and_placeholders(scrubber: Scrubber) -> None:
+    text = "Hi, I'm Priya Raman, mail priya@fastmail.com or call +44 20 7946 0958."
+    result = scrubber.scrub(text)
+    rebuilt, pos = [], 0
+    for span in result.spans:
+        assert 0 <= span.start < span.end <= len(text)
+        assert span.label in LABELS
+        rebuilt += [text[pos : span.start], f"[{span.label}]"]
+        pos = span.end
+    rebuilt.append(text[pos:])
+    assert result.text == "".join(rebuilt)
+    assert result.text == "Hi, I'm [PERSON], mail [EMAIL] or call [PHONE]."
+
+
+def test_overlaps_resolved_deterministically(scrubber: Scrubber) -> None:
+    text = "From: Jane Doe <jane.doe@acme.com> about Acme Widgets"
+    first = scrubber.scrub(text)
+    assert all(a.end <= b.start for a, b in zip(first.spans, first.spans[1:], strict=False))
+    assert first == scrubber.scrub(text) == scrubber.scrub_many([text, "x"])[0]
+    assert found(first, text)["jane.doe@acme.com"] == "EMAIL"
+
+
+def test_more_specific_detector_wins_and_loser_keeps_the_rest() -> None:
+    from scrubadub.filth import EmailFilth, NameFilth
+
+    text = "Jane Doe jane@x.com"
+    filths = [
+        NameFilth(beg=0, end=13, text=text[:13], detector_name="spacy"),
+        EmailFilth(beg=9, end=19, text=text[9:], detector_name="email"),
+    ]
+    spans = scrub.resolve_overlaps(text, filths)
+    assert spans == (Span(0, 8, "PERSON", "spacy"), Span(9, 19, "EMAIL", "email"))
+
+
+def test_no_pii_text_is_unchanged(scrubber: Scrubber) -> None:
+    text = "How do I reset my password? The reset link never arrives."
+    assert scrubber.scrub(text) == ScrubResult(text=text, spans=())
+
+
+def test_bad_inputs_raise_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="layers"):
+        Scrubber(layers=("regex", "magic"))
+    with pytest.raises(BadInput, match="texts\\[1\\]"):
+        Scrubber(layers=("regex",)).scrub_many(["ok", 42])  # type: ignore[list-item]
+    with pytest.raises(BadInput, match=r"missing\.txt"):
+        load_known_names(tmp_path / "missing.txt")
+
+
+def test_load_known_names_skips_comments(tmp_path: Path) -> None:
+    path = tmp_path / "names.txt"
+    path.write_text("# customers\nAcme Widgets\n\nGlobex  # since 2024\n", encoding="utf-8")
+    assert load_known_names(path) == ["Acme Widgets", "Globex"]
+
+
+def test_scrub_jsonl_round_trip(tmp_path: Path) -> None:
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rows = [
+        {"id": 1, "text": "mail jane@x.com"},
+        {"id": "b", "text": "Globex called"},
+        {"id": 3, "text": "hello"},
+    ]
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    calls = []
+    assert (
+        scrub_jsonl(
+            src, dst, known_names=["Globex"], progress=lambda done, total: calls.append((done, total))
+        )
+        == 3
+    )
+    out = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
+    assert [o["id"] for o in out] == [1, "b", 3]
+    assert out[0] == {
+        "id": 1,
+        "scrubbed": "mail [EMAIL]",
+        "spans": [{"start": 5, "end": 15, "label": "EMAIL", "detector": "email"}],
+    }
+    assert out[1]["scrubbed"] == "[CUSTOMER] called"
+    assert out[2] == {"id": 3, "scrubbed": "hello", "spans": []}
+    assert calls[-1] == (3, 3)
+
+
+def test_scrub_jsonl_bad_line_names_line_number(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 1, "text": "ok"}\n{"id": 2, "txt": "no"}\n', encoding="utf-8")
+    with pytest.raises(BadInput, match=r"in\.jsonl:2"):
+        scrub_jsonl(src, tmp_path / "out.jsonl")
+    src.write_text('{"id": 1, "text": "ok"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(BadInput, match=r"in\.jsonl:2: not valid JSON"):
+        scrub_jsonl(src, tmp_path / "out.jsonl")
+
+
+def test_recall_on_held_out_support_chat_stays_high(scrubber: Scrubber) -> None:
+    rows = [json.loads(line) for line in HELD_OUT.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 60
+    assert sum(not r["spans"] for r in rows) >= 0.15 * len(rows)
+    results = Scrubber().scrub_many([r["text"] for r in rows])
+    hits = total = 0
+    misses = []
+    for row, result in zip(rows, results, strict=True):
+        text = row["text"]
+        covered = {i for s in result.spans for i in range(s.start, s.end)}
+        for gold in row["spans"]:
+            chars = {i for i in range(gold["start"], gold["end"]) if not text[i].isspace()}
+            best = max(
+                (
+                    len(chars & set(range(s.start, s.end))) / len(chars | set(range(s.start, s.end)))
+                    for s in result.spans
+                ),
+                default=0.0,
+            )
+            hit = chars <= covered or best >= 0.5
+            hits += hit
+            total += 1
+            if not hit:
+                misses.append(gold["value"])
+    assert hits / total >= 0.95, f"recall {hits / total:.3f} < 0.95; missed {misses}"
