@@ -92,11 +92,16 @@ def ingest_files(
 
 
 def ingest_upload(
-    db: Database, stream: BinaryIO, name: str, actor: str, config: Config | None = None
+    db: Database,
+    stream: BinaryIO,
+    name: str,
+    actor: str,
+    config: Config | None = None,
+    progress: Progress | None = None,
 ) -> IngestReport:
     """Import one uploaded file-like object; the format comes from its name."""
     report = _start_run(db, actor, [name])
-    _ingest_stream(db, stream, name, report, config or load_config(), None)
+    _ingest_stream(db, stream, name, report, config or load_config(), progress)
     return _finish_run(db, report, actor)
 
 

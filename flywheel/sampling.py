@@ -242,7 +242,7 @@ DEMO_PLAN = Plan(
         Stratum("judge_band", quota=8, low=0.4, high=0.7),
         Stratum("cost_tail", quota=4, top_share=0.05),
     ),
-    cap=80,
+    cap=100,
 )
 
 
@@ -599,7 +599,7 @@ def _insert_items(db: Database, batch_id: int, plan: Plan) -> None:
         INSERT INTO batch_items (batch_id, trace_id, reasons, stratum, priority)
         SELECT :batch, trace_id, json_group_array(reason),
                json_extract(json_group_array(stratum), '$[0]'), min(priority)
-        FROM (SELECT * FROM temp.sample_pool WHERE 1 ORDER BY trace_id, priority, reason)
+        FROM (SELECT * FROM temp.sample_pool WHERE picked ORDER BY trace_id, priority, reason)
         GROUP BY trace_id
         ORDER BY min(priority), md5(:order || trace_id)
         LIMIT :cap""",

@@ -15,8 +15,13 @@ st.caption(
 
 upload = st.file_uploader("Trace file", type=["jsonl", "ndjson", "json", "csv", "gz"])
 if upload is not None and st.button("Import", type="primary"):
-    with st.spinner(f"Importing {upload.name}..."):
-        report = ingest_upload(db, upload, upload.name, actor=user.name)
+    bar = st.progress(0.0, text=f"Importing {upload.name}...")
+
+    def _progress(lines: int) -> None:
+        bar.progress(min(1.0, upload.tell() / max(1, upload.size)), text=f"{lines:,} lines read")
+
+    report = ingest_upload(db, upload, upload.name, actor=user.name, progress=_progress)
+    bar.empty()
     st.success(report.summary())
 
 runs = ingest_runs(db)

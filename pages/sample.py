@@ -145,14 +145,18 @@ ids = [b["id"] for b in batches]
 if st.session_state.get("batch_choice") not in ids:
     st.session_state["batch_choice"] = ids[0]
 batch_id = st.selectbox("Ledger of batch", ids, key="batch_choice")
-left, right = st.columns([3, 2])
-left.dataframe(
-    pd.DataFrame(sampling.batch_ledger(db, batch_id)),
+st.dataframe(
+    pd.DataFrame(sampling.batch_ledger(db, batch_id)).drop(columns="kind"),
     hide_index=True,
-    column_config={"rate": st.column_config.NumberColumn("in batch / population", format="percent")},
+    column_config={
+        "selected": st.column_config.NumberColumn("picked by the rule"),
+        "dropped": st.column_config.NumberColumn("dropped by the cap"),
+        "in_batch": st.column_config.NumberColumn("in the batch (any reason)"),
+        "rate": st.column_config.NumberColumn("in batch / population", format="percent"),
+    },
 )
 reasons = sampling.batch_rule_counts(db, batch_id)
-right.plotly_chart(
+st.plotly_chart(
     px.bar(x=list(reasons.values()), y=list(reasons), orientation="h", title="Picks per rule").update_layout(
         xaxis_title="traces", yaxis_title=None, yaxis={"autorange": "reversed"}
     ),

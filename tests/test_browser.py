@@ -200,3 +200,22 @@ def test_reviewer_sees_highlights_adds_a_redaction_and_approves_with_the_keyboar
         "approved",
         "ravi",
     )
+
+
+def test_lead_imports_a_file_in_the_browser(server, server_db, page, tmp_path):
+    upload = tmp_path / "upload.jsonl"
+    good = [json.dumps({"trace_id": f"u-{n}", "input": f"uploaded question {n}"}) for n in range(3)]
+    upload.write_text("\n".join([*good, "this line is not json"]) + "\n")
+    _open(page, server)
+    _go(page, "Import")
+    page.locator("input[type=file]").set_input_files(str(upload))
+    page.get_by_role("button", name="Import", exact=True).click()
+    page.get_by_text("4 lines read = 3 ingested + 0 duplicates + 1 quarantined").wait_for(timeout=30_000)
+    _settle(page)
+    db = open_db(server_db)
+    assert db.execute("SELECT count(*) FROM traces WHERE trace_id LIKE 'u-%'").fetchone()[0] == 3
+    assert (
+        db.execute("SELECT reason FROM quarantine WHERE file = 'upload.jsonl'")
+        .fetchone()[0]
+        .startswith("not JSON")
+    )

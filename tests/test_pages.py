@@ -10,8 +10,15 @@ from flywheel.store import open_db
 
 PAGES_BY_ROLE = {
     "lena": ["pages/overview.py", "pages/traces.py"],
-    "ravi": ["pages/overview.py", "pages/traces.py"],
-    "ana": ["pages/overview.py", "pages/traces.py", "pages/ingest.py", "pages/audit.py"],
+    "ravi": ["pages/overview.py", "pages/traces.py", "pages/review.py"],
+    "ana": [
+        "pages/overview.py",
+        "pages/traces.py",
+        "pages/sample.py",
+        "pages/review.py",
+        "pages/ingest.py",
+        "pages/audit.py",
+    ],
 }
 
 

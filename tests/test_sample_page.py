@@ -40,8 +40,8 @@ def test_the_demo_shows_batches_with_their_ledger_and_reasons(demo_db, monkeypat
     batches = at.dataframe[1].value
     assert len(batches) == 6 and batches["sampled"].gt(0).all()
     ledger = at.dataframe[2].value
-    assert {"population", "selected", "dropped", "in_batch", "rate"} <= set(ledger.columns)
-    assert (ledger.loc[ledger["kind"] == "anomaly", "rate"] == 1.0).all()
+    assert {"stratum", "population", "selected", "dropped", "in_batch", "rate"} <= set(ledger.columns)
+    assert (ledger.loc[ledger["rule"].str.startswith("anomaly:"), "rate"] == 1.0).all()
     assert "md5('7:' || trace_id)" in at.code[0].value
     assert len(at.get("plotly_chart")) == 1
 
@@ -61,7 +61,8 @@ def test_saving_a_plan_writes_the_plans_table(demo_db, monkeypatch):
 
 def test_running_the_plan_creates_a_batch_and_scrubs_it(demo_db, monkeypatch):
     at = sample_page(demo_db, monkeypatch)
-    next(s for s in at.selectbox if s.label == "Week").set_value("2026-W36").run()  # an early week the demo did not sample
+    # an early week the demo did not sample
+    next(s for s in at.selectbox if s.label == "Week").set_value("2026-W36").run()
     next(b for b in at.button if b.label == "Run plan").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     db = open_db(demo_db)

@@ -207,7 +207,11 @@ def test_quotas_are_met_in_large_strata_and_small_strata_are_taken_whole(sdb, tr
     batch = sampling.run_plan(sdb, Plan(strata=(Stratum("cohort", quota=10),)), "ana", week=WEEK)
     found = items(sdb, batch.id)
     cohort = {t["trace_id"]: t["cohort"] for t in traces}
-    assert batch.reasons == {"stratified:cohort=free": 10, "stratified:cohort=smb": 10, "stratified:cohort=tiny": 3}
+    assert batch.reasons == {
+        "stratified:cohort=free": 10,
+        "stratified:cohort=smb": 10,
+        "stratified:cohort=tiny": 3,
+    }
     assert {tid for tid in found if cohort[tid] == "tiny"} == {"t-00000", "t-00001", "t-00002"}
     ledger = {row["stratum"]: row for row in sampling.batch_ledger(sdb, batch.id)}
     population = {c: sum(t["cohort"] == c for t in in_week(traces)) for c in ("free", "smb", "tiny")}
@@ -326,7 +330,7 @@ def test_plan_files_round_trip_and_the_example_is_the_demo_plan(tmp_path):
     (tmp_path / "bad.toml").write_text("name = ")
     with pytest.raises(BadInput, match="cannot be read"):
         sampling.load_plan_file(tmp_path / "bad.toml")
-    with pytest.raises(BadInput, match="expected a .toml or .json"):
+    with pytest.raises(BadInput, match=r"expected a \.toml or \.json"):
         sampling.load_plan_file(tmp_path / "plan.yaml")
 
 
