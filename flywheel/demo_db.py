@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlite_utils import Database
+
+from flywheel import review
+from flywheel.auth import User
 from flywheel.config import Config
-from flywheel.demo import demo_lines
+from flywheel.demo import demo_lines, demo_samples
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_lines
-from flywheel.sampling import DEMO_PLAN, run_plan, sample_weeks, save_plan
+from flywheel.labels import add_demo_labels
+from flywheel.sampling import DEMO_PLAN, batch_trace_ids, run_plan, sample_weeks, save_plan
 from flywheel.store import open_db
 
 MAX_DEMO_TRACES = 1_000_000
 DEMO_SAMPLED_WEEKS = 6
+DEMO_REVIEWERS = (User("ravi", "reviewer"), User("ana", "lead"))
+DEMO_KNOWN_NAMES = ("Globex Fintech", "Initech Payments", "Umbrella Logistics")
 
 
 def build_demo(
@@ -38,13 +47,53 @@ def build_demo(
     try:
         report = ingest_lines(db, _counted(demo_lines(seed, traces), traces, progress), "demo.jsonl", "demo")
         save_plan(db, DEMO_PLAN, actor="demo")
-        for week in sorted(sample_weeks(db)[:DEMO_SAMPLED_WEEKS]):
-            run_plan(db, DEMO_PLAN, actor="demo", week=week)
+        weeks = sorted(sample_weeks(db)[:DEMO_SAMPLED_WEEKS])
+        batches = [run_plan(db, DEMO_PLAN, actor="demo", week=week) for week in weeks]
+        review.add_known_names(db, DEMO_REVIEWERS[1], DEMO_KNOWN_NAMES)
+        for batch in batches:
+            review.scrub_traces(db, batch_trace_ids(db, batch.id), actor="demo")
+        _review_demo(db, seed, traces, latest_week=weeks[-1] if weeks else None)
+        add_demo_labels(db, seed)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()
     _publish(scratch, path, replace=force)
     return {"db": str(path), "seed": seed, **report.as_json()}
+
+
+def _review_demo(db: Database, seed: int, traces: int, latest_week: str | None) -> None:
+    """Review every demo scrub but the latest week's, using what the generator planted as ground truth:
+    planted PII the scrubber missed is added, redactions of nothing planted are removed."""
+    planted = {s.trace["trace_id"]: s.pii for s in demo_samples(seed, traces)}
+    rng = random.Random(seed)
+    pending = review.review_queue(db, DEMO_REVIEWERS[1], limit=1_000_000)
+    weeks = dict(
+        db.execute("SELECT trace_id, week FROM traces WHERE trace_id IN (SELECT trace_id FROM scrubs)")
+    )
+    for item in pending:
+        if weeks[item["trace_id"]] == latest_week:
+            continue
+        reviewer = rng.choice(DEMO_REVIEWERS)
+        _fix_demo_scrub(db, reviewer, item["scrub_id"], planted.get(item["trace_id"], []))
+        if rng.random() < 0.03:
+            review.reject_scrub(
+                db, reviewer, item["scrub_id"], note="account screenshot pasted in; keep it out"
+            )
+        else:
+            review.approve_scrub(db, reviewer, item["scrub_id"])
+
+
+def _fix_demo_scrub(db: Database, reviewer: User, scrub_id: int, pii: list[dict]) -> None:
+    for value in pii:
+        with contextlib.suppress(BadInput):  # planted in a part of the trace that is not stored as text
+            review.add_redaction_text(db, reviewer, scrub_id, value["value"], value["label"])
+    view = review.scrub_view(db, reviewer, scrub_id)
+    user_text = view.fields[0]
+    values = [p["value"] for p in pii]
+    for redaction in user_text.redactions:
+        marked = user_text.raw[redaction["start"] : redaction["end"]]
+        if not any(marked in value or value in marked for value in values):
+            review.remove_redaction(db, reviewer, redaction["id"])
 
 
 def ensure_demo_db(config: Config) -> None:

@@ -103,7 +103,8 @@ queue = [
     if q["scrub_id"] not in st.session_state.get("review_skip", [])
 ]
 if queue:
-    labels = {q["scrub_id"]: f"{q['trace_id']} · {q['redactions']} redaction(s)" for q in queue}
+    # Labels must not change while the trace is being fixed: a changed option list resets the choice.
+    labels = {q["scrub_id"]: q["trace_id"] for q in queue}
     picked = st.selectbox(
         f"Pending trace ({len(queue)} in the queue, oldest first)",
         list(labels),

@@ -272,3 +272,10 @@ def test_recall_on_held_out_support_chat_stays_high(scrubber: Scrubber) -> None:
             if not hit:
                 misses.append(gold["value"])
     assert hits / total >= 0.95, f"recall {hits / total:.3f} < 0.95; missed {misses}"
+
+
+@pytest.mark.parametrize("text", ["my account ACC-1987-4939 is blocked", "order ORD-2026-97373 never came"])
+def test_hyphenated_ids_stay_whole_instead_of_splitting_into_id_and_phone(text):
+    result = Scrubber().scrub(text)
+    (token,) = [word for word in text.split() if "-" in word]
+    assert [(s.label, text[s.start : s.end]) for s in result.spans] == [("ID", token)]

@@ -51,7 +51,7 @@ __all__ = [
     "scrub_jsonl",
 ]
 
-SCRUBBER_VERSION = "1.0.0"
+SCRUBBER_VERSION = "1.0.1"
 LABELS = ("PERSON", "ORG", "LOCATION", "EMAIL", "PHONE", "CREDIT_CARD", "ID", "IP", "URL", "CUSTOMER")
 LAYERS = ("regex", "ner", "lookup")
 

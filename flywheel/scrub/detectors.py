@@ -100,10 +100,11 @@ class IbanDetector(_PatternDetector):
         return stdnum_iban.is_valid(match.group())
 
 
-# Dates and plain amounts look like phone numbers; these shapes are never phones.
+# Dates and plain amounts look like phone numbers; these shapes are never phones. Digits joined to a
+# word by a hyphen (ACC-1987-4939) belong to an identifier, not a phone number.
 _DATE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{2,4}$")
 _CANDIDATE_PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(0\)[ .-]?)?|00\d{2}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?"
+    r"(?<![\w+])(?<!\w-)(?:\+\d{1,3}[ .-]?(?:\(0\)[ .-]?)?|00\d{2}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?"
     r"\d{1,5}(?:[ .-]\d{1,8}){0,5}(?![\w-])"
 )
 
