@@ -23,6 +23,11 @@ def loop_counts(db: Database) -> dict[str, int]:
         "ingest_runs": one("SELECT count(*) FROM ingest_runs"),
         "quarantined": one("SELECT count(*) FROM quarantine"),
         "changed_duplicates": one("SELECT count(*) FROM ingest_conflicts"),
+        "batches": one("SELECT count(*) FROM sample_batches"),
+        "sampled": one("SELECT count(DISTINCT trace_id) FROM batch_items"),
+        "scrub_pending": one("SELECT count(*) FROM scrubs WHERE status = 'pending'"),
+        "scrub_approved": one("SELECT count(*) FROM scrubs WHERE status = 'approved'"),
+        "scrub_rejected": one("SELECT count(*) FROM scrubs WHERE status = 'rejected'"),
     }
 
 
@@ -44,17 +49,16 @@ def weekly_signal_rates(db: Database) -> pd.DataFrame:
 
 
 def intent_mix(db: Database, limit: int = 12) -> pd.DataFrame:
-    """The intents that gained most share in the last four weeks against the weeks before."""
-    weeks = [r[0] for r in db.execute("SELECT DISTINCT week FROM traces ORDER BY week DESC LIMIT 4")]
-    if not weeks:
+    """The intents that gained most share in the last four weeks against the time before."""
+    cutoff = db.execute(
+        "SELECT strftime('%Y-%m-%dT%H:%M:%S.000Z', max(ts), '-28 days') FROM traces"
+    ).fetchone()[0]
+    if cutoff is None:
         return pd.DataFrame(columns=["intent", "recent_share", "earlier_share"])
-    marks = ",".join("?" * len(weeks))
-    sql = f"""
+    sql = """
         SELECT intent,
-               sum(week IN ({marks})) * 1.0
-                 / max(1, (SELECT count(*) FROM traces WHERE week IN ({marks}))) AS recent,
-               sum(week NOT IN ({marks})) * 1.0
-                 / max(1, (SELECT count(*) FROM traces WHERE week NOT IN ({marks}))) AS earlier
-        FROM traces WHERE intent IS NOT NULL GROUP BY intent ORDER BY recent - earlier DESC LIMIT ?"""
-    rows = db.execute(sql, [*weeks * 4, limit]).fetchall()
+               sum(ts >= :cutoff) * 1.0 / max(1, (SELECT count(*) FROM traces WHERE ts >= :cutoff)) AS recent,
+               sum(ts < :cutoff) * 1.0 / max(1, (SELECT count(*) FROM traces WHERE ts < :cutoff)) AS earlier
+        FROM traces WHERE intent IS NOT NULL GROUP BY intent ORDER BY recent - earlier DESC LIMIT :limit"""
+    rows = db.execute(sql, {"cutoff": cutoff, "limit": limit}).fetchall()
     return pd.DataFrame(rows, columns=["intent", "recent_share", "earlier_share"])

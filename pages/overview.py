@@ -10,14 +10,16 @@ st.caption("Production traces flow in, get sampled, scrubbed, labeled and folded
 
 counts = loop_counts(db)
 cols = st.columns(5)
-cols[0].metric("Traces", f"{counts['traces']:,}")
-cols[1].metric("Weeks of traffic", counts["weeks"])
-cols[2].metric("Import runs", counts["ingest_runs"])
-cols[3].metric("Quarantined lines", counts["quarantined"])
+cols[0].metric("Traces", f"{counts['traces']:,}", help=f"{counts['weeks']} weeks of traffic")
+cols[1].metric("Sampled", f"{counts['sampled']:,}", help=f"in {counts['batches']} batches")
+cols[2].metric("Awaiting scrub review", f"{counts['scrub_pending']:,}")
+cols[3].metric(
+    "Approved for labeling", f"{counts['scrub_approved']:,}", help=f"{counts['scrub_rejected']} rejected"
+)
 cols[4].metric(
-    "Changed duplicates",
-    counts["changed_duplicates"],
-    help="Re-sent traces whose content differs; kept as first stored",
+    "Quarantined lines",
+    f"{counts['quarantined']:,}",
+    help=f"over {counts['ingest_runs']} imports; {counts['changed_duplicates']} re-sent traces differed",
 )
 
 if counts["traces"] == 0:
