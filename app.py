@@ -16,6 +16,8 @@ PAGES = {
         ("pages/traces.py", "Traces", ":material/list_alt:", ("labeler", "reviewer", "lead")),
         ("pages/sample.py", "Sample", ":material/filter_alt:", ("lead",)),
         ("pages/review.py", "Review scrubs", ":material/shield_person:", ("reviewer", "lead")),
+        ("pages/label.py", "Label", ":material/label:", ("labeler", "reviewer", "lead")),
+        ("pages/taxonomy.py", "Taxonomy", ":material/category:", ("labeler", "reviewer", "lead")),
     ],
     "Admin": [
         ("pages/ingest.py", "Import", ":material/upload_file:", ("lead",)),

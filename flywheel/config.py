@@ -28,6 +28,7 @@ SETTINGS = (
     Setting("demo_traces", 6000, "Traces the demo database holds when the app creates it"),
     Setting("demo_seed", 7, "Seed of the demo database the app creates"),
     Setting("page_size", 50, "Rows per page in trace tables"),
+    Setting("claim_minutes", 10, "Minutes a labeler holds a claimed item before it returns to the queue"),
 )
 
 
@@ -41,6 +42,7 @@ class Config:
     demo_traces: int
     demo_seed: int
     page_size: int
+    claim_minutes: int
 
     def replace(self, **changes: object) -> Config:
         """A copy with some settings changed."""

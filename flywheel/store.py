@@ -249,3 +249,132 @@ def m003_sampling(db: Database) -> None:
     # Per-week strata counts read only these index entries, never the trace rows.
     db["traces"].create_index(["week", "cohort", "intent"])
     db["traces"].create_index(["week", "cost_usd"])
+
+
+# Queue a trace for labeling as soon as its scrub is approved (review.py knows nothing of labels),
+# in the batch that sampled it first; traces in no batch rank after every batch.
+_ENQUEUE = """
+    INSERT OR IGNORE INTO label_queue
+        (trace_id, scrub_id, batch_id, batch_rank, priority, needed, done, is_open, queued_at)
+    SELECT s.trace_id, s.id, b.batch_id, coalesce(b.batch_id, 9223372036854775807), coalesce(b.priority, 3),
+           coalesce(o.labels_per_item, 1), 0, 1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM {source}
+    LEFT JOIN batch_items b ON b.trace_id = s.trace_id
+         AND b.batch_id = (SELECT min(batch_id) FROM batch_items WHERE trace_id = s.trace_id)
+    LEFT JOIN batch_overlap o ON o.batch_id = b.batch_id"""
+
+
+@migrations()
+def m004_labels_taxonomy_embeddings(db: Database) -> None:
+    db["taxonomy"].create(
+        {
+            "code": str,
+            "name": str,
+            "definition": str,
+            "status": str,
+            "merged_into": str,
+            "created_by": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="code",
+        not_null={"name", "definition", "status"},
+    )
+    db["taxonomy_history"].create(
+        {"id": int, "code": str, "change": str, "name": str, "definition": str, "actor": str, "at": str},
+        pk="id",
+        foreign_keys=[("code", "taxonomy", "code")],
+    )
+    db["taxonomy_history"].create_index(["code", "id"])
+    db["batch_overlap"].create(
+        {"batch_id": int, "labels_per_item": int, "set_by": str, "set_at": str},
+        pk="batch_id",
+        foreign_keys=[("batch_id", "sample_batches", "id")],
+    )
+    db["label_queue"].create(
+        {
+            "trace_id": str,
+            "scrub_id": int,
+            "batch_id": int,
+            "batch_rank": int,
+            "priority": int,
+            "needed": int,
+            "done": int,
+            "is_open": int,
+            "claim_id": int,
+            "claimed_by": str,
+            "claim_expires": str,
+            "queued_at": str,
+        },
+        pk="trace_id",
+        not_null={"batch_rank", "priority", "needed", "done", "is_open"},
+        foreign_keys=[("trace_id", "traces", "trace_id")],
+    )
+    db["label_queue"].create_index(["is_open", "batch_rank", "priority", "trace_id"])
+    db["label_queue"].create_index(["claimed_by"])
+    db["label_queue"].create_index(["batch_id", "is_open"])
+    db["claims"].create(
+        {"id": int, "trace_id": str, "labeler": str, "claimed_at": str, "expires_at": str, "state": str},
+        pk="id",
+        not_null={"trace_id", "labeler", "claimed_at", "expires_at", "state"},
+        foreign_keys=[("trace_id", "traces", "trace_id")],
+    )
+    db["claims"].create_index(["trace_id"])
+    db["labels"].create(
+        {
+            "id": int,
+            "trace_id": str,
+            "batch_id": int,
+            "labeler": str,
+            "kind": str,
+            "code": str,
+            "original_code": str,
+            "expected": str,
+            "pass_criterion": str,
+            "note": str,
+            "adversarial": str,
+            "via": str,
+            "sibling_of": int,
+            "claim_id": int,
+            "created_at": str,
+            "undone_at": str,
+            "undone_by": str,
+        },
+        pk="id",
+        not_null={"trace_id", "labeler", "kind", "adversarial", "via", "created_at"},
+        foreign_keys=[("trace_id", "traces", "trace_id"), ("code", "taxonomy", "code")],
+    )
+    # One live label per labeler and trace, enforced by the database itself.
+    db.execute("CREATE UNIQUE INDEX idx_labels_live ON labels(trace_id, labeler) WHERE undone_at IS NULL")
+    db["labels"].create_index(["labeler", "id"])
+    db["labels"].create_index(["code", "created_at"])
+    db["labels"].create_index(["batch_id", "labeler"])
+    db["labels"].create_index(["sibling_of"])
+    db["embeddings"].create(
+        {"text_hash": str, "model": str, "dim": int, "vector": bytes, "created_at": str},
+        pk=("text_hash", "model"),
+        not_null={"dim", "vector"},
+    )
+    _enqueue_approved_scrubs(db)
+
+
+def _enqueue_approved_scrubs(db: Database) -> None:
+    db.execute(_ENQUEUE.format(source="(SELECT id, trace_id FROM scrubs WHERE status = 'approved') s"))
+    new_row = "(SELECT NEW.id AS id, NEW.trace_id AS trace_id) s"
+    db.execute(
+        "CREATE TRIGGER label_queue_on_approve AFTER UPDATE OF status ON scrubs"
+        " WHEN NEW.status = 'approved' AND OLD.status IS NOT 'approved'"
+        f" BEGIN {_ENQUEUE.format(source=new_row)}; END"
+    )
+    db.execute(
+        "CREATE TRIGGER label_queue_on_insert AFTER INSERT ON scrubs WHEN NEW.status = 'approved'"
+        f" BEGIN {_ENQUEUE.format(source=new_row)}; END"
+    )
+    # A trace approved before any batch sampled it joins the first batch that does.
+    db.execute(
+        """CREATE TRIGGER label_queue_on_batch AFTER INSERT ON batch_items BEGIN
+            UPDATE label_queue SET batch_id = NEW.batch_id, batch_rank = NEW.batch_id,
+                priority = NEW.priority
+            WHERE trace_id = NEW.trace_id AND batch_id IS NULL;
+        END"""
+    )

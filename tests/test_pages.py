@@ -9,13 +9,21 @@ from flywheel.ingest import ingest_files
 from flywheel.store import open_db
 
 PAGES_BY_ROLE = {
-    "lena": ["pages/overview.py", "pages/traces.py"],
-    "ravi": ["pages/overview.py", "pages/traces.py", "pages/review.py"],
+    "lena": ["pages/overview.py", "pages/traces.py", "pages/label.py", "pages/taxonomy.py"],
+    "ravi": [
+        "pages/overview.py",
+        "pages/traces.py",
+        "pages/review.py",
+        "pages/label.py",
+        "pages/taxonomy.py",
+    ],
     "ana": [
         "pages/overview.py",
         "pages/traces.py",
         "pages/sample.py",
         "pages/review.py",
+        "pages/label.py",
+        "pages/taxonomy.py",
         "pages/ingest.py",
         "pages/audit.py",
     ],

@@ -1,0 +1,270 @@
+import streamlit as st
+from sqlite_utils import Database
+
+from flywheel.embeddings import similar_traces
+from flywheel.errors import FlywheelError
+from flywheel.labels import (
+    ADVERSARIAL,
+    Claim,
+    add_siblings,
+    agreement,
+    claim_next,
+    label_card,
+    overlap,
+    progress,
+    record_label,
+    set_overlap,
+    undo_last_label,
+)
+from flywheel.sampling import sample_batches
+from flywheel.taxonomy import active_codes, check_code
+from pages._ui import current_user, database
+
+user = current_user()
+st.title("Label")
+st.caption(
+    "Approved, scrubbed traces, highest priority first. Your item is held for you for a few minutes; "
+    "nobody else gets it meanwhile."
+)
+SHORTCUTS = "Shortcuts: K known · N new · B not a bug · U undo (outside text fields; Tab leaves a field)."
+TAGS = {"none": "not adversarial", "jailbreak": "jailbreak", "prompt_injection": "prompt injection"}
+TAGS["policy_override"] = "policy override"
+SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped")
+
+
+def _act(action, *args, **kwargs) -> None:
+    """Run a library action from a button callback on a connection of its own (callbacks and fragment
+    reruns run in another thread than the script run that defined them); its error shows on the card."""
+    try:
+        result = action(database(), user, *args, **kwargs)
+    except FlywheelError as error:
+        st.session_state["label_error"] = str(error)
+        return
+    st.session_state.pop("label_error", None)
+    return result
+
+
+def _say(message: str) -> None:
+    """Remember a confirmation for the card to show (callbacks may not draw elements themselves)."""
+    st.session_state["label_toast"] = message
+
+
+def _known(claim: Claim) -> None:
+    state = st.session_state
+    done = _act(
+        record_label,
+        claim,
+        "known",
+        code=state.get(f"code_{claim.claim_id}"),
+        expected=state.get(f"expected_{claim.claim_id}"),
+        pass_criterion=state.get(f"pass_{claim.claim_id}"),
+        adversarial=state.get(f"tag_{claim.claim_id}", "none"),
+    )
+    if done:
+        _say(f"{claim.trace_id}: {state.get(f'code_{claim.claim_id}')}")
+
+
+def _not_a_bug(claim: Claim) -> None:
+    state = st.session_state
+    done = _act(
+        record_label,
+        claim,
+        "not_a_bug",
+        note=state.get(f"note_{claim.claim_id}"),
+        adversarial=state.get(f"tag_{claim.claim_id}", "none"),
+    )
+    if done:
+        _say(f"{claim.trace_id}: not a bug")
+
+
+def _new(claim: Claim) -> None:
+    state = st.session_state
+    code = state.get(f"new_code_{claim.claim_id}")
+    label_id = _act(
+        record_label,
+        claim,
+        "new",
+        code=code,
+        name=state.get(f"new_name_{claim.claim_id}"),
+        definition=state.get(f"new_definition_{claim.claim_id}"),
+        expected=state.get(f"expected_{claim.claim_id}"),
+        pass_criterion=state.get(f"pass_{claim.claim_id}"),
+        adversarial=state.get(f"tag_{claim.claim_id}", "none"),
+    )
+    if label_id:
+        state["siblings_for"] = {"label_id": label_id, "trace_id": claim.trace_id, "code": check_code(code)}
+        state.pop("new_for", None)
+
+
+def _undo() -> None:
+    st.session_state.pop("siblings_for", None)
+    _act(undo_last_label)
+    if "label_error" not in st.session_state:
+        _say("Undid your last label")
+
+
+def _add_siblings(label_id: int, picked: list[str], code: str) -> None:
+    added = _act(add_siblings, label_id, picked)
+    if added is not None:
+        _say(f"Added {len(added)} sibling(s) to {code}")
+        st.session_state.pop("siblings_for", None)
+
+
+def _conversation(view: dict) -> None:
+    messages = view["messages"] or [
+        {"role": "user", "content": view["input"]},
+        *([{"role": "assistant", "content": view["output"]}] if view["output"] else []),
+    ]
+    for message in messages:
+        # trace text is untrusted: st.text renders it literally, never as markdown or HTML
+        with st.chat_message("user" if message["role"] == "user" else "assistant"):
+            st.text(message["content"])
+
+
+def _signals(view: dict) -> None:
+    s = view["signals"]
+    parts = [s["ts"][:16].replace("T", " "), s["cohort"], s["intent"]]
+    parts += ["thumbs down" if s["thumbs"] == "down" else None]
+    parts += [name.replace("_", " ") for name in SIGNALS if s[name]]
+    parts += ["schema invalid" if s["schema_valid"] == 0 else None]
+    parts += [f"judge {s['judge_score']:.2f}" if s["judge_score"] is not None else None]
+    parts += [f"{s['turns']} turns" if s["turns"] else None]
+    st.text(" · ".join(p for p in parts if p))
+    if view["reasons"]:
+        st.text("Sampled for: " + ", ".join(view["reasons"]))
+
+
+def _progress(db: Database, claim: Claim) -> None:
+    p = progress(db, user, claim.batch_id)
+    where = f"Batch {claim.batch_id}" if claim.batch_id is not None else "Traces in no batch"
+    others = ", ".join(f"{name} {n}" for name, n in p["per_labeler"].items()) or "none yet"
+    st.progress(p["done"] / p["items"] if p["items"] else 0.0)
+    st.caption(f"{where}: {p['done']} done / {p['left']} left · you {p['mine']} · labels by {others}")
+
+
+def _form(db: Database, claim: Claim) -> None:
+    cid = claim.claim_id
+    codes = active_codes(db)
+    st.selectbox(
+        "Failure code (type to search)",
+        list(codes),
+        index=None,
+        format_func=lambda c: f"{c} — {codes[c]}",
+        placeholder="Pick a known failure mode",
+        key=f"code_{cid}",
+    )
+    st.text_input("Expected behaviour", key=f"expected_{cid}", placeholder="What the assistant should do")
+    st.text_input("Pass criterion", key=f"pass_{cid}", placeholder="What a correct answer must do")
+    if st.session_state.get("new_for") == cid:
+        _new_form(claim)
+    known, new, fine, undo = st.columns(4)
+    known.button(
+        "Known failure", shortcut="k", on_click=_known, args=(claim,), type="primary", width="stretch"
+    )
+    new.button("New failure", shortcut="n", on_click=_open_new, args=(cid,), width="stretch")
+    fine.button("Not a bug", shortcut="b", on_click=_not_a_bug, args=(claim,), width="stretch")
+    undo.button("Undo", shortcut="u", on_click=_undo, width="stretch")
+    left, right = st.columns(2)
+    left.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key=f"tag_{cid}")
+    right.text_input("Note (optional, for not a bug)", key=f"note_{cid}")
+
+
+def _open_new(cid: int) -> None:
+    st.session_state["new_for"] = cid
+
+
+def _new_form(claim: Claim) -> None:
+    cid = claim.claim_id
+    with st.container(border=True):
+        st.markdown("**New failure mode**")
+        left, right = st.columns([1, 2])
+        left.text_input("Code", key=f"new_code_{cid}", placeholder="e.g. STALE_EXCHANGE_RATE")
+        right.text_input("Name", key=f"new_name_{cid}", placeholder="e.g. Stale exchange rate")
+        st.text_area(
+            "Definition (two sentences: what it is, how to recognise it)",
+            key=f"new_definition_{cid}",
+            height=80,
+        )
+        st.button("Create code and label", on_click=_new, args=(claim,), type="primary")
+
+
+def _siblings_panel(db: Database, pending: dict) -> None:
+    code = pending["code"]
+    st.subheader(f"Siblings for {code}")
+    st.caption("The most similar approved traces of the last month. Tick 3–5 that show the same failure.")
+    with st.spinner("Finding similar traces..."):
+        rows = similar_traces(db, user, pending["trace_id"], limit=10)
+    picked = []
+    for row in rows:
+        labelled = f" · labeled {', '.join(row['labels'])}" if row["labels"] else ""
+        with st.container(border=True):
+            if st.checkbox(
+                f"{row['trace_id']} · similarity {row['similarity']:.2f}{labelled}",
+                key=f"sib_{row['trace_id']}",
+            ):
+                picked.append(row["trace_id"])
+            st.text(row["input"])
+    if not rows:
+        st.info("No approved traces of the last month to compare with.")
+    add, done = st.columns(2)
+    add.button(
+        f"Add {len(picked)} selected to {code}",
+        on_click=_add_siblings,
+        args=(pending["label_id"], picked, code),
+        disabled=not picked,
+        type="primary",
+        width="stretch",
+    )
+    done.button(
+        "Done", shortcut="d", on_click=st.session_state.pop, args=("siblings_for", None), width="stretch"
+    )
+
+
+@st.fragment
+def card() -> None:
+    """The label card: a click redraws only this, never the rest of the page."""
+    db = database()
+    if "label_error" in st.session_state:
+        st.error(st.session_state["label_error"])
+    if "label_toast" in st.session_state:
+        st.toast(st.session_state.pop("label_toast"))
+    if "siblings_for" in st.session_state:
+        _siblings_panel(db, st.session_state["siblings_for"])
+        return
+    claim = claim_next(db, user)
+    if claim is None:
+        st.success("Nothing left to label. Approved scrubs appear here as reviewers sign them off.")
+        st.button("Undo my last label", shortcut="u", on_click=_undo)
+        return
+    view = label_card(db, user, claim)
+    _progress(db, claim)
+    st.subheader(f"Trace {claim.trace_id}")
+    _signals(view)
+    _conversation(view)
+    _form(db, claim)
+    st.caption(SHORTCUTS)
+
+
+card()
+
+if user.role == "lead":
+    db = database()
+    st.divider()
+    st.subheader("Overlap and agreement")
+    batches = {b["id"]: b for b in sample_batches(db)}
+    if batches:
+        batch_id = st.selectbox("Batch", list(batches), format_func=lambda b: f"#{b} · {batches[b]['week']}")
+        wanted = st.number_input("Labels per item", 1, 5, overlap(db, batch_id), key=f"overlap_{batch_id}")
+        if st.button("Set labels per item") and wanted != overlap(db, batch_id):
+            set_overlap(db, user, batch_id, int(wanted))
+            st.rerun()
+        result = agreement(db, user, batch_id)
+        if result.method is None:
+            st.caption("No item of this batch has two labels yet.")
+        else:
+            st.metric(f"{result.method.title()}'s kappa over {result.items} items", f"{result.kappa:.2f}")
+            st.dataframe(
+                {"code or kind": list(result.per_category), "kappa": list(result.per_category.values())}
+            )
+    else:
+        st.caption("No sample batches yet.")

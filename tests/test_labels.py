@@ -1,0 +1,379 @@
+"""The labeling station's library: queue, claims, labels, undo, siblings, overlap and kappa."""
+
+import math
+import multiprocessing
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flywheel import labels
+from flywheel.auth import User
+from flywheel.errors import FlywheelError, PermissionDenied
+from flywheel.labels import (
+    Claim,
+    StaleClaim,
+    add_siblings,
+    agreement,
+    claim_next,
+    cohen_kappa,
+    fleiss_category_kappa,
+    fleiss_kappa,
+    label_card,
+    progress,
+    record_label,
+    release_claim,
+    set_overlap,
+    undo_last_label,
+)
+from flywheel.store import open_db, write
+from flywheel.taxonomy import add_entry
+
+LENA, TOM, UMA = User("lena", "labeler"), User("tom", "labeler"), User("uma", "labeler")
+ANA, RAVI = User("ana", "lead"), User("ravi", "reviewer")
+T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+RAW_ONLY = "Zorblax Quintana"  # a name only the raw text holds; the scrub says [PERSON]
+DEFINITION = "The assistant quotes a fee that does not exist. Any amount not in the schedule counts."
+
+
+def seed_queue(db, traces: int, batches: dict[int, list[int]] | None = None, approve=lambda n: True) -> None:
+    """``traces`` traces with scrubs (approved unless ``approve(n)`` is false) and sample batches.
+
+    ``batches`` maps a batch id to the trace numbers it holds; a trace's priority is n % 3.
+    """
+    stamp = "2026-05-01T10:00:00.000000Z"
+    db.conn.executemany(
+        "INSERT INTO traces (trace_id, ts, week, input, output, content_hash, intent, thumbs)"
+        " VALUES (?, ?, '2026-W18', ?, ?, ?, 'card_arrival', ?)",
+        [
+            (
+                f"t-{n:05d}",
+                f"2026-05-{1 + n % 28:02d}T10:00:00.000Z",
+                f"I am {RAW_ONLY}, my card {n} has not arrived",
+                f"Sorry {RAW_ONLY}, card {n} ships soon",
+                f"h{n}",
+                "down" if n % 2 else None,
+            )
+            for n in range(traces)
+        ],
+    )
+    for batch_id, members in (batches or {}).items():
+        db["sample_batches"].insert({"id": batch_id, "plan": "{}", "seed": 7, "week": "2026-W18"})
+        db["batch_items"].insert_all(
+            {
+                "batch_id": batch_id,
+                "trace_id": f"t-{n:05d}",
+                "reasons": '["anomaly: thumbs_down"]',
+                "priority": n % 3,
+            }
+            for n in members
+        )
+    db.conn.executemany(
+        "INSERT INTO scrubs (trace_id, scrubber_version, status, input, output, created_at)"
+        " VALUES (?, 'test', ?, ?, ?, ?)",
+        [
+            (
+                f"t-{n:05d}",
+                "approved" if approve(n) else "pending",
+                f"I am [PERSON], my card {n} has not arrived",
+                f"Sorry [PERSON], card {n} ships soon",
+                stamp,
+            )
+            for n in range(traces)
+        ],
+    )
+
+
+def add_code(db, code="HALLUCINATED_FEE") -> str:
+    with write(db):
+        return add_entry(db, "ana", code, "Hallucinated fee", DEFINITION)
+
+
+def known(db, user, claim, code="HALLUCINATED_FEE", **kw) -> int:
+    return record_label(
+        db,
+        user,
+        claim,
+        "known",
+        code=code,
+        expected="Quote the schedule",
+        pass_criterion="No invented fee",
+        **kw,
+    )
+
+
+@pytest.fixture
+def queue_db(db):
+    seed_queue(db, 12, batches={1: [0, 1, 2, 3, 4, 5], 2: [6, 7, 8]}, approve=lambda n: n != 3)
+    return db
+
+
+def test_queue_holds_approved_scrubs_ranked_by_batch_then_priority(queue_db):
+    order = []
+    for _ in range(20):
+        claim = claim_next(queue_db, LENA, now=T0)
+        if claim is None:
+            break
+        order.append(claim.trace_id)
+        record_label(queue_db, LENA, claim, "not_a_bug", now=T0)
+    # batch 1 (t-3 unapproved) by priority n % 3, then batch 2, then the traces in no batch
+    assert order == [
+        *["t-00000", "t-00001", "t-00004", "t-00002", "t-00005"],
+        *["t-00006", "t-00007", "t-00008"],
+        *["t-00009", "t-00010", "t-00011"],
+    ]
+
+
+def test_claim_is_kept_until_labeled_and_two_labelers_get_different_items(queue_db):
+    first = claim_next(queue_db, LENA, now=T0)
+    assert claim_next(queue_db, LENA, now=T0 + timedelta(minutes=1)) == first
+    assert claim_next(queue_db, TOM, now=T0).trace_id != first.trace_id
+    assert queue_db["audit_log"].count_where("action = 'claim'") == 2
+
+
+def test_an_abandoned_claim_returns_to_the_queue_after_it_expires(queue_db):
+    first = claim_next(queue_db, LENA, now=T0, minutes=10)
+    assert claim_next(queue_db, TOM, now=T0 + timedelta(minutes=9)).trace_id != first.trace_id
+    later = claim_next(queue_db, UMA, now=T0 + timedelta(minutes=11))
+    assert later.trace_id == first.trace_id
+    assert queue_db["claims"].get(first.claim_id)["state"] == "lapsed"
+
+
+def test_a_lapsed_claim_is_refused_once_someone_else_labeled_the_item(queue_db):
+    stale = claim_next(queue_db, LENA, now=T0, minutes=10)
+    taken = claim_next(queue_db, TOM, now=T0 + timedelta(minutes=11), minutes=10)
+    assert taken.trace_id == stale.trace_id
+    with pytest.raises(StaleClaim, match="tom is labeling it now"):
+        record_label(queue_db, LENA, stale, "not_a_bug", now=T0 + timedelta(minutes=12))
+    known(queue_db, TOM, taken, code=add_code(queue_db), now=T0 + timedelta(minutes=13))
+    with pytest.raises(StaleClaim, match="labeled meanwhile by tom"):
+        record_label(queue_db, LENA, stale, "not_a_bug", now=T0 + timedelta(minutes=14))
+    rows = list(queue_db["labels"].rows_where("trace_id = ?", [stale.trace_id]))
+    assert [(r["labeler"], r["kind"]) for r in rows] == [("tom", "known")]
+
+
+def test_a_lapsed_claim_nobody_took_still_counts(queue_db):
+    claim = claim_next(queue_db, LENA, now=T0, minutes=10)
+    record_label(queue_db, LENA, claim.trace_id, "not_a_bug", note="fine", now=T0 + timedelta(hours=1))
+    assert queue_db["labels"].count == 1
+
+
+def test_a_claim_is_used_once_and_only_by_its_holder(queue_db):
+    claim = claim_next(queue_db, LENA, now=T0)
+    with pytest.raises(PermissionDenied):
+        record_label(queue_db, TOM, claim.claim_id, "not_a_bug", now=T0)
+    record_label(queue_db, LENA, claim, "not_a_bug", now=T0)
+    with pytest.raises(StaleClaim, match="already"):
+        record_label(queue_db, LENA, claim, "not_a_bug", now=T0)
+
+
+def test_each_kind_writes_its_row_and_audit_entry_in_one_transaction(queue_db):
+    add_code(queue_db)
+    known(queue_db, LENA, claim_next(queue_db, LENA, now=T0), adversarial="jailbreak", now=T0)
+    new_id = record_label(
+        queue_db,
+        LENA,
+        claim_next(queue_db, LENA, now=T0),
+        "new",
+        code="missed escalation",
+        name="Missed escalation",
+        definition="The assistant keeps a fraud case to itself. It must offer a human agent.",
+        now=T0,
+    )
+    record_label(queue_db, LENA, claim_next(queue_db, LENA, now=T0), "not_a_bug", note="ok", now=T0)
+    rows = list(queue_db["labels"].rows_where(order_by="id"))
+    assert [(r["kind"], r["code"], r["adversarial"]) for r in rows] == [
+        ("known", "HALLUCINATED_FEE", "jailbreak"),
+        ("new", "MISSED_ESCALATION", "none"),
+        ("not_a_bug", None, "none"),
+    ]
+    assert queue_db["taxonomy"].get("MISSED_ESCALATION")["created_by"] == "lena"
+    assert queue_db["labels"].get(new_id)["claim_id"] is not None
+    assert queue_db["audit_log"].count_where("action = 'label' AND actor = 'lena'") == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "message"),
+    [
+        ("known", {"code": "HALLUCINATED_FEE", "expected": "x"}, "pass criterion"),
+        ("known", {"code": "NO_SUCH_CODE", "expected": "x", "pass_criterion": "y"}, "no taxonomy code"),
+        ("new", {"code": "X1", "name": "Short", "definition": DEFINITION}, "code 'X1'"),
+        ("new", {"code": "ONE_SENTENCE", "name": "One", "definition": "Just one."}, "two sentences"),
+        ("new", {"code": "HALLUCINATED_FEE", "name": "Dup", "definition": DEFINITION}, "already exists"),
+        ("not_a_bug", {"adversarial": "rude"}, "adversarial tag 'rude'"),
+        ("maybe", {}, "label kind 'maybe'"),
+    ],
+)
+def test_bad_labels_are_refused_and_leave_the_claim_open(queue_db, kind, fields, message):
+    add_code(queue_db)
+    claim = claim_next(queue_db, LENA, now=T0)
+    with pytest.raises(FlywheelError, match=message):
+        record_label(queue_db, LENA, claim, kind, now=T0, **fields)
+    assert queue_db["labels"].count == 0
+    assert claim_next(queue_db, LENA, now=T0) == claim
+
+
+def test_undo_takes_back_the_last_label_and_returns_its_item(queue_db):
+    first = claim_next(queue_db, LENA, now=T0)
+    record_label(queue_db, LENA, first, "not_a_bug", now=T0)
+    second = claim_next(queue_db, LENA, now=T0)
+    again = undo_last_label(queue_db, LENA, now=T0)
+    assert again.trace_id == first.trace_id
+    assert claim_next(queue_db, LENA, now=T0) == again
+    assert queue_db["claims"].get(second.claim_id)["state"] == "released"
+    assert queue_db["labels"].get(1)["undone_by"] == "lena"
+    known(queue_db, LENA, again, code=add_code(queue_db), now=T0)
+    assert [r["kind"] for r in queue_db["labels"].rows_where("undone_at IS NULL")] == ["known"]
+    undo_last_label(queue_db, LENA, now=T0)
+    with pytest.raises(labels.NothingToUndo):
+        undo_last_label(queue_db, LENA, now=T0)
+    assert queue_db["audit_log"].count_where("action = 'undo_label'") == 2
+
+
+def test_siblings_get_the_code_and_leave_the_queue(queue_db):
+    claim = claim_next(queue_db, LENA, now=T0)
+    label_id = record_label(
+        queue_db, LENA, claim, "new", code="FEE_MADE_UP", name="Made-up fee", definition=DEFINITION, now=T0
+    )
+    held = claim_next(queue_db, TOM, now=T0)
+    added = add_siblings(queue_db, LENA, label_id, ["t-00004", held.trace_id, "t-00002", "t-00004"], now=T0)
+    rows = [queue_db["labels"].get(i) for i in added]
+    assert held.trace_id == "t-00001"
+    assert [r["trace_id"] for r in rows] == ["t-00004", "t-00002"]  # tom holds t-00001
+    assert {(r["kind"], r["code"], r["via"], r["labeler"], r["sibling_of"]) for r in rows} == {
+        ("known", "FEE_MADE_UP", "sibling", "lena", label_id)
+    }
+    queued = claim_next(queue_db, UMA, now=T0)
+    assert queued.trace_id == "t-00005"
+    undo_last_label(queue_db, LENA, now=T0)
+    assert queue_db["labels"].count_where("undone_at IS NULL") == 0
+
+
+def test_a_labeler_reads_only_scrubbed_text(queue_db):
+    claim = claim_next(queue_db, LENA, now=T0)
+    card = label_card(queue_db, LENA, claim)
+    assert "[PERSON]" in card["input"] and card["reasons"] == ["anomaly: thumbs_down"]
+    label_id = record_label(queue_db, LENA, claim, "new", code="FEE_X", name="Fee x", definition=DEFINITION)
+    outputs = [
+        card,
+        progress(queue_db, LENA, 1),
+        labels.my_labels(queue_db, LENA),
+        add_siblings(queue_db, LENA, label_id, ["t-00001"]),
+        undo_last_label(queue_db, LENA),
+    ]
+    assert RAW_ONLY not in repr(outputs)
+
+
+def test_a_labeler_never_gets_an_unapproved_trace(queue_db):
+    with pytest.raises(PermissionDenied):
+        label_card(queue_db, LENA, Claim(0, "t-00003", "lena", 1, 0, "2030-01-01"))
+    with pytest.raises(labels.NotFound):
+        add_siblings(queue_db, LENA, 99, ["t-00003"])
+
+
+def test_overlap_keeps_an_item_until_enough_labelers_labeled_it(queue_db):
+    set_overlap(queue_db, ANA, 2, 2)
+    seen = {}
+    for user in (LENA, TOM, LENA, TOM, LENA, TOM):
+        claim = claim_next(queue_db, user, now=T0)
+        while claim.batch_id == 1:
+            record_label(queue_db, user, claim, "not_a_bug", now=T0)
+            claim = claim_next(queue_db, user, now=T0)
+        seen.setdefault(claim.trace_id, []).append(user.name)
+        if claim.trace_id == "t-00007" and user is TOM:
+            known(queue_db, user, claim, code=add_code(queue_db), now=T0)
+        else:
+            record_label(queue_db, user, claim, "not_a_bug", now=T0)
+    assert seen == {t: ["lena", "tom"] for t in ("t-00006", "t-00007", "t-00008")}
+    assert progress(queue_db, LENA, 2) | {"per_labeler": None} == {
+        "batch_id": 2,
+        "items": 3,
+        "left": 0,
+        "done": 3,
+        "mine": 3,
+        "per_labeler": None,
+    }
+    result = agreement(queue_db, ANA, 2)
+    assert (result.method, result.items, result.raters) == ("cohen", 3, 2)
+    assert result.kappa == pytest.approx(0.0)  # observed 2/3 = chance 2/3 (tom 2 of 3 not a bug)
+    with pytest.raises(PermissionDenied):
+        agreement(queue_db, LENA, 2)
+
+
+def test_release_gives_the_item_back(queue_db):
+    claim = claim_next(queue_db, LENA, now=T0)
+    release_claim(queue_db, LENA, claim)
+    assert claim_next(queue_db, TOM, now=T0).trace_id == claim.trace_id
+
+
+def test_cohen_kappa_matches_the_hand_computed_value():
+    # 50 items: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no -> po 0.7, pe 0.5, kappa 0.4
+    a = ["yes"] * 25 + ["no"] * 25
+    b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa(["x", "y"], ["x", "y"]) == 1.0
+    assert math.isnan(cohen_kappa(["x", "x"], ["x", "x"]))
+
+
+def test_fleiss_kappa_matches_the_textbook_example():
+    # Fleiss (1971) as in the Wikipedia worked example: 10 items, 14 raters, 5 categories -> 0.210
+    rows = [
+        [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
+    ]  # fmt: skip
+    table = [{str(j): n for j, n in enumerate(row) if n} for row in rows]
+    assert fleiss_kappa(table) == pytest.approx(0.2099, abs=1e-4)
+    # first category by hand: p = 20/140; sum of n(m - n) = 2*12 + 7*7 + 3*11 + 2*12 + 6*8 = 178
+    p = 20 / 140
+    assert fleiss_category_kappa(table, "0") == pytest.approx(1 - 178 / (10 * 14 * 13 * p * (1 - p)))
+
+
+def test_fleiss_is_used_for_three_raters(queue_db):
+    ratings = [{"a": "X", "b": "X", "c": "X"}, {"a": "Y", "b": "Y", "c": "X"}, {"a": "Y", "b": "Y", "c": "Y"}]
+    result = labels.agreement_of(ratings)
+    assert result.method == "fleiss" and result.raters == 3
+    assert result.kappa == pytest.approx(fleiss_kappa([{"X": 3}, {"Y": 2, "X": 1}, {"Y": 3}]))
+    # by hand: P_i = 1, 1/3, 1 -> 7/9; p_X = 4/9, p_Y = 5/9 -> Pe = 41/81; kappa = 22/40
+    assert result.kappa == pytest.approx(0.55)
+
+
+def test_claim_next_walks_indexes_only(queue_db):
+    plans = {
+        name: " | ".join(
+            r[3] for r in queue_db.execute(f"EXPLAIN QUERY PLAN {sql}", {"user": "x", "now": "z"})
+        )
+        for name, sql in (("held", labels.HELD_SQL), ("next", labels.NEXT_FREE_SQL))
+    }
+    assert "USING INDEX idx_label_queue_claimed_by" in plans["held"]
+    assert "USING INDEX idx_label_queue_is_open_batch_rank_priority_trace_id" in plans["next"]
+    assert "idx_labels_live" in plans["next"]
+    assert "TEMP B-TREE" not in plans["next"]  # no sort: the index gives the queue order
+
+
+def _claim_and_label(path: str, name: str, count: int) -> list[tuple[str, int]]:
+    db = open_db(path)
+    user, done = User(name, "labeler"), []
+    for _ in range(count):
+        claim = claim_next(db, user)
+        if claim is None:
+            break
+        record_label(db, user, claim, "not_a_bug")
+        done.append((claim.trace_id, claim.claim_id))
+    db.close()
+    return done
+
+
+def test_four_processes_claiming_at_once_never_share_an_item_or_lose_a_label(tmp_path):
+    path = tmp_path / "busy.db"
+    db = open_db(path)
+    seed_queue(db, 1200, batches={1: list(range(0, 1200, 2))})
+    db.close()
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        results = pool.starmap(_claim_and_label, [(str(path), f"p{i}", 300) for i in range(4)])
+    items = [trace_id for result in results for trace_id, _ in result]
+    assert len(items) == 1200 and len(set(items)) == 1200
+    db = open_db(path)
+    assert db["labels"].count == 1200
+    assert db.execute("SELECT count(DISTINCT trace_id) FROM labels").fetchone()[0] == 1200
+    assert db.execute("SELECT count(*) FROM label_queue WHERE is_open").fetchone()[0] == 0
+    assert db["claims"].count_where("state = 'labeled'") == 1200
