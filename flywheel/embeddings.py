@@ -20,7 +20,7 @@ from sqlite_utils import Database
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput
 from flywheel.labels import approved_scrub
-from flywheel.store import now, write
+from flywheel.store import now, query_rows, write
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_CANDIDATES = 5000
@@ -159,9 +159,7 @@ def similar_traces(
 def _candidates(db: Database, trace_id: str, days: int) -> list[dict]:
     latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
     since = (datetime.fromisoformat(latest) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
-    cursor = db.execute(CANDIDATES_SQL, [since, trace_id, MAX_CANDIDATES])
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
+    return query_rows(db, CANDIDATES_SQL, [since, trace_id, MAX_CANDIDATES])
 
 
 def _with_labels(db: Database, rows: list[dict]) -> list[dict]:

@@ -28,7 +28,7 @@ from sqlite_utils import Database
 from flywheel.auth import User, require_role
 from flywheel.config import load_config
 from flywheel.errors import BadInput, FlywheelError, NotFound, PermissionDenied
-from flywheel.store import audit, write
+from flywheel.store import audit, query_one, query_rows, write
 from flywheel.taxonomy import add_entry, resolve_code
 
 KINDS = ("known", "new", "not_a_bug")
@@ -192,7 +192,7 @@ def _claim_row(db: Database, user: User, claim: Claim | int | str) -> dict:
         )
     else:
         sql, params = "SELECT * FROM claims WHERE id = ?", [claim]
-    row = _one(db, sql, params)
+    row = query_one(db, sql, params)
     if row is None:
         raise NotFound(f"no claim {claim!r} held by {user.name}; claim the item first")
     if row["labeler"] != user.name:
@@ -277,7 +277,7 @@ def _check_claim(db: Database, user: User, claim: dict, stamp: str) -> dict:
         raise StaleClaim(f"claim {claim['id']} on trace {trace_id!r} was already used for a label")
     if _live_label(db, trace_id, user.name):
         raise StaleClaim(f"you already labeled trace {trace_id!r}; undo that label to change it")
-    queued = _one(db, "SELECT * FROM label_queue WHERE trace_id = ?", [trace_id])
+    queued = query_one(db, "SELECT * FROM label_queue WHERE trace_id = ?", [trace_id])
     if queued is None:
         raise NotFound(f"trace {trace_id!r} is not in the labeling queue")
     if not queued["is_open"]:
@@ -358,7 +358,7 @@ def add_siblings(
         raise BadInput(f"{len(trace_ids)} siblings at once: expected at most {MAX_SIBLINGS}")
     stamp = _stamp(now)
     with write(db):
-        parent = _one(db, "SELECT * FROM labels WHERE id = ? AND undone_at IS NULL", [label_id])
+        parent = query_one(db, "SELECT * FROM labels WHERE id = ? AND undone_at IS NULL", [label_id])
         if parent is None or parent["labeler"] != user.name or not parent["code"]:
             raise NotFound(f"no live failure label {label_id} of {user.name} to add siblings to")
         added = [
@@ -371,7 +371,7 @@ def add_siblings(
 
 
 def _free_for(db: Database, user: User, trace_id: str, stamp: str) -> bool:
-    queued = _one(db, "SELECT claimed_by, claim_expires FROM label_queue WHERE trace_id = ?", [trace_id])
+    queued = query_one(db, "SELECT claimed_by, claim_expires FROM label_queue WHERE trace_id = ?", [trace_id])
     if queued is None:
         raise NotFound(f"trace {trace_id!r} has no approved scrub; only approved traces can be labeled")
     held_by_other = queued["claimed_by"] not in (None, user.name) and queued["claim_expires"] > stamp
@@ -398,7 +398,7 @@ def undo_last_label(db: Database, user: User, now: datetime | None = None) -> Cl
     moment = now or datetime.now(UTC)
     stamp = _stamp(moment)
     with write(db):
-        last = _one(
+        last = query_one(
             db,
             "SELECT id, trace_id FROM labels WHERE labeler = ? AND via = 'card' AND undone_at IS NULL"
             " ORDER BY id DESC LIMIT 1",
@@ -427,7 +427,7 @@ def _reclaim(db: Database, user: User, trace_id: str, moment: datetime) -> Claim
     held = _held(db, user, stamp)
     if held is not None:  # the item the user moved on to goes back, so the undone one comes first
         _release(db, held.claim_id, "released")
-    queued = _one(db, "SELECT * FROM label_queue WHERE trace_id = ?", [trace_id])
+    queued = query_one(db, "SELECT * FROM label_queue WHERE trace_id = ?", [trace_id])
     if queued["claim_id"] is not None and queued["claim_expires"] > stamp:
         return None
     expires = _stamp(moment + timedelta(minutes=_claim_minutes(None)))
@@ -465,7 +465,7 @@ def approved_scrub(db: Database, trace_id: str) -> dict:
 
     (``review.approved_scrub`` would do, but importing the scrubber costs seconds per process.)
     """
-    row = _one(
+    row = query_one(
         db, "SELECT trace_id, status, input, output, messages FROM scrubs WHERE trace_id = ?", [trace_id]
     )
     if row is None or row["status"] != "approved":
@@ -504,7 +504,7 @@ def my_labels(db: Database, user: User, limit: int = 20) -> list[dict]:
     sql = """
         SELECT id, trace_id, kind, code, adversarial, via, created_at FROM labels
         WHERE labeler = ? AND undone_at IS NULL ORDER BY id DESC LIMIT ?"""
-    return _rows(db, sql, [user.name, limit])
+    return query_rows(db, sql, [user.name, limit])
 
 
 # Overlap and agreement ----------------------------------------------------------------------------
@@ -731,14 +731,3 @@ def _demo_choice(rng: random.Random, new_codes: list) -> dict:
         "pass_criterion": criterion,
         "adversarial": tag,
     }
-
-
-def _rows(db: Database, sql: str, params: list) -> list[dict]:
-    cursor = db.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
-
-
-def _one(db: Database, sql: str, params: list) -> dict | None:
-    rows = _rows(db, sql, params)
-    return rows[0] if rows else None

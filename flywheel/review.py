@@ -20,7 +20,7 @@ from sqlite_utils import Database
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.errors import BadInput, FlywheelError, NotFound, PermissionDenied
 from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, render
-from flywheel.store import audit, now, write
+from flywheel.store import audit, now, query_one, query_rows, write
 
 CHUNK = 200
 STATUSES = ("pending", "approved", "rejected")
@@ -159,7 +159,7 @@ def review_queue(db: Database, user: User, limit: int = 100) -> list[dict]:
                (SELECT count(*) FROM redactions r
                 WHERE r.scrub_id = s.id AND r.removed_by IS NULL) AS redactions
         FROM scrubs s WHERE s.status = 'pending' ORDER BY s.id LIMIT ?"""
-    return _rows(db, sql, [limit])
+    return query_rows(db, sql, [limit])
 
 
 def scrub_counts(db: Database) -> dict[str, int]:
@@ -249,7 +249,7 @@ def remove_redaction(db: Database, user: User, redaction_id: int) -> None:
     """Drop a false redaction; the fix is kept as residue of its detector."""
     require_role(user, *RAW_TEXT_ROLES)
     with write(db):
-        row = _one(db, "SELECT * FROM redactions WHERE id = ? AND removed_by IS NULL", [redaction_id])
+        row = query_one(db, "SELECT * FROM redactions WHERE id = ? AND removed_by IS NULL", [redaction_id])
         if row is None:
             raise NotFound(f"no active redaction with id {redaction_id}")
         _pending(db, row["scrub_id"])
@@ -281,7 +281,7 @@ def _decide(db: Database, user: User, scrub_id: int, status: str, note: str | No
 
 def approved_scrub(db: Database, user: User, trace_id: str) -> dict:
     """The scrubbed text of an approved trace: all a labeler may read of it."""
-    row = _one(db, "SELECT * FROM scrubs WHERE trace_id = ?", [trace_id])
+    row = query_one(db, "SELECT * FROM scrubs WHERE trace_id = ?", [trace_id])
     if row is None:
         raise NotFound(f"trace {trace_id!r} has not been scrubbed")
     if row["status"] != "approved" and not user.sees_raw_text:
@@ -368,19 +368,8 @@ def remove_known_name(db: Database, user: User, name: str) -> None:
 # Helpers ----------------------------------------------------------------------------------------
 
 
-def _rows(db: Database, sql: str, params: list) -> list[dict]:
-    cursor = db.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
-
-
-def _one(db: Database, sql: str, params: list) -> dict | None:
-    rows = _rows(db, sql, params)
-    return rows[0] if rows else None
-
-
 def _scrub(db: Database, scrub_id: int) -> dict:
-    row = _one(db, "SELECT * FROM scrubs WHERE id = ?", [scrub_id])
+    row = query_one(db, "SELECT * FROM scrubs WHERE id = ?", [scrub_id])
     if row is None:
         raise NotFound(f"no scrub with id {scrub_id}")
     return row
@@ -394,7 +383,7 @@ def _pending(db: Database, scrub_id: int) -> dict:
 
 
 def _active_spans(db: Database, scrub_id: int) -> dict[str, list[dict]]:
-    rows = _rows(
+    rows = query_rows(
         db,
         'SELECT id, field, start, "end", label, detector FROM redactions'
         " WHERE scrub_id = ? AND removed_by IS NULL ORDER BY field, start",

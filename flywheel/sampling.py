@@ -30,7 +30,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.errors import BadInput, NotFound
-from flywheel.store import audit, now, write
+from flywheel.store import audit, now, query_rows, write
 
 ANOMALY_SIGNALS = {
     "guardrail_tripped": "guardrail_tripped = 1",
@@ -647,15 +647,14 @@ def batch_reasons(db: Database, batch_id: int) -> dict[str, int]:
 
 def batch_ledger(db: Database, batch_id: int) -> list[dict]:
     """Per rule and stratum: population, picks, dropped by the cap, in the batch, and the coverage rate."""
-    cursor = db.execute(
+    return query_rows(
+        db,
         "SELECT kind, rule, stratum, quota, population, selected, dropped, in_batch,"
         " round(in_batch * 1.0 / max(population, 1), 4) AS rate"
         " FROM batch_strata WHERE batch_id = ? ORDER BY CASE kind WHEN 'anomaly' THEN 0"
         " WHEN 'stratified' THEN 1 ELSE 2 END, rule, stratum",
         [batch_id],
     )
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
 def batch_rule_counts(db: Database, batch_id: int) -> dict[str, int]:

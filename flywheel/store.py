@@ -126,6 +126,19 @@ def write(db: Database) -> Iterator[Database]:
     db.conn.execute("COMMIT")
 
 
+def query_rows(db: Database, sql: str, params: list | dict = ()) -> list[dict]:
+    """Rows of a query as dicts keyed by column name."""
+    cursor = db.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def query_one(db: Database, sql: str, params: list | dict = ()) -> dict | None:
+    """The first row of a query as a dict, or None."""
+    rows = query_rows(db, sql, params)
+    return rows[0] if rows else None
+
+
 def now() -> str:
     """The current UTC time as the store writes it."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -15,7 +15,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, NotFound
-from flywheel.store import audit, now, write
+from flywheel.store import audit, now, query_one, query_rows, write
 
 STATUSES = ("active", "merged", "retired")
 CODE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{2,39}$")
@@ -90,7 +90,7 @@ def create_entry(db: Database, user: User, code: str, name: str, definition: str
 
 def entry(db: Database, code: str) -> dict:
     """One taxonomy entry."""
-    row = _one(db, "SELECT * FROM taxonomy WHERE code = ?", [check_code(code)])
+    row = query_one(db, "SELECT * FROM taxonomy WHERE code = ?", [check_code(code)])
     if row is None:
         raise CodeNotFound(f"no taxonomy code {code!r}")
     return row
@@ -118,7 +118,7 @@ def taxonomy_entries(db: Database, status: str | None = None) -> list[dict]:
                      WHERE l.code = t.code AND l.undone_at IS NULL) AS labels
         FROM taxonomy t {where}
         ORDER BY t.status != 'active', t.code"""
-    return _rows(db, sql, [status] if status else [])
+    return query_rows(db, sql, [status] if status else [])
 
 
 def active_codes(db: Database) -> dict[str, str]:
@@ -180,7 +180,7 @@ def retire_code(db: Database, user: User, code: str) -> None:
 def entry_history(db: Database, code: str) -> list[dict]:
     """Every version of an entry, oldest first."""
     entry(db, code)
-    return _rows(db, "SELECT * FROM taxonomy_history WHERE code = ? ORDER BY id", [code])
+    return query_rows(db, "SELECT * FROM taxonomy_history WHERE code = ? ORDER BY id", [code])
 
 
 def code_counts(db: Database) -> pd.DataFrame:
@@ -203,21 +203,10 @@ def example_rows(db: Database, user: User, code: str, limit: int = 5) -> list[di
         FROM labels l JOIN scrubs s ON s.trace_id = l.trace_id AND s.status = 'approved'
         WHERE l.code = ? AND l.undone_at IS NULL
         ORDER BY l.id DESC LIMIT ?"""
-    return _rows(db, sql, [code, limit])
+    return query_rows(db, sql, [code, limit])
 
 
 def _history(db: Database, code: str, change: str, name: str, definition: str, actor: str) -> None:
     db["taxonomy_history"].insert(
         {"code": code, "change": change, "name": name, "definition": definition, "actor": actor, "at": now()}
     )
-
-
-def _rows(db: Database, sql: str, params: list) -> list[dict]:
-    cursor = db.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
-
-
-def _one(db: Database, sql: str, params: list) -> dict | None:
-    rows = _rows(db, sql, params)
-    return rows[0] if rows else None

@@ -13,6 +13,7 @@ from sqlite_utils.db import NotFoundError
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.errors import BadInput, TraceNotFound
+from flywheel.store import query_rows
 
 BOOL_SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped", "schema_valid")
 NUMBER_SIGNALS = ("judge_score", "latency_ms", "cost_usd")
@@ -273,9 +274,7 @@ def find_traces(
     clause, params = where.sql()
     columns = LIST_COLUMNS + (", input, output" if user.sees_raw_text else "")
     sql = f"SELECT {columns} FROM traces{clause} ORDER BY ts DESC, trace_id LIMIT ? OFFSET ?"
-    cursor = db.execute(sql, [*params, page_size, page * page_size])
-    names = [d[0] for d in cursor.description]
-    rows = [_with_flags(dict(zip(names, row, strict=True))) for row in cursor]
+    rows = [_with_flags(row) for row in query_rows(db, sql, [*params, page_size, page * page_size])]
     return _with_scrubs(db, user, rows)
 
 

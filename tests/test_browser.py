@@ -32,6 +32,7 @@ LAUNCH_ARGS = [
 ]
 
 pytestmark = pytest.mark.browser
+PAGE_HEADINGS = {"Import": "Import traces", "Sample": "Sampling", "Taxonomy": "Failure taxonomy"}
 
 
 def _unavailable(reason: str):
@@ -139,7 +140,7 @@ def _open(page, url: str) -> None:
 
 def _go(page, title: str) -> None:
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
-    heading = "Import traces" if title == "Import" else title
+    heading = PAGE_HEADINGS.get(title, title)
     page.locator("h1").filter(has_text=heading).first.wait_for(timeout=30_000)
     _settle(page)
     assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"
@@ -161,7 +162,16 @@ def _sign_in_as(page, label: str) -> None:
 
 def test_lead_opens_every_page_without_an_exception(server, page):
     _open(page, server)
-    for title in ("Overview", "Traces", "Import", "Audit log"):
+    for title in (
+        "Overview",
+        "Traces",
+        "Sample",
+        "Review scrubs",
+        "Label",
+        "Taxonomy",
+        "Import",
+        "Audit log",
+    ):
         _go(page, title)
     _go(page, "Overview")
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
