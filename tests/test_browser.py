@@ -276,3 +276,41 @@ def test_labeler_labels_three_items_with_the_keyboard_only(server, server_db, pa
             (seen[2], "not_a_bug", None, None),
         ]
     )
+
+
+def test_two_labelers_side_by_side_never_get_the_same_item(server, browser):
+    pages = []
+    for name in ("lena (labeler)", "tom (labeler)"):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        _open(page, server)
+        _sign_in_as(page, name)
+        _go(page, "Label")
+        pages.append(page)
+    shown = []
+    for page in pages:
+        heading = page.locator("h3").filter(has_text="Trace ").first
+        heading.wait_for(timeout=30_000)
+        shown.append(heading.inner_text().split()[-1])
+    for page in pages:
+        page.context.close()
+    assert shown[0] != shown[1], f"both labelers were shown {shown[0]}"
+
+
+def test_lead_runs_a_plan_and_its_batch_reaches_the_review_queue(server, server_db, page):
+    db = open_db(server_db)
+    before = db.execute("SELECT count(*) FROM sample_batches").fetchone()[0]
+    _open(page, server)
+    _go(page, "Sample")
+    page.get_by_role("button", name="Run plan").click()
+    _settle(page)
+    page.get_by_text("Ledger of batch").wait_for(timeout=60_000)
+    assert page.get_by_test_id("stException").count() == 0
+    batch_id = db.execute("SELECT max(id) FROM sample_batches").fetchone()[0]
+    assert db.execute("SELECT count(*) FROM sample_batches").fetchone()[0] == before + 1
+    unscrubbed = db.execute(
+        "SELECT count(*) FROM batch_items b LEFT JOIN scrubs s ON s.trace_id = b.trace_id"
+        " WHERE b.batch_id = ? AND s.id IS NULL",
+        [batch_id],
+    ).fetchone()[0]
+    assert unscrubbed == 0
