@@ -28,6 +28,10 @@ def loop_counts(db: Database) -> dict[str, int]:
         "scrub_pending": one("SELECT count(*) FROM scrubs WHERE status = 'pending'"),
         "scrub_approved": one("SELECT count(*) FROM scrubs WHERE status = 'approved'"),
         "scrub_rejected": one("SELECT count(*) FROM scrubs WHERE status = 'rejected'"),
+        "labeled": one("SELECT count(DISTINCT trace_id) FROM labels WHERE undone_at IS NULL"),
+        "failures": one(
+            "SELECT count(DISTINCT trace_id) FROM labels WHERE undone_at IS NULL AND kind != 'not_a_bug'"
+        ),
     }
 
 

@@ -9,14 +9,15 @@ st.title("Overview")
 st.caption("Production traces flow in, get sampled, scrubbed, labeled and folded into the eval set.")
 
 counts = loop_counts(db)
-cols = st.columns(5)
+cols = st.columns(6)
 cols[0].metric("Traces", f"{counts['traces']:,}", help=f"{counts['weeks']} weeks of traffic")
 cols[1].metric("Sampled", f"{counts['sampled']:,}", help=f"in {counts['batches']} batches")
 cols[2].metric("Awaiting scrub review", f"{counts['scrub_pending']:,}")
 cols[3].metric(
-    "Approved for labeling", f"{counts['scrub_approved']:,}", help=f"{counts['scrub_rejected']} rejected"
+    "Approved scrubs", f"{counts['scrub_approved']:,}", help=f"{counts['scrub_rejected']} rejected"
 )
-cols[4].metric(
+cols[4].metric("Labeled", f"{counts['labeled']:,}", help=f"{counts['failures']:,} of them failures")
+cols[5].metric(
     "Quarantined lines",
     f"{counts['quarantined']:,}",
     help=f"over {counts['ingest_runs']} imports; {counts['changed_duplicates']} re-sent traces differed",
