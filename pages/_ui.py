@@ -1,5 +1,7 @@
 """What every page needs: the current user and a database connection for this script run."""
 
+import re
+
 import streamlit as st
 from sqlite_utils import Database
 
@@ -21,3 +23,11 @@ def database() -> Database:
     """A connection for this script run, for an identified user only."""
     current_user()
     return open_db(load_config().db)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md(text: object) -> str:
+    """Text from a trace (an id, a cohort) made safe to place inside markdown: it renders literally."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))

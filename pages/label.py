@@ -18,7 +18,7 @@ from flywheel.labels import (
 )
 from flywheel.sampling import sample_batches
 from flywheel.taxonomy import active_codes, check_code
-from pages._ui import current_user, database
+from pages._ui import current_user, database, md
 
 user = current_user()
 st.title("Label")
@@ -61,7 +61,7 @@ def _known(claim: Claim) -> None:
         adversarial=state.get(f"tag_{claim.claim_id}", "none"),
     )
     if done:
-        _say(f"{claim.trace_id}: {state.get(f'code_{claim.claim_id}')}")
+        _say(f"{md(claim.trace_id)}: {state.get(f'code_{claim.claim_id}')}")
 
 
 def _not_a_bug(claim: Claim) -> None:
@@ -74,7 +74,7 @@ def _not_a_bug(claim: Claim) -> None:
         adversarial=state.get(f"tag_{claim.claim_id}", "none"),
     )
     if done:
-        _say(f"{claim.trace_id}: not a bug")
+        _say(f"{md(claim.trace_id)}: not a bug")
 
 
 def _new(claim: Claim) -> None:
@@ -238,7 +238,7 @@ def card() -> None:
         return
     view = label_card(db, user, claim)
     _progress(db, claim)
-    st.subheader(f"Trace {claim.trace_id}")
+    st.subheader(f"Trace {md(claim.trace_id)}")
     _signals(view)
     _conversation(view)
     _form(db, claim)

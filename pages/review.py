@@ -17,7 +17,7 @@ from flywheel.review import (
     scrub_counts,
     scrub_view,
 )
-from pages._ui import current_user, database
+from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, *RAW_TEXT_ROLES)
@@ -40,7 +40,7 @@ def _next(scrub_id: int | None = None) -> None:
 
 def _review(scrub_id: int) -> None:
     view = scrub_view(db, user, scrub_id)
-    st.subheader(f"Trace {view.trace_id}")
+    st.subheader(f"Trace {md(view.trace_id)}")
     st.caption(
         f"scrub #{view.scrub_id} · scrubber {view.scrubber_version} · hover a mark for class and detector"
     )
@@ -86,11 +86,11 @@ def _review(scrub_id: int) -> None:
     approve, reject, skip = st.columns(3)
     if approve.button("Approve", type="primary", shortcut="a", width="stretch"):
         approve_scrub(db, user, scrub_id, note)
-        st.toast(f"Approved {view.trace_id}")
+        st.toast(f"Approved {md(view.trace_id)}")
         st.rerun()
     if reject.button("Reject", shortcut="x", width="stretch"):
         reject_scrub(db, user, scrub_id, note)
-        st.toast(f"Rejected {view.trace_id}: it will never reach labelers")
+        st.toast(f"Rejected {md(view.trace_id)}: it will never reach labelers")
         st.rerun()
     if skip.button("Skip for now", shortcut="n", width="stretch"):
         _next(scrub_id)

@@ -6,7 +6,7 @@ from flywheel import sampling
 from flywheel.auth import require_role
 from flywheel.errors import BadInput
 from flywheel.traces import filter_options
-from pages._ui import current_user, database
+from pages._ui import current_user, database, md
 
 NEW_PLAN = "(new plan)"
 STRATUM_HELP = {
@@ -103,7 +103,7 @@ if plan is None:
 elif not weeks:
     st.info("No traces to sample yet: import some on the Import page.")
 else:
-    st.subheader(f"Preview and run: {plan.name}")
+    st.subheader(f"Preview and run: {md(plan.name)}")
     week = st.selectbox("Week", weeks, index=weeks.index(plan.week) if plan.week in weeks else 0)
     if plan.random_rate is not None:
         st.caption("The random rule as SQL (a warehouse with `md5` runs it as is):")

@@ -12,7 +12,7 @@ from flywheel.taxonomy import (
     retire_code,
     taxonomy_entries,
 )
-from pages._ui import current_user, database
+from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
 st.title("Failure taxonomy")
@@ -45,7 +45,7 @@ else:
     examples = example_rows(db, user, code, limit=5)
     for row in examples:
         with st.container(border=True):
-            st.caption(f"{row['trace_id']} · by {row['labeler']} ({row['via']}) · {row['adversarial']}")
+            st.caption(f"{md(row['trace_id'])} · by {row['labeler']} ({row['via']}) · {row['adversarial']}")
             st.text(row["scrubbed_input"])
             if row["pass_criterion"]:
                 st.text(f"Pass criterion: {row['pass_criterion']}")

@@ -6,7 +6,7 @@ import streamlit as st
 from flywheel.config import load_config
 from flywheel.review import approved_scrub
 from flywheel.traces import SIGNAL_FILTERS, TraceFilter, count_traces, filter_options, find_traces, raw_trace
-from pages._ui import current_user, database
+from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
 st.title("Traces")
@@ -60,10 +60,10 @@ picked = selection.selection.rows
 if picked and not user.sees_raw_text:
     chosen = rows[picked[0]]
     if chosen["scrub"] != "approved":
-        st.info(f"Trace {chosen['trace_id']} has no approved scrub yet, so there is nothing to show.")
+        st.info(f"Trace {md(chosen['trace_id'])} has no approved scrub yet, so there is nothing to show.")
     else:
         scrub = approved_scrub(db, user, chosen["trace_id"])
-        st.subheader(f"Trace {chosen['trace_id']}")
+        st.subheader(f"Trace {md(chosen['trace_id'])}")
         st.caption("scrubbed text, approved by " + scrub["reviewed_by"])
         for message in scrub["messages"] or [{"role": "user", "content": scrub["input"]}]:
             with st.chat_message("user" if message["role"] == "user" else "assistant"):
@@ -73,9 +73,9 @@ if picked and not user.sees_raw_text:
                 st.text(scrub["output"])
 elif picked:
     trace = raw_trace(db, user, rows[picked[0]]["trace_id"])
-    st.subheader(f"Trace {trace['trace_id']}")
+    st.subheader(f"Trace {md(trace['trace_id'])}")
     st.caption(
-        f"{trace['ts']} · {trace['cohort'] or 'no cohort'} · {trace['intent'] or 'no intent'} · raw text"
+        f"{trace['ts']} · {md(trace['cohort'] or 'no cohort')} · {md(trace['intent'] or 'no intent')} · raw text"
     )
     for message in trace["messages"] or [{"role": "user", "content": trace["input"]}]:
         with st.chat_message("user" if message["role"] == "user" else "assistant"):

@@ -40,7 +40,7 @@ def rows(path, sql: str = "SELECT trace_id, labeler, kind, code, via FROM labels
 
 def test_labeler_labels_known_and_not_a_bug_and_undoes(label_db, monkeypatch):
     at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
-    assert at.subheader[0].value == "Trace t-00000"
+    assert at.subheader[0].value == r"Trace t\-00000"
     assert any("[PERSON]" in t.value for t in at.text)
     widget(at.selectbox, "Failure code (type to search)").select("HALLUCINATED_FEE")
     widget(at.text_input, "Expected behaviour").input("Quote the fee schedule")
@@ -48,7 +48,7 @@ def test_labeler_labels_known_and_not_a_bug_and_undoes(label_db, monkeypatch):
     widget(at.selectbox, "Adversarial").select("prompt_injection")
     button(at, "Known failure").click().run()
     assert not at.exception and not at.error
-    assert at.subheader[0].value == "Trace t-00003"  # anomaly priority (n % 3 == 0) first
+    assert at.subheader[0].value == r"Trace t\-00003"  # anomaly priority (n % 3 == 0) first
     button(at, "Not a bug").click().run()
     assert rows(label_db) == [
         ("t-00000", "lena", "known", "HALLUCINATED_FEE", "card"),
@@ -57,9 +57,9 @@ def test_labeler_labels_known_and_not_a_bug_and_undoes(label_db, monkeypatch):
     assert rows(label_db, "SELECT adversarial, expected FROM labels WHERE id = 1") == [
         ("prompt_injection", "Quote the fee schedule")
     ]
-    assert at.subheader[0].value == "Trace t-00006"
+    assert at.subheader[0].value == r"Trace t\-00006"
     button(at, "Undo").click().run()
-    assert at.subheader[0].value == "Trace t-00003"
+    assert at.subheader[0].value == r"Trace t\-00003"
     assert rows(label_db, "SELECT count(*) FROM labels WHERE undone_at IS NULL") == [(1,)]
     assert RAW_ONLY not in shown_text(at)
 
@@ -68,7 +68,7 @@ def test_known_without_a_code_shows_the_reason_and_writes_nothing(label_db, monk
     at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
     button(at, "Known failure").click().run()
     assert "needs the expected behaviour" in at.error[0].value
-    assert rows(label_db) == [] and at.subheader[0].value == "Trace t-00000"
+    assert rows(label_db) == [] and at.subheader[0].value == r"Trace t\-00000"
 
 
 def test_new_failure_mode_then_siblings(label_db, monkeypatch):
@@ -92,7 +92,7 @@ def test_new_failure_mode_then_siblings(label_db, monkeypatch):
         ("known", "MADE_UP_CARD_FEE", "sibling", "tom"),
     ]
     assert open_db(label_db)["taxonomy"].get("MADE_UP_CARD_FEE")["created_by"] == "tom"
-    assert at.subheader[0].value.startswith("Trace t-0000")
+    assert at.subheader[0].value.startswith(r"Trace t\-0000")
     assert RAW_ONLY not in shown_text(at)
 
 

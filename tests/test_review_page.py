@@ -44,13 +44,13 @@ def test_reviewer_adds_a_redaction_and_approves(review_db, monkeypatch):
     assert "<b>bold</b>" not in stored and "[ORG]" in stored
     next(b for b in at.button if b.label == "Approve").click().run()
     assert status(review_db, "t-000001") == "approved"
-    assert any("t-000002" in h.value for h in at.subheader)
+    assert any("t\\-000002" in h.value for h in at.subheader)
 
 
 def test_reject_and_skip(review_db, monkeypatch):
     at = open_page(app(review_db, monkeypatch, "ana"), "pages/review.py")
     next(b for b in at.button if b.label == "Skip for now").click().run()
-    assert any("t-000002" in h.value for h in at.subheader)
+    assert any("t\\-000002" in h.value for h in at.subheader)
     next(b for b in at.button if b.label == "Reject").click().run()
     assert status(review_db, "t-000002") == "rejected" and status(review_db, "t-000001") == "pending"
 
@@ -73,3 +73,17 @@ def test_labeler_reads_only_approved_scrubbed_text_on_traces(review_db, monkeypa
     assert "[PERSON]" in table.loc["t-000001", "scrubbed_input"]
     assert pd.isna(table.loc["t-000002", "scrubbed_input"])
     assert "Maria" not in str(table.to_dict())
+
+
+def test_markdown_in_a_trace_id_renders_literally(tmp_path, monkeypatch):
+    from pages._ui import md
+
+    assert md("t-[click](javascript:alert(1))**x**") == r"t\-\[click\]\(javascript\:alert\(1\)\)\*\*x\*\*"
+    path = tmp_path / "m.db"
+    db = open_db(path)
+    ingest_files(
+        db, [jsonl(tmp_path / "t.jsonl", [trace(1, trace_id="**[x](http://evil)**", input="hi Bob")])]
+    )
+    scrub_traces(db, ["**[x](http://evil)**"], actor="ana")
+    at = open_page(app(path, monkeypatch, "ravi"), "pages/review.py")
+    assert at.subheader[0].value == r"Trace \*\*\[x\]\(http\://evil\)\*\*"
