@@ -74,9 +74,8 @@ if picked and not user.sees_raw_text:
 elif picked:
     trace = raw_trace(db, user, rows[picked[0]]["trace_id"])
     st.subheader(f"Trace {md(trace['trace_id'])}")
-    st.caption(
-        f"{trace['ts']} · {md(trace['cohort'] or 'no cohort')} · {md(trace['intent'] or 'no intent')} · raw text"
-    )
+    where = f"{md(trace['cohort'] or 'no cohort')} · {md(trace['intent'] or 'no intent')}"
+    st.caption(f"{trace['ts']} · {where} · raw text")
     for message in trace["messages"] or [{"role": "user", "content": trace["input"]}]:
         with st.chat_message("user" if message["role"] == "user" else "assistant"):
             st.text(message["content"])
