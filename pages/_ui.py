@@ -31,3 +31,14 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 def md(text: object) -> str:
     """Text from a trace (an id, a cohort) made safe to place inside markdown: it renders literally."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def show_conversation(trace: dict) -> None:
+    """A trace's messages (or its input and output) as chat bubbles; st.text keeps untrusted text literal."""
+    messages = trace["messages"] or [
+        {"role": "user", "content": trace["input"]},
+        *([{"role": "assistant", "content": trace["output"]}] if trace["output"] else []),
+    ]
+    for message in messages:
+        with st.chat_message("user" if message["role"] == "user" else "assistant"):
+            st.text(message["content"])

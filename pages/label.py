@@ -18,7 +18,7 @@ from flywheel.labels import (
 )
 from flywheel.sampling import sample_batches
 from flywheel.taxonomy import active_codes, check_code
-from pages._ui import current_user, database, md
+from pages._ui import current_user, database, md, show_conversation
 
 user = current_user()
 st.title("Label")
@@ -108,17 +108,6 @@ def _add_siblings(label_id: int, picked: list[str], code: str) -> None:
     if added is not None:
         _say(f"Added {len(added)} sibling(s) to {code}")
         st.session_state.pop("siblings_for", None)
-
-
-def _conversation(view: dict) -> None:
-    messages = view["messages"] or [
-        {"role": "user", "content": view["input"]},
-        *([{"role": "assistant", "content": view["output"]}] if view["output"] else []),
-    ]
-    for message in messages:
-        # trace text is untrusted: st.text renders it literally, never as markdown or HTML
-        with st.chat_message("user" if message["role"] == "user" else "assistant"):
-            st.text(message["content"])
 
 
 def _signals(view: dict) -> None:
@@ -240,7 +229,7 @@ def card() -> None:
     _progress(db, claim)
     st.subheader(f"Trace {md(claim.trace_id)}")
     _signals(view)
-    _conversation(view)
+    show_conversation(view)
     _form(db, claim)
     st.caption(SHORTCUTS)
 

@@ -6,7 +6,7 @@ import streamlit as st
 from flywheel.config import load_config
 from flywheel.review import approved_scrub
 from flywheel.traces import SIGNAL_FILTERS, TraceFilter, count_traces, filter_options, find_traces, raw_trace
-from pages._ui import current_user, database, md
+from pages._ui import current_user, database, md, show_conversation
 
 db, user = database(), current_user()
 st.title("Traces")
@@ -65,22 +65,12 @@ if picked and not user.sees_raw_text:
         scrub = approved_scrub(db, user, chosen["trace_id"])
         st.subheader(f"Trace {md(chosen['trace_id'])}")
         st.caption("scrubbed text, approved by " + scrub["reviewed_by"])
-        for message in scrub["messages"] or [{"role": "user", "content": scrub["input"]}]:
-            with st.chat_message("user" if message["role"] == "user" else "assistant"):
-                st.text(message["content"])
-        if scrub["output"] and not scrub["messages"]:
-            with st.chat_message("assistant"):
-                st.text(scrub["output"])
+        show_conversation(scrub)
 elif picked:
     trace = raw_trace(db, user, rows[picked[0]]["trace_id"])
     st.subheader(f"Trace {md(trace['trace_id'])}")
     where = f"{md(trace['cohort'] or 'no cohort')} · {md(trace['intent'] or 'no intent')}"
     st.caption(f"{trace['ts']} · {where} · raw text")
-    for message in trace["messages"] or [{"role": "user", "content": trace["input"]}]:
-        with st.chat_message("user" if message["role"] == "user" else "assistant"):
-            st.text(message["content"])
-    if trace["output"] and not trace["messages"]:
-        with st.chat_message("assistant"):
-            st.text(trace["output"])
+    show_conversation(trace)
     with st.expander("Metadata"):
         st.json(trace["metadata"])

@@ -1,8 +1,10 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from flywheel.demo_db import build_demo
 from flywheel.store import open_db
 
 
@@ -11,6 +13,22 @@ def db(tmp_path):
     database = open_db(tmp_path / "flywheel.db")
     yield database
     database.close()
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory):
+    """One demo database for the whole run; tests get copies of it."""
+    path = tmp_path_factory.mktemp("demo") / "demo.db"
+    build_demo(path, seed=3, traces=1500)
+    return path
+
+
+@pytest.fixture
+def demo_copy(tmp_path, demo_template):
+    """A private copy of the demo database (build_demo checkpoints the WAL, so the file is whole)."""
+    path = tmp_path / "demo.db"
+    shutil.copy(demo_template, path)
+    return path
 
 
 def trace(n: int, **fields) -> dict:

@@ -4,7 +4,6 @@ import pytest
 from conftest import jsonl, trace
 from streamlit.testing.v1 import AppTest
 
-from flywheel.demo_db import build_demo
 from flywheel.ingest import ingest_files
 from flywheel.store import open_db
 
@@ -30,11 +29,9 @@ PAGES_BY_ROLE = {
 }
 
 
-@pytest.fixture(scope="module")
-def demo_db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("demo") / "demo.db"
-    build_demo(path, seed=3, traces=1500)
-    return path
+@pytest.fixture
+def demo_db(demo_copy):
+    return demo_copy
 
 
 @pytest.fixture

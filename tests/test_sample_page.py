@@ -1,26 +1,14 @@
 """The Sample page through app.py on a demo database: plans saved, batches run, ledger shown."""
 
-import shutil
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from flywheel.demo_db import build_demo
 from flywheel.store import open_db
 
 
-@pytest.fixture(scope="module")
-def demo_template(tmp_path_factory):
-    path = tmp_path_factory.mktemp("demo") / "demo.db"
-    build_demo(path, seed=3, traces=1500)
-    return path
-
-
 @pytest.fixture
-def demo_db(tmp_path, demo_template):
-    path = tmp_path / "demo.db"
-    shutil.copy(demo_template, path)  # build_demo checkpoints the WAL, so the file is whole
-    return path
+def demo_db(demo_copy):
+    return demo_copy
 
 
 def sample_page(db_path, monkeypatch) -> AppTest:
