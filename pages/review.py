@@ -47,6 +47,7 @@ def _review(scrub_id: int) -> None:
     left, right = st.columns(2)
     left.markdown("**Raw**")
     right.markdown("**Scrubbed**")
+    # highlight_html passes every piece of trace text through html.escape before it meets markup
     for field in view.fields:
         left, right = st.columns(2)
         with left.container(border=True):
