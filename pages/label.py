@@ -117,7 +117,7 @@ def _signals(view: dict) -> None:
     parts += [name.replace("_", " ") for name in SIGNALS if s[name]]
     parts += ["schema invalid" if s["schema_valid"] == 0 else None]
     parts += [f"judge {s['judge_score']:.2f}" if s["judge_score"] is not None else None]
-    parts += [f"{s['turns']} turns" if s["turns"] else None]
+    parts += [f"{s['turns']} turn{'s' if s['turns'] != 1 else ''}" if s["turns"] else None]
     st.text(" · ".join(p for p in parts if p))
     if view["reasons"]:
         st.text("Sampled for: " + ", ".join(view["reasons"]))
@@ -126,9 +126,10 @@ def _signals(view: dict) -> None:
 def _progress(db: Database, claim: Claim) -> None:
     p = progress(db, user, claim.batch_id)
     where = f"Batch {claim.batch_id}" if claim.batch_id is not None else "Traces in no batch"
-    others = ", ".join(f"{name} {n}" for name, n in p["per_labeler"].items()) or "none yet"
+    others = ", ".join(f"{name} {n}" for name, n in p["per_labeler"].items())
     st.progress(p["done"] / p["items"] if p["items"] else 0.0)
-    st.caption(f"{where}: {p['done']} done / {p['left']} left · you {p['mine']} · labels by {others}")
+    by_whom = f"labels by {others}" if others else "no labels yet"
+    st.caption(f"{where}: {p['done']} done / {p['left']} left · you {p['mine']} · {by_whom}")
 
 
 def _form(db: Database, claim: Claim) -> None:
