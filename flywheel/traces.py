@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -45,19 +46,31 @@ def normalize_trace(obj: object) -> dict:
     if row["turns"] is None and row["messages"] is not None:
         row["turns"] = sum(1 for m in json.loads(row["messages"]) if m.get("role") == "user")
     row["metadata"] = _metadata(obj)
-    row["content_hash"] = content_hash(obj)
+    row["content_hash"] = content_hash(row, obj.get("timestamp"))
     return row
 
 
-def content_hash(obj: dict) -> str:
-    """A stable hash of the record's content, independent of key order."""
-    canonical = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+HASHED_COLUMNS = ("trace_id", "input", "output", "messages", "cohort", "intent", *SIGNALS, "metadata")
+
+
+def content_hash(row: dict, timestamp: object) -> str:
+    """A hash of what a trace says once normalized, so top-level key order and formatting do not count.
+
+    The timestamp enters as given: a trace sent without one is stamped at import time, and that stamp
+    must not make an identical re-import look changed.
+    """
+    canonical = "\x1f".join([repr(timestamp), *(repr(row[column]) for column in HASHED_COLUMNS)])
     return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def iso_week(ts: str) -> str:
     """The ISO week ('2026-W18') of a normalized UTC timestamp."""
-    year, week, _ = datetime.fromisoformat(ts).isocalendar()
+    return _week_of_day(ts[:10])
+
+
+@functools.lru_cache(maxsize=4096)
+def _week_of_day(day: str) -> str:
+    year, week, _ = datetime.fromisoformat(day).isocalendar()
     return f"{year}-W{week:02d}"
 
 
@@ -149,7 +162,7 @@ def _timestamp(value: object) -> str:
 
 
 def _format_ts(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def _signals(value: object) -> dict:

@@ -256,3 +256,13 @@ def test_cli_refuses_bad_input_with_one_line_and_exit_2(tmp_path, capsys, args, 
     assert main([a.format(tmp=tmp_path) for a in args]) == 2
     err = capsys.readouterr().err
     assert reason in err and err.count("\n") == 1
+
+
+def test_reordered_keys_and_a_missing_timestamp_do_not_make_a_duplicate_look_changed(db, tmp_path):
+    first = {"trace_id": "t-1", "input": "hi", "signals": {"thumbs": "up", "turns": 2}}
+    again = {"signals": {"turns": 2, "thumbs": "up"}, "input": "hi", "trace_id": "t-1"}
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [first])])
+    report = ingest_files(db, [jsonl(tmp_path / "b.jsonl", [again])])
+    assert (report.duplicates, report.changed) == (1, 0)
+    changed = ingest_files(db, [jsonl(tmp_path / "c.jsonl", [{**again, "input": "hello"}])])
+    assert (changed.duplicates, changed.changed) == (1, 1)
