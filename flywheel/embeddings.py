@@ -19,8 +19,8 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput
-from flywheel.labels import approved_scrub
 from flywheel.store import now, query_rows, write
+from flywheel.traces import approved_scrub
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_CANDIDATES = 5000

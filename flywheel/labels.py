@@ -30,6 +30,7 @@ from flywheel.config import load_config
 from flywheel.errors import BadInput, FlywheelError, NotFound, PermissionDenied
 from flywheel.store import audit, query_one, query_rows, write
 from flywheel.taxonomy import add_entry, resolve_code
+from flywheel.traces import approved_scrub
 
 KINDS = ("known", "new", "not_a_bug")
 ADVERSARIAL = ("none", "jailbreak", "prompt_injection", "policy_override")
@@ -458,21 +459,6 @@ def label_card(db: Database, user: User, claim: Claim) -> dict:
         "reasons": json.loads(reasons[0]) if reasons else [],
         "expires_at": claim.expires_at,
     }
-
-
-def approved_scrub(db: Database, trace_id: str) -> dict:
-    """The approved scrub of a trace: the only text of it a labeler may read, for any role here.
-
-    (``review.approved_scrub`` would do, but importing the scrubber costs seconds per process.)
-    """
-    row = query_one(
-        db, "SELECT trace_id, status, input, output, messages FROM scrubs WHERE trace_id = ?", [trace_id]
-    )
-    if row is None or row["status"] != "approved":
-        state = row["status"] if row else "not scrubbed"
-        raise PermissionDenied(f"trace {trace_id!r} is {state}: labeling reads approved scrubs only")
-    row["messages"] = json.loads(row["messages"]) if row["messages"] else []
-    return row
 
 
 def progress(db: Database, user: User, batch_id: int | None) -> dict:

@@ -18,7 +18,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
-from flywheel.errors import BadInput, FlywheelError, NotFound, PermissionDenied
+from flywheel.errors import BadInput, FlywheelError, NotFound
 from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, render
 from flywheel.store import audit, now, query_one, query_rows, write
 
@@ -277,17 +277,6 @@ def _decide(db: Database, user: User, scrub_id: int, status: str, note: str | No
             scrub_id, {"status": status, "reviewed_by": user.name, "reviewed_at": now(), "note": note or None}
         )
         audit(db, user.name, DECISIONS[status], "scrub", scrub_id, note=note)
-
-
-def approved_scrub(db: Database, user: User, trace_id: str) -> dict:
-    """The scrubbed text of an approved trace: all a labeler may read of it."""
-    row = query_one(db, "SELECT * FROM scrubs WHERE trace_id = ?", [trace_id])
-    if row is None:
-        raise NotFound(f"trace {trace_id!r} has not been scrubbed")
-    if row["status"] != "approved" and not user.sees_raw_text:
-        raise PermissionDenied(f"trace {trace_id!r} is {row['status']}: labelers see approved scrubs only")
-    row["messages"] = json.loads(row["messages"]) if row["messages"] else []
-    return row
 
 
 LABEL_COLOURS = {

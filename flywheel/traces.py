@@ -13,8 +13,8 @@ from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
-from flywheel.errors import BadInput, TraceNotFound
-from flywheel.store import query_rows
+from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
+from flywheel.store import query_one, query_rows
 
 BOOL_SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped", "schema_valid")
 NUMBER_SIGNALS = ("judge_score", "latency_ms", "cost_usd")
@@ -333,6 +333,20 @@ def filter_options(db: Database) -> dict[str, list[str]]:
         ]
         for column in ("week", "cohort", "intent")
     }
+
+
+def approved_scrub(db: Database, trace_id: str) -> dict:
+    """A trace's approved scrub: the only text of it a labeler may read."""
+    row = query_one(
+        db,
+        "SELECT trace_id, status, input, output, messages, reviewed_by FROM scrubs WHERE trace_id = ?",
+        [trace_id],
+    )
+    if row is None or row["status"] != "approved":
+        state = row["status"] if row else "not scrubbed"
+        raise PermissionDenied(f"trace {trace_id!r} is {state}: labelers read approved scrubs only")
+    row["messages"] = json.loads(row["messages"]) if row["messages"] else []
+    return row
 
 
 def raw_trace(db: Database, user: User, trace_id: str) -> dict:

@@ -4,8 +4,15 @@ import pandas as pd
 import streamlit as st
 
 from flywheel.config import load_config
-from flywheel.review import approved_scrub
-from flywheel.traces import SIGNAL_FILTERS, TraceFilter, count_traces, filter_options, find_traces, raw_trace
+from flywheel.traces import (
+    SIGNAL_FILTERS,
+    TraceFilter,
+    approved_scrub,
+    count_traces,
+    filter_options,
+    find_traces,
+    raw_trace,
+)
 from pages._ui import current_user, database, md, show_conversation
 
 db, user = database(), current_user()
@@ -62,7 +69,7 @@ if picked and not user.sees_raw_text:
     if chosen["scrub"] != "approved":
         st.info(f"Trace {md(chosen['trace_id'])} has no approved scrub yet, so there is nothing to show.")
     else:
-        scrub = approved_scrub(db, user, chosen["trace_id"])
+        scrub = approved_scrub(db, chosen["trace_id"])
         st.subheader(f"Trace {md(chosen['trace_id'])}")
         st.caption("scrubbed text, approved by " + scrub["reviewed_by"])
         show_conversation(scrub)

@@ -12,7 +12,6 @@ from flywheel.review import (
     add_redaction,
     add_redaction_text,
     approve_scrub,
-    approved_scrub,
     highlight_html,
     reject_scrub,
     remove_redaction,
@@ -22,6 +21,7 @@ from flywheel.review import (
     scrub_traces,
     scrub_view,
 )
+from flywheel.traces import approved_scrub
 
 LEAD, REVIEWER, LABELER = User("ana", "lead"), User("ravi", "reviewer"), User("lena", "labeler")
 PII_INPUT = "Hi, I'm Maria Gonzalez, email maria.g@example.com or call +44 7700 900123. Order ORD-55812."
@@ -132,13 +132,13 @@ def test_labeler_gets_approved_scrubbed_text_only(scrubbed):
     with pytest.raises(PermissionDenied):
         scrub_view(scrubbed, LABELER, scrub_id(scrubbed, "t-000001"))
     with pytest.raises(PermissionDenied, match="pending"):
-        approved_scrub(scrubbed, LABELER, "t-000001")
+        approved_scrub(scrubbed, "t-000001")
     approve_scrub(scrubbed, REVIEWER, scrub_id(scrubbed, "t-000001"))
-    text = approved_scrub(scrubbed, LABELER, "t-000001")
+    text = approved_scrub(scrubbed, "t-000001")
     assert "Maria Gonzalez" not in text["input"] and "[PERSON]" in text["input"]
     reject_scrub(scrubbed, REVIEWER, scrub_id(scrubbed, "t-000002"))
     with pytest.raises(PermissionDenied, match="rejected"):
-        approved_scrub(scrubbed, LABELER, "t-000002")
+        approved_scrub(scrubbed, "t-000002")
     for action in (
         lambda: add_redaction_text(scrubbed, LABELER, scrub_id(scrubbed, "t-000003"), "top", "ID"),
         lambda: review_queue(scrubbed, LABELER),
