@@ -3,6 +3,7 @@ import plotly.express as px
 import streamlit as st
 
 from flywheel.auth import RAW_TEXT_ROLES, require_role
+from flywheel.errors import BadInput
 from flywheel.review import (
     LABELS,
     add_known_names,
@@ -63,9 +64,13 @@ def _review(scrub_id: int) -> None:
         missed = text_col.text_input("Text the scrubber missed", key="redaction_text")
         label = label_col.selectbox("Class", LABELS, key="redaction_label")
         if button_col.form_submit_button("Add redaction") and missed.strip():
-            added = add_redaction_text(db, user, scrub_id, missed, label)
-            st.toast(f"Redacted {added} occurrence(s) as {label}")
-            st.rerun()
+            try:
+                added = add_redaction_text(db, user, scrub_id, missed, label)
+            except BadInput as error:  # a typo must not take the rest of the card away
+                st.error(str(error))
+            else:
+                st.toast(f"Redacted {added} occurrence(s) as {label}")
+                st.rerun()
 
     spans = [
         {**r, "field": f.name, "text": f.raw[r["start"] : r["end"]]}

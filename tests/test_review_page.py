@@ -87,3 +87,11 @@ def test_markdown_in_a_trace_id_renders_literally(tmp_path, monkeypatch):
     scrub_traces(db, ["**[x](http://evil)**"], actor="ana")
     at = open_page(app(path, monkeypatch, "ravi"), "pages/review.py")
     assert at.subheader[0].value == r"Trace \*\*\[x\]\(http\://evil\)\*\*"
+
+
+def test_a_missed_text_that_does_not_occur_is_named_and_the_card_stays(review_db, monkeypatch):
+    at = open_page(app(review_db, monkeypatch, "ravi"), "pages/review.py")
+    at.text_input(key="redaction_text").input("Zorblax")
+    at.button(key="FormSubmitter:add_redaction-Add redaction").click().run()
+    assert [e.value for e in at.error] == ["'Zorblax' does not occur in this trace"]
+    assert any(b.label == "Approve" for b in at.button)
