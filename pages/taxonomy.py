@@ -2,6 +2,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from flywheel.errors import BadInput
 from flywheel.taxonomy import (
     code_counts,
     create_entry,
@@ -61,8 +62,12 @@ else:
             name = st.text_input("Name", chosen["name"])
             definition = st.text_area("Definition (two sentences)", chosen["definition"])
             if st.form_submit_button("Save definition"):
-                edit_entry(db, user, code, definition, name)
-                st.rerun()
+                try:
+                    edit_entry(db, user, code, definition, name)
+                except BadInput as error:  # shown beside the form, the text stays for fixing
+                    st.error(str(error))
+                else:
+                    st.rerun()
         others = [c for c, e in by_code.items() if c != code and e["status"] == "active"]
         target = st.selectbox(f"Merge {code} into", others, index=None, placeholder="Pick a code")
         merge, retire = st.columns(2)
@@ -76,10 +81,17 @@ else:
         st.caption("Only leads edit, merge or retire codes.")
 
 if user.role == "lead":
-    with st.expander("Add a code"), st.form("add_entry", clear_on_submit=True):
-        new_code = st.text_input("Code")
-        new_name = st.text_input("Name")
-        new_definition = st.text_area("Definition (two sentences)")
+    fields = ("new_code", "new_name", "new_definition")
+    with st.expander("Add a code"), st.form("add_entry"):
+        new_code = st.text_input("Code", key="new_code")
+        new_name = st.text_input("Name", key="new_name")
+        new_definition = st.text_area("Definition (two sentences)", key="new_definition")
         if st.form_submit_button("Add code"):
-            create_entry(db, user, new_code, new_name, new_definition)
-            st.rerun()
+            try:
+                create_entry(db, user, new_code, new_name, new_definition)
+            except BadInput as error:  # keep what the lead typed so it can be fixed
+                st.error(str(error))
+            else:
+                for key in fields:
+                    st.session_state.pop(key, None)
+                st.rerun()

@@ -118,3 +118,17 @@ def test_taxonomy_page_lead_edits_and_labeler_reads(label_db, monkeypatch):
     lena = open_page(app(label_db, monkeypatch, "lena"), "pages/taxonomy.py")
     assert not [b for b in lena.button if b.label.startswith(("Merge", "Retire"))]
     assert RAW_ONLY not in shown_text(lena)
+
+
+def test_taxonomy_page_keeps_a_bad_entry_for_fixing_and_clears_a_good_one(label_db, monkeypatch):
+    at = open_page(app(label_db, monkeypatch, "ana"), "pages/taxonomy.py")
+    at.text_input(key="new_code").input("SLOW_REFUND")
+    at.text_input(key="new_name").input("Slow refund")
+    at.text_area(key="new_definition").input("Too short")
+    button(at, "Add code").click().run()
+    assert not at.exception and at.error and at.text_input(key="new_code").value == "SLOW_REFUND"
+    at.text_area(key="new_definition").input("The refund takes longer than promised. The reply hides it.")
+    button(at, "Add code").click().run()
+    assert not at.exception and not at.error
+    assert rows(label_db, "SELECT code FROM taxonomy WHERE code = 'SLOW_REFUND'") == [("SLOW_REFUND",)]
+    assert at.text_input(key="new_code").value == ""
