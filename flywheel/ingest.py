@@ -10,10 +10,12 @@ completes the rest.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,10 +86,11 @@ def ingest_files(
         if not path.is_file():
             raise BadInput(f"no such file: {str(path)!r}")
     report = _start_run(db, actor, [str(p) for p in paths])
-    for path in paths:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as stream:
-            _ingest_stream(db, stream, path.name, report, config or load_config(), progress)
+    with _failing_run(db, report):
+        for path in paths:
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rb") as stream:
+                _ingest_stream(db, stream, path.name, report, config or load_config(), progress)
     return _finish_run(db, report, actor)
 
 
@@ -101,8 +104,27 @@ def ingest_upload(
 ) -> IngestReport:
     """Import one uploaded file-like object; the format comes from its name."""
     report = _start_run(db, actor, [name])
-    _ingest_stream(db, stream, name, report, config or load_config(), progress)
+    with _failing_run(db, report):
+        _ingest_stream(db, stream, name, report, config or load_config(), progress)
     return _finish_run(db, report, actor)
+
+
+@contextlib.contextmanager
+def _failing_run(db: Database, report: IngestReport) -> Iterator[None]:
+    """Mark the run failed, keeping what it committed, when a file cannot be read on."""
+    try:
+        yield
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        _mark_failed(db, report, f"not a readable gzip file: {error}")
+        raise BadInput(f"run {report.run_id}: not a readable gzip file ({error})") from None
+    except BadInput as error:
+        _mark_failed(db, report, str(error))
+        raise
+
+
+def _mark_failed(db: Database, report: IngestReport, reason: str) -> None:
+    with write(db):
+        db["ingest_runs"].update(report.run_id, {"status": f"failed: {reason}"[:500], "finished_at": now()})
 
 
 def ingest_lines(

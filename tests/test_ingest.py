@@ -266,3 +266,23 @@ def test_reordered_keys_and_a_missing_timestamp_do_not_make_a_duplicate_look_cha
     assert (report.duplicates, report.changed) == (1, 0)
     changed = ingest_files(db, [jsonl(tmp_path / "c.jsonl", [{**again, "input": "hello"}])])
     assert (changed.duplicates, changed.changed) == (1, 1)
+
+
+def test_an_unreadable_file_fails_its_run_with_the_reason_and_keeps_committed_batches(db, tmp_path):
+    good = jsonl(tmp_path / "good.jsonl", [trace(1), trace(2)])
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(gzip.compress(b'{"trace_id": "t-9", "input": "x"}\n' * 50)[:-12])
+    with pytest.raises(BadInput, match="not a readable gzip file"):
+        ingest_files(db, [good, broken])
+    (run,) = db["ingest_runs"].rows
+    assert run["status"].startswith("failed: not a readable gzip file")
+    assert db["traces"].count >= 2
+    with pytest.raises(BadInput, match="lacks the required columns"):
+        ingest_files(db, [_csv(tmp_path, "id,text\n1,x\n")])
+    assert list(db["ingest_runs"].rows)[-1]["status"].startswith("failed: CSV header")
+
+
+def _csv(tmp_path, text: str):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    return path
