@@ -138,6 +138,62 @@ def test_mail_header_name_and_address(scrubber: Scrubber) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Please add Marta K. Olsen to the account.", "Marta K. Olsen"),
+        ("Directed by: Tomas Brandt", "Tomas Brandt"),
+        ("Could I speak to Oksana Petrenko please?", "Oksana Petrenko"),
+        ("Her last name? Vandamme", "Vandamme"),
+    ],
+)
+def test_names_by_middle_initial_and_cue(scrubber: Scrubber, text: str, name: str) -> None:
+    assert labels_of(scrubber, text).get(name) == "PERSON"
+
+
+def test_middle_initial_between_plain_words_is_no_name() -> None:
+    from flywheel.scrub.ner import ContextNameDetector
+
+    assert list(ContextNameDetector().iter_filth("We went with Plan B Options in the end.")) == []
+
+
+def test_sign_off_cue_is_a_whole_word() -> None:
+    from flywheel.scrub.ner import ContextNameDetector
+
+    assert list(ContextNameDetector().iter_filth("Senior manager\nBrightwave Ltd\n")) == []
+
+
+def test_entity_pieces_split_lines_drop_form_labels_and_cut_possessives() -> None:
+    from scrubadub.filth import NameFilth
+
+    from flywheel.scrub.ner import _pieces
+
+    text = "Name: Ilse Vandamme\nPhone: 0470"
+    assert [text[b:e] for b, e in _pieces(text, 6, 25, NameFilth)] == ["Ilse Vandamme"]
+    text = "Sara:\nAnna: hi"
+    assert [text[b:e] for b, e in _pieces(text, 0, 10, NameFilth)] == ["Sara", "Anna"]
+    text = "I loved Marek Novak's Winter Stories."
+    assert [text[b:e] for b, e in _pieces(text, 8, 36, NameFilth)] == ["Marek Novak"]
+
+
+def test_address_block_heading_lines(scrubber: Scrubber) -> None:
+    text = "> Jonas Lindqvist\n> Qantivo\n> Senior account manager\n> 48 Elm Street\n> Springfield"
+    labels = labels_of(scrubber, text)
+    assert "Jonas Lindqvist" in labels and "Qantivo" in labels
+    assert not any("manager" in value for value in labels)
+
+
+def test_loser_fragment_of_plain_words_is_dropped() -> None:
+    from scrubadub.filth import NameFilth, OrganizationFilth
+
+    text = "The Clark Orchestra played."
+    filths = [
+        OrganizationFilth(beg=4, end=9, text="Clark", detector_name="context"),
+        NameFilth(beg=4, end=19, text="Clark Orchestra", detector_name="spacy"),
+    ]
+    assert scrub.resolve_overlaps(text, filths) == (Span(4, 9, "ORG", "context"),)
+
+
+@pytest.mark.parametrize(
     "address",
     ["742 Evergreen Terrace", "Hauptstraße 12", "15 rue de la Paix", "Via Garibaldi 45", "Koskikatu 25"],
 )

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scrubadub.detectors import Detector
-from scrubadub.filth import Filth
+from scrubadub.filth import Filth, NameFilth
 
 from flywheel.errors import BadInput
-from flywheel.scrub.address import AddressDetector, PlaceDetector
+from flywheel.scrub.address import AddressDetector, PlaceDetector, english_words
 from flywheel.scrub.detectors import (
     DEFAULT_ID_PATTERNS,
     CredentialUrlDetector,
@@ -33,6 +33,7 @@ from flywheel.scrub.ner import (
     ContextNameDetector,
     OrganisationPatternDetector,
     SpacyEntityDetector,
+    address_headings,
     load_pipeline,
 )
 
@@ -51,7 +52,7 @@ __all__ = [
     "scrub_jsonl",
 ]
 
-SCRUBBER_VERSION = "1.0.1"
+SCRUBBER_VERSION = "1.1.0"
 LABELS = ("PERSON", "ORG", "LOCATION", "EMAIL", "PHONE", "CREDIT_CARD", "ID", "IP", "URL", "CUSTOMER")
 LAYERS = ("regex", "ner", "lookup")
 
@@ -179,6 +180,10 @@ class Scrubber:
             filths = found[i]
             for detector in self.text_detectors:
                 filths.extend(detector.iter_filth(text))
+            if self.ner is not None:
+                starts = [f.beg for f in filths if f.detector_name == "address"]
+                for beg, end in address_headings(text, starts):
+                    filths.append(NameFilth(beg=beg, end=end, text=text[beg:end], detector_name="context"))
             spans = resolve_overlaps(text, filths)
             results.append(ScrubResult(text=render(text, spans), spans=spans))
         return results
@@ -194,7 +199,11 @@ def resolve_overlaps(text: str, filths: Iterable[Filth]) -> tuple[Span, ...]:
     spans = []
     for filth in candidates:
         label = FILTH_LABELS[filth.type]
-        for beg, end in _free_parts(text, claimed, filth.beg, filth.end):
+        parts = _free_parts(text, claimed, filth.beg, filth.end)
+        if parts != [_trim(text, filth.beg, filth.end)]:
+            # What a loser keeps beside a winner must still look like a name, not "Orchestra" or "St".
+            parts = [(b, e) for b, e in parts if not _plain_words(text[b:e])]
+        for beg, end in parts:
             spans.append(Span(beg, end, label, filth.detector_name or ""))
             claimed[beg:end] = [True] * (end - beg)
     return tuple(sorted(spans, key=lambda s: s.start))
@@ -219,6 +228,12 @@ def _free_parts(text: str, claimed: list[bool], beg: int, end: int) -> list[tupl
         and not (b > 0 and text[b - 1].isalpha() and text[b].isalpha())
         and not (e < len(text) and text[e].isalpha() and text[e - 1].isalpha())
     ]
+
+
+def _plain_words(value: str) -> bool:
+    """Only ordinary lower-case vocabulary ("Orchestra", "St."), no digits."""
+    words = re.findall(r"[^\W\d_]+", value)
+    return not any(c.isdigit() for c in value) and all(w.lower() in english_words() for w in words)
 
 
 def _trim(text: str, beg: int, end: int) -> tuple[int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from scrubadub.detectors import Detector
@@ -86,14 +86,16 @@ class SpacyEntityDetector(Detector):
             people = []
             for ent in doc.ents:
                 filth_cls = ENTITY_FILTH.get(ent.label_)
-                beg, end = _trim(text, ent.start_char, ent.end_char)
-                if filth_cls is None or not _plausible(text[beg:end], filth_cls, text.islower()):
+                if filth_cls is None:
                     continue
-                if filth_cls is NameFilth:
-                    people.append((beg, end))
-                yield filth_cls(
-                    beg=beg, end=end, text=text[beg:end], detector_name=self.name, document_name=name
-                )
+                for beg, end in _pieces(text, ent.start_char, ent.end_char, filth_cls):
+                    if not _plausible(text[beg:end], filth_cls, text.islower()):
+                        continue
+                    if filth_cls is NameFilth:
+                        people.append((beg, end))
+                    yield filth_cls(
+                        beg=beg, end=end, text=text[beg:end], detector_name=self.name, document_name=name
+                    )
             for beg, end in _list_siblings(text, people):
                 yield NameFilth(
                     beg=beg, end=end, text=text[beg:end], detector_name=self.name, document_name=name
@@ -134,6 +136,26 @@ def _plausible(value: str, filth_cls: type[Filth], lower_text: bool) -> bool:
     return filth_cls is NameFilth and value[0].isupper()
 
 
+_POSSESSIVE_RE = re.compile(r"['’]s\b")
+
+
+def _pieces(text: str, beg: int, end: int, filth_cls: type[Filth]) -> Iterator[tuple[int, int]]:
+    """An entity's parts worth redacting: one per line, form labels ("Phone:", not a speaker's "Ana:")
+    dropped, and a person cut at a possessive ("Edi Novak's Cautionary Tales" is Edi Novak)."""
+    line_beg = beg
+    for line_end in [m.start() for m in re.finditer(r"\n", text[beg:end])] + [end - beg]:
+        b, e = line_beg, beg + line_end
+        line_beg = e + 1
+        if filth_cls is NameFilth:
+            possessive = _POSSESSIVE_RE.search(text, b, e)
+            if possessive:
+                e = possessive.start()
+        b, e = _trim(text, b, e)
+        label = text[e:].lstrip(" \t").startswith(":") and text[b:e].lower() in english_words()
+        if b < e and not label:
+            yield b, e
+
+
 def _list_siblings(text: str, people: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
     """Capitalised words listed together with a person ("Anna, Derek and Jodi") are people too."""
     if not people:
@@ -164,9 +186,11 @@ def _trim(text: str, beg: int, end: int) -> tuple[int, int]:
 
 
 _NAME = r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*"
+# A following name word, or a middle initial with its dot ("Sari J. Paavolainen").
+_NEXT = rf"[ \t]+(?:[A-Z]\.(?=[ \t])|{_NAME})"
 _CUES = (
     # Sign-offs at the end of a message or line: "cheers,Evan", "Thanks,\nJANE DOE", "Best regards, Ana".
-    rf"(?i:\b(?:cheers|thanks|thank you|thx|ty|regards|best|br|sincerely|yours|cordially|love|warmly|ciao)"
+    rf"(?i:\b(?:cheers|thanks|thank you|thx|ty|regards|best|br|sincerely|yours|cordially|love|warmly|ciao)\b"
     rf"[ \t]*[,!.:-]*[ \t]*\n?[ \t]*-*[ \t]*)"
     rf"(?P<pii>{_NAME}(?:[ \t]+{_NAME}){{0,2}})[ \t]*[.!]*[ \t]*(?:\n|$)",
     # Greetings: "Hi Evan,", "hello maria!", "Dear Mr Smith".
@@ -178,22 +202,34 @@ _CUES = (
     rf"|contact:|attn:?|c/o"
     rf"|my (?:daughter|son|wife|husband|partner|mother|mom|mum|father|dad|brother|sister|friend|colleague"
     rf"|boss|manager|kid|child|grandmother|grandfather|uncle|aunt|cousin|assistant|accountant|lawyer))"
-    rf"[ \t]+(?:mr\.?|mrs\.?|ms\.?|miss|dr\.?|prof\.?)?[ \t]*)(?P<pii>{_NAME}(?:[ \t]+{_NAME}){{0,2}})",
+    rf"[ \t]+(?:mr\.?|mrs\.?|ms\.?|miss|dr\.?|prof\.?)?[ \t]*)(?P<pii>{_NAME}(?:{_NEXT}){{0,2}})",
     # "rosa here", "hello, Tom here".
     rf"(?im:(?:^|\b(?:hi|hello|hey|hiya)[ \t]*,?)[ \t]*)(?P<pii>{_NAME}(?:[ \t]+{_NAME})?)(?=[ \t]+here\b)",
     # Mail headers: "From: Jane Doe <jane@x.com>", "To: Bob Lee".
     rf"(?im:^[ \t>]*(?:from|to|cc|bcc|reply-to|sender)[ \t]*:[ \t]*\"?)"
     rf"(?P<pii>{_NAME}(?:[ \t]+{_NAME}){{0,3}})",
+    # Credits and naming: "Directed By: Ana Lee", "starring Key", "was called Lily Nolan", "named him Luís".
+    rf"(?i:(?:\b(?:directed|written|produced|composed|narrated|illustrated|performed|edited)[ \t]+by:?"
+    rf"|\bstarring|\b(?:was|were|is|are|be|been|being|got|get) called"
+    rf"|\bnamed (?:him|her|them|it|me|us)|\bspeak(?:ing)? (?:to|with)|\btalk(?:ing)? (?:to|with)"
+    rf"|\bask(?:ed)? for|\b(?:last|first|full|sur) ?name\??:?|\bname on the \w+\??:?)"
+    rf"[ \t]+(?:user:[ \t]*)?(?:(?:mr|mrs|ms|miss|dr|prof)\.?[ \t]+)?)"
+    rf"(?P<pii>{_NAME}(?:{_NEXT}){{0,2}})",
     # Titles: "Mr. Ferko Takáts", "Dr Smith".
     rf"(?:\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Herr|Frau|Mme|Mlle|Sra|Sr)\.?[ \t]+)"
-    rf"(?P<pii>{_NAME}(?:[ \t]+{_NAME}){{0,2}})",
+    rf"(?P<pii>{_NAME}(?:{_NEXT}){{0,2}})",
 )
 _CUE_RES = tuple(re.compile(cue) for cue in _CUES)
+# A first and last name around a middle initial: "Elita B Desaulniers", "Ryan P. Costa".
+_INITIAL_RE = re.compile(
+    r"\b(?P<first>[A-Z][^\W\d_]+)[ \t]+[A-Z]\.?[ \t]+(?P<last>[A-Z][^\W\d_'’-]*[^\W\d_])(?!\w)"
+)
 _NOT_NAMES = frozenset(
     wordlist(
         """
 a an the and or but so very really just not also here there team support everyone all you your me my i
 we us our customer service again in on at for from to of with about please sorry a lot so much
+bot bots agent agents user users admin someone somebody anyone anybody
 """
     )
 )
@@ -216,6 +252,18 @@ class ContextNameDetector(Detector):
                         detector_name=self.name,
                         document_name=document_name,
                     )
+        for match in _INITIAL_RE.finditer(text):
+            first, last = match.group("first").lower(), match.group("last").lower()
+            # "Plan B Options", "Vitamin D Supplement": ordinary words around a letter are no name.
+            if first in _NOT_NAMES or (first in english_words() and last in english_words()):
+                continue
+            yield NameFilth(
+                beg=match.start(),
+                end=match.end(),
+                text=match.group(),
+                detector_name=self.name,
+                document_name=document_name,
+            )
 
     @staticmethod
     def _name_part(text: str, beg: int, end: int) -> tuple[int, int]:
@@ -272,3 +320,33 @@ class OrganisationPatternDetector(Detector):
                     detector_name=self.name,
                     document_name=document_name,
                 )
+
+
+_QUOTE_PREFIX = re.compile(r"[ \t]*(?:[>|*\-?•]+[ \t]*)*")
+_HEADING_RE = re.compile(r"[^\W\d_][^\W\d_'’.&-]*(?:,?[ \t]+(?:&|[^\W\d_][^\W\d_'’.&-]*)){0,5}")
+
+
+def address_headings(text: str, address_starts: Iterable[int]) -> Iterator[tuple[int, int]]:
+    """Lines heading a postal address block ("Ella Snider\nOtc Markets\n228 Ringvej 144"): the addressee
+    and their organisation. Up to three lines straight above a line that starts with a street address;
+    lines of ordinary words only (a job title like "Cable line installer") are left alone."""
+    for start in set(address_starts):
+        line_start = text.rfind("\n", 0, start) + 1
+        if text[line_start:start].strip(" \t>|*-?•"):
+            continue
+        pos, taken = line_start, 0
+        while pos > 0 and taken < 3:
+            prev_start = text.rfind("\n", 0, pos - 1) + 1
+            line = text[prev_start : pos - 1]
+            pos = prev_start
+            if not line.strip():
+                continue
+            taken += 1
+            body = _QUOTE_PREFIX.match(line).end()
+            match = _HEADING_RE.fullmatch(line.rstrip(" \t,"), body)
+            if match is None:
+                break
+            words = re.findall(r"[^\W\d_]+", match.group())
+            if all(w.lower() in english_words() for w in words):
+                continue
+            yield prev_start + body, prev_start + len(line.rstrip(" \t,"))
