@@ -182,6 +182,15 @@ def test_address_block_heading_lines(scrubber: Scrubber) -> None:
     assert not any("manager" in value for value in labels)
 
 
+def test_double_barrelled_names_but_not_plain_compounds() -> None:
+    from flywheel.scrub.ner import OrganisationPatternDetector
+
+    detector = OrganisationPatternDetector()
+    assert "Harlow-Brandt" in [f.text for f in detector.iter_filth("She spent a year at Harlow-Brandt.")]
+    assert list(detector.iter_filth("Please send a Follow-Up about the Check-In page.")) == []
+    assert [f.text for f in detector.iter_filth("The address of Velantis is below.")] == ["Velantis"]
+
+
 def test_loser_fragment_of_plain_words_is_dropped() -> None:
     from scrubadub.filth import NameFilth, OrganizationFilth
 

@@ -299,9 +299,11 @@ _ORG_RES = (
     re.compile(rf"(?P<pii>\b(?:(?:{_CAP}|\d+)[ \t]+){{1,3}}{_COMPANY_SUFFIX})"),
     # Employment cues: "I work for Socrata", "a year at Datamarket", "CEO of Lexisnexis".
     re.compile(
-        rf"(?:\b(?:work(?:s|ed|ing)? (?:for|at)|employed (?:by|at)|years? at|months? at|joined|CEO of|CTO of"
+        rf"(?i:\b(?:work(?:s|ed|ing)? (?:for|at)|employed (?:by|at)|years? at|months? at|joined|CEO of|CTO of"
         rf"|founder of|the address of|employer(?: is|:))[ \t]+)(?P<pii>{_CAP}(?:[ \t]+{_CAP}){{0,3}})"
     ),
+    # Double-barrelled names: "Weeks-Rivas", "Coca-Cola" (not two plain words such as "Follow-Up").
+    re.compile(r"(?<![\w-])(?P<pii>[A-Z][^\W\d_]{2,}-[A-Z][^\W\d_]{2,})(?![\w-])"),
 )
 
 
@@ -313,6 +315,9 @@ class OrganisationPatternDetector(Detector):
     def iter_filth(self, text: str, document_name: str | None = None) -> Iterator[Filth]:
         for regex in _ORG_RES:
             for match in regex.finditer(text):
+                words = match.group("pii").lower().split("-")
+                if len(words) == 2 and all(w in english_words() for w in words):
+                    continue
                 yield OrganizationFilth(
                     beg=match.start("pii"),
                     end=match.end("pii"),
