@@ -33,6 +33,10 @@ def _write_inputs(folder: Path, lines: int) -> tuple[Path, Path]:
     return clean, mixed
 
 
+def _flywheel_ingest(db: Path, path: Path) -> list[str]:
+    return [sys.executable, "-m", "flywheel", "ingest", "--db", str(db), str(path)]
+
+
 def _timed(command: list[str], db: Path) -> float:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -61,24 +65,8 @@ def main() -> None:
                 "--pk",
                 "trace_id",
             ],
-            "flywheel ingest (clean file)": [
-                sys.executable,
-                "-m",
-                "flywheel",
-                "ingest",
-                "--db",
-                str(db),
-                str(clean),
-            ],
-            "flywheel ingest (file with bad lines)": [
-                sys.executable,
-                "-m",
-                "flywheel",
-                "ingest",
-                "--db",
-                str(db),
-                str(mixed),
-            ],
+            "flywheel ingest (clean file)": _flywheel_ingest(db, clean),
+            "flywheel ingest (file with bad lines)": _flywheel_ingest(db, mixed),
         }
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.rounds):

@@ -30,7 +30,7 @@ from flywheel.config import load_config
 from flywheel.errors import BadInput, FlywheelError, NotFound, PermissionDenied
 from flywheel.store import audit, query_one, query_rows, write
 from flywheel.taxonomy import add_entry, resolve_code
-from flywheel.traces import approved_scrub
+from flywheel.traces import SIGNAL_COLUMNS, approved_scrub
 
 KINDS = ("known", "new", "not_a_bug")
 ADVERSARIAL = ("none", "jailbreak", "prompt_injection", "policy_override")
@@ -38,10 +38,6 @@ LABEL_ROLES = ("labeler", "reviewer", "lead")
 NOT_A_BUG = "not_a_bug"
 MAX_SIBLINGS = 10
 MAX_TEXT = 2000
-SIGNAL_COLUMNS = (
-    "ts, cohort, intent, thumbs, regenerated, retried, escalated, guardrail_tripped, schema_valid,"
-    " judge_score, turns, latency_ms, cost_usd"
-)
 
 
 class StaleClaim(FlywheelError):

@@ -249,10 +249,8 @@ SIGNAL_FILTERS = {
     "borderline judge (0.4-0.7)": "judge_score BETWEEN 0.4 AND 0.7",
     "long conversation (5+ turns)": "turns >= 5",
 }
-LIST_COLUMNS = (
-    "trace_id, ts, week, cohort, intent, thumbs, regenerated, retried, escalated, guardrail_tripped,"
-    " schema_valid, judge_score, turns, latency_ms, cost_usd"
-)
+SIGNAL_COLUMNS = "ts, cohort, intent, " + ", ".join(SIGNALS)
+LIST_COLUMNS = "trace_id, week, " + SIGNAL_COLUMNS
 
 
 @dataclass(frozen=True)
