@@ -391,3 +391,99 @@ def _enqueue_approved_scrubs(db: Database) -> None:
             WHERE trace_id = NEW.trace_id AND batch_id IS NULL;
         END"""
     )
+
+
+@migrations()
+def m005_eval_sets(db: Database) -> None:
+    # An eval row's content is frozen once written: an edit is a new row that ``replaces`` the old one.
+    db["eval_rows"].create(
+        {
+            "id": str,
+            "external_id": str,
+            "input": str,
+            "messages": str,
+            "expected": str,
+            "criterion": str,
+            "code": str,
+            "adversarial": int,
+            "adversarial_kind": str,
+            "tags": str,
+            "source": str,
+            "trace_id": str,
+            "scrub_id": int,
+            "source_file": str,
+            "source_line": int,
+            "labeled_by": str,
+            "labeled_at": str,
+            "replaces": str,
+            "content_hash": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"input", "source", "adversarial", "content_hash", "created_at"},
+    )
+    db["eval_rows"].create_index(["trace_id"])
+    db["eval_rows"].create_index(["content_hash"])
+    db["eval_versions"].create(
+        {
+            "version": int,
+            "kind": str,
+            "note": str,
+            "created_by": str,
+            "created_at": str,
+            "added": int,
+            "retired": int,
+            "carried": int,
+            "rows": int,
+        },
+        pk="version",
+        not_null={"kind", "created_by", "created_at"},
+    )
+    # Membership of each version: ``active`` rows are what a normal export and a run read; ``archived``
+    # rows were retired (kept, never deleted) and are exported only on request.
+    db["eval_version_rows"].create(
+        {"version": int, "row_id": str, "state": str},
+        pk=("version", "row_id"),
+        not_null={"state"},
+        foreign_keys=[("version", "eval_versions", "version"), ("row_id", "eval_rows", "id")],
+    )
+    db["eval_version_rows"].create_index(["row_id"])
+
+
+@migrations()
+def m006_eval_results(db: Database) -> None:
+    # A regression run of one system on one eval-set version, imported from a results file or graded
+    # by the judge; ``passed`` is NULL while a row has an output but no verdict yet.
+    db["eval_runs"].create(
+        {
+            "id": int,
+            "version": int,
+            "system": str,
+            "run_label": str,
+            "source_file": str,
+            "format": str,
+            "imported_by": str,
+            "imported_at": str,
+        },
+        pk="id",
+        not_null={"version", "system", "imported_by", "imported_at"},
+        foreign_keys=[("version", "eval_versions", "version")],
+    )
+    db["eval_runs"].create_index(["version", "system"])
+    db["eval_results"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "row_id": str,
+            "repeat": int,
+            "passed": int,
+            "score": float,
+            "output": str,
+            "graded_by": str,
+        },
+        pk="id",
+        not_null={"run_id", "row_id", "repeat"},
+        foreign_keys=[("run_id", "eval_runs", "id"), ("row_id", "eval_rows", "id")],
+    )
+    db.execute("CREATE UNIQUE INDEX idx_eval_results_run_row ON eval_results(run_id, row_id, repeat)")
+    db["eval_results"].create_index(["row_id"])
