@@ -44,6 +44,8 @@ def _build_parser() -> argparse.ArgumentParser:
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--json", action="store_true", help="print the report as one JSON object")
     imp.add_argument("--actor", default="cli", help="who is importing, for the audit log")
+    imp.add_argument("--max-bad", type=int, metavar="N", help="stop past N bad lines (default: setting)")
+    imp.add_argument("--format", choices=ingest.FORMATS, help="default: told by name and content")
     imp.set_defaults(run=_ingest)
 
     scrub = commands.add_parser("scrub", help="scrub PII from {id, text} JSONL lines (stateless)")
@@ -77,9 +79,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    db = open_db(args.db)
-    report = ingest.ingest_files(db, args.files, actor=args.actor, progress=_stderr_count)
-    _clear_progress()
+    from flywheel.progress import ProgressBar
+
+    db, bar = open_db(args.db), ProgressBar("ingest")
+    progress = lambda lines, done, total: bar.update(done, total, lines)  # noqa: E731
+    try:
+        report = ingest.ingest_files(
+            db, args.files, actor=args.actor, progress=progress, max_bad=args.max_bad, fmt=args.format
+        )
+    finally:
+        bar.close()
     print(json.dumps(report.as_json()) if args.json else report.summary())
     return 0
 
@@ -113,11 +122,6 @@ def _existing(path: str) -> str:
     if not Path(path).is_file():
         raise BadInput(f"database {path!r} does not exist")
     return path
-
-
-def _stderr_count(done: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{done:,} lines", end="", file=sys.stderr, flush=True)
 
 
 def _stderr_progress(done: int, total: int) -> None:

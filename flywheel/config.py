@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from flywheel.errors import BadInput
@@ -17,6 +18,7 @@ class Setting:
     name: str
     default: object
     help: str
+    minimum: int = 1  # the smallest accepted value of an integer setting
 
 
 SETTINGS = (
@@ -25,8 +27,13 @@ SETTINGS = (
     Setting("busy_timeout_ms", 5000, "How long a writer waits for a lock before failing"),
     Setting("ingest_batch", 2000, "Lines committed per ingest transaction"),
     Setting("max_line_bytes", 1_000_000, "Longest accepted trace line; longer lines are quarantined"),
+    Setting("max_bad_lines", 10_000, "Bad lines one import may quarantine before it stops as failed", 0),
+    Setting("earliest_timestamp", "2000-01-01", "Traces dated before this day (UTC) are quarantined"),
+    Setting("max_days_ahead", 366, "Traces dated more than this many days after now are quarantined", 0),
+    Setting("run_stale_seconds", 300, "An import with no progress for this long is shown as interrupted"),
+    Setting("token_prices", "", "JSON file of model prices per 1M tokens, for span imports' cost"),
     Setting("demo_traces", 6000, "Traces the demo database holds when the app creates it"),
-    Setting("demo_seed", 7, "Seed of the demo database the app creates"),
+    Setting("demo_seed", 7, "Seed of the demo database the app creates", 0),
     Setting("page_size", 50, "Rows per page in trace tables"),
     Setting("claim_minutes", 10, "Minutes a labeler holds a claimed item before it returns to the queue"),
 )
@@ -39,6 +46,11 @@ class Config:
     busy_timeout_ms: int
     ingest_batch: int
     max_line_bytes: int
+    max_bad_lines: int
+    earliest_timestamp: str
+    max_days_ahead: int
+    run_stale_seconds: int
+    token_prices: str
     demo_traces: int
     demo_seed: int
     page_size: int
@@ -60,14 +72,18 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
 
 
 def _parse(setting: Setting, raw: str) -> object:
+    name = f"FLYWHEEL_{setting.name.upper()}"
     if isinstance(setting.default, int):
         try:
             value = int(raw)
         except ValueError:
-            raise BadInput(
-                f"FLYWHEEL_{setting.name.upper()}={raw!r}: expected an integer ({setting.help})"
-            ) from None
-        if value <= 0:
-            raise BadInput(f"FLYWHEEL_{setting.name.upper()}={raw!r}: expected a positive integer")
+            raise BadInput(f"{name}={raw!r}: expected an integer ({setting.help})") from None
+        if value < setting.minimum:
+            raise BadInput(f"{name}={raw!r}: expected an integer >= {setting.minimum}")
         return value
+    if setting.name == "earliest_timestamp":
+        try:
+            date.fromisoformat(raw)
+        except ValueError:
+            raise BadInput(f"{name}={raw!r}: expected a day as YYYY-MM-DD ({setting.help})") from None
     return raw

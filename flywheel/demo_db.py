@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
+import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,9 +44,15 @@ def build_demo(
         raise BadInput(f"{str(path)!r} exists; pass --force to replace it")
     if not path.parent.is_dir():
         raise BadInput(f"folder {str(path.parent)!r} does not exist")
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    _remove(scratch)
-    db = open_db(scratch)
+    # A unique scratch file: sessions of one app are threads of one process, so a pid is not unique.
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    scratch = Path(name)
+    try:
+        db = open_db(scratch)
+    except BaseException:
+        _remove(scratch)
+        raise
     try:
         report = ingest_lines(db, _counted(demo_lines(seed, traces), traces, progress), "demo.jsonl", "demo")
         save_plan(db, DEMO_PLAN, actor="demo")
@@ -55,8 +64,11 @@ def build_demo(
         _review_demo(db, seed, traces, latest_week=weeks[-1] if weeks else None)
         add_demo_labels(db, seed)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
+    except BaseException:
         db.close()
+        _remove(scratch)
+        raise
+    db.close()
     _publish(scratch, path, replace=force)
     return {"db": str(path), "seed": seed, **report.as_json()}
 
@@ -97,13 +109,31 @@ def _fix_demo_scrub(db: Database, reviewer: User, scrub_id: int, pii: list[dict]
 
 
 def ensure_demo_db(config: Config) -> None:
-    """Create the demo database at the configured path unless a database is already there."""
-    if not Path(config.db).exists():
+    """Create the demo database at the configured path unless a database is already there.
+
+    Sessions and processes that start together wait on one lock: the first builds, the others find
+    the database once it is published.
+    """
+    path = Path(config.db)
+    if path.exists():
+        return
+    with _build_lock, _file_lock(path.with_name(f".{path.name}.lock")):
+        if not path.exists():
+            build_demo(path, seed=config.demo_seed, traces=config.demo_traces)
+
+
+_build_lock = threading.Lock()  # threads of one process (Streamlit sessions)
+
+
+@contextlib.contextmanager
+def _file_lock(lock_path: Path):
+    """An exclusive lock on a file, for processes (an flock is released when the holder dies)."""
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            build_demo(config.db, seed=config.demo_seed, traces=config.demo_traces)
-        except BadInput:
-            if not Path(config.db).exists():  # another session may have created it meanwhile
-                raise
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _counted(lines, total: int, progress):

@@ -2,10 +2,16 @@
 
     FlywheelError             base class: every error the library raises on purpose
     ├── BadInput              an argument, file or value is not what was expected
+    │   └── CodeExists        a taxonomy entry with that code already exists
     ├── NotFound              a named thing does not exist
-    │   └── TraceNotFound
+    │   ├── TraceNotFound
+    │   ├── CodeNotFound      no taxonomy entry with that code
+    │   └── NothingToUndo     the user has no label left to undo
     ├── PermissionDenied      the user's role may not do this
-    └── StoreError            the database cannot be opened or written
+    ├── StoreError            the database cannot be opened or written
+    │   └── ForeignDatabase   the file is a database of another application
+    ├── AlreadyReviewed       another reviewer decided on this scrub first
+    └── StaleClaim            a lapsed claim that someone else has since taken over
 
 Pages translate these into ``st.error``; the CLI into one line on stderr and exit code 2.
 """
@@ -19,6 +25,10 @@ class BadInput(FlywheelError):
     """An argument, file or value is not what was expected."""
 
 
+class CodeExists(BadInput):
+    """A taxonomy entry with that code already exists."""
+
+
 class NotFound(FlywheelError):
     """A named thing does not exist."""
 
@@ -27,9 +37,29 @@ class TraceNotFound(NotFound):
     """No trace with that id."""
 
 
+class CodeNotFound(NotFound):
+    """No taxonomy entry with that code."""
+
+
+class NothingToUndo(NotFound):
+    """The user has no label left to undo."""
+
+
 class PermissionDenied(FlywheelError):
     """The user's role may not do this."""
 
 
 class StoreError(FlywheelError):
     """The database cannot be opened or written."""
+
+
+class ForeignDatabase(StoreError):
+    """The file is a SQLite database of another application; it is never migrated."""
+
+
+class AlreadyReviewed(FlywheelError):
+    """Another reviewer decided on this scrub first."""
+
+
+class StaleClaim(FlywheelError):
+    """The claim lapsed and someone else has since claimed or labeled the item; nothing was saved."""

@@ -1,11 +1,16 @@
-"""Import production traces from JSONL or CSV: idempotent by trace_id, nothing lost.
+"""Import production traces from JSONL, CSV or span exports: idempotent by trace_id, nothing lost.
 
-Every line read ends as exactly one of: ingested, duplicate (the trace_id is already stored; a
+Every record read ends as exactly one of: ingested, duplicate (the trace_id is already stored; a
 duplicate whose content changed is recorded as a conflict, never written over), or quarantined
-(kept with file, line number, reason and the raw bytes). Blank lines are not records and are not
-counted. Lines are committed in batches, each batch one transaction together with the run's
-counters, so an interrupted import leaves every committed batch intact and re-running it
-completes the rest.
+(kept with file, line number, reason and the raw bytes; once per source line, however often the
+file is imported). Blank lines are not records and are not counted. Records are committed in
+batches, each batch one transaction together with the run's counters, its heartbeat and an audit
+entry, so an interrupted import leaves every committed batch intact and accounted for, and
+re-running it completes the rest. A run that stops on any exception is marked failed with the
+reason; one killed outright stops beating and is shown as interrupted.
+
+A record is one line of JSONL, one CSV record (which may span physical lines inside quotes), or,
+for span exports (see ``flywheel.connectors``), one trace assembled from its spans.
 """
 
 from __future__ import annotations
@@ -15,20 +20,36 @@ import csv
 import gzip
 import io
 import json
+import sqlite3
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from sqlite_utils import Database
 
+from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.config import Config, load_config
 from flywheel.errors import BadInput
-from flywheel.store import audit, now, write
-from flywheel.traces import iso_week, normalize_trace
+from flywheel.store import audit, now, quarantine_hash, write
+from flywheel.traces import TimeRange, iso_week, normalize_trace
 
-Progress = Callable[[int], None]
+# Called after each committed batch with (records read, bytes of input consumed, input size or 0).
+Progress = Callable[[int, int, int], None]
+FORMATS = ("jsonl", "csv")
+# Errors of one row's values at insert time (a type or size SQLite cannot hold), not of the store.
+_ROW_FAULTS = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+    OverflowError,
+    ValueError,
+    TypeError,
+)
 
 
 @dataclass
@@ -42,6 +63,7 @@ class IngestReport:
     quarantined: int = 0
     changed: int = 0
     blank_lines: int = 0
+    physical_lines: int = 0
     sources: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
@@ -73,25 +95,43 @@ class _Line:
     reason: str | None = None
 
 
+@dataclass
+class _Run:
+    """One import in progress: where it writes, by what rules, and its running report."""
+
+    db: Database
+    report: IngestReport
+    actor: str
+    config: Config
+    max_bad: int
+    ts_range: TimeRange
+    progress: Progress | None = None
+    total_bytes: int = 0
+    done_bytes: int = 0
+
+
 def ingest_files(
     db: Database,
     paths: Iterable[str | Path],
     actor: str = "cli",
     config: Config | None = None,
     progress: Progress | None = None,
+    max_bad: int | None = None,
+    fmt: str | None = None,
 ) -> IngestReport:
-    """Import trace files (.jsonl/.ndjson/.json, .csv, optionally .gz) in one run."""
+    """Import trace files (.jsonl/.ndjson/.json, .csv, span exports; optionally .gz) in one run."""
     paths = [Path(p) for p in paths]
     for path in paths:
         if not path.is_file():
             raise BadInput(f"no such file: {str(path)!r}")
-    report = _start_run(db, actor, [str(p) for p in paths])
-    with _failing_run(db, report):
+    run = _start_run(db, actor, [str(p) for p in paths], config, max_bad, fmt)
+    run.progress, run.total_bytes = progress, sum(p.stat().st_size for p in paths)
+    with _failing_run(run):
         for path in paths:
-            opener = gzip.open if path.suffix == ".gz" else open
-            with opener(path, "rb") as stream:
-                _ingest_stream(db, stream, path.name, report, config or load_config(), progress)
-    return _finish_run(db, report, actor)
+            with path.open("rb") as stream:
+                _ingest_stream(run, stream, path.name, fmt)
+            run.done_bytes += path.stat().st_size
+    return _finish_run(run)
 
 
 def ingest_upload(
@@ -101,30 +141,18 @@ def ingest_upload(
     actor: str,
     config: Config | None = None,
     progress: Progress | None = None,
+    max_bad: int | None = None,
+    fmt: str | None = None,
 ) -> IngestReport:
-    """Import one uploaded file-like object; the format comes from its name."""
-    report = _start_run(db, actor, [name])
-    with _failing_run(db, report):
-        _ingest_stream(db, stream, name, report, config or load_config(), progress)
-    return _finish_run(db, report, actor)
+    """Import one uploaded file-like object; the format comes from its name (or ``fmt``) and content.
 
-
-@contextlib.contextmanager
-def _failing_run(db: Database, report: IngestReport) -> Iterator[None]:
-    """Mark the run failed, keeping what it committed, when a file cannot be read on."""
-    try:
-        yield
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        _mark_failed(db, report, f"not a readable gzip file: {error}")
-        raise BadInput(f"run {report.run_id}: not a readable gzip file ({error})") from None
-    except BadInput as error:
-        _mark_failed(db, report, str(error))
-        raise
-
-
-def _mark_failed(db: Database, report: IngestReport, reason: str) -> None:
-    with write(db):
-        db["ingest_runs"].update(report.run_id, {"status": f"failed: {reason}"[:500], "finished_at": now()})
+    The stream is read but not closed: it stays the caller's.
+    """
+    run = _start_run(db, actor, [name], config, max_bad, fmt)
+    run.progress, run.total_bytes = progress, _size_of(stream)
+    with _failing_run(run):
+        _ingest_stream(run, stream, name, fmt)
+    return _finish_run(run)
 
 
 def ingest_lines(
@@ -134,32 +162,121 @@ def ingest_lines(
     return ingest_upload(db, _LineStream(lines), name, actor, config)
 
 
-def _ingest_stream(
-    db: Database, stream: BinaryIO, name: str, report: IngestReport, config: Config, progress: Progress | None
-) -> None:
-    base = name[:-3] if name.endswith(".gz") else name
-    reader = _csv_lines if base.lower().endswith(".csv") else _jsonl_lines
+def _size_of(stream: BinaryIO) -> int:
+    size = getattr(stream, "size", None)
+    if isinstance(size, int):
+        return size
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        if stream.seekable():
+            here = stream.tell()
+            end = stream.seek(0, io.SEEK_END)
+            stream.seek(here)
+            return end
+    return 0
+
+
+@contextlib.contextmanager
+def _failing_run(run: _Run) -> Iterator[None]:
+    """Mark the run failed with the reason, keeping what it committed, whatever stops it."""
+    try:
+        yield
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        _mark_failed(run, f"not a readable gzip file: {error}")
+        raise BadInput(f"run {run.report.run_id}: not a readable gzip file ({error})") from None
+    except BadInput as error:
+        _mark_failed(run, str(error))
+        raise
+    except KeyboardInterrupt:
+        _mark_failed(run, "interrupted")
+        raise
+    except BaseException as error:
+        _mark_failed(run, f"{type(error).__name__}: {error}")
+        raise
+
+
+def _mark_failed(run: _Run, reason: str) -> None:
+    # The store itself may be what failed; the original error matters more than this mark.
+    with contextlib.suppress(Exception), write(run.db):
+        stamp = now()
+        failed = {"status": f"failed: {reason}"[:500], "finished_at": stamp, "heartbeat_at": stamp}
+        run.db["ingest_runs"].update(run.report.run_id, failed)
+        audit(run.db, run.actor, "ingest_failed", "ingest_run", run.report.run_id, reason=reason[:500])
+
+
+def _ingest_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> None:
+    from flywheel.connectors import open_records  # the one dispatch point over input formats
+
+    position = _position_of(stream)
+    stream = _decompressed(stream, name)
     batch: list[_Line] = []
-    for line in reader(stream, config.max_line_bytes, report):
-        batch.append(line)
-        if len(batch) >= config.ingest_batch:
-            _commit_batch(db, batch, name, report)
-            batch = []
-            if progress:
-                progress(report.lines_read)
-    if batch:
-        _commit_batch(db, batch, name, report)
-    if progress:
-        progress(report.lines_read)
+    bad = run.report.quarantined
+    with open_records(stream, name, fmt, run.config.max_line_bytes, run.ts_range, run.report) as records:
+        for line in records:
+            if line.row is None:
+                bad += 1
+                if bad > run.max_bad:
+                    _commit_batch(run, batch, name)
+                    raise BadInput(
+                        f"run {run.report.run_id}: more than {run.max_bad} bad lines; stopped at {name}"
+                        f" line {line.line_no} ({line.reason}); raise --max-bad or FLYWHEEL_MAX_BAD_LINES"
+                        " to import the rest"
+                    )
+            batch.append(line)
+            if len(batch) >= run.config.ingest_batch:
+                _commit_batch(run, batch, name)
+                batch = []
+                _report_progress(run, position)
+    _commit_batch(run, batch, name)
+    _report_progress(run, position)
 
 
-def _jsonl_lines(stream: BinaryIO, max_bytes: int, report: IngestReport) -> Iterator[_Line]:
+def _position_of(stream: BinaryIO) -> Callable[[], int]:
+    def position() -> int:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            return stream.tell()
+        return 0
+
+    return position
+
+
+def _report_progress(run: _Run, position: Callable[[], int]) -> None:
+    if run.progress:
+        run.progress(run.report.lines_read, run.done_bytes + position(), run.total_bytes)
+
+
+def _decompressed(stream: BinaryIO, name: str) -> BinaryIO:
+    """A gzip stream is read through gzip, whether its name says so or only its first bytes do."""
+    if name.lower().endswith(".gz") or _starts_with(stream, b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=stream, mode="rb")
+    return stream
+
+
+def _starts_with(stream: BinaryIO, magic: bytes) -> bool:
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        if hasattr(stream, "peek"):
+            return stream.peek(len(magic))[: len(magic)] == magic
+        if stream.seekable():
+            here = stream.tell()
+            head = stream.read(len(magic))
+            stream.seek(here)
+            return head == magic
+    return False
+
+
+# JSONL -------------------------------------------------------------------------------------------
+
+
+def jsonl_lines(
+    stream: BinaryIO, max_bytes: int, ts_range: TimeRange, report: IngestReport
+) -> Iterator[_Line]:
+    """Records of a JSONL stream, one per non-blank physical line."""
     line_no = 0
     while True:
         raw = stream.readline(max_bytes + 2)
         if not raw:
             return
         line_no += 1
+        report.physical_lines += 1
         if len(raw) > max_bytes and not raw.endswith(b"\n"):
             size = len(raw) + _skip_rest_of_line(stream)
             yield _Line(line_no, raw[:max_bytes], reason=f"oversized line: {size} bytes > {max_bytes}")
@@ -173,7 +290,7 @@ def _jsonl_lines(stream: BinaryIO, max_bytes: int, report: IngestReport) -> Iter
         if len(content) > max_bytes:
             yield _Line(line_no, content, reason=f"oversized line: {len(content)} bytes > {max_bytes}")
             continue
-        yield _parse_json_line(line_no, content)
+        yield parse_json_line(line_no, content, ts_range)
 
 
 def _skip_rest_of_line(stream: BinaryIO) -> int:
@@ -185,7 +302,8 @@ def _skip_rest_of_line(stream: BinaryIO) -> int:
             return skipped
 
 
-def _parse_json_line(line_no: int, content: bytes) -> _Line:
+def parse_json_line(line_no: int, content: bytes, ts_range: TimeRange | None = None) -> _Line:
+    """One JSONL line as a record: a trace row, or the reason it is quarantined."""
     line = _Line(line_no, content)
     try:
         text = content.decode("utf-8")
@@ -194,81 +312,182 @@ def _parse_json_line(line_no: int, content: bytes) -> _Line:
         return line
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as error:
+    except RecursionError:
+        line.reason = "not JSON: nested too deeply"
+        return line
+    except ValueError as error:
         line.reason = f"not JSON: {str(error)[:120] or type(error).__name__}"
         return line
-    return _validated(line, obj)
+    return validated(line, obj, ts_range)
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _validated(line: _Line, obj: object) -> _Line:
+def validated(line: _Line, obj: object, ts_range: TimeRange | None) -> _Line:
+    """Fill in the line's row from a decoded object, or its reason when the object is not a trace."""
     try:
-        line.row = normalize_trace(obj)
+        line.row = normalize_trace(obj, ts_range)
     except BadInput as error:
         line.reason = str(error)
     return line
 
 
-def _csv_lines(stream: BinaryIO, max_bytes: int, report: IngestReport) -> Iterator[_Line]:
+# CSV ---------------------------------------------------------------------------------------------
+
+
+def csv_lines(stream: BinaryIO, max_bytes: int, ts_range: TimeRange, report: IngestReport) -> Iterator[_Line]:
+    """Records of a CSV stream; a quoted field may span lines, up to ``max_bytes`` and never past the end.
+
+    A record whose quote is not closed within that bound is quarantined by its first physical line, and
+    reading resumes on the next one, so an unclosed quote costs one line, not every line after it.
+    """
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     csv.field_size_limit(max_bytes + 1)
-    reader = csv.reader(text)
     try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except csv.Error as error:
-        raise BadInput(f"CSV header cannot be read: {error}") from None
-    header = [h.strip() for h in header]
+        lines = _PhysicalLines(text, max_bytes, report)
+        header = _csv_header(lines)
+        if header is None:
+            return
+        yield from _csv_records(lines, header, max_bytes, ts_range, report)
+    finally:
+        text.detach()  # the byte stream stays open: it belongs to the caller
+
+
+def csv_header_of(cells: list[str]) -> list[str]:
+    """The checked header of a CSV trace file."""
+    header = [h.strip() for h in cells]
     if "trace_id" not in header or "input" not in header:
         raise BadInput(f"CSV header {header[:12]!r} lacks the required columns 'trace_id' and 'input'")
-    end_line = reader.line_num
-    while True:
-        start_line = end_line + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            end_line = reader.line_num
-            yield _Line(start_line, b"", reason=f"CSV record cannot be read: {error}")
-            continue
-        end_line = reader.line_num
-        if not any(cell.strip() for cell in cells):
-            report.blank_lines += 1
-            continue
-        yield _csv_record(start_line, header, cells)
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise BadInput(f"CSV header repeats the column(s) {repeated!r}")
+    return header
 
 
-def _csv_record(line_no: int, header: list[str], cells: list[str]) -> _Line:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(cells)
-    line = _Line(line_no, buffer.getvalue().encode("utf-8", "surrogateescape"))
-    if any("\udc80" <= ch <= "\udcff" for cell in cells for ch in cell):
-        line.reason = "invalid UTF-8"
-        return line
-    if len(cells) != len(header):
-        line.reason = f"CSV record has {len(cells)} fields, the header has {len(header)}"
-        return line
+def _csv_header(lines: _PhysicalLines) -> list[str] | None:
+    while (record := _csv_record_lines(lines, lines.max_bytes)) is not None:
+        parts, closed = record
+        if not closed:
+            raise BadInput("CSV header cannot be read: a quoted column name is never closed")
+        cells = _csv_cells("".join(text for _, text in parts))
+        if cells is None:
+            raise BadInput("CSV header cannot be read")
+        if any(cell.strip() for cell in cells):
+            return csv_header_of(cells)
+    return None
+
+
+class _PhysicalLines:
+    """Physical lines of a text stream with their numbers; lines can be pushed back to be read again."""
+
+    def __init__(self, text: io.TextIOWrapper, max_bytes: int, report: IngestReport):
+        self.text, self.max_bytes, self.report = text, max_bytes, report
+        self.line_no = 0
+        self.back: deque[tuple[int, str]] = deque()
+
+    def next(self) -> tuple[int, str] | None:
+        if self.back:
+            return self.back.popleft()
+        text = self.text.readline(self.max_bytes + 2)
+        if not text:
+            return None
+        self.line_no += 1
+        self.report.physical_lines += 1
+        if len(text) > self.max_bytes and not text.endswith(("\n", "\r")):
+            while (more := self.text.readline(1 << 20)) and not more.endswith(("\n", "\r")):
+                pass
+            return self.line_no, text[: self.max_bytes + 1]  # over the bound: its record is refused
+        return self.line_no, text
+
+    def push_back(self, parts: list[tuple[int, str]]) -> None:
+        self.back.extendleft(reversed(parts))
+
+
+def _csv_record_lines(lines: _PhysicalLines, max_bytes: int) -> tuple[list[tuple[int, str]], bool] | None:
+    """The physical lines of the next record, and whether its quotes are closed."""
+    first = lines.next()
+    if first is None:
+        return None
+    parts, size, quotes = [first], len(first[1]), first[1].count('"')
+    while quotes % 2 and size <= max_bytes:
+        following = lines.next()
+        if following is None:
+            break
+        parts.append(following)
+        size += len(following[1])
+        quotes += following[1].count('"')
+    return parts, quotes % 2 == 0 and size <= max_bytes
+
+
+def _csv_cells(text: str) -> list[str] | None:
     try:
-        obj = _csv_object(dict(zip(header, cells, strict=True)))
-    except BadInput as error:
-        line.reason = str(error)
-        return line
-    return _validated(line, obj)
+        rows = list(csv.reader([text]))
+    except csv.Error:
+        return None
+    return rows[0] if len(rows) == 1 else [] if not rows else None
 
 
-def _csv_object(record: dict[str, str]) -> dict:
+def _csv_records(
+    lines: _PhysicalLines, header: list[str], max_bytes: int, ts_range: TimeRange, report: IngestReport
+) -> Iterator[_Line]:
+    while (record := _csv_record_lines(lines, max_bytes)) is not None:
+        parts, closed = record
+        (line_no, first), raw = parts[0], "".join(text for _, text in parts)
+        if not closed:
+            lines.push_back(parts[1:])
+            where = "the end of the file" if len(raw) <= max_bytes else f"{max_bytes} bytes"
+            reason = f"CSV quoted field opened on line {line_no} is not closed within {where}"
+            yield _csv_line(line_no, first, reason)
+            continue
+        cells = _csv_cells(raw)
+        if cells is not None and not any(cell.strip() for cell in cells):
+            report.blank_lines += len(parts)
+            continue
+        if len(parts) > 1 and (cells is None or len(cells) != len(header)):
+            # A quote that closes only on a later line joined lines that are records of their own.
+            lines.push_back(parts[1:])
+            yield _csv_line(line_no, first, "CSV record has an unbalanced quote")
+            continue
+        yield _csv_record(line_no, raw, header, cells, ts_range)
+
+
+def _csv_line(line_no: int, text: str, reason: str) -> _Line:
+    return _Line(line_no, text.rstrip("\r\n").encode("utf-8", "surrogateescape"), reason=reason)
+
+
+def _csv_record(
+    line_no: int, text: str, header: list[str], cells: list[str] | None, ts_range: TimeRange
+) -> _Line:
+    line = _csv_line(line_no, text, None)
+    if cells is None:
+        line.reason = "CSV record cannot be read"
+    elif any("\udc80" <= ch <= "\udcff" for cell in cells for ch in cell):
+        line.reason = "invalid UTF-8"
+    elif len(cells) != len(header):
+        line.reason = f"CSV record has {len(cells)} fields, the header has {len(header)}"
+    else:
+        try:
+            obj = csv_object(dict(zip(header, cells, strict=True)))
+        except BadInput as error:
+            line.reason = str(error)
+            return line
+        return validated(line, obj, ts_range)
+    return line
+
+
+def csv_object(record: dict[str, str]) -> dict:
+    """A trace object from one CSV record: ``signals.x`` columns and JSON columns folded in."""
     obj: dict = {}
-    signals = _json_cell(record.pop("signals", ""), "signals") or {}
+    signals = _json_cell(record.pop("signals", ""), "signals")
+    if signals is None:
+        signals = {}
+    if not isinstance(signals, dict):
+        raise BadInput("column 'signals' must hold a JSON object")
     for key, cell in record.items():
         if key.startswith("signals."):
-            value = _csv_scalar(cell)
-            if value is not None:
-                signals[key.removeprefix("signals.")] = value
+            _set_signal(signals, key.removeprefix("signals."), _csv_scalar(cell))
         elif key in ("messages", "metadata"):
             obj[key] = _json_cell(cell, key)
         elif key in ("trace_id", "input") or cell != "":
@@ -278,13 +497,23 @@ def _csv_object(record: dict[str, str]) -> dict:
     return obj
 
 
+def _set_signal(signals: dict, name: str, value: object) -> None:
+    if value is None:
+        return
+    if name in signals and signals[name] != value:
+        raise BadInput(f"signal {name!r} is given twice, differently: in 'signals' and in 'signals.{name}'")
+    signals[name] = value
+
+
 def _json_cell(cell: str, key: str) -> object:
     if not cell.strip():
         return None
     try:
-        return json.loads(cell)
+        return json.loads(cell, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadInput(f"column '{key}' is nested too deeply") from None
     except ValueError as error:
-        raise BadInput(f"column '{key}' is not JSON: {error}") from None
+        raise BadInput(f"column '{key}' is not JSON: {str(error)[:120]}") from None
 
 
 def _csv_scalar(cell: str) -> object:
@@ -302,35 +531,65 @@ def _csv_scalar(cell: str) -> object:
     return value
 
 
-def _commit_batch(db: Database, batch: list[_Line], source: str, report: IngestReport) -> None:
+# Writing -----------------------------------------------------------------------------------------
+
+
+def _commit_batch(run: _Run, batch: list[_Line], source: str) -> None:
+    if not batch:
+        return
+    report, db = run.report, run.db
     ids = [line.row["trace_id"] for line in batch if line.row]
     placeholders = ",".join("?" * len(ids))
     counts = {"ingested": 0, "duplicates": 0, "quarantined": 0, "changed": 0}
-    rows, quarantine, conflicts = [], [], []
     with write(db):
         stored = dict(
             db.execute(f"SELECT trace_id, content_hash FROM traces WHERE trace_id IN ({placeholders})", ids)
         )
+        fresh, conflicts = [], []
         for line in batch:
             if line.row is None:
-                counts["quarantined"] += 1
-                quarantine.append(_quarantine_row(report.run_id, source, line))
-            elif line.row["trace_id"] in stored:
+                continue
+            if line.row["trace_id"] in stored:
                 counts["duplicates"] += 1
                 if stored[line.row["trace_id"]] != line.row["content_hash"]:
                     counts["changed"] += 1
                     conflicts.append(_conflict_row(report.run_id, source, line))
             else:
-                counts["ingested"] += 1
                 stored[line.row["trace_id"]] = line.row["content_hash"]
-                rows.append(_trace_row(report.run_id, line.row))
-        _insert(db, "traces", rows)
-        _insert(db, "quarantine", quarantine)
+                fresh.append(line)
+        counts["ingested"] = _insert_traces(db, report.run_id, fresh)
+        quarantine = [_quarantine_row(report.run_id, source, line) for line in batch if line.row is None]
+        counts["quarantined"] = len(quarantine)
+        _upsert_quarantine(db, quarantine)
         _insert(db, "ingest_conflicts", conflicts)
         for key, value in counts.items():
             setattr(report, key, getattr(report, key) + value)
         report.lines_read += len(batch)
         _save_counts(db, report)
+        audit(
+            db, run.actor, "ingest_batch", "ingest_run", report.run_id, file=source,
+            lines=[batch[0].line_no, batch[-1].line_no], **counts,
+        )  # fmt: skip
+
+
+def _insert_traces(db: Database, run_id: int, lines: list[_Line]) -> int:
+    """Insert the batch's new traces; a row whose values the store refuses is quarantined instead."""
+    rows = [_trace_row(run_id, line.row) for line in lines]
+    try:
+        with write(db):
+            _insert(db, "traces", rows)
+        return len(rows)
+    except _ROW_FAULTS:
+        pass
+    stored = 0
+    for line, row in zip(lines, rows, strict=True):
+        try:
+            with write(db):
+                _insert(db, "traces", [row])
+            stored += 1
+        except _ROW_FAULTS as error:
+            line.row, line.reason = None, f"cannot be stored: {type(error).__name__}: {str(error)[:120]}"
+    return stored
 
 
 def _insert(db: Database, table: str, rows: list[dict]) -> None:
@@ -340,30 +599,64 @@ def _insert(db: Database, table: str, rows: list[dict]) -> None:
         db.conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
 
 
+def _upsert_quarantine(db: Database, rows: list[dict]) -> None:
+    if rows:
+        db.conn.executemany(
+            """INSERT INTO quarantine (run_id, last_run_id, file, line_no, reason, raw, raw_hash)
+               VALUES (:run_id, :run_id, :file, :line_no, :reason, :raw, :raw_hash)
+               ON CONFLICT (file, line_no, raw_hash)
+               DO UPDATE SET last_run_id = excluded.last_run_id, reason = excluded.reason""",
+            rows,
+        )
+
+
 def _trace_row(run_id: int, row: dict) -> dict:
     return {**row, "week": iso_week(row["ts"]), "run_id": run_id}
 
 
 def _quarantine_row(run_id: int, source: str, line: _Line) -> dict:
-    return {"run_id": run_id, "file": source, "line_no": line.line_no, "reason": line.reason, "raw": line.raw}
+    return {
+        "run_id": run_id,
+        "file": source,
+        "line_no": line.line_no,
+        "reason": line.reason,
+        "raw": line.raw,
+        "raw_hash": quarantine_hash(line.raw),
+    }
 
 
 def _conflict_row(run_id: int, source: str, line: _Line) -> dict:
     return {"run_id": run_id, "file": source, "line_no": line.line_no, "trace_id": line.row["trace_id"]}
 
 
-def _start_run(db: Database, actor: str, sources: list[str]) -> IngestReport:
+def _start_run(
+    db: Database, actor: str, sources: list[str], config: Config | None, max_bad: int | None, fmt: str | None
+) -> _Run:
+    config = config or load_config()
+    if max_bad is not None and max_bad < 0:
+        raise BadInput(f"--max-bad {max_bad}: expected 0 or more")
+    if fmt is not None and fmt not in FORMATS:
+        raise BadInput(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    ts_range = TimeRange.around(config.earliest_timestamp, config.max_days_ahead)
     with write(db):
+        started = now()
         run_id = (
             db["ingest_runs"]
             .insert(
-                {"started_at": now(), "actor": actor, "sources": json.dumps(sources), "status": "running"}
+                {
+                    "started_at": started,
+                    "heartbeat_at": started,
+                    "actor": actor,
+                    "sources": json.dumps(sources),
+                    "status": "running",
+                }
             )
             .last_pk
         )
         report = IngestReport(run_id=run_id, sources=sources)
         _save_counts(db, report)
-    return report
+    bound = config.max_bad_lines if max_bad is None else max_bad
+    return _Run(db, report, actor, config, bound, ts_range)
 
 
 def _save_counts(db: Database, report: IngestReport) -> None:
@@ -376,14 +669,17 @@ def _save_counts(db: Database, report: IngestReport) -> None:
             "changed": report.changed,
             "quarantined": report.quarantined,
             "blank_lines": report.blank_lines,
+            "heartbeat_at": now(),
         },
     )
 
 
-def _finish_run(db: Database, report: IngestReport, actor: str) -> IngestReport:
-    with write(db):
-        db["ingest_runs"].update(report.run_id, {"status": "done", "finished_at": now()})
-        audit(db, actor, "ingest", "ingest_run", report.run_id, **report.as_json(), changed=report.changed)
+def _finish_run(run: _Run) -> IngestReport:
+    report = run.report
+    with write(run.db):
+        run.db["ingest_runs"].update(report.run_id, {"status": "done", "finished_at": now()})
+        counts = {**report.as_json(), "changed": report.changed}
+        audit(run.db, run.actor, "ingest", "ingest_run", report.run_id, **counts)
     return report
 
 
@@ -406,14 +702,33 @@ class _LineStream(io.RawIOBase):
             out, self._buffer = self._buffer[:size], self._buffer[size:]
         return out
 
+    def readinto(self, buffer: bytearray) -> int:
+        data = self.readline(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
-def ingest_runs(db: Database, limit: int = 20) -> list[dict]:
-    """Recent import runs, newest first."""
-    return list(db["ingest_runs"].rows_where(order_by="id desc", limit=limit))
+
+# Reading runs back ---------------------------------------------------------------------------------
 
 
-def quarantined_lines(db: Database, run_id: int | None = None, limit: int = 200) -> list[dict]:
-    """Quarantined lines (newest run first), with the raw bytes decoded for display."""
-    where, args = ("run_id = ?", [run_id]) if run_id is not None else (None, [])
-    rows = db["quarantine"].rows_where(where, args, order_by="run_id desc, line_no", limit=limit)
+def ingest_runs(
+    db: Database, limit: int = 20, stale_after: int = 300, moment: datetime | None = None
+) -> list[dict]:
+    """Recent import runs, newest first; a "running" run with no heartbeat for ``stale_after`` seconds
+    is shown as interrupted (its process was killed: what it committed stays, re-running completes it)."""
+    cutoff = (moment or datetime.now(UTC)) - timedelta(seconds=stale_after)
+    stale = cutoff.strftime("%Y-%m-%dT%H:%M:%S")
+    rows = list(db["ingest_runs"].rows_where(order_by="id desc", limit=limit))
+    for row in rows:
+        if row["status"] == "running" and (row.get("heartbeat_at") or row["started_at"]) < stale:
+            row["status"] = "interrupted"
+    return rows
+
+
+def quarantined_lines(db: Database, user: User, run_id: int | None = None, limit: int = 200) -> list[dict]:
+    """Quarantined lines (latest run first) with their raw bytes decoded for display: raw input, so
+    only reviewers and leads may read them. ``run_id`` selects the lines a run last met."""
+    require_role(user, *RAW_TEXT_ROLES)
+    where, args = ("last_run_id = ?", [run_id]) if run_id is not None else (None, [])
+    rows = db["quarantine"].rows_where(where, args, order_by="last_run_id desc, file, line_no", limit=limit)
     return [{**row, "raw": row["raw"].decode("utf-8", "replace") if row["raw"] else ""} for row in rows]

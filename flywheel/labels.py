@@ -27,7 +27,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.config import load_config
-from flywheel.errors import BadInput, FlywheelError, NotFound, PermissionDenied
+from flywheel.errors import BadInput, NotFound, NothingToUndo, PermissionDenied, StaleClaim
 from flywheel.store import audit, query_one, query_rows, write
 from flywheel.taxonomy import add_entry, resolve_code
 from flywheel.traces import SIGNAL_COLUMNS, approved_scrub
@@ -38,14 +38,6 @@ LABEL_ROLES = ("labeler", "reviewer", "lead")
 NOT_A_BUG = "not_a_bug"
 MAX_SIBLINGS = 10
 MAX_TEXT = 2000
-
-
-class StaleClaim(FlywheelError):
-    """The claim lapsed and someone else has since claimed or labeled the item; nothing was saved."""
-
-
-class NothingToUndo(NotFound):
-    """The user has no label left to undo."""
 
 
 @dataclass(frozen=True)

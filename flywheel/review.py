@@ -18,17 +18,13 @@ import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
-from flywheel.errors import BadInput, FlywheelError, NotFound
+from flywheel.errors import AlreadyReviewed, BadInput, NotFound
 from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, render
 from flywheel.store import audit, now, query_one, query_rows, write
 
 CHUNK = 200
 STATUSES = ("pending", "approved", "rejected")
 DECISIONS = {"approved": "approve_scrub", "rejected": "reject_scrub"}
-
-
-class AlreadyReviewed(FlywheelError):
-    """Another reviewer decided on this scrub first."""
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,20 @@ Raw trace text lives only in the ``traces`` table (and, for lines that could not
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import itertools
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlite_utils import Database, Migrations
 
 from flywheel.config import Config, load_config
-from flywheel.errors import StoreError
+from flywheel.errors import ForeignDatabase, StoreError
 
 migrations = Migrations("flywheel")
 
@@ -90,40 +94,112 @@ def m001_traces_ingest_audit(db: Database) -> None:
 
 def open_db(path: str | Path | None = None, config: Config | None = None) -> Database:
     """Open (creating if needed) the database at ``path`` with WAL, a busy timeout, foreign keys
-    and every pending migration applied."""
+    and every pending migration applied.
+
+    A file that is read-only, or a non-empty SQLite database of another application, is refused
+    with a StoreError before anything is written to it.
+    """
     config = config or load_config()
     path = Path(path or config.db)
     if not path.parent.is_dir():
         raise StoreError(f"cannot open database {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    _check_writable(path)
     try:
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=config.busy_timeout_ms / 1000)
         conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout_ms)}")
+        _check_ours(conn, path)
         conn.execute("PRAGMA foreign_keys = ON")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.create_function("iso_week", 1, _sql_iso_week, deterministic=True)
         db = Database(conn)
         if migrations.pending(db):
             with write(db):  # under the write lock, so two processes never migrate at once
-                migrations.apply(db)
+                if migrations.pending(db):
+                    migrations.apply(db)
     except sqlite3.DatabaseError as error:
         raise StoreError(f"cannot open database {str(path)!r}: {error}") from None
     return db
 
 
+def _check_writable(path: Path) -> None:
+    if path.is_dir():
+        raise StoreError(f"cannot open database {str(path)!r}: it is a folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StoreError(f"cannot open database {str(path)!r}: the file is read-only")
+    if not os.access(path.parent, os.W_OK):
+        raise StoreError(f"cannot open database {str(path)!r}: folder {str(path.parent)!r} is read-only")
+
+
+def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a SQLite file that holds tables but was never migrated by flywheel."""
+    tables = {
+        row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+    }
+    if not tables:
+        return
+    if Migrations.migrations_table in tables:
+        marked = conn.execute(
+            f"SELECT 1 FROM [{Migrations.migrations_table}] WHERE migration_set = ? LIMIT 1",
+            [migrations.name],
+        ).fetchone()
+        if marked:
+            return
+    conn.close()
+    raise ForeignDatabase(
+        f"cannot open database {str(path)!r}: it holds tables of another application"
+        f" ({', '.join(sorted(tables)[:5])}); flywheel never migrates a database it did not create"
+    )
+
+
 @contextlib.contextmanager
 def write(db: Database) -> Iterator[Database]:
-    """A write transaction taken with BEGIN IMMEDIATE: all or nothing, one writer at a time."""
+    """A write transaction: all or nothing, one writer at a time.
+
+    The outermost ``write`` takes the lock with BEGIN IMMEDIATE; a ``write`` inside another is a
+    SAVEPOINT, so a helper that writes can be called alone or as part of a larger change.
+    """
+    if db.conn.in_transaction:
+        with _savepoint(db):
+            yield db
+        return
     try:
         db.conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as error:
         raise StoreError(f"database is not writable: {error}") from None
     try:
         yield db
-    except BaseException:
-        db.conn.execute("ROLLBACK")
+        db.conn.execute("COMMIT")
+    except BaseException as error:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        if isinstance(error, sqlite3.OperationalError) and _is_store_fault(error):
+            raise StoreError(f"database is not writable: {error}") from None
         raise
-    db.conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def _savepoint(db: Database) -> Iterator[None]:
+    name = f"write_{next(_savepoints)}"
+    db.conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        if db.conn.in_transaction:  # an error can end the whole transaction, savepoints included
+            db.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            db.conn.execute(f"RELEASE SAVEPOINT {name}")
+        raise
+    db.conn.execute(f"RELEASE SAVEPOINT {name}")
+
+
+_savepoints = itertools.count(1)
+_STORE_FAULTS = ("readonly", "read-only", "locked", "disk i/o", "database or disk is full")
+
+
+def _is_store_fault(error: sqlite3.OperationalError) -> bool:
+    """Faults of the file or the lock, as opposed to a wrong statement (which stays a bug)."""
+    return any(fault in str(error).lower() for fault in _STORE_FAULTS)
 
 
 def query_rows(db: Database, sql: str, params: list | dict = ()) -> list[dict]:
@@ -140,8 +216,39 @@ def query_one(db: Database, sql: str, params: list | dict = ()) -> dict | None:
 
 
 def now() -> str:
-    """The current UTC time as the store writes it."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The current UTC time as the store writes it: ``2026-05-03T10:22:00.000Z``."""
+    return format_ts(datetime.now(UTC))
+
+
+def format_ts(moment: datetime) -> str:
+    """A moment as the store writes every timestamp (UTC, milliseconds, ``Z``), so text order is time order.
+
+    The same shape as SQLite's ``strftime('%Y-%m-%dT%H:%M:%fZ')``; a naive moment is taken as UTC.
+    """
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def iso_week(ts: str) -> str:
+    """The ISO 8601 week (``2026-W18``) of a stored timestamp; the one week key of the whole store."""
+    return _week_of_day(ts[:10])
+
+
+@functools.lru_cache(maxsize=4096)
+def _week_of_day(day: str) -> str:
+    year, week, _ = date.fromisoformat(day).isocalendar()
+    return f"{year:04d}-W{week:02d}"
+
+
+def _sql_iso_week(ts: object) -> str | None:
+    """``iso_week(ts)`` in SQL (SQLite before 3.46 has no ``%G``/``%V``)."""
+    if not isinstance(ts, str) or len(ts) < 10:
+        return None
+    try:
+        return iso_week(ts)
+    except ValueError:
+        return None
 
 
 def audit(db: Database, actor: str, action: str, entity: str, entity_id: object, **detail: object) -> None:
@@ -487,3 +594,30 @@ def m006_eval_results(db: Database) -> None:
     )
     db.execute("CREATE UNIQUE INDEX idx_eval_results_run_row ON eval_results(run_id, row_id, repeat)")
     db["eval_results"].create_index(["row_id"])
+
+
+@migrations()
+def m010_ingest_heartbeat_and_quarantine_per_line(db: Database) -> None:
+    # A run that stops beating while "running" was killed; the page shows it as interrupted.
+    db.execute("ALTER TABLE ingest_runs ADD COLUMN heartbeat_at TEXT")
+    db.execute("UPDATE ingest_runs SET heartbeat_at = coalesce(finished_at, started_at)")
+    # One quarantine row per source line (file, line number, content): a re-run or a concurrent
+    # import of the same file updates ``last_run_id`` instead of adding a copy.
+    db.execute("ALTER TABLE quarantine ADD COLUMN raw_hash TEXT")
+    db.execute("ALTER TABLE quarantine ADD COLUMN last_run_id INTEGER")
+    rows = db.execute("SELECT id, raw FROM quarantine").fetchall()
+    db.conn.executemany(
+        "UPDATE quarantine SET raw_hash = ?, last_run_id = run_id WHERE id = ?",
+        [(quarantine_hash(raw), row_id) for row_id, raw in rows],
+    )
+    db.execute(
+        """DELETE FROM quarantine WHERE id NOT IN
+           (SELECT min(id) FROM quarantine GROUP BY file, line_no, raw_hash)"""
+    )
+    db.execute("CREATE UNIQUE INDEX idx_quarantine_line ON quarantine(file, line_no, raw_hash)")
+    db.execute("CREATE INDEX idx_quarantine_last_run ON quarantine(last_run_id, line_no)")
+
+
+def quarantine_hash(raw: bytes | None) -> str:
+    """The content key of a quarantined line."""
+    return hashlib.blake2b(raw or b"", digest_size=16).hexdigest()

@@ -14,7 +14,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.errors import BadInput, NotFound
+from flywheel.errors import BadInput, CodeExists, CodeNotFound
 from flywheel.store import audit, now, query_one, query_rows, write
 
 STATUSES = ("active", "merged", "retired")
@@ -22,14 +22,6 @@ CODE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{2,39}$")
 # A sentence ends at . ! or ? followed by the end or a capital letter, so "e.g. a fee" is one sentence.
 SENTENCE_END = re.compile(r"[.!?]+(?=\s+[A-Z0-9\"'(]|\s*$)")
 MAX_DEFINITION = 600
-
-
-class CodeNotFound(NotFound):
-    """No taxonomy entry with that code."""
-
-
-class CodeExists(BadInput):
-    """A taxonomy entry with that code already exists."""
 
 
 def check_code(code: str) -> str:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
-from flywheel.store import query_one, query_rows
+from flywheel.store import format_ts, now, query_one, query_rows
+from flywheel.store import iso_week as iso_week  # the week key lives with now(); re-exported here
 
 BOOL_SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped", "schema_valid")
 NUMBER_SIGNALS = ("judge_score", "latency_ms", "cost_usd")
@@ -23,14 +23,40 @@ KNOWN_KEYS = frozenset(
     {"trace_id", "timestamp", "input", "output", "messages", "cohort", "intent", "signals", "metadata"}
 )
 MAX_ID_LENGTH = 200
+MAX_INTEGER = 2**63 - 1  # the largest integer SQLite stores
 
 
-def normalize_trace(obj: object) -> dict:
+@dataclass(frozen=True)
+class TimeRange:
+    """The plausible span of trace timestamps (stored-format strings); a trace outside it is refused."""
+
+    earliest: str
+    latest: str
+
+    @classmethod
+    def around(cls, earliest_day: str, days_ahead: int, moment: datetime | None = None) -> TimeRange:
+        """From ``earliest_day`` (YYYY-MM-DD) until ``days_ahead`` days after ``moment`` (default now)."""
+        start = datetime.fromisoformat(earliest_day).replace(tzinfo=UTC)
+        end = (moment or datetime.now(UTC)) + timedelta(days=days_ahead)
+        return cls(format_ts(start), format_ts(end))
+
+
+def normalize_trace(obj: object, ts_range: TimeRange | None = None) -> dict:
     """Validate one decoded trace object and return its ``traces`` row; raise BadInput naming the fault.
 
     The row carries a content hash of the record as given, so an identical re-import is a duplicate
-    and a changed one can be told apart from it.
+    and a changed one can be told apart from it. Whatever the object holds, the only exception is
+    BadInput: a value too deep, too large or off the calendar is a fault of the record.
     """
+    try:
+        return _normalized(obj, ts_range)
+    except RecursionError:
+        raise BadInput("nested too deeply") from None
+    except (OverflowError, ValueError, TypeError) as error:
+        raise BadInput(f"value cannot be stored: {str(error)[:120]}") from None
+
+
+def _normalized(obj: object, ts_range: TimeRange | None) -> dict:
     if not isinstance(obj, dict):
         raise BadInput(f"not a JSON object (got {_type_name(obj)})")
     row = {
@@ -41,7 +67,7 @@ def normalize_trace(obj: object) -> dict:
         "cohort": _optional_label(obj, "cohort"),
         "intent": _optional_label(obj, "intent"),
     }
-    row["ts"] = _timestamp(obj.get("timestamp"))
+    row["ts"] = _timestamp(obj.get("timestamp"), ts_range)
     row.update(_signals(obj.get("signals")))
     if row["turns"] is None and row["messages"] is not None:
         row["turns"] = sum(1 for m in json.loads(row["messages"]) if m.get("role") == "user")
@@ -61,17 +87,6 @@ def content_hash(row: dict, timestamp: object) -> str:
     """
     canonical = "\x1f".join([repr(timestamp), *(repr(row[column]) for column in HASHED_COLUMNS)])
     return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-
-
-def iso_week(ts: str) -> str:
-    """The ISO week ('2026-W18') of a normalized UTC timestamp."""
-    return _week_of_day(ts[:10])
-
-
-@functools.lru_cache(maxsize=4096)
-def _week_of_day(day: str) -> str:
-    year, week, _ = datetime.fromisoformat(day).isocalendar()
-    return f"{year}-W{week:02d}"
 
 
 def _type_name(value: object) -> str:
@@ -143,26 +158,34 @@ def _messages(value: object) -> str | None:
     return _dumps(value, "messages")
 
 
-def _timestamp(value: object) -> str:
+def _timestamp(value: object, ts_range: TimeRange | None) -> str:
     if value is None:
-        return _format_ts(datetime.now(UTC))
+        return now()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value) or not 0 <= value < 32503680000:
             raise BadInput(f"'timestamp' {value!r} is not a plausible Unix time")
-        return _format_ts(datetime.fromtimestamp(value, UTC))
-    if not isinstance(value, str):
+        ts = format_ts(datetime.fromtimestamp(value, UTC))
+    elif isinstance(value, str):
+        ts = _iso_timestamp(value)
+    else:
         raise BadInput(f"'timestamp' must be an ISO 8601 string, got {_type_name(value)}")
+    if ts_range and not ts_range.earliest <= ts <= ts_range.latest:
+        span = f"{ts_range.earliest[:10]}..{ts_range.latest[:10]}"
+        raise BadInput(f"'timestamp' {ts} is outside the plausible range {span}")
+    return ts
+
+
+def _iso_timestamp(value: str) -> str:
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise BadInput(f"'timestamp' {value[:40]!r} is not ISO 8601 (e.g. 2026-05-03T10:22:00Z)") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return _format_ts(parsed.astimezone(UTC))
-
-
-def _format_ts(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
+    try:
+        return format_ts(parsed.astimezone(UTC))
+    except OverflowError:
+        raise BadInput(f"'timestamp' {value[:40]!r} falls outside the calendar once taken to UTC") from None
 
 
 def _signals(value: object) -> dict:
@@ -210,10 +233,12 @@ def _number(value: object, key: str) -> float | None:
 def _count(value: object) -> int | None:
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        if isinstance(value, float) and value.is_integer() and value >= 0:
-            return int(value)
         raise BadInput(f"'signals.turns' must be a non-negative integer, got {str(value)[:20]!r}")
+    if value > MAX_INTEGER:
+        raise BadInput(f"'signals.turns' {str(value)[:24]} is too large to store")
     return value
 
 

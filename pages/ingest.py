@@ -2,29 +2,37 @@ import pandas as pd
 import streamlit as st
 
 from flywheel.auth import require_role
+from flywheel.config import load_config
+from flywheel.errors import FlywheelError
 from flywheel.ingest import ingest_runs, ingest_upload, quarantined_lines
-from pages._ui import current_user, database
+from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, "lead")
 st.title("Import traces")
 st.caption(
-    "JSONL (one trace object per line) or CSV with the same column names; .gz accepted. "
+    "JSONL (one trace object per line) or CSV with the same column names, or span exports "
+    "(OTLP JSON, OpenInference, Langfuse); .gz accepted. "
     "Re-importing is safe: traces already stored are counted as duplicates."
 )
 
 upload = st.file_uploader("Trace file", type=["jsonl", "ndjson", "json", "csv", "gz"])
 if upload is not None and st.button("Import", type="primary"):
-    bar = st.progress(0.0, text=f"Importing {upload.name}...")
+    bar = st.progress(0.0, text=f"Importing {md(upload.name)}...")
 
-    def _progress(lines: int) -> None:
-        bar.progress(min(1.0, upload.tell() / max(1, upload.size)), text=f"{lines:,} lines read")
+    def _progress(lines: int, done: int, total: int) -> None:
+        bar.progress(min(1.0, done / total) if total else 0.0, text=f"{lines:,} lines read")
 
-    report = ingest_upload(db, upload, upload.name, actor=user.name, progress=_progress)
-    bar.empty()
-    st.success(report.summary())
+    try:
+        report = ingest_upload(db, upload, upload.name, actor=user.name, progress=_progress)
+    except FlywheelError as error:
+        st.error(md(error))
+    else:
+        st.success(report.summary())
+    finally:
+        bar.empty()
 
-runs = ingest_runs(db)
+runs = ingest_runs(db, stale_after=load_config().run_stale_seconds)
 if not runs:
     st.info("No imports yet.")
     st.stop()
@@ -47,7 +55,7 @@ st.dataframe(
     hide_index=True,
 )
 run_id = st.selectbox("Quarantine of run", [r["id"] for r in runs])
-bad = quarantined_lines(db, run_id)
+bad = quarantined_lines(db, user, run_id)
 if bad:
     st.dataframe(pd.DataFrame(bad)[["file", "line_no", "reason", "raw"]], hide_index=True)
 else:

@@ -10,11 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flywheel.__main__ import main
+from flywheel.auth import User
 from flywheel.config import load_config
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_files, ingest_lines, quarantined_lines
 from flywheel.store import open_db
 
+LEAD = User("ana", "lead")
 BAD_LINES = {
     b"this is not json": "not JSON",
     b"[1, 2, 3]": "not a JSON object (got array)",
@@ -45,7 +47,7 @@ def test_mixed_file_reconciles_and_quarantines_every_bad_line(db, tmp_path):
     report = ingest_files(db, [mixed_file(tmp_path / "mixed.jsonl")])
     assert (report.lines_read, report.ingested, report.duplicates, report.quarantined) == (45, 30, 0, 15)
     assert db["traces"].count == 30
-    kept = quarantined_lines(db, report.run_id)
+    kept = quarantined_lines(db, LEAD, report.run_id)
     assert len(kept) == 15
     by_raw = {row["raw"].encode("utf-8", "replace"): row["reason"] for row in kept}
     for raw, reason in BAD_LINES.items():
@@ -105,7 +107,7 @@ def test_oversized_line_is_quarantined_with_its_start(db, tmp_path, monkeypatch)
     big = trace(1, input="x" * 5000)
     report = ingest_files(db, [jsonl(tmp_path / "a.jsonl", [big, trace(2)])], config=load_config())
     assert (report.quarantined, report.ingested) == (1, 1)
-    (row,) = quarantined_lines(db)
+    (row,) = quarantined_lines(db, LEAD)
     assert row["reason"].startswith("oversized line") and len(row["raw"]) == 1000
 
 
@@ -126,7 +128,7 @@ def test_csv_with_signal_columns_json_columns_and_bad_records(db, tmp_path):
     assert (one["thumbs"], one["turns"], one["escalated"], one["cohort"]) == ("down", 3, 1, "smb")
     assert json.loads(one["metadata"]) == {"team": "ops"}
     assert db["traces"].get("c-2")["input"] == "two\nlines"
-    reasons = {r["line_no"]: r["reason"] for r in quarantined_lines(db)}
+    reasons = {r["line_no"]: r["reason"] for r in quarantined_lines(db, LEAD)}
     assert set(reasons) == {5, 6, 7}
     assert "3 fields" in reasons[5] and "'signals.thumbs'" in reasons[6] and "not JSON" in reasons[7]
 
@@ -166,7 +168,7 @@ def test_interrupted_import_keeps_committed_batches_and_rerun_completes(db, monk
         ingest_lines(db, _crashing(lines, 450), "feed.jsonl", "test", load_config())
     assert db["traces"].count == 400
     (run,) = db["ingest_runs"].rows
-    assert (run["status"], run["lines_read"], run["ingested"]) == ("running", 400, 400)
+    assert (run["status"], run["lines_read"], run["ingested"]) == ("failed: interrupted", 400, 400)
     report = ingest_lines(db, lines, "feed.jsonl", "test", load_config())
     assert (report.ingested, report.duplicates) == (600, 400)
     assert db["traces"].count == 1000
