@@ -179,14 +179,16 @@ def _ingest_in_process(db_path: str, file_path: str) -> dict:
 
 
 def test_concurrent_imports_of_one_file_store_each_trace_once(tmp_path):
-    path = jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(3000)])
+    path = jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(3000)] + [b"not json"] * 7)
     db_path = str(tmp_path / "shared.db")
     open_db(db_path).close()
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         reports = pool.starmap(_ingest_in_process, [(db_path, str(path))] * 3)
     assert sum(r["ingested"] for r in reports) == 3000
     assert sum(r["duplicates"] for r in reports) == 6000
-    assert open_db(db_path)["traces"].count == 3000
+    db = open_db(db_path)
+    assert db["traces"].count == 3000
+    assert [r["quarantined"] for r in reports] == [7, 7, 7] and db["quarantine"].count == 7
 
 
 def _reconciles(lines: list[bytes]) -> None:
