@@ -19,7 +19,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput
-from flywheel.store import now, query_rows, write
+from flywheel.store import format_ts, now, query_rows, write
 from flywheel.traces import approved_scrub
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -158,7 +158,7 @@ def similar_traces(
 
 def _candidates(db: Database, trace_id: str, days: int) -> list[dict]:
     latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
-    since = (datetime.fromisoformat(latest) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
+    since = format_ts(datetime.fromisoformat(latest) - timedelta(days=days))
     return query_rows(db, CANDIDATES_SQL, [since, trace_id, MAX_CANDIDATES])
 
 

@@ -28,7 +28,7 @@ from sqlite_utils import Database
 from flywheel.auth import User, require_role
 from flywheel.config import load_config
 from flywheel.errors import BadInput, NotFound, NothingToUndo, PermissionDenied, StaleClaim
-from flywheel.store import audit, query_one, query_rows, write
+from flywheel.store import audit, format_ts, query_one, query_rows, write
 from flywheel.taxonomy import add_entry, resolve_code
 from flywheel.traces import SIGNAL_COLUMNS, approved_scrub
 
@@ -68,8 +68,7 @@ class Agreement:
 
 def _stamp(moment: datetime | None) -> str:
     """A moment as the store writes it; ``None`` is now. Tests pass moments to move the clock."""
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_ts(moment or datetime.now(UTC))
 
 
 def _claim_minutes(minutes: int | None) -> int:

@@ -30,14 +30,18 @@ class ProgressBar:
         self.clock = clock
         self.started = clock()
         self.last_shown = None
+        self.last_values = None
         self.count = 0
 
     def update(self, done: float, total: float, count: int | None = None) -> None:
         """``done`` of ``total`` (any unit, e.g. bytes); ``count`` is the number of items so far."""
         self.count = count if count is not None else int(done)
         moment = self.clock()
-        if self.last_shown is not None and moment - self.last_shown < self.every and done < total:
+        if self.last_shown is not None and (moment - self.last_shown < self.every and done < total):
             return
+        if (done, self.count) == self.last_values:
+            return
+        self.last_values = (done, self.count)
         self.last_shown = moment
         self.stream.write(self.line(done, total, moment))
         self.stream.flush()

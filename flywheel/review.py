@@ -315,7 +315,7 @@ def highlight_html(raw: str, redactions: Iterable[dict], scrubbed: bool = False)
 def residue(db: Database) -> pd.DataFrame:
     """Reviewer fixes per ISO week, kind (missed / false), PII class and detector."""
     sql = """
-        SELECT strftime('%Y-W%W', at) AS week, kind, label, detector, count(*) AS fixes
+        SELECT iso_week(at) AS week, kind, label, detector, count(*) AS fixes
         FROM scrub_fixes GROUP BY week, kind, label, detector ORDER BY week, kind, label"""
     return pd.DataFrame(db.execute(sql).fetchall(), columns=["week", "kind", "label", "detector", "fixes"])
 

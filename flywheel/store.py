@@ -226,8 +226,8 @@ def format_ts(moment: datetime) -> str:
     The same shape as SQLite's ``strftime('%Y-%m-%dT%H:%M:%fZ')``; a naive moment is taken as UTC.
     """
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="milliseconds") + "Z"
 
 
 def iso_week(ts: str) -> str:
