@@ -39,7 +39,7 @@ from flywheel.traces import TimeRange, iso_week, normalize_trace
 
 # Called after each committed batch with (records read, bytes of input consumed, input size or 0).
 Progress = Callable[[int, int, int], None]
-FORMATS = ("jsonl", "csv")
+FORMATS = ("jsonl", "csv", "otlp-json", "openinference", "langfuse")
 # Errors of one row's values at insert time (a type or size SQLite cannot hold), not of the store.
 _ROW_FAULTS = (
     sqlite3.IntegrityError,
@@ -105,6 +105,7 @@ class _Run:
     config: Config
     max_bad: int
     ts_range: TimeRange
+    prices: dict = field(default_factory=dict)
     progress: Progress | None = None
     total_bytes: int = 0
     done_bytes: int = 0
@@ -210,7 +211,10 @@ def _ingest_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> N
     stream = _decompressed(stream, name)
     batch: list[_Line] = []
     bad = run.report.quarantined
-    with open_records(stream, name, fmt, run.config.max_line_bytes, run.ts_range, run.report) as records:
+    config = run.config
+    with open_records(
+        stream, name, fmt, config.max_line_bytes, run.ts_range, run.report, run.prices
+    ) as records:
         for line in records:
             if line.row is None:
                 bad += 1
@@ -656,7 +660,22 @@ def _start_run(
         report = IngestReport(run_id=run_id, sources=sources)
         _save_counts(db, report)
     bound = config.max_bad_lines if max_bad is None else max_bad
-    return _Run(db, report, actor, config, bound, ts_range)
+    return _Run(db, report, actor, config, bound, ts_range, token_prices(config))
+
+
+def token_prices(config: Config) -> dict:
+    """The configured price table: ``{model: {"prompt": usd_per_1M_tokens, "completion": ...}}``."""
+    if not config.token_prices:
+        return {}
+    try:
+        prices = json.loads(Path(config.token_prices).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise BadInput(
+            f"FLYWHEEL_TOKEN_PRICES={config.token_prices!r}: cannot be read as JSON ({error})"
+        ) from None
+    if not isinstance(prices, dict):
+        raise BadInput(f"FLYWHEEL_TOKEN_PRICES={config.token_prices!r}: expected an object of models")
+    return prices
 
 
 def _save_counts(db: Database, report: IngestReport) -> None:
