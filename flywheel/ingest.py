@@ -20,6 +20,7 @@ import csv
 import gzip
 import io
 import json
+import operator
 import sqlite3
 import zlib
 from collections import deque
@@ -600,7 +601,7 @@ def _insert(db: Database, table: str, rows: list[dict]) -> None:
     if rows:
         columns = list(rows[0])
         sql = f"INSERT INTO [{table}] ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        db.conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+        db.conn.executemany(sql, map(operator.itemgetter(*columns), rows))  # tables of several columns
 
 
 def _upsert_quarantine(db: Database, rows: list[dict]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -70,13 +71,14 @@ def _normalized(obj: object, ts_range: TimeRange | None) -> dict:
     row["ts"] = _timestamp(obj.get("timestamp"), ts_range)
     row.update(_signals(obj.get("signals")))
     if row["turns"] is None and row["messages"] is not None:
-        row["turns"] = sum(1 for m in json.loads(row["messages"]) if m.get("role") == "user")
+        row["turns"] = sum(1 for m in obj["messages"] if m["role"] == "user")
     row["metadata"] = _metadata(obj)
     row["content_hash"] = content_hash(row, obj.get("timestamp"))
     return row
 
 
 HASHED_COLUMNS = ("trace_id", "input", "output", "messages", "cohort", "intent", *SIGNALS, "metadata")
+_hashed_values = operator.itemgetter(*HASHED_COLUMNS)
 
 
 def content_hash(row: dict, timestamp: object) -> str:
@@ -85,7 +87,7 @@ def content_hash(row: dict, timestamp: object) -> str:
     The timestamp enters as given: a trace sent without one is stamped at import time, and that stamp
     must not make an identical re-import look changed.
     """
-    canonical = "\x1f".join([repr(timestamp), *(repr(row[column]) for column in HASHED_COLUMNS)])
+    canonical = "\x1f".join(map(repr, (timestamp, *_hashed_values(row))))
     return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
@@ -128,6 +130,8 @@ def _optional_text(obj: dict, key: str) -> str | None:
 
 
 def _text(value: str, key: str) -> str:
+    if value.isascii():  # the common case, and no lone surrogate can hide in it
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -193,11 +197,14 @@ def _signals(value: object) -> dict:
         value = {}
     if not isinstance(value, dict):
         raise BadInput(f"'signals' must be an object, got {_type_name(value)}")
-    out = {"thumbs": _thumbs(value.get("thumbs"))}
+    get = value.get
+    out = {"thumbs": _thumbs(get("thumbs"))}
     for key in BOOL_SIGNALS:
-        out[key] = _bool(value.get(key), key)
+        found = get(key)
+        out[key] = None if found is None else _bool(found, key)
     for key in NUMBER_SIGNALS:
-        out[key] = _number(value.get(key), key)
+        found = get(key)
+        out[key] = None if found is None else _number(found, key)
     if out["judge_score"] is not None and not 0 <= out["judge_score"] <= 1:
         raise BadInput(f"'signals.judge_score' {out['judge_score']!r} is outside 0..1")
     out["turns"] = _count(value.get("turns"))
