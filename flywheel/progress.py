@@ -11,7 +11,8 @@ class ProgressBar:
     """Report ``update(done, total)`` calls on a stream (stderr by default).
 
     On a terminal the bar redraws in place at most every ``every`` seconds; elsewhere (a log, cron,
-    CI) it prints a plain line at most every ``plain_every`` seconds, so logs stay short.
+    CI) it prints a plain line at most every ``plain_every`` seconds, and nothing for a job shorter
+    than that, so logs stay short.
     """
 
     def __init__(
@@ -37,6 +38,8 @@ class ProgressBar:
         """``done`` of ``total`` (any unit, e.g. bytes); ``count`` is the number of items so far."""
         self.count = count if count is not None else int(done)
         moment = self.clock()
+        if not self.tty and self.last_shown is None and moment - self.started < self.every:
+            return  # a short job stays quiet in logs: its result says enough
         if self.last_shown is not None and (moment - self.last_shown < self.every and done < total):
             return
         if (done, self.count) == self.last_values:
