@@ -36,17 +36,21 @@ from flywheel.scrub.ner import (
     address_headings,
     load_pipeline,
 )
+from flywheel.scrub.normalise import MARKED, marked_name, normalise, to_original
 
 __all__ = [
     "DEFAULT_ID_PATTERNS",
     "LABELS",
     "LAYERS",
+    "MARKED",
     "SCRUBBER_VERSION",
     "ScrubResult",
     "Scrubber",
     "Span",
     "load_known_names",
     "load_pipeline",
+    "marked_name",
+    "normalise",
     "render",
     "resolve_overlaps",
     "scrub_jsonl",
@@ -165,28 +169,37 @@ class Scrubber:
         return self.scrub_many([text])[0]
 
     def scrub_many(self, texts: Iterable[str], batch_size: int = 64) -> list[ScrubResult]:
-        """Scrub many texts; NER runs over them in nlp.pipe batches."""
+        """Scrub many texts; NER runs over them in nlp.pipe batches.
+
+        Safe to call from several threads at once: the scrubber is never changed by a call.
+        """
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise BadInput(f"texts[{i}]={text!r}: expected a string")
+        views = [normalise(text) for text in texts]
         found: dict[int, list[Filth]] = defaultdict(list)
         if self.ner is not None and texts:
-            self.ner.batch_size = batch_size
-            for filth in self.ner.iter_filth_documents(texts, [str(i) for i in range(len(texts))]):
+            names = [str(i) for i in range(len(texts))]
+            for filth in self.ner.iter_filth_documents([v for v, _ in views], names, batch_size=batch_size):
                 found[int(filth.document_name)].append(filth)
-        results = []
-        for i, text in enumerate(texts):
-            filths = found[i]
-            for detector in self.text_detectors:
-                filths.extend(detector.iter_filth(text))
-            if self.ner is not None:
-                starts = [f.beg for f in filths if f.detector_name == "address"]
-                for beg, end in address_headings(text, starts):
-                    filths.append(NameFilth(beg=beg, end=end, text=text[beg:end], detector_name="context"))
-            spans = resolve_overlaps(text, filths)
-            results.append(ScrubResult(text=render(text, spans), spans=spans))
-        return results
+        return [
+            self._finish(text, view, origin, found[i])
+            for i, (text, (view, origin)) in enumerate(zip(texts, views, strict=True))
+        ]
+
+    def _finish(self, text: str, view: str, origin: list[int] | None, filths: list[Filth]) -> ScrubResult:
+        """Run the text detectors on the view, resolve overlaps and map the spans back to ``text``."""
+        for detector in self.text_detectors:
+            filths.extend(detector.iter_filth(view))
+        if self.ner is not None:
+            starts = [f.beg for f in filths if f.detector_name == "address"]
+            for beg, end in address_headings(view, starts):
+                filths.append(NameFilth(beg=beg, end=end, text=view[beg:end], detector_name="context"))
+        spans = resolve_overlaps(view, filths)
+        if origin is not None:
+            spans = tuple(Span(*to_original(origin, s.start, s.end), s.label, s.detector) for s in spans)
+        return ScrubResult(text=render(text, spans), spans=spans)
 
 
 def resolve_overlaps(text: str, filths: Iterable[Filth]) -> tuple[Span, ...]:
