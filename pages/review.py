@@ -51,9 +51,11 @@ def _flash(kind: str, message: str) -> None:
 
 
 def _act(action, *args, done: str | None = None, clear: str | None = None) -> None:
-    """Run a library action from a button callback, bound to the scrub the button was shown with."""
+    """Run a library action from a button callback, bound to the scrub the button was shown with.
+
+    Callbacks may run in another thread than the script run that drew the button: own connection."""
     try:
-        action(db, user, *args)
+        action(database(), user, *args)
     except FlywheelError as error:
         _flash("error", md(error))
         return
@@ -93,7 +95,7 @@ def _texts(view, scrub_id: int) -> None:
     head_left.markdown("**Raw**")
     head_right.markdown("**Scrubbed**")
     size = sum(len(f.raw) for f in view.fields)
-    with st.container(height=560 if size > LONG_TRACE else None, border=False, key=f"texts_{scrub_id}"):
+    with st.container(height=560 if size > LONG_TRACE else "content", border=False, key=f"texts_{scrub_id}"):
         for field in view.fields:
             where = field.name + (f" · {md(field.role)}" if field.role else "")
             hidden = invisible_counts(field.raw)
