@@ -399,3 +399,19 @@ def test_one_scrubber_serves_concurrent_threads_unchanged() -> None:
         batches = list(pool.map(lambda n: shared.scrub_many(texts, batch_size=1 + n), range(8)))
     assert all(batch == expected for batch in batches)
     assert shared.ner.batch_size == 64  # a call's batch size never changes the shared scrubber
+
+
+def test_scrub_jsonl_in_worker_processes_matches_one_process(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    texts = [
+        f"Hi, I'm Maria Gonzalez, mail maria{n}@example.com, card 4111 1111 1111 1111" for n in range(30)
+    ]
+    src.write_text(
+        "".join(json.dumps({"id": n, "text": t}) + "\n" for n, t in enumerate(texts)), encoding="utf-8"
+    )
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    assert scrub_jsonl(src, one, workers=1, batch_size=7) == 30
+    assert scrub_jsonl(src, two, workers=2, batch_size=7) == 30
+    assert one.read_text(encoding="utf-8") == two.read_text(encoding="utf-8")
+    with pytest.raises(BadInput, match="workers=0"):
+        scrub_jsonl(src, two, workers=0)

@@ -8,8 +8,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from scrubadub.detectors import Detector
-from scrubadub.filth import AddressFilth, Filth, LocationFilth
+from flywheel.scrub._scrubadub import AddressFilth, Detector, Filth, LocationFilth
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "scrub"
 

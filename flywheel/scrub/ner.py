@@ -7,9 +7,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from scrubadub.detectors import Detector
-from scrubadub.filth import Filth, LocationFilth, NameFilth, OrganizationFilth
-
+from flywheel.scrub._scrubadub import Detector, Filth, LocationFilth, NameFilth, OrganizationFilth
 from flywheel.scrub.address import common_words, english_words, word_counts, wordlist
 
 if TYPE_CHECKING:
