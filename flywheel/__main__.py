@@ -88,6 +88,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _scrub(args: argparse.Namespace) -> int:
+    # This process only scrubs: spaCy's thinc would import torch if installed (seconds, unused by NER).
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     from flywheel import scrub
 
     names = scrub.load_known_names(args.known_names) if args.known_names else ()
