@@ -83,10 +83,10 @@ elif kind == "success":
     st.toast(message)
 
 counts = scrub_counts(db)
-cols = st.columns(3)
-cols[0].metric("Pending", counts["pending"])
-cols[1].metric("Approved", counts["approved"])
-cols[2].metric("Rejected", counts["rejected"])
+st.markdown(
+    f"**{counts['pending']:,}** pending · **{counts['approved']:,}** approved · "
+    f"**{counts['rejected']:,}** rejected"
+)
 
 
 def _texts(view, scrub_id: int) -> None:
@@ -199,7 +199,7 @@ def _redactions(view, scrub_id: int) -> None:
         args=(remove_redactions, scrub_id, tuple(chosen), confirmed),
         kwargs={"clear": pick_key},
     )
-    new_label = label_col.selectbox("New class", LABELS, key=f"relabel_{scrub_id}")
+    new_label = label_col.selectbox("Change to", LABELS, key=f"relabel_{scrub_id}")
     change_col.button(
         "Change class",
         disabled=not chosen,
