@@ -52,6 +52,9 @@ def _build_parser() -> argparse.ArgumentParser:
     scrub.add_argument("input", metavar="IN.jsonl")
     scrub.add_argument("output", metavar="OUT.jsonl")
     scrub.add_argument("--known-names", metavar="FILE", help="customer/organisation names, one per line")
+    scrub.add_argument(
+        "--workers", type=int, metavar="N", help="processes (default: one per core from 2,000 lines)"
+    )
     scrub.set_defaults(run=_scrub)
 
     sample = commands.add_parser("sample", help="sample a week of traces into a batch and scrub it")
@@ -94,10 +97,14 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _scrub(args: argparse.Namespace) -> int:
+    # This process only scrubs: spaCy's thinc would import torch if installed (seconds, unused by NER).
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     from flywheel import scrub
 
     names = scrub.load_known_names(args.known_names) if args.known_names else ()
-    written = scrub.scrub_jsonl(args.input, args.output, known_names=names, progress=_stderr_progress)
+    written = scrub.scrub_jsonl(
+        args.input, args.output, known_names=names, progress=_stderr_progress, workers=args.workers
+    )
     _clear_progress()
     print(f"scrubbed {written} lines into {args.output}", file=sys.stderr)
     return 0

@@ -105,7 +105,7 @@ def _fix_demo_scrub(db: Database, reviewer: User, scrub_id: int, pii: list[dict]
     for redaction in user_text.redactions:
         marked = user_text.raw[redaction["start"] : redaction["end"]]
         if not any(marked in value or value in marked for value in values):
-            review.remove_redaction(db, reviewer, redaction["id"])
+            review.remove_redaction(db, reviewer, scrub_id, redaction["id"], confirmed=True)
 
 
 def ensure_demo_db(config: Config) -> None:

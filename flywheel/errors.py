@@ -2,7 +2,8 @@
 
     FlywheelError             base class: every error the library raises on purpose
     ├── BadInput              an argument, file or value is not what was expected
-    │   └── CodeExists        a taxonomy entry with that code already exists
+    │   ├── CodeExists        a taxonomy entry with that code already exists
+    │   └── NeedsConfirmation the change needs an explicit confirmation
     ├── NotFound              a named thing does not exist
     │   ├── TraceNotFound
     │   ├── CodeNotFound      no taxonomy entry with that code
@@ -11,6 +12,7 @@
     ├── StoreError            the database cannot be opened or written
     │   └── ForeignDatabase   the file is a database of another application
     ├── AlreadyReviewed       another reviewer decided on this scrub first
+    ├── ScrubClaimed          another reviewer holds the scrub
     └── StaleClaim            a lapsed claim that someone else has since taken over
 
 Pages translate these into ``st.error``; the CLI into one line on stderr and exit code 2.
@@ -27,6 +29,10 @@ class BadInput(FlywheelError):
 
 class CodeExists(BadInput):
     """A taxonomy entry with that code already exists."""
+
+
+class NeedsConfirmation(BadInput):
+    """The change drops a checksum- or format-verified redaction; repeat it with confirmation."""
 
 
 class NotFound(FlywheelError):
@@ -59,6 +65,10 @@ class ForeignDatabase(StoreError):
 
 class AlreadyReviewed(FlywheelError):
     """Another reviewer decided on this scrub first."""
+
+
+class ScrubClaimed(FlywheelError):
+    """Another reviewer holds this scrub; an action applies only to the scrub its reviewer was shown."""
 
 
 class StaleClaim(FlywheelError):

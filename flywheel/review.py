@@ -4,27 +4,51 @@ and sign off, and keep every fix as residue per PII class and detector.
 A trace's scrub holds the scrubbed input, output and messages, and every redaction as a span into
 the raw field (``input``, ``output`` or ``messages[i]``). Reviewer fixes change the spans; the scrubbed
 text is always rendered again from the raw text and the active spans, so the two never disagree.
+
+Scrubs are versioned: one row per trace and scrubber version, of which one is *current*; a newer scrubber
+can scrub a trace again (``rescrub=True``), superseding the old row. Reviewers *claim* the scrub they are
+shown (like labelers claim items), and every action names the scrub it was shown for: an action on a
+scrub someone else holds, or that was decided meanwhile, is refused. An approved scrub can be reopened
+by a lead or by the reviewer who approved it: it returns to review and leaves the label queue.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
-from flywheel.errors import AlreadyReviewed, BadInput, NotFound
-from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, render
+from flywheel.config import load_config
+from flywheel.errors import (
+    AlreadyReviewed,
+    BadInput,
+    NeedsConfirmation,
+    NotFound,
+    PermissionDenied,
+    ScrubClaimed,
+)
+from flywheel.scrub import LABELS, MARKED, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, marked_name, render
 from flywheel.store import audit, now, query_one, query_rows, write
 
 CHUNK = 200
 STATUSES = ("pending", "approved", "rejected")
 DECISIONS = {"approved": "approve_scrub", "rejected": "reject_scrub"}
+# Redactions a format or checksum verified: dropping one is rarely right, so it asks for confirmation.
+VERIFIED_DETECTORS = frozenset({"email", "credit_card", "phone", "iban"})
+VERIFIED_LABELS = frozenset({"EMAIL", "CREDIT_CARD", "PHONE"})
+RESIDUE_KINDS = {
+    "missed": "missed by the scrubber",
+    "false": "redacted by mistake",
+    "relabelled": "wrong class",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +59,7 @@ class FieldView:
     raw: str
     scrubbed: str
     redactions: tuple[dict, ...]
+    role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,7 @@ class ScrubView:
 
 @lru_cache(maxsize=4)
 def _scrubber(names: tuple[str, ...]) -> Scrubber:
+    # Shared by every session of the process: Scrubber calls never change it, and spaCy calls take turns.
     return Scrubber(known_names=names)
 
 
@@ -60,32 +86,34 @@ def scrub_traces(
     trace_ids: Iterable[str],
     actor: str,
     progress: Callable[[int, int], None] | None = None,
+    rescrub: bool = False,
 ) -> int:
-    """Scrub traces not scrubbed yet and queue them for review; return how many were scrubbed."""
-    ids = _unscrubbed(db, list(dict.fromkeys(trace_ids)))
-    scrubber = _scrubber(tuple(known_names(db)))
+    """Scrub traces that have no current scrub (with ``rescrub``, also those scrubbed by another scrubber
+    version) and queue them for review; return how many were scrubbed."""
+    ids = _to_scrub(db, list(dict.fromkeys(trace_ids)), rescrub)
+    scrubber = _scrubber(tuple(_known_names(db)))
+    stored = 0
     for done in range(0, len(ids), CHUNK):
-        _scrub_chunk(db, scrubber, ids[done : done + CHUNK])
+        stored += _scrub_chunk(db, scrubber, ids[done : done + CHUNK], rescrub)
         if progress:
             progress(min(done + CHUNK, len(ids)), len(ids))
-    if ids:
+    if stored:
         with write(db):
-            audit(db, actor, "scrub", "traces", len(ids), scrubber_version=SCRUBBER_VERSION)
-    return len(ids)
+            audit(db, actor, "scrub", "traces", stored, scrubber_version=SCRUBBER_VERSION, rescrub=rescrub)
+    return stored
 
 
-def _unscrubbed(db: Database, ids: list[str]) -> list[str]:
-    done: set[str] = set()
+def _to_scrub(db: Database, ids: list[str], rescrub: bool) -> list[str]:
+    current: dict[str, str | None] = {}
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         marks = ",".join("?" * len(part))
-        done.update(
-            r[0] for r in db.execute(f"SELECT trace_id FROM scrubs WHERE trace_id IN ({marks})", part)
-        )
-    return [i for i in ids if i not in done]
+        sql = f"SELECT trace_id, scrubber_version FROM scrubs WHERE is_current = 1 AND trace_id IN ({marks})"
+        current.update(db.execute(sql, part).fetchall())
+    return [i for i in ids if i not in current or (rescrub and current[i] != SCRUBBER_VERSION)]
 
 
-def _scrub_chunk(db: Database, scrubber: Scrubber, ids: list[str]) -> None:
+def _scrub_chunk(db: Database, scrubber: Scrubber, ids: list[str], rescrub: bool) -> int:
     marks = ",".join("?" * len(ids))
     rows = db.execute(
         f"SELECT trace_id, input, output, messages FROM traces WHERE trace_id IN ({marks})", ids
@@ -93,10 +121,36 @@ def _scrub_chunk(db: Database, scrubber: Scrubber, ids: list[str]) -> None:
     traces = [(tid, msgs, _fields(inp, out, msgs)) for tid, inp, out, msgs in rows]
     texts = [text for _, _, fields in traces for _, text in fields]
     results = iter(scrubber.scrub_many(texts))
+    stored = 0
     with write(db):
         for trace_id, raw_messages, fields in traces:
             scrubbed = {name: next(results) for name, _ in fields}
-            _store_scrub(db, trace_id, raw_messages, scrubbed)
+            # Checked again under the write lock: a concurrent scrub of the same trace may have won.
+            if _replace_current(db, trace_id, rescrub):
+                _store_scrub(db, trace_id, raw_messages, scrubbed)
+                stored += 1
+    return stored
+
+
+def _replace_current(db: Database, trace_id: str, rescrub: bool) -> bool:
+    """Whether a new scrub of the trace should be stored; supersedes an older-version current scrub."""
+    row = query_one(
+        db,
+        "SELECT id, status, scrubber_version FROM scrubs WHERE trace_id = ? AND is_current = 1",
+        [trace_id],
+    )
+    if row is None:
+        return True
+    if not rescrub or row["scrubber_version"] == SCRUBBER_VERSION:
+        return False
+    db.execute(
+        "UPDATE scrubs SET is_current = 0, status = 'superseded', claimed_by = NULL, claim_expires = NULL"
+        " WHERE id = ?",
+        [row["id"]],
+    )
+    if row["status"] == "approved":
+        _withdraw_from_labeling(db, trace_id)
+    return True
 
 
 def _fields(input_text: str, output: str | None, messages: str | None) -> list[tuple[str, str]]:
@@ -106,6 +160,11 @@ def _fields(input_text: str, output: str | None, messages: str | None) -> list[t
     for i, message in enumerate(json.loads(messages) if messages else []):
         fields.append((f"messages[{i}]", message["content"]))
     return fields
+
+
+def _roles(messages: str | None) -> dict[str, str]:
+    roles = {f"messages[{i}]": m["role"] for i, m in enumerate(json.loads(messages) if messages else [])}
+    return {"input": "user", "output": "assistant", **roles}
 
 
 def _scrubbed_columns(raw_messages: str | None, texts: dict[str, str]) -> dict:
@@ -128,6 +187,7 @@ def _store_scrub(
         "scrubber_version": SCRUBBER_VERSION,
         "status": "pending",
         "created_at": now(),
+        "is_current": 1,
     }
     scrub_id = db["scrubs"].insert({**row, **_scrubbed_columns(raw_messages, texts)}).last_pk
     db["redactions"].insert_all(
@@ -144,24 +204,156 @@ def _store_scrub(
     )
 
 
+# Claims: which reviewer holds which scrub -------------------------------------------------------
+
+
+def _stamp(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def claim_scrub(
+    db: Database,
+    user: User,
+    scrub_id: int | None = None,
+    moment: datetime | None = None,
+    minutes: int | None = None,
+) -> int | None:
+    """The scrub the reviewer holds (its claim renewed), else a claim on the next free pending scrub
+    they did not skip; or a claim on ``scrub_id``. Returns the scrub id, or None when nothing is free."""
+    require_role(user, *RAW_TEXT_ROLES)
+    minutes = load_config().claim_minutes if minutes is None else minutes
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
+        raise BadInput(f"claim minutes {minutes!r}: expected a positive integer")
+    moment = moment or datetime.now(UTC)
+    stamp, expires = _stamp(moment), _stamp(moment + timedelta(minutes=minutes))
+    with write(db):
+        if scrub_id is not None:
+            _check_free(db, user, scrub_id, stamp)
+            db.execute(
+                "UPDATE scrubs SET claimed_by = NULL, claim_expires = NULL WHERE claimed_by = ? AND id != ?",
+                [user.name, scrub_id],
+            )
+            chosen = scrub_id
+        else:
+            chosen = _held_scrub(db, user, stamp) or _next_free_scrub(db, user, stamp)
+            if chosen is None:
+                return None
+        held_before = db.execute("SELECT claimed_by FROM scrubs WHERE id = ?", [chosen]).fetchone()[0]
+        db.execute(
+            "UPDATE scrubs SET claimed_by = ?, claim_expires = ? WHERE id = ?", [user.name, expires, chosen]
+        )
+        if held_before != user.name:
+            audit(db, user.name, "claim_scrub", "scrub", chosen, expires_at=expires)
+    return chosen
+
+
+def _held_scrub(db: Database, user: User, stamp: str) -> int | None:
+    row = db.execute(
+        "SELECT id FROM scrubs WHERE claimed_by = ? AND claim_expires > ? AND status = 'pending'"
+        " ORDER BY id LIMIT 1",
+        [user.name, stamp],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _next_free_scrub(db: Database, user: User, stamp: str) -> int | None:
+    row = db.execute(
+        """SELECT s.id FROM scrubs s
+           WHERE s.status = 'pending' AND (s.claim_expires IS NULL OR s.claim_expires <= ?)
+             AND NOT EXISTS (SELECT 1 FROM review_skips k WHERE k.reviewer = ? AND k.scrub_id = s.id)
+           ORDER BY s.id LIMIT 1""",
+        [stamp, user.name],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _check_free(db: Database, user: User, scrub_id: int, stamp: str) -> dict:
+    """The pending scrub, when no other reviewer holds a live claim on it."""
+    row = _pending(db, scrub_id)
+    if row["claimed_by"] not in (None, user.name) and row["claim_expires"] > stamp:
+        raise ScrubClaimed(
+            f"{row['claimed_by']} is reviewing scrub {scrub_id} (trace {row['trace_id']!r}) until"
+            f" {row['claim_expires'][11:16]} UTC; nothing was changed"
+        )
+    return row
+
+
+def release_scrub(db: Database, user: User, scrub_id: int) -> None:
+    """Give a held scrub back to the queue."""
+    require_role(user, *RAW_TEXT_ROLES)
+    with write(db):
+        db.execute(
+            "UPDATE scrubs SET claimed_by = NULL, claim_expires = NULL WHERE id = ? AND claimed_by = ?",
+            [scrub_id, user.name],
+        )
+
+
+def skip_scrub(db: Database, user: User, scrub_id: int) -> None:
+    """Put a scrub aside for this reviewer (kept across sessions) and give it back to the queue."""
+    require_role(user, *RAW_TEXT_ROLES)
+    with write(db):
+        _scrub(db, scrub_id)
+        db.execute(
+            "INSERT OR REPLACE INTO review_skips (reviewer, scrub_id, skipped_at) VALUES (?, ?, ?)",
+            [user.name, scrub_id, now()],
+        )
+        db.execute(
+            "UPDATE scrubs SET claimed_by = NULL, claim_expires = NULL WHERE id = ? AND claimed_by = ?",
+            [scrub_id, user.name],
+        )
+        audit(db, user.name, "skip_scrub", "scrub", scrub_id)
+
+
+def clear_skips(db: Database, user: User) -> int:
+    """Bring back every scrub this reviewer skipped; return how many."""
+    require_role(user, *RAW_TEXT_ROLES)
+    with write(db):
+        cleared = db.execute("DELETE FROM review_skips WHERE reviewer = ?", [user.name]).rowcount
+        if cleared:
+            audit(db, user.name, "clear_skips", "review_skips", user.name, scrubs=cleared)
+    return cleared
+
+
 # Reviewing --------------------------------------------------------------------------------------
 
 
-def review_queue(db: Database, user: User, limit: int = 100) -> list[dict]:
-    """Pending scrubs, oldest first, with how many redactions each has."""
+def review_queue(db: Database, user: User, limit: int = 100, free_only: bool = False) -> list[dict]:
+    """Pending scrubs, oldest first, with how many redactions each has and who holds it; with
+    ``free_only``, none that another reviewer holds."""
     require_role(user, *RAW_TEXT_ROLES)
-    sql = """
-        SELECT s.id AS scrub_id, s.trace_id, s.created_at,
+    free = " AND (s.claimed_by IS NULL OR s.claimed_by = :user OR s.claim_expires <= :now)"
+    sql = f"""
+        SELECT s.id AS scrub_id, s.trace_id, s.created_at, s.claimed_by, s.claim_expires,
                (SELECT count(*) FROM redactions r
                 WHERE r.scrub_id = s.id AND r.removed_by IS NULL) AS redactions
-        FROM scrubs s WHERE s.status = 'pending' ORDER BY s.id LIMIT ?"""
-    return query_rows(db, sql, [limit])
+        FROM scrubs s WHERE s.status = 'pending'{free if free_only else ""} ORDER BY s.id LIMIT :limit"""
+    return query_rows(db, sql, {"user": user.name, "now": _stamp(), "limit": limit})
 
 
 def scrub_counts(db: Database) -> dict[str, int]:
-    """How many scrubs are pending, approved and rejected."""
+    """How many current scrubs are pending, approved and rejected."""
     counts = dict(db.execute("SELECT status, count(*) FROM scrubs GROUP BY status").fetchall())
     return {status: counts.get(status, 0) for status in STATUSES}
+
+
+def review_progress(db: Database, user: User) -> dict[str, int]:
+    """Where the reviewer stands: ``position`` of ``total`` current scrubs (decided ones plus the one in
+    hand), how many are ``pending``, and how many of those this reviewer ``skipped``."""
+    require_role(user, *RAW_TEXT_ROLES)
+    counts = scrub_counts(db)
+    skipped = db.execute(
+        "SELECT count(*) FROM review_skips k JOIN scrubs s ON s.id = k.scrub_id"
+        " WHERE k.reviewer = ? AND s.status = 'pending'",
+        [user.name],
+    ).fetchone()[0]
+    decided = counts["approved"] + counts["rejected"]
+    total = decided + counts["pending"]
+    return {
+        "position": min(decided + 1, total),
+        "total": total,
+        "pending": counts["pending"],
+        "skipped": skipped,
+    }
 
 
 def scrub_view(db: Database, user: User, scrub_id: int) -> ScrubView:
@@ -170,8 +362,15 @@ def scrub_view(db: Database, user: User, scrub_id: int) -> ScrubView:
     scrub = _scrub(db, scrub_id)
     trace = db["traces"].get(scrub["trace_id"])
     spans = _active_spans(db, scrub_id)
+    roles = _roles(trace["messages"])
     fields = tuple(
-        FieldView(name, raw, render(raw, [_span(r) for r in spans.get(name, [])]), tuple(spans.get(name, [])))
+        FieldView(
+            name,
+            raw,
+            render(raw, [_span(r) for r in spans.get(name, [])]),
+            tuple(spans.get(name, [])),
+            roles.get(name),
+        )
         for name, raw in _fields(trace["input"], trace["output"], trace["messages"])
     )
     return ScrubView(
@@ -185,14 +384,14 @@ def add_redaction(
     """Redact a span the scrubber missed; overlapping redactions merge into it. Returns the new id."""
     require_role(user, *RAW_TEXT_ROLES)
     with write(db):
+        _check_free(db, user, scrub_id, _stamp())
         new_id = _add_span(db, user, scrub_id, field, start, end, label)
         _rerender(db, scrub_id)
     return new_id
 
 
 def _add_span(db: Database, user: User, scrub_id: int, field: str, start: int, end: int, label: str) -> int:
-    if label not in LABELS:
-        raise BadInput(f"label {label!r}: expected one of {', '.join(LABELS)}")
+    _check_label(label)
     raw = _raw_field(db, _pending(db, scrub_id), field)
     if not 0 <= start < end <= len(raw) or not raw[start:end].strip():
         raise BadInput(f"span {start}..{end} is not a non-blank part of {field} (length {len(raw)})")
@@ -200,23 +399,20 @@ def _add_span(db: Database, user: User, scrub_id: int, field: str, start: int, e
         if other["start"] < end and start < other["end"]:
             start, end = min(start, other["start"]), max(end, other["end"])
             db["redactions"].update(other["id"], {"removed_by": user.name})
-    new_id = (
-        db["redactions"]
-        .insert(
-            {
-                "scrub_id": scrub_id,
-                "field": field,
-                "start": start,
-                "end": end,
-                "label": label,
-                "detector": "reviewer",
-            }
-        )
-        .last_pk
-    )
+    new_id = _insert_redaction(db, scrub_id, field, start, end, label)
     _record_fix(db, user, scrub_id, "missed", label, "reviewer")
     audit(db, user.name, "add_redaction", "scrub", scrub_id, field=field, start=start, end=end, label=label)
     return new_id
+
+
+def _insert_redaction(db: Database, scrub_id: int, field: str, start: int, end: int, label: str) -> int:
+    row = {"scrub_id": scrub_id, "field": field, "start": start, "end": end, "label": label}
+    return db["redactions"].insert({**row, "detector": "reviewer"}).last_pk
+
+
+def _check_label(label: str) -> None:
+    if label not in LABELS:
+        raise BadInput(f"label {label!r}: expected one of {', '.join(LABELS)}")
 
 
 def add_redaction_text(db: Database, user: User, scrub_id: int, text: str, label: str) -> int:
@@ -235,24 +431,84 @@ def add_redaction_text(db: Database, user: User, scrub_id: int, text: str, label
     if not hits and not any(needle in field.raw for field in view.fields):
         raise BadInput(f"{needle[:40]!r} does not occur in this trace")
     with write(db):
+        _check_free(db, user, scrub_id, _stamp())
         for name, start in hits:
             _add_span(db, user, scrub_id, name, start, start + len(needle), label)
         _rerender(db, scrub_id)
     return len(hits)
 
 
-def remove_redaction(db: Database, user: User, redaction_id: int) -> None:
-    """Drop a false redaction; the fix is kept as residue of its detector."""
+def remove_redaction(
+    db: Database, user: User, scrub_id: int, redaction_id: int, confirmed: bool = False
+) -> None:
+    """Drop a false redaction of the scrub; the fix is kept as residue of its detector."""
+    remove_redactions(db, user, scrub_id, [redaction_id], confirmed)
+
+
+def remove_redactions(
+    db: Database, user: User, scrub_id: int, redaction_ids: Iterable[int], confirmed: bool = False
+) -> int:
+    """Drop redactions of one scrub, all or none. A verified e-mail, card, phone or IBAN redaction is
+    dropped only with ``confirmed``. Returns how many were dropped."""
     require_role(user, *RAW_TEXT_ROLES)
+    ids = list(dict.fromkeys(redaction_ids))
     with write(db):
-        row = query_one(db, "SELECT * FROM redactions WHERE id = ? AND removed_by IS NULL", [redaction_id])
-        if row is None:
-            raise NotFound(f"no active redaction with id {redaction_id}")
-        _pending(db, row["scrub_id"])
+        _check_free(db, user, scrub_id, _stamp())
+        rows = [_active_redaction(db, scrub_id, rid) for rid in ids]
+        verified = [r for r in rows if r["detector"] in VERIFIED_DETECTORS or r["label"] in VERIFIED_LABELS]
+        if verified and not confirmed:
+            names = ", ".join(f"#{r['id']} {r['label']}" for r in verified)
+            raise NeedsConfirmation(f"{names}: a verified redaction; confirm to remove it")
+        for row in rows:
+            db["redactions"].update(row["id"], {"removed_by": user.name})
+            _record_fix(db, user, scrub_id, "false", row["label"], row["detector"])
+            audit(
+                db,
+                user.name,
+                "remove_redaction",
+                "scrub",
+                scrub_id,
+                redaction_id=row["id"],
+                label=row["label"],
+            )
+        _rerender(db, scrub_id)
+    return len(rows)
+
+
+def change_redaction_label(db: Database, user: User, scrub_id: int, redaction_id: int, label: str) -> int:
+    """Give a redaction of the scrub another class; returns the id of the redaction that replaces it."""
+    require_role(user, *RAW_TEXT_ROLES)
+    _check_label(label)
+    with write(db):
+        _check_free(db, user, scrub_id, _stamp())
+        row = _active_redaction(db, scrub_id, redaction_id)
+        if row["label"] == label:
+            return redaction_id
         db["redactions"].update(redaction_id, {"removed_by": user.name})
-        _record_fix(db, user, row["scrub_id"], "false", row["label"], row["detector"])
-        _rerender(db, row["scrub_id"])
-        audit(db, user.name, "remove_redaction", "scrub", row["scrub_id"], redaction_id=redaction_id)
+        new_id = _insert_redaction(db, scrub_id, row["field"], row["start"], row["end"], label)
+        _record_fix(db, user, scrub_id, "relabelled", row["label"], row["detector"])
+        audit(
+            db,
+            user.name,
+            "relabel_redaction",
+            "scrub",
+            scrub_id,
+            redaction_id=redaction_id,
+            replaced_by=new_id,
+            label=row["label"],
+            new_label=label,
+        )
+        _rerender(db, scrub_id)
+    return new_id
+
+
+def _active_redaction(db: Database, scrub_id: int, redaction_id: int) -> dict:
+    row = query_one(db, "SELECT * FROM redactions WHERE id = ? AND removed_by IS NULL", [redaction_id])
+    if row is None:
+        raise NotFound(f"no active redaction with id {redaction_id}")
+    if row["scrub_id"] != scrub_id:
+        raise BadInput(f"redaction {redaction_id} belongs to scrub {row['scrub_id']}, not scrub {scrub_id}")
+    return row
 
 
 def approve_scrub(db: Database, user: User, scrub_id: int, note: str | None = None) -> None:
@@ -268,11 +524,71 @@ def reject_scrub(db: Database, user: User, scrub_id: int, note: str | None = Non
 def _decide(db: Database, user: User, scrub_id: int, status: str, note: str | None) -> None:
     require_role(user, *RAW_TEXT_ROLES)
     with write(db):
-        _pending(db, scrub_id)
+        _check_free(db, user, scrub_id, _stamp())
         db["scrubs"].update(
-            scrub_id, {"status": status, "reviewed_by": user.name, "reviewed_at": now(), "note": note or None}
+            scrub_id,
+            {
+                "status": status,
+                "reviewed_by": user.name,
+                "reviewed_at": now(),
+                "note": note or None,
+                "claimed_by": None,
+                "claim_expires": None,
+            },
         )
         audit(db, user.name, DECISIONS[status], "scrub", scrub_id, note=note)
+
+
+def reopen_scrub(db: Database, user: User, scrub_id: int, reason: str) -> None:
+    """Take an approval back (a lead, or the reviewer who approved): the scrub returns to review, and its
+    trace leaves the label queue, so its labels cannot be folded in until it is approved again."""
+    require_role(user, *RAW_TEXT_ROLES)
+    reason = (reason or "").strip()
+    if not reason:
+        raise BadInput("say why the scrub is reopened")
+    with write(db):
+        row = _scrub(db, scrub_id)
+        if row["status"] != "approved" or not row["is_current"]:
+            raise BadInput(f"scrub {scrub_id} is {row['status']}: only an approved scrub can be reopened")
+        if user.role != "lead" and row["reviewed_by"] != user.name:
+            raise PermissionDenied(
+                f"{user.name} did not approve scrub {scrub_id}:"
+                f" only {row['reviewed_by']} or a lead can reopen it"
+            )
+        db["scrubs"].update(
+            scrub_id,
+            {"status": "pending", "reviewed_by": None, "reviewed_at": None, "note": reason},
+        )
+        labels = _withdraw_from_labeling(db, row["trace_id"])
+        audit(
+            db,
+            user.name,
+            "reopen_scrub",
+            "scrub",
+            scrub_id,
+            trace_id=row["trace_id"],
+            approved_by=row["reviewed_by"],
+            live_labels=labels,
+            reason=reason,
+        )
+
+
+def _withdraw_from_labeling(db: Database, trace_id: str) -> int:
+    """Take a trace out of the label queue and end open claims on it; return its live labels, which stay
+    recorded but reach no eval set while its scrub is not approved."""
+    db.execute("UPDATE claims SET state = 'withdrawn' WHERE trace_id = ? AND state = 'open'", [trace_id])
+    db.execute("DELETE FROM label_queue WHERE trace_id = ?", [trace_id])
+    sql = "SELECT count(*) FROM labels WHERE trace_id = ? AND undone_at IS NULL"
+    return db.execute(sql, [trace_id]).fetchone()[0]
+
+
+def reopenable_scrubs(db: Database, user: User, limit: int = 200) -> list[dict]:
+    """Approved scrubs this user may reopen (a lead: any; a reviewer: their own), newest first."""
+    require_role(user, *RAW_TEXT_ROLES)
+    mine = "" if user.role == "lead" else " AND reviewed_by = :user"
+    sql = f"""SELECT id AS scrub_id, trace_id, reviewed_by, reviewed_at FROM scrubs
+              WHERE status = 'approved'{mine} ORDER BY reviewed_at DESC, id DESC LIMIT :limit"""
+    return query_rows(db, sql, {"user": user.name, "limit": limit})
 
 
 LABEL_COLOURS = {
@@ -287,42 +603,88 @@ LABEL_COLOURS = {
     "URL": "#99e9f2",
     "CUSTOMER": "#ffec99",
 }
+_MARKED_RE = re.compile("([" + "".join(re.escape(c) for c in MARKED) + "])")
+_MARK_STYLE = (
+    "unicode-bidi:isolate;background:#ffe3e3;color:#c92a2a;border:1px dashed #c92a2a;border-radius:3px;"
+    "font-size:0.7em;padding:0 2px;margin:0 1px"
+)
+
+
+def literal_html(text: str) -> str:
+    """Escaped text in which invisible characters and odd spaces stay in place but are boxed and named,
+    so a reviewer sees them; nothing in the text can become markup."""
+    parts = []
+    for piece in _MARKED_RE.split(text):
+        if piece in MARKED:
+            title = html.escape(marked_name(piece))
+            parts.append(
+                f'<span class="fw-invisible" title="{title}" style="{_MARK_STYLE}">'
+                f'<span class="fw-mark-label" aria-hidden="true">{MARKED[piece]}</span>{piece}</span>'
+            )
+        elif piece:
+            parts.append(html.escape(piece))
+    return "".join(parts)
+
+
+def invisible_counts(text: str) -> dict[str, int]:
+    """How many of each invisible or odd-space character the text holds, by short name."""
+    counts: dict[str, int] = {}
+    for char in _MARKED_RE.findall(text):
+        counts[MARKED[char]] = counts.get(MARKED[char], 0) + 1
+    return counts
 
 
 def highlight_html(raw: str, redactions: Iterable[dict], scrubbed: bool = False) -> str:
     """HTML of a field with each redaction marked by class: the raw words, or their placeholders.
 
-    Trace text is untrusted: every piece of it is escaped before it meets markup.
+    Trace text is untrusted: every piece of it is escaped before it meets markup, and the result is
+    meant for ``st.html`` (no Markdown pass), so it renders character for character.
     """
     parts, at = [], 0
     for r in sorted(redactions, key=lambda r: r["start"]):
-        parts.append(html.escape(raw[at : r["start"]]))
-        inner = f"[{r['label']}]" if scrubbed else raw[r["start"] : r["end"]]
+        parts.append(literal_html(raw[at : r["start"]]))
+        inner = html.escape(f"[{r['label']}]") if scrubbed else literal_html(raw[r["start"] : r["end"]])
         title = f"{r['label']} · {r['detector']} · #{r['id']}"
         colour = LABEL_COLOURS.get(r["label"], "#e9ecef")
         parts.append(
-            f'<mark class="pii pii-{r["label"].lower()}" title="{html.escape(title)}" '
-            f'style="background:{colour};padding:0 2px;border-radius:3px">{html.escape(inner)}</mark>'
+            f'<mark class="pii pii-{r["label"].lower()}" data-redaction="{int(r["id"])}" '
+            f'title="{html.escape(title)}" '
+            f'style="background:{colour};padding:0 2px;border-radius:3px">{inner}</mark>'
         )
         at = r["end"]
-    parts.append(html.escape(raw[at:]))
-    return '<div style="white-space:pre-wrap;font-family:inherit">' + "".join(parts) + "</div>"
+    parts.append(literal_html(raw[at:]))
+    side = "scrubbed" if scrubbed else "raw"
+    return (
+        f'<div class="fw-text fw-{side}" style="white-space:pre-wrap;overflow-wrap:anywhere;'
+        f'font-family:inherit">{"".join(parts)}</div>'
+    )
 
 
 # Residue and the lookup list ---------------------------------------------------------------------
 
 
 def residue(db: Database) -> pd.DataFrame:
-    """Reviewer fixes per ISO week, kind (missed / false), PII class and detector."""
+    """Reviewer fixes per ISO week ('2026-W47'), kind (missed / false / relabelled), class and detector."""
     sql = """
         SELECT iso_week(at) AS week, kind, label, detector, count(*) AS fixes
         FROM scrub_fixes GROUP BY week, kind, label, detector ORDER BY week, kind, label"""
     return pd.DataFrame(db.execute(sql).fetchall(), columns=["week", "kind", "label", "detector", "fixes"])
 
 
-def known_names(db: Database) -> list[str]:
-    """The lookup layer's customer and organisation names."""
+def _known_names(db: Database) -> list[str]:
     return [r[0] for r in db.execute("SELECT name FROM known_names ORDER BY name COLLATE NOCASE")]
+
+
+def known_names(db: Database, user: User) -> list[str]:
+    """The lookup layer's customer and organisation names (customer vocabulary: reviewers and leads)."""
+    require_role(user, *RAW_TEXT_ROLES)
+    return _known_names(db)
+
+
+def known_name_history(db: Database, user: User) -> list[dict]:
+    """Names removed from the lookup list, newest first (customer vocabulary: reviewers and leads)."""
+    require_role(user, *RAW_TEXT_ROLES)
+    return query_rows(db, "SELECT id, name, change, actor, at FROM known_name_history ORDER BY id DESC")
 
 
 def add_known_names(db: Database, user: User, names: Iterable[str]) -> int:
@@ -341,12 +703,20 @@ def add_known_names(db: Database, user: User, names: Iterable[str]) -> int:
 
 
 def remove_known_name(db: Database, user: User, name: str) -> None:
-    """Remove a name from the lookup list (leads only)."""
+    """Remove a name from the lookup list (leads only); the audit entry points at the history row, so
+    the audit log never holds the name itself."""
     require_role(user, "lead")
     with write(db):
-        if not db.execute("DELETE FROM known_names WHERE name = ? COLLATE NOCASE", [name]).rowcount:
+        row = query_one(db, "SELECT name FROM known_names WHERE name = ? COLLATE NOCASE", [name])
+        if row is None:
             raise NotFound(f"{name!r} is not on the known-names list")
-        audit(db, user.name, "remove_known_name", "known_names", name)
+        db.execute("DELETE FROM known_names WHERE name = ? COLLATE NOCASE", [name])
+        history_id = (
+            db["known_name_history"]
+            .insert({"name": row["name"], "change": "removed", "actor": user.name, "at": now()})
+            .last_pk
+        )
+        audit(db, user.name, "remove_known_name", "known_name_history", history_id)
     _scrubber.cache_clear()
 
 
@@ -362,6 +732,8 @@ def _scrub(db: Database, scrub_id: int) -> dict:
 
 def _pending(db: Database, scrub_id: int) -> dict:
     row = _scrub(db, scrub_id)
+    if row["status"] == "superseded":
+        raise AlreadyReviewed(f"scrub {scrub_id} was replaced by a newer scrub of trace {row['trace_id']!r}")
     if row["status"] != "pending":
         raise AlreadyReviewed(f"scrub {scrub_id} was already {row['status']} by {row['reviewed_by']}")
     return row

@@ -621,3 +621,40 @@ def m010_ingest_heartbeat_and_quarantine_per_line(db: Database) -> None:
 def quarantine_hash(raw: bytes | None) -> str:
     """The content key of a quarantined line."""
     return hashlib.blake2b(raw or b"", digest_size=16).hexdigest()
+
+
+@migrations()
+def m020_scrub_versions_review_claims(db: Database) -> None:
+    # A trace may be scrubbed again by a newer scrubber: one row per (trace, scrubber version), of which
+    # exactly one is current. Reviewers claim a scrub like labelers claim an item; skips are kept.
+    db.execute("ALTER TABLE scrubs ADD COLUMN is_current INTEGER NOT NULL DEFAULT 1")
+    db.execute("ALTER TABLE scrubs ADD COLUMN claimed_by TEXT")
+    db.execute("ALTER TABLE scrubs ADD COLUMN claim_expires TEXT")
+    db.execute("DROP INDEX idx_scrubs_trace_id")
+    db.execute("CREATE UNIQUE INDEX idx_scrubs_current ON scrubs(trace_id) WHERE is_current = 1")
+    db.execute("CREATE UNIQUE INDEX idx_scrubs_trace_version ON scrubs(trace_id, scrubber_version)")
+    db.execute(
+        """CREATE TABLE review_skips (
+            reviewer TEXT NOT NULL,
+            scrub_id INTEGER NOT NULL REFERENCES scrubs(id),
+            skipped_at TEXT NOT NULL,
+            PRIMARY KEY (reviewer, scrub_id))"""
+    )
+
+
+@migrations()
+def m021_known_name_history(db: Database) -> None:
+    # Removed customer names live here, readable by role, not in the audit log that names every action.
+    db.execute(
+        """CREATE TABLE known_name_history (
+            id INTEGER PRIMARY KEY, name TEXT NOT NULL, change TEXT NOT NULL, actor TEXT, at TEXT)"""
+    )
+    moved = db.execute(
+        "SELECT id, actor, at, entity_id FROM audit_log WHERE action = 'remove_known_name'"
+    ).fetchall()
+    for audit_id, actor, at, name in moved:
+        history_id = db.execute(
+            "INSERT INTO known_name_history (name, change, actor, at) VALUES (?, 'removed', ?, ?)",
+            [name, actor, at],
+        ).lastrowid
+        db.execute("UPDATE audit_log SET entity_id = ? WHERE id = ?", [str(history_id), audit_id])

@@ -369,7 +369,8 @@ def approved_scrub(db: Database, trace_id: str) -> dict:
     """A trace's approved scrub: the only text of it a labeler may read."""
     row = query_one(
         db,
-        "SELECT trace_id, status, input, output, messages, reviewed_by FROM scrubs WHERE trace_id = ?",
+        "SELECT id AS scrub_id, trace_id, status, input, output, messages, reviewed_by FROM scrubs"
+        " WHERE trace_id = ? AND is_current = 1",
         [trace_id],
     )
     if row is None or row["status"] != "approved":

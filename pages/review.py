@@ -3,61 +3,145 @@ import plotly.express as px
 import streamlit as st
 
 from flywheel.auth import RAW_TEXT_ROLES, require_role
-from flywheel.errors import BadInput
+from flywheel.config import load_config
+from flywheel.errors import BadInput, FlywheelError
 from flywheel.review import (
     LABELS,
+    RESIDUE_KINDS,
+    VERIFIED_DETECTORS,
+    VERIFIED_LABELS,
     add_known_names,
     add_redaction_text,
     approve_scrub,
+    change_redaction_label,
+    claim_scrub,
+    clear_skips,
     highlight_html,
+    invisible_counts,
     known_names,
     reject_scrub,
-    remove_redaction,
+    remove_redactions,
+    reopen_scrub,
+    reopenable_scrubs,
     residue,
+    review_progress,
     review_queue,
     scrub_counts,
     scrub_view,
+    skip_scrub,
 )
 from pages._ui import current_user, database, md
 
+RESIDUE_COLOURS = dict(zip(RESIDUE_KINDS.values(), ("#e8590c", "#1971c2", "#868e96"), strict=True))
+LONG_TRACE = 1500  # characters; longer traces scroll inside a box under fixed Raw/Scrubbed headers
+
 db, user = database(), current_user()
 require_role(user, *RAW_TEXT_ROLES)
+minutes = load_config().claim_minutes
 st.title("Review scrubs")
 st.caption(
     "Compare raw and scrubbed text, fix what the scrubber missed or over-redacted, then sign off. "
-    "Only approved traces reach labelers."
+    "Only approved traces reach labelers. The scrub you see is held for you alone for "
+    f"{minutes} minutes."
 )
 
+
+def _flash(kind: str, message: str) -> None:
+    st.session_state["review_flash"] = (kind, message)
+
+
+def _act(action, *args, done: str | None = None, clear: str | None = None) -> None:
+    """Run a library action from a button callback, bound to the scrub the button was shown with.
+
+    Callbacks may run in another thread than the script run that drew the button: own connection."""
+    try:
+        action(database(), user, *args)
+    except FlywheelError as error:
+        _flash("error", md(error))
+        return
+    if done:
+        _flash("success", done)
+    if clear:
+        st.session_state.pop(clear, None)
+
+
+def _decide(action, scrub_id: int, done: str) -> None:
+    _act(action, scrub_id, st.session_state.get(f"note_{scrub_id}", ""), done=done)
+
+
+def _jump() -> None:
+    chosen = st.session_state.get("review_jump")
+    st.session_state["review_jump"] = None
+    if chosen is not None:
+        _act(claim_scrub, chosen)
+
+
+kind, message = st.session_state.pop("review_flash", (None, None))
+if kind == "error":
+    st.error(message)
+elif kind == "success":
+    st.toast(message)
+
 counts = scrub_counts(db)
-cols = st.columns(3)
-cols[0].metric("Pending", counts["pending"])
-cols[1].metric("Approved", counts["approved"])
-cols[2].metric("Rejected", counts["rejected"])
+st.markdown(
+    f"**{counts['pending']:,}** pending · **{counts['approved']:,}** approved · "
+    f"**{counts['rejected']:,}** rejected"
+)
 
 
-def _next(scrub_id: int | None = None) -> None:
-    st.session_state["review_skip"] = [*st.session_state.get("review_skip", []), scrub_id] if scrub_id else []
+def _texts(view, scrub_id: int) -> None:
+    """Raw beside scrubbed, every field with its role; headers stay put while a long trace scrolls."""
+    head_left, head_right = st.columns(2)
+    head_left.markdown("**Raw**")
+    head_right.markdown("**Scrubbed**")
+    size = sum(len(f.raw) for f in view.fields)
+    with st.container(height=560 if size > LONG_TRACE else "content", border=False, key=f"texts_{scrub_id}"):
+        for field in view.fields:
+            where = field.name + (f" · {md(field.role)}" if field.role else "")
+            hidden = invisible_counts(field.raw)
+            if hidden:
+                names = ", ".join(f"{name} ×{n}" for name, n in hidden.items())
+                where += f" · invisible characters, boxed in red: {names}"
+            left, right = st.columns(2)
+            with left.container(border=True):
+                st.caption(where)
+                # st.html: the escaped markup is shown as it is, with no Markdown pass over trace text.
+                st.html(highlight_html(field.raw, field.redactions))
+            with right.container(border=True):
+                st.caption(where)
+                st.html(highlight_html(field.raw, field.redactions, scrubbed=True))
 
 
-def _review(scrub_id: int) -> None:
-    view = scrub_view(db, user, scrub_id)
-    st.subheader(f"Trace {md(view.trace_id)}")
-    st.caption(
-        f"scrub #{view.scrub_id} · scrubber {view.scrubber_version} · hover a mark for class and detector"
+def _actions(view, scrub_id: int) -> None:
+    """Approve / reject / skip, above the text so they are reachable without scrolling past it."""
+    note_col, approve, reject, skip = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
+    note_col.text_input("Note (optional)", key=f"note_{scrub_id}")
+    approve.button(
+        "Approve",
+        type="primary",
+        shortcut="a",
+        width="stretch",
+        on_click=_decide,
+        args=(approve_scrub, scrub_id, f"Approved trace {md(view.trace_id)}"),
     )
-    left, right = st.columns(2)
-    left.markdown("**Raw**")
-    right.markdown("**Scrubbed**")
-    # highlight_html passes every piece of trace text through html.escape before it meets markup
-    for field in view.fields:
-        left, right = st.columns(2)
-        with left.container(border=True):
-            st.caption(field.name)
-            st.markdown(highlight_html(field.raw, field.redactions), unsafe_allow_html=True)
-        with right.container(border=True):
-            st.caption(field.name)
-            st.markdown(highlight_html(field.raw, field.redactions, scrubbed=True), unsafe_allow_html=True)
+    reject.button(
+        "Reject",
+        shortcut="x",
+        width="stretch",
+        on_click=_decide,
+        args=(reject_scrub, scrub_id, f"Rejected trace {md(view.trace_id)}: it will never reach labelers"),
+    )
+    skip.button(
+        "Skip for now",
+        shortcut="n",
+        width="stretch",
+        on_click=_act,
+        args=(skip_scrub, scrub_id),
+        kwargs={"done": f"Skipped trace {md(view.trace_id)}; it stays skipped for you"},
+    )
 
+
+def _add_form(scrub_id: int) -> None:
     with st.form("add_redaction", clear_on_submit=True, border=True):
         st.markdown("**Add a missed redaction**: every uncovered occurrence in this trace is redacted.")
         text_col, label_col, button_col = st.columns([3, 1, 1], vertical_alignment="bottom")
@@ -67,86 +151,158 @@ def _review(scrub_id: int) -> None:
             try:
                 added = add_redaction_text(db, user, scrub_id, missed, label)
             except BadInput as error:  # a typo must not take the rest of the card away
-                st.error(str(error))
+                st.error(md(error))
+            except FlywheelError as error:
+                st.error(md(error))
             else:
                 st.toast(f"Redacted {added} occurrence(s) as {label}")
                 st.rerun()
 
-    spans = [
-        {**r, "field": f.name, "text": f.raw[r["start"] : r["end"]]}
+
+def _redactions(view, scrub_id: int) -> None:
+    """The redactions, chosen by id (never by row position) to remove or to give another class."""
+    spans = {
+        r["id"]: {**r, "field": f.name, "text": f.raw[r["start"] : r["end"]]}
         for f in view.fields
         for r in f.redactions
-    ]
-    if spans:
-        table = pd.DataFrame(spans)[["id", "field", "label", "detector", "text"]]
-        picked = st.dataframe(
-            table, hide_index=True, on_select="rerun", selection_mode="multi-row", key=f"spans_{scrub_id}"
-        )
-        chosen = [int(table.iloc[i]["id"]) for i in picked.selection.rows]
-        if st.button(f"Remove {len(chosen)} selected redaction(s)", disabled=not chosen):
-            for redaction_id in chosen:
-                remove_redaction(db, user, redaction_id)
-            st.rerun()
-
-    note = st.text_input("Note (optional)", key=f"note_{scrub_id}")
-    approve, reject, skip = st.columns(3)
-    if approve.button("Approve", type="primary", shortcut="a", width="stretch"):
-        approve_scrub(db, user, scrub_id, note)
-        st.toast(f"Approved {md(view.trace_id)}")
-        st.rerun()
-    if reject.button("Reject", shortcut="x", width="stretch"):
-        reject_scrub(db, user, scrub_id, note)
-        st.toast(f"Rejected {md(view.trace_id)}: it will never reach labelers")
-        st.rerun()
-    if skip.button("Skip for now", shortcut="n", width="stretch"):
-        _next(scrub_id)
-        st.rerun()
-
-
-queue = [
-    q
-    for q in review_queue(db, user, limit=500)
-    if q["scrub_id"] not in st.session_state.get("review_skip", [])
-]
-if queue:
-    # Labels must not change while the trace is being fixed: a changed option list resets the choice.
-    labels = {q["scrub_id"]: q["trace_id"] for q in queue}
-    picked = st.selectbox(
-        f"Pending trace ({len(queue)} in the queue, oldest first)",
-        list(labels),
-        format_func=labels.get,
-        key="review_pick",
+    }
+    if not spans:
+        return
+    table = pd.DataFrame(spans.values())[["id", "field", "label", "detector", "text"]]
+    st.dataframe(table, hide_index=True)
+    pick_key = f"pick_{scrub_id}"
+    if any(i not in spans for i in st.session_state.get(pick_key, [])):
+        st.session_state[pick_key] = [i for i in st.session_state[pick_key] if i in spans]
+    chosen = st.multiselect(
+        "Redactions to remove or reclassify",
+        list(spans),
+        format_func=lambda i: f"#{i} · {spans[i]['field']} · {spans[i]['label']} · {spans[i]['text'][:40]}",
+        key=pick_key,
     )
-    _review(picked if picked in labels else queue[0]["scrub_id"])
+    verified = [
+        i
+        for i in chosen
+        if spans[i]["detector"] in VERIFIED_DETECTORS or spans[i]["label"] in VERIFIED_LABELS
+    ]
+    confirmed = False
+    if verified:
+        confirmed = st.checkbox(
+            f"Remove {len(verified)} verified e-mail, card, phone or IBAN redaction(s): I checked they are "
+            "not personal data",
+            key=f"confirm_{scrub_id}",
+        )
+    remove_col, label_col, change_col = st.columns([2, 1, 1], vertical_alignment="bottom")
+    remove_col.button(
+        f"Remove {len(chosen)} selected redaction(s)",
+        disabled=not chosen or (bool(verified) and not confirmed),
+        on_click=_act,
+        args=(remove_redactions, scrub_id, tuple(chosen), confirmed),
+        kwargs={"clear": pick_key},
+    )
+    new_label = label_col.selectbox("Change to", LABELS, key=f"relabel_{scrub_id}")
+    change_col.button(
+        "Change class",
+        disabled=not chosen,
+        on_click=_relabel,
+        args=(scrub_id, tuple(chosen), new_label, pick_key),
+    )
+
+
+def _relabel(scrub_id: int, chosen: tuple[int, ...], label: str, pick_key: str) -> None:
+    for redaction_id in chosen:
+        _act(change_redaction_label, scrub_id, redaction_id, label, clear=pick_key)
+
+
+def _review(scrub_id: int) -> None:
+    view = scrub_view(db, user, scrub_id)
+    progress = review_progress(db, user)
+    st.subheader(f"Trace {md(view.trace_id)}")
+    st.caption(
+        f"Trace {progress['position']:,} of {progress['total']:,} · {progress['pending']:,} pending"
+        f" · {progress['skipped']:,} skipped by you · scrub #{view.scrub_id} · scrubber"
+        f" {md(view.scrubber_version)} · hover a mark for class and detector"
+    )
+    _actions(view, scrub_id)
+    _texts(view, scrub_id)
+    _add_form(scrub_id)
+    _redactions(view, scrub_id)
     st.caption("Shortcuts: A approve · X reject · N skip.")
+
+
+free = review_queue(db, user, limit=500, free_only=True)
+if free:
+    labels = {q["scrub_id"]: q["trace_id"] for q in free}
+    st.selectbox(
+        f"Pending trace (jump to one; {len(free)} free, oldest first)",
+        list(labels),
+        index=None,
+        format_func=labels.get,
+        placeholder="the next one in the queue",
+        key="review_jump",
+        on_change=_jump,
+    )
+current = claim_scrub(db, user, minutes=minutes)
+if current is not None:
+    _review(current)
+elif review_progress(db, user)["skipped"]:
+    st.info("You skipped every pending scrub that nobody else holds.")
+    st.button("Show skipped scrubs again", on_click=_act, args=(clear_skips,))
 elif counts["pending"]:
-    st.info("You skipped every pending scrub.")
-    st.button("Show skipped scrubs again", on_click=_next)
+    st.info("Every pending scrub is being reviewed by someone else right now.")
 else:
     st.success("Nothing waits for review. Sampled traces appear here once scrubbed.")
+
+with st.expander("Reopen an approved scrub"):
+    st.caption(
+        "Reopening sends the scrub back to review and takes its trace out of the label queue; its labels "
+        "reach no eval set until it is approved again. A lead can reopen any scrub, a reviewer their own."
+    )
+    mine = reopenable_scrubs(db, user)
+    if mine:
+        options = {r["scrub_id"]: f"{r['trace_id']} (approved by {r['reviewed_by']})" for r in mine}
+        chosen = st.selectbox("Approved scrub", list(options), format_func=options.get, key="reopen_pick")
+        reason = st.text_input("Why it is reopened", key="reopen_reason")
+        st.button(
+            "Reopen",
+            disabled=not reason.strip(),
+            on_click=_act,
+            args=(reopen_scrub, chosen, reason),
+            kwargs={"done": "Reopened: it is back in review", "clear": "reopen_reason"},
+        )
+    else:
+        st.caption("No approved scrub you may reopen.")
 
 st.divider()
 st.subheader("What the scrubber misses")
 fixes = residue(db)
 if fixes.empty:
     st.caption(
-        "No reviewer fixes yet. Each added or removed redaction is counted here by class and detector."
+        "No reviewer fixes yet. Each added, removed or reclassified redaction is counted here by class "
+        "and detector."
     )
 else:
-    by_class = fixes.groupby(["label", "kind"], as_index=False)["fixes"].sum()
-    st.plotly_chart(
-        px.bar(
-            by_class, x="label", y="fixes", color="kind", barmode="group", title="Reviewer fixes by class"
-        ),
-        width="stretch",
+    fixes["what"] = fixes["kind"].map(RESIDUE_KINDS)
+    by_class = fixes.groupby(["label", "what"], as_index=False)["fixes"].sum()
+    figure = px.bar(
+        by_class,
+        x="label",
+        y="fixes",
+        color="what",
+        barmode="group",
+        title="Reviewer fixes by class",
+        color_discrete_map=RESIDUE_COLOURS,
+        category_orders={"label": list(LABELS), "what": list(RESIDUE_KINDS.values())},
+        labels={"label": "class", "fixes": "fixes", "what": "fix"},
     )
-    st.dataframe(fixes, hide_index=True)
+    st.plotly_chart(figure, width="stretch")
+    st.dataframe(fixes[["week", "what", "label", "detector", "fixes"]], hide_index=True)
 
 if user.role == "lead":
-    with st.expander(f"Known customer and organisation names ({len(known_names(db))})"):
+    names = known_names(db, user)
+    with st.expander(f"Known customer and organisation names ({len(names)})"):
         st.caption("The lookup layer replaces these with [CUSTOMER], case-insensitive, whole words.")
-        names = st.text_area("Add names, one per line")
-        if st.button("Add names") and names.strip():
-            st.toast(f"Added {add_known_names(db, user, names.splitlines())} new name(s)")
+        added = st.text_area("Add names, one per line")
+        if st.button("Add names") and added.strip():
+            st.toast(f"Added {add_known_names(db, user, added.splitlines())} new name(s)")
             st.rerun()
-        st.dataframe(pd.DataFrame({"name": known_names(db)}), hide_index=True)
+        st.dataframe(pd.DataFrame({"name": names}), hide_index=True)

@@ -4,7 +4,7 @@ import pytest
 from conftest import jsonl, trace
 
 from flywheel.auth import User
-from flywheel.errors import BadInput, NotFound, PermissionDenied
+from flywheel.errors import BadInput, NeedsConfirmation, NotFound, PermissionDenied, ScrubClaimed
 from flywheel.ingest import ingest_files
 from flywheel.review import (
     AlreadyReviewed,
@@ -12,15 +12,27 @@ from flywheel.review import (
     add_redaction,
     add_redaction_text,
     approve_scrub,
+    change_redaction_label,
+    claim_scrub,
+    clear_skips,
     highlight_html,
+    known_name_history,
+    known_names,
+    literal_html,
     reject_scrub,
+    remove_known_name,
     remove_redaction,
+    remove_redactions,
+    reopen_scrub,
     residue,
+    review_progress,
     review_queue,
     scrub_counts,
     scrub_traces,
     scrub_view,
+    skip_scrub,
 )
+from flywheel.store import open_db
 from flywheel.traces import approved_scrub
 
 LEAD, REVIEWER, LABELER = User("ana", "lead"), User("ravi", "reviewer"), User("lena", "labeler")
@@ -107,12 +119,12 @@ def test_overlapping_redaction_merges(scrubbed):
 def test_reviewer_removes_a_false_redaction(scrubbed):
     sid = scrub_id(scrubbed, "t-000001")
     first = scrub_view(scrubbed, REVIEWER, sid).fields[0].redactions[0]
-    remove_redaction(scrubbed, REVIEWER, first["id"])
+    remove_redaction(scrubbed, REVIEWER, sid, first["id"], confirmed=True)
     view = scrub_view(scrubbed, REVIEWER, sid)
     assert first["id"] not in {r["id"] for r in view.fields[0].redactions}
     assert residue(scrubbed)[["kind", "detector"]].values.tolist() == [["false", first["detector"]]]
     with pytest.raises(NotFound):
-        remove_redaction(scrubbed, REVIEWER, first["id"])
+        remove_redaction(scrubbed, REVIEWER, sid, first["id"], confirmed=True)
 
 
 def test_approve_and_reject_are_final_and_audited(scrubbed):
@@ -177,3 +189,218 @@ def test_highlight_escapes_untrusted_text():
     assert "<script>" not in marked and "&lt;script&gt;" in marked and "&lt;b&gt;now" in marked
     assert 'class="pii pii-person"' in marked and ">Bob</mark>" in marked
     assert ">[PERSON]</mark>" in highlight_html(raw, spans, scrubbed=True)
+
+
+OTHER = User("rosa", "reviewer")
+
+
+def redaction_of(db, sid: int, value: str) -> dict:
+    field = scrub_view(db, REVIEWER, sid).fields[0]
+    return next(r for r in field.redactions if field.raw[r["start"] : r["end"]] == value)
+
+
+def test_two_reviewers_are_never_on_the_same_scrub(scrubbed):
+    first, second = claim_scrub(scrubbed, REVIEWER), claim_scrub(scrubbed, OTHER)
+    assert first != second
+    assert claim_scrub(scrubbed, REVIEWER) == first  # the held scrub comes back, renewed
+    with pytest.raises(ScrubClaimed, match="ravi is reviewing"):
+        approve_scrub(scrubbed, OTHER, first)
+    with pytest.raises(ScrubClaimed):
+        claim_scrub(scrubbed, OTHER, first)
+    with pytest.raises(ScrubClaimed):
+        add_redaction_text(scrubbed, OTHER, first, "Maria", "PERSON")
+    assert scrub_counts(scrubbed)["approved"] == 0
+
+
+def test_an_expired_claim_frees_the_scrub(scrubbed):
+    from datetime import UTC, datetime, timedelta
+
+    past = datetime.now(UTC) - timedelta(minutes=30)
+    held = claim_scrub(scrubbed, REVIEWER, moment=past, minutes=10)
+    assert claim_scrub(scrubbed, OTHER) == held
+    approve_scrub(scrubbed, OTHER, held)
+    with pytest.raises(AlreadyReviewed, match="approved by rosa"):
+        approve_scrub(scrubbed, REVIEWER, held)
+
+
+def test_an_action_names_its_scrub_and_never_reaches_another(scrubbed):
+    one, two = scrub_id(scrubbed, "t-000001"), scrub_id(scrubbed, "t-000002")
+    approve_scrub(scrubbed, REVIEWER, one)
+    with pytest.raises(AlreadyReviewed):  # a second click on the stale card
+        approve_scrub(scrubbed, OTHER, one)
+    email = redaction_of(scrubbed, one, "maria.g@example.com")
+    with pytest.raises(BadInput, match=f"belongs to scrub {one}, not scrub {two}"):
+        remove_redaction(scrubbed, REVIEWER, two, email["id"], confirmed=True)
+    assert scrub_counts(scrubbed) == {"pending": 2, "approved": 1, "rejected": 0}
+
+
+def test_skips_are_kept_per_reviewer(scrubbed):
+    first = claim_scrub(scrubbed, REVIEWER)
+    skip_scrub(scrubbed, REVIEWER, first)
+    again = open_db(scrubbed.conn.execute("PRAGMA database_list").fetchone()[2])  # a new session
+    assert claim_scrub(again, REVIEWER) != first
+    assert claim_scrub(again, OTHER) == first  # skipped for ravi only
+    assert review_progress(again, REVIEWER) == {"position": 1, "total": 3, "pending": 3, "skipped": 1}
+    assert clear_skips(again, REVIEWER) == 1
+    assert review_progress(again, REVIEWER)["skipped"] == 0
+
+
+def test_removing_a_verified_redaction_needs_confirmation(scrubbed):
+    sid = scrub_id(scrubbed, "t-000001")
+    email = redaction_of(scrubbed, sid, "maria.g@example.com")
+    name = redaction_of(scrubbed, sid, "Maria Gonzalez")
+    with pytest.raises(NeedsConfirmation, match=f"#{email['id']} EMAIL"):
+        remove_redactions(scrubbed, REVIEWER, sid, [name["id"], email["id"]])
+    assert {r["id"] for r in scrub_view(scrubbed, REVIEWER, sid).fields[0].redactions} >= {
+        name["id"],
+        email["id"],
+    }
+    assert remove_redactions(scrubbed, REVIEWER, sid, [name["id"], email["id"]], confirmed=True) == 2
+    assert "maria.g@example.com" in scrub_view(scrubbed, REVIEWER, sid).fields[0].scrubbed
+
+
+def test_a_redaction_changes_class_and_counts_as_residue(scrubbed):
+    sid = scrub_id(scrubbed, "t-000001")
+    name = redaction_of(scrubbed, sid, "Maria Gonzalez")
+    new_id = change_redaction_label(scrubbed, REVIEWER, sid, name["id"], "CUSTOMER")
+    field = scrub_view(scrubbed, REVIEWER, sid).fields[0]
+    assert "[CUSTOMER]" in field.scrubbed and "Maria Gonzalez" not in field.scrubbed
+    assert {r["id"]: r["label"] for r in field.redactions}[new_id] == "CUSTOMER"
+    assert residue(scrubbed)[["kind", "label"]].values.tolist() == [["relabelled", "PERSON"]]
+
+
+def test_reopen_takes_the_approval_back_and_the_trace_out_of_the_label_queue(scrubbed):
+    from flywheel.labels import claim_next
+
+    sid = scrub_id(scrubbed, "t-000001")
+    approve_scrub(scrubbed, REVIEWER, sid)
+    held = claim_next(scrubbed, User("lena", "labeler"))
+    assert held.trace_id == "t-000001"
+    with pytest.raises(PermissionDenied, match="only ravi or a lead"):
+        reopen_scrub(scrubbed, OTHER, sid, "missed a name")
+    with pytest.raises(BadInput, match="say why"):
+        reopen_scrub(scrubbed, REVIEWER, sid, " ")
+    reopen_scrub(scrubbed, REVIEWER, sid, "missed a name")
+    assert scrubbed.execute("SELECT count(*) FROM label_queue WHERE trace_id = 't-000001'").fetchone()[0] == 0
+    assert (
+        scrubbed.execute("SELECT state FROM claims WHERE id = ?", [held.claim_id]).fetchone()[0]
+        == "withdrawn"
+    )
+    with pytest.raises(PermissionDenied, match="pending"):
+        approved_scrub(scrubbed, "t-000001")
+    assert claim_next(scrubbed, User("lena", "labeler")) is None
+    entry = scrubbed.execute("SELECT actor, detail FROM audit_log WHERE action = 'reopen_scrub'").fetchone()
+    assert entry[0] == "ravi" and json.loads(entry[1])["reason"] == "missed a name"
+    approve_scrub(scrubbed, LEAD, sid)  # approved again: back in the queue
+    assert approved_scrub(scrubbed, "t-000001")["scrub_id"] == sid
+    assert scrubbed.execute("SELECT count(*) FROM label_queue WHERE trace_id = 't-000001'").fetchone()[0] == 1
+    reopen_scrub(scrubbed, LEAD, sid, "a lead may reopen any approval")
+    with pytest.raises(BadInput, match="only an approved scrub"):
+        reopen_scrub(scrubbed, LEAD, sid, "twice")
+
+
+def test_a_newer_scrubber_version_rescrubs_and_the_current_scrub_is_read(scrubbed, monkeypatch):
+    import flywheel.review as review
+
+    old = scrub_id(scrubbed, "t-000001")
+    approve_scrub(scrubbed, REVIEWER, old)
+    monkeypatch.setattr(review, "SCRUBBER_VERSION", "9.9.9")
+    assert scrub_traces(scrubbed, ["t-000001", "t-000003"], actor="ana") == 0  # without rescrub: as before
+    assert scrub_traces(scrubbed, ["t-000001"], actor="ana", rescrub=True) == 1
+    rows = scrubbed.execute(
+        "SELECT id, scrubber_version, status, is_current FROM scrubs WHERE trace_id = 't-000001' ORDER BY id"
+    ).fetchall()
+    assert rows[0] == (old, rows[0][1], "superseded", 0) and rows[1][1:] == ("9.9.9", "pending", 1)
+    with pytest.raises(PermissionDenied, match="pending"):
+        approved_scrub(scrubbed, "t-000001")
+    assert scrubbed.execute("SELECT count(*) FROM label_queue WHERE trace_id = 't-000001'").fetchone()[0] == 0
+    approve_scrub(scrubbed, REVIEWER, rows[1][0])
+    assert approved_scrub(scrubbed, "t-000001")["scrub_id"] == rows[1][0]
+    assert scrub_traces(scrubbed, ["t-000001"], actor="ana", rescrub=True) == 0  # same version: no-op
+    assert scrub_counts(scrubbed) == {"pending": 2, "approved": 1, "rejected": 0}
+
+
+def test_concurrent_scrubs_of_one_trace_store_one_scrub(db, tmp_path):
+    import threading
+
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(n, input=PII_INPUT) for n in range(1, 9)])])
+    path = db.conn.execute("PRAGMA database_list").fetchone()[2]
+    ids = [f"t-{n:06d}" for n in range(1, 9)]
+    results, errors = [], []
+
+    def scrub() -> None:
+        try:
+            results.append(scrub_traces(open_db(path), ids, actor="ana"))
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=scrub) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sum(results) == 8
+    assert db.execute("SELECT count(*) FROM scrubs").fetchone()[0] == 8
+
+
+def test_known_names_and_removed_names_are_for_reviewers_and_leads(db):
+    add_known_names(db, LEAD, ["Globex Fintech", "Initech"])
+    assert known_names(db, REVIEWER) == ["Globex Fintech", "Initech"]
+    remove_known_name(db, LEAD, "initech")
+    for read in (known_names, known_name_history):
+        with pytest.raises(PermissionDenied):
+            read(db, LABELER)
+    assert [(h["name"], h["change"]) for h in known_name_history(db, LEAD)] == [("Initech", "removed")]
+    audit_text = json.dumps(db.execute("SELECT * FROM audit_log").fetchall())
+    assert "Initech" not in audit_text and "Globex" not in audit_text
+    with pytest.raises(PermissionDenied):
+        remove_known_name(db, REVIEWER, "Globex Fintech")
+
+
+def test_old_audit_entries_holding_removed_names_move_to_the_history(tmp_path):
+    from flywheel.store import migrations
+
+    path = tmp_path / "old.db"
+    db = open_db(path)
+    db.execute("DROP TABLE known_name_history")
+    db.execute("DELETE FROM _sqlite_migrations WHERE name LIKE 'm021%'")
+    db.execute(
+        "INSERT INTO audit_log (at, actor, action, entity, entity_id, detail)"
+        " VALUES ('2026-01-01T00:00:00Z', 'ana', 'remove_known_name', 'known_names', 'Umbrella Corp', '{}')"
+    )
+    assert [m.name for m in migrations.pending(db)] == ["m021_known_name_history"]
+    db.close()
+    db = open_db(path)
+    assert "Umbrella" not in json.dumps(db.execute("SELECT * FROM audit_log").fetchall())
+    assert [h["name"] for h in known_name_history(db, LEAD)] == ["Umbrella Corp"]
+
+
+def test_residue_uses_iso_weeks(scrubbed):
+    rows = [("2026-11-22T10:00:00.000000Z", "missed"), ("2027-01-01T10:00:00.000000Z", "false")]
+    for at, kind in rows:
+        scrubbed["scrub_fixes"].insert(
+            {"scrub_id": 1, "kind": kind, "label": "PERSON", "detector": "spacy", "actor": "ravi", "at": at}
+        )
+    assert residue(scrubbed)[["week", "kind"]].values.tolist() == [
+        ["2026-W47", "missed"],
+        ["2026-W53", "false"],
+    ]
+
+
+def test_invisible_characters_are_boxed_and_kept():
+    raw = "card 4111\u200b1111 \u202eabc\u00a0x"
+    marked = literal_html(raw)
+    assert marked.count('class="fw-invisible"') == 3
+    assert "ZWSP U+200B ZERO WIDTH SPACE" in marked and ">RLO<" in marked and ">NBSP<" in marked
+    assert "\u200b" in marked and "\u202e" in marked and "\u00a0" in marked  # the characters stay
+
+
+def test_review_queue_lists_messages_with_their_roles(scrubbed):
+    view = scrub_view(scrubbed, REVIEWER, scrub_id(scrubbed, "t-000002"))
+    assert [(f.name, f.role) for f in view.fields][2:] == [
+        ("messages[0]", "user"),
+        ("messages[1]", "assistant"),
+        ("messages[2]", "user"),
+    ]
+    assert review_queue(scrubbed, REVIEWER, free_only=True)[0]["claimed_by"] is None

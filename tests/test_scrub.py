@@ -12,7 +12,9 @@ from flywheel.errors import BadInput
 from flywheel.scrub import LABELS, Scrubber, ScrubResult, Span, load_known_names, scrub_jsonl
 from flywheel.scrub.detectors import luhn_ok
 
-HELD_OUT = Path(__file__).parent / "data" / "support_chat_pii.jsonl"
+# The support-chat hold-out (support_chat_pii.jsonl) is read only by benchmarks/scrub_quality.py: a test
+# that gates on it, and names what it missed, would be tuning on it. Tests gate on the tuning file.
+TUNING = Path(__file__).parent / "data" / "support_chat_pii_tune.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -312,8 +314,8 @@ def test_scrub_jsonl_bad_line_names_line_number(tmp_path: Path) -> None:
         scrub_jsonl(src, tmp_path / "out.jsonl")
 
 
-def test_recall_on_held_out_support_chat_stays_high(scrubber: Scrubber) -> None:
-    rows = [json.loads(line) for line in HELD_OUT.read_text(encoding="utf-8").splitlines()]
+def test_recall_on_the_support_chat_tuning_set_stays_high(scrubber: Scrubber) -> None:
+    rows = [json.loads(line) for line in TUNING.read_text(encoding="utf-8").splitlines()]
     assert len(rows) >= 60
     assert sum(not r["spans"] for r in rows) >= 0.15 * len(rows)
     results = Scrubber().scrub_many([r["text"] for r in rows])
@@ -344,3 +346,72 @@ def test_hyphenated_ids_stay_whole_instead_of_splitting_into_id_and_phone(text):
     result = Scrubber().scrub(text)
     (token,) = [word for word in text.split() if "-" in word]
     assert [(s.label, text[s.start : s.end]) for s in result.spans] == [("ID", token)]
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden", "label"),
+    [
+        (
+            "card 4111\u200b1111\u200b1111\u200b1111 please",
+            "4111\u200b1111\u200b1111\u200b1111",
+            "CREDIT_CARD",
+        ),
+        ("mail jane.doe\u200b@example.com today", "jane.doe\u200b@example.com", "EMAIL"),
+        (
+            "card 4111\u00a01111\u00a01111\u00a01111 please",
+            "4111\u00a01111\u00a01111\u00a01111",
+            "CREDIT_CARD",
+        ),
+        ("mail jane\u00ad.doe@exam\u200dple.com today", "jane\u00ad.doe@exam\u200dple.com", "EMAIL"),
+        (
+            "call \uff10\uff17\uff17\uff10\uff10 \uff19\uff10\uff10\uff11\uff12\uff13 now",
+            "０７７００ ９００１２３",
+            "PHONE",
+        ),
+        ("refund to \u200eDE89 3704 0044 0532 0130 00\u200f please", "DE89 3704 0044 0532 0130 00", "ID"),
+    ],
+)
+def test_invisible_and_full_width_characters_do_not_hide_pii(
+    scrubber: Scrubber, text: str, hidden: str, label: str
+) -> None:
+    result = scrubber.scrub(text)
+    assert found(result, text) == {hidden: label}
+    assert result.text == text.replace(hidden, f"[{label}]")
+
+
+def test_normalised_view_maps_back_to_original_offsets() -> None:
+    view, origin = scrub.normalise("a\u200bb\u00a0c\uff11")
+    assert view == "ab c1"
+    assert origin == [0, 2, 3, 4, 5, 6]
+    assert scrub.normalise("plain text") == ("plain text", None)
+
+
+def test_one_scrubber_serves_concurrent_threads_unchanged() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared = Scrubber()
+    texts = [
+        f"Hi, I'm Maria Gonzalez from Berlin, mail maria{n}@example.com, order ORD-{55810 + n}"
+        for n in range(40)
+    ]
+    expected = [Scrubber().scrub(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        batches = list(pool.map(lambda n: shared.scrub_many(texts, batch_size=1 + n), range(8)))
+    assert all(batch == expected for batch in batches)
+    assert shared.ner.batch_size == 64  # a call's batch size never changes the shared scrubber
+
+
+def test_scrub_jsonl_in_worker_processes_matches_one_process(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    texts = [
+        f"Hi, I'm Maria Gonzalez, mail maria{n}@example.com, card 4111 1111 1111 1111" for n in range(30)
+    ]
+    src.write_text(
+        "".join(json.dumps({"id": n, "text": t}) + "\n" for n, t in enumerate(texts)), encoding="utf-8"
+    )
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    assert scrub_jsonl(src, one, workers=1, batch_size=7) == 30
+    assert scrub_jsonl(src, two, workers=2, batch_size=7) == 30
+    assert one.read_text(encoding="utf-8") == two.read_text(encoding="utf-8")
+    with pytest.raises(BadInput, match="workers=0"):
+        scrub_jsonl(src, two, workers=0)

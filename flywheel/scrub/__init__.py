@@ -8,16 +8,16 @@ longest span, and a losing span keeps only the part nobody else claimed.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scrubadub.detectors import Detector
-from scrubadub.filth import Filth, NameFilth
-
 from flywheel.errors import BadInput
+from flywheel.scrub._scrubadub import Detector, Filth, NameFilth
 from flywheel.scrub.address import AddressDetector, PlaceDetector, english_words
 from flywheel.scrub.detectors import (
     DEFAULT_ID_PATTERNS,
@@ -36,17 +36,21 @@ from flywheel.scrub.ner import (
     address_headings,
     load_pipeline,
 )
+from flywheel.scrub.normalise import MARKED, marked_name, normalise, to_original
 
 __all__ = [
     "DEFAULT_ID_PATTERNS",
     "LABELS",
     "LAYERS",
+    "MARKED",
     "SCRUBBER_VERSION",
     "ScrubResult",
     "Scrubber",
     "Span",
     "load_known_names",
     "load_pipeline",
+    "marked_name",
+    "normalise",
     "render",
     "resolve_overlaps",
     "scrub_jsonl",
@@ -165,28 +169,37 @@ class Scrubber:
         return self.scrub_many([text])[0]
 
     def scrub_many(self, texts: Iterable[str], batch_size: int = 64) -> list[ScrubResult]:
-        """Scrub many texts; NER runs over them in nlp.pipe batches."""
+        """Scrub many texts; NER runs over them in nlp.pipe batches.
+
+        Safe to call from several threads at once: the scrubber is never changed by a call.
+        """
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise BadInput(f"texts[{i}]={text!r}: expected a string")
+        views = [normalise(text) for text in texts]
         found: dict[int, list[Filth]] = defaultdict(list)
         if self.ner is not None and texts:
-            self.ner.batch_size = batch_size
-            for filth in self.ner.iter_filth_documents(texts, [str(i) for i in range(len(texts))]):
+            names = [str(i) for i in range(len(texts))]
+            for filth in self.ner.iter_filth_documents([v for v, _ in views], names, batch_size=batch_size):
                 found[int(filth.document_name)].append(filth)
-        results = []
-        for i, text in enumerate(texts):
-            filths = found[i]
-            for detector in self.text_detectors:
-                filths.extend(detector.iter_filth(text))
-            if self.ner is not None:
-                starts = [f.beg for f in filths if f.detector_name == "address"]
-                for beg, end in address_headings(text, starts):
-                    filths.append(NameFilth(beg=beg, end=end, text=text[beg:end], detector_name="context"))
-            spans = resolve_overlaps(text, filths)
-            results.append(ScrubResult(text=render(text, spans), spans=spans))
-        return results
+        return [
+            self._finish(text, view, origin, found[i])
+            for i, (text, (view, origin)) in enumerate(zip(texts, views, strict=True))
+        ]
+
+    def _finish(self, text: str, view: str, origin: list[int] | None, filths: list[Filth]) -> ScrubResult:
+        """Run the text detectors on the view, resolve overlaps and map the spans back to ``text``."""
+        for detector in self.text_detectors:
+            filths.extend(detector.iter_filth(view))
+        if self.ner is not None:
+            starts = [f.beg for f in filths if f.detector_name == "address"]
+            for beg, end in address_headings(view, starts):
+                filths.append(NameFilth(beg=beg, end=end, text=view[beg:end], detector_name="context"))
+        spans = resolve_overlaps(view, filths)
+        if origin is not None:
+            spans = tuple(Span(*to_original(origin, s.start, s.end), s.label, s.detector) for s in spans)
+        return ScrubResult(text=render(text, spans), spans=spans)
 
 
 def resolve_overlaps(text: str, filths: Iterable[Filth]) -> tuple[Span, ...]:
@@ -265,21 +278,32 @@ def load_known_names(path: str | Path) -> list[str]:
     return [name for name in names if name]
 
 
+PARALLEL_MIN = 2000  # records; below this, forking workers costs more than it saves
+
+
 def scrub_jsonl(
     in_path: str | Path,
     out_path: str | Path,
     known_names: Iterable[str] = (),
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 256,
+    workers: int | None = None,
 ) -> int:
-    """Scrub {"id", "text"} lines into {"id", "scrubbed", "spans"} lines; returns the number written."""
+    """Scrub {"id", "text"} lines into {"id", "scrubbed", "spans"} lines; returns the number written.
+
+    Large files are scrubbed by ``workers`` processes (default: one per available core), forked after
+    the model is loaded so they share it; output order is input order either way.
+    """
     records = _read_records(Path(in_path))
     scrubber = Scrubber(known_names=known_names)
+    texts = [text for _, text in records]
+    workers = _worker_count(workers, len(records))
     written = 0
     with Path(out_path).open("w", encoding="utf-8") as out:
-        for offset in range(0, len(records), batch_size):
-            batch = records[offset : offset + batch_size]
-            for (record_id, _), result in zip(batch, scrubber.scrub_many([t for _, t in batch]), strict=True):
+        for results in _scrub_batches(scrubber, texts, batch_size, workers):
+            for (record_id, _), result in zip(
+                records[written : written + len(results)], results, strict=True
+            ):
                 spans = [
                     {"start": s.start, "end": s.end, "label": s.label, "detector": s.detector}
                     for s in result.spans
@@ -292,6 +316,41 @@ def scrub_jsonl(
             if progress is not None:
                 progress(written, len(records))
     return written
+
+
+def _worker_count(workers: int | None, records: int) -> int:
+    if workers is None:
+        return min(len(os.sched_getaffinity(0)), 8) if records >= PARALLEL_MIN else 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise BadInput(f"workers={workers!r}: expected a positive integer")
+    return workers
+
+
+_pool_scrubber: Scrubber | None = None
+
+
+def _scrub_batches(
+    scrubber: Scrubber, texts: list[str], batch_size: int, workers: int
+) -> Iterator[list[ScrubResult]]:
+    """Scrub results batch by batch, in order; in forked worker processes when ``workers`` > 1."""
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+    if workers == 1 or len(batches) < 2:
+        for batch in batches:
+            yield scrubber.scrub_many(batch)
+        return
+    global _pool_scrubber
+    scrubber.scrub("Warm-up: Ana Lee of Globex in Paris, ana@example.com.")  # model and word lists loaded
+    _pool_scrubber = scrubber
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            yield from pool.imap(_scrub_in_worker, batches)
+    finally:
+        _pool_scrubber = None
+
+
+def _scrub_in_worker(texts: list[str]) -> list[ScrubResult]:
+    assert _pool_scrubber is not None, "worker started without a scrubber"
+    return _pool_scrubber.scrub_many(texts)
 
 
 def _read_records(path: Path) -> list[tuple[object, str]]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterator
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
-from scrubadub.detectors import Detector
-from scrubadub.filth import AddressFilth, Filth, LocationFilth
+from flywheel.scrub._scrubadub import AddressFilth, Detector, Filth, LocationFilth
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "scrub"
 
@@ -137,11 +136,21 @@ def _name_case_ok(text: str, words: list[str]) -> bool:
     return all(_is_capitalised(w) for w in words) or text.islower()
 
 
+def _textblob_file(name: str) -> Path:
+    """A data file of TextBlob's English lexicon, found without importing textblob (which imports nltk)."""
+    spec = importlib.util.find_spec("textblob")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "textblob is not installed (a scrubadub dependency: pip install -r requirements.txt)"
+        )
+    return Path(spec.submodule_search_locations[0]) / "en" / name
+
+
 @lru_cache(maxsize=1)
 def word_counts() -> dict[str, int]:
     """English word frequencies from TextBlob's spelling list (a scrubadub dependency), lower-cased."""
     counts: dict[str, int] = {}
-    text = resources.files("textblob").joinpath("en/en-spelling.txt").read_text(encoding="utf-8")
+    text = _textblob_file("en-spelling.txt").read_text(encoding="utf-8")
     for line in text.splitlines():
         word, _, count = line.partition(" ")
         if not line.startswith(";;;") and count.strip().isdigit():
@@ -158,7 +167,7 @@ def common_words() -> frozenset[str]:
 @lru_cache(maxsize=1)
 def english_words() -> frozenset[str]:
     """Words TextBlob's Brown/Penn Treebank lexicon saw in lower case: ordinary vocabulary."""
-    text = resources.files("textblob").joinpath("en/en-lexicon.txt").read_text(encoding="utf-8")
+    text = _textblob_file("en-lexicon.txt").read_text(encoding="utf-8")
     words = {line.split(" ", 1)[0] for line in text.splitlines() if line[:1].islower()}
     return frozenset(words)
 

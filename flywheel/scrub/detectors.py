@@ -7,11 +7,10 @@ import re
 from collections.abc import Iterable, Iterator
 
 import phonenumbers
-from scrubadub.detectors import Detector
-from scrubadub.filth import CreditCardFilth, EmailFilth, Filth, PhoneFilth, UrlFilth
 from stdnum import iban as stdnum_iban
 
 from flywheel.errors import BadInput
+from flywheel.scrub._scrubadub import CreditCardFilth, Detector, EmailFilth, Filth, PhoneFilth, UrlFilth
 
 
 class IdFilth(Filth):

@@ -7,9 +7,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from scrubadub.detectors import Detector
-from scrubadub.filth import Filth, LocationFilth, NameFilth, OrganizationFilth
-
+from flywheel.scrub._scrubadub import Detector, Filth, LocationFilth, NameFilth, OrganizationFilth
 from flywheel.scrub.address import common_words, english_words, word_counts, wordlist
 
 if TYPE_CHECKING:
@@ -28,6 +26,9 @@ ENTITY_FILTH = {
 
 _nlp: Language | None = None
 _nlp_lock = threading.Lock()
+# One spaCy pipeline serves every thread of the process (Streamlit sessions are threads); its calls
+# are not thread-safe, so they take turns.
+_pipe_lock = threading.Lock()
 
 
 def load_pipeline() -> Language:
@@ -76,13 +77,17 @@ class SpacyEntityDetector(Detector):
         yield from self.iter_filth_documents([text], [document_name])
 
     def iter_filth_documents(
-        self, document_list: Sequence[str], document_names: Sequence[str | None]
+        self,
+        document_list: Sequence[str],
+        document_names: Sequence[str | None],
+        batch_size: int | None = None,
     ) -> Iterator[Filth]:
+        """Entities of every document; ``batch_size`` overrides the detector's for this call only."""
         nlp = load_pipeline()
-        views = (ner_view(text) for text in document_list)
-        for text, name, doc in zip(
-            document_list, document_names, nlp.pipe(views, batch_size=self.batch_size), strict=True
-        ):
+        views = [ner_view(text) for text in document_list]
+        with _pipe_lock:
+            docs = list(nlp.pipe(views, batch_size=batch_size or self.batch_size))
+        for text, name, doc in zip(document_list, document_names, docs, strict=True):
             people = []
             for ent in doc.ents:
                 filth_cls = ENTITY_FILTH.get(ent.label_)
