@@ -17,6 +17,7 @@ from functools import lru_cache
 import pandas as pd
 from sqlite_utils import Database
 
+from flywheel import label_queue
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.errors import BadInput, FlywheelError, NotFound
 from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, render
@@ -277,6 +278,7 @@ def _decide(db: Database, user: User, scrub_id: int, status: str, note: str | No
             scrub_id, {"status": status, "reviewed_by": user.name, "reviewed_at": now(), "note": note or None}
         )
         audit(db, user.name, DECISIONS[status], "scrub", scrub_id, note=note)
+        label_queue.enqueue_scrub(db, scrub_id)  # a no-op unless approved
 
 
 LABEL_COLOURS = {
