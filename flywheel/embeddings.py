@@ -26,6 +26,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
+from flywheel.config import Config
 from flywheel.errors import BadInput
 from flywheel.store import now, query_rows, write
 from flywheel.traces import approved_scrub
@@ -288,6 +289,13 @@ def start_worker(path: str | Path, encoder: Encoder | None = None) -> EmbeddingW
             worker = _workers[key] = EmbeddingWorker(key, encoder=encoder)
             worker.start()
     return worker
+
+
+def start_background_embedding(config: Config) -> EmbeddingWorker | None:
+    """The app's embedding worker for the configured database, unless the setting turns it off."""
+    if config.embed_worker not in ("on", "off"):
+        raise BadInput(f"FLYWHEEL_EMBED_WORKER={config.embed_worker!r}: expected on or off")
+    return start_worker(config.db) if config.embed_worker == "on" else None
 
 
 # Siblings -------------------------------------------------------------------------------------------

@@ -149,7 +149,9 @@ def record_label(
         if kind == "new":
             code = add_entry(db, user.name, code or "", name or "", definition or "")
         elif kind == "known":
-            code = resolve_code(db, code or "")
+            if not code:
+                raise BadInput("a known failure needs a failure code: pick one, or use New failure")
+            code = resolve_code(db, code)
         else:
             code = None
         values = {**values, "claim_id": row["id"]}
