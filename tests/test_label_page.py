@@ -213,3 +213,34 @@ def test_a_stale_claim_is_refused_in_plain_words_shown_literally_and_cleared_on_
     shown = at.subheader[0].value
     button(at, "Not a bug").click().run()
     assert not at.error and at.subheader[0].value != shown
+
+
+def test_taxonomy_merge_and_retire_ask_first_and_the_picker_stays_on_the_merged_code(label_db, monkeypatch):
+    db = open_db(label_db)
+    add_code(db, "AAA_FIRST")
+    add_code(db, "ZZZ_LAST")
+    with write(db):
+        db["taxonomy"].update("ZZZ_LAST", {"name": "**bold** [link](http://x) $x$"})
+    at = open_page(app(label_db, monkeypatch, "ana"), "pages/taxonomy.py")
+    at.selectbox(key="taxonomy_entry").select("HALLUCINATED_FEE").run()
+    widget(at.selectbox, r"Merge HALLUCINATED\_FEE into").select("ZZZ_LAST").run()
+    button(at, r"Merge HALLUCINATED\_FEE").click().run()
+    assert "Merge HALLUCINATED\\_FEE into ZZZ\\_LAST?" in at.warning[0].value
+    assert rows(label_db, "SELECT status FROM taxonomy WHERE code = 'HALLUCINATED_FEE'") == [("active",)]
+    button(at, r"Yes, merge HALLUCINATED\_FEE").click().run()
+    assert not at.exception and not at.error
+    assert rows(label_db, "SELECT status, merged_into FROM taxonomy WHERE code = 'HALLUCINATED_FEE'") == [
+        ("merged", "ZZZ_LAST")
+    ]
+    assert at.selectbox(key="taxonomy_entry").value == "HALLUCINATED_FEE"
+    assert at.subheader[0].value == r"HALLUCINATED\_FEE · merged"
+    names = list(at.dataframe[0].value["name"])
+    assert "**bold** [link](http://x) $x$" in names  # the table shows a name as typed
+    at.selectbox(key="taxonomy_entry").select("AAA_FIRST").run()
+    button(at, r"Retire AAA\_FIRST").click().run()
+    button(at, "Cancel").click().run()
+    assert rows(label_db, "SELECT status FROM taxonomy WHERE code = 'AAA_FIRST'") == [("active",)]
+    button(at, r"Retire AAA\_FIRST").click().run()
+    button(at, r"Yes, retire AAA\_FIRST").click().run()
+    assert rows(label_db, "SELECT status FROM taxonomy WHERE code = 'AAA_FIRST'") == [("retired",)]
+    assert at.selectbox(key="taxonomy_entry").value == "AAA_FIRST"
