@@ -67,7 +67,7 @@ def test_labeler_labels_known_and_not_a_bug_and_undoes(label_db, monkeypatch):
     button(at, "Undo").click().run()
     assert at.subheader[0].value == r"Trace t\-00003"
     assert rows(label_db, "SELECT count(*) FROM labels WHERE undone_at IS NULL") == [(1,)]
-    assert [i.value for i in at.info] == [r"Undid your label on trace t\-00003: not a bug"]
+    assert [i.value for i in at.info] == [md("Undid your label on trace t-00003: not a bug")]
     assert RAW_ONLY not in shown_text(at)
 
 
