@@ -41,9 +41,11 @@ SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped")
 # Streamlit ignores shortcuts inside text inputs, but not on a select's clear button, a checkbox or a
 # focused button, so typing there fired them. This guard swallows single-key presses (shortcuts are
 # letters) whenever anything but the page itself has focus; the key still types into its field. Esc
-# leaves the field, and a mouse click does not leave focus on the button it clicked.
+# leaves the field, and a mouse click does not leave focus on the button or link it clicked.
 SHORTCUT_GUARD = """<script>
 (() => {
+  const clicked = document.activeElement;  // the sidebar link that brought the user here
+  if (clicked && clicked.matches && clicked.matches("a, button")) clicked.blur();
   if (window.flywheelShortcutGuard) return;
   window.flywheelShortcutGuard = true;
   const typing = () => {
@@ -56,8 +58,8 @@ SHORTCUT_GUARD = """<script>
     if (event.key.length === 1) event.stopImmediatePropagation();
   }, true);
   window.addEventListener("click", (event) => {
-    const button = event.target.closest && event.target.closest("[data-testid=stButton] button");
-    if (button && event.detail > 0) setTimeout(() => button.blur(), 0);
+    const target = event.target.closest && event.target.closest("a, button");
+    if (target && event.detail > 0) setTimeout(() => target.blur(), 0);
   }, true);
 })();
 </script>"""
