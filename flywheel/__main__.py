@@ -68,6 +68,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--json", action="store_true", help="print the batch as one JSON object")
     sample.add_argument("--actor", default="cli", help="who is sampling, for the audit log")
     sample.set_defaults(run=_sample)
+
+    embed = commands.add_parser("embed", help="embed approved scrubs for the siblings panel")
+    embed.add_argument("--db", required=True, help="path of the database")
+    embed.set_defaults(run=_embed)
     return parser
 
 
@@ -142,6 +146,17 @@ def _stderr_progress(done: int, total: int) -> None:
 def _clear_progress() -> None:
     if sys.stderr.isatty():
         print(file=sys.stderr)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from flywheel.embeddings import embed_all
+    from flywheel.progress import ProgressBar
+
+    bar = ProgressBar("embedding approved scrubs", unit="texts")
+    done = embed_all(open_db(_existing(args.db)), progress=lambda n: bar.update(n, 0, n))
+    bar.close()
+    print(f"embedded {done} approved scrub part(s)")
+    return 0
 
 
 if __name__ == "__main__":

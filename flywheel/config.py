@@ -36,6 +36,7 @@ SETTINGS = (
     Setting("demo_seed", 7, "Seed of the demo database the app creates", 0),
     Setting("page_size", 50, "Rows per page in trace tables"),
     Setting("claim_minutes", 10, "Minutes a labeler holds a claimed item before it returns to the queue"),
+    Setting("embed_worker", "on", "on: the app embeds approved scrubs in a thread; off: leave it to `embed`"),
 )
 
 
@@ -55,6 +56,7 @@ class Config:
     demo_seed: int
     page_size: int
     claim_minutes: int
+    embed_worker: str
 
     def replace(self, **changes: object) -> Config:
         """A copy with some settings changed."""

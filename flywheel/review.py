@@ -25,6 +25,7 @@ from functools import lru_cache
 import pandas as pd
 from sqlite_utils import Database
 
+from flywheel import label_queue
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.config import load_config
 from flywheel.errors import (
@@ -36,7 +37,7 @@ from flywheel.errors import (
     ScrubClaimed,
 )
 from flywheel.scrub import LABELS, MARKED, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, marked_name, render
-from flywheel.store import audit, now, query_one, query_rows, write
+from flywheel.store import audit, format_ts, now, query_one, query_rows, write
 
 CHUNK = 200
 STATUSES = ("pending", "approved", "rejected")
@@ -208,7 +209,7 @@ def _store_scrub(
 
 
 def _stamp(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_ts(moment or datetime.now(UTC))
 
 
 def claim_scrub(
@@ -537,6 +538,7 @@ def _decide(db: Database, user: User, scrub_id: int, status: str, note: str | No
             },
         )
         audit(db, user.name, DECISIONS[status], "scrub", scrub_id, note=note)
+        label_queue.enqueue_scrub(db, scrub_id)  # a no-op unless approved
 
 
 def reopen_scrub(db: Database, user: User, scrub_id: int, reason: str) -> None:

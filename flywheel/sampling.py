@@ -29,6 +29,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from flywheel import label_queue
 from flywheel.errors import BadInput, NotFound
 from flywheel.store import audit, now, query_rows, write
 
@@ -586,6 +587,7 @@ def run_plan(db: Database, plan: Plan, actor: str, week: str | None = None) -> B
             .last_pk
         )
         _insert_items(db, batch_id, plan)
+        label_queue.join_batch(db, batch_id)
         _insert_ledger(db, batch_id)
         batch = _count_batch(db, batch_id, plan, week)
         audit(db, actor, "sample", "sample_batch", batch_id, **batch.as_json())

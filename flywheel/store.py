@@ -371,19 +371,6 @@ def m003_sampling(db: Database) -> None:
     db["traces"].create_index(["week", "cost_usd"])
 
 
-# Queue a trace for labeling as soon as its scrub is approved (review.py knows nothing of labels),
-# in the batch that sampled it first; traces in no batch rank after every batch.
-_ENQUEUE = """
-    INSERT OR IGNORE INTO label_queue
-        (trace_id, scrub_id, batch_id, batch_rank, priority, needed, done, is_open, queued_at)
-    SELECT s.trace_id, s.id, b.batch_id, coalesce(b.batch_id, 9223372036854775807), coalesce(b.priority, 3),
-           coalesce(o.labels_per_item, 1), 0, 1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-    FROM {source}
-    LEFT JOIN batch_items b ON b.trace_id = s.trace_id
-         AND b.batch_id = (SELECT min(batch_id) FROM batch_items WHERE trace_id = s.trace_id)
-    LEFT JOIN batch_overlap o ON o.batch_id = b.batch_id"""
-
-
 @migrations()
 def m004_labels_taxonomy_embeddings(db: Database) -> None:
     db["taxonomy"].create(
@@ -475,22 +462,43 @@ def m004_labels_taxonomy_embeddings(db: Database) -> None:
         pk=("text_hash", "model"),
         not_null={"dim", "vector"},
     )
-    _enqueue_approved_scrubs(db)
-
-
-def _enqueue_approved_scrubs(db: Database) -> None:
-    db.execute(_ENQUEUE.format(source="(SELECT id, trace_id FROM scrubs WHERE status = 'approved') s"))
-    new_row = "(SELECT NEW.id AS id, NEW.trace_id AS trace_id) s"
+    # The queue policy as this migration first wrote it, frozen here (m030 drops the triggers; the live
+    # policy is flywheel.label_queue): approved scrubs join the queue in the first batch that sampled
+    # them; traces in no batch rank after every batch.
     db.execute(
-        "CREATE TRIGGER label_queue_on_approve AFTER UPDATE OF status ON scrubs"
-        " WHEN NEW.status = 'approved' AND OLD.status IS NOT 'approved'"
-        f" BEGIN {_ENQUEUE.format(source=new_row)}; END"
+        """
+    INSERT OR IGNORE INTO label_queue
+        (trace_id, scrub_id, batch_id, batch_rank, priority, needed, done, is_open, queued_at)
+    SELECT s.trace_id, s.id, b.batch_id, coalesce(b.batch_id, 9223372036854775807), coalesce(b.priority, 3),
+           coalesce(o.labels_per_item, 1), 0, 1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM (SELECT id, trace_id FROM scrubs WHERE status = 'approved') s
+    LEFT JOIN batch_items b ON b.trace_id = s.trace_id
+         AND b.batch_id = (SELECT min(batch_id) FROM batch_items WHERE trace_id = s.trace_id)
+    LEFT JOIN batch_overlap o ON o.batch_id = b.batch_id"""
     )
     db.execute(
-        "CREATE TRIGGER label_queue_on_insert AFTER INSERT ON scrubs WHEN NEW.status = 'approved'"
-        f" BEGIN {_ENQUEUE.format(source=new_row)}; END"
+        """CREATE TRIGGER label_queue_on_approve AFTER UPDATE OF status ON scrubs
+    WHEN NEW.status = 'approved' AND OLD.status IS NOT 'approved' BEGIN
+    INSERT OR IGNORE INTO label_queue
+        (trace_id, scrub_id, batch_id, batch_rank, priority, needed, done, is_open, queued_at)
+    SELECT s.trace_id, s.id, b.batch_id, coalesce(b.batch_id, 9223372036854775807), coalesce(b.priority, 3),
+           coalesce(o.labels_per_item, 1), 0, 1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM (SELECT NEW.id AS id, NEW.trace_id AS trace_id) s
+    LEFT JOIN batch_items b ON b.trace_id = s.trace_id
+         AND b.batch_id = (SELECT min(batch_id) FROM batch_items WHERE trace_id = s.trace_id)
+    LEFT JOIN batch_overlap o ON o.batch_id = b.batch_id; END"""
     )
-    # A trace approved before any batch sampled it joins the first batch that does.
+    db.execute(
+        """CREATE TRIGGER label_queue_on_insert AFTER INSERT ON scrubs WHEN NEW.status = 'approved' BEGIN
+    INSERT OR IGNORE INTO label_queue
+        (trace_id, scrub_id, batch_id, batch_rank, priority, needed, done, is_open, queued_at)
+    SELECT s.trace_id, s.id, b.batch_id, coalesce(b.batch_id, 9223372036854775807), coalesce(b.priority, 3),
+           coalesce(o.labels_per_item, 1), 0, 1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM (SELECT NEW.id AS id, NEW.trace_id AS trace_id) s
+    LEFT JOIN batch_items b ON b.trace_id = s.trace_id
+         AND b.batch_id = (SELECT min(batch_id) FROM batch_items WHERE trace_id = s.trace_id)
+    LEFT JOIN batch_overlap o ON o.batch_id = b.batch_id; END"""
+    )
     db.execute(
         """CREATE TRIGGER label_queue_on_batch AFTER INSERT ON batch_items BEGIN
             UPDATE label_queue SET batch_id = NEW.batch_id, batch_rank = NEW.batch_id,
@@ -658,3 +666,22 @@ def m021_known_name_history(db: Database) -> None:
             [name, actor, at],
         ).lastrowid
         db.execute("UPDATE audit_log SET entity_id = ? WHERE id = ?", [str(history_id), audit_id])
+
+
+@migrations()
+def m030_label_queue_without_triggers(db: Database) -> None:
+    # Enqueueing is an explicit library call now (flywheel.label_queue), made in the approving transaction.
+    for name in ("label_queue_on_approve", "label_queue_on_insert", "label_queue_on_batch"):
+        db.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
+@migrations()
+def m031_scrub_vectors(db: Database) -> None:
+    # Which cached embedding holds each part of an approved scrub, so siblings read vectors by scrub.
+    db["scrub_vectors"].create(
+        {"scrub_id": int, "part": str, "model": str, "text_hash": str},
+        pk=("scrub_id", "part", "model"),
+        not_null={"text_hash"},
+        foreign_keys=[("scrub_id", "scrubs", "id")],
+    )
+    db["label_queue"].create_index(["scrub_id"])

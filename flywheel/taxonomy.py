@@ -14,6 +14,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
+from flywheel.embeddings import exchange
 from flywheel.errors import BadInput, CodeExists, CodeNotFound
 from flywheel.store import audit, now, query_one, query_rows, write
 
@@ -120,6 +121,12 @@ def active_codes(db: Database) -> dict[str, str]:
     )
 
 
+def active_entries(db: Database) -> dict[str, dict]:
+    """Active codes with their name and definition: the guideline shown beside the item."""
+    rows = db.execute("SELECT code, name, definition FROM taxonomy WHERE status = 'active' ORDER BY code")
+    return {code: {"name": name, "definition": definition} for code, name, definition in rows}
+
+
 def edit_entry(db: Database, user: User, code: str, definition: str, name: str | None = None) -> None:
     """Change a definition (and optionally the name); the earlier version stays in the history."""
     require_role(user, "lead")
@@ -186,16 +193,20 @@ def code_counts(db: Database) -> pd.DataFrame:
 
 
 def example_rows(db: Database, user: User, code: str, limit: int = 5) -> list[dict]:
-    """The newest labels of a code with the scrubbed text of their (approved) traces; never raw text."""
+    """The newest labels of a code with the scrubbed exchange (``turns``) of their approved traces."""
     require_role(user, "labeler", "reviewer", "lead")
     entry(db, code)
     sql = """
         SELECT l.trace_id, l.labeler, l.via, l.adversarial, l.expected, l.pass_criterion,
-               s.input AS scrubbed_input, s.output AS scrubbed_output
+               s.input AS scrubbed_input, s.output AS scrubbed_output, s.messages
         FROM labels l JOIN scrubs s ON s.trace_id = l.trace_id AND s.status = 'approved'
         WHERE l.code = ? AND l.undone_at IS NULL
         ORDER BY l.id DESC LIMIT ?"""
-    return query_rows(db, sql, [code, limit])
+    rows = query_rows(db, sql, [code, limit])
+    for row in rows:  # the failure lives in the reply: every example carries its whole exchange
+        row["turns"] = exchange({"input": row["scrubbed_input"], "output": row["scrubbed_output"],
+                                 "messages": row.pop("messages")})  # fmt: skip
+    return rows
 
 
 def _history(db: Database, code: str, change: str, name: str, definition: str, actor: str) -> None:

@@ -1,7 +1,8 @@
 import streamlit as st
 from sqlite_utils import Database
 
-from flywheel.embeddings import similar_traces
+from flywheel.config import load_config
+from flywheel.embeddings import PARTS, pending_scrubs, similar_traces, start_background_embedding
 from flywheel.errors import FlywheelError
 from flywheel.labels import (
     ADVERSARIAL,
@@ -13,34 +14,67 @@ from flywheel.labels import (
     overlap,
     progress,
     record_label,
+    release_claim,
     set_overlap,
+    skip_claim,
     undo_last_label,
 )
 from flywheel.sampling import sample_batches
-from flywheel.taxonomy import active_codes, check_code
+from flywheel.taxonomy import active_entries, check_code
 from pages._ui import current_user, database, md, show_conversation
 
 user = current_user()
+config = load_config()
+start_background_embedding(config)  # siblings read stored vectors; the model loads in that thread
 st.title("Label")
 st.caption(
     "Approved, scrubbed traces, highest priority first. Your item is held for you for a few minutes; "
     "nobody else gets it meanwhile."
 )
-SHORTCUTS = "Shortcuts: K known · N new · B not a bug · U undo (outside text fields; Tab leaves a field)."
+SHORTCUTS = (
+    "Shortcuts: K known · N new · B not a bug · S skip · U undo. They act only when no field or widget "
+    "has focus: Esc leaves a field."
+)
 TAGS = {"none": "not adversarial", "jailbreak": "jailbreak", "prompt_injection": "prompt injection"}
 TAGS["policy_override"] = "policy override"
 SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped")
+# Streamlit ignores shortcuts inside text inputs, but not on a select's clear button, a checkbox or a
+# focused button, so typing there fired them. This guard swallows single-key presses (shortcuts are
+# letters) whenever anything but the page itself has focus; the key still types into its field. Esc
+# leaves the field, and a mouse click does not leave focus on the button or link it clicked.
+SHORTCUT_GUARD = """<script>
+(() => {
+  const clicked = document.activeElement;  // the sidebar link that brought the user here
+  if (clicked && clicked.matches && clicked.matches("a, button")) clicked.blur();
+  if (window.flywheelShortcutGuard) return;
+  window.flywheelShortcutGuard = true;
+  const typing = () => {
+    const el = document.activeElement;
+    return el && el !== document.body && el !== document.documentElement;
+  };
+  window.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || !typing()) return;
+    if (event.key === "Escape") { document.activeElement.blur(); return; }
+    if (event.key.length === 1) event.stopImmediatePropagation();
+  }, true);
+  window.addEventListener("click", (event) => {
+    const target = event.target.closest && event.target.closest("a, button");
+    if (target && event.detail > 0) setTimeout(() => target.blur(), 0);
+  }, true);
+})();
+</script>"""
 
 
-def _act(action, *args, **kwargs) -> None:
+def _act(action, *args, **kwargs):
     """Run a library action from a button callback on a connection of its own (callbacks and fragment
     reruns run in another thread than the script run that defined them); its error shows on the card."""
     try:
         result = action(database(), user, *args, **kwargs)
     except FlywheelError as error:
-        st.session_state["label_error"] = str(error)
-        return
+        st.session_state["label_error"] = {"message": str(error), "claim_id": None}
+        return None
     st.session_state.pop("label_error", None)
+    st.session_state.pop("label_notice", None)
     return result
 
 
@@ -61,7 +95,7 @@ def _known(claim: Claim) -> None:
         adversarial=state.get(f"tag_{claim.claim_id}", "none"),
     )
     if done:
-        _say(f"{md(claim.trace_id)}: {state.get(f'code_{claim.claim_id}')}")
+        _say(f"{md(claim.trace_id)}: {md(state.get(f'code_{claim.claim_id}'))}")
 
 
 def _not_a_bug(claim: Claim) -> None:
@@ -96,17 +130,28 @@ def _new(claim: Claim) -> None:
         state.pop("new_for", None)
 
 
+def _skip(claim: Claim) -> None:
+    if _act(skip_claim, claim) is None and "label_error" not in st.session_state:
+        _say(f"Skipped {md(claim.trace_id)}: it goes to the others, and back to you only at the end")
+
+
+def _release(claim: Claim) -> None:
+    if _act(release_claim, claim) is None and "label_error" not in st.session_state:
+        st.session_state["label_paused"] = True
+
+
 def _undo() -> None:
     st.session_state.pop("siblings_for", None)
-    _act(undo_last_label)
-    if "label_error" not in st.session_state:
-        _say("Undid your last label")
+    st.session_state.pop("label_paused", None)
+    undone = _act(undo_last_label, minutes=config.claim_minutes)
+    if undone is not None:
+        st.session_state["label_notice"] = undone.describe()
 
 
 def _add_siblings(label_id: int, picked: list[str], code: str) -> None:
     added = _act(add_siblings, label_id, picked)
     if added is not None:
-        _say(f"Added {len(added)} sibling(s) to {code}")
+        _say(f"Added {len(added)} sibling(s) to {md(code)}")
         st.session_state.pop("siblings_for", None)
 
 
@@ -126,7 +171,7 @@ def _signals(view: dict) -> None:
 def _progress(db: Database, claim: Claim) -> None:
     p = progress(db, user, claim.batch_id)
     where = f"Batch {claim.batch_id}" if claim.batch_id is not None else "Traces in no batch"
-    others = ", ".join(f"{name} {n}" for name, n in p["per_labeler"].items())
+    others = ", ".join(f"{md(name)} {n}" for name, n in p["per_labeler"].items())
     st.progress(p["done"] / p["items"] if p["items"] else 0.0)
     by_whom = f"labels by {others}" if others else "no labels yet"
     st.caption(f"{where}: {p['done']} done / {p['left']} left · you {p['mine']} · {by_whom}")
@@ -134,29 +179,37 @@ def _progress(db: Database, claim: Claim) -> None:
 
 def _form(db: Database, claim: Claim) -> None:
     cid = claim.claim_id
-    codes = active_codes(db)
-    st.selectbox(
-        "Failure code (type to search)",
-        list(codes),
+    entries = active_entries(db)
+    # required: no clear button, so Tab goes from the picker straight to the next field
+    code = st.selectbox(
+        "Failure code (type to search, Enter to pick)",
+        list(entries),
         index=None,
-        format_func=lambda c: f"{c} — {codes[c]}",
+        required=True,
+        format_func=lambda c: f"{c} — {entries[c]['name']}",
         placeholder="Pick a known failure mode",
         key=f"code_{cid}",
     )
+    if code in entries:
+        with st.container(border=True):
+            st.caption("Guideline")
+            st.text(f"{code} — {entries[code]['name']}\n{entries[code]['definition']}")
     st.text_input("Expected behaviour", key=f"expected_{cid}", placeholder="What the assistant should do")
     st.text_input("Pass criterion", key=f"pass_{cid}", placeholder="What a correct answer must do")
     if st.session_state.get("new_for") == cid:
         _new_form(claim)
-    known, new, fine, undo = st.columns(4)
+    known, new, fine, skip, undo = st.columns(5)
     known.button(
         "Known failure", shortcut="k", on_click=_known, args=(claim,), type="primary", width="stretch"
     )
     new.button("New failure", shortcut="n", on_click=_open_new, args=(cid,), width="stretch")
     fine.button("Not a bug", shortcut="b", on_click=_not_a_bug, args=(claim,), width="stretch")
+    skip.button("Skip", shortcut="s", on_click=_skip, args=(claim,), width="stretch")
     undo.button("Undo", shortcut="u", on_click=_undo, width="stretch")
     left, right = st.columns(2)
     left.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key=f"tag_{cid}")
     right.text_input("Note (optional, for not a bug)", key=f"note_{cid}")
+    st.button("Release this trace and pause", on_click=_release, args=(claim,), type="tertiary")
 
 
 def _open_new(cid: int) -> None:
@@ -178,27 +231,37 @@ def _new_form(claim: Claim) -> None:
         st.button("Create code and label", on_click=_new, args=(claim,), type="primary")
 
 
+def _exchange_text(turns: list[dict]) -> str:
+    return "\n".join(f"{turn['role']}: {turn['content']}" for turn in turns)
+
+
 def _siblings_panel(db: Database, pending: dict) -> None:
     code = pending["code"]
-    st.subheader(f"Siblings for {code}")
-    st.caption("The most similar approved traces of the last month. Tick 3–5 that show the same failure.")
-    with st.spinner("Finding similar traces..."):
-        rows = similar_traces(db, user, pending["trace_id"], limit=10)
+    st.subheader(f"Siblings for {md(code)}")
+    st.caption(
+        "The most similar approved traces of the last month. Tick 3–5 that show the same failure — "
+        "the same mistake in the reply, not only the same question."
+    )
+    part = st.radio("Compare by", list(PARTS), format_func=PARTS.get, horizontal=True, key="siblings_part")
+    rows = similar_traces(db, user, pending["trace_id"], limit=10, part=part)
+    waiting = pending_scrubs(db, part)
+    if waiting:
+        st.caption(f"{waiting} approved trace(s) are still being embedded and are not compared yet.")
     picked = []
     for row in rows:
         labelled = f" · labeled {', '.join(row['labels'])}" if row["labels"] else ""
         with st.container(border=True):
             if st.checkbox(
-                f"{row['trace_id']} · similarity {row['similarity']:.2f}{labelled}",
+                md(f"{row['trace_id']} · similarity {row['similarity']:.2f}{labelled}"),
                 key=f"sib_{row['trace_id']}",
             ):
                 picked.append(row["trace_id"])
-            st.text(row["input"])
+            st.text(_exchange_text(row["turns"]))
     if not rows:
         st.info("No approved traces of the last month to compare with.")
     add, done = st.columns(2)
     add.button(
-        f"Add {len(picked)} selected to {code}",
+        f"Add {len(picked)} selected to {md(code)}",
         on_click=_add_siblings,
         args=(pending["label_id"], picked, code),
         disabled=not picked,
@@ -210,18 +273,42 @@ def _siblings_panel(db: Database, pending: dict) -> None:
     )
 
 
+def _messages(claim_id: int | None) -> None:
+    """The last refusal and undo notice; a refusal belongs to the card it was shown on and goes with it."""
+    state = st.session_state
+    error = state.get("label_error")
+    if error is not None:
+        if error["claim_id"] is None:
+            error["claim_id"] = claim_id
+        if error["claim_id"] == claim_id:
+            st.error(md(error["message"]))
+        else:
+            state.pop("label_error")
+    if "label_notice" in state:
+        st.info(md(state["label_notice"]))
+    if "label_toast" in state:
+        st.toast(state.pop("label_toast"))
+
+
+def _paused() -> None:
+    st.info("You hold no trace. The one you released is back in the queue for everyone.")
+    st.button("Resume labeling", on_click=st.session_state.pop, args=("label_paused", None), type="primary")
+
+
 @st.fragment
 def card() -> None:
     """The label card: a click redraws only this, never the rest of the page."""
     db = database()
-    if "label_error" in st.session_state:
-        st.error(st.session_state["label_error"])
-    if "label_toast" in st.session_state:
-        st.toast(st.session_state.pop("label_toast"))
     if "siblings_for" in st.session_state:
+        _messages(None)
         _siblings_panel(db, st.session_state["siblings_for"])
         return
-    claim = claim_next(db, user)
+    if st.session_state.get("label_paused"):
+        _messages(None)
+        _paused()
+        return
+    claim = claim_next(db, user, minutes=config.claim_minutes)
+    _messages(claim.claim_id if claim else None)
     if claim is None:
         st.success("Nothing left to label. Approved scrubs appear here as reviewers sign them off.")
         st.button("Undo my last label", shortcut="u", on_click=_undo)
@@ -235,6 +322,7 @@ def card() -> None:
     st.caption(SHORTCUTS)
 
 
+st.html(SHORTCUT_GUARD, unsafe_allow_javascript=True)
 card()
 
 if user.role == "lead":

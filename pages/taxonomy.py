@@ -22,11 +22,38 @@ st.caption(
     "retire them. Merged codes point to where their labels went."
 )
 
+
+def _confirm(action: str, code: str, target: str | None) -> None:
+    """Ask before a merge or retirement: both change every label of the code and cannot be undone."""
+    labels = next(e["labels"] for e in taxonomy_entries(db) if e["code"] == code)
+    with st.container(border=True):
+        if action == "merge":
+            st.warning(
+                f"Merge {md(code)} into {md(target)}? Its {labels} label(s) move to {md(target)} and "
+                f"{md(code)} stops taking labels. This cannot be undone."
+            )
+        else:
+            st.warning(f"Retire {md(code)}? Its {labels} label(s) stay; new labels cannot use it.")
+        yes, no = st.columns(2)
+        if yes.button(f"Yes, {action} {md(code)}", type="primary"):
+            st.session_state.pop("taxonomy_confirm")
+            if action == "merge":
+                st.toast(f"Moved {merge_codes(db, user, code, target)} label(s) to {md(target)}")
+            else:
+                retire_code(db, user, code)
+            st.session_state["taxonomy_keep"] = code  # the picker stays on the code just changed
+            st.rerun()
+        if no.button("Cancel"):
+            st.session_state.pop("taxonomy_confirm")
+            st.rerun()
+
+
 entries = taxonomy_entries(db)
 if not entries:
     st.info("No failure codes yet. They appear when a labeler marks a new failure mode.")
 else:
     table = pd.DataFrame(entries)[["code", "name", "status", "labels", "merged_into", "definition"]]
+    table["merged_into"] = table["merged_into"].fillna("")
     st.dataframe(table, hide_index=True)
     counts = code_counts(db)
     if not counts.empty:
@@ -36,18 +63,24 @@ else:
         st.plotly_chart(chart, width="stretch")
 
     by_code = {e["code"]: e for e in entries}
-    code = st.selectbox("Entry", list(by_code), format_func=lambda c: f"{c} — {by_code[c]['name']}")
+    if "taxonomy_keep" in st.session_state:
+        st.session_state["taxonomy_entry"] = st.session_state.pop("taxonomy_keep")
+    if st.session_state.get("taxonomy_entry") not in by_code:
+        st.session_state.pop("taxonomy_entry", None)
+    code = st.selectbox(
+        "Entry", list(by_code), format_func=lambda c: f"{c} — {by_code[c]['name']}", key="taxonomy_entry"
+    )
     chosen = by_code[code]
-    st.subheader(f"{code} · {chosen['status']}")
+    st.subheader(f"{md(code)} · {chosen['status']}")
     st.text(chosen["definition"])
     if chosen["merged_into"]:
-        st.caption(f"Merged into {chosen['merged_into']}.")
-    st.markdown("**Examples** (scrubbed text of approved traces)")
+        st.caption(f"Merged into {md(chosen['merged_into'])}.")
+    st.markdown("**Examples** (scrubbed exchanges of approved traces)")
     examples = example_rows(db, user, code, limit=5)
     for row in examples:
         with st.container(border=True):
-            st.caption(f"{md(row['trace_id'])} · by {row['labeler']} ({row['via']}) · {row['adversarial']}")
-            st.text(row["scrubbed_input"])
+            st.caption(md(f"{row['trace_id']} · by {row['labeler']} ({row['via']}) · {row['adversarial']}"))
+            st.text("\n".join(f"{turn['role']}: {turn['content']}" for turn in row["turns"]))
             if row["pass_criterion"]:
                 st.text(f"Pass criterion: {row['pass_criterion']}")
     if not examples:
@@ -65,18 +98,19 @@ else:
                 try:
                     edit_entry(db, user, code, definition, name)
                 except BadInput as error:  # shown beside the form, the text stays for fixing
-                    st.error(str(error))
+                    st.error(md(error))
                 else:
                     st.rerun()
         others = [c for c, e in by_code.items() if c != code and e["status"] == "active"]
-        target = st.selectbox(f"Merge {code} into", others, index=None, placeholder="Pick a code")
+        target = st.selectbox(f"Merge {md(code)} into", others, index=None, placeholder="Pick a code")
         merge, retire = st.columns(2)
-        if merge.button(f"Merge {code}", disabled=target is None):
-            st.toast(f"Moved {merge_codes(db, user, code, target)} label(s) to {target}")
-            st.rerun()
-        if retire.button(f"Retire {code}"):
-            retire_code(db, user, code)
-            st.rerun()
+        if merge.button(f"Merge {md(code)}", disabled=target is None):
+            st.session_state["taxonomy_confirm"] = ("merge", code, target)
+        if retire.button(f"Retire {md(code)}"):
+            st.session_state["taxonomy_confirm"] = ("retire", code, None)
+        pending = st.session_state.get("taxonomy_confirm")
+        if pending and pending[1] == code:
+            _confirm(*pending)
     elif user.role != "lead":
         st.caption("Only leads edit, merge or retire codes.")
 
@@ -90,7 +124,7 @@ if user.role == "lead":
             try:
                 create_entry(db, user, new_code, new_name, new_definition)
             except BadInput as error:  # keep what the lead typed so it can be fixed
-                st.error(str(error))
+                st.error(md(error))
             else:
                 for key in fields:
                     st.session_state.pop(key, None)

@@ -55,3 +55,9 @@ def jsonl(path: Path, items: list) -> Path:
         for item in items:
             out.write((item if isinstance(item, bytes) else json.dumps(item).encode()) + b"\n")
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_background_embedding(monkeypatch):
+    """Pages run in the test process: no embedding thread (and model load) behind every AppTest."""
+    monkeypatch.setenv("FLYWHEEL_EMBED_WORKER", "off")

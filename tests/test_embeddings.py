@@ -1,11 +1,28 @@
 """Embeddings of scrubbed text: the real MiniLM model (loaded once), the cache, nearest neighbours."""
 
+import json
+import time
+
 import numpy as np
 import pytest
 from test_labels import LENA, RAW_ONLY
 
-from flywheel.embeddings import MODEL_NAME, embed, encode, load_model, nearest, similar_traces
-from flywheel.errors import PermissionDenied
+from flywheel import label_queue
+from flywheel.embeddings import (
+    MODEL_NAME,
+    embed,
+    embed_all,
+    encode,
+    exchange,
+    load_model,
+    nearest,
+    part_text,
+    pending_scrubs,
+    similar_traces,
+    start_worker,
+)
+from flywheel.errors import BadInput, PermissionDenied
+from flywheel.store import open_db, write
 
 TEXTS = {
     "t-fee": "Why was I charged a fee on my card payment?",
@@ -40,7 +57,21 @@ def topic_db(db):
         )
         status = "pending" if trace_id == "t-pending" else "approved"
         db["scrubs"].insert({"trace_id": trace_id, "status": status, "input": f"[PERSON]: {text}"})
+    with write(db):
+        label_queue.enqueue_approved(db)
     return db
+
+
+def refuse(texts):
+    raise AssertionError(f"a request encoded {len(texts)} text(s); vectors should have been stored")
+
+
+WORDS = ("fee", "charge", "card", "arrive", "pin", "refund", "sorry", "human", "agent", "rate")
+
+
+def bag_of_words(texts):
+    """A deterministic stand-in encoder for the ranking logic: one dimension per word of WORDS."""
+    return np.array([[t.lower().count(w) + 0.01 * i for i, w in enumerate(WORDS)] for t in texts])
 
 
 def counting(calls: list):
@@ -52,13 +83,15 @@ def counting(calls: list):
 
 
 def test_siblings_are_the_nearest_approved_traces_of_the_last_month(topic_db, model):
-    rows = similar_traces(topic_db, LENA, "t-fee", limit=3)
+    assert embed_all(topic_db) == 2 * 7  # two parts of each queued scrub; t-pending is not queued
+    rows = similar_traces(topic_db, LENA, "t-fee", limit=3, encoder=refuse)
     assert {r["trace_id"] for r in rows[:2]} == {"t-fee2", "t-fee3"}
     assert all(
         r["trace_id"] not in ("t-old", "t-pending", "t-fee") for r in rows
     )  # too old, unapproved, itself
     assert rows[0]["similarity"] >= rows[1]["similarity"] >= rows[2]["similarity"]
     assert RAW_ONLY not in repr(rows) and rows[0]["labels"] == []
+    assert rows[0]["turns"][0]["role"] == "customer"
 
 
 def test_texts_are_embedded_once_and_cached_as_float32(topic_db, model):
@@ -86,3 +119,81 @@ def test_nearest_is_the_brute_force_ranking():
 def test_no_siblings_for_an_unapproved_trace(topic_db):
     with pytest.raises(PermissionDenied):
         similar_traces(topic_db, LENA, "t-pending")
+
+
+def _exchange_db(db):
+    """Two customers ask the same; the assistant fails the same way in two replies and fine in one."""
+    same_question = "Why is there a fee on my card?"
+    replies = {
+        "t-a": "Sorry, a human agent will call you about the fee.",
+        "t-b": "Sorry, a human agent will call you back.",
+        "t-c": "The card fee is a refund of the charge.",
+        "t-d": "The fee is a charge on the card for each card payment abroad, a fee per card.",
+    }
+    for trace_id, reply in replies.items():
+        db["traces"].insert(
+            {"trace_id": trace_id, "ts": "2026-05-02T00:00:00.000Z", "week": "w", "input": same_question,
+             "output": reply, "content_hash": trace_id}
+        )  # fmt: skip
+        messages = json.dumps(
+            [{"role": "user", "content": same_question}, {"role": "assistant", "content": reply}]
+        )
+        scrub = {"trace_id": trace_id, "status": "approved", "input": same_question, "output": reply}
+        db["scrubs"].insert({**scrub, "messages": messages})
+    with write(db):
+        label_queue.enqueue_approved(db)
+    embed_all(db, encoder=bag_of_words)
+    return db
+
+
+def test_similarity_on_the_reply_finds_the_same_failure_not_the_same_topic(db):
+    _exchange_db(db)
+    by_reply = similar_traces(db, LENA, "t-a", limit=3, part="reply", encoder=refuse)
+    assert by_reply[0]["trace_id"] == "t-b"
+    turns = by_reply[0]["turns"]
+    assert [t["role"] for t in turns] == ["customer", "assistant"]
+    assert turns[1]["content"] == "Sorry, a human agent will call you back."
+    with pytest.raises(BadInput, match="part 'input'"):
+        similar_traces(db, LENA, "t-a", part="input")
+
+
+def test_the_exchange_names_roles_and_keeps_the_reply():
+    scrub = {"input": "hi", "output": "Final answer.", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Which card?"},
+        {"role": "user", "content": [{"type": "text", "text": "the blue one"}]},
+    ]}  # fmt: skip
+    assert [(t["role"], t["content"]) for t in exchange(scrub)] == [
+        ("customer", "hi"),
+        ("assistant", "Which card?"),
+        ("customer", "the blue one"),
+        ("assistant", "Final answer."),
+    ]
+    assert part_text(scrub, "reply") == "Final answer."
+    assert part_text(scrub).splitlines()[-1] == "assistant: Final answer."
+    assert exchange({"input": "only a question", "output": None}) == [
+        {"role": "customer", "content": "only a question"}
+    ]
+
+
+def test_the_background_worker_embeds_approved_scrubs_without_a_request(tmp_path):
+    path = tmp_path / "worker.db"
+    db = _exchange_db(open_db(path))
+    db["traces"].insert({"trace_id": "t-e", "ts": "2026-05-03T00:00:00.000Z", "week": "w", "input": "q",
+                         "content_hash": "e"})  # fmt: skip
+    scrub_id = db["scrubs"].insert({"trace_id": "t-e", "status": "approved", "input": "a fee?"}).last_pk
+    with write(db):
+        label_queue.enqueue_scrub(db, scrub_id)
+    assert pending_scrubs(db) == 1
+    worker = start_worker(path, encoder=bag_of_words)
+    try:
+        assert start_worker(path) is worker
+        worker.wake()
+        for _ in range(100):
+            if pending_scrubs(db) == 0 and pending_scrubs(db, "reply") == 0:
+                break
+            time.sleep(0.05)
+        assert pending_scrubs(db) == 0 and worker.error is None
+        assert similar_traces(db, LENA, "t-e", encoder=refuse)
+    finally:
+        worker.stop()
+        worker.join(timeout=5)

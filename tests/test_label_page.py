@@ -1,12 +1,17 @@
 """The Label and Taxonomy pages through app.py: each action writes the right rows, no raw text shows."""
 
 import pytest
-from test_labels import ANA, RAW_ONLY, add_code, seed_queue
+from test_embeddings import bag_of_words
+from test_labels import LENA, RAW_ONLY, T0, TOM, add_code, seed_queue
 from test_pages import app, open_page
 
-from flywheel.labels import set_overlap
-from flywheel.store import open_db
+from flywheel import label_queue
+from flywheel.embeddings import embed_all
+from flywheel.labels import claim_next, record_label
+from flywheel.store import open_db, write
+from pages._ui import md
 
+CODE_PICKER = "Failure code (type to search, Enter to pick)"
 NEW_DEFINITION = "The assistant quotes a made-up card fee. Any amount missing from the schedule counts."
 
 
@@ -16,6 +21,7 @@ def label_db(tmp_path):
     db = open_db(path)
     seed_queue(db, 8, batches={1: list(range(8))}, approve=lambda n: n != 7)
     add_code(db)
+    embed_all(db, encoder=bag_of_words)  # what the background worker does in the app
     db.close()
     return path
 
@@ -42,7 +48,7 @@ def test_labeler_labels_known_and_not_a_bug_and_undoes(label_db, monkeypatch):
     at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
     assert at.subheader[0].value == r"Trace t\-00000"
     assert any("[PERSON]" in t.value for t in at.text)
-    widget(at.selectbox, "Failure code (type to search)").select("HALLUCINATED_FEE")
+    widget(at.selectbox, CODE_PICKER).select("HALLUCINATED_FEE")
     widget(at.text_input, "Expected behaviour").input("Quote the fee schedule")
     widget(at.text_input, "Pass criterion").input("No fee outside the schedule")
     widget(at.selectbox, "Adversarial").select("prompt_injection")
@@ -61,6 +67,7 @@ def test_labeler_labels_known_and_not_a_bug_and_undoes(label_db, monkeypatch):
     button(at, "Undo").click().run()
     assert at.subheader[0].value == r"Trace t\-00003"
     assert rows(label_db, "SELECT count(*) FROM labels WHERE undone_at IS NULL") == [(1,)]
+    assert [i.value for i in at.info] == [md("Undid your label on trace t-00003: not a bug")]
     assert RAW_ONLY not in shown_text(at)
 
 
@@ -79,13 +86,13 @@ def test_new_failure_mode_then_siblings(label_db, monkeypatch):
     widget(at.text_area, "Definition (two sentences: what it is, how to recognise it)").input(NEW_DEFINITION)
     button(at, "Create code and label").click().run()
     assert not at.exception and not at.error
-    assert at.subheader[0].value == "Siblings for MADE_UP_CARD_FEE"
+    assert at.subheader[0].value == r"Siblings for MADE\_UP\_CARD\_FEE"
     boxes = at.checkbox
     assert len(boxes) == 6  # the other approved traces (t-00007 is not approved)
     boxes[0].check()
     boxes[1].check()
     at.run()
-    button(at, "Add 2 selected to MADE_UP_CARD_FEE").click().run()
+    button(at, r"Add 2 selected to MADE\_UP\_CARD\_FEE").click().run()
     assert rows(label_db, "SELECT kind, code, via, labeler FROM labels ORDER BY id") == [
         ("new", "MADE_UP_CARD_FEE", "card", "tom"),
         ("known", "MADE_UP_CARD_FEE", "sibling", "tom"),
@@ -103,9 +110,28 @@ def test_two_labelers_see_different_items(label_db, monkeypatch):
 
 
 def test_lead_sets_overlap_and_reads_agreement(label_db, monkeypatch):
-    set_overlap(open_db(label_db), ANA, 1, 2)
     at = open_page(app(label_db, monkeypatch, "ana"), "pages/label.py")
     assert any("No item of this batch has two labels" in c.value for c in at.caption)
+    at.number_input(key="overlap_1").set_value(2)
+    button(at, "Set labels per item").click().run()
+    db = open_db(label_db)
+    assert db["batch_overlap"].get(1)["labels_per_item"] == 2
+    # lena and tom label the same four items: agree on three (not a bug), differ on one
+    for n in range(4):
+        for user in (LENA, TOM):
+            claim = claim_next(db, user, now=T0)
+            disagree = n == 3 and user is TOM
+            kind = {"kind": "known", "code": "HALLUCINATED_FEE", "expected": "x", "pass_criterion": "y"}
+            record_label(db, user, claim, **(kind if disagree else {"kind": "not_a_bug"}), now=T0)
+    at.run()
+    # by hand: observed 3/4; chance (4/4 * 3/4) = 0.75 for not a bug, 0 for the code -> kappa 0
+    assert at.metric[0].label == "Cohen's kappa over 4 items" and at.metric[0].value == "0.00"
+    first = db.execute("SELECT trace_id FROM labels ORDER BY id LIMIT 1").fetchone()[0]
+    db.execute("UPDATE labels SET kind = 'known', code = 'HALLUCINATED_FEE' WHERE trace_id = ?", [first])
+    at.run()
+    # now 2 agree on the code, 1 on not a bug, 1 differs: po 3/4, pe 1/2 * 1/4 + 1/2 * 3/4 = 1/2 -> 0.5
+    assert at.metric[0].value == "0.50"
+    assert list(at.dataframe[0].value["code or kind"]) == ["HALLUCINATED_FEE", "not_a_bug"]
 
 
 def test_taxonomy_page_lead_edits_and_labeler_reads(label_db, monkeypatch):
@@ -132,3 +158,89 @@ def test_taxonomy_page_keeps_a_bad_entry_for_fixing_and_clears_a_good_one(label_
     assert not at.exception and not at.error
     assert rows(label_db, "SELECT code FROM taxonomy WHERE code = 'SLOW_REFUND'") == [("SLOW_REFUND",)]
     assert at.text_input(key="new_code").value == ""
+
+
+def test_the_chosen_code_shows_its_definition_beside_the_item(label_db, monkeypatch):
+    at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
+    assert not any("Any amount not in the schedule" in t.value for t in at.text)
+    widget(at.selectbox, CODE_PICKER).select("HALLUCINATED_FEE")
+    at.run()
+    assert any(
+        t.value.startswith("HALLUCINATED_FEE — Hallucinated fee\nThe assistant quotes") for t in at.text
+    )
+
+
+def test_skip_moves_on_and_release_pauses(label_db, monkeypatch):
+    at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
+    button(at, "Skip").click().run()
+    assert at.subheader[0].value == r"Trace t\-00003"
+    tom = open_page(app(label_db, monkeypatch, "tom"), "pages/label.py")
+    assert tom.subheader[0].value == r"Trace t\-00000"  # the skipped trace went to the others
+    button(at, "Release this trace and pause").click().run()
+    assert not at.subheader and "You hold no trace" in at.info[0].value
+    assert rows(label_db, "SELECT claimed_by FROM label_queue WHERE trace_id = 't-00003'") == [(None,)]
+    button(at, "Resume labeling").click().run()
+    assert at.subheader[0].value == r"Trace t\-00003"
+    assert rows(label_db, "SELECT count(*) FROM audit_log WHERE action IN ('skip', 'release_claim')") == [
+        (2,)
+    ]
+
+
+MARKDOWN_ID = "![pwn](http://127.0.0.1:9/x.png) **t**"
+
+
+def test_a_stale_claim_is_refused_in_plain_words_shown_literally_and_cleared_on_the_next_card(
+    label_db, monkeypatch
+):
+    db = open_db(label_db)
+    db["traces"].insert({"trace_id": MARKDOWN_ID, "ts": "2026-05-01T10:00:00.000Z", "week": "2026-W18",
+                         "input": "q", "content_hash": "md"})  # fmt: skip
+    db["batch_items"].insert({"batch_id": 1, "trace_id": MARKDOWN_ID, "reasons": "[]", "priority": 0})
+    scrub_id = db["scrubs"].insert({"trace_id": MARKDOWN_ID, "status": "approved", "input": "q"}).last_pk
+    with write(db):
+        label_queue.enqueue_scrub(db, scrub_id)
+    at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
+    assert at.subheader[0].value == f"Trace {md(MARKDOWN_ID)}"
+    # lena's hold lapses while she is away; tom gets the trace and labels it
+    db.execute("UPDATE label_queue SET claim_expires = '2000-01-01' WHERE claimed_by = 'lena'")
+    record_label(db, TOM, claim_next(db, TOM), "not_a_bug")
+    button(at, "Not a bug").click().run()
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert "someone else labeled this trace while it was away from you" in message
+    assert md(MARKDOWN_ID) in message and "![" not in message  # the id renders literally, never as an image
+    assert rows(label_db, "SELECT labeler FROM labels") == [("tom",)]
+    shown = at.subheader[0].value
+    button(at, "Not a bug").click().run()
+    assert not at.error and at.subheader[0].value != shown
+
+
+def test_taxonomy_merge_and_retire_ask_first_and_the_picker_stays_on_the_merged_code(label_db, monkeypatch):
+    db = open_db(label_db)
+    add_code(db, "AAA_FIRST")
+    add_code(db, "ZZZ_LAST")
+    with write(db):
+        db["taxonomy"].update("ZZZ_LAST", {"name": "**bold** [link](http://x) $x$"})
+    at = open_page(app(label_db, monkeypatch, "ana"), "pages/taxonomy.py")
+    at.selectbox(key="taxonomy_entry").select("HALLUCINATED_FEE").run()
+    widget(at.selectbox, r"Merge HALLUCINATED\_FEE into").select("ZZZ_LAST").run()
+    button(at, r"Merge HALLUCINATED\_FEE").click().run()
+    assert "Merge HALLUCINATED\\_FEE into ZZZ\\_LAST?" in at.warning[0].value
+    assert rows(label_db, "SELECT status FROM taxonomy WHERE code = 'HALLUCINATED_FEE'") == [("active",)]
+    button(at, r"Yes, merge HALLUCINATED\_FEE").click().run()
+    assert not at.exception and not at.error
+    assert rows(label_db, "SELECT status, merged_into FROM taxonomy WHERE code = 'HALLUCINATED_FEE'") == [
+        ("merged", "ZZZ_LAST")
+    ]
+    assert at.selectbox(key="taxonomy_entry").value == "HALLUCINATED_FEE"
+    assert at.subheader[0].value == r"HALLUCINATED\_FEE · merged"
+    names = list(at.dataframe[0].value["name"])
+    assert "**bold** [link](http://x) $x$" in names  # the table shows a name as typed
+    at.selectbox(key="taxonomy_entry").select("AAA_FIRST").run()
+    button(at, r"Retire AAA\_FIRST").click().run()
+    button(at, "Cancel").click().run()
+    assert rows(label_db, "SELECT status FROM taxonomy WHERE code = 'AAA_FIRST'") == [("active",)]
+    button(at, r"Retire AAA\_FIRST").click().run()
+    button(at, r"Yes, retire AAA\_FIRST").click().run()
+    assert rows(label_db, "SELECT status FROM taxonomy WHERE code = 'AAA_FIRST'") == [("retired",)]
+    assert at.selectbox(key="taxonomy_entry").value == "AAA_FIRST"

@@ -2,11 +2,12 @@
 
 import math
 import multiprocessing
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flywheel import labels
+from flywheel import claims, label_queue, labels
 from flywheel.auth import User
 from flywheel.errors import FlywheelError, PermissionDenied
 from flywheel.labels import (
@@ -25,6 +26,7 @@ from flywheel.labels import (
     set_overlap,
     undo_last_label,
 )
+from flywheel.review import approve_scrub
 from flywheel.store import open_db, write
 from flywheel.taxonomy import add_entry
 
@@ -81,6 +83,8 @@ def seed_queue(db, traces: int, batches: dict[int, list[int]] | None = None, app
             for n in range(traces)
         ],
     )
+    with write(db):
+        label_queue.enqueue_approved(db)
 
 
 def add_code(db, code="HALLUCINATED_FEE") -> str:
@@ -142,10 +146,10 @@ def test_a_lapsed_claim_is_refused_once_someone_else_labeled_the_item(queue_db):
     stale = claim_next(queue_db, LENA, now=T0, minutes=10)
     taken = claim_next(queue_db, TOM, now=T0 + timedelta(minutes=11), minutes=10)
     assert taken.trace_id == stale.trace_id
-    with pytest.raises(StaleClaim, match="tom is labeling it now"):
+    with pytest.raises(StaleClaim, match="someone else is labeling this trace now"):
         record_label(queue_db, LENA, stale, "not_a_bug", now=T0 + timedelta(minutes=12))
     known(queue_db, TOM, taken, code=add_code(queue_db), now=T0 + timedelta(minutes=13))
-    with pytest.raises(StaleClaim, match="labeled meanwhile by tom"):
+    with pytest.raises(StaleClaim, match="someone else labeled this trace while it was away from you"):
         record_label(queue_db, LENA, stale, "not_a_bug", now=T0 + timedelta(minutes=14))
     rows = list(queue_db["labels"].rows_where("trace_id = ?", [stale.trace_id]))
     assert [(r["labeler"], r["kind"]) for r in rows] == [("tom", "known")]
@@ -189,6 +193,33 @@ def test_each_kind_writes_its_row_and_audit_entry_in_one_transaction(queue_db):
     assert queue_db["taxonomy"].get("MISSED_ESCALATION")["created_by"] == "lena"
     assert queue_db["labels"].get(new_id)["claim_id"] is not None
     assert queue_db["audit_log"].count_where("action = 'label' AND actor = 'lena'") == 3
+    # a fault after the label row and the new code are written takes both back, and the claim stays
+    claim = claim_next(queue_db, LENA, now=T0)
+    _fail_inserts_into(queue_db, "audit_log")
+    with pytest.raises(sqlite3.IntegrityError, match="injected fault"):
+        record_label(
+            queue_db,
+            LENA,
+            claim,
+            "new",
+            code="SLOW_REFUND",
+            name="Slow refund",
+            definition=DEFINITION,
+            now=T0,
+        )
+    queue_db.execute("DROP TRIGGER temp.fail_insert")
+    assert queue_db["labels"].count == 3
+    assert queue_db.execute("SELECT count(*) FROM taxonomy WHERE code = 'SLOW_REFUND'").fetchone() == (0,)
+    assert queue_db["claims"].get(claim.claim_id)["state"] == "open"
+    assert claim_next(queue_db, LENA, now=T0) == claim
+
+
+def _fail_inserts_into(db, table: str) -> None:
+    """A database fault: every insert into ``table`` aborts (a temporary trigger; the code is untouched)."""
+    db.execute(
+        f"CREATE TEMP TRIGGER fail_insert BEFORE INSERT ON {table}"
+        " BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+    )
 
 
 @pytest.mark.parametrize(
@@ -216,8 +247,10 @@ def test_undo_takes_back_the_last_label_and_returns_its_item(queue_db):
     first = claim_next(queue_db, LENA, now=T0)
     record_label(queue_db, LENA, first, "not_a_bug", now=T0)
     second = claim_next(queue_db, LENA, now=T0)
-    again = undo_last_label(queue_db, LENA, now=T0)
+    undone = undo_last_label(queue_db, LENA, now=T0)
+    again = undone.claim
     assert again.trace_id == first.trace_id
+    assert undone.describe() == "Undid your label on trace t-00000: not a bug"
     assert claim_next(queue_db, LENA, now=T0) == again
     assert queue_db["claims"].get(second.claim_id)["state"] == "released"
     assert queue_db["labels"].get(1)["undone_by"] == "lena"
@@ -341,7 +374,7 @@ def test_claim_next_walks_indexes_only(queue_db):
         name: " | ".join(
             r[3] for r in queue_db.execute(f"EXPLAIN QUERY PLAN {sql}", {"user": "x", "now": "z"})
         )
-        for name, sql in (("held", labels.HELD_SQL), ("next", labels.NEXT_FREE_SQL))
+        for name, sql in (("held", claims.HELD_SQL), ("next", claims.NEXT_FREE_SQL))
     }
     assert "USING INDEX idx_label_queue_claimed_by" in plans["held"]
     assert "USING INDEX idx_label_queue_is_open_batch_rank_priority_trace_id" in plans["next"]
@@ -377,3 +410,94 @@ def test_four_processes_claiming_at_once_never_share_an_item_or_lose_a_label(tmp
     assert db.execute("SELECT count(DISTINCT trace_id) FROM labels").fetchone()[0] == 1200
     assert db.execute("SELECT count(*) FROM label_queue WHERE is_open").fetchone()[0] == 0
     assert db["claims"].count_where("state = 'labeled'") == 1200
+
+
+def test_approving_a_scrub_queues_its_trace_in_the_same_transaction(queue_db):
+    scrub_id = queue_db.execute("SELECT id FROM scrubs WHERE trace_id = 't-00003'").fetchone()[0]
+    _fail_inserts_into(queue_db, "label_queue")
+    with pytest.raises(sqlite3.IntegrityError, match="injected fault"):
+        approve_scrub(queue_db, RAVI, scrub_id)
+    queue_db.execute("DROP TRIGGER temp.fail_insert")
+    assert queue_db["scrubs"].get(scrub_id)["status"] == "pending"
+    assert queue_db["label_queue"].count_where("trace_id = 't-00003'") == 0
+    approve_scrub(queue_db, RAVI, scrub_id)
+    queued = queue_db["label_queue"].get("t-00003")
+    assert (queued["scrub_id"], queued["batch_id"], queued["priority"], queued["is_open"]) == (
+        scrub_id,
+        1,
+        0,
+        1,
+    )
+    assert claim_next(queue_db, LENA, now=T0).trace_id == "t-00000"
+    assert claim_next(queue_db, TOM, now=T0).trace_id == "t-00003"  # priority 0 of batch 1, before t-00001
+
+
+def test_a_trace_queued_in_no_batch_joins_the_first_batch_that_samples_it(queue_db):
+    assert queue_db["label_queue"].get("t-00010")["batch_id"] is None
+    with write(queue_db):
+        queue_db["sample_batches"].insert({"id": 3, "plan": "{}", "seed": 7, "week": "2026-W18"})
+        queue_db["batch_items"].insert({"batch_id": 3, "trace_id": "t-00010", "reasons": "[]", "priority": 0})
+        assert label_queue.join_batch(queue_db, 3) == 1
+    row = queue_db["label_queue"].get("t-00010")
+    assert (row["batch_id"], row["batch_rank"], row["priority"]) == (3, 3, 0)
+
+
+def test_sampling_a_week_moves_queued_traces_into_the_new_batch(queue_db):
+    from flywheel.sampling import Plan, run_plan
+
+    batch = run_plan(queue_db, Plan(name="all", random_rate=1.0), actor="ana", week="2026-W18")
+    loose = queue_db.execute("SELECT count(*) FROM label_queue WHERE batch_id IS NULL").fetchone()[0]
+    assert loose == 0
+    assert queue_db["label_queue"].get("t-00011")["batch_id"] == batch.id
+    assert queue_db["label_queue"].get("t-00000")["batch_id"] == 1  # already in an earlier batch
+
+
+def test_an_upgraded_database_loses_the_queue_triggers_and_keeps_its_queue(tmp_path):
+    from sqlite_utils import Database
+
+    from flywheel.store import migrations
+
+    path = tmp_path / "old.db"
+    old = Database(sqlite3.connect(path, isolation_level=None))
+    migrations.apply(old, stop_before="m030_label_queue_without_triggers")
+    seed_queue(old, 4, batches={1: [0, 1]})
+    triggers = "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'label_queue_%'"
+    assert old.execute(triggers).fetchone() == (3,)
+    old.close()
+    db = open_db(path)
+    assert db.execute(triggers).fetchone() == (0,)
+    assert db["label_queue"].count == 4
+    assert claim_next(db, LENA, now=T0).trace_id == "t-00000"
+
+
+def test_skip_hands_the_item_to_others_and_brings_it_back_last(queue_db):
+    skipped = claim_next(queue_db, LENA, now=T0)
+    claims.skip_claim(queue_db, LENA, skipped)
+    assert claim_next(queue_db, TOM, now=T0).trace_id == skipped.trace_id
+    release_claim(queue_db, TOM, claim_next(queue_db, TOM, now=T0))
+    seen = []
+    while (claim := claim_next(queue_db, LENA, now=T0)) is not None:
+        seen.append(claim.trace_id)
+        record_label(queue_db, LENA, claim, "not_a_bug", now=T0)
+    assert seen[-1] == skipped.trace_id and seen.count(skipped.trace_id) == 1
+    assert queue_db["audit_log"].count_where("action = 'skip'") == 1
+
+
+def test_the_claim_window_is_the_argument_not_the_environment(queue_db, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_CLAIM_MINUTES", "1")
+    claim = claim_next(queue_db, LENA, now=T0, minutes=30)
+    assert claim.expires_at.startswith("2026-05-04T09:30")
+    record_label(queue_db, LENA, claim, "not_a_bug", now=T0)
+    undone = undo_last_label(queue_db, LENA, now=T0, minutes=45)
+    assert undone.claim.expires_at.startswith("2026-05-04T09:45")
+    with pytest.raises(FlywheelError, match="claim minutes 0"):
+        claim_next(queue_db, TOM, now=T0, minutes=0)
+
+
+def test_the_split_modules_are_still_importable_from_labels():
+    from flywheel import agreement, demo_labels
+
+    assert labels.agreement_of is agreement.agreement_of
+    assert labels.add_demo_labels is demo_labels.add_demo_labels
+    assert labels.claim_next is claims.claim_next
+    assert set(labels.__all__) <= set(dir(labels))

@@ -1,0 +1,285 @@
+"""The labeling station in Chromium: shortcuts while typing, what a labeler can read, siblings.
+
+The real app runs on a free port against a tmp demo database, with its background embedding worker on.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from flywheel.demo_db import build_demo
+from flywheel.embeddings import pending_scrubs
+from flywheel.store import open_db
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+LAUNCH_ARGS += ["--disable-dev-shm-usage", "--no-first-run", "--disable-component-update", "--disable-sync"]
+SENTENCE = "Answer the question asked."
+
+pytestmark = pytest.mark.browser
+
+
+def _unavailable(reason: str):
+    """Skip locally; in CI a browser test that cannot run is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"browser test cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def server_db(tmp_path_factory):
+    db_path = tmp_path_factory.mktemp("browser_label") / "demo.db"
+    build_demo(db_path, seed=11, traces=1200)
+    return db_path
+
+
+@pytest.fixture(scope="module")
+def server(server_db):
+    port = _free_port()
+    env = {**os.environ, "FLYWHEEL_DB": str(server_db), "FLYWHEEL_EMBED_WORKER": "on"}
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def _settle(page) -> None:
+    """Wait until the script run triggered by the last action has finished."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+    )
+
+
+def _open_as(page, url: str, label: str) -> None:
+    page.goto(url)
+    page.get_by_test_id("stNavSectionHeader").first.wait_for(timeout=60_000)
+    _settle(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    role = sidebar.get_by_text(f"Role: {label.split('(')[1].rstrip(')')}")
+    for _ in range(3):  # a click that lands while the first script run is still going can be lost
+        sidebar.get_by_test_id("stSelectbox").first.click()
+        page.get_by_role("option", name=label).click()
+        try:
+            role.wait_for(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    role.wait_for(timeout=5_000)
+    _settle(page)
+
+
+def _go(page, title: str, heading: str | None = None) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
+    page.locator("h1").filter(has_text=heading or title).first.wait_for(timeout=30_000)
+    _settle(page)
+    assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"
+
+
+def _card(page) -> str:
+    """The trace id on the label card, once the card's buttons are drawn."""
+    heading = page.locator("h3").filter(has_text="Trace ").first
+    heading.wait_for(timeout=30_000)
+    page.get_by_test_id("stButton").filter(has_text="Not a bug").first.wait_for(timeout=30_000)
+    page.wait_for_function("window.flywheelShortcutGuard === true", timeout=30_000)
+    _settle(page)
+    page.wait_for_timeout(500)  # the buttons' shortcuts register after they are drawn
+    return heading.inner_text().split()[-1]
+
+
+def _label_state(db_path: Path, user: str) -> tuple:
+    db = open_db(db_path)
+    return db.execute(
+        "SELECT count(*), sum(undone_at IS NOT NULL), coalesce(max(id), 0) FROM labels WHERE labeler = ?",
+        [user],
+    ).fetchone()
+
+
+def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page):
+    _open_as(page, server, "tom (labeler)")
+    _go(page, "Label")
+    shown = _card(page)
+    before = _label_state(server_db, "tom")
+    page.get_by_label("Failure code (type to search").focus()
+    page.keyboard.type("WRONG_POL")  # type-ahead, then Enter picks
+    page.keyboard.press("Enter")
+    _settle(page)
+    guideline = page.get_by_test_id("stText").filter(has_text="WRONG_POLICY — Wrong policy stated")
+    guideline.wait_for(timeout=10_000)  # the chosen code's definition beside the item
+    page.keyboard.press("Tab")
+    page.keyboard.type(SENTENCE)  # space, n, k, u, s, b, d: each a shortcut key outside a field
+    _settle(page)
+    assert page.get_by_label("Expected behaviour").input_value() == SENTENCE
+    assert guideline.count() == 1, "the code was cleared"
+    assert page.get_by_text("New failure mode").count() == 0, "New failure opened"
+    assert _card(page) == shown, "the card moved on"
+    assert _label_state(server_db, "tom") == before, "a label was submitted or undone"
+    # on a focused button or any widget, a typed word is no command either
+    page.keyboard.press("Tab")
+    page.keyboard.type("x")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.tagName") == "BUTTON"
+    page.keyboard.type("nubks d")
+    _settle(page)
+    assert page.get_by_text("New failure mode").count() == 0 and _card(page) == shown
+    assert _label_state(server_db, "tom") == before
+    # Esc leaves the field: now K is the shortcut and labels the item with what was typed
+    page.keyboard.press("Escape")
+    page.keyboard.press("k")
+    page.locator("h3").filter(has_text=f"Trace {shown}").wait_for(state="detached", timeout=30_000)
+    row = open_db(server_db).execute(
+        "SELECT trace_id, kind, code, expected, pass_criterion FROM labels WHERE labeler = 'tom' AND id > ?",
+        [before[2]],
+    )
+    assert row.fetchall() == [(shown, "known", "WRONG_POLICY", SENTENCE, "x")]
+    # U undoes it, asks nothing and says what it undid
+    _card(page)
+    page.keyboard.press("u")
+    page.get_by_test_id("stAlert").filter(has_text=f"Undid your label on trace {shown}").wait_for(
+        timeout=30_000
+    )
+    assert _card(page) == shown
+
+
+def _raw_secrets(db, trace_ids: list[str]) -> dict[str, list[str]]:
+    """Per trace, the raw words its approved scrub redacted: what a labeler must never read."""
+    secrets = {}
+    for trace_id in trace_ids:
+        raw = db.execute(
+            "SELECT input, output, messages FROM traces WHERE trace_id = ?", [trace_id]
+        ).fetchone()
+        fields = {"input": raw[0], "output": raw[1] or ""}
+        for n, message in enumerate(json.loads(raw[2] or "[]")):
+            fields[f"messages[{n}]"] = message.get("content") or ""
+        spans = db.execute(
+            "SELECT r.field, r.start, r.end FROM redactions r JOIN scrubs s ON s.id = r.scrub_id"
+            " WHERE s.trace_id = ? AND r.removed_by IS NULL",
+            [trace_id],
+        )
+        words = {fields.get(field, "")[start:end] for field, start, end in spans}
+        secrets[trace_id] = sorted(w for w in words if len(w) >= 4)
+    return secrets
+
+
+def test_labeler_reads_scrubbed_text_only_in_the_traces_table_and_on_the_card(server, server_db, page):
+    _open_as(page, server, "lena (labeler)")
+    assert page.get_by_test_id("stSidebarNav").get_by_role("link", name="Import", exact=True).count() == 0
+    _go(page, "Traces")
+    page.get_by_text("Raw trace text is hidden").wait_for(timeout=30_000)
+    db = open_db(server_db)
+    seen = {}
+    # thumbs-down traces are all sampled: the newest week's wait for review, older weeks' are approved
+    page.get_by_test_id("stMultiSelect").filter(has_text="Signal").click()
+    page.get_by_role("option", name="thumbs down").click()
+    page.keyboard.press("Escape")
+    _settle(page)
+    one_pager = "document.querySelectorAll('[data-testid=stNumberInputField]').length === 1"
+    for number in range(1, 3):
+        page.wait_for_function(one_pager, timeout=30_000)  # the unfiltered table's pager is gone
+        page.get_by_label("Page (of").fill(str(number))
+        page.keyboard.press("Enter")
+        _settle(page)
+        table = page.get_by_test_id("stDataFrame").locator("table").first
+        table.wait_for(state="attached", timeout=30_000)  # the grid's accessible copy of its cells
+        text = table.inner_text()
+        shown = re.findall(r"t-\d{6}", text)
+        marks = ",".join("?" * len(shown))
+        scrubs = db.execute(f"SELECT trace_id, status, input FROM scrubs WHERE trace_id IN ({marks})", shown)
+        for _, status, scrubbed in scrubs:
+            seen.setdefault(status, []).append(scrubbed in text)
+        leaks = {t: w for t, words in _raw_secrets(db, shown).items() for w in words if w in text}
+        assert not leaks, f"raw text in the labeler's table: {leaks}"
+    # the table really shows text: approved scrubs with their placeholders, never a pending one
+    assert any(seen.get("approved", [])), f"no approved scrubbed text in the table: {seen}"
+    assert seen.get("pending") and not any(seen["pending"]), f"a pending scrub reached a labeler: {seen}"
+
+    _go(page, "Label")
+    trace_id = _card(page)
+    card = page.get_by_test_id("stMain").inner_text()
+    assert db.execute("SELECT input FROM scrubs WHERE trace_id = ?", [trace_id]).fetchone()[0][:40] in card
+    leaks = [w for w in _raw_secrets(db, [trace_id])[trace_id] if w in card]
+    assert not leaks, f"raw text on the label card of {trace_id}: {leaks}"
+
+
+def test_a_new_failure_lists_siblings_with_the_whole_exchange(server, server_db, page):
+    db = open_db(server_db)
+    deadline = time.monotonic() + 300
+    while pending_scrubs(db) or pending_scrubs(db, "reply"):  # the app's worker embeds the approvals
+        assert time.monotonic() < deadline, "the background worker did not embed the approved scrubs"
+        time.sleep(1)
+    _open_as(page, server, "ravi (reviewer)")  # reviewers label too; lena and tom hold cards already
+    _go(page, "Label")
+    _card(page)
+    page.get_by_role("button", name="New failure").click()
+    page.get_by_label("Code").fill("PROMISED_CALLBACK")
+    page.get_by_label("Name").fill("Promised callback")
+    page.get_by_label("Definition").fill("The reply promises a call back nobody makes. Look for a callback.")
+    page.get_by_label("Expected behaviour").fill("Solve it in the chat")
+    page.get_by_label("Pass criterion").fill("No callback promised")
+    _settle(page)
+    page.get_by_role("button", name="Create code and label").click()
+    page.locator("h3").filter(has_text="Siblings for PROMISED_CALLBACK").wait_for(timeout=30_000)
+    _settle(page)
+    boxes = page.get_by_test_id("stCheckbox")
+    assert boxes.count() == 10
+    first = page.get_by_test_id("stVerticalBlockBorderWrapper").filter(has=boxes.first).first
+    text = first.get_by_test_id("stText").inner_text()
+    assert text.startswith("customer: ") and "\nassistant: " in text  # roles, not messages[n]
+    page.get_by_text("The assistant's reply").click()
+    _settle(page)
+    assert page.get_by_test_id("stCheckbox").count() == 10 and page.get_by_test_id("stException").count() == 0
