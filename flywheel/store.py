@@ -516,5 +516,5 @@ def m040_trace_rollups_and_listing_indexes(db: Database) -> None:
         ("schema_invalid", "schema_valid = 0"),
     ):
         db.execute(f"CREATE INDEX idx_traces_{name} ON traces(ts, trace_id) WHERE {predicate}")
-    for column in ("actor", "action", "entity"):
-        db.execute(f"CREATE INDEX idx_audit_log_{column} ON audit_log({column}, id)")
+    for name, columns in (("actor", "actor, id"), ("action", "action, id"), ("entity", "entity, entity_id")):
+        db.execute(f"CREATE INDEX idx_audit_log_{name} ON audit_log({columns})")

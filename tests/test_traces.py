@@ -1,7 +1,7 @@
 import pytest
 from conftest import jsonl, trace
 
-from flywheel.auth import User, load_users, user_for_email
+from flywheel.auth import User, least_privileged, load_users, reachable_beyond_loopback, user_for_email
 from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
 from flywheel.ingest import ingest_files
 from flywheel.store import write
@@ -183,3 +183,52 @@ def test_store_runs_in_wal_with_foreign_keys_and_migrates_once(db, tmp_path):
 def test_every_import_is_audited(stored):
     (entry,) = stored["audit_log"].rows
     assert (entry["action"], entry["entity"], entry["actor"]) == ("ingest", "ingest_run", "cli")
+
+
+def test_sign_in_identity_is_the_verified_email_never_a_display_name(tmp_path):
+    path = tmp_path / "users.toml"
+    path.write_text(
+        '[users.lena]\nrole = "labeler"\nemail = "lena@example.com"\n[users.ana]\nrole = "lead"\n'
+    )
+    users = load_users(path)
+    stranger = user_for_email(users, "Mallory@Evil.example", verified=True)
+    assert (stranger.name, stranger.role) == ("mallory@evil.example", "labeler")
+    assert user_for_email(users, "LENA@example.com").name == "lena@example.com"
+    with pytest.raises(PermissionDenied, match="not verified"):
+        user_for_email(users, "lena@example.com", verified=False)
+    with pytest.raises(PermissionDenied, match="no e-mail"):
+        user_for_email(users, "")
+
+
+def test_a_fresh_session_gets_the_least_privileged_user(tmp_path):
+    path = tmp_path / "users.toml"
+    path.write_text(
+        '[users.ana]\nrole = "lead"\n[users.ravi]\nrole = "reviewer"\n[users.tom]\nrole = "labeler"\n'
+    )
+    assert least_privileged(load_users(path)).name == "tom"
+
+
+@pytest.mark.parametrize(
+    "server, client, forwarded, exposed",
+    [
+        ("127.0.0.1", None, False, False),
+        ("localhost", None, False, False),
+        ("::1", None, False, False),
+        (None, None, False, True),  # no address: every interface
+        ("0.0.0.0", None, False, True),
+        ("192.0.2.7", None, False, True),
+        ("127.0.0.1", "192.0.2.9", False, True),
+        ("127.0.0.1", None, True, True),
+    ],
+)
+def test_reachability_beyond_loopback(server, client, forwarded, exposed):
+    assert reachable_beyond_loopback(server, client, forwarded) is exposed
+
+
+def test_an_exposed_local_user_holds_a_labelers_rights(stored):
+    lead = User("ana", "lead", exposed=True)
+    assert not lead.sees_raw_text and lead.may("labeler", "lead") and not lead.may("lead")
+    with pytest.raises(PermissionDenied, match=r"\[auth\] section"):
+        raw_trace(stored, lead, "t-000001")
+    rows = find_traces(stored, lead, TraceFilter(), page_size=5)
+    assert rows and all("input" not in row for row in rows)
