@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 from sqlite_utils import Database
 
-from flywheel.rollups import ALL, refresh_rollups
+from flywheel.rollups import ALL, cached, refresh_rollups
 from flywheel.signals import ANOMALIES
 from flywheel.traces import iso_week
 
@@ -39,7 +39,10 @@ def loop_counts(db: Database) -> dict[str, int]:
 
 def weekly_traffic(db: Database) -> pd.DataFrame:
     """Traces per ISO week and cohort ('(none)' for traces without one)."""
-    refresh_rollups(db)
+    return cached(db, "weekly_traffic", lambda: _weekly_traffic(db))
+
+
+def _weekly_traffic(db: Database) -> pd.DataFrame:
     sql = (
         "SELECT week, CASE cohort WHEN '' THEN '(none)' ELSE cohort END AS cohort, sum(traces)"
         " FROM trace_rollup WHERE signal = '' GROUP BY week, cohort ORDER BY week, cohort"
@@ -49,7 +52,10 @@ def weekly_traffic(db: Database) -> pd.DataFrame:
 
 def weekly_signal_rates(db: Database) -> pd.DataFrame:
     """Per ISO week, the share of traces carrying each anomaly signal (long format)."""
-    refresh_rollups(db)
+    return cached(db, "weekly_signal_rates", lambda: _weekly_signal_rates(db))
+
+
+def _weekly_signal_rates(db: Database) -> pd.DataFrame:
     rows = db.execute(
         "SELECT week, signal, sum(traces) FROM trace_rollup GROUP BY week, signal ORDER BY week"
     ).fetchall()
@@ -65,7 +71,10 @@ def weekly_signal_rates(db: Database) -> pd.DataFrame:
 
 def intent_mix(db: Database, limit: int = 12, recent_weeks: int = 4) -> pd.DataFrame:
     """The intents that gained most share in the last ``recent_weeks`` ISO weeks against the weeks before."""
-    refresh_rollups(db)
+    return cached(db, f"intent_mix:{limit}:{recent_weeks}", lambda: _intent_mix(db, limit, recent_weeks))
+
+
+def _intent_mix(db: Database, limit: int, recent_weeks: int) -> pd.DataFrame:
     latest = db.execute("SELECT max(week) FROM trace_rollup").fetchone()[0]
     if latest is None:
         return pd.DataFrame(columns=["intent", "recent_share", "earlier_share"])

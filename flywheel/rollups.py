@@ -8,14 +8,20 @@ everything computed from the rollup; changing a signal's predicate rebuilds it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlite_utils import Database
 
 from flywheel.signals import ANOMALIES, Signal
 from flywheel.store import write
 
+T = TypeVar("T")
 ROLLUP = "traces"
+CACHE_SIZE = 256
+_cache: dict[tuple, object] = {}
 ALL = ""  # the rollup's signal name for "every trace"; also its stand-in for a missing cohort or intent
 
 
@@ -101,3 +107,15 @@ def rollup_values(db: Database) -> dict[str, list[str]]:
         column + "s": [r[0] for r in db.execute(sql.format(column))]
         for column in ("week", "cohort", "intent")
     }
+
+
+def cached(db: Database, name: str, compute: Callable[[], T]) -> T:
+    """``compute()`` (a figure read from the rollup) once per database file, data version and ``name``;
+    callers get their own copy."""
+    refresh_rollups(db)
+    key = (db.conn.execute("PRAGMA database_list").fetchone()[2], *data_version(db), name)
+    if key not in _cache:
+        if len(_cache) >= CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = compute()
+    return copy.deepcopy(_cache[key])
