@@ -3,10 +3,18 @@ place where library errors become messages."""
 
 import streamlit as st
 
-from flywheel.auth import User, load_users, user_for_email
+from flywheel.auth import (
+    SIGN_IN_HELP,
+    User,
+    least_privileged,
+    load_users,
+    reachable_beyond_loopback,
+    user_for_email,
+)
 from flywheel.config import load_config
 from flywheel.demo_db import ensure_demo_db
 from flywheel.errors import FlywheelError
+from pages._ui import md
 
 st.set_page_config(page_title="Flywheel", page_icon=":material/cyclone:", layout="wide")
 
@@ -33,24 +41,42 @@ def _signed_in_user(users: list[User]) -> User | None:
             st.title("Flywheel")
             st.button("Sign in", on_click=st.login, type="primary")
             return None
-        user = user_for_email(users, st.user.get("email", ""), st.user.get("name"))
         st.sidebar.button("Sign out", on_click=st.logout)
+        user = user_for_email(users, st.user.get("email") or "", st.user.get("email_verified"))
+        st.sidebar.caption(f"Signed in as {md(user.email)}")
     else:
-        roles = {u.name: u.role for u in users}
-        if st.session_state.get("user_name") not in roles:
-            st.session_state["user_name"] = users[0].name
-        chosen = st.sidebar.selectbox(
-            "Signed in as", list(roles), key="user_name", format_func=lambda n: f"{n} ({roles[n]})"
-        )
-        user = next(u for u in users if u.name == chosen)
+        user = _local_user(users, exposed=_reachable_beyond_loopback())
     st.sidebar.caption(f"Role: **{user.role}**")
+    if user.exposed:
+        st.sidebar.warning(md(SIGN_IN_HELP))
     return user
+
+
+def _local_user(users: list[User], exposed: bool) -> User:
+    """The user picked in the sidebar; a fresh session starts as the least privileged one."""
+    roles = {u.name: u.role for u in users}
+    if st.session_state.get("user_name") not in roles:
+        st.session_state["user_name"] = least_privileged(users).name
+    chosen = st.sidebar.selectbox(
+        "Signed in as", list(roles), key="user_name", format_func=lambda n: f"{n} ({roles[n]})"
+    )
+    user = next(u for u in users if u.name == chosen)
+    return User(user.name, user.role, user.email, exposed=exposed)
+
+
+def _reachable_beyond_loopback() -> bool:
+    headers = st.context.headers
+    if not headers:  # no HTTP client behind this session (a script run in tests)
+        return False
+    ip = st.context.ip_address  # None for a browser on this machine
+    forwarded = bool(headers.get("X-Forwarded-For") or headers.get("Forwarded"))
+    return reachable_beyond_loopback(st.get_option("server.address"), ip, forwarded)
 
 
 def _navigation(user: User):
     sections = {
         section: [
-            st.Page(path, title=title, icon=icon) for path, title, icon, roles in pages if user.role in roles
+            st.Page(path, title=title, icon=icon) for path, title, icon, roles in pages if user.may(*roles)
         ]
         for section, pages in PAGES.items()
     }
@@ -66,4 +92,4 @@ try:
             ensure_demo_db(config)
         _navigation(user).run()
 except FlywheelError as error:
-    st.error(str(error))
+    st.error(md(error))

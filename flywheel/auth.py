@@ -7,30 +7,45 @@ enforces these rules itself (``require_role``), so no page can leak what its use
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from flywheel.errors import BadInput, PermissionDenied
 
-ROLES = ("labeler", "reviewer", "lead")
+ROLES = ("labeler", "reviewer", "lead")  # least privileged first
 RAW_TEXT_ROLES = ("reviewer", "lead")
+SIGN_IN_HELP = (
+    "This server is reachable beyond this machine and nobody signs in, so anyone who reaches it could pick"
+    " any user: raw text and reviewer or lead actions are off. To use them, add an [auth] section"
+    " (an OIDC provider, see st.login) to .streamlit/secrets.toml and list people's e-mails and roles in"
+    " the users file, or serve the app on 127.0.0.1 only (the default in .streamlit/config.toml)."
+)
 
 
 @dataclass(frozen=True)
 class User:
+    """Someone using Flywheel. ``exposed`` marks a user picked from the local list (no sign-in) on a
+    server reachable beyond loopback: such a user holds a labeler's rights whatever the role says."""
+
     name: str
     role: str
     email: str | None = None
+    exposed: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise BadInput(f"user {self.name!r} has role {self.role!r}; expected one of {', '.join(ROLES)}")
 
+    def may(self, *roles: str) -> bool:
+        """Whether this user holds one of ``roles`` (an exposed user only a labeler's)."""
+        return self.role in roles and (not self.exposed or "labeler" in roles)
+
     @property
     def sees_raw_text(self) -> bool:
         """Whether this user may read unscrubbed trace text."""
-        return self.role in RAW_TEXT_ROLES
+        return self.may(*RAW_TEXT_ROLES)
 
 
 def load_users(path: str | Path) -> list[User]:
@@ -54,15 +69,48 @@ def _user(name: str, entry: object, path: Path) -> User:
     return User(name=name, role=entry["role"], email=entry.get("email"))
 
 
-def user_for_email(users: list[User], email: str, display_name: str | None = None) -> User:
-    """The signed-in (OIDC) user: the role listed for their e-mail, else labeler (least privilege)."""
-    for user in users:
-        if user.email and user.email.lower() == email.lower():
-            return user
-    return User(name=display_name or email, role="labeler", email=email)
+def least_privileged(users: list[User]) -> User:
+    """The user a fresh session starts as: the first of the lowest role in the file."""
+    return min(users, key=lambda user: ROLES.index(user.role))
+
+
+def user_for_email(users: list[User], email: str, verified: bool | None = None) -> User:
+    """The signed-in (OIDC) user. Their identity is the e-mail the provider verified, never a display
+    name; the role is the one listed for that e-mail, else labeler (least privilege)."""
+    email = (email or "").strip().lower()
+    if "@" not in email:
+        raise PermissionDenied("the identity provider sent no e-mail address; sign-in needs one")
+    if verified is False:
+        raise PermissionDenied(f"the identity provider has not verified the e-mail {email!r}")
+    role = next((u.role for u in users if u.email and u.email.strip().lower() == email), "labeler")
+    return User(name=email, role=role, email=email)
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether a listening or client address stays on this machine (a Unix socket does)."""
+    if not address:
+        return False
+    address = address.strip().strip("[]")
+    if address == "localhost" or address.startswith("unix://"):
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def reachable_beyond_loopback(
+    server_address: str | None, client_ip: str | None = None, forwarded: bool = False
+) -> bool:
+    """Whether a session may come from another machine: the server listens beyond loopback (no
+    address means every interface), the client is remote, or a proxy forwarded the request."""
+    remote_client = client_ip is not None and not is_loopback(client_ip)
+    return not is_loopback(server_address) or remote_client or forwarded
 
 
 def require_role(user: User, *roles: str) -> None:
     """Raise PermissionDenied unless the user has one of ``roles``."""
     if user.role not in roles:
         raise PermissionDenied(f"{user.name} is a {user.role}; this needs the role {' or '.join(roles)}")
+    if not user.may(*roles):
+        raise PermissionDenied(SIGN_IN_HELP)

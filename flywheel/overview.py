@@ -1,25 +1,27 @@
-"""What the overview page shows: how much is at each station of the loop, week by week."""
+"""What the overview page shows: how much is at each station of the loop, week by week.
+
+Per-week figures come from the trace rollup (``flywheel.rollups``), never from a walk over every trace.
+"""
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlite_utils import Database
 
-ANOMALY_SIGNALS = {
-    "thumbs down": "thumbs = 'down'",
-    "regenerated or retried": "regenerated = 1 OR retried = 1",
-    "escalated": "escalated = 1",
-    "guardrail tripped": "guardrail_tripped = 1",
-    "schema invalid": "schema_valid = 0",
-}
+from flywheel.rollups import ALL, cached, refresh_rollups
+from flywheel.signals import ANOMALIES
+from flywheel.traces import iso_week
 
 
 def loop_counts(db: Database) -> dict[str, int]:
     """Counts at each station that holds data."""
+    refresh_rollups(db)
     one = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
     return {
-        "traces": one("SELECT count(*) FROM traces"),
-        "weeks": one("SELECT count(DISTINCT week) FROM traces"),
+        "traces": one("SELECT coalesce(sum(traces), 0) FROM trace_rollup WHERE signal = ''"),
+        "weeks": one("SELECT count(DISTINCT week) FROM trace_rollup"),
         "ingest_runs": one("SELECT count(*) FROM ingest_runs"),
         "quarantined": one("SELECT count(*) FROM quarantine"),
         "changed_duplicates": one("SELECT count(*) FROM ingest_conflicts"),
@@ -36,33 +38,56 @@ def loop_counts(db: Database) -> dict[str, int]:
 
 
 def weekly_traffic(db: Database) -> pd.DataFrame:
-    """Traces per ISO week and cohort."""
+    """Traces per ISO week and cohort ('(none)' for traces without one)."""
+    return cached(db, "weekly_traffic", lambda: _weekly_traffic(db))
+
+
+def _weekly_traffic(db: Database) -> pd.DataFrame:
     sql = (
-        "SELECT week, coalesce(cohort, '(none)') AS cohort, count(*) AS traces"
-        " FROM traces GROUP BY week, cohort ORDER BY week, cohort"
+        "SELECT week, CASE cohort WHEN '' THEN '(none)' ELSE cohort END AS cohort, sum(traces)"
+        " FROM trace_rollup WHERE signal = '' GROUP BY week, cohort ORDER BY week, cohort"
     )
     return pd.DataFrame(db.execute(sql).fetchall(), columns=["week", "cohort", "traces"])
 
 
 def weekly_signal_rates(db: Database) -> pd.DataFrame:
     """Per ISO week, the share of traces carrying each anomaly signal (long format)."""
-    sums = ", ".join(f"avg(CASE WHEN {sql} THEN 1.0 ELSE 0 END)" for sql in ANOMALY_SIGNALS.values())
-    rows = db.execute(f"SELECT week, {sums} FROM traces GROUP BY week ORDER BY week").fetchall()
-    wide = pd.DataFrame(rows, columns=["week", *ANOMALY_SIGNALS])
-    return wide.melt(id_vars="week", var_name="signal", value_name="share")
+    return cached(db, "weekly_signal_rates", lambda: _weekly_signal_rates(db))
 
 
-def intent_mix(db: Database, limit: int = 12) -> pd.DataFrame:
-    """The intents that gained most share in the last four weeks against the time before."""
-    cutoff = db.execute(
-        "SELECT strftime('%Y-%m-%dT%H:%M:%S.000Z', max(ts), '-28 days') FROM traces"
-    ).fetchone()[0]
-    if cutoff is None:
+def _weekly_signal_rates(db: Database) -> pd.DataFrame:
+    rows = db.execute(
+        "SELECT week, signal, sum(traces) FROM trace_rollup GROUP BY week, signal ORDER BY week"
+    ).fetchall()
+    totals = {week: n for week, signal, n in rows if signal == ALL}
+    counts = {(week, signal): n for week, signal, n in rows}
+    data = [
+        (week, s.label, counts.get((week, s.name), 0) / total)
+        for week, total in totals.items()
+        for s in ANOMALIES
+    ]
+    return pd.DataFrame(data, columns=["week", "signal", "share"])
+
+
+def intent_mix(db: Database, limit: int = 12, recent_weeks: int = 4) -> pd.DataFrame:
+    """The intents that gained most share in the last ``recent_weeks`` ISO weeks against the weeks before."""
+    return cached(db, f"intent_mix:{limit}:{recent_weeks}", lambda: _intent_mix(db, limit, recent_weeks))
+
+
+def _intent_mix(db: Database, limit: int, recent_weeks: int) -> pd.DataFrame:
+    latest = db.execute("SELECT max(week) FROM trace_rollup").fetchone()[0]
+    if latest is None:
         return pd.DataFrame(columns=["intent", "recent_share", "earlier_share"])
+    monday = datetime.strptime(latest + "-1", "%G-W%V-%u")
+    cutoff = iso_week((monday - timedelta(weeks=recent_weeks - 1)).strftime("%Y-%m-%d"))
     sql = """
-        SELECT intent,
-               sum(ts >= :cutoff) * 1.0 / max(1, (SELECT count(*) FROM traces WHERE ts >= :cutoff)) AS recent,
-               sum(ts < :cutoff) * 1.0 / max(1, (SELECT count(*) FROM traces WHERE ts < :cutoff)) AS earlier
-        FROM traces WHERE intent IS NOT NULL GROUP BY intent ORDER BY recent - earlier DESC LIMIT :limit"""
+        WITH per AS (SELECT intent, sum(CASE WHEN week >= :cutoff THEN traces END) AS recent,
+                            sum(CASE WHEN week < :cutoff THEN traces END) AS earlier
+                     FROM trace_rollup WHERE signal = '' GROUP BY intent),
+             total AS (SELECT max(1, sum(recent)) AS recent, max(1, sum(earlier)) AS earlier FROM per)
+        SELECT per.intent, coalesce(per.recent, 0) * 1.0 / total.recent AS recent_share,
+               coalesce(per.earlier, 0) * 1.0 / total.earlier AS earlier_share
+        FROM per, total WHERE per.intent != ''
+        ORDER BY recent_share - earlier_share DESC, per.intent LIMIT :limit"""
     rows = db.execute(sql, {"cutoff": cutoff, "limit": limit}).fetchall()
     return pd.DataFrame(rows, columns=["intent", "recent_share", "earlier_share"])

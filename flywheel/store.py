@@ -685,3 +685,34 @@ def m031_scrub_vectors(db: Database) -> None:
         foreign_keys=[("scrub_id", "scrubs", "id")],
     )
     db["label_queue"].create_index(["scrub_id"])
+
+
+@migrations()
+def m040_trace_rollups_and_listing_indexes(db: Database) -> None:
+    # Counts per week, cohort, intent and signal ('' for all traces), kept up to a rowid watermark so
+    # the overview reads a few thousand rows instead of every trace; rebuilt when the signal table changes.
+    db["trace_rollup"].create(
+        {"week": str, "cohort": str, "intent": str, "signal": str, "traces": int},
+        pk=("week", "cohort", "intent", "signal"),
+        not_null={"traces"},
+    )
+    db["rollup_state"].create({"name": str, "definition": str, "upto_rowid": int}, pk="name")
+    # Listing indexes end in trace_id, the tie-break of keyset pagination; they replace the narrower
+    # ones so an import maintains no more indexes than before.
+    for old, columns in (("ts", "ts"), ("cohort", "cohort, ts"), ("intent", "intent, ts")):
+        db.execute(f"DROP INDEX IF EXISTS idx_traces_{old}")
+        db.execute(f"CREATE INDEX idx_traces_{old}_list ON traces({columns}, trace_id)")
+    db.execute("CREATE INDEX idx_traces_judge_list ON traces(judge_score, trace_id)")
+    db.execute("CREATE INDEX idx_traces_cost_list ON traces(cost_usd, trace_id)")
+    # Anomalies are a few percent of traffic: small partial indexes list and count them by time.
+    for name, predicate in (
+        ("thumbs_down", "thumbs = 'down'"),
+        ("regenerated", "regenerated = 1"),
+        ("retried", "retried = 1"),
+        ("escalated", "escalated = 1"),
+        ("guardrail_tripped", "guardrail_tripped = 1"),
+        ("schema_invalid", "schema_valid = 0"),
+    ):
+        db.execute(f"CREATE INDEX idx_traces_{name} ON traces(ts, trace_id) WHERE {predicate}")
+    for name, columns in (("actor", "actor, id"), ("action", "action, id"), ("entity", "entity, entity_id")):
+        db.execute(f"CREATE INDEX idx_audit_log_{name} ON audit_log({columns})")

@@ -14,6 +14,9 @@ from sqlite_utils.db import NotFoundError
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
+from flywheel.rollups import rollup_count, rollup_values
+from flywheel.signals import ANOMALIES, flag_columns, flags, signal
+from flywheel.signals import SIGNALS as SIGNALS_TABLE
 from flywheel.store import format_ts, now, query_one, query_rows
 from flywheel.store import iso_week as iso_week  # the week key lives with now(); re-exported here
 
@@ -269,56 +272,160 @@ def _dumps(value: object, key: str) -> str:
     return _text(json.dumps(value, ensure_ascii=False), key)
 
 
-# Queries over stored traces. Raw text only leaves here for roles allowed to read it.
+# Queries over stored traces. Raw text only leaves here for roles allowed to read it. Pages are read
+# with keyset pagination: a page continues from the sort key of a row, so the last page of a million
+# traces costs what the first does.
 
-SIGNAL_FILTERS = {
-    "thumbs down": "thumbs = 'down'",
-    "regenerated": "regenerated = 1",
-    "retried": "retried = 1",
-    "escalated": "escalated = 1",
-    "guardrail tripped": "guardrail_tripped = 1",
-    "schema invalid": "schema_valid = 0",
-    "borderline judge (0.4-0.7)": "judge_score BETWEEN 0.4 AND 0.7",
-    "long conversation (5+ turns)": "turns >= 5",
-}
+SIGNAL_FILTERS = {s.label: s.predicate for s in SIGNALS_TABLE}
 SIGNAL_COLUMNS = "ts, cohort, intent, " + ", ".join(SIGNALS)
-LIST_COLUMNS = "trace_id, week, " + SIGNAL_COLUMNS
+LIST_COLUMNS = "trace_id, week, " + SIGNAL_COLUMNS + ", " + flag_columns()
+SORTS = {"time": "ts", "judge score": "judge_score", "cost": "cost_usd"}
+MAX_SEARCH = 200
 
 
 @dataclass(frozen=True)
 class TraceFilter:
-    """Which traces to list: every non-empty field narrows the selection."""
+    """Which traces to list: every non-empty field narrows the selection.
+
+    ``trace_id`` matches ids starting with it; ``text`` matches scrubbed text containing it (approved
+    scrubs only, for users who may not read raw text); ``approved_only`` keeps traces whose scrub a
+    reviewer approved.
+    """
 
     weeks: tuple[str, ...] = ()
     cohorts: tuple[str, ...] = ()
     intents: tuple[str, ...] = ()
     signals: tuple[str, ...] = ()
+    trace_id: str = ""
+    text: str = ""
+    approved_only: bool = False
 
-    def sql(self) -> tuple[str, list]:
-        """The WHERE clause (or '') and its parameters."""
+    def __post_init__(self) -> None:
+        for name in ("trace_id", "text"):
+            if len(getattr(self, name)) > MAX_SEARCH:
+                raise BadInput(f"search for {name} is longer than {MAX_SEARCH} characters")
+        for key in self.signals:
+            if key not in SIGNAL_FILTERS:
+                raise BadInput(f"unknown signal filter {key!r}; expected one of {', '.join(SIGNAL_FILTERS)}")
+
+    def sql(self, user: User | None = None, sort: str = "ts") -> tuple[str, list]:
+        """The WHERE clause (or '') and its parameters; ``user`` decides which scrubs a text search reads.
+
+        Listed by another column than time, the week, cohort and intent terms are kept off their
+        indexes (``+column``): walking the sort column's index and skipping non-matches finds a page
+        at once, where the cohort index would make SQLite sort every trace of the cohort first.
+        """
         clauses, params = [], []
+        unindexed = "+" if sort != "ts" else ""
         for column, values in (("week", self.weeks), ("cohort", self.cohorts), ("intent", self.intents)):
             if values:
-                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                clauses.append(f"{unindexed}{column} IN ({','.join('?' * len(values))})")
                 params.extend(values)
-        for name in self.signals:
-            if name not in SIGNAL_FILTERS:
-                raise BadInput(f"unknown signal filter {name!r}; expected one of {', '.join(SIGNAL_FILTERS)}")
-            clauses.append(SIGNAL_FILTERS[name])
+        clauses += [SIGNAL_FILTERS[key] for key in self.signals]
+        if self.trace_id.strip():
+            prefix = self.trace_id.strip()
+            clauses.append("trace_id >= ? AND trace_id < ?")
+            params += [prefix, prefix + "\U0010ffff"]
+        scrub_clause, scrub_params = self._scrub_sql(user)
+        if scrub_clause:
+            clauses.append(f"trace_id IN (SELECT trace_id FROM scrubs WHERE {scrub_clause})")
+            params += scrub_params
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def _scrub_sql(self, user: User | None) -> tuple[str, list]:
+        clauses, params = [], []
+        text = self.text.strip().lower()
+        if self.approved_only or (text and not (user and user.sees_raw_text)):
+            clauses.append("status = 'approved'")
+        if text:
+            clauses.append("(instr(lower(input), ?) > 0 OR instr(lower(coalesce(output, '')), ?) > 0)")
+            params += [text, text]
+        return " AND ".join(clauses), params
+
+    @property
+    def only_counts(self) -> bool:
+        """Whether the rollup can count this selection (weeks, cohorts, intents, one anomaly signal)."""
+        simple = not (self.trace_id.strip() or self.text.strip() or self.approved_only)
+        anomalies = [key for key in self.signals if signal(key).anomaly]
+        return simple and len(self.signals) <= 1 and len(anomalies) == len(self.signals)
+
+
+@dataclass(frozen=True)
+class TraceSort:
+    """The order of a trace list: a key of ``SORTS`` and a direction; ties go by trace id."""
+
+    key: str = "time"
+    descending: bool = True
+
+    def __post_init__(self) -> None:
+        if self.key not in SORTS:
+            raise BadInput(f"unknown sort {self.key!r}; expected one of {', '.join(SORTS)}")
+
+    @property
+    def column(self) -> str:
+        return SORTS[self.key]
+
+
+def page_key(row: dict, sort: TraceSort = TraceSort()) -> tuple:
+    """Where a page continues from: the row's sort value and trace id."""
+    return row[sort.column], row["trace_id"]
 
 
 def find_traces(
-    db: Database, user: User, where: TraceFilter, page: int = 0, page_size: int = 50
+    db: Database,
+    user: User,
+    where: TraceFilter,
+    sort: TraceSort = TraceSort(),
+    after: tuple | None = None,
+    before: tuple | None = None,
+    last: bool = False,
+    page_size: int = 50,
 ) -> list[dict]:
-    """One page of traces, newest first; ``input``/``output`` only for roles that may read raw text."""
-    if page < 0 or not 1 <= page_size <= 1000:
-        raise BadInput(f"page {page} / page size {page_size}: expected page >= 0 and size 1..1000")
-    clause, params = where.sql()
+    """One page of traces in ``sort`` order: the first page, the page after the key ``after``, the page
+    before the key ``before``, or the last page. ``input``/``output`` only for roles that read raw text;
+    traces without the sort value come after all others."""
+    if not 1 <= page_size <= 1000:
+        raise BadInput(f"page size {page_size}: expected 1..1000")
+    if sum((after is not None, before is not None, last)) > 1:
+        raise BadInput("a page is the first, the last, or one after or before a key; not several")
+    clause, params = where.sql(user, sort.column)
     columns = LIST_COLUMNS + (", input, output" if user.sees_raw_text else "")
-    sql = f"SELECT {columns} FROM traces{clause} ORDER BY ts DESC, trace_id LIMIT ? OFFSET ?"
-    rows = [_with_flags(row) for row in query_rows(db, sql, [*params, page_size, page * page_size])]
-    return _with_scrubs(db, user, rows)
+    backwards = before is not None or last
+    cursor = before if before is not None else after
+    rows = []
+    for segment_sql, segment_params, order in _segments(sort, cursor, backwards):
+        if len(rows) >= page_size:
+            break
+        sql = (
+            f"SELECT {columns} FROM traces{clause or ' WHERE 1'} AND {segment_sql}"
+            f" ORDER BY {order} LIMIT {page_size - len(rows)}"
+        )
+        rows += query_rows(db, sql, [*params, *segment_params])
+    rows = rows[::-1] if backwards else rows
+    return _with_scrubs(db, user, [_with_flags(row) for row in rows])
+
+
+def _segments(sort: TraceSort, cursor: tuple | None, backwards: bool) -> list[tuple[str, list, str]]:
+    """The parts of the order to read from ``cursor`` on: rows with the sort value, then rows without.
+
+    Each part is one index range (``(value, trace_id) < (?, ?)``), never an OFFSET.
+    """
+    column = sort.column
+    descending = sort.descending != backwards
+    op, direction = ("<", "DESC") if descending else (">", "ASC")
+    valued = (f"{column} IS NOT NULL", [], f"{column} {direction}, trace_id {direction}")
+    missing = (f"{column} IS NULL", [], f"trace_id {direction}")
+    if cursor is not None and cursor[0] is not None:
+        valued = (f"{valued[0]} AND ({column}, trace_id) {op} (?, ?)", list(cursor), valued[2])
+    elif cursor is not None:
+        missing = (f"{missing[0]} AND trace_id {op} ?", [cursor[1]], missing[2])
+    if column == "ts":  # never missing
+        return [valued]
+    if cursor is None:
+        return [missing, valued] if backwards else [valued, missing]
+    if cursor[0] is None:
+        return [missing, valued] if backwards else [missing]
+    return [valued] if backwards else [valued, missing]
 
 
 def _with_scrubs(db: Database, user: User, rows: list[dict]) -> list[dict]:
@@ -339,30 +446,25 @@ def _with_scrubs(db: Database, user: User, rows: list[dict]) -> list[dict]:
 
 
 def _with_flags(row: dict) -> dict:
-    """Add ``flags``: the short names of the signals a trace carries, for a compact table column."""
-    flags = ["thumbs down"] if row["thumbs"] == "down" else []
-    flags += [name.replace("_", " ") for name in ("regenerated", "retried", "escalated") if row[name]]
-    flags += ["guardrail"] if row["guardrail_tripped"] else []
-    flags += ["schema invalid"] if row["schema_valid"] == 0 else []
-    row["flags"] = flags
+    """Add ``flags``: the labels of the anomaly signals a trace carries, for a compact table column."""
+    row["flags"] = flags(row)
+    for s in ANOMALIES:
+        del row[s.column]
     return row
 
 
-def count_traces(db: Database, where: TraceFilter = TraceFilter()) -> int:
-    """How many traces match."""
-    clause, params = where.sql()
+def count_traces(db: Database, where: TraceFilter = TraceFilter(), user: User | None = None) -> int:
+    """How many traces match (from the rollup when the filter allows, else one indexed count)."""
+    if where.only_counts:
+        one = signal(where.signals[0]) if where.signals else None
+        return rollup_count(db, where.weeks, where.cohorts, where.intents, one)
+    clause, params = where.sql(user)
     return db.execute(f"SELECT count(*) FROM traces{clause}", params).fetchone()[0]
 
 
 def filter_options(db: Database) -> dict[str, list[str]]:
     """The weeks, cohorts and intents present, for filter widgets."""
-    return {
-        column + "s": [
-            r[0]
-            for r in db.execute(f"SELECT DISTINCT {column} FROM traces WHERE {column} IS NOT NULL ORDER BY 1")
-        ]
-        for column in ("week", "cohort", "intent")
-    }
+    return rollup_values(db)
 
 
 def approved_scrub(db: Database, trace_id: str) -> dict:

@@ -1,7 +1,9 @@
 """What every page needs: the current user and a database connection for this script run."""
 
+import html
 import re
 
+import pandas as pd
 import streamlit as st
 from sqlite_utils import Database
 
@@ -42,3 +44,29 @@ def show_conversation(trace: dict) -> None:
     for message in messages:
         with st.chat_message("user" if message["role"] == "user" else "assistant"):
             st.text(message["content"])
+
+
+def chart_text(value: object) -> str:
+    """A value from a trace or a user made safe as plotly text (legend, tick, hover): plotly reads
+    ``<a>``, ``<b>``, ``<span>`` and entities in labels, so escape them and it draws the value as written."""
+    return html.escape("" if value is None else str(value), quote=False)
+
+
+def chart_frame(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """A copy of ``frame`` whose ``columns`` hold plotly-safe text (see ``chart_text``)."""
+    return frame.assign(**{column: frame[column].map(chart_text) for column in columns})
+
+
+def as_text(frame: pd.DataFrame, formats: dict[str, str] | None = None) -> pd.DataFrame:
+    """A copy of ``frame`` for display with every cell as text: a missing value is blank (a table never
+    reads "None"), and ``formats`` gives a ``str.format`` pattern per column (e.g. ``"{:.2f}"``)."""
+    formats = formats or {}
+    out = frame.copy()
+    for column in out.columns:
+        pattern = formats.get(column, "{}")
+        out[column] = ["" if _missing(value) else pattern.format(value) for value in frame[column]]
+    return out
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)

@@ -2,7 +2,7 @@ import plotly.express as px
 import streamlit as st
 
 from flywheel.overview import intent_mix, loop_counts, weekly_signal_rates, weekly_traffic
-from pages._ui import database
+from pages._ui import chart_frame, database
 
 db = database()
 st.title("Overview")
@@ -30,19 +30,19 @@ if counts["traces"] == 0:
     st.stop()
 
 left, right = st.columns(2)
-traffic = weekly_traffic(db)
+traffic = chart_frame(weekly_traffic(db), "week", "cohort")
 left.plotly_chart(
     px.bar(traffic, x="week", y="traces", color="cohort", title="Traces per week by cohort"),
     width="stretch",
 )
-rates = weekly_signal_rates(db)
+rates = chart_frame(weekly_signal_rates(db), "week", "signal")
 right.plotly_chart(
     px.line(
         rates, x="week", y="share", color="signal", markers=True, title="Anomaly signals per week"
     ).update_yaxes(tickformat=".1%"),
     width="stretch",
 )
-st.subheader("Intents gaining share: last four weeks against the weeks before")
+st.subheader("Intents gaining share: the last four ISO weeks against the weeks before")
 st.dataframe(
     intent_mix(db),
     hide_index=True,

@@ -162,6 +162,7 @@ def _sign_in_as(page, label: str) -> None:
 
 def test_lead_opens_every_page_without_an_exception(server, page):
     _open(page, server)
+    _sign_in_as(page, "ana (lead)")
     for title in (
         "Overview",
         "Traces",
@@ -215,6 +216,7 @@ def test_lead_imports_a_file_in_the_browser(server, server_db, page, tmp_path):
     good = [json.dumps({"trace_id": f"u-{n}", "input": f"uploaded question {n}"}) for n in range(3)]
     upload.write_text("\n".join([*good, "this line is not json"]) + "\n")
     _open(page, server)
+    _sign_in_as(page, "ana (lead)")
     _go(page, "Import")
     page.locator("input[type=file]").set_input_files(str(upload))
     page.get_by_role("button", name="Import", exact=True).click()
@@ -292,6 +294,7 @@ def test_lead_runs_a_plan_and_its_batch_reaches_the_review_queue(server, server_
     db = open_db(server_db)
     before = db.execute("SELECT count(*) FROM sample_batches").fetchone()[0]
     _open(page, server)
+    _sign_in_as(page, "ana (lead)")
     _go(page, "Sample")
     page.get_by_role("button", name="Run plan").click()
     _settle(page)
@@ -305,3 +308,122 @@ def test_lead_runs_a_plan_and_its_batch_reaches_the_review_queue(server, server_
         [batch_id],
     ).fetchone()[0]
     assert unscrubbed == 0
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:
+                    found.add(address)
+    return found
+
+
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # UDP connect sends nothing: it only picks the interface
+        except OSError:
+            return None
+        address = sock.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def _start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def readme_server(tmp_path_factory):
+    """The app started the way the README says (``streamlit run app.py``; only the port is chosen) on a
+    database that does not exist yet, so the first visit builds the demo."""
+    folder = tmp_path_factory.mktemp("readme")
+    db_path, log, port = folder / "fresh.db", folder / "server.log", _free_port()
+    env = {**os.environ, "FLYWHEEL_DB": str(db_path), "FLYWHEEL_DEMO_TRACES": "150"}
+    process = _start(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)], env, log
+    )
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "db": db_path, "log": log}
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_the_readme_command_listens_on_loopback_only_and_asks_no_outside_service(readme_server):
+    addresses = _listening_addresses(readme_server["port"])
+    loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 as /proc writes them
+    assert addresses and addresses <= loopback, f"listening on {addresses}"
+    other = _non_loopback_address()
+    if other:
+        with pytest.raises(OSError):
+            socket.create_connection((other, readme_server["port"]), timeout=2).close()
+    log = readme_server["log"].read_text()
+    assert "external ip" not in log.lower() and "URL: http://localhost:" in log
+
+
+def test_first_start_lists_no_page_files_and_starts_as_a_labeler(readme_server, page):
+    page.goto(readme_server["url"])
+    seen = set()
+    header = page.get_by_test_id("stNavSectionHeader").first
+    while not header.is_visible():
+        seen.update(page.get_by_test_id("stSidebarNav").get_by_role("link").all_inner_texts())
+        page.wait_for_timeout(200)
+    seen.update(page.get_by_test_id("stSidebarNav").get_by_role("link").all_inner_texts())
+    assert not seen & {"_ui", "ui", "audit", "ingest", "overview", "review", "traces", "label", "sample"}
+    page.get_by_test_id("stSidebar").get_by_text("Role: labeler").wait_for(timeout=30_000)
+    nav = page.get_by_test_id("stSidebarNav")
+    assert nav.get_by_role("link", name="Review scrubs", exact=True).count() == 0
+
+
+def test_chart_labels_show_markup_as_text(readme_server, page):
+    _open(page, readme_server["url"])  # builds the demo on a first visit
+    cohort = '<a href="http://example.com/x">click</a>'
+    lines = [
+        json.dumps(
+            {"trace_id": f"html-{n}", "input": "hi", "cohort": cohort, "timestamp": "2026-05-04T10:00:00Z"}
+        ).encode()
+        + b"\n"
+        for n in range(3)
+    ]
+    ingest_lines(open_db(readme_server["db"]), lines, "html.jsonl", "test")
+    _go(page, "Traces")
+    _go(page, "Overview")
+    legend = page.locator(".js-plotly-plot .legend").first
+    legend.get_by_text(cohort, exact=True).wait_for(timeout=30_000)
+    assert page.locator(".js-plotly-plot .legend a").count() == 0
+
+
+@pytest.fixture(scope="module")
+def exposed_server(server_db, tmp_path_factory):
+    """The app served on every interface with no [auth] section."""
+    port, log = _free_port(), tmp_path_factory.mktemp("exposed") / "server.log"
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    process = _start(
+        [*command, "--server.address", "0.0.0.0"], {**os.environ, "FLYWHEEL_DB": str(server_db)}, log
+    )
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_served_beyond_loopback_without_sign_in_refuses_raw_text(exposed_server, page):
+    _open(page, exposed_server)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("reachable beyond this machine", exact=False).wait_for(timeout=30_000)
+    assert sidebar.get_by_text("[auth] section", exact=False).count() == 1
+    _sign_in_as(page, "ana (lead)")
+    nav = page.get_by_test_id("stSidebarNav")
+    for title in ("Import", "Review scrubs", "Audit log", "Sample"):
+        assert nav.get_by_role("link", name=title, exact=True).count() == 0
+    _go(page, "Traces")
+    page.get_by_text("Raw trace text is hidden").wait_for(timeout=30_000)

@@ -28,3 +28,21 @@ def test_counts_and_weekly_views_follow_the_data(db, tmp_path):
     mix = intent_mix(db)
     assert mix.iloc[0]["intent"] == "crypto"
     assert mix.iloc[0]["recent_share"] > 0 and mix.iloc[0]["earlier_share"] == 0
+
+
+def test_rollups_follow_each_import_and_match_a_walk_over_the_traces(db, tmp_path):
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(40)])])
+    assert weekly_traffic(db)["traces"].sum() == 40
+    more = [trace(n, cohort=None if n % 4 == 0 else "smb") for n in range(40, 100)]
+    ingest_files(db, [jsonl(tmp_path / "b.jsonl", more)])
+    traffic = weekly_traffic(db)
+    walked = db.execute(
+        "SELECT week, coalesce(cohort, '(none)'), count(*) FROM traces GROUP BY 1, 2 ORDER BY 1, 2"
+    ).fetchall()
+    assert [tuple(row) for row in traffic.itertuples(index=False)] == walked
+    rates = weekly_signal_rates(db)
+    for week, share in rates[rates.signal == "thumbs down"][["week", "share"]].itertuples(index=False):
+        sql = "SELECT avg(coalesce(thumbs = 'down', 0)) FROM traces WHERE week = ?"
+        expected = db.execute(sql, [week]).fetchone()[0]
+        assert abs(share - expected) < 1e-9
+    assert loop_counts(db)["traces"] == 100 and loop_counts(db)["weeks"] == len(set(traffic["week"]))

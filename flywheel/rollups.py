@@ -1,0 +1,121 @@
+"""Counts of traces per ISO week, cohort, intent and signal, kept in ``trace_rollup``.
+
+Traces are only ever appended, so the rollup is kept up to a rowid watermark: a reader first adds the
+traces that arrived since the last refresh (an index range on rowid) and then reads a few thousand rollup
+rows instead of walking every trace. The watermark, with the signal definitions, is the data version of
+everything computed from the rollup; changing a signal's predicate rebuilds it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlite_utils import Database
+
+from flywheel.signals import ANOMALIES, Signal
+from flywheel.store import write
+
+T = TypeVar("T")
+ROLLUP = "traces"
+CACHE_SIZE = 256
+_cache: dict[tuple, object] = {}
+ALL = ""  # the rollup's signal name for "every trace"; also its stand-in for a missing cohort or intent
+
+
+def _definition() -> str:
+    text = "|".join(f"{s.name}={s.predicate}" for s in ANOMALIES)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def data_version(db: Database) -> tuple[int, str]:
+    """What the rollup must cover: the newest trace's rowid and the signal definitions."""
+    upto = db.execute("SELECT coalesce(max(rowid), 0) FROM traces").fetchone()[0]
+    return upto, _definition()
+
+
+def refresh_rollups(db: Database) -> int:
+    """Bring ``trace_rollup`` up to the newest trace; return how many traces were added to it.
+
+    The new traces are counted outside any write lock; the short write applies the counts only if no
+    one else moved the watermark meanwhile, so a first visit at 1M traces never blocks a labeler.
+    """
+    upto, definition = data_version(db)
+    state = db.execute("SELECT definition, upto_rowid FROM rollup_state WHERE name = ?", [ROLLUP]).fetchone()
+    start = state[1] if state and state[0] == definition else 0
+    if start >= upto:
+        return 0
+    counts = _counts_between(db, start, upto)
+    with write(db):
+        current = db.execute(
+            "SELECT definition, upto_rowid FROM rollup_state WHERE name = ?", [ROLLUP]
+        ).fetchone()
+        if (current[1] if current and current[0] == definition else 0) != start:
+            return 0  # another session applied these traces first
+        if start == 0:
+            db.execute("DELETE FROM trace_rollup")
+        db.conn.executemany(
+            "INSERT INTO trace_rollup (week, cohort, intent, signal, traces) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (week, cohort, intent, signal) DO UPDATE SET traces = traces + excluded.traces",
+            counts,
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO rollup_state (name, definition, upto_rowid) VALUES (?, ?, ?)",
+            [ROLLUP, definition, upto],
+        )
+    return sum(row[4] for row in counts if row[3] == ALL)
+
+
+def _counts_between(db: Database, start: int, upto: int) -> list[tuple]:
+    sums = "".join(f", sum(coalesce({s.predicate}, 0))" for s in ANOMALIES)
+    sql = (
+        f"SELECT week, coalesce(cohort, ''), coalesce(intent, ''), count(*){sums} FROM traces"
+        " WHERE rowid > ? AND rowid <= ? GROUP BY 1, 2, 3"
+    )
+    rows = []
+    for week, cohort, intent, total, *flagged in db.execute(sql, [start, upto]):
+        rows.append((week, cohort, intent, ALL, total))
+        rows += [(week, cohort, intent, s.name, n) for s, n in zip(ANOMALIES, flagged, strict=True) if n]
+    return rows
+
+
+def rollup_count(
+    db: Database,
+    weeks: tuple[str, ...] = (),
+    cohorts: tuple[str, ...] = (),
+    intents: tuple[str, ...] = (),
+    signal: Signal | None = None,
+) -> int:
+    """How many traces match these weeks, cohorts and intents (any, when empty) and carry ``signal``."""
+    refresh_rollups(db)
+    clauses, params = ["signal = ?"], [signal.name if signal else ALL]
+    for column, values in (("week", weeks), ("cohort", cohorts), ("intent", intents)):
+        if values:
+            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+            params.extend(values)
+    sql = f"SELECT coalesce(sum(traces), 0) FROM trace_rollup WHERE {' AND '.join(clauses)}"
+    return db.execute(sql, params).fetchone()[0]
+
+
+def rollup_values(db: Database) -> dict[str, list[str]]:
+    """The weeks, cohorts and intents present, for filter widgets."""
+    refresh_rollups(db)
+    sql = "SELECT DISTINCT {0} FROM trace_rollup WHERE {0} != '' ORDER BY 1"
+    return {
+        column + "s": [r[0] for r in db.execute(sql.format(column))]
+        for column in ("week", "cohort", "intent")
+    }
+
+
+def cached(db: Database, name: str, compute: Callable[[], T]) -> T:
+    """``compute()`` (a figure read from the rollup) once per database file, data version and ``name``;
+    callers get their own copy."""
+    refresh_rollups(db)
+    key = (db.conn.execute("PRAGMA database_list").fetchone()[2], *data_version(db), name)
+    if key not in _cache:
+        if len(_cache) >= CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = compute()
+    return copy.deepcopy(_cache[key])
