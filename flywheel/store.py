@@ -487,3 +487,12 @@ def m006_eval_results(db: Database) -> None:
     )
     db.execute("CREATE UNIQUE INDEX idx_eval_results_run_row ON eval_results(run_id, row_id, repeat)")
     db["eval_results"].create_index(["row_id"])
+
+
+@migrations()
+def m050_batch_source_and_sql(db: Database) -> None:
+    # Where a batch was sampled (NULL: the store itself), by which engine, the SQL that ran, and how
+    # many picked rows a source sent that failed validation.
+    for column, kind in (("source", str), ("engine", str), ("sql", str), ("quarantined", int)):
+        db["sample_batches"].add_column(column, kind)
+    db["sample_batches"].create_index(["plan_name", "week"])
