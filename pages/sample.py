@@ -116,7 +116,7 @@ else:
     with st.expander("The plan as SQL, for each engine"):
         source = st.text_input("Source files for DuckDB and Spark", "traces/*.parquet")
         st.caption(
-            "Columns named as ours (map others with `--column ours=theirs`);"
+            "Columns are read from the files' schema (map others with `--column ours=theirs`);"
             " run it with `python -m flywheel sample --source ... --engine duckdb|spark`."
         )
         tabs = st.tabs(list(ENGINES.values()))

@@ -198,9 +198,9 @@ def source_sql(
     plan: Plan, week: str, engine: str, source: str, paths: dict[str, tuple] | None = None
 ) -> PlanSQL:
     """The statements ``engine`` runs to sample ``week`` of ``source`` with ``plan``, then the queries it
-    reads the results with and the picked rows. Without ``paths`` the source's columns are named as ours."""
+    reads the results with and the picked rows. Without ``paths`` they are read from the source's schema."""
     d = SOURCE_DIALECTS[engine]
-    paths = paths or {field: ((field,) if "." not in field else None) for field in FIELDS}
+    paths = paths or source_paths(source)
     start, end = week_bounds(parse_week(week))
     column = {field: _expr(d, path) for field, path in paths.items()}
     ts = d.timestamp(column["timestamp"])
@@ -214,6 +214,21 @@ def source_sql(
         f"SELECT {rows} FROM fw_source WHERE {in_week} AND {trace_id} IN (SELECT trace_id FROM fw_batch)"
     )
     return compiled
+
+
+def source_paths(source: str, columns: dict[str, str] | None = None) -> dict[str, tuple]:
+    """Our fields as the source's column paths, read from the files' schema by DuckDB; columns named
+    as ours when no file matches yet (the SQL is then a template for such a source)."""
+    runner = DuckDBEngine()
+    try:
+        for sql in SOURCE_DIALECTS["duckdb"].setup(source, source_format(source)):
+            runner.execute(sql)
+        described = runner.describe()
+    except BadInput:
+        described = {field: [] for field in FIELDS}
+    finally:
+        runner.close()
+    return resolve_columns(described, columns)
 
 
 def _expr(d, path: tuple | None) -> str:
