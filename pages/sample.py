@@ -6,7 +6,6 @@ from flywheel import sampling
 from flywheel.auth import require_role
 from flywheel.errors import BadInput
 from flywheel.sampling.source import source_sql
-from flywheel.traces import filter_options
 from pages._ui import current_user, database, md
 
 NEW_PLAN = "(new plan)"
@@ -58,7 +57,7 @@ def stratum_row(key: str) -> dict | None:
     return body if on else None
 
 
-cohorts = filter_options(db)["cohorts"]
+cohorts = sampling.cohort_values(db)
 with st.expander("Edit plan", expanded=plan is None), st.form(f"plan-{choice}"):
     cols = st.columns(3)
     name = cols[0].text_input("Name", base.name)

@@ -506,3 +506,7 @@ def test_sampling_holds_the_write_lock_only_to_insert_the_batch(sdb, tmp_path, m
     assert len(heavy) == 3 and not any(busy for _, busy in heavy)
     locked = [sql.lstrip() for sql, busy in seen if busy]
     assert locked and not any(sql.startswith(("CREATE", "DROP")) or "FROM fw_" in sql[:200] for sql in locked)
+
+
+def test_cohort_values_are_the_distinct_cohorts(sdb, traces):
+    assert sampling.cohort_values(sdb) == sorted({t["cohort"] for t in traces})

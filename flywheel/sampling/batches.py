@@ -65,6 +65,16 @@ def sample_weeks(db: Database) -> list[str]:
     return sorted((r[0] for r in rows), key=week_order, reverse=True)
 
 
+def cohort_values(db: Database) -> list[str]:
+    """The cohorts present, in order (an index skip-scan, as for weeks)."""
+    rows = db.execute(
+        "WITH RECURSIVE c(cohort) AS (SELECT min(cohort) FROM traces UNION ALL"
+        " SELECT (SELECT min(cohort) FROM traces WHERE cohort > c.cohort) FROM c WHERE c.cohort IS NOT NULL)"
+        " SELECT cohort FROM c WHERE cohort IS NOT NULL"
+    )
+    return [r[0] for r in rows]
+
+
 def resolve_week(db: Database, week: str | None) -> str:
     """The week to sample: the one given (which must hold traces), else the latest with traces."""
     weeks = sample_weeks(db)
