@@ -67,6 +67,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--week", metavar="ISO_WEEK", help="e.g. 2026-W45 (default: latest week with traces)")
     sample.add_argument("--json", action="store_true", help="print the batch as one JSON object")
     sample.add_argument("--actor", default="cli", help="who is sampling, for the audit log")
+    sample.add_argument("--again", action="store_true", help="a new batch even if this plan sampled the week")
+    sample.add_argument(
+        "--source", metavar="PATH_OR_GLOB", help="sample Parquet/JSONL/CSV files where they lie"
+    )
+    sample.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="engine for --source")
+    sample.add_argument("--spark-master", metavar="URL", help="Spark master (default local[1])")
+    sample.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS", help="map a column")
     sample.set_defaults(run=_sample)
 
     embed = commands.add_parser("embed", help="embed approved scrubs for the siblings panel")
@@ -119,13 +126,18 @@ def _sample(args: argparse.Namespace) -> int:
 
     plan = sampling.plan_from_options(args.plan, args.random, args.anomaly, args.seed)
     db = open_db(_existing(args.db))
-    batch = sampling.run_plan(db, plan, actor=args.actor, week=args.week)
-    from flywheel.review import scrub_traces  # loads the scrubber's NLP stack: only once a batch exists
+    options = {"week": args.week, "again": args.again, "progress": _stderr_progress}
+    if args.source:
+        from flywheel.sampling.source import parse_columns, sample_source
 
-    scrubbed = scrub_traces(db, sampling.batch_trace_ids(db, batch.id), args.actor, progress=_stderr_progress)
+        columns = parse_columns(args.column)
+        run = sample_source(
+            db, plan, args.source, args.actor, args.engine, columns, args.spark_master, **options
+        )
+    else:
+        run = sampling.sample_and_scrub(db, plan, args.actor, **options)
     _clear_progress()
-    out = {**batch.as_json(), "scrubbed": scrubbed}
-    print(json.dumps(out) if args.json else f"{batch.summary()}\n{scrubbed} traces sent to the scrubber")
+    print(json.dumps(run.as_json()) if args.json else run.summary())
     return 0
 
 

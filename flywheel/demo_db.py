@@ -20,7 +20,7 @@ from flywheel.demo import demo_lines, demo_samples
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_lines
 from flywheel.labels import add_demo_labels
-from flywheel.sampling import DEMO_PLAN, batch_trace_ids, run_plan, sample_weeks, save_plan
+from flywheel.sampling import DEMO_PLAN, sample_and_scrub, sample_weeks, save_plan, week_order
 from flywheel.store import open_db
 
 MAX_DEMO_TRACES = 1_000_000
@@ -56,11 +56,10 @@ def build_demo(
     try:
         report = ingest_lines(db, _counted(demo_lines(seed, traces), traces, progress), "demo.jsonl", "demo")
         save_plan(db, DEMO_PLAN, actor="demo")
-        weeks = sorted(sample_weeks(db)[:DEMO_SAMPLED_WEEKS])
-        batches = [run_plan(db, DEMO_PLAN, actor="demo", week=week) for week in weeks]
         review.add_known_names(db, DEMO_REVIEWERS[1], DEMO_KNOWN_NAMES)
-        for batch in batches:
-            review.scrub_traces(db, batch_trace_ids(db, batch.id), actor="demo")
+        weeks = sorted(sample_weeks(db)[:DEMO_SAMPLED_WEEKS], key=week_order)
+        for week in weeks:
+            sample_and_scrub(db, DEMO_PLAN, actor="demo", week=week)
         _review_demo(db, seed, traces, latest_week=weeks[-1] if weeks else None)
         add_demo_labels(db, seed)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

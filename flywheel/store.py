@@ -716,3 +716,12 @@ def m040_trace_rollups_and_listing_indexes(db: Database) -> None:
         db.execute(f"CREATE INDEX idx_traces_{name} ON traces(ts, trace_id) WHERE {predicate}")
     for name, columns in (("actor", "actor, id"), ("action", "action, id"), ("entity", "entity, entity_id")):
         db.execute(f"CREATE INDEX idx_audit_log_{name} ON audit_log({columns})")
+
+
+@migrations()
+def m050_batch_source_and_sql(db: Database) -> None:
+    # Where a batch was sampled (NULL: the store itself), by which engine, the SQL that ran, and how
+    # many picked rows a source sent that failed validation.
+    for column, kind in (("source", str), ("engine", str), ("sql", str), ("quarantined", int)):
+        db["sample_batches"].add_column(column, kind)
+    db["sample_batches"].create_index(["plan_name", "week"])

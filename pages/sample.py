@@ -5,18 +5,11 @@ import streamlit as st
 from flywheel import sampling
 from flywheel.auth import require_role
 from flywheel.errors import BadInput
-from flywheel.traces import filter_options
+from flywheel.sampling.source import source_sql
 from pages._ui import current_user, database, md
 
 NEW_PLAN = "(new plan)"
-STRATUM_HELP = {
-    "cohort": "up to the quota from every cohort (or only those listed)",
-    "intent": "up to the quota from every intent; a rare share keeps only the low-frequency intents",
-    "judge_band": "borderline judge confidence",
-    "long_conversation": "many user turns",
-    "cost_tail": "the most expensive share of the week",
-    "latency_tail": "the slowest share of the week",
-}
+ENGINES = {"sqlite": "SQLite (this store)", "duckdb": "DuckDB", "spark": "Spark SQL"}
 
 db, user = database(), current_user()
 require_role(user, "lead")
@@ -37,15 +30,15 @@ by_key = {s.key: s for s in base.strata}
 
 def stratum_row(key: str) -> dict | None:
     """One stratum's widgets; its plan-file form when switched on."""
-    current = by_key.get(key, sampling.Stratum(key))
+    current = by_key.get(key) or sampling.Stratum.of(key)
     left, middle, right = st.columns([2, 1, 3], vertical_alignment="bottom")
-    on = left.checkbox(key.replace("_", " "), value=key in by_key, help=STRATUM_HELP[key])
+    on = left.checkbox(key.replace("_", " "), value=key in by_key, help=current.help)
     body = {"key": key, "quota": middle.number_input("quota", 1, 10_000, current.quota, key=f"q-{key}")}
     if key == "cohort":
         body["values"] = right.multiselect("only these cohorts", cohorts, default=current.values)
     elif key == "intent":
         rare = right.number_input(
-            "rare share, % of the week (0 = every intent)",
+            "rare: the rarest intents that together make up at most this % of the week (0 = every intent)",
             0.0,
             100.0,
             float(current.rare_share or 0) * 100,
@@ -57,20 +50,14 @@ def stratum_row(key: str) -> dict | None:
     elif key == "long_conversation":
         body["min_turns"] = right.number_input("turns at least", 1, 1000, current.min_turns)
     else:
-        body["top_share"] = (
-            right.number_input(
-                f"top % of the week by {key.removesuffix('_tail')}",
-                0.1,
-                100.0,
-                float(current.top_share) * 100,
-                key=key,
-            )
-            / 100
+        share = right.number_input(
+            f"top % of the week by {current.column}", 0.1, 100.0, float(current.top_share) * 100, key=key
         )
+        body["top_share"] = share / 100
     return body if on else None
 
 
-cohorts = filter_options(db)["cohorts"]
+cohorts = sampling.cohort_values(db)
 with st.expander("Edit plan", expanded=plan is None), st.form(f"plan-{choice}"):
     cols = st.columns(3)
     name = cols[0].text_input("Name", base.name)
@@ -84,71 +71,133 @@ with st.expander("Edit plan", expanded=plan is None), st.form(f"plan-{choice}"):
     )
     st.markdown("**Strata** — quotas per stratum")
     strata = [row for key in sampling.STRATUM_KEYS if (row := stratum_row(key))]
-    saved = st.form_submit_button("Save plan", type="primary")
-if saved:
+    buttons = st.columns([1, 1, 4])
+    previewed = buttons[0].form_submit_button("Preview")
+    saved = buttons[1].form_submit_button("Save plan", type="primary")
+if previewed or saved:
     body = {"name": name, "seed": int(seed), "cap": int(cap) or None, "anomaly": anomaly, "strata": strata}
     body["random"] = {"rate": rate / 100} if random_on else None
     try:
         edited = sampling.Plan.from_dict({**body, "week": base.week})
     except BadInput as error:
-        st.error(f"Plan not saved: {error}")
+        st.error(f"Plan not {'saved' if saved else 'previewed'}: {md(error)}")
     else:
-        sampling.save_plan(db, edited, user.name)
-        st.session_state["select_plan"] = edited.name
-        st.rerun()
+        if saved:
+            sampling.save_plan(db, edited, user.name)
+            st.session_state.pop(f"draft-{choice}", None)
+            st.session_state["select_plan"] = edited.name
+            st.rerun()
+        st.session_state[f"draft-{choice}"] = edited
 
+draft = st.session_state.get(f"draft-{choice}")
+shown = draft or plan
 weeks = sampling.sample_weeks(db)
-if plan is None:
-    st.info("Save the plan to preview and run it.")
+if shown is None:
+    st.info("Press Preview to see what this plan would pick, or Save plan to keep it.")
 elif not weeks:
     st.info("No traces to sample yet: import some on the Import page.")
 else:
-    st.subheader(f"Preview and run: {md(plan.name)}")
-    week = st.selectbox("Week", weeks, index=weeks.index(plan.week) if plan.week in weeks else 0)
-    if plan.random_rate is not None:
-        st.caption("The random rule as SQL (a warehouse with `md5` runs it as is):")
-        st.code(sampling.random_predicate_sql(plan), language="sql")
-    preview = sampling.preview_plan(db, plan, week)
+    unsaved = draft is not None and draft != plan
+    st.subheader(f"Preview{' (not saved)' if unsaved else ''}: {md(shown.name)}")
+    week = st.selectbox("Week", weeks, index=weeks.index(shown.week) if shown.week in weeks else 0)
+    preview = sampling.preview_plan(db, shown, week)
     cols = st.columns(3)
     cols[0].metric(f"Traces in {preview.week}", f"{preview.window:,}")
     cols[1].metric("Picked by some rule", f"{preview.selected:,}")
     cols[2].metric("Batch size after the cap", f"{preview.capped:,}")
     st.dataframe(pd.DataFrame(preview.rules), hide_index=True)
-    if st.button("Run plan", type="primary"):
-        with st.spinner("Sampling..."):
-            batch = sampling.run_plan(db, plan, user.name, week)
-        from flywheel.review import scrub_traces  # the scrubber's NLP stack loads only when needed
-
-        bar = st.progress(0.0, text=f"Scrubbing batch {batch.id}...")
-        scrubbed = scrub_traces(
-            db,
-            sampling.batch_trace_ids(db, batch.id),
-            user.name,
-            progress=lambda done, total: bar.progress(done / total, text=f"Scrubbed {done} of {total}"),
+    rare = next((s for s in shown.strata if s.key == "intent" and s.rare_share), None)
+    if rare:
+        st.caption(
+            f"Rare intents: the rarest intents of the week that together make up at most"
+            f" {rare.rare_share:.1%} of its traces."
         )
-        bar.progress(1.0, text="Scrubbed")
-        st.success(f"Batch {batch.id}: {batch.sampled} traces sampled, {scrubbed} sent to the scrubber.")
-        st.session_state["batch_choice"] = batch.id
+    with st.expander("The plan as SQL, for each engine"):
+        source = st.text_input("Source files for DuckDB and Spark", "traces/*.parquet")
+        st.caption(
+            "Columns are read from the files' schema (map others with `--column ours=theirs`);"
+            " run it with `python -m flywheel sample --source ... --engine duckdb|spark`."
+        )
+        tabs = st.tabs(list(ENGINES.values()))
+        for tab, engine in zip(tabs, ENGINES, strict=True):
+            with tab:
+                try:
+                    sql = (
+                        sampling.store_sql(shown, week)
+                        if engine == "sqlite"
+                        else source_sql(shown, week, engine, source)
+                    )
+                except BadInput as error:
+                    st.error(md(error))
+                else:
+                    st.code(sql.text(), language="sql")
+    if unsaved:
+        st.info("Save the plan to run it.")
+    else:
+        again = st.checkbox("A new batch even if this plan already sampled the week", key="again")
+        if st.button("Run plan", type="primary"):
+            bar = st.progress(0.0, text="Sampling...")
+            try:
+                run = sampling.sample_and_scrub(
+                    db,
+                    shown,
+                    user.name,
+                    week,
+                    again=again,
+                    progress=lambda done, total: bar.progress(
+                        done / total, text=f"Scrubbed {done} of {total}"
+                    ),
+                )
+            except sampling.NothingSampled as error:
+                bar.empty()
+                st.warning(md(error))
+            else:
+                bar.progress(1.0, text="Scrubbed")
+                if run.repeated:
+                    st.info(
+                        f"This plan already sampled {run.batch.week} with seed {run.batch.seed}: batch"
+                        f" {run.batch.id}. No new batch; its scrubbing resumed ({run.scrubbed} traces)."
+                        " Tick the box above for a new batch."
+                    )
+                else:
+                    st.success(
+                        f"Batch {run.batch.id}: {run.batch.sampled} traces sampled,"
+                        f" {run.scrubbed} sent to the scrubber."
+                    )
+                st.session_state["batch_choice"] = run.batch.id
 
 batches = sampling.sample_batches(db)
 if not batches:
     st.info("No batches yet.")
     st.stop()
 st.subheader("Batches")
+table = pd.DataFrame(batches)
+table["source"] = table["source"].fillna("this store")
+table["engine"] = table["engine"].fillna("sqlite")
 st.dataframe(
-    pd.DataFrame(batches)[
-        ["id", "plan_name", "week", "seed", "created_by", "created_at", "window", "sampled", "dropped"]
-    ],
+    table[["id", "plan_name", "week", "seed", "source", "engine", "created_by", "created_at"]].join(
+        table[["window", "sampled", "dropped"]].fillna(0).astype(int)
+    ),
     hide_index=True,
 )
 ids = [b["id"] for b in batches]
 if st.session_state.get("batch_choice") not in ids:
     st.session_state["batch_choice"] = ids[0]
 batch_id = st.selectbox("Ledger of batch", ids, key="batch_choice")
+waiting = sampling.unscrubbed_count(db, batch_id)
+if waiting:
+    st.warning(f"{waiting} traces of batch {batch_id} have not been scrubbed yet (a run stopped early).")
+    if st.button("Resume scrubbing"):
+        with st.spinner("Scrubbing..."):
+            sampling.scrub_batch(db, batch_id, user.name)
+        st.rerun()
+ledger = pd.DataFrame(sampling.batch_ledger(db, batch_id)).drop(columns="kind")
+ledger["quota"] = ledger["quota"].map(lambda q: "all" if pd.isna(q) else f"{int(q)}")
 st.dataframe(
-    pd.DataFrame(sampling.batch_ledger(db, batch_id)).drop(columns="kind"),
+    ledger,
     hide_index=True,
     column_config={
+        "quota": st.column_config.TextColumn("quota (all: every trace of the stratum)"),
         "selected": st.column_config.NumberColumn("picked by the rule"),
         "dropped": st.column_config.NumberColumn("dropped by the cap"),
         "in_batch": st.column_config.NumberColumn("in the batch (any reason)"),
@@ -164,3 +213,9 @@ st.plotly_chart(
 )
 with st.expander("Plan of this batch"):
     st.json(next(b["plan"] for b in batches if b["id"] == batch_id))
+engine, sql = sampling.batch_sql(db, batch_id)
+with st.expander(f"SQL that made this batch ({ENGINES.get(engine, engine)})"):
+    if sql:
+        st.code(sql, language="sql")
+    else:
+        st.caption("This batch was made before batches kept their SQL.")

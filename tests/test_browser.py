@@ -293,21 +293,32 @@ def test_two_labelers_side_by_side_never_get_the_same_item(server, browser):
 def test_lead_runs_a_plan_and_its_batch_reaches_the_review_queue(server, server_db, page):
     db = open_db(server_db)
     before = db.execute("SELECT count(*) FROM sample_batches").fetchone()[0]
+    # a week the demo never sampled, so every pick is a trace the scrubber has not seen yet
+    week = db.execute(
+        "SELECT min(week) FROM traces WHERE week NOT IN (SELECT week FROM sample_batches)"
+    ).fetchone()[0]
+    fresh = "SELECT count(*) FROM scrubs WHERE trace_id IN (SELECT trace_id FROM traces WHERE week = ?)"
+    assert week and db.execute(fresh, [week]).fetchone()[0] == 0
     _open(page, server)
     _sign_in_as(page, "ana (lead)")
     _go(page, "Sample")
+    page.get_by_test_id("stSelectbox").filter(has_text="Week").click()
+    page.get_by_role("option", name=week, exact=True).click()
+    _settle(page)
     page.get_by_role("button", name="Run plan").click()
     _settle(page)
-    page.get_by_text("Ledger of batch").wait_for(timeout=60_000)
+    page.get_by_text(f"Batch {before + 1}:").wait_for(timeout=120_000)
     assert page.get_by_test_id("stException").count() == 0
-    batch_id = db.execute("SELECT max(id) FROM sample_batches").fetchone()[0]
-    assert db.execute("SELECT count(*) FROM sample_batches").fetchone()[0] == before + 1
-    unscrubbed = db.execute(
-        "SELECT count(*) FROM batch_items b LEFT JOIN scrubs s ON s.trace_id = b.trace_id"
-        " WHERE b.batch_id = ? AND s.id IS NULL",
+    batch_id, batch_week, sampled = db.execute(
+        "SELECT id, week, sampled FROM sample_batches ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    assert (batch_id, batch_week) == (before + 1, week) and sampled > 0
+    pending = db.execute(
+        "SELECT count(*) FROM batch_items b JOIN scrubs s ON s.trace_id = b.trace_id"
+        " WHERE b.batch_id = ? AND s.status = 'pending'",
         [batch_id],
     ).fetchone()[0]
-    assert unscrubbed == 0
+    assert pending == sampled  # every trace of the batch now waits for a reviewer
 
 
 def _listening_addresses(port: int) -> set[str]:

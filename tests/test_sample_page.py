@@ -3,6 +3,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from flywheel import sampling
 from flywheel.store import open_db
 
 
@@ -32,6 +33,9 @@ def test_the_demo_shows_batches_with_their_ledger_and_reasons(demo_db, monkeypat
     assert (ledger.loc[ledger["rule"].str.startswith("anomaly:"), "rate"] == 1.0).all()
     assert "md5('7:' || trace_id)" in at.code[0].value
     assert len(at.get("plotly_chart")) == 1
+    for table in (batches, ledger):  # no literal None for a missing value
+        assert not table.isna().any().any() and "None" not in table.astype(str).to_numpy()
+    assert set(ledger.loc[ledger["rule"].str.startswith("anomaly:"), "quota"]) == {"all"}
 
 
 def test_saving_a_plan_writes_the_plans_table(demo_db, monkeypatch):
@@ -40,7 +44,7 @@ def test_saving_a_plan_writes_the_plans_table(demo_db, monkeypatch):
     at.text_input[0].set_value("nightly")
     at.number_input[0].set_value(42)
     next(c for c in at.checkbox if c.label == "long conversation").check()
-    at.button[0].click().run()  # the form's "Save plan"
+    next(b for b in at.button if b.label == "Save plan").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     body = open_db(demo_db).execute("SELECT body FROM sampling_plans WHERE name = 'nightly'").fetchone()
     assert body is not None and '"seed": 42' in body[0] and '"long_conversation"' in body[0]
@@ -65,3 +69,48 @@ def test_running_the_plan_creates_a_batch_and_scrubs_it(demo_db, monkeypatch):
     assert scrubbed == sampled
     assert any(f"Batch {batch_id}" in s.value for s in at.success)
     assert at.selectbox(key="batch_choice").value == batch_id
+    assert at.code[-1].value == sampling.batch_sql(db, batch_id)[1]  # the SQL that ran
+    assert "FROM traces WHERE week = '2026-W36'" in at.code[-1].value
+    next(b for b in at.button if b.label == "Run plan").click().run()  # the same plan and week again
+    assert any(f"already sampled 2026-W36 with seed 7: batch {batch_id}" in i.value for i in at.info)
+    assert db.execute("SELECT count(*) FROM sample_batches").fetchone()[0] == batch_id
+
+
+def test_a_new_plan_previews_before_it_is_saved_and_the_preview_is_cached(demo_db, monkeypatch):
+    at = sample_page(demo_db, monkeypatch)
+    at.selectbox(key="plan_choice").set_value("(new plan)").run()
+    assert any("Press Preview" in i.value for i in at.info)
+    at.text_input[0].set_value("draft")
+    next(c for c in at.checkbox if c.label == "intent").check()
+    next(b for b in at.button if b.label == "Preview").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.subheader[0].value == "Preview (not saved): draft"
+    rules = at.dataframe[0].value
+    assert "stratified:intent" in set(rules["rule"]) and rules["picks"].gt(0).all()
+    assert any("Save the plan to run it" in i.value for i in at.info)
+    assert not any(b.label == "Run plan" for b in at.button)
+    db = open_db(demo_db)
+    assert db.execute("SELECT count(*) FROM sampling_plans WHERE name = 'draft'").fetchone()[0] == 0
+    seen = []
+    db.conn.set_trace_callback(seen.append)
+    plan = sampling.Plan.from_dict(at.session_state["draft-(new plan)"].as_dict())
+    week = next(s for s in at.selectbox if s.label == "Week").value
+    sampling.preview_plan(db, plan, week)  # the page's run computed it: cached by plan, week and data
+    assert not any(sql.startswith("CREATE TEMP TABLE fw_pool") for sql in seen)
+    sampling.preview_plan(db, plan.replace(seed=99), week)
+    sampling.preview_plan(db, plan.replace(seed=99), week)
+    assert sum(sql.startswith("CREATE TEMP TABLE fw_pool") for sql in seen) == 1
+
+
+def test_the_rare_intent_share_is_the_long_tail_and_the_page_says_so(demo_db, monkeypatch):
+    db = open_db(demo_db)
+    week = sampling.sample_weeks(db)[0]
+    counts = [n for (n,) in db.execute("SELECT count(*) FROM traces WHERE week = ? GROUP BY intent", [week])]
+    window = sum(counts)
+    rare = sampling.Plan(strata=(sampling.Stratum.of("intent", quota=1, rare_share=0.02),))
+    picked = sampling.preview_plan(db, rare, week).rules[0]
+    assert picked["population"] <= 0.02 * window and picked["strata"] < len(counts) / 2
+    sampling.save_plan(db, rare.replace(name="rare"), "ana")
+    at = sample_page(demo_db, monkeypatch)
+    at.selectbox(key="plan_choice").set_value("rare").run()
+    assert any("together make up at most 2.0%" in c.value for c in at.caption)

@@ -4,6 +4,7 @@ import json
 import math
 import random
 import shutil
+import threading
 
 import pytest
 from conftest import jsonl
@@ -14,6 +15,7 @@ from flywheel.errors import BadInput, NotFound
 from flywheel.ingest import ingest_files
 from flywheel.sampling import Plan, Stratum
 from flywheel.store import audit_entries, open_db
+from flywheel.store import write as store_write
 
 WEEK, OTHER_WEEK = "2026-W19", "2026-W20"  # 4-10 May and 11-17 May 2026
 N = 1500
@@ -168,12 +170,12 @@ EVERYTHING = Plan(
     random_rate=0.03,
     anomaly=ALL_ANOMALIES,
     strata=(
-        Stratum("cohort", quota=5),
-        Stratum("intent", quota=2),
-        Stratum("judge_band", quota=7),
-        Stratum("long_conversation", quota=4, min_turns=9),
-        Stratum("cost_tail", quota=3),
-        Stratum("latency_tail", quota=3, top_share=0.02),
+        Stratum.of("cohort", quota=5),
+        Stratum.of("intent", quota=2),
+        Stratum.of("judge_band", quota=7),
+        Stratum.of("long_conversation", quota=4, min_turns=9),
+        Stratum.of("cost_tail", quota=3),
+        Stratum.of("latency_tail", quota=3, top_share=0.02),
     ),
     cap=300,
 )
@@ -204,7 +206,7 @@ def test_a_different_seed_gives_a_different_batch(sdb):
 
 
 def test_quotas_are_met_in_large_strata_and_small_strata_are_taken_whole(sdb, traces):
-    batch = sampling.run_plan(sdb, Plan(strata=(Stratum("cohort", quota=10),)), "ana", week=WEEK)
+    batch = sampling.run_plan(sdb, Plan(strata=(Stratum.of("cohort", quota=10),)), "ana", week=WEEK)
     found = items(sdb, batch.id)
     cohort = {t["trace_id"]: t["cohort"] for t in traces}
     assert batch.reasons == {
@@ -224,10 +226,10 @@ def test_quotas_are_met_in_large_strata_and_small_strata_are_taken_whole(sdb, tr
 def test_band_turns_tail_and_rare_intent_strata_pick_only_their_members(sdb, traces):
     plan = Plan(
         strata=(
-            Stratum("judge_band", quota=20, low=0.45, high=0.5),
-            Stratum("long_conversation", quota=20, min_turns=10),
-            Stratum("cost_tail", quota=5, top_share=0.01),
-            Stratum("intent", quota=2, rare_share=0.01),
+            Stratum.of("judge_band", quota=20, low=0.45, high=0.5),
+            Stratum.of("long_conversation", quota=20, min_turns=10),
+            Stratum.of("cost_tail", quota=5, top_share=0.01),
+            Stratum.of("intent", quota=2, rare_share=0.01),
         )
     )
     batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
@@ -246,7 +248,7 @@ def test_band_turns_tail_and_rare_intent_strata_pick_only_their_members(sdb, tra
 
 
 def test_no_trace_twice_and_every_reason_kept(sdb, traces):
-    plan = Plan(random_rate=1.0, anomaly=ALL_ANOMALIES, strata=(Stratum("cohort", quota=3),))
+    plan = Plan(random_rate=1.0, anomaly=ALL_ANOMALIES, strata=(Stratum.of("cohort", quota=3),))
     batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
     total, distinct = sdb.execute(
         "SELECT count(*), count(DISTINCT trace_id) FROM batch_items WHERE batch_id = ?", [batch.id]
@@ -264,7 +266,10 @@ def test_no_trace_twice_and_every_reason_kept(sdb, traces):
 def test_cap_keeps_anomaly_picks_first_then_strata_then_random(sdb, traces):
     anomalous = {t["trace_id"] for t in in_week(traces) if any(f(t["signals"]) for f in FLAGS.values())}
     plan = Plan(
-        random_rate=0.5, anomaly=ALL_ANOMALIES, strata=(Stratum("cohort", quota=2),), cap=len(anomalous) + 4
+        random_rate=0.5,
+        anomaly=ALL_ANOMALIES,
+        strata=(Stratum.of("cohort", quota=2),),
+        cap=len(anomalous) + 4,
     )
     batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
     found = items(sdb, batch.id)
@@ -407,3 +412,101 @@ def test_cli_refuses_a_missing_database(tmp_path, capsys):
     assert cli(["sample", "--db", str(tmp_path / "none.db"), "--random", "0.1"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "none.db").exists()
+
+
+# Faults and load: empty batches, odd weeks, repeats, resumes, the write lock ---------------------------
+
+
+def test_a_plan_that_picks_nothing_writes_no_batch_and_says_so(sdb, tmp_path, capsys):
+    nothing = Plan(strata=(Stratum.of("cohort", quota=3, values=["no-such-cohort"]),))
+    with pytest.raises(sampling.NothingSampled, match=r"picked no trace among the 1500 traces of 2026-W19"):
+        sampling.run_plan(sdb, nothing, "ana", week=WEEK)
+    assert sdb["sample_batches"].count == 0
+    plan = tmp_path / "nothing.json"
+    plan.write_text(json.dumps(nothing.as_dict()))
+    sdb.close()
+    assert cli(["sample", "--db", str(tmp_path / "s.db"), "--plan", str(plan), "--week", WEEK]) == 2
+    assert "picked no trace" in capsys.readouterr().err
+
+
+def test_weeks_sort_by_time_not_as_text(sdb):
+    row = {"ts": "0999-01-05T00:00:00.000Z", "input": "x", "content_hash": "h"}
+    sdb["traces"].insert_all([{**row, "trace_id": "old", "week": "999-W01"}])
+    weeks = sampling.sample_weeks(sdb)
+    assert weeks == [OTHER_WEEK, WEEK, "999-W01"]
+    assert sampling.resolve_week(sdb, None) == OTHER_WEEK
+    assert sorted(["999-W01", "2026-W02", "2026-W10", "10000-W01"], key=sampling.week_order) == [
+        "999-W01",
+        "2026-W02",
+        "2026-W10",
+        "10000-W01",
+    ]
+
+
+def test_the_same_plan_week_and_seed_reuse_their_batch_and_resume_its_scrubbing(sdb):
+    from flywheel.review import scrub_traces
+
+    plan = Plan(name="small", anomaly=("escalated",))
+    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    ids = sampling.batch_trace_ids(sdb, batch.id)
+    scrub_traces(sdb, ids[:3], "ana")  # the run was killed after three scrubs
+    assert sampling.unscrubbed_count(sdb, batch.id) == len(ids) - 3
+    resumed = sampling.sample_and_scrub(sdb, plan, "ana", week=WEEK)
+    assert resumed.repeated and resumed.batch.id == batch.id and resumed.scrubbed == len(ids) - 3
+    assert "already sampled 2026-W19 into batch 1" in resumed.summary()
+    assert sampling.unscrubbed_count(sdb, batch.id) == 0 and sdb["sample_batches"].count == 1
+    other_seed = sampling.sample_and_scrub(sdb, plan.replace(seed=8, random_rate=0.01), "ana", week=WEEK)
+    assert not other_seed.repeated and other_seed.batch.id == 2
+    again = sampling.sample_and_scrub(sdb, plan, "ana", week=WEEK, again=True)
+    assert not again.repeated and again.batch.id == 3 and again.scrubbed == 0  # its traces are scrubbed
+
+
+def test_the_cli_says_when_it_reuses_a_batch(tmp_path, capsys):
+    load(tmp_path, make_traces(n=100), "cli.db")
+    args = ["sample", "--db", str(tmp_path / "cli.db"), "--random", "0.02", "--week", WEEK, "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert (first["repeated"], second["repeated"]) == (False, True)
+    assert second["batch_id"] == first["batch_id"] and second["scrubbed"] == 0
+    assert main([*args, "--again"]) == 0
+    assert json.loads(capsys.readouterr().out)["batch_id"] == first["batch_id"] + 1
+
+
+def test_sampling_holds_the_write_lock_only_to_insert_the_batch(sdb, tmp_path, monkeypatch):
+    """The pool is built outside any transaction; a labeler writing meanwhile never meets a lock error."""
+    seen = []
+    sdb.conn.set_trace_callback(lambda sql: seen.append((sql, sdb.conn.in_transaction)))
+    monkeypatch.setenv("FLYWHEEL_BUSY_TIMEOUT_MS", "500")
+    stop, errors, writes = threading.Event(), [], []
+
+    def label_meanwhile():
+        writer = open_db(tmp_path / "s.db")
+        while not stop.is_set():
+            try:
+                with store_write(writer):
+                    writer.execute(
+                        "INSERT INTO audit_log (at, actor, action) VALUES ('now', 'lena', 'label')"
+                    )
+                writes.append(1)
+            except Exception as error:  # any error is what this test looks for
+                errors.append(error)
+
+    thread = threading.Thread(target=label_meanwhile)
+    thread.start()
+    try:
+        for seed in range(3):
+            sampling.run_plan(sdb, EVERYTHING.replace(seed=seed), "ana", week=WEEK)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors and writes
+    heavy = [(sql, busy) for sql, busy in seen if sql.startswith("CREATE TEMP TABLE fw_pool")]
+    assert len(heavy) == 3 and not any(busy for _, busy in heavy)
+    locked = [sql.lstrip() for sql, busy in seen if busy]
+    assert locked and not any(sql.startswith(("CREATE", "DROP")) or "FROM fw_" in sql[:200] for sql in locked)
+
+
+def test_cohort_values_are_the_distinct_cohorts(sdb, traces):
+    assert sampling.cohort_values(sdb) == sorted({t["cohort"] for t in traces})
