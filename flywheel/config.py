@@ -29,6 +29,9 @@ SETTINGS = (
     Setting("demo_seed", 7, "Seed of the demo database the app creates"),
     Setting("page_size", 50, "Rows per page in trace tables"),
     Setting("claim_minutes", 10, "Minutes a labeler holds a claimed item before it returns to the queue"),
+    Setting("retire_months", 2, "Months an eval row must pass in every run before it is proposed to retire"),
+    Setting("saturated_versions", 3, "Versions a taxonomy code must stay at 100% to count as saturated"),
+    Setting("gate_adversarial_pct", 90, "Adversarial pass rate (percent) the release gate asks for"),
 )
 
 
@@ -43,6 +46,9 @@ class Config:
     demo_seed: int
     page_size: int
     claim_minutes: int
+    retire_months: int
+    saturated_versions: int
+    gate_adversarial_pct: int
 
     def replace(self, **changes: object) -> Config:
         """A copy with some settings changed."""
