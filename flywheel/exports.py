@@ -15,6 +15,7 @@ rows are written only when asked for.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -183,3 +184,12 @@ def _openai_evals(row: dict, version: int) -> dict:
         "ideal": row["expected"] or _target(row),
         "row_id": row["id"],
     }
+
+
+def export_text(db: Database, version: int, fmt: str, include_archive: bool = False) -> str:
+    """A version in ``fmt`` as one string, for a download button (files go through ``export_version``)."""
+    if fmt not in FORMATS:
+        raise BadInput(f"export format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    buffer = io.StringIO(newline="")
+    write_rows(iter_version_rows(db, version, include_archive), fmt, buffer, version)
+    return buffer.getvalue()
