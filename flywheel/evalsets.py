@@ -102,6 +102,8 @@ class VersionChange:
     def summary(self) -> str:
         """One line for people."""
         if not self.created:
+            if self.version is None:
+                return "nothing to fold in: no labeled failure on an approved scrub yet"
             return f"nothing to fold in; the eval set stays at version {self.version}"
         extra = (
             f", {self.changed} changed, {self.withdrawn} withdrawn" if self.changed or self.withdrawn else ""
@@ -519,7 +521,7 @@ def fold_in(
             members[row_id] = "active"
         retired, edited = _apply_pending(db, members)
         changed = len(replaced) + edited
-        if previous is not None and not (new_rows or retired or edited or withdrawn):
+        if not (new_rows or retired or edited or withdrawn):
             return VersionChange(
                 previous, False, 0, 0, _active(members), _active(members), disagreements=open_
             )

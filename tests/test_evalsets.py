@@ -277,3 +277,11 @@ def test_export_refuses_an_unknown_format_and_a_missing_version(db, tmp_path):
     with pytest.raises(NotFound):
         export_version(db, 5, "jsonl", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_nothing_to_fold_makes_no_empty_version(db):
+    ids = add_traces(db, 1)
+    label(db, ids[0], "lena", kind="not_a_bug")
+    change = fold_in(db, LEAD)
+    assert (change.created, change.version) == (False, None) and "nothing to fold in" in change.summary()
+    assert db["eval_versions"].count == 0
