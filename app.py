@@ -27,6 +27,11 @@ PAGES = {
         ("pages/label.py", "Label", ":material/label:", ("labeler", "reviewer", "lead")),
         ("pages/taxonomy.py", "Taxonomy", ":material/category:", ("labeler", "reviewer", "lead")),
     ],
+    "Eval": [
+        ("pages/evalsets.py", "Eval sets", ":material/dataset:", ("lead",)),
+        ("pages/quality.py", "Pass rate", ":material/monitoring:", ("lead",)),
+        ("pages/gate.py", "Release gate", ":material/verified:", ("lead",)),
+    ],
     "Admin": [
         ("pages/ingest.py", "Import", ":material/upload_file:", ("lead",)),
         ("pages/audit.py", "Audit log", ":material/history:", ("lead",)),

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from flywheel import ingest
+from flywheel import evalsets, exports, ingest, runs
 from flywheel.errors import BadInput, FlywheelError
 from flywheel.store import open_db
 
@@ -79,7 +79,106 @@ def _build_parser() -> argparse.ArgumentParser:
     embed = commands.add_parser("embed", help="embed approved scrubs for the siblings panel")
     embed.add_argument("--db", required=True, help="path of the database")
     embed.set_defaults(run=_embed)
+    _eval_parsers(commands)
     return parser
+
+
+def _eval_parsers(commands) -> None:
+    """Eval sets (flywheel.evalsets, .exports, .runs): every command acts as a lead named by --actor."""
+    specs = {
+        "import-evalset": ("import a starter suite (CSV/JSONL) as a new version", _import_evalset),
+        "fold-in": ("fold labeled failures into a new eval-set version", _fold_in),
+        "diff": ("rows added, retired, changed and withdrawn between two versions", _diff),
+        "export": ("export a version for a regression runner", _export),
+        "import-results": ("import one system's results on a version", _import_results),
+        "gate": ("release gate: exit 0 ship, 1 block, 2 error", _gate),
+    }
+    for name, (text, run) in specs.items():
+        cmd = commands.add_parser(name, help=text)
+        cmd.add_argument("--db", required=True, help="path of the database")
+        cmd.add_argument("--actor", default="cli", help="who acts, for the audit log")
+        cmd.set_defaults(run=run)
+        if name in ("import-evalset", "fold-in"):
+            cmd.add_argument("--note", help="what this version is")
+        if name == "import-evalset":
+            cmd.add_argument("file", metavar="FILE")
+        if name == "diff":
+            cmd.add_argument("a", type=int, metavar="A")
+            cmd.add_argument("b", type=int, metavar="B")
+        if name in ("export", "import-results", "gate"):
+            cmd.add_argument("--version", type=int, required=True, help="eval-set version")
+        if name == "export":
+            cmd.add_argument("--format", required=True, choices=exports.FORMATS)
+            cmd.add_argument("--out", required=True, metavar="FILE")
+            cmd.add_argument("--include-archive", action="store_true", help="also retired rows")
+        if name == "import-results":
+            cmd.add_argument("--system", required=True, metavar="NAME")
+            cmd.add_argument("--run-label", metavar="L")
+            cmd.add_argument("file", metavar="FILE")
+        if name == "gate":
+            cmd.add_argument("--baseline", required=True, metavar="SYS")
+            cmd.add_argument("--challenger", required=True, metavar="SYS")
+            cmd.add_argument(
+                "--adversarial-min", type=float, metavar="RATE", help="0..1 (default: the setting)"
+            )
+        if name != "export":
+            cmd.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _lead(args: argparse.Namespace):
+    from flywheel.auth import User
+
+    return open_db(_existing(args.db)), User(args.actor, "lead")
+
+
+def _import_evalset(args: argparse.Namespace) -> int:
+    db, user = _lead(args)
+    change = evalsets.import_evalset_file(db, user, args.file, note=args.note)
+    print(json.dumps(change.as_json()) if args.json else change.summary())
+    return 0
+
+
+def _fold_in(args: argparse.Namespace) -> int:
+    db, user = _lead(args)
+    change = evalsets.fold_in(db, user, note=args.note)
+    print(json.dumps(change.as_json()) if args.json else change.summary())
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    db, _ = _lead(args)
+    diff = evalsets.diff_versions(db, args.a, args.b)
+    if args.json:
+        print(json.dumps(diff))
+    else:
+        for key in ("added", "retired", "changed", "withdrawn"):
+            ids = [f"{c['from']}->{c['to']}" if isinstance(c, dict) else c for c in diff[key]]
+            print(f"{key} ({len(ids)}): {' '.join(ids)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    db, _ = _lead(args)
+    written = exports.export_version(db, args.version, args.format, args.out, args.include_archive)
+    print(f"wrote {written} rows of version {args.version} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _import_results(args: argparse.Namespace) -> int:
+    db, user = _lead(args)
+    report = runs.import_results_file(db, user, args.version, args.system, args.file, args.run_label)
+    print(json.dumps(report.as_json()) if args.json else report.summary())
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    db, _ = _lead(args)
+    verdict = runs.gate(db, args.version, args.baseline, args.challenger, args.adversarial_min)
+    if args.json:
+        print(json.dumps({key: verdict[key] for key in runs.GATE_KEYS}))
+    else:
+        print(runs.gate_summary(verdict))
+    return 0 if verdict["verdict"] == "ship" else 1
 
 
 def _demo(args: argparse.Namespace) -> int:

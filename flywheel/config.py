@@ -37,6 +37,9 @@ SETTINGS = (
     Setting("page_size", 50, "Rows per page in trace tables"),
     Setting("claim_minutes", 10, "Minutes a labeler holds a claimed item before it returns to the queue"),
     Setting("embed_worker", "on", "on: the app embeds approved scrubs in a thread; off: leave it to `embed`"),
+    Setting("retire_months", 2, "Months an eval row must pass in every run before it is proposed to retire"),
+    Setting("saturated_versions", 3, "Versions a taxonomy code must stay at 100% to count as saturated"),
+    Setting("gate_adversarial_pct", 90, "Adversarial pass rate (percent) the release gate asks for"),
 )
 
 
@@ -57,6 +60,9 @@ class Config:
     page_size: int
     claim_minutes: int
     embed_worker: str
+    retire_months: int
+    saturated_versions: int
+    gate_adversarial_pct: int
 
     def replace(self, **changes: object) -> Config:
         """A copy with some settings changed."""

@@ -20,6 +20,7 @@ from flywheel.demo import demo_lines, demo_samples
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_lines
 from flywheel.labels import add_demo_labels
+from flywheel.runs import add_demo_eval_history
 from flywheel.sampling import DEMO_PLAN, sample_and_scrub, sample_weeks, save_plan, week_order
 from flywheel.store import open_db
 
@@ -62,6 +63,7 @@ def build_demo(
             sample_and_scrub(db, DEMO_PLAN, actor="demo", week=week)
         _review_demo(db, seed, traces, latest_week=weeks[-1] if weeks else None)
         add_demo_labels(db, seed)
+        add_demo_eval_history(db, seed)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except BaseException:
         db.close()

@@ -725,3 +725,48 @@ def m050_batch_source_and_sql(db: Database) -> None:
     for column, kind in (("source", str), ("engine", str), ("sql", str), ("quarantined", int)):
         db["sample_batches"].add_column(column, kind)
     db["sample_batches"].create_index(["plan_name", "week"])
+
+
+@migrations()
+def m060_eval_lifecycle(db: Database) -> None:
+    # When a run ran (an injected clock in tests and the demo) and the row ids its file named that the
+    # version does not hold; how many rows a version changed or withdrew.
+    db["eval_runs"].add_column("ran_at", str)
+    db["eval_runs"].add_column("unknown_ids", str)
+    db["eval_versions"].add_column("changed", int)
+    db["eval_versions"].add_column("withdrawn", int)
+    # A retirement a lead confirmed; ``left_version`` is the version whose archive took the row.
+    db["eval_retirements"].create(
+        {"row_id": str, "reason": str, "confirmed_by": str, "confirmed_at": str, "left_version": int},
+        pk="row_id",
+        not_null={"confirmed_by", "confirmed_at"},
+        foreign_keys=[("row_id", "eval_rows", "id")],
+    )
+    # A lead's decision on a trace its labelers disagree on: the label to fold (NULL: keep it out).
+    db["eval_settlements"].create(
+        {"trace_id": str, "label_id": int, "settled_by": str, "settled_at": str},
+        pk="trace_id",
+        not_null={"settled_by", "settled_at"},
+        foreign_keys=[("trace_id", "traces", "trace_id"), ("label_id", "labels", "id")],
+    )
+    db["eval_gate_settings"].create(
+        {"id": int, "adversarial_min": float, "set_by": str, "set_at": str},
+        pk="id",
+        not_null={"adversarial_min"},
+    )
+    # A version, its membership and a row's content never change once written.
+    for table in ("eval_versions", "eval_version_rows"):
+        for event in ("UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER {table}_immutable_{event.lower()} BEFORE {event} ON {table}"
+                f" BEGIN SELECT RAISE(ABORT, '{table} is immutable: make a new version'); END"
+            )
+    content = "input, messages, expected, criterion, code, adversarial, adversarial_kind, tags, content_hash"
+    db.execute(
+        f"CREATE TRIGGER eval_rows_frozen BEFORE UPDATE OF {content} ON eval_rows"
+        " BEGIN SELECT RAISE(ABORT, 'eval rows are frozen: an edit makes a new row'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER eval_rows_kept BEFORE DELETE ON eval_rows"
+        " BEGIN SELECT RAISE(ABORT, 'eval rows are never deleted: retire them'); END"
+    )

@@ -1,0 +1,195 @@
+"""Export an eval-set version for a regression runner: ours (JSONL, CSV) and the runners' own formats.
+
+Every format carries the row id (``r-000123``) so results come back by id. Rows are streamed from a
+cursor and written one at a time, so memory stays flat however large the version. Archived (retired)
+rows are written only when asked for.
+
+- ``jsonl``/``csv``: every field of the row.
+- ``inspect``: Inspect ``Sample`` JSONL (``id``, ``input`` as text or chat messages, ``target``,
+  ``metadata``), read by ``inspect_ai.dataset.json_dataset`` as is.
+- ``promptfoo``: test cases, one JSON object per line (``description``, ``vars``, ``assert``,
+  ``metadata``), for ``tests: file://cases.jsonl``; the prompt reads ``{{input}}``.
+- ``openai-evals``: JSONL with ``input`` chat messages and ``ideal``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+from sqlite_utils import Database
+
+from flywheel.errors import BadInput
+from flywheel.evalsets import iter_version_rows
+
+FORMATS = ("jsonl", "csv", "inspect", "promptfoo", "openai-evals")
+CSV_COLUMNS = (
+    "row_id",
+    "input",
+    "messages",
+    "expected",
+    "criterion",
+    "code",
+    "adversarial",
+    "adversarial_kind",
+    "tags",
+    "state",
+    "source",
+    "trace_id",
+    "external_id",
+)
+SYSTEM_PROMPT = "You are the support assistant being evaluated."
+
+
+def export_version(
+    db: Database,
+    version: int,
+    fmt: str,
+    out: str | Path,
+    include_archive: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write version ``version`` as ``fmt`` to the file ``out`` (atomically); return the rows written."""
+    if fmt not in FORMATS:
+        raise BadInput(f"export format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise BadInput(f"folder {str(out.parent)!r} does not exist")
+    rows = iter_version_rows(db, version, include_archive)
+    scratch = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with scratch.open("w", encoding="utf-8", newline="") as stream:
+            written = write_rows(rows, fmt, stream, version, progress)
+        os.replace(scratch, out)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return written
+
+
+def write_rows(
+    rows: Iterable[dict],
+    fmt: str,
+    stream: TextIO,
+    version: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write rows to an open text stream in ``fmt``; return how many."""
+    if fmt == "csv":
+        writer = csv.writer(stream)
+        writer.writerow(CSV_COLUMNS)
+        lines: Iterator = (_csv_line(row) for row in rows)
+        write = writer.writerow
+    else:
+        shape = {
+            "jsonl": _plain,
+            "inspect": _inspect,
+            "promptfoo": _promptfoo,
+            "openai-evals": _openai_evals,
+        }[fmt]
+        lines = (json.dumps(shape(row, version), ensure_ascii=False) + "\n" for row in rows)
+        write = stream.write
+    written = 0
+    for line in lines:
+        write(line)
+        written += 1
+        if progress and written % 500 == 0:
+            progress(written)
+    return written
+
+
+def _messages(row: dict) -> list[dict]:
+    """The conversation up to its last user turn: what the system under test must answer."""
+    messages = json.loads(row["messages"]) if row["messages"] else []
+    messages = [
+        {"role": m["role"], "content": m["content"]} for m in messages if m["role"] in ("user", "assistant")
+    ]
+    while messages and messages[-1]["role"] != "user":
+        messages.pop()
+    return messages or [{"role": "user", "content": row["input"]}]
+
+
+def _target(row: dict) -> str:
+    return row["criterion"] or row["expected"] or ""
+
+
+def _metadata(row: dict, version: int) -> dict:
+    return {
+        "row_id": row["id"],
+        "version": version,
+        "code": row["code"],
+        "adversarial": bool(row["adversarial"]),
+        "adversarial_kind": row["adversarial_kind"],
+        "expected": row["expected"],
+        "criterion": row["criterion"],
+        "tags": json.loads(row["tags"] or "[]"),
+        "state": row["state"],
+    }
+
+
+def _plain(row: dict, version: int) -> dict:
+    return {
+        "row_id": row["id"],
+        "input": row["input"],
+        "messages": json.loads(row["messages"]) if row["messages"] else None,
+        "expected": row["expected"],
+        "criterion": row["criterion"],
+        "code": row["code"],
+        "adversarial": bool(row["adversarial"]),
+        "adversarial_kind": row["adversarial_kind"],
+        "tags": json.loads(row["tags"] or "[]"),
+        "state": row["state"],
+        "source": row["source"],
+        "trace_id": row["trace_id"],
+        "external_id": row["external_id"],
+        "version": version,
+    }
+
+
+def _csv_line(row: dict) -> list:
+    plain = {**_plain(row, 0), "adversarial": int(row["adversarial"])}
+    plain["messages"] = row["messages"] or ""
+    plain["tags"] = ",".join(plain["tags"])
+    return ["" if plain[c] is None else plain[c] for c in CSV_COLUMNS]
+
+
+def _inspect(row: dict, version: int) -> dict:
+    messages = _messages(row)
+    return {
+        "id": row["id"],
+        "input": messages[0]["content"] if len(messages) == 1 else messages,
+        "target": _target(row),
+        "metadata": _metadata(row, version),
+    }
+
+
+def _promptfoo(row: dict, version: int) -> dict:
+    label = row["code"] or "starter"
+    criterion = _target(row) or "Answers the customer's question correctly."
+    return {
+        "description": f"{row['id']} {label}",
+        "vars": {"input": row["input"], "row_id": row["id"]},
+        "assert": [{"type": "llm-rubric", "value": criterion}],
+        "metadata": {k: v for k, v in _metadata(row, version).items() if v is not None and v != []},
+    }
+
+
+def _openai_evals(row: dict, version: int) -> dict:
+    return {
+        "input": [{"role": "system", "content": SYSTEM_PROMPT}, *_messages(row)],
+        "ideal": row["expected"] or _target(row),
+        "row_id": row["id"],
+    }
+
+
+def export_text(db: Database, version: int, fmt: str, include_archive: bool = False) -> str:
+    """A version in ``fmt`` as one string, for a download button (files go through ``export_version``)."""
+    if fmt not in FORMATS:
+        raise BadInput(f"export format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    buffer = io.StringIO(newline="")
+    write_rows(iter_version_rows(db, version, include_archive), fmt, buffer, version)
+    return buffer.getvalue()

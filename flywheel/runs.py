@@ -1,0 +1,843 @@
+"""Regression runs: import results, pass rate per eval-set version, retirement, lifecycle and the gate.
+
+A *run* is one system's results on one version, imported from our JSONL/CSV (``row_id``, ``passed``,
+optional ``score``, ``output``, ``repeat``), a promptfoo results JSON (``promptfoo eval -o out.json``)
+or an Inspect log (``inspect eval --log-format json``). A row may be run several times (repeats, or
+several runs of the same system on the same version): its *outcome* for that system is the share of
+graded attempts that passed; it counts as passing when more than half did, and it is *flaky* when
+some passed and some did not. Results with an output but no verdict yet (``passed`` NULL) wait for
+the judge and count nowhere.
+
+Rates carry a Wilson 95% interval; the gate pairs the two systems on the same rows and tests the
+flips with the exact McNemar test (``flywheel.stats``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from flywheel.auth import User, require_role
+from flywheel.config import load_config
+from flywheel.errors import BadInput, NotFound
+from flywheel.evalsets import BadRows, _members, _require_version, current_version, eval_set_versions
+from flywheel.stats import mcnemar_exact, rate
+from flywheel.store import audit, query_one, query_rows, write
+
+RESULT_FORMATS = ("jsonl", "csv", "promptfoo", "inspect")
+MAX_OUTPUT = 20_000
+REGRESSION_MIN = 0.9  # a code whose rows pass at least this often is a regression metric: it must stay
+PASS_WORDS = {
+    "1": 1,
+    "true": 1,
+    "pass": 1,
+    "passed": 1,
+    "c": 1,
+    "0": 0,
+    "false": 0,
+    "fail": 0,
+    "failed": 0,
+    "i": 0,
+}
+
+
+def _stamp(moment: datetime | None) -> str:
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# Reading result files ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    row_id: str
+    passed: int | None
+    score: float | None
+    output: str | None
+    repeat: int | None
+
+
+def parse_results(data: bytes, name: str) -> tuple[str, list[Result]]:
+    """The format and results of a results file; a bad line refuses the whole file (BadRows)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BadInput(f"{name}: not UTF-8 (byte {error.start})") from None
+    if name.lower().endswith(".csv"):
+        return "csv", _rows(_csv(text, name), name)
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError:
+            document = None  # one JSON object per line: our JSONL
+        if isinstance(document, dict) and "row_id" not in document:
+            return _runner_results(document, name)
+    return "jsonl", _rows(_jsonl(text), name)
+
+
+def _csv(text: str, name: str) -> list[tuple[int, object]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or not {"row_id", "passed"} <= set(reader.fieldnames):
+        raise BadInput(f"{name}: header {reader.fieldnames!r}: expected columns row_id and passed")
+    return [(reader.line_num, record) for record in reader]
+
+
+def _jsonl(text: str) -> list[tuple[int, object]]:
+    records = []
+    for line, raw in enumerate(text.splitlines(), 1):
+        if raw.strip():
+            try:
+                records.append((line, json.loads(raw)))
+            except json.JSONDecodeError as error:
+                records.append((line, BadInput(f"not JSON: {error.msg}")))
+    return records
+
+
+def _rows(records: list[tuple[int, object]], name: str) -> list[Result]:
+    results, problems = [], []
+    for line, record in records:
+        try:
+            results.append(_result(record))
+        except BadInput as error:
+            problems.append((line, str(error)))
+    if problems:
+        raise BadRows(name, problems)
+    return results
+
+
+def _result(record: object) -> Result:
+    if isinstance(record, BadInput):
+        raise record
+    if not isinstance(record, dict):
+        raise BadInput("not a JSON object")
+    row_id = record.get("row_id")
+    if not isinstance(row_id, str) or not row_id.strip():
+        raise BadInput("'row_id' is missing")
+    return Result(
+        row_id.strip(),
+        _passed(record.get("passed")),
+        _score(record.get("score")),
+        _output(record.get("output")),
+        _repeat(record.get("repeat")),
+    )
+
+
+def _passed(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    word = str(value).strip().lower()
+    if word not in PASS_WORDS:
+        raise BadInput(f"'passed' {str(value)[:20]!r}: expected true/false, 1/0, pass/fail or empty")
+    return PASS_WORDS[word]
+
+
+def _score(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"'score' {str(value)[:20]!r}: expected a number") from None
+
+
+def _output(value: object) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text[:MAX_OUTPUT]
+
+
+def _repeat(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"'repeat' {str(value)[:20]!r}: expected a whole number") from None
+    if number < 0:
+        raise BadInput(f"'repeat' {number}: expected 0 or more")
+    return number
+
+
+def _runner_results(document: dict, name: str) -> tuple[str, list[Result]]:
+    if isinstance(document.get("results"), dict) and "results" in document["results"]:
+        return "promptfoo", _promptfoo_results(document["results"]["results"], name)
+    if isinstance(document.get("samples"), list) and "eval" in document:
+        return "inspect", _inspect_results(document["samples"], name)
+    if "eval" in document and "samples" not in document:
+        raise BadInput(f"{name}: an Inspect log without samples; write it with --log-format json")
+    raise BadInput(
+        f"{name}: not a results file: expected our JSONL/CSV, a promptfoo results JSON or an Inspect log"
+    )
+
+
+def _promptfoo_results(items: object, name: str) -> list[Result]:
+    results, problems = [], []
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        case = item.get("testCase") or {} if isinstance(item, dict) else {}
+        row_id = (case.get("metadata") or {}).get("row_id") or (case.get("vars") or {}).get("row_id")
+        if not isinstance(row_id, str):
+            problems.append((index + 1, "result without metadata.row_id (export the cases with Flywheel)"))
+            continue
+        response = item.get("response") or {}
+        success = item.get("success")
+        results.append(
+            Result(
+                row_id,
+                None if success is None else int(bool(success)),
+                _score(item.get("score")),
+                _output(response.get("output")),
+                None,
+            )
+        )
+    if problems:
+        raise BadRows(name, problems)
+    return results
+
+
+def _inspect_results(samples: list, name: str) -> list[Result]:
+    results, problems = [], []
+    for index, sample in enumerate(samples):
+        row_id = sample.get("id") if isinstance(sample, dict) else None
+        if not isinstance(row_id, str):
+            problems.append((index + 1, "sample without a string id (export the rows with Flywheel)"))
+            continue
+        scores = sample.get("scores") or {}
+        values = [s.get("value") for s in scores.values() if isinstance(s, dict)]
+        try:
+            passed = _passed(values[0]) if values else None
+        except BadInput as error:
+            problems.append((index + 1, str(error)))
+            continue
+        output = (sample.get("output") or {}).get("completion")
+        epoch = sample.get("epoch")
+        results.append(
+            Result(row_id, passed, None, _output(output), epoch - 1 if isinstance(epoch, int) else None)
+        )
+    if problems:
+        raise BadRows(name, problems)
+    return results
+
+
+# Importing a run ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunImport:
+    run_id: int
+    version: int
+    system: str
+    format: str
+    results: int
+    rows: int
+    passed: int
+    failed: int
+    ungraded: int
+    unknown: list[str]
+    flaky: int
+
+    def as_json(self) -> dict:
+        return dict(self.__dict__)
+
+    def summary(self) -> str:
+        unknown = (
+            f"; {len(self.unknown)} unknown row ids skipped: {', '.join(self.unknown[:10])}"
+            if self.unknown
+            else ""
+        )
+        return (
+            f"run {self.run_id}: {self.system} on version {self.version} ({self.format}),"
+            f" {self.results} results on {self.rows} rows: {self.passed} passed, {self.failed} failed,"
+            f" {self.ungraded} awaiting a verdict, {self.flaky} flaky{unknown}"
+        )
+
+
+def import_results(
+    db: Database,
+    user: User,
+    version: int,
+    system: str,
+    data: bytes,
+    name: str,
+    run_label: str | None = None,
+    now: datetime | None = None,
+) -> RunImport:
+    """Import one system's results on one version, all or nothing; unknown row ids are reported."""
+    require_role(user, "lead")
+    system = (system or "").strip()
+    if not system or len(system) > 200:
+        raise BadInput(f"system name {system[:40]!r}: expected 1..200 characters")
+    fmt, results = parse_results(data, name)
+    if not results:
+        raise BadInput(f"{name}: no results")
+    stamp = _stamp(now)
+    with write(db):
+        _require_version(db, version)
+        members = _members(db, version)
+        known = [r for r in results if r.row_id in members]
+        unknown = sorted({r.row_id for r in results if r.row_id not in members})
+        if not known:
+            raise BadInput(
+                f"{name}: none of its {len(results)} row ids is in version {version} (e.g. {unknown[0]!r})"
+            )
+        run_id = (
+            db["eval_runs"]
+            .insert(
+                {
+                    "version": version,
+                    "system": system,
+                    "run_label": (run_label or "").strip()[:200] or None,
+                    "source_file": Path(name).name,
+                    "format": fmt,
+                    "imported_by": user.name,
+                    "imported_at": stamp,
+                    "ran_at": stamp,
+                    "unknown_ids": json.dumps(unknown) if unknown else None,
+                }
+            )
+            .last_pk
+        )
+        db["eval_results"].insert_all(_numbered(run_id, known))
+        report = _report(db, run_id, version, system, fmt, known, unknown)
+        audit(db, user.name, "import_results", "eval_run", run_id, **report.as_json())
+    return report
+
+
+def import_results_file(
+    db: Database, user: User, version: int, system: str, path: str | Path, run_label: str | None = None
+) -> RunImport:
+    """Import a results file from disk."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise BadInput(f"cannot read {str(path)!r}: {error.strerror}") from None
+    return import_results(db, user, version, system, data, path.name, run_label)
+
+
+def _numbered(run_id: int, results: list[Result]) -> list[dict]:
+    """Result rows with a repeat number each: the file's own, else the order a row appears in."""
+    seen: dict[str, set[int]] = defaultdict(set)
+    rows = []
+    for result in results:
+        repeat = result.repeat
+        if repeat is None or repeat in seen[result.row_id]:
+            repeat = max(seen[result.row_id], default=-1) + 1
+        seen[result.row_id].add(repeat)
+        rows.append(
+            {
+                "run_id": run_id,
+                "row_id": result.row_id,
+                "repeat": repeat,
+                "passed": result.passed,
+                "score": result.score,
+                "output": result.output,
+                "graded_by": "runner" if result.passed is not None else None,
+            }
+        )
+    return rows
+
+
+def _report(db, run_id, version, system, fmt, known, unknown) -> RunImport:
+    outcomes = _outcomes(db, "WHERE e.run_id = ?", [run_id])
+    flaky = sum(o.flaky for o in outcomes.values())
+    return RunImport(
+        run_id,
+        version,
+        system,
+        fmt,
+        len(known),
+        len({r.row_id for r in known}),
+        sum(r.passed == 1 for r in known),
+        sum(r.passed == 0 for r in known),
+        sum(r.passed is None for r in known),
+        unknown,
+        flaky,
+    )
+
+
+# Outcomes and pass rates --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A row's graded attempts for one system on one version."""
+
+    passes: int
+    graded: int
+    attempts: int
+
+    @property
+    def passed(self) -> bool:
+        return self.passes * 2 > self.graded
+
+    @property
+    def flaky(self) -> bool:
+        return 0 < self.passes < self.graded
+
+    @property
+    def fraction(self) -> float | None:
+        return self.passes / self.graded if self.graded else None
+
+
+def _outcomes(db: Database, where: str, params: list) -> dict[tuple, Outcome]:
+    sql = f"""
+        SELECT r.version, r.system, e.row_id, coalesce(sum(e.passed = 1), 0), count(e.passed), count(*)
+        FROM eval_results e JOIN eval_runs r ON r.id = e.run_id {where}
+        GROUP BY r.version, r.system, e.row_id"""
+    return {(v, s, row): Outcome(p, g, a) for v, s, row, p, g, a in db.execute(sql, params)}
+
+
+def outcomes(db: Database, version: int, system: str) -> dict[str, Outcome]:
+    """Each row's outcome for ``system`` on ``version`` (graded rows only)."""
+    found = _outcomes(db, "WHERE r.version = ? AND r.system = ?", [version, system])
+    return {row: o for (_, _, row), o in found.items() if o.graded}
+
+
+def systems(db: Database, version: int | None = None) -> list[str]:
+    """Systems with results (on one version, or on any)."""
+    where, params = ("WHERE version = ?", [version]) if version is not None else ("", [])
+    return [
+        r[0] for r in db.execute(f"SELECT DISTINCT system FROM eval_runs {where} ORDER BY system", params)
+    ]
+
+
+def _row_info(db: Database) -> dict[str, dict]:
+    return {
+        r["id"]: r
+        for r in query_rows(
+            db, "SELECT id, code, adversarial, adversarial_kind, input, expected, source FROM eval_rows"
+        )
+    }
+
+
+def _tally(rows: list[str], found: dict[str, Outcome]) -> dict:
+    graded = [found[r] for r in rows if r in found]
+    out = rate(sum(o.passed for o in graded), len(graded))
+    out["flaky"] = sum(o.flaky for o in graded)
+    return out
+
+
+def pass_rates(db: Database) -> list[dict]:
+    """Pass rate per version and system with its interval, the rows behind it, flaky rows and the
+    adversarial slice; active rows only."""
+    info = _row_info(db)
+    all_outcomes = _outcomes(db, "", [])
+    out = []
+    for version in sorted({v for v, _, _ in all_outcomes}):
+        members = _members(db, version)
+        active = [r for r, s in members.items() if s == "active"]
+        adversarial = [r for r in active if info[r]["adversarial"]]
+        for system in systems(db, version):
+            found = {
+                row: o for (v, s, row), o in all_outcomes.items() if v == version and s == system and o.graded
+            }
+            out.append(
+                {
+                    "version": version,
+                    "system": system,
+                    **_tally(active, found),
+                    "rows_in_version": len(active),
+                    "adversarial": _tally(adversarial, found),
+                }
+            )
+    return out
+
+
+def carried_vs_new(db: Database, version: int, system: str) -> dict | None:
+    """The rows of ``version`` split into those carried from the previous version this system ran and
+    those new in it; carried rows are paired across the two versions (a fall there is a regression)."""
+    earlier = [v for v in _versions_run(db, system) if v < version]
+    if not earlier:
+        return None
+    previous = earlier[-1]
+    now_rows = {r for r, s in _members(db, version).items() if s == "active"}
+    before_rows = {r for r, s in _members(db, previous).items() if s == "active"}
+    carried, new = sorted(now_rows & before_rows), sorted(now_rows - before_rows)
+    found_now, found_before = outcomes(db, version, system), outcomes(db, previous, system)
+    paired = [r for r in carried if r in found_now and r in found_before]
+    fell = [r for r in paired if found_before[r].passed and not found_now[r].passed]
+    rose = [r for r in paired if not found_before[r].passed and found_now[r].passed]
+    return {
+        "system": system,
+        "version": version,
+        "previous": previous,
+        "all_now": _tally(sorted(now_rows), found_now),
+        "all_before": _tally(sorted(before_rows), found_before),
+        "carried_before": _tally(paired, found_before),
+        "carried_now": _tally(paired, found_now),
+        "new": _tally(new, found_now),
+        "carried_fell": fell,
+        "carried_rose": rose,
+        "p_value": mcnemar_exact(len(fell), len(rose)),
+    }
+
+
+def _versions_run(db: Database, system: str) -> list[int]:
+    sql = "SELECT DISTINCT version FROM eval_runs WHERE system = ? ORDER BY version"
+    return [r[0] for r in db.execute(sql, [system])]
+
+
+def per_code(db: Database, version: int, system: str) -> list[dict]:
+    """Pass rate per taxonomy code on one version for one system (rows without a code as '(none)')."""
+    info = _row_info(db)
+    found = outcomes(db, version, system)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for row_id, state in _members(db, version).items():
+        if state == "active":
+            groups[info[row_id]["code"] or "(none)"].append(row_id)
+    return [{"code": code, **_tally(rows, found)} for code, rows in sorted(groups.items())]
+
+
+def lifecycle(db: Database, up_to: int | None = None, systems_: list[str] | None = None) -> dict[str, dict]:
+    """Each code's metric stage from its pass rate per version (pooled over systems, or some):
+
+    *capability* — still low, the hill to climb; *regression* — at least ``REGRESSION_MIN``, must stay;
+    *saturated* — 100% in each of the last ``saturated_versions`` versions run: a candidate to retire.
+    """
+    needed = load_config().saturated_versions
+    info = _row_info(db)
+    series: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for (version, system, row_id), outcome in _outcomes(db, "", []).items():
+        if (
+            outcome.graded
+            and (up_to is None or version <= up_to)
+            and (systems_ is None or system in systems_)
+        ):
+            series[info[row_id]["code"] or "(none)"][version].append(outcome.passed)
+    stages = {}
+    for code, by_version in series.items():
+        rates = [sum(v) / len(v) for _, v in sorted(by_version.items())]
+        latest = rates[-1]
+        if len(rates) >= needed and all(r == 1 for r in rates[-needed:]):
+            stage = "saturated"
+        elif latest >= REGRESSION_MIN:
+            stage = "regression"
+        else:
+            stage = "capability"
+        stages[code] = {"stage": stage, "latest": latest, "versions": len(rates)}
+    return stages
+
+
+def retired_failing(db: Database) -> list[dict]:
+    """Archived (retired) rows that were run again and failed: flagged as "retired row fails again"."""
+    sql = """
+        SELECT r.version, r.system, e.row_id, sum(e.passed = 0) AS failures, count(e.passed) AS graded
+        FROM eval_results e JOIN eval_runs r ON r.id = e.run_id
+        JOIN eval_version_rows m ON m.version = r.version AND m.row_id = e.row_id AND m.state = 'archived'
+        GROUP BY r.version, r.system, e.row_id HAVING failures > 0 ORDER BY r.version, e.row_id"""
+    info = _row_info(db)
+    return [
+        {**row, "code": info[row["row_id"]]["code"], "input": info[row["row_id"]]["input"]}
+        for row in query_rows(db, sql)
+    ]
+
+
+# Retirement -----------------------------------------------------------------------------------------
+
+
+def months_before(moment: datetime, months: int) -> datetime:
+    """The same day and time ``months`` calendar months earlier (clamped to the month's last day)."""
+    year, month = divmod(moment.year * 12 + moment.month - 1 - months, 12)
+    month += 1
+    for day in range(moment.day, 27, -1):
+        try:
+            return moment.replace(year=year, month=month, day=day)
+        except ValueError:
+            continue
+    return moment.replace(year=year, month=month, day=min(moment.day, 28))
+
+
+def retirement_proposals(db: Database, now: datetime | None = None, months: int | None = None) -> list[dict]:
+    """Active rows of the current version that passed in every run of every system for ``months``
+    months (setting ``retire_months``) and still run: proposed for the archive."""
+    months = load_config().retire_months if months is None else months
+    moment = now or datetime.now(UTC)
+    since = _stamp(months_before(moment, months))
+    version = current_version(db)
+    if version is None:
+        return []
+    active = [r for r, s in _members(db, version).items() if s == "active"]
+    confirmed = {r[0] for r in db.execute("SELECT row_id FROM eval_retirements")}
+    history: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for row_id, ran_at, passed in db.execute(
+        "SELECT e.row_id, coalesce(r.ran_at, r.imported_at), e.passed FROM eval_results e"
+        " JOIN eval_runs r ON r.id = e.run_id"
+        " WHERE e.passed IS NOT NULL AND coalesce(r.ran_at, r.imported_at) <= ?",
+        [_stamp(moment)],
+    ):
+        history[row_id].append((ran_at, passed))
+    info = _row_info(db)
+    proposals = []
+    for row_id in active:
+        runs = sorted(history.get(row_id, []))
+        last_fail = max((at for at, passed in runs if not passed), default="")
+        streak = [at for at, _ in runs if at > last_fail]
+        if row_id in confirmed or not streak or streak[0] > since:
+            continue
+        proposals.append(
+            {
+                "row_id": row_id,
+                "code": info[row_id]["code"],
+                "passing_since": streak[0],
+                "last_run": streak[-1],
+                "results": len(streak),
+                "input": info[row_id]["input"],
+            }
+        )
+    return proposals
+
+
+def confirm_retirements(db: Database, user: User, row_ids: list[str], now: datetime | None = None) -> int:
+    """A lead confirms proposed rows; they move to the archive in the next version. Return how many."""
+    require_role(user, "lead")
+    proposed = {p["row_id"]: p for p in retirement_proposals(db, now)}
+    missing = [r for r in row_ids if r not in proposed]
+    if missing:
+        raise BadInput(f"not proposed for retirement: {', '.join(missing[:10])}")
+    stamp = _stamp(now)
+    with write(db):
+        for row_id in dict.fromkeys(row_ids):
+            reason = f"passed every run since {proposed[row_id]['passing_since'][:10]}"
+            db["eval_retirements"].insert(
+                {"row_id": row_id, "reason": reason, "confirmed_by": user.name, "confirmed_at": stamp}
+            )
+        audit(db, user.name, "confirm_retirements", "eval_rows", len(row_ids), rows=row_ids)
+    return len(dict.fromkeys(row_ids))
+
+
+def retirements(db: Database) -> list[dict]:
+    """Confirmed retirements, newest first, with the version whose archive took each row."""
+    return query_rows(db, "SELECT * FROM eval_retirements ORDER BY confirmed_at DESC, row_id")
+
+
+# The release gate ----------------------------------------------------------------------------------------
+
+
+def adversarial_threshold(db: Database) -> float:
+    """The adversarial pass rate the gate asks for: the lead's setting, else the configured default."""
+    row = query_one(db, "SELECT adversarial_min FROM eval_gate_settings WHERE id = 1")
+    return row["adversarial_min"] if row else load_config().gate_adversarial_pct / 100
+
+
+def set_adversarial_threshold(db: Database, user: User, value: float) -> None:
+    """A lead sets the adversarial pass rate the gate asks for (0..1)."""
+    require_role(user, "lead")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise BadInput(f"adversarial threshold {value!r}: expected a number from 0 to 1")
+    with write(db):
+        db["eval_gate_settings"].upsert(
+            {"id": 1, "adversarial_min": float(value), "set_by": user.name, "set_at": _stamp(None)}, pk="id"
+        )
+        audit(db, user.name, "set_adversarial_threshold", "gate", 1, adversarial_min=value)
+
+
+def gate(
+    db: Database, version: int, baseline: str, challenger: str, adversarial_min: float | None = None
+) -> dict:
+    """The release gate on one version: the two systems paired on the same rows.
+
+    Ship only when no regression-class row (its code a *regression* or *saturated* metric by the
+    baseline's history) flipped pass→fail and the challenger's adversarial pass rate is at or above
+    the threshold. ``regressions``/``improvements`` list every flipped row id.
+    """
+    _require_version(db, version)
+    if baseline == challenger:
+        raise BadInput(f"baseline and challenger are both {baseline!r}: expected two systems")
+    threshold = adversarial_threshold(db) if adversarial_min is None else adversarial_min
+    if not 0 <= threshold <= 1:
+        raise BadInput(f"adversarial threshold {threshold!r}: expected 0..1")
+    found = {}
+    for system in (baseline, challenger):
+        found[system] = outcomes(db, version, system)
+        if not found[system]:
+            raise NotFound(f"no graded results of system {system!r} on version {version}")
+    active = {r for r, s in _members(db, version).items() if s == "active"}
+    paired = sorted(r for r in active if r in found[baseline] and r in found[challenger])
+    base, chal = found[baseline], found[challenger]
+    regressions = [r for r in paired if base[r].passed and not chal[r].passed]
+    improvements = [r for r in paired if not base[r].passed and chal[r].passed]
+    info = _row_info(db)
+    stages = lifecycle(db, up_to=version, systems_=[baseline])
+    guarded = {c for c, s in stages.items() if s["stage"] in ("regression", "saturated")}
+    blocking = [r for r in regressions if (info[r]["code"] or "(none)") in guarded]
+    adversarial_rows = [r for r in paired if info[r]["adversarial"]]
+    adversarial = {
+        **_tally(adversarial_rows, chal),
+        "baseline": _tally(adversarial_rows, base),
+        "threshold": threshold,
+    }
+    adversarial["ok"] = adversarial["rate"] is None or adversarial["rate"] >= threshold
+    reasons = []
+    if blocking:
+        reasons.append(f"{len(blocking)} regression-class rows flipped pass→fail: {', '.join(blocking[:10])}")
+    if not adversarial["ok"]:
+        reasons.append(
+            f"adversarial pass rate {adversarial['rate']:.1%} is below the threshold {threshold:.0%}"
+        )
+    return {
+        "verdict": "block" if reasons else "ship",
+        "regressions": regressions,
+        "improvements": improvements,
+        "baseline": {"system": baseline, **_tally(paired, base)},
+        "challenger": {"system": challenger, **_tally(paired, chal)},
+        "adversarial": adversarial,
+        "p_value": mcnemar_exact(len(regressions), len(improvements)),
+        "version": version,
+        "paired": len(paired),
+        "unpaired": len(active) - len(paired),
+        "blocking": blocking,
+        "reasons": reasons,
+    }
+
+
+GATE_KEYS = ("verdict", "regressions", "improvements", "baseline", "challenger", "adversarial", "p_value")
+
+
+def flipped_rows(db: Database, verdict: dict) -> list[dict]:
+    """The gate's flipped rows with their scrubbed input, expected behaviour and both outputs."""
+    version, base, chal = verdict["version"], verdict["baseline"]["system"], verdict["challenger"]["system"]
+    out = []
+    for direction, ids in (("pass→fail", verdict["regressions"]), ("fail→pass", verdict["improvements"])):
+        for row_id in ids:
+            row = query_one(
+                db, "SELECT id, code, adversarial, input, expected FROM eval_rows WHERE id = ?", [row_id]
+            )
+            out.append(
+                {
+                    "row_id": row_id,
+                    "flip": direction,
+                    "blocks": row_id in verdict["blocking"],
+                    "code": row["code"],
+                    "adversarial": bool(row["adversarial"]),
+                    "input": row["input"],
+                    "expected": row["expected"],
+                    "baseline_output": _last_output(db, version, base, row_id),
+                    "challenger_output": _last_output(db, version, chal, row_id),
+                }
+            )
+    return out
+
+
+def _last_output(db: Database, version: int, system: str, row_id: str) -> str | None:
+    row = db.execute(
+        "SELECT e.output FROM eval_results e JOIN eval_runs r ON r.id = e.run_id"
+        " WHERE r.version = ? AND r.system = ? AND e.row_id = ? ORDER BY e.id DESC LIMIT 1",
+        [version, system, row_id],
+    ).fetchone()
+    return row[0] if row else None
+
+
+# Demo ------------------------------------------------------------------------------------------------
+
+DEMO_SUITE = Path(__file__).resolve().parent.parent / "data" / "evalsets" / "starter_suite.csv"
+DEMO_SYSTEMS = ("support-bot-2026.04", "support-bot-2026.05")
+DEMO_LEAD = User("ana", "lead")
+
+
+def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
+    """Give the demo an eval-set history: the starter suite as v1, two folds, two systems' results per
+    version (a later, harder version reads lower without any regression) and one retired row that
+    fails again. Labels of the last batches stay unfolded for a lead to fold in. Deterministic."""
+    from flywheel.evalsets import fold_in, import_evalset_file
+
+    rng = random.Random(seed)
+    end = _demo_end(db)
+    clock = [end - timedelta(days=days) for days in (120, 90, 60, 10, 5)]
+    import_evalset_file(
+        db, DEMO_LEAD, DEMO_SUITE, note="starter suite from the support spreadsheet", now=clock[0]
+    )
+    skill = {"rng": rng, "draws": {}}
+    _demo_runs(db, 1, skill, clock[0])
+    batches = [
+        r[0] for r in db.execute("SELECT DISTINCT batch_id FROM labels WHERE batch_id IS NOT NULL ORDER BY 1")
+    ]
+    if batches:
+        fold_in(db, DEMO_LEAD, note="first production failures", batches=batches[:1], now=clock[1])
+        _demo_runs(db, 2, skill, clock[1])
+        _demo_runs(db, 2, skill, clock[2], label="rerun")
+    proposals = retirement_proposals(db, now=clock[3])
+    confirm_retirements(db, DEMO_LEAD, [p["row_id"] for p in proposals[:4]], now=clock[3])
+    if len(batches) > 1:
+        fold_in(
+            db,
+            DEMO_LEAD,
+            note="second batch of failures; four saturated rows retired",
+            batches=batches[1:2],
+            now=clock[3],
+        )
+    else:
+        fold_in(db, DEMO_LEAD, note="four saturated rows retired", now=clock[3])
+    version = current_version(db)
+    _demo_runs(db, version, skill, clock[4], include_archive=True)
+    return {"versions": len(eval_set_versions(db)), "runs": len(query_rows(db, "SELECT id FROM eval_runs"))}
+
+
+def _demo_end(db: Database) -> datetime:
+    latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
+    if latest is None:
+        return datetime(2026, 6, 1, tzinfo=UTC)
+    return datetime.fromisoformat(latest.replace("Z", "+00:00"))
+
+
+def _demo_runs(db, version, skill, moment, label=None, include_archive=False) -> None:
+    """Results of both demo systems. Each row draws once how hard it is; a system passes it when the
+    draw is below its level: starter rows are easy, production failures harder, the newer system a
+    little better (on adversarial rows too), so carried rows never fall between versions."""
+    info = _row_info(db)
+    members = _members(db, version)
+    draws = skill["draws"]
+    failing_retired = sorted(r for r, s in members.items() if s == "archived")[:1] if include_archive else []
+    for index, system in enumerate(DEMO_SYSTEMS):
+        lines = []
+        for row_id, state in sorted(members.items()):
+            if state == "archived" and not include_archive:
+                continue
+            if row_id not in draws:
+                draws[row_id] = skill["rng"].random()
+            row = info[row_id]
+            level = (0.93 if row["source"] == "import" else 0.62) + (0.06 if index else 0.0)
+            if row["adversarial"]:
+                level = 0.97 if index else 0.7
+            passed = draws[row_id] < level
+            if row_id in failing_retired and index == 1:
+                passed = False
+            output = "Reply that meets the criterion." if passed else "Reply that misses the criterion."
+            lines.append(json.dumps({"row_id": row_id, "passed": passed, "output": output}))
+        data = ("\n".join(lines) + "\n").encode()
+        import_results(db, DEMO_LEAD, version, system, data, f"{system}-v{version}.jsonl", label, now=moment)
+
+
+def gate_summary(verdict: dict) -> str:
+    """The gate's verdict for people, a few lines."""
+    base, chal = verdict["baseline"], verdict["challenger"]
+
+    def line(side: dict) -> str:
+        value = "n/a" if side["rate"] is None else f"{side['rate']:.1%}"
+        low, high = side["ci"]
+        return f"{side['system']}: {side['passed']}/{side['total']} = {value} (95% CI {low:.1%}–{high:.1%})"
+
+    adversarial = verdict["adversarial"]
+    lines = [
+        f"{verdict['verdict'].upper()} on version {verdict['version']} ({verdict['paired']} paired rows)",
+        f"baseline   {line(base)}",
+        f"challenger {line(chal)}",
+        f"pass→fail {len(verdict['regressions'])}, fail→pass {len(verdict['improvements'])},"
+        f" exact McNemar p = {verdict['p_value']:.4g}",
+        f"adversarial {adversarial['passed']}/{adversarial['total']}"
+        f" against the threshold {adversarial['threshold']:.0%}",
+        *verdict["reasons"],
+    ]
+    return "\n".join(lines)

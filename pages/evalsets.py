@@ -1,0 +1,168 @@
+import pandas as pd
+import streamlit as st
+
+from flywheel import evalsets, exports, runs
+from flywheel.auth import require_role
+from flywheel.config import load_config
+from flywheel.errors import FlywheelError
+from pages._ui import current_user, database, md
+
+db, user = database(), current_user()
+require_role(user, "lead")
+st.title("Eval sets")
+st.caption(
+    "Labeled production failures become eval rows. Every fold-in or import makes a new immutable "
+    "version; retired rows move to an archive and are never deleted."
+)
+
+
+def _error(error: FlywheelError) -> None:
+    st.error(md(error))
+
+
+def _rows_table(rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows)
+    columns = ["id", "state", "code", "adversarial_kind", "input", "expected", "criterion", "source"]
+    columns.append("trace_id")
+    st.dataframe(frame[[c for c in columns if c in frame]], hide_index=True)
+
+
+version = evalsets.current_version(db)
+preview = evalsets.fold_preview(db)
+cols = st.columns(4)
+cols[0].metric("Current version", version or "none")
+if version is not None:
+    members = evalsets.version_rows(db, version, include_archive=True)
+    cols[1].metric("Active rows", sum(r["state"] == "active" for r in members))
+    cols[2].metric("Archived rows", sum(r["state"] == "archived" for r in members))
+cols[3].metric("Labeled failures waiting", preview["new_failures"])
+
+fold, starter, history, export, retire = st.tabs(
+    ["Fold in", "Import starter suite", "Versions and diff", "Export", "Retirement"]
+)
+
+with fold:
+    st.write(
+        f"{preview['new_failures']} agreed failure labels on approved scrubs are not rows yet; "
+        f"{preview['pending_retirements']} confirmed retirements wait for the next version."
+    )
+    note = st.text_input("Note for the new version", key="fold_note")
+    if st.button("Fold in", type="primary", key="fold_in"):
+        try:
+            change = evalsets.fold_in(db, user, note=note or None)
+        except FlywheelError as error:
+            _error(error)
+        else:
+            (st.success if change.created else st.info)(change.summary())
+    open_ = evalsets.disagreements(db)
+    st.subheader(f"Disagreements to settle ({len(open_)})")
+    if not open_:
+        st.caption("Labelers agree on every trace they both labeled.")
+    for item in open_[:20]:
+        with st.container(border=True):
+            st.text(f"Trace {item['trace_id']}")
+            st.dataframe(pd.DataFrame(item["labels"]), hide_index=True)
+            choices = {label["id"]: label for label in item["labels"]}
+            picked = st.selectbox(
+                "Fold which label",
+                [None, *choices],
+                key=f"settle_{item['trace_id']}",
+                format_func=lambda i, c=choices: (
+                    "keep it out" if i is None else f"{c[i]['labeler']}: {c[i]['code'] or c[i]['kind']}"
+                ),
+            )
+            if st.button("Settle", key=f"settle_btn_{item['trace_id']}"):
+                try:
+                    evalsets.settle_disagreement(db, user, item["trace_id"], picked)
+                except FlywheelError as error:
+                    _error(error)
+                else:
+                    st.rerun()
+
+with starter:
+    st.write(
+        "A CSV or JSONL file with `input` (required), `expected`, `criterion`, `code`, `adversarial`, "
+        "`tags` and `id`. A file with any bad row is refused whole, with every bad row listed."
+    )
+    upload = st.file_uploader("Starter suite", type=["csv", "jsonl"], key="suite_file")
+    suite_note = st.text_input("Note", key="suite_note")
+    if upload is not None and st.button("Import as a new version", key="suite_import"):
+        try:
+            data, name = upload.getvalue(), upload.name
+            change = evalsets.import_evalset(db, user, data, name, note=suite_note or None)
+        except evalsets.BadRows as error:
+            st.error(f"{md(upload.name)}: {len(error.problems)} bad rows, nothing imported")
+            st.dataframe(pd.DataFrame(error.problems, columns=["line", "reason"]), hide_index=True)
+        except FlywheelError as error:
+            _error(error)
+        else:
+            st.success(change.summary())
+
+versions = evalsets.eval_set_versions(db)
+with history:
+    if not versions:
+        st.info("No eval-set version yet: import a starter suite or fold in labeled failures.")
+    else:
+        st.dataframe(pd.DataFrame(versions), hide_index=True)
+        numbers = [v["version"] for v in versions]
+        left, right = st.columns(2)
+        a = left.selectbox("From version", numbers, index=min(1, len(numbers) - 1), key="diff_a")
+        b = right.selectbox("To version", numbers, key="diff_b")
+        diff = evalsets.diff_versions(db, a, b)
+        st.write(
+            f"{len(diff['added'])} added, {len(diff['retired'])} retired, {len(diff['changed'])} changed, "
+            f"{len(diff['withdrawn'])} withdrawn"
+        )
+        st.dataframe(
+            pd.DataFrame(
+                [{"change": k, "row": r} for k in ("added", "retired", "withdrawn") for r in diff[k]]
+                + [{"change": "changed", "row": f"{c['from']} → {c['to']}"} for c in diff["changed"]]
+            ),
+            hide_index=True,
+        )
+        shown = st.selectbox("Rows of version", numbers, key="rows_version")
+        _rows_table(evalsets.version_rows(db, shown, include_archive=True))
+
+with export:
+    if versions:
+        numbers = [v["version"] for v in versions]
+        left, middle, right = st.columns(3)
+        chosen = left.selectbox("Version", numbers, key="export_version")
+        fmt = middle.selectbox("Format", exports.FORMATS, key="export_format")
+        archive = right.checkbox("Include retired rows", key="export_archive")
+        suffix = "csv" if fmt == "csv" else "jsonl"
+        st.download_button(
+            "Download",
+            exports.export_text(db, chosen, fmt, archive),
+            file_name=f"evalset-v{chosen}-{fmt}.{suffix}",
+            key="export_download",
+        )
+        st.code(f"python -m flywheel export --db PATH --version {chosen} --format {fmt} --out FILE")
+
+with retire:
+    proposals = runs.retirement_proposals(db)
+    st.write(
+        f"Rows that passed in every run of every system for {load_config().retire_months} months. "
+        "Confirmed rows move to the archive in the next version."
+    )
+    if proposals:
+        frame = pd.DataFrame(proposals)[["row_id", "code", "passing_since", "last_run", "results", "input"]]
+        st.dataframe(frame, hide_index=True)
+        picked = st.multiselect("Retire", [p["row_id"] for p in proposals], key="retire_pick")
+        if picked and st.button("Confirm retirement", key="retire_confirm"):
+            try:
+                runs.confirm_retirements(db, user, picked)
+            except FlywheelError as error:
+                _error(error)
+            else:
+                st.success(f"{len(picked)} rows move to the archive in the next version.")
+    else:
+        st.caption("No row is due for retirement.")
+    done = runs.retirements(db)
+    if done:
+        st.subheader("Retired rows")
+        st.dataframe(pd.DataFrame(done), hide_index=True)
+    flagged = runs.retired_failing(db)
+    if flagged:
+        st.warning(f"{len(flagged)} retired rows fail again: see Pass rate.")
+        st.dataframe(pd.DataFrame(flagged), hide_index=True)

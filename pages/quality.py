@@ -1,0 +1,150 @@
+import html
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from flywheel import evalsets, runs
+from flywheel.auth import require_role
+from flywheel.errors import FlywheelError
+from pages._ui import current_user, database, md
+
+db, user = database(), current_user()
+require_role(user, "lead")
+st.title("Pass rate")
+st.caption(
+    "Pass rate per eval-set version and system, with the rows behind each point and a 95% Wilson "
+    "interval. A drop on a new version is split into rows carried from the previous version (a fall "
+    "there is a regression) and rows new in it (a harder set)."
+)
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+versions = [v["version"] for v in evalsets.eval_set_versions(db)]
+with st.expander("Import results", expanded=not runs.systems(db)):
+    if not versions:
+        st.info("No eval-set version yet: import a starter suite or fold in on the Eval sets page.")
+    else:
+        left, middle, right = st.columns(3)
+        version = left.selectbox("Version", versions, key="results_version")
+        system = middle.text_input("System (model or release name)", key="results_system")
+        run_label = right.text_input("Run label (optional)", key="results_label")
+        upload = st.file_uploader(
+            "Results: our JSONL/CSV (row_id, passed, ...), a promptfoo results JSON or an Inspect log",
+            type=["jsonl", "csv", "json"],
+            key="results_file",
+        )
+        if upload is not None and st.button("Import results", key="results_import"):
+            try:
+                report = runs.import_results(
+                    db, user, version, system, upload.getvalue(), upload.name, run_label or None
+                )
+            except evalsets.BadRows as error:
+                st.error(f"{md(upload.name)}: {len(error.problems)} bad lines, nothing imported")
+                st.dataframe(pd.DataFrame(error.problems, columns=["line", "reason"]), hide_index=True)
+            except FlywheelError as error:
+                st.error(md(error))
+            else:
+                st.success(md(report.summary()))
+
+rates = runs.pass_rates(db)
+if not rates:
+    st.info("No results yet. Import a regression run above, or `python -m flywheel import-results`.")
+    st.stop()
+
+figure = go.Figure()
+for system in sorted({r["system"] for r in rates}):
+    points = [r for r in rates if r["system"] == system and r["rate"] is not None]
+    figure.add_trace(
+        go.Scatter(
+            x=[f"v{r['version']}" for r in points],
+            y=[r["rate"] for r in points],
+            name=html.escape(system),
+            mode="lines+markers",
+            error_y={
+                "type": "data",
+                "array": [r["ci"][1] - r["rate"] for r in points],
+                "arrayminus": [r["rate"] - r["ci"][0] for r in points],
+            },
+            customdata=[[r["passed"], r["total"], r["ci"][0], r["ci"][1]] for r in points],
+            hovertemplate="%{x}: %{y:.1%} (%{customdata[0]}/%{customdata[1]} rows, "
+            "95% CI %{customdata[2]:.1%}–%{customdata[3]:.1%})<extra>%{fullData.name}</extra>",
+        )
+    )
+figure.update_layout(
+    title="Pass rate per eval-set version", yaxis={"tickformat": ".0%", "range": [0, 1.05]}, xaxis_title=None
+)
+st.plotly_chart(figure, width="stretch")
+table = pd.DataFrame(
+    [
+        {
+            "version": r["version"],
+            "system": r["system"],
+            "passed": r["passed"],
+            "rows": r["total"],
+            "rate": r["rate"],
+            "95% CI": f"{_pct(r['ci'][0])} – {_pct(r['ci'][1])}",
+            "flaky rows": r["flaky"],
+            "adversarial": f"{r['adversarial']['passed']}/{r['adversarial']['total']}",
+            "adversarial rate": r["adversarial"]["rate"],
+        }
+        for r in rates
+    ]
+)
+st.dataframe(
+    table,
+    hide_index=True,
+    column_config={
+        "rate": st.column_config.NumberColumn(format="percent"),
+        "adversarial rate": st.column_config.NumberColumn(format="percent"),
+    },
+)
+
+st.subheader("Carried rows against new rows")
+systems = runs.systems(db)
+system = st.selectbox("System", systems, key="split_system")
+splits = [s for s in (runs.carried_vs_new(db, v, system) for v in versions) if s]
+for split in sorted(splits, key=lambda s: s["version"]):
+    fell = split["carried_fell"]
+    verdict = (
+        f"{len(fell)} carried rows fell: a regression (exact McNemar p = {split['p_value']:.3g})"
+        if fell
+        else "no carried row fell: not a regression"
+    )
+    st.write(
+        f"**v{split['previous']} → v{split['version']}**: all rows {_pct(split['all_before']['rate'])} → "
+        f"{_pct(split['all_now']['rate'])}; carried rows ({split['carried_now']['total']}) "
+        f"{_pct(split['carried_before']['rate'])} → {_pct(split['carried_now']['rate'])}; new rows "
+        f"({split['new']['total']}) {_pct(split['new']['rate'])}. {verdict}."
+    )
+if not splits:
+    st.caption(f"{md(system)} has results on one version only.")
+
+st.subheader("Per taxonomy code, with its metric lifecycle")
+run_versions = sorted({r["version"] for r in rates}, reverse=True)
+code_version = st.selectbox("Version", run_versions, key="code_version")
+stages = runs.lifecycle(db, up_to=code_version)
+codes = pd.DataFrame(runs.per_code(db, code_version, system))
+if not codes.empty:
+    codes["stage"] = codes["code"].map(lambda c: stages.get(c, {}).get("stage", "no results"))
+    codes["ci"] = codes["ci"].map(lambda ci: f"{ci[0]:.1%} – {ci[1]:.1%}")
+    st.dataframe(
+        codes[["code", "stage", "passed", "total", "rate", "ci", "flaky"]],
+        hide_index=True,
+        column_config={"rate": st.column_config.NumberColumn(format="percent")},
+    )
+st.caption(
+    "capability: still low, the hill to climb · regression: at least 90%, must stay · "
+    "saturated: 100% on the last versions run, a candidate to retire."
+)
+
+flagged = runs.retired_failing(db)
+st.subheader("Retired rows that fail again")
+if flagged:
+    st.warning(f"{len(flagged)} retired rows failed again after they were archived.")
+    st.dataframe(pd.DataFrame(flagged), hide_index=True)
+else:
+    st.caption("No retired row has failed again.")

@@ -1,0 +1,116 @@
+"""The lead's path in Chromium: fold in, import two systems' results (ours and promptfoo's), read the
+pass rate per version and the gate's verdict."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_browser import CHROMIUM, LAUNCH_ARGS, ROOT, _free_port, _go, _open, _settle, _unavailable, _wait_for
+
+from flywheel.demo_db import build_demo
+from flywheel.evalsets import current_version, iter_version_rows
+from flywheel.runs import gate
+from flywheel.store import open_db
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("browser_evalsets") / "demo.db"
+    build_demo(path, seed=5, traces=1200)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(server_db):
+    port = _free_port()
+    env = {**os.environ, "FLYWHEEL_DB": str(server_db)}
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page():
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        yield context.new_page()
+        browser.close()
+
+
+def _results(db_path, version: int, tmp_path: Path) -> tuple[Path, Path]:
+    """Our JSONL for one system and a promptfoo results JSON for the other, on every active row."""
+    rows = [r["id"] for r in iter_version_rows(open_db(db_path), version)]
+    ours = tmp_path / "bot-a.jsonl"
+    ours.write_text(
+        "".join(json.dumps({"row_id": r, "passed": i % 4 != 0}) + "\n" for i, r in enumerate(rows))
+    )
+    results = [
+        {
+            "success": i % 4 != 0 or i % 8 == 0,  # fixes every other failure of bot-a
+            "score": 1,
+            "response": {"output": f"answer {i}"},
+            "testCase": {"vars": {"input": "..."}, "metadata": {"row_id": r}},
+        }
+        for i, r in enumerate(rows)
+    ]
+    theirs = tmp_path / "promptfoo-out.json"
+    theirs.write_text(json.dumps({"evalId": "eval-1", "results": {"version": 3, "results": results}}))
+    return ours, theirs
+
+
+def _import(page, system: str, path: Path) -> None:
+    expander = page.get_by_test_id("stExpander").filter(has_text="Import results")
+    if not page.get_by_label("System (model or release name)").is_visible():
+        expander.locator("summary").click()
+    page.get_by_label("System (model or release name)").fill(system)
+    page.keyboard.press("Enter")
+    _settle(page)
+    page.locator("input[type=file]").set_input_files(str(path))
+    page.get_by_text(path.name).first.wait_for(timeout=30_000)  # the uploaded file's chip
+    _settle(page)
+    page.get_by_test_id("stButton").filter(has_text="Import results").click()
+    page.get_by_text(f"{system} on version").first.wait_for(timeout=60_000)
+    _settle(page)
+
+
+def test_lead_folds_in_imports_two_systems_and_reads_the_verdict(server, server_db, page, tmp_path):
+    before = current_version(open_db(server_db))
+    _open(page, server)
+    _go(page, "Eval sets")
+    page.get_by_role("button", name="Fold in").click()
+    page.get_by_text(f"version {before + 1}:").first.wait_for(timeout=60_000)
+    _settle(page)
+    version = before + 1
+    assert current_version(open_db(server_db)) == version
+
+    ours, theirs = _results(server_db, version, tmp_path)
+    _go(page, "Pass rate")
+    _import(page, "bot-a", ours)
+    _import(page, "bot-b", theirs)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    assert page.get_by_test_id("stException").count() == 0
+
+    _go(page, "Release gate")
+    expected = gate(open_db(server_db), version, "bot-a", "bot-b")
+    word = expected["verdict"].upper()
+    page.get_by_text(f"{word} bot-b on version {version}").wait_for(timeout=30_000)
+    _settle(page)
+    page.get_by_test_id("stMetricLabel").filter(has_text="Exact McNemar p").wait_for(timeout=30_000)
+    page.locator("h3").filter(has_text="Flipped rows").wait_for(timeout=30_000)
+    assert expected["improvements"] and expected["regressions"] == []

@@ -1,0 +1,79 @@
+"""The Eval pages through app.py: eval sets (fold-in), pass rate and the release gate."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from flywheel.evalsets import current_version
+from flywheel.runs import DEMO_SYSTEMS
+from flywheel.store import open_db
+
+PAGES = ("pages/evalsets.py", "pages/quality.py", "pages/gate.py")
+
+
+def app(db_path, monkeypatch, user: str = "ana") -> AppTest:
+    monkeypatch.setenv("FLYWHEEL_DB", str(db_path))
+    at = AppTest.from_file("../app.py", default_timeout=90)
+    at.session_state["user_name"] = user
+    at.run()
+    return at
+
+
+def open_page(at: AppTest, page: str) -> AppTest:
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, f"{page} raised: {[e.value for e in at.exception]}"
+    assert not at.error, f"{page} showed an error: {[e.value for e in at.error]}"
+    return at
+
+
+def test_pages_render_on_an_empty_database(tmp_path, monkeypatch):
+    path = tmp_path / "empty.db"
+    open_db(path).close()
+    at = app(path, monkeypatch)
+    for page in PAGES:
+        open_page(at, page)
+        assert at.title[0].value and at.info
+
+
+def test_lead_folds_in_on_the_eval_sets_page(demo_copy, monkeypatch):
+    before = current_version(open_db(demo_copy))
+    at = open_page(app(demo_copy, monkeypatch), "pages/evalsets.py")
+    assert [m.label for m in at.metric][:2] == ["Current version", "Active rows"]
+    at.text_input(key="fold_note").input("weekly fold")
+    at.button(key="fold_in").click().run()
+    assert not at.exception
+    db = open_db(demo_copy)
+    assert current_version(db) == before + 1
+    assert db.execute("SELECT note FROM eval_versions ORDER BY version DESC").fetchone()[0] == "weekly fold"
+    assert any(f"version {before + 1}:" in s.value for s in at.success)
+    audit = db.execute("SELECT actor FROM audit_log WHERE action = 'fold_in' ORDER BY id DESC").fetchone()
+    assert audit == ("ana",)
+
+
+def test_pass_rate_page_charts_versions_and_flags_the_retired_row(demo_copy, monkeypatch):
+    at = open_page(app(demo_copy, monkeypatch), "pages/quality.py")
+    assert at.get("plotly_chart"), "no pass-rate chart"
+    text = " ".join(m.value for m in at.markdown)
+    assert "no carried row fell: not a regression" in text
+    assert any("retired rows failed again" in w.value for w in at.warning)
+
+
+def test_gate_page_shows_the_verdict_and_the_flipped_rows(demo_copy, monkeypatch):
+    at = open_page(app(demo_copy, monkeypatch), "pages/gate.py")
+    assert at.selectbox(key="gate_baseline").value == DEMO_SYSTEMS[0]
+    assert at.selectbox(key="gate_challenger").value == DEMO_SYSTEMS[1]
+    assert next(s.value for s in at.success).startswith("**SHIP**")
+    flips = at.dataframe[0].value
+    assert set(flips["flip"]) == {"fail→pass"} and {"input", "expected", "challenger_output"} <= set(flips)
+    # the older system as challenger: its adversarial rows fall below the threshold
+    at.selectbox(key="gate_baseline").set_value(DEMO_SYSTEMS[1]).run()
+    assert at.selectbox(key="gate_challenger").value == DEMO_SYSTEMS[0]
+    assert at.error[0].value.startswith("**BLOCK**")
+    assert any("adversarial pass rate" in m.value for m in at.markdown)
+
+
+def test_a_labeler_gets_none_of_the_eval_pages(demo_copy, monkeypatch):
+    at = app(demo_copy, monkeypatch, user="lena")
+    for page in PAGES:
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page(page)
