@@ -29,6 +29,8 @@ SETTINGS = (
     Setting("demo_seed", 7, "Seed of the demo database the app creates"),
     Setting("page_size", 50, "Rows per page in trace tables"),
     Setting("claim_minutes", 10, "Minutes a labeler holds a claimed item before it returns to the queue"),
+    Setting("drift_reference_weeks", 2, "First weeks of traffic that calibrate drift's threshold by default"),
+    Setting("drift_max_traces", 1000, "Traces per week a drift run measures (a seeded sample above that)"),
 )
 
 
@@ -43,6 +45,8 @@ class Config:
     demo_seed: int
     page_size: int
     claim_minutes: int
+    drift_reference_weeks: int
+    drift_max_traces: int
 
     def replace(self, **changes: object) -> Config:
         """A copy with some settings changed."""

@@ -14,6 +14,7 @@ from flywheel import review
 from flywheel.auth import User
 from flywheel.config import Config
 from flywheel.demo import demo_lines, demo_samples
+from flywheel.drift import add_demo_drift
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_lines
 from flywheel.labels import add_demo_labels
@@ -54,6 +55,7 @@ def build_demo(
             review.scrub_traces(db, batch_trace_ids(db, batch.id), actor="demo")
         _review_demo(db, seed, traces, latest_week=weeks[-1] if weeks else None)
         add_demo_labels(db, seed)
+        add_demo_drift(db)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()
