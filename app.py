@@ -18,6 +18,7 @@ PAGES = {
         ("pages/review.py", "Review scrubs", ":material/shield_person:", ("reviewer", "lead")),
         ("pages/label.py", "Label", ":material/label:", ("labeler", "reviewer", "lead")),
         ("pages/taxonomy.py", "Taxonomy", ":material/category:", ("labeler", "reviewer", "lead")),
+        ("pages/drift.py", "Drift", ":material/trending_up:", ("lead",)),
     ],
     "Admin": [
         ("pages/ingest.py", "Import", ":material/upload_file:", ("lead",)),
