@@ -44,7 +44,8 @@ last = series.iloc[-1]
 reference = f"{latest['ref_from']}..{latest['ref_to']}"
 why = (
     f"{last['share_beyond']:.1%} of {int(last['n']):,} traces in {last['window']} lie beyond"
-    f" τ = {last['tau']:.3f} against {latest['ref_share']:.1%} in the reference window {reference} (p = {last['p_value']:.2g})."
+    f" τ = {last['tau']:.3f} against {latest['ref_share']:.1%} in the reference window {reference}"
+    f" (p = {last['p_value']:.2g})."
 )
 if last["alarm"]:
     st.warning(f"**Alarm**: {why} The eval set has fallen behind this traffic.", icon=":material/warning:")
