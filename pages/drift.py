@@ -97,7 +97,7 @@ for i in range(1, len(versions)):
 figure.update_yaxes(title_text="share beyond τ", tickformat=".0%", row=1, col=1)
 figure.update_yaxes(title_text="mean distance", row=2, col=1)
 figure.update_layout(height=520, showlegend=False, margin={"t": 20})
-st.plotly_chart(figure, use_container_width=True)
+st.plotly_chart(figure, width="stretch")
 
 table = series[["window", "n", "mean_distance", "share_beyond", "p_value", "alarm", "eval_version", "tau"]]
 with st.expander("Series as a table"):

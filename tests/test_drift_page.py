@@ -12,9 +12,9 @@ from flywheel.store import open_db
 def test_the_demo_shows_a_series_and_named_clusters_a_lead_sends_to_sampling(demo_copy, monkeypatch):
     at = open_page(app(demo_copy, monkeypatch, "ana"), "pages/drift.py")
     assert at.title[0].value == "Drift"
-    assert at.get("plotly_chart") and at.dataframe[0].value["traces"].sum() > 0
+    assert at.get("plotly_chart") and at.dataframe[1].value["traces"].sum() > 0
     assert any("beyond" in s.value for s in [*at.success, *at.warning])
-    clusters = at.dataframe[0].value
+    clusters = at.dataframe[1].value
     at.button(key="FormSubmitter:send-Send to sampling").click().run()
     assert not at.exception
     db = open_db(demo_copy)
