@@ -132,13 +132,13 @@ def _drift(args: argparse.Namespace) -> int:
         db, args.actor, args.window, progress=lambda _, done, total: _stderr_progress(done, total)
     )
     _clear_progress()
+    out = run.as_json()
+    print(json.dumps(out if args.window == drift.ALL_WEEKS else out[0]) if args.json else run.summary())
     if args.send_to_sampling is not None:
         batch = drift.send_to_sampling(
             db, User(args.actor, "lead"), run.id, clusters_sent=args.send_to_sampling
         )
         print(batch.summary(), file=sys.stderr)
-    out = run.as_json()
-    print(json.dumps(out if args.window == drift.ALL_WEEKS else out[0]) if args.json else run.summary())
     return 0
 
 

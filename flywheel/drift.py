@@ -415,7 +415,8 @@ def reference_window(db: Database, eval_version: int, config: Config | None = No
 def set_reference_window(db: Database, user: User, eval_version: int, from_week: str, to_week: str) -> None:
     """A lead sets the weeks of covered traffic τ is calibrated on for an eval-set version."""
     require_role(user, "lead")
-    parse_week(from_week), parse_week(to_week)
+    parse_week(from_week)
+    parse_week(to_week)
     if from_week > to_week:
         raise BadInput(f"reference window {from_week}..{to_week}: the first week is after the last")
     evalsets.version_rows(db, eval_version)  # raises NotFound for an unknown version
