@@ -173,6 +173,29 @@ def test_calibration_alarms_near_alpha_without_shift_and_always_with_one():
     assert shifted / 300 >= 0.95
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_calibration_on_synthetic_vectors_holds_without_shift_and_alarms_on_new_topics():
+    alarms, shifted = 0, 0
+    for seed in range(80):
+        rng = np.random.default_rng(seed)
+        topics = unit(rng.normal(size=(30, 32)))
+        new_topics = unit(rng.normal(size=(5, 32)))
+
+        def traffic(n, centres, rng=rng):
+            return unit(centres[rng.integers(len(centres), size=n)] + 0.1 * rng.normal(size=(n, 32)))
+
+        rows = traffic(150, topics)
+        calibration = drift.calibrate(drift.nearest_rows(traffic(600, topics), rows)[1])
+        same = drift.nearest_rows(traffic(300, topics), rows)[1]
+        alarms += drift.window_stats(same, calibration)["alarm"]
+        mixed = np.vstack([traffic(255, topics), traffic(45, new_topics)])  # 15% new topics
+        shifted += drift.window_stats(drift.nearest_rows(mixed, rows)[1], calibration)["alarm"]
+    assert alarms / 80 <= 0.03 and shifted / 80 >= 0.95
+
+
 def test_window_stats_report_intervals_around_the_estimates():
     calibration = drift.Calibration(tau=0.5, n=400, beyond=20)
     stats = drift.window_stats(np.array([0.1] * 80 + [0.9] * 20), calibration)

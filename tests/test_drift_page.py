@@ -33,7 +33,8 @@ def test_the_demo_shows_a_series_and_named_clusters_a_lead_sends_to_sampling(dem
     )
 
 
-def test_a_lead_runs_drift_on_a_week_from_the_page(demo_copy, monkeypatch):
+def test_a_lead_runs_drift_on_a_week_from_the_page_and_a_warm_run_embeds_nothing(demo_copy, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_DRIFT_MAX_TRACES", str(drift.DEMO_MAX_TRACES))  # the demo's sample: cached
     db = open_db(demo_copy)
     runs = db["drift_runs"].count
     at = open_page(app(demo_copy, monkeypatch, "ana"), "pages/drift.py")
@@ -42,7 +43,7 @@ def test_a_lead_runs_drift_on_a_week_from_the_page(demo_copy, monkeypatch):
     at.button(key="FormSubmitter:run-Run drift").click().run()
     assert not at.exception and any("Drift run" in s.value for s in at.success)
     assert db["drift_runs"].count == runs + 1
-    assert drift.latest_run(db)["scope"] == week
+    assert drift.latest_run(db)["scope"] == week and drift.latest_run(db)["embedded"] == 0
 
 
 def test_without_a_run_the_page_says_what_it_needs(tmp_path, monkeypatch):
