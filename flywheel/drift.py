@@ -510,6 +510,12 @@ def run_drift(
     rows = evalsets.version_rows(db, version)
     all_weeks = sorted(set(weeks) | set(_weeks_between(db, *reference)))
     ids = {w: window_traces(db, w, config.drift_max_traces) for w in all_weeks}
+    in_reference = sum(len(ids[w]) for w in all_weeks if reference[0] <= w <= reference[1])
+    if in_reference < MIN_REFERENCE:  # fail before any scrubbing or embedding
+        raise BadInput(
+            f"the reference window {reference[0]}..{reference[1]} holds {in_reference} traces; calibration"
+            f" needs at least {MIN_REFERENCE} (set a wider reference window)"
+        )
     texts, scrubbed = scrubbed_requests(db, [t for w in all_weeks for t in ids[w]], progress)
     ids = {w: [t for t in ids[w] if t in texts] for w in all_weeks}
     flat = [t for w in all_weeks for t in ids[w]]
@@ -881,15 +887,18 @@ def add_starter_suite(db: Database, texts: Sequence[str], actor: str, note: str 
 
 DEMO_ROWS_PER_INTENT = 6
 DEMO_MAX_TRACES = 100
+DEMO_MIN_TRACES = 1000  # below ~100 traces a week a demo series says nothing; skip it
 
 
-def add_demo_drift(db: Database, actor: str = "ana", max_traces: int = DEMO_MAX_TRACES) -> DriftRun:
+def add_demo_drift(db: Database, actor: str = "ana", max_traces: int = DEMO_MAX_TRACES) -> DriftRun | None:
     """The demo's drift series: a starter suite of the early weeks' intents (Banking77 test queries,
     unless an eval set exists), measured over every week; the later weeks shift away from it."""
     import csv
 
     from flywheel.demo import DATA_DIR, RISING_INTENTS
 
+    if db["traces"].count < DEMO_MIN_TRACES:
+        return None
     if evalsets.current_version(db) is None:
         by_intent: dict[str, list[str]] = {}
         with open(DATA_DIR / "test.csv", newline="", encoding="utf-8") as f:

@@ -307,3 +307,15 @@ def test_cli_prints_exactly_the_contract_keys(drift_db, tmp_path, capsys):
     assert "drift:" in out.err
     assert main(["drift", "--db", path, "--window", "2026-W99"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_reference_window_too_small_fails_before_anything_is_scrubbed_or_embedded(db, tmp_path):
+    add_eval_version(db, ["where is my card", "my card payment was declined"])
+    traces = [
+        {"trace_id": f"t-{n}", "timestamp": "2026-03-02T10:00:00Z", "input": f"card {n}"} for n in range(20)
+    ]
+    ingest_files(db, [jsonl(tmp_path / "few.jsonl", traces)], actor="test")
+    calls = []
+    with pytest.raises(BadInput, match="holds 20 traces"):
+        drift.run_drift(db, "ana", model=drift.Model("bag-of-words", "1", hashing_encoder(calls)))
+    assert calls == [] and db["drift_texts"].count == 0
