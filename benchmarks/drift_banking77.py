@@ -266,7 +266,7 @@ def summarise(reports, label):
 # Timing ------------------------------------------------------------------------------------------------
 
 
-def timing(by_intent, seed):
+def timing(by_intent, seed, per_week):
     rng = np.random.default_rng(seed)
     intents = sorted(by_intent)
     held_out = [str(i) for i in rng.choice(intents, 15, replace=False)]
@@ -280,8 +280,8 @@ def timing(by_intent, seed):
         db = open_db(Path(folder) / "drift.db")
         drift.add_starter_suite(db, rows, "bench")
         first = ingest_lines(db, _lines(weeks[:WEEKS], 0), "weeks.jsonl", "bench")
-        assert first.ingested == WEEKS * PER_WEEK
-        print(f"\n== drift run time (one seed, {WEEKS} weeks x {PER_WEEK} traces, {len(rows)} eval rows) ==")
+        assert first.ingested == WEEKS * per_week
+        print(f"\n== drift run time (one seed, {WEEKS} weeks x {per_week} traces, {len(rows)} eval rows) ==")
         for label in ("cold (empty caches)", "warm (same run again)"):
             started = time.perf_counter()
             run = drift.run_drift(db, "bench", drift.ALL_WEEKS)
@@ -289,7 +289,7 @@ def timing(by_intent, seed):
                 f"{label:28s} {time.perf_counter() - started:7.1f} s"
                 f"  embedded {run.embedded:5d}  scrubbed {run.scrubbed:5d}"
             )
-        ingest_lines(db, _lines(weeks[WEEKS:], WEEKS * PER_WEEK, week_offset=WEEKS), "more.jsonl", "bench")
+        ingest_lines(db, _lines(weeks[WEEKS:], WEEKS * per_week, week_offset=WEEKS), "more.jsonl", "bench")
         started = time.perf_counter()
         run = drift.run_drift(db, "bench", drift.ALL_WEEKS)
         print(
@@ -322,8 +322,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--cache", default=str(ROOT / "benchmarks" / "out" / "drift_cache.db"))
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--timing-only", action="store_true")
+    parser.add_argument(
+        "--timing-per-week", type=int, default=PER_WEEK, help="traces a week in the timed run"
+    )
     args = parser.parse_args()
     by_intent = banking77()
+    if args.timing_only:
+        timing(by_intent, 0, args.timing_per_week)
+        return
     texts = sorted({t for ts in by_intent.values() for t in ts})
     Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
     cache = open_db(args.cache)
@@ -341,7 +348,7 @@ def main() -> None:
         reports = [run_seed(seed, by_intent, vectors, mode) for seed in range(args.seeds)]
         summarise(reports, label)
     if not args.no_timing:
-        timing(by_intent, seed=0)
+        timing(by_intent, 0, args.timing_per_week)
 
 
 if __name__ == "__main__":
