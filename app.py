@@ -26,6 +26,7 @@ PAGES = {
         ("pages/review.py", "Review scrubs", ":material/shield_person:", ("reviewer", "lead")),
         ("pages/label.py", "Label", ":material/label:", ("labeler", "reviewer", "lead")),
         ("pages/taxonomy.py", "Taxonomy", ":material/category:", ("labeler", "reviewer", "lead")),
+        ("pages/drift.py", "Drift", ":material/trending_up:", ("lead",)),
     ],
     "Eval": [
         ("pages/evalsets.py", "Eval sets", ":material/dataset:", ("lead",)),

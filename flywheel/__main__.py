@@ -80,6 +80,19 @@ def _build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--db", required=True, help="path of the database")
     embed.set_defaults(run=_embed)
     _eval_parsers(commands)
+    drift = commands.add_parser(
+        "drift", help="measure how much traffic the current eval set no longer covers"
+    )
+    drift.add_argument("--db", required=True, help="path of the database")
+    drift.add_argument("--window", metavar="ISO_WEEK|all-weeks", help="default: the latest week with traces")
+    drift.add_argument(
+        "--json", action="store_true", help="print one JSON object per window (a list for all-weeks)"
+    )
+    drift.add_argument(
+        "--send-to-sampling", type=int, metavar="N", help="send the N biggest clusters to sampling"
+    )
+    drift.add_argument("--actor", default="cli", help="who runs it, for the audit log")
+    drift.set_defaults(run=_drift)
     return parser
 
 
@@ -237,6 +250,25 @@ def _sample(args: argparse.Namespace) -> int:
         run = sampling.sample_and_scrub(db, plan, args.actor, **options)
     _clear_progress()
     print(json.dumps(run.as_json()) if args.json else run.summary())
+    return 0
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from flywheel import drift
+    from flywheel.auth import User
+
+    db = open_db(_existing(args.db))
+    run = drift.run_drift(
+        db, args.actor, args.window, progress=lambda _, done, total: _stderr_progress(done, total)
+    )
+    _clear_progress()
+    out = run.as_json()
+    print(json.dumps(out if args.window == drift.ALL_WEEKS else out[0]) if args.json else run.summary())
+    if args.send_to_sampling is not None:
+        batch = drift.send_to_sampling(
+            db, User(args.actor, "lead"), run.id, clusters_sent=args.send_to_sampling
+        )
+        print(batch.summary(), file=sys.stderr)
     return 0
 
 

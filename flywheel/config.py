@@ -40,6 +40,8 @@ SETTINGS = (
     Setting("retire_months", 2, "Months an eval row must pass in every run before it is proposed to retire"),
     Setting("saturated_versions", 3, "Versions a taxonomy code must stay at 100% to count as saturated"),
     Setting("gate_adversarial_pct", 90, "Adversarial pass rate (percent) the release gate asks for"),
+    Setting("drift_reference_weeks", 2, "First weeks of traffic that calibrate drift's threshold by default"),
+    Setting("drift_max_traces", 1000, "Traces per week a drift run measures (a seeded sample above that)"),
 )
 
 
@@ -63,6 +65,8 @@ class Config:
     retire_months: int
     saturated_versions: int
     gate_adversarial_pct: int
+    drift_reference_weeks: int
+    drift_max_traces: int
 
     def replace(self, **changes: object) -> Config:
         """A copy with some settings changed."""

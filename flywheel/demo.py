@@ -274,7 +274,9 @@ def _metadata(rng: random.Random, cohort: str, model: str) -> dict:
 
 
 def _cohort(rng: random.Random, week: int) -> str:
-    if rng.random() < ENTERPRISE_SHARE[week]:
+    # Enterprise customers are a new cohort: a trickle (pilots) until the last weeks, then the ramp.
+    early = week < WEEKS - LATE_WEEKS
+    if rng.random() < (0.02 if early else ENTERPRISE_SHARE[week]):
         return "enterprise"
     return "free" if rng.random() < 0.62 else "smb"
 

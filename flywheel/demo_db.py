@@ -17,6 +17,7 @@ from flywheel import review
 from flywheel.auth import User
 from flywheel.config import Config
 from flywheel.demo import demo_lines, demo_samples
+from flywheel.drift import add_demo_drift
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_lines
 from flywheel.labels import add_demo_labels
@@ -64,6 +65,7 @@ def build_demo(
         _review_demo(db, seed, traces, latest_week=weeks[-1] if weeks else None)
         add_demo_labels(db, seed)
         add_demo_eval_history(db, seed)
+        add_demo_drift(db)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except BaseException:
         db.close()

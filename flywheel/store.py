@@ -770,3 +770,89 @@ def m060_eval_lifecycle(db: Database) -> None:
         "CREATE TRIGGER eval_rows_kept BEFORE DELETE ON eval_rows"
         " BEGIN SELECT RAISE(ABORT, 'eval rows are never deleted: retire them'); END"
     )
+
+
+@migrations()
+def m070_drift(db: Database) -> None:
+    # Vectors keyed by text hash, model name and model revision: a new model starts a new baseline.
+    db["drift_vectors"].create(
+        {"text_hash": str, "model": str, "revision": str, "dim": int, "vector": bytes, "created_at": str},
+        pk=("text_hash", "model", "revision"),
+        not_null={"dim", "vector"},
+    )
+    # Machine scrubs of traces no batch sampled: scrubbed once, embedded by drift, shown to leads only.
+    db["drift_texts"].create(
+        {"trace_id": str, "scrubber_version": str, "text": str, "created_at": str},
+        pk="trace_id",
+        not_null={"scrubber_version", "text"},
+        foreign_keys=[("trace_id", "traces", "trace_id")],
+    )
+    db["drift_references"].create(
+        {"version": int, "from_week": str, "to_week": str, "set_by": str, "set_at": str},
+        pk="version",
+        not_null={"from_week", "to_week"},
+        foreign_keys=[("version", "eval_versions", "version")],
+    )
+    db["drift_runs"].create(
+        {
+            "id": int,
+            "at": str,
+            "actor": str,
+            "scope": str,
+            "eval_version": int,
+            "model": str,
+            "revision": str,
+            "tau": float,
+            "ref_from": str,
+            "ref_to": str,
+            "ref_n": int,
+            "ref_share": float,
+            "alpha": float,
+            "min_excess": float,
+            "max_traces": int,
+            "embedded": int,
+            "scrubbed": int,
+        },
+        pk="id",
+        not_null={"eval_version", "model", "tau"},
+    )
+    db["drift_windows"].create(
+        {
+            "run_id": int,
+            "window": str,
+            "n": int,
+            "mean_distance": float,
+            "mean_lo": float,
+            "mean_hi": float,
+            "share_beyond": float,
+            "share_lo": float,
+            "share_hi": float,
+            "tau": float,
+            "p_value": float,
+            "alarm": int,
+            "eval_version": int,
+            "in_reference": int,
+        },
+        pk=("run_id", "window"),
+        foreign_keys=[("run_id", "drift_runs", "id")],
+    )
+    db["drift_windows"].create_index(["window", "run_id"])
+    db["drift_clusters"].create(
+        {"run_id": int, "window": str, "cluster": int, "name": str, "terms": str, "size": int},
+        pk=("run_id", "window", "cluster"),
+        foreign_keys=[("run_id", "drift_runs", "id")],
+    )
+    # Traces beyond τ only: what clusters and the drift-driven batch need.
+    db["drift_members"].create(
+        {
+            "run_id": int,
+            "window": str,
+            "trace_id": str,
+            "distance": float,
+            "cluster": int,
+            "nearest_row": str,
+        },
+        pk=("run_id", "trace_id"),
+        foreign_keys=[("run_id", "drift_runs", "id"), ("trace_id", "traces", "trace_id")],
+    )
+    db["drift_members"].create_index(["run_id", "window", "cluster", "distance"])

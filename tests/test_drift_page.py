@@ -1,0 +1,59 @@
+"""The Drift page through app.py: the demo's series, clusters, a run with progress, send to sampling."""
+
+import json
+
+import pytest
+from test_pages import app, open_page
+
+from flywheel import drift
+from flywheel.store import open_db
+
+
+def test_the_demo_shows_a_series_and_named_clusters_a_lead_sends_to_sampling(demo_copy, monkeypatch):
+    at = open_page(app(demo_copy, monkeypatch, "ana"), "pages/drift.py")
+    assert at.title[0].value == "Drift"
+    assert at.get("plotly_chart") and at.dataframe[1].value["traces"].sum() > 0
+    assert any("beyond" in s.value for s in [*at.success, *at.warning])
+    clusters = at.dataframe[1].value
+    at.button(key="FormSubmitter:send-Send to sampling").click().run()
+    assert not at.exception
+    db = open_db(demo_copy)
+    batch = db.execute(
+        "SELECT id, plan_name, reasons FROM sample_batches ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    reasons = json.loads(batch[2])
+    assert batch[1] == "drift" and f"drift:{clusters['cluster'].iloc[0]}" in reasons
+    assert (
+        db.execute(
+            "SELECT count(*) FROM scrubs WHERE trace_id IN"
+            " (SELECT trace_id FROM batch_items WHERE batch_id = ?)",
+            [batch[0]],
+        ).fetchone()[0]
+        > 0
+    )
+
+
+def test_a_lead_runs_drift_on_a_week_from_the_page_and_a_warm_run_embeds_nothing(demo_copy, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_DRIFT_MAX_TRACES", str(drift.DEMO_MAX_TRACES))  # the demo's sample: cached
+    db = open_db(demo_copy)
+    runs = db["drift_runs"].count
+    at = open_page(app(demo_copy, monkeypatch, "ana"), "pages/drift.py")
+    week = at.selectbox[1].options[1]
+    at.selectbox[1].select(week)
+    at.button(key="FormSubmitter:run-Run drift").click().run()
+    assert not at.exception and any("Drift run" in s.value for s in at.success)
+    assert db["drift_runs"].count == runs + 1
+    assert drift.latest_run(db)["scope"] == week and drift.latest_run(db)["embedded"] == 0
+
+
+def test_without_a_run_the_page_says_what_it_needs(tmp_path, monkeypatch):
+    path = tmp_path / "empty.db"
+    open_db(path).close()
+    at = open_page(app(path, monkeypatch, "ana"), "pages/drift.py")
+    assert "No drift run yet" in at.info[0].value
+
+
+def test_only_leads_open_the_drift_page(demo_copy, monkeypatch):
+    at = app(demo_copy, monkeypatch, "ravi")
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page("pages/drift.py")
