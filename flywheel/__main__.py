@@ -63,6 +63,18 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--json", action="store_true", help="print the batch as one JSON object")
     sample.add_argument("--actor", default="cli", help="who is sampling, for the audit log")
     sample.set_defaults(run=_sample)
+
+    judge = commands.add_parser("judge", help="grade traces or a regression run's outputs with the LLM judge")
+    judge.add_argument("--db", required=True, help="path of the database")
+    what = judge.add_mutually_exclusive_group()
+    what.add_argument("--batch", metavar="ID", help="a sample batch (default: the newest)")
+    what.add_argument("--week", metavar="ISO_WEEK", help="a week's traces with approved scrubs")
+    what.add_argument("--run", metavar="ID", help="a regression run with outputs but no verdicts")
+    judge.add_argument("--rubric", metavar="NAME", help="rubric name (default: the newest saved)")
+    judge.add_argument("--limit", type=int, metavar="N", help="grade at most N items")
+    judge.add_argument("--json", action="store_true", help="print the run report as one JSON object")
+    judge.add_argument("--actor", default="cli", help="who is grading, for the audit log")
+    judge.set_defaults(run=_judge)
     return parser
 
 
@@ -106,6 +118,18 @@ def _sample(args: argparse.Namespace) -> int:
     _clear_progress()
     out = {**batch.as_json(), "scrubbed": scrubbed}
     print(json.dumps(out) if args.json else f"{batch.summary()}\n{scrubbed} traces sent to the scrubber")
+    return 0
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from flywheel import judge
+
+    db = open_db(_existing(args.db))
+    kind = next((k for k in ("batch", "week", "run") if getattr(args, k) is not None), None)
+    target = judge.Target(kind, getattr(args, kind)) if kind else judge.default_target(db)
+    report = judge.run_judge(db, args.actor, target, args.rubric, args.limit, progress=_stderr_progress)
+    _clear_progress()
+    print(json.dumps(report.as_json()) if args.json else report.summary())
     return 0
 
 

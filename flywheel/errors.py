@@ -5,6 +5,7 @@
     ├── NotFound              a named thing does not exist
     │   └── TraceNotFound
     ├── PermissionDenied      the user's role may not do this
+    ├── JudgeError            the LLM judge cannot run (no key, refused, unavailable)
     └── StoreError            the database cannot be opened or written
 
 Pages translate these into ``st.error``; the CLI into one line on stderr and exit code 2.
@@ -33,3 +34,7 @@ class PermissionDenied(FlywheelError):
 
 class StoreError(FlywheelError):
     """The database cannot be opened or written."""
+
+
+class JudgeError(FlywheelError):
+    """The judge cannot run: no API key, the API refused the credentials, or it stayed unavailable."""
