@@ -50,7 +50,15 @@ class FakeAnthropic:
         tool = request["tool_choice"]["name"]
         content = request["messages"][0]["content"]
         if tool == "record_preference":
-            data = {"preference": self.prefer, "reason": "first one reads better"}
+            choice = self.prefer
+            if choice == "content":  # a judge that reads: BETTER beats anything, "worse" loses
+                reply_a = content.split("<reply_a>", 1)[1].split("</reply_a>", 1)[0]
+                reply_b = content.split("<reply_b>", 1)[1].split("</reply_b>", 1)[0]
+                rank = lambda text: 2 if "BETTER" in text else 0 if "worse" in text else 1  # noqa: E731
+                choice = (
+                    "A" if rank(reply_a) > rank(reply_b) else "B" if rank(reply_b) > rank(reply_a) else "tie"
+                )
+            data = {"preference": choice, "reason": "one reads better"}
         else:
             fails = "FAILME" in content.rsplit("</conversation>", 1)[0].rsplit("ASSISTANT:", 1)[-1]
             names = request["tools"][0]["input_schema"]["properties"]["metrics"]["properties"]
