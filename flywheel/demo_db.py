@@ -16,6 +16,7 @@ from flywheel.config import Config
 from flywheel.demo import demo_lines, demo_samples
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_lines
+from flywheel.judge_demo import add_demo_judgments
 from flywheel.labels import add_demo_labels
 from flywheel.sampling import DEMO_PLAN, batch_trace_ids, run_plan, sample_weeks, save_plan
 from flywheel.store import open_db
@@ -54,6 +55,7 @@ def build_demo(
             review.scrub_traces(db, batch_trace_ids(db, batch.id), actor="demo")
         _review_demo(db, seed, traces, latest_week=weeks[-1] if weeks else None)
         add_demo_labels(db, seed)
+        add_demo_judgments(db, DEMO_REVIEWERS[1])
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()

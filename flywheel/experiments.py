@@ -239,22 +239,25 @@ def _compare(metric: str, c: dict, t: dict, min_effect: float, alpha: float, pow
 def canary_alarms(
     db: Database, key: str, control: str, canary: str, hours: int = 72, rubric_id: int | None = None
 ) -> list[dict]:
-    """Over the last ``hours``: every rate where the canary is worse than the control arm beyond the
-    control's interval (the canary's rate above the control's upper Wilson bound)."""
+    """Over the last ``hours``: every rate where the canary is worse than the control arm beyond its
+    interval (the canary's whole Wilson interval above the control's rate), so a handful of canary
+    traces cannot raise an alarm on their own."""
     _check(24 <= hours <= 24 * 14, f"canary window {hours!r} hours: expected 24..336")
     rates = arm_rates(db, key, (control, canary), hours=hours, rubric_id=rubric_id)
     by = {(r["arm"], r["metric"]): r for r in rates}
     alarms = []
     for metric in dict.fromkeys(r["metric"] for r in rates):
         c, k = by.get((control, metric)), by.get((canary, metric))
-        if c and k and c["n"] and k["n"] and k["rate"] > c["high"]:
+        if c and k and c["n"] and k["n"] and k["low"] > c["rate"]:
             test = two_proportion_test(c["events"], c["n"], k["events"], k["n"])
             alarms.append(
                 {
                     "metric": metric,
                     "control_rate": c["rate"],
-                    "control_high": c["high"],
+                    "control_n": c["n"],
                     "canary_rate": k["rate"],
+                    "canary_low": k["low"],
+                    "canary_high": k["high"],
                     "canary_n": k["n"],
                     "p_value": test["p_value"],
                 }

@@ -166,15 +166,15 @@ def _judge_counts(db: Database, period: str) -> list[dict]:
     return rows
 
 
-def current_alerts(db: Database, period: str = "week", **band: object) -> list[dict]:
-    """The signals outside their band in the latest period, worst first (for the Overview)."""
+def current_alerts(db: Database, period: str = "week", periods: int = 1, **band: object) -> list[dict]:
+    """The signals outside their band in the latest ``periods`` periods, newest and worst first."""
     series = signal_series(db, period, **band)
     if series.empty:
         return []
-    latest = series["period"].max()
-    alerts = series[(series["period"] == latest) & series["alert"]].copy()
+    recent = sorted(series["period"].unique())[-periods:]
+    alerts = series[series["period"].isin(recent) & series["alert"]].copy()
     alerts["distance"] = (alerts["value"] - alerts["centre"]).abs() / (
         alerts["high"] - alerts["centre"]
     ).where(lambda s: s > 0)
-    alerts = alerts.sort_values(["distance", "signal"], ascending=[False, True])
+    alerts = alerts.sort_values(["period", "distance", "signal"], ascending=[False, False, True])
     return alerts.drop(columns=["distance", "alert"]).to_dict("records")
