@@ -18,6 +18,8 @@ PAGES = {
         ("pages/review.py", "Review scrubs", ":material/shield_person:", ("reviewer", "lead")),
         ("pages/label.py", "Label", ":material/label:", ("labeler", "reviewer", "lead")),
         ("pages/taxonomy.py", "Taxonomy", ":material/category:", ("labeler", "reviewer", "lead")),
+        ("pages/judge.py", "Judge", ":material/gavel:", ("lead",)),
+        ("pages/online.py", "Online quality", ":material/monitor_heart:", ("lead",)),
     ],
     "Admin": [
         ("pages/ingest.py", "Import", ":material/upload_file:", ("lead",)),

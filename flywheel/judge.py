@@ -45,7 +45,7 @@ ENABLE_HELP = (
 )
 
 JUDGE_SETTINGS = (
-    Setting("model", "claude-sonnet-4-5", "Model the judge asks (FLYWHEEL_JUDGE_MODEL)"),
+    Setting("model", "claude-sonnet-4-6", "Model the judge asks (FLYWHEEL_JUDGE_MODEL)"),
     Setting("concurrency", 4, "Requests in flight at once"),
     Setting("max_retries", 4, "SDK retries of 429/529/5xx and dropped connections, honouring retry-after"),
     Setting("malformed_retries", 2, "Extra tries when an answer fails validation, before it is an error"),

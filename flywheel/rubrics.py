@@ -246,3 +246,39 @@ STARTER_RUBRIC = Rubric(
         ),
     ),
 )
+
+
+def rubric_from_rows(
+    name: str,
+    instructions: str,
+    rows: list[dict],
+    label_map: dict[str, str] | None = None,
+    examples: list[str] | tuple[str, ...] = (),
+) -> Rubric:
+    """A rubric from an editor's rows of (metric, level, meaning); blank rows are ignored."""
+    metrics: dict[str, dict[str, str]] = {}
+    for i, row in enumerate(rows, 1):
+        metric, level, meaning = (str(row.get(k) or "").strip() for k in ("metric", "level", "meaning"))
+        if not (metric or level or meaning):
+            continue
+        if not (metric and level and meaning):
+            raise BadInput(f"rubric row {i}: give a metric, a level and what that level means")
+        if level in metrics.setdefault(metric, {}):
+            raise BadInput(f"rubric row {i}: metric {metric!r} has level {level!r} twice")
+        metrics[metric][level] = meaning
+    return Rubric(
+        name=name.strip(),
+        metrics=tuple(Metric(metric, levels) for metric, levels in metrics.items()),
+        instructions=instructions.strip(),
+        label_map=label_map or dict(DEFAULT_LABEL_MAP),
+        examples=tuple(e.strip() for e in examples if e.strip()),
+    )
+
+
+def rubric_rows(chosen: Rubric) -> list[dict]:
+    """A rubric's metrics as editor rows."""
+    return [
+        {"metric": m.name, "level": level, "meaning": meaning}
+        for m in chosen.metrics
+        for level, meaning in m.levels.items()
+    ]
