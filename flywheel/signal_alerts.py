@@ -37,9 +37,11 @@ def _period(period: str) -> str:
     return PERIODS[period]
 
 
-def signal_counts(db: Database, period: str = "week") -> list[dict]:
-    """Per period and cohort (and ``(all)``): traces, events per rate signal, p95 latency, mean cost."""
+def signal_counts(db: Database, period: str = "week", last: int | None = None) -> list[dict]:
+    """Per period and cohort (and ``(all)``): traces, events per rate signal, p95 latency, mean cost;
+    only the ``last`` periods when given (read through the week/ts indexes)."""
     p = _period(period)
+    where, params = _recent(db, period, last)
     sums = ", ".join(
         f"sum(CASE WHEN {sql} THEN 1 ELSE 0 END) AS s{i}" for i, sql in enumerate(RATE_SIGNALS.values())
     )
@@ -48,25 +50,41 @@ def signal_counts(db: Database, period: str = "week") -> list[dict]:
         rows += query_rows(
             db,
             f"SELECT {p} AS period, {cohort} AS cohort, count(*) AS n, {sums}, avg(cost_usd) AS cost"
-            f" FROM traces GROUP BY 1, 2 ORDER BY 1, 2",
+            f" FROM traces {where} GROUP BY 1, 2 ORDER BY 1, 2",
+            params,
         )
-    p95 = _p95_latency(db, p)
+    p95 = _p95_latency(db, p, where, params)
     for row in rows:
         row["p95"] = p95.get((row["period"], row["cohort"]))
     return rows
 
 
-def _p95_latency(db: Database, p: str) -> dict[tuple[str, str], float]:
+def _recent(db: Database, period: str, last: int | None) -> tuple[str, list]:
+    if last is None:
+        return "", []
+    if period == "week":
+        weeks = [
+            r[0] for r in db.execute("SELECT DISTINCT week FROM traces ORDER BY week DESC LIMIT ?", [last])
+        ]
+        return ("WHERE week >= ?", [weeks[-1]]) if weeks else ("", [])
+    latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
+    if latest is None:
+        return "", []
+    return "WHERE ts >= date(?, ?)", [latest[:10], f"-{last - 1} days"]
+
+
+def _p95_latency(db: Database, p: str, where: str = "", params: list = ()) -> dict[tuple[str, str], float]:
     """Nearest-rank p95 of latency per period and cohort, and per period over all cohorts."""
     out = {}
+    known = "WHERE latency_ms IS NOT NULL" + (f" AND {where.removeprefix('WHERE ')}" if where else "")
     for cohort in (f"'{ALL}'", "coalesce(cohort, '(none)')"):
         sql = f"""SELECT period, cohort, latency_ms FROM (
                 SELECT {p} AS period, {cohort} AS cohort, latency_ms,
                        row_number() OVER (PARTITION BY {p}, {cohort} ORDER BY latency_ms) AS rank,
                        count(*) OVER (PARTITION BY {p}, {cohort}) AS total
-                FROM traces WHERE latency_ms IS NOT NULL)
+                FROM traces {known})
               WHERE rank = (95 * total + 99) / 100"""
-        out.update({(period, c): value for period, c, value in db.execute(sql)})
+        out.update({(period, c): value for period, c, value in db.execute(sql, list(params))})
     return out
 
 
@@ -90,11 +108,16 @@ def individuals_band(history: list[float], sigmas: float = 3.0) -> tuple[float, 
 
 
 def signal_series(
-    db: Database, period: str = "week", trailing: int = 8, min_history: int = 4, sigmas: float = 3.0
+    db: Database,
+    period: str = "week",
+    trailing: int = 8,
+    min_history: int = 4,
+    sigmas: float = 3.0,
+    last: int | None = None,
 ) -> pd.DataFrame:
-    """Every period, cohort and signal with its value, control band (from the ``trailing`` periods
-    before it, once ``min_history`` exist) and whether it is outside the band."""
-    rows = signal_counts(db, period) + _judge_counts(db, period)
+    """Every period (or the ``last`` ones), cohort and signal with its value, control band (from the
+    ``trailing`` periods before it, once ``min_history`` exist) and whether it is outside the band."""
+    rows = signal_counts(db, period, last) + _judge_counts(db, period)
     by_cohort: dict[tuple[str, bool], list[dict]] = {}
     for row in rows:
         by_cohort.setdefault((row["cohort"], "judge" in row), []).append(row)
@@ -168,7 +191,8 @@ def _judge_counts(db: Database, period: str) -> list[dict]:
 
 def current_alerts(db: Database, period: str = "week", periods: int = 1, **band: object) -> list[dict]:
     """The signals outside their band in the latest ``periods`` periods, newest and worst first."""
-    series = signal_series(db, period, **band)
+    trailing = int(band.get("trailing", 8))
+    series = signal_series(db, period, **band, last=trailing + periods)
     if series.empty:
         return []
     recent = sorted(series["period"].unique())[-periods:]

@@ -89,3 +89,11 @@ def test_labelers_do_not_get_the_judge_pages(demo_copy, monkeypatch):
     for page in ("pages/judge.py", "pages/online.py"):
         with pytest.raises(ValueError, match="Could not find a navigation page"):
             at.switch_page(page)
+
+
+@pytest.mark.parametrize("page", ["pages/judge.py", "pages/online.py"])
+def test_the_pages_render_on_an_empty_database(tmp_path, monkeypatch, page):
+    path = tmp_path / "empty.db"
+    open_db(path).close()
+    at = _page(path, monkeypatch, page)
+    assert at.title[0].value

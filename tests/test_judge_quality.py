@@ -155,6 +155,7 @@ def test_a_rate_leaving_its_band_is_an_alert_and_a_steady_one_is_not(db):
         ("free", "thumbs down", "above"),
     }
     assert alerts[0]["value"] == 0.12 and alerts[0]["centre"] == 0.04
+    assert sorted(signal_series(db, last=3)["period"].unique()) == ["2026-W17", "2026-W18", "2026-W19"]
     series = signal_series(db)
     early = series[series["period"] == "2026-W12"]
     assert early["alert"].sum() == 0 and early["high"].isna().all()  # fewer than 4 weeks of history
