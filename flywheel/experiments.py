@@ -125,9 +125,10 @@ def _window(key: str, weeks: tuple[str, ...] = (), hours: int | None = None) -> 
     return " AND ".join(clauses), params
 
 
-def arm_values(db: Database, key: str) -> list[dict]:
-    """The values a metadata key takes, with how many traces carry each, most common first."""
-    where, params = _window(key)
+def arm_values(db: Database, key: str, hours: int | None = None) -> list[dict]:
+    """The values a metadata key takes (in the last ``hours`` when given), with how many traces carry
+    each, most common first."""
+    where, params = _window(key, hours=hours)
     return query_rows(
         db,
         f"SELECT CAST(json_extract(metadata, ?) AS TEXT) AS arm, count(*) AS traces, min(week) AS first_week,"

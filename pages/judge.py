@@ -127,17 +127,20 @@ with calibration_tab:
         " examples left out). 'fail' is the positive class."
     )
     fmt = lambda x: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"  # noqa: E731
-    metrics = st.columns(6)
+    metrics = st.columns(4)
     metrics[0].metric("Cohen's kappa", fmt(result.kappa), help="agreement beyond chance")
     metrics[1].metric(
         "constant predictor kappa", fmt(result.constant_kappa), help="always the majority verdict"
     )
     metrics[2].metric("base rate (human fail)", fmt(result.base_rate))
-    metrics[3].metric(
-        "accuracy", fmt(result.accuracy), help=f"constant predictor: {fmt(result.constant_accuracy)}"
+    metrics[3].metric("TPR (failures caught)", fmt(result.tpr))
+    metrics = st.columns(4)
+    metrics[0].metric("accuracy", fmt(result.accuracy))
+    metrics[1].metric(
+        "constant predictor accuracy", fmt(result.constant_accuracy), help="always the majority verdict"
     )
-    metrics[4].metric("TPR (failures caught)", fmt(result.tpr))
-    metrics[5].metric("TNR (passes let through)", fmt(result.tnr))
+    metrics[2].metric("judged by both", result.n)
+    metrics[3].metric("TNR (passes let through)", fmt(result.tnr))
     c = result.confusion
     st.dataframe(
         pd.DataFrame(

@@ -68,7 +68,13 @@ with signals_tab:
                         line={"width": 0},
                         name="control band",
                     ),
-                    go.Scatter(x=part["period"], y=part["value"], mode="lines+markers", name="value"),
+                    go.Scatter(
+                        x=part["period"],
+                        y=part["value"],
+                        mode="lines+markers",
+                        line={"color": "#1c3d6e"},
+                        name="value",
+                    ),
                     go.Scatter(
                         x=part.loc[part["alert"], "period"],
                         y=part.loc[part["alert"], "value"],
@@ -152,7 +158,11 @@ with ab_tab:
             table = experiments.compare_arms(
                 db, key, control, treatment, tuple(weeks), min_effect, alpha, power, rubric_id
             )
-            st.dataframe(pd.DataFrame(table), hide_index=True)
+            st.dataframe(
+                pd.DataFrame(table),
+                hide_index=True,
+                column_config={"verdict": st.column_config.TextColumn(width="large")},
+            )
         else:
             st.caption("Pick two different arms.")
         st.subheader("Sample-size planner")
@@ -171,9 +181,10 @@ with ab_tab:
         st.caption(f"{days} at the current {traffic:,.0f} traces a day with {share:.0%} of traffic per arm.")
         st.subheader("Canary")
         cols = st.columns(3)
-        stable = cols[0].selectbox("Stable release", names, 0, key="stable")
-        canary = cols[1].selectbox("Canary", names, len(names) - 1, key="canary")
         hours = cols[2].slider("last hours", 24, 72, 72)
+        recent = [a["arm"] for a in experiments.arm_values(db, key, hours)] or names
+        stable = cols[0].selectbox("Stable release", recent, 0, key="stable")
+        canary = cols[1].selectbox("Canary", recent, len(recent) - 1, key="canary")
         if stable != canary:
             alarms = experiments.canary_alarms(db, key, stable, canary, hours, rubric_id)
             if alarms:
@@ -211,6 +222,12 @@ with shadow_tab:
                 "agrees with user signals",
                 pct(result["agree_with_users"]),
                 help=f"on {result['with_user_signal']} traces with thumbs or a regeneration",
+            )
+            st.caption(
+                f"Preference for the shadow: {pct(result['rate'])}, 95% interval {pct(result['low'])} to"
+                f" {pct(result['high'])}; agreement with users on {result['with_user_signal']} traces with"
+                f" thumbs or a regeneration, interval {pct(result['agree_low'])} to"
+                f" {pct(result['agree_high'])}."
             )
             st.caption(
                 "Each pair is judged in both orders, so a judge that always prefers the first answer"
