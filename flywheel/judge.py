@@ -690,7 +690,8 @@ def _record(
                     "cost_usd": cost,
                     "attempts": outcome.attempts,
                     "created_at": now(),
-                }
+                },
+                ignore=True,  # another run graded it meanwhile: the unique index keeps theirs
             )
         if subject.kind == "eval_result" and outcome.status == "ok":
             db.execute(
