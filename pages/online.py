@@ -7,6 +7,8 @@ import streamlit as st
 from flywheel import calibration, experiments, parity, rubrics, signal_alerts
 from flywheel.auth import require_role
 from flywheel.errors import NotFound
+from flywheel.judge import judge_runs
+from flywheel.judge_demo import DEMO_GRADER_MODEL
 from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
@@ -16,6 +18,13 @@ st.caption(
     "Production has no gold answers: implicit signals, the judge on sampled traffic, releases side by side"
     " and shadow replies tell how the live system is doing."
 )
+
+
+if any(run["model"] == DEMO_GRADER_MODEL for run in judge_runs(db)):
+    st.caption(
+        f":material/science: Judge verdicts and shadow preferences here come from `{DEMO_GRADER_MODEL}`, the"
+        " demo database's deterministic offline grader, not from a language model."
+    )
 
 
 def pct(x: float | None) -> str:

@@ -74,6 +74,7 @@ def test_the_online_page_shows_signals_parity_experiments_and_shadow_on_the_demo
         assert any(m.label == "traces per arm" for m in at.metric)
     elif tab == 3:
         assert any(m.label == "judge prefers the shadow" for m in at.metric)
+        assert any(DEMO_GRADER_MODEL in c.value for c in at.caption)
 
 
 def test_overview_lists_signal_alerts(demo_copy, monkeypatch):
