@@ -69,7 +69,9 @@ def _build_parser() -> argparse.ArgumentParser:
     what = judge.add_mutually_exclusive_group()
     what.add_argument("--batch", metavar="ID", help="a sample batch (default: the newest)")
     what.add_argument("--week", metavar="ISO_WEEK", help="a week's traces with approved scrubs")
-    what.add_argument("--run", metavar="ID", help="a regression run with outputs but no verdicts")
+    what.add_argument(
+        "--run", dest="run_id", metavar="ID", help="a regression run with outputs but no verdicts"
+    )
     judge.add_argument("--rubric", metavar="NAME", help="rubric name (default: the newest saved)")
     judge.add_argument("--limit", type=int, metavar="N", help="grade at most N items")
     judge.add_argument("--json", action="store_true", help="print the run report as one JSON object")
@@ -125,8 +127,9 @@ def _judge(args: argparse.Namespace) -> int:
     from flywheel import judge
 
     db = open_db(_existing(args.db))
-    kind = next((k for k in ("batch", "week", "run") if getattr(args, k) is not None), None)
-    target = judge.Target(kind, getattr(args, kind)) if kind else judge.default_target(db)
+    chosen = {"batch": args.batch, "week": args.week, "run": args.run_id}
+    kind = next((k for k, value in chosen.items() if value is not None), None)
+    target = judge.Target(kind, chosen[kind]) if kind else judge.default_target(db)
     report = judge.run_judge(db, args.actor, target, args.rubric, args.limit, progress=_stderr_progress)
     _clear_progress()
     print(json.dumps(report.as_json()) if args.json else report.summary())

@@ -178,7 +178,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
     assert sorted(r[0] for r in rows) == ids and {r[1] for r in rows} == {1}
 
 
-def test_grading_a_regression_run_fills_its_missing_verdicts(db, fake):
+def test_grading_a_regression_run_fills_its_missing_verdicts(db, fake, tmp_path, monkeypatch, capsys):
     starter_rubric(db)
     db["eval_versions"].insert({"version": 1, "kind": "fold_in", "created_by": "ana", "created_at": "x"})
     for i in range(3):
@@ -199,8 +199,11 @@ def test_grading_a_regression_run_fills_its_missing_verdicts(db, fake):
         db["eval_results"].insert(
             {"run_id": 1, "row_id": row_id, "repeat": 0, "passed": passed, "output": output}
         )
-    report = run_judge(db, "ana", Target("run", "1"), client=_client(fake), settings=SETTINGS)
-    assert report.judged == 2
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
+    monkeypatch.setenv("FLYWHEEL_JUDGE_MODEL", "fake-judge")
+    assert main(["judge", "--db", str(tmp_path / "flywheel.db"), "--run", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["judged"] == 2
     rows = query_rows(db, "SELECT row_id, passed, score, graded_by FROM eval_results ORDER BY row_id")
     assert [(r["row_id"], r["passed"]) for r in rows] == [("r0", 0), ("r1", 1), ("r2", 1)]
     assert rows[0]["graded_by"] == "judge:support-reply v1:fake-judge" and rows[2]["graded_by"] is None
