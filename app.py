@@ -32,6 +32,8 @@ PAGES = {
         ("pages/evalsets.py", "Eval sets", ":material/dataset:", ("lead",)),
         ("pages/quality.py", "Pass rate", ":material/monitoring:", ("lead",)),
         ("pages/gate.py", "Release gate", ":material/verified:", ("lead",)),
+        ("pages/judge.py", "Judge", ":material/gavel:", ("lead",)),
+        ("pages/online.py", "Online quality", ":material/monitor_heart:", ("lead",)),
     ],
     "Admin": [
         ("pages/ingest.py", "Import", ":material/upload_file:", ("lead",)),

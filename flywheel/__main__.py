@@ -93,6 +93,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     drift.add_argument("--actor", default="cli", help="who runs it, for the audit log")
     drift.set_defaults(run=_drift)
+
+    judge = commands.add_parser("judge", help="grade traces or a regression run's outputs with the LLM judge")
+    judge.add_argument("--db", required=True, help="path of the database")
+    what = judge.add_mutually_exclusive_group()
+    what.add_argument("--batch", metavar="ID", help="a sample batch (default: the newest)")
+    what.add_argument("--week", metavar="ISO_WEEK", help="a week's traces with approved scrubs")
+    what.add_argument(
+        "--run", dest="run_id", metavar="ID", help="a regression run with outputs but no verdicts"
+    )
+    judge.add_argument("--rubric", metavar="NAME", help="rubric name (default: the newest saved)")
+    judge.add_argument("--limit", type=int, metavar="N", help="grade at most N items")
+    judge.add_argument("--json", action="store_true", help="print the run report as one JSON object")
+    judge.add_argument("--actor", default="cli", help="who is grading, for the audit log")
+    judge.set_defaults(run=_judge)
     return parser
 
 
@@ -269,6 +283,19 @@ def _drift(args: argparse.Namespace) -> int:
             db, User(args.actor, "lead"), run.id, clusters_sent=args.send_to_sampling
         )
         print(batch.summary(), file=sys.stderr)
+    return 0
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from flywheel import judge
+
+    db = open_db(_existing(args.db))
+    chosen = {"batch": args.batch, "week": args.week, "run": args.run_id}
+    kind = next((k for k, value in chosen.items() if value is not None), None)
+    target = judge.Target(kind, chosen[kind]) if kind else judge.default_target(db)
+    report = judge.run_judge(db, args.actor, target, args.rubric, args.limit, progress=_stderr_progress)
+    _clear_progress()
+    print(json.dumps(report.as_json()) if args.json else report.summary())
     return 0
 
 

@@ -270,7 +270,21 @@ def _sample(rng: random.Random, bank: _Bank, index: int, moment: dt.datetime, we
 
 def _metadata(rng: random.Random, cohort: str, model: str) -> dict:
     web_share = 0.7 if cohort == "enterprise" else 0.4  # companies work at desks, consumers on phones
-    return {"model": model, "channel": "web" if rng.random() < web_share else "app"}
+    metadata = {"model": model, "channel": "web" if rng.random() < web_share else "app"}
+    # Releases, a canary and shadow replies draw from their own generator, seeded from the main one's
+    # state without advancing it, so every other demo value stays what it was.
+    own = random.Random(hash(rng.getstate()))
+    metadata["release"] = model.removeprefix("assistant-")
+    if model == "assistant-v2" and own.random() < 0.1:
+        metadata["release"] = "v2.1-canary"  # a canary on a tenth of traffic; it behaves like v2
+    if model == "assistant-v2" and own.random() < 0.12:
+        generic = (
+            "Thanks for reaching out! I have passed your message to our team, who will get back to you soon.",
+            "I can help with that. Which card or payment is this about, and when did it happen?",
+        )
+        family = own.choice(sorted(REPLIES))
+        metadata["shadow_reply"] = own.choice([*generic, *REPLIES[family]])  # a candidate model, in shadow
+    return metadata
 
 
 def _cohort(rng: random.Random, week: int) -> str:

@@ -20,6 +20,7 @@ from flywheel.demo import demo_lines, demo_samples
 from flywheel.drift import add_demo_drift
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_lines
+from flywheel.judge_demo import add_demo_judgments
 from flywheel.labels import add_demo_labels
 from flywheel.runs import add_demo_eval_history
 from flywheel.sampling import DEMO_PLAN, sample_and_scrub, sample_weeks, save_plan, week_order
@@ -66,6 +67,7 @@ def build_demo(
         add_demo_labels(db, seed)
         add_demo_eval_history(db, seed)
         add_demo_drift(db)
+        add_demo_judgments(db, DEMO_REVIEWERS[1])
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except BaseException:
         db.close()

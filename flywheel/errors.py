@@ -9,6 +9,7 @@
     │   ├── CodeNotFound      no taxonomy entry with that code
     │   └── NothingToUndo     the user has no label left to undo
     ├── PermissionDenied      the user's role may not do this
+    ├── JudgeError            the LLM judge cannot run (no key, refused, unavailable)
     ├── StoreError            the database cannot be opened or written
     │   └── ForeignDatabase   the file is a database of another application
     ├── AlreadyReviewed       another reviewer decided on this scrub first
@@ -73,3 +74,7 @@ class ScrubClaimed(FlywheelError):
 
 class StaleClaim(FlywheelError):
     """The claim lapsed and someone else has since claimed or labeled the item; nothing was saved."""
+
+
+class JudgeError(FlywheelError):
+    """The judge cannot run: no API key, the API refused the credentials, or it stayed unavailable."""

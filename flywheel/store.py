@@ -856,3 +856,74 @@ def m070_drift(db: Database) -> None:
         foreign_keys=[("run_id", "drift_runs", "id"), ("trace_id", "traces", "trace_id")],
     )
     db["drift_members"].create_index(["run_id", "window", "cluster", "distance"])
+
+
+@migrations()
+def m080_judge(db: Database) -> None:
+    # A rubric is never edited in place: saving it again writes the next version.
+    db["rubrics"].create(
+        {"id": int, "name": str, "version": int, "body": str, "created_by": str, "created_at": str},
+        pk="id",
+        not_null={"name", "version", "body", "created_by", "created_at"},
+    )
+    db.execute("CREATE UNIQUE INDEX idx_rubrics_name_version ON rubrics(name, version)")
+    db["judge_runs"].create(
+        {
+            "id": int,
+            "rubric_id": int,
+            "target": str,
+            "model": str,
+            "base_url": str,
+            "status": str,
+            "started_by": str,
+            "started_at": str,
+            "finished_at": str,
+            "requested": int,
+            "judged": int,
+            "errors": int,
+            "failed": int,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cost_usd": float,
+        },
+        pk="id",
+        not_null={"rubric_id", "target", "model", "status", "started_by", "started_at"},
+        foreign_keys=[("rubric_id", "rubrics", "id")],
+    )
+    # One judgment per rubric version, subject and position (pairs are judged in both orders), so an
+    # interrupted run that is started again cannot grade anything twice.
+    db["judgments"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "rubric_id": int,
+            "subject_kind": str,
+            "subject_id": str,
+            "position": str,
+            "status": str,
+            "verdict": str,
+            "score": float,
+            "reason": str,
+            "metrics": str,
+            "error": str,
+            "model": str,
+            "prompt_hash": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cost_usd": float,
+            "attempts": int,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"run_id", "rubric_id", "subject_kind", "subject_id", "position", "status", "created_at"},
+        foreign_keys=[("run_id", "judge_runs", "id"), ("rubric_id", "rubrics", "id")],
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX idx_judgments_subject"
+        " ON judgments(rubric_id, subject_kind, subject_id, position)"
+    )
+    db["judgments"].create_index(["run_id"])
+    db["judgments"].create_index(["subject_kind", "subject_id"])
+    db["quality_settings"].create(
+        {"name": str, "value": float, "updated_by": str, "updated_at": str}, pk="name", not_null={"value"}
+    )

@@ -51,3 +51,16 @@ st.dataframe(
         "earlier_share": st.column_config.NumberColumn("share, before", format="percent"),
     },
 )
+
+from flywheel.signal_alerts import current_alerts  # noqa: E402 - the alerts block of the online-quality station
+
+st.subheader("Signal alerts, last four weeks")
+alerts = current_alerts(db, periods=4)
+if alerts:
+    st.dataframe(
+        alerts,
+        hide_index=True,
+        column_order=["period", "cohort", "signal", "direction", "value", "centre", "high", "n"],
+    )
+else:
+    st.caption("No signal left its control band in the last four weeks.")

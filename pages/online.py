@@ -1,0 +1,245 @@
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from flywheel import calibration, experiments, parity, rubrics, signal_alerts
+from flywheel.auth import require_role
+from flywheel.errors import NotFound
+from flywheel.judge import judge_runs
+from flywheel.judge_demo import DEMO_GRADER_MODEL
+from pages._ui import current_user, database, md
+
+db, user = database(), current_user()
+require_role(user, "lead")
+st.title("Online quality")
+st.caption(
+    "Production has no gold answers: implicit signals, the judge on sampled traffic, releases side by side"
+    " and shadow replies tell how the live system is doing."
+)
+
+
+if any(run["model"] == DEMO_GRADER_MODEL for run in judge_runs(db)):
+    st.caption(
+        f":material/science: Judge verdicts and shadow preferences here come from `{DEMO_GRADER_MODEL}`, the"
+        " demo database's deterministic offline grader, not from a language model."
+    )
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
+
+
+def latest_rubric_id() -> int | None:
+    try:
+        return rubrics.rubric(db).id
+    except NotFound:
+        return None
+
+
+signals_tab, parity_tab, ab_tab, shadow_tab = st.tabs(["Signals", "Parity", "A/B and canary", "Shadow"])
+
+with signals_tab:
+    cols = st.columns(3)
+    period = cols[0].radio("Per", list(signal_alerts.PERIODS), horizontal=True)
+    trailing = cols[1].number_input(
+        "control band from the trailing periods", 3, 60, 8 if period == "week" else 28
+    )
+    series = signal_alerts.signal_series(
+        db, period, trailing=int(trailing), min_history=min(4, int(trailing))
+    )
+    if series.empty:
+        st.info("No traces yet.")
+    else:
+        cohort = cols[2].selectbox("Cohort", sorted(series["cohort"].unique()))
+        alerts = series[series["alert"]]
+        st.caption(
+            "A rate's band is the trailing periods' pooled rate ± 3 binomial standard errors; p95 latency and"
+            " cost use the trailing mean ± 3 standard deviations. The judge's fail rate appears once it is"
+            " calibrated."
+        )
+        shown = series[series["cohort"] == cohort]
+        for signal, part in shown.groupby("signal", sort=False):
+            figure = go.Figure(
+                [
+                    go.Scatter(
+                        x=part["period"],
+                        y=part["high"],
+                        line={"width": 0},
+                        name="band high",
+                        showlegend=False,
+                    ),
+                    go.Scatter(
+                        x=part["period"],
+                        y=part["low"],
+                        fill="tonexty",
+                        line={"width": 0},
+                        name="control band",
+                    ),
+                    go.Scatter(
+                        x=part["period"],
+                        y=part["value"],
+                        mode="lines+markers",
+                        line={"color": "#1c3d6e"},
+                        name="value",
+                    ),
+                    go.Scatter(
+                        x=part.loc[part["alert"], "period"],
+                        y=part.loc[part["alert"], "value"],
+                        mode="markers",
+                        marker={"color": "red", "size": 11},
+                        name="alert",
+                    ),
+                ]
+            )
+            figure.update_layout(title=signal, height=260, margin={"t": 40, "b": 20})
+            st.plotly_chart(figure, width="stretch")
+        st.subheader("Alerts")
+        st.dataframe(alerts.drop(columns=["alert"]).iloc[::-1], hide_index=True)
+
+with parity_tab:
+    try:
+        result = parity.parity(db)
+    except NotFound as error:
+        st.info(f"{error}. The production estimate needs judged traces.")
+        result = None
+    if result is not None:
+        lab = result["lab"]
+        if lab is None:
+            st.info("No regression run on the current eval-set version yet: the lab side is empty.")
+        else:
+            st.caption(
+                f"Lab: run {lab['run_id']} ({md(lab['system'])}) on eval-set v{lab['version']}:"
+                f" {pct(lab['rate'])} of {lab['n']} rows pass."
+            )
+        weeks = pd.DataFrame(result["weeks"])
+        if weeks.empty:
+            st.info("No judged traces from the random part of a sample yet.")
+        else:
+            figure = go.Figure(
+                go.Scatter(
+                    x=weeks["week"],
+                    y=weeks["rate"],
+                    error_y={
+                        "type": "data",
+                        "array": weeks["high"] - weeks["rate"],
+                        "arrayminus": weeks["rate"] - weeks["low"],
+                    },
+                    mode="markers+lines",
+                    name="production (judge, random sample)",
+                )
+            )
+            if lab is not None:
+                figure.add_hline(y=lab["rate"], line_dash="dash", annotation_text="lab pass rate")
+            figure.update_layout(
+                title="Pass rate: production estimate beside the lab", yaxis_tickformat=".0%"
+            )
+            st.plotly_chart(figure, width="stretch")
+            flagged = weeks[weeks["flagged"]]
+            if not flagged.empty:
+                st.warning(f"{len(flagged)} week(s) with a gap beyond {result['threshold']:.0%}.")
+            st.dataframe(weeks, hide_index=True)
+        st.caption(f"Judge: {md(result['rubric'])}; the gap threshold is set on the Judge page.")
+
+with ab_tab:
+    key = st.text_input("Metadata field naming the release or variant", "release")
+    arms = experiments.arm_values(db, key)
+    if len(arms) < 2:
+        st.info("Fewer than two values of that field in the traces: nothing to compare.")
+    else:
+        st.dataframe(pd.DataFrame(arms), hide_index=True)
+        names = [a["arm"] for a in arms]
+        limits = calibration.thresholds(db)
+        cols = st.columns(5)
+        control = cols[0].selectbox("Control", names, 0)
+        treatment = cols[1].selectbox("Treatment", names, 1)
+        min_effect = cols[2].number_input(
+            "minimum effect", 0.001, 0.5, float(limits["min_effect"]), format="%.3f"
+        )
+        alpha = cols[3].number_input("alpha", 0.001, 0.2, 0.05)
+        power = cols[4].number_input("power", 0.5, 0.99, 0.8)
+        weeks = st.multiselect(
+            "Weeks (none = all)", sorted({w for a in arms for w in (a["first_week"], a["last_week"])})
+        )
+        rubric_id = latest_rubric_id()
+        if control != treatment:
+            table = experiments.compare_arms(
+                db, key, control, treatment, tuple(weeks), min_effect, alpha, power, rubric_id
+            )
+            st.dataframe(
+                pd.DataFrame(table),
+                hide_index=True,
+                column_config={"verdict": st.column_config.TextColumn(width="large")},
+            )
+        else:
+            st.caption("Pick two different arms.")
+        st.subheader("Sample-size planner")
+        cols = st.columns(4)
+        baseline = cols[0].number_input("baseline rate", 0.0, 0.99, 0.05, format="%.3f")
+        effect = cols[1].number_input(
+            "minimum effect ", 0.001, 0.5, float(limits["min_effect"]), format="%.3f"
+        )
+        share = cols[2].number_input("share of traffic per arm", 0.01, 0.5, 0.5)
+        traffic = experiments.daily_traffic(db)
+        plan = experiments.plan_test(baseline, effect, alpha, power, traffic, share)
+        days = "n/a" if plan["days"] is None else f"{plan['days']} days"
+        cols[3].metric(
+            "traces per arm", f"{plan['per_arm']:,}", help=f"{days} at {traffic:,.0f} traces a day"
+        )
+        st.caption(f"{days} at the current {traffic:,.0f} traces a day with {share:.0%} of traffic per arm.")
+        st.subheader("Canary")
+        cols = st.columns(3)
+        hours = cols[2].slider("last hours", 24, 72, 72)
+        recent = [a["arm"] for a in experiments.arm_values(db, key, hours)] or names
+        stable = cols[0].selectbox("Stable release", recent, 0, key="stable")
+        canary = cols[1].selectbox("Canary", recent, len(recent) - 1, key="canary")
+        if stable != canary:
+            alarms = experiments.canary_alarms(db, key, stable, canary, hours, rubric_id)
+            if alarms:
+                st.error(
+                    f"Canary alarm: {len(alarms)} rate(s) worse than the stable release beyond the interval."
+                )
+                st.dataframe(pd.DataFrame(alarms), hide_index=True)
+            else:
+                st.success("No rate of the canary is worse than the stable release beyond its interval.")
+            window = experiments.arm_rates(db, key, (stable, canary), hours=hours, rubric_id=rubric_id)
+            st.dataframe(pd.DataFrame(window), hide_index=True)
+
+with shadow_tab:
+    shadow_key = st.text_input("Metadata field holding the shadow reply", "shadow_reply")
+    rubric_id = latest_rubric_id()
+    if rubric_id is None:
+        st.info("Shadow replies are compared by the judge: save a rubric on the Judge page first.")
+    else:
+        result = experiments.shadow_preference(db, shadow_key, rubric_id)
+        if not result["pairs"]:
+            st.info("No shadow pair judged yet: grade the shadow field on the Judge page.")
+        else:
+            cols = st.columns(4)
+            cols[0].metric(
+                "judge prefers the shadow",
+                pct(result["rate"]),
+                help=f"95% interval {pct(result['low'])}-{pct(result['high'])}; a tie counts half",
+            )
+            cols[1].metric("pairs (both orders)", result["pairs"])
+            cols[2].metric(
+                "shadow / production / even",
+                f"{result['shadow_preferred']} / {result['production_preferred']} / {result['even']}",
+            )
+            cols[3].metric(
+                "agrees with user signals",
+                pct(result["agree_with_users"]),
+                help=f"on {result['with_user_signal']} traces with thumbs or a regeneration",
+            )
+            st.caption(
+                f"Preference for the shadow: {pct(result['rate'])}, 95% interval {pct(result['low'])} to"
+                f" {pct(result['high'])}; agreement with users on {result['with_user_signal']} traces with"
+                f" thumbs or a regeneration, interval {pct(result['agree_low'])} to"
+                f" {pct(result['agree_high'])}."
+            )
+            st.caption(
+                "Each pair is judged in both orders, so a judge that always prefers the first answer"
+                " scores 50%. This measures what the judge prefers; the agreement with user signals says"
+                " how far to trust it."
+            )
