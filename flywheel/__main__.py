@@ -107,6 +107,16 @@ def _build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--json", action="store_true", help="print the run report as one JSON object")
     judge.add_argument("--actor", default="cli", help="who is grading, for the audit log")
     judge.set_defaults(run=_judge)
+
+    cycle = commands.add_parser(
+        "cycle", help="run the weekly loop: exit 0 nobody is needed, 1 a person is needed, 2 an error"
+    )
+    cycle.add_argument("--db", required=True, help="path of the database")
+    cycle.add_argument("--plan", required=True, metavar="FILE", help="sampling plan (.toml or .json)")
+    cycle.add_argument("--inbox", metavar="DIR", help="folder of trace files; each file is ingested once")
+    cycle.add_argument("--json", action="store_true", help="print the cycle report as one JSON object")
+    cycle.add_argument("--actor", default="cycle", help="who runs the cycle, for the audit log")
+    cycle.set_defaults(run=_cycle)
     return parser
 
 
@@ -284,6 +294,28 @@ def _drift(args: argparse.Namespace) -> int:
         )
         print(batch.summary(), file=sys.stderr)
     return 0
+
+
+def _cycle(args: argparse.Namespace) -> int:
+    from flywheel.cycle import run_cycle
+    from flywheel.progress import ProgressBar
+    from flywheel.sampling import load_plan_file
+
+    plan = load_plan_file(args.plan)
+    bars: list[tuple[str, ProgressBar]] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if not bars or bars[-1][0] != stage:  # a new stage ends the previous stage's line
+            if bars:
+                bars[-1][1].close()
+            bars.append((stage, ProgressBar(stage, unit="items")))
+        bars[-1][1].update(done, total)
+
+    report = run_cycle(open_db(_existing(args.db)), plan, args.actor, args.inbox, progress)
+    if bars:
+        bars[-1][1].close()
+    print(json.dumps(report.as_json()) if args.json else report.summary())
+    return report.exit_code
 
 
 def _judge(args: argparse.Namespace) -> int:

@@ -359,14 +359,14 @@ def scrubbed_requests(
     for start in range(0, len(trace_ids), 500):
         part = trace_ids[start : start + 500]
         marks = ",".join("?" * len(part))
-        sql = f"SELECT trace_id, input, messages FROM scrubs WHERE trace_id IN ({marks})"
+        sql = f"SELECT trace_id, input, messages FROM scrubs WHERE is_current = 1 AND trace_id IN ({marks})"
         texts.update((t, request_text(i, m)) for t, i, m in db.execute(sql, part))
         sql = f"SELECT trace_id, text FROM drift_texts WHERE scrubber_version = ? AND trace_id IN ({marks})"
         for trace_id, text in db.execute(sql, [SCRUBBER_VERSION, *part]):
             texts.setdefault(trace_id, text)
     missing = [t for t in trace_ids if t not in texts]
     if missing:
-        scrubber = Scrubber(known_names=tuple(review.known_names(db)))
+        scrubber = review.machine_scrubber(db)
         for start in range(0, len(missing), 200):
             texts.update(_machine_scrub(db, scrubber, missing[start : start + 200]))
             if progress:

@@ -677,6 +677,11 @@ def _known_names(db: Database) -> list[str]:
     return [r[0] for r in db.execute("SELECT name FROM known_names ORDER BY name COLLATE NOCASE")]
 
 
+def machine_scrubber(db: Database) -> Scrubber:
+    """The shared scrubber with this database's known names, for stations that scrub without showing."""
+    return _scrubber(tuple(_known_names(db)))
+
+
 def known_names(db: Database, user: User) -> list[str]:
     """The lookup layer's customer and organisation names (customer vocabulary: reviewers and leads)."""
     require_role(user, *RAW_TEXT_ROLES)

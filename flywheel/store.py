@@ -927,3 +927,30 @@ def m080_judge(db: Database) -> None:
     db["quality_settings"].create(
         {"name": str, "value": float, "updated_by": str, "updated_at": str}, pk="name", not_null={"value"}
     )
+
+
+@migrations()
+def m090_weekly_cycle(db: Database) -> None:
+    # Each inbox file is ingested once, known by its content hash (a renamed copy is not new).
+    db["inbox_files"].create(
+        {"content_hash": str, "name": str, "run_id": int, "ingested_at": str},
+        pk="content_hash",
+        not_null={"name", "ingested_at"},
+    )
+    db["cycles"].create(
+        {
+            "id": int,
+            "started_at": str,
+            "finished_at": str,
+            "actor": str,
+            "status": str,
+            "week": str,
+            "needs_attention": int,
+            "report": str,
+        },
+        pk="id",
+        not_null={"started_at", "actor", "status"},
+    )
+    db["cycle_settings"].create(
+        {"id": int, "fold_in": int, "baseline": str, "set_by": str, "set_at": str}, pk="id"
+    )
