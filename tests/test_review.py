@@ -404,3 +404,26 @@ def test_review_queue_lists_messages_with_their_roles(scrubbed):
         ("messages[2]", "user"),
     ]
     assert review_queue(scrubbed, REVIEWER, free_only=True)[0]["claimed_by"] is None
+
+
+def test_a_database_from_before_scrub_versions_upgrades_with_its_scrubs(scrubbed):
+    path = scrubbed.conn.execute("PRAGMA database_list").fetchone()[2]
+    approve_scrub(scrubbed, REVIEWER, scrub_id(scrubbed, "t-000001"))
+    # Back to the schema before m020: one scrub per trace, no claims, no skips.
+    for statement in (
+        "DROP INDEX idx_scrubs_current",
+        "DROP INDEX idx_scrubs_trace_version",
+        "DROP TABLE review_skips",
+        "ALTER TABLE scrubs DROP COLUMN is_current",
+        "ALTER TABLE scrubs DROP COLUMN claimed_by",
+        "ALTER TABLE scrubs DROP COLUMN claim_expires",
+        "CREATE UNIQUE INDEX idx_scrubs_trace_id ON scrubs(trace_id)",
+        "DELETE FROM _sqlite_migrations WHERE name LIKE 'm020%'",
+    ):
+        scrubbed.execute(statement)
+    scrubbed.close()
+    db = open_db(path)
+    assert db.execute("SELECT count(*) FROM scrubs WHERE is_current = 1").fetchone()[0] == 3
+    assert approved_scrub(db, "t-000001")["scrub_id"] == scrub_id(db, "t-000001")
+    assert claim_scrub(db, REVIEWER) is not None
+    assert "idx_scrubs_trace_id" not in {i.name for i in db["scrubs"].indexes}

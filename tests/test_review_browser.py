@@ -116,15 +116,18 @@ def _reviewer_page(browser, server: str, label: str):
     page.get_by_test_id("stNavSectionHeader").first.wait_for(timeout=60_000)
     _settle(page)
     role = page.get_by_test_id("stSidebar").get_by_text(f"Role: {label.split('(')[1].rstrip(')')}")
-    for _ in range(3):  # a click that lands while the first script run is still going can be lost
-        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click()
-        page.get_by_role("option", name=label).click()
+    picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox")
+    for _ in range(4):  # a click that lands while a script run is still going can be lost
+        if picker.filter(has_text=label).count():
+            break
         try:
+            picker.click(timeout=20_000)
+            page.get_by_role("option", name=label).click(timeout=20_000)
             role.wait_for(timeout=10_000)
             break
         except Exception:  # retried; the wait below names the failure
-            continue
-    role.wait_for(timeout=5_000)
+            _settle(page)
+    role.wait_for(timeout=10_000)
     _settle(page)
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Review scrubs", exact=True).click()
     page.locator("h3").filter(has_text="Trace").first.wait_for(timeout=30_000)
