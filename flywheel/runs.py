@@ -68,6 +68,8 @@ class Result:
 
 def parse_results(data: bytes, name: str) -> tuple[str, list[Result]]:
     """The format and results of a results file; a bad line refuses the whole file (BadRows)."""
+    if name.lower().endswith(".eval"):
+        raise BadInput(f"{name}: an Inspect .eval log is binary; write the log with --log-format json")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -75,7 +75,13 @@ for system in sorted({r["system"] for r in rates}):
         )
     )
 figure.update_layout(
-    title="Pass rate per eval-set version", yaxis={"tickformat": ".0%", "range": [0, 1.05]}, xaxis_title=None
+    title="Pass rate per eval-set version",
+    yaxis={"tickformat": ".0%", "range": [0, 1.05]},
+    xaxis={
+        "categoryorder": "array",
+        "categoryarray": [f"v{v}" for v in sorted({r["version"] for r in rates})],
+    },
+    xaxis_title=None,
 )
 st.plotly_chart(figure, width="stretch")
 table = pd.DataFrame(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_browser import CHROMIUM, LAUNCH_ARGS, ROOT, _free_port, _go, _open, _settle, _unavailable, _wait_for
 
 from flywheel.demo_db import build_demo
@@ -75,14 +76,23 @@ def _results(db_path, version: int, tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _import(page, system: str, path: Path) -> None:
-    expander = page.get_by_test_id("stExpander").filter(has_text="Import results")
-    if not page.get_by_label("System (model or release name)").is_visible():
-        expander.locator("summary").click()
-    page.get_by_label("System (model or release name)").fill(system)
-    page.keyboard.press("Enter")
+    """Import one results file on the Pass rate page, opened afresh so the uploader is empty."""
+    _go(page, "Eval sets")
+    _go(page, "Pass rate")
+    box = page.get_by_label("System (model or release name)")
+    if not box.is_visible():
+        page.get_by_test_id("stExpander").filter(has_text="Import results").locator("summary").click()
+        box.wait_for(timeout=30_000)
+    for _ in range(3):  # a file set while a rerun redraws the uploader can be dropped: set it again
+        page.locator("input[type=file]").set_input_files(str(path))
+        try:
+            page.get_by_text(path.name).first.wait_for(timeout=15_000)  # the uploaded file's chip
+            break
+        except PlaywrightTimeout:
+            _settle(page)
     _settle(page)
-    page.locator("input[type=file]").set_input_files(str(path))
-    page.get_by_text(path.name).first.wait_for(timeout=30_000)  # the uploaded file's chip
+    box.fill(system)
+    box.press("Enter")
     _settle(page)
     page.get_by_test_id("stButton").filter(has_text="Import results").click()
     page.get_by_text(f"{system} on version").first.wait_for(timeout=60_000)
@@ -100,7 +110,6 @@ def test_lead_folds_in_imports_two_systems_and_reads_the_verdict(server, server_
     assert current_version(open_db(server_db)) == version
 
     ours, theirs = _results(server_db, version, tmp_path)
-    _go(page, "Pass rate")
     _import(page, "bot-a", ours)
     _import(page, "bot-b", theirs)
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
