@@ -4,9 +4,9 @@
     spark      Spark SQL in local mode does the same
     sqlite     ingest every row into SQLite (as `python -m flywheel ingest` would), then sample there
 
-Each way runs in its own process (time = wall clock of that process's work after start-up; peak memory
-= the largest resident set of the process and its children, the JVM included for Spark). The table
-shows whether the batch items and ledgers are identical to the first engine's. Usage:
+Each way runs in its own process (time = wall clock of that process's work after start-up; peak
+memory = the largest resident memory of the process and its children, sampled every 0.2 s, the JVM
+included). The table shows whether the batch items and ledgers are identical to the first engine's. Usage:
 
     python benchmarks/sample_at_source.py [--rows 10000000] [--engines duckdb,spark,sqlite]
                                           [--sqlite-max-rows 2000000] [--timeout 1800]
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -117,7 +116,9 @@ def _ingest_parquet(db, parquet: str) -> None:
 
 
 def measure(engine: str, parquet: Path, folder: Path, timeout: float) -> dict:
-    """Run one engine in a child process; its result plus the child's peak memory."""
+    """Run one engine in a child process; its result plus the peak memory of its process tree."""
+    import psutil
+
     out = folder / f"{engine}.json"
     command = [
         sys.executable,
@@ -128,17 +129,27 @@ def measure(engine: str, parquet: Path, folder: Path, timeout: float) -> dict:
         str(folder / f"{engine}.db"),
         str(out),
     ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    child = subprocess.Popen(command)
+    peak, deadline = 0, time.monotonic() + timeout
+    while child.poll() is None:
+        if time.monotonic() > deadline:
+            child.kill()
+            return {"error": f"did not finish in {timeout:.0f} s"}
+        peak = max(peak, _tree_rss(psutil.Process(child.pid)))
+        time.sleep(0.2)
+    if child.returncode:
+        return {"error": f"failed (exit {child.returncode})"}
+    return {**json.loads(out.read_text()), "peak_mb": peak / 1e6}
+
+
+def _tree_rss(process) -> int:
+    """Resident memory of a process and its children (the JVM Spark starts included)."""
+    import psutil
+
     try:
-        subprocess.run(command, check=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"did not finish in {timeout:.0f} s"}
-    except subprocess.CalledProcessError as error:
-        return {"error": f"failed (exit {error.returncode})"}
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result = json.loads(out.read_text())
-    result["peak_mb"] = max(peak, before) / 1024
-    return result
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+    except psutil.NoSuchProcess:
+        return 0
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ import streamlit as st
 from flywheel import sampling
 from flywheel.auth import require_role
 from flywheel.errors import BadInput
-from flywheel.sampling.source import source_sql
 from pages._ui import current_user, database, md
 
 NEW_PLAN = "(new plan)"
@@ -112,25 +111,22 @@ else:
             f"Rare intents: the rarest intents of the week that together make up at most"
             f" {rare.rare_share:.1%} of its traces."
         )
-    with st.expander("The plan as SQL, for each engine"):
+    st.caption("The plan as SQL in this store (DuckDB and Spark below):")
+    st.code(sampling.store_sql(shown, week).text(), language="sql")
+    if st.toggle("Show the SQL for DuckDB and Spark", key="source_sql"):
+        from flywheel.sampling.source import source_sql  # DuckDB loads only when asked
+
         source = st.text_input("Source files for DuckDB and Spark", "traces/*.parquet")
         st.caption(
             "Columns are read from the files' schema (map others with `--column ours=theirs`);"
             " run it with `python -m flywheel sample --source ... --engine duckdb|spark`."
         )
-        tabs = st.tabs(list(ENGINES.values()))
-        for tab, engine in zip(tabs, ENGINES, strict=True):
+        for tab, engine in zip(st.tabs(["DuckDB", "Spark SQL"]), ("duckdb", "spark"), strict=True):
             with tab:
                 try:
-                    sql = (
-                        sampling.store_sql(shown, week)
-                        if engine == "sqlite"
-                        else source_sql(shown, week, engine, source)
-                    )
+                    st.code(source_sql(shown, week, engine, source).text(), language="sql")
                 except BadInput as error:
                     st.error(md(error))
-                else:
-                    st.code(sql.text(), language="sql")
     if unsaved:
         st.info("Save the plan to run it.")
     else:

@@ -17,13 +17,10 @@ from flywheel.errors import BadInput
 from flywheel.ingest import ingest_files
 from flywheel.sampling.source import parse_columns, sample_source, source_sql
 from flywheel.store import open_db
+from flywheel.traces import SIGNALS
 
-CAPPED = EVERYTHING.replace(cap=150)
-FLAT = ", ".join(
-    f"signals.{name} AS {name}"
-    for name in ("regenerated", "retried", "escalated", "guardrail_tripped", "schema_valid")
-    + ("judge_score", "turns", "latency_ms", "cost_usd")
-)  # the cap bites: 282 picks in the week
+CAPPED = EVERYTHING.replace(cap=150)  # the cap bites: 282 picks in the week
+FLAT = ", ".join(f"signals.{name} AS {name}" for name in SIGNALS if name != "thumbs")
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +129,7 @@ def test_the_sql_on_the_page_is_the_sql_that_ran(files, tmp_path, monkeypatch):
     assert at.selectbox(key="batch_choice").value == run.batch.id
     assert at.code[-1].value == ran
     flat = str(files["dir"] / "flat.parquet")  # columns named as ours, as the page's SQL assumes
+    at.toggle(key="source_sql").set_value(True).run()
     at.text_input[1].set_value(flat).run()  # the preview's DuckDB tab for these files
     shown = next(c.value for c in at.code if "read_parquet" in c.value and c.value != ran)
     assert shown == source_sql(CAPPED, WEEK, "duckdb", flat).text()
