@@ -37,6 +37,8 @@ SNIFF_BYTES = 8192
 STATUS_ERROR = "ERROR"
 THUMBS_SCORES = ("thumbs", "user-feedback", "user_feedback", "userfeedback", "feedback", "user feedback")
 _Line = ingest._Line
+# What a record's own content can raise while it is mapped: it is quarantined, never a crash.
+_RECORD_FAULTS = (BadInput, RecursionError, ValueError, TypeError, OverflowError)
 
 
 @contextlib.contextmanager
@@ -124,7 +126,11 @@ def _documents(stream: BinaryIO, context: _Context, fmt: str) -> Iterator[_Line]
     values, bad = _json_values(stream, context)
     read = _langfuse_records if fmt == "langfuse" else _span_records
     records = read(values, context, fmt)
-    yield from sorted([*bad, *records], key=lambda line: line.line_no)
+    previous, part = None, 0
+    for line in sorted([*bad, *records], key=lambda line: line.line_no):
+        part = part + 1 if line.line_no == previous else 0
+        line.part, previous = part, line.line_no
+        yield line
 
 
 def _json_values(stream: BinaryIO, context: _Context) -> tuple[list[tuple[int, object]], list[_Line]]:
@@ -168,7 +174,7 @@ def _span_records(values: list[tuple[int, object]], context: _Context, fmt: str)
         raw = [span["raw"] for span in members]
         try:
             obj = trace_from_spans(trace_id, members, context.prices)
-        except BadInput as error:
+        except _RECORD_FAULTS as error:
             records.append(context.bad(first_line, raw, f"trace {trace_id[:40]!r}: {error}"))
             continue
         records.append(context.record(first_line, obj, raw))
@@ -190,7 +196,12 @@ def _otlp_spans(values: list[tuple[int, object]], context: _Context, bad: list[_
                 bad.append(context.bad(line_no, resource_spans, f"malformed resourceSpans: {error}"))
                 continue
             for scope in scopes:
-                for span in _list(_object(scope).get("spans")) if isinstance(scope, dict) else [scope]:
+                try:
+                    members = _list(_object(scope).get("spans"))
+                except BadInput as error:
+                    bad.append(context.bad(line_no, scope, f"malformed scopeSpans: {error}"))
+                    continue
+                for span in members:
                     try:
                         yield {**_otlp_span(span), "resource": resource, "line_no": line_no, "raw": span}
                     except BadInput as error:
@@ -556,7 +567,7 @@ def _langfuse_records(values: list[tuple[int, object]], context: _Context, fmt: 
 def _langfuse_record(line_no: int, value: object, context: _Context) -> _Line:
     try:
         obj = trace_from_langfuse(value)
-    except BadInput as error:
+    except _RECORD_FAULTS as error:
         return context.bad(line_no, value, f"Langfuse trace: {error}")
     return context.record(line_no, obj, value)
 

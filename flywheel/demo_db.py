@@ -122,7 +122,7 @@ def ensure_demo_db(config: Config) -> None:
     path = Path(config.db)
     if path.exists():
         return
-    with _build_lock, _file_lock(path.with_name(f".{path.name}.lock")):
+    with _build_lock, _file_lock(path.with_name(f".{path.name}.lock.tmp")):  # git-ignored like scratch files
         if not path.exists():
             build_demo(path, seed=config.demo_seed, traces=config.demo_traces)
 

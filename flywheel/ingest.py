@@ -94,6 +94,7 @@ class _Line:
     raw: bytes
     row: dict | None = None
     reason: str | None = None
+    part: int = 0  # which record of its line, when one line holds several (span exports)
 
 
 @dataclass
@@ -626,7 +627,7 @@ def _quarantine_row(run_id: int, source: str, line: _Line) -> dict:
         "line_no": line.line_no,
         "reason": line.reason,
         "raw": line.raw,
-        "raw_hash": quarantine_hash(line.raw),
+        "raw_hash": quarantine_hash(line.raw + (b"#%d" % line.part if line.part else b"")),
     }
 
 
@@ -674,8 +675,14 @@ def token_prices(config: Config) -> dict:
         raise BadInput(
             f"FLYWHEEL_TOKEN_PRICES={config.token_prices!r}: cannot be read as JSON ({error})"
         ) from None
+    shape = "expected {model: {prompt: number, completion: number}}"
     if not isinstance(prices, dict):
-        raise BadInput(f"FLYWHEEL_TOKEN_PRICES={config.token_prices!r}: expected an object of models")
+        raise BadInput(f"FLYWHEEL_TOKEN_PRICES={config.token_prices!r}: {shape}")
+    for model, price in prices.items():
+        if not isinstance(price, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in price.values()
+        ):
+            raise BadInput(f"FLYWHEEL_TOKEN_PRICES: model {model!r}: {shape}")
     return prices
 
 

@@ -1,10 +1,13 @@
 """Span and Langfuse imports: exports made by the real OpenTelemetry SDK with OpenInference attributes."""
 
 import base64
+import copy
 import json
 
 import pytest
 from google.protobuf.json_format import MessageToDict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openinference.semconv.trace import MessageAttributes as M
 from openinference.semconv.trace import MessageContentAttributes as C
 from openinference.semconv.trace import SpanAttributes as S
@@ -19,6 +22,7 @@ from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.connectors import sniff_format
 from flywheel.ingest import ingest_files, quarantined_lines
+from flywheel.store import open_db
 
 LEAD = User("ana", "lead")
 T0 = 1_779_000_000_000_000_000  # 2026-05-17, in nanoseconds
@@ -283,3 +287,73 @@ def test_format_is_sniffed_from_content():
     assert sniff_format(b'[{"id": "x", "observations": []}]') == "langfuse"
     assert sniff_format(b'{"trace_id": "t", "input": "x", "sessionId": "s"}') == "jsonl"
     assert sniff_format(b"garbage") == "jsonl"
+
+
+# Mutated exports: whatever a span or trace holds, the import never crashes and every record reconciles.
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+TRIED = {"mutated otlp exports": 0, "mutated langfuse traces": 0}
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield from _paths(inner, (*prefix, index))
+
+
+def _mutated(document, data) -> object:
+    document = copy.deepcopy(document)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(list(_paths(document))))
+        if not path:
+            return data.draw(json_values)
+        node = document
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = data.draw(json_values)
+    return document
+
+
+@pytest.fixture(scope="module")
+def otlp_export():
+    return _otlp_json(_conversation_spans())
+
+
+def _reconciles(tmp_path_factory, name: str, text: str, fmt: str) -> None:
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = folder / name
+    path.write_text(text)
+    db = open_db(folder / "f.db")
+    report = ingest_files(db, [path], fmt=fmt, max_bad=10**6)
+    stored = db.execute("SELECT (SELECT count(*) FROM traces), (SELECT count(*) FROM quarantine)").fetchone()
+    assert report.lines_read == report.ingested + report.duplicates + report.quarantined
+    assert stored == (report.ingested, report.quarantined)
+    db.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_mutated_otlp_exports_never_crash(tmp_path_factory, otlp_export, data):
+    TRIED["mutated otlp exports"] += 1
+    text = json.dumps(_mutated(otlp_export, data)) + "\n" + json.dumps(otlp_export) + "\n"
+    _reconciles(tmp_path_factory, "spans.json", text, "otlp-json")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_mutated_langfuse_traces_never_crash(tmp_path_factory, data):
+    TRIED["mutated langfuse traces"] += 1
+    text = json.dumps([_mutated(LANGFUSE_TRACE, data)], indent=1)
+    _reconciles(tmp_path_factory, "lf.json", text, "langfuse")
+
+
+def test_print_tried():
+    print(f"\nmutated exports tried: {TRIED}")
