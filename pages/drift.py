@@ -22,7 +22,9 @@ st.caption(
 weeks = sorted(sample_weeks(db))
 with st.form("run"):
     left, right = st.columns([2, 1], vertical_alignment="bottom")
-    choice = left.selectbox("Window", [drift.ALL_WEEKS, *reversed(weeks)], help="an ISO week, or every week")
+    choice = left.selectbox(
+        "Window", [drift.ALL_WEEKS, *reversed(weeks)], help="an ISO week, or every week", key="drift_window"
+    )
     start = right.form_submit_button("Run drift", type="primary")
 if start:
     bar = st.progress(0.0, text="Starting")

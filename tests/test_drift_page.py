@@ -38,8 +38,8 @@ def test_a_lead_runs_drift_on_a_week_from_the_page_and_a_warm_run_embeds_nothing
     db = open_db(demo_copy)
     runs = db["drift_runs"].count
     at = open_page(app(demo_copy, monkeypatch, "ana"), "pages/drift.py")
-    week = at.selectbox[1].options[1]
-    at.selectbox[1].select(week)
+    week = at.selectbox(key="drift_window").options[2]
+    at.selectbox(key="drift_window").select(week)
     at.button(key="FormSubmitter:run-Run drift").click().run()
     assert not at.exception and any("Drift run" in s.value for s in at.success)
     assert db["drift_runs"].count == runs + 1
