@@ -34,7 +34,6 @@ farthest traces of the biggest clusters, plus a random control, into a sampling 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -846,43 +845,10 @@ def _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, s
 
 
 def add_starter_suite(db: Database, texts: Sequence[str], actor: str, note: str = "starter suite") -> int:
-    """Write ``texts`` as eval rows of a new eval-set version (source 'import'); return the version.
-
-    Used by the demo only, to stand for an imported starter suite.
-    """
-    stamp, version = now(), (evalsets.current_version(db) or 0) + 1
-    first = db.execute("SELECT count(*) FROM eval_rows").fetchone()[0] + 1
-    rows = [
-        {
-            "id": f"r-{first + i:06d}",
-            "input": text,
-            "source": "import",
-            "adversarial": 0,
-            "content_hash": hashlib.sha256(text.encode()).hexdigest(),
-            "created_at": stamp,
-        }
-        for i, text in enumerate(texts)
-    ]
-    with write(db):
-        db["eval_versions"].insert(
-            {
-                "version": version,
-                "kind": "import",
-                "note": note,
-                "created_by": actor,
-                "created_at": stamp,
-                "added": len(rows),
-                "retired": 0,
-                "carried": 0,
-                "rows": len(rows),
-            }
-        )
-        db["eval_rows"].insert_all(rows)
-        db["eval_version_rows"].insert_all(
-            {"version": version, "row_id": r["id"], "state": "active"} for r in rows
-        )
-        audit(db, actor, "import_evalset", "eval_version", version, rows=len(rows), note=note)
-    return version
+    """Import ``texts`` as a starter suite (a new eval-set version, through the eval-set station)."""
+    lines = "".join(json.dumps({"input": text}) + "\n" for text in texts).encode()
+    change = evalsets.import_evalset(db, User(actor, "lead"), lines, "starter_suite.jsonl", note=note)
+    return change.version
 
 
 DEMO_ROWS_PER_INTENT = 6

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import jsonl
+from conftest import jsonl, trace
 
 from flywheel import drift
 from flywheel.__main__ import main
@@ -16,7 +16,7 @@ from flywheel.auth import User
 from flywheel.config import PROJECT_ROOT
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest import ingest_files
-from flywheel.store import now, write
+from flywheel.store import now, open_db, write
 
 ANA, LENA = User("ana", "lead"), User("lena", "labeler")
 COVERED = ("card_arrival", "exchange_rate", "top_up_failed", "lost_or_stolen_card", "pin_blocked")
@@ -254,15 +254,15 @@ def test_the_lead_sets_the_reference_window(drift_db):
         drift.set_reference_window(drift_db, LENA, 1, "2026-W10", "2026-W11")
 
 
-def test_drift_needs_an_eval_set_and_a_known_window(db, drift_db):
+def test_drift_needs_an_eval_set_and_a_known_window(drift_db, tmp_path):
     with pytest.raises(BadInput, match="has no traces"):
         drift.run_drift(drift_db, "ana", "2026-W40", model=drift.Model("x", "1", hashing_encoder()))
     with pytest.raises(BadInput, match="ISO week"):
         drift.run_drift(drift_db, "ana", "week 3", model=drift.Model("x", "1", hashing_encoder()))
-    drift_db.execute("DELETE FROM eval_version_rows")
-    drift_db.execute("DELETE FROM eval_versions")
+    fresh = open_db(tmp_path / "no-eval-set.db")
+    ingest_files(fresh, [jsonl(tmp_path / "t.jsonl", [trace(n) for n in range(20)])])
     with pytest.raises(BadInput, match="no eval set"):
-        drift.run_drift(drift_db, "ana")
+        drift.run_drift(fresh, "ana")
 
 
 def test_the_farthest_traces_of_the_biggest_clusters_go_to_a_drift_batch(drift_db):
