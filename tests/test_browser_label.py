@@ -174,7 +174,7 @@ def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page)
     page.keyboard.type("x")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.tagName") == "BUTTON"
-    page.keyboard.type("nubks d")
+    page.keyboard.type("nubksd")  # (Space would press the focused button, as in any web page)
     _settle(page)
     assert page.get_by_text("New failure mode").count() == 0 and _card(page) == shown
     assert _label_state(server_db, "tom") == before
