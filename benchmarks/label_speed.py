@@ -5,7 +5,9 @@
 Builds (or reuses, with --keep) a database of realistic-size traces inserted with executemany, a few
 thousand approved scrubs spread over sample batches (and some in no batch), then times, server-side,
 ``record_label`` (the click) and ``claim_next`` (the next item) for two labelers taking turns, and
-prints p50 / p95 / max in milliseconds. The bar is 200 ms from click to next item.
+prints p50 / p95 / max in milliseconds. The bar is 200 ms from click to next item. It also times the
+siblings panel's query (``similar_traces``) over stored vectors of every approved scrub (random unit
+vectors: reading and ranking them costs what model vectors cost); the bar is 1 s.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
+
+from flywheel import label_queue
 from flywheel.auth import User
+from flywheel.embeddings import MODEL_NAME, PARTS, similar_traces
 from flywheel.labels import claim_next, label_card, record_label
 from flywheel.store import open_db, write
 from flywheel.taxonomy import add_entry
@@ -103,9 +109,51 @@ def build(path: Path, traces: int, approved: int, seed: int = 7) -> None:
                 " SELECT trace_id, 'bench', ?, input, output, ts FROM traces WHERE trace_id = ?",
                 [(status, f"t-{n:07d}") for n in numbers],
             )
+        label_queue.enqueue_approved(db)  # what review does in the approving transaction
         add_entry(db, "bench", "WRONG_POLICY", "Wrong policy", "It states a policy we lack. Check the terms.")
+    _random_vectors(db, seed)
     db.execute("ANALYZE")
     db.close()
+
+
+def _random_vectors(db, seed: int) -> None:
+    """Unit vectors for every queued scrub and part, as the embedding worker would store them.
+
+    Random numbers, not model output: the siblings timing reads and ranks vectors, which costs the same.
+    """
+    rng = np.random.default_rng(seed)
+    scrubs = [r[0] for r in db.execute("SELECT scrub_id FROM label_queue")]
+    with write(db):
+        for part in PARTS:
+            vectors = rng.normal(size=(len(scrubs), 384)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            pairs = zip(scrubs, vectors, strict=True)
+            rows = [(f"{part}-{s}", MODEL_NAME, 384, v.tobytes(), "bench") for s, v in pairs]
+            db.conn.executemany("INSERT INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+            db.conn.executemany(
+                "INSERT INTO scrub_vectors VALUES (?, ?, ?, ?)",
+                [(s, part, MODEL_NAME, f"{part}-{s}") for s in scrubs],
+            )
+
+
+def measure_siblings(path: Path, times: int = 20) -> list[float]:
+    """Milliseconds of ``similar_traces`` (the siblings panel's query and ranking) for queued traces."""
+    db = open_db(path)
+    user = User("lena", "labeler")
+    anchors = [
+        r[0] for r in db.execute("SELECT trace_id FROM label_queue ORDER BY trace_id LIMIT ?", [times])
+    ]
+    spent = []
+    for trace_id in anchors:
+        t0 = time.perf_counter()
+        similar_traces(db, user, trace_id, encoder=_refuse)
+        spent.append((time.perf_counter() - t0) * 1000)
+    db.close()
+    return spent
+
+
+def _refuse(texts):
+    raise RuntimeError("the siblings panel encoded text inside the request")
 
 
 def measure(path: Path, iterations: int) -> dict[str, list[float]]:
@@ -159,6 +207,7 @@ def main() -> None:
     traces, approved = db["traces"].count, db["label_queue"].count
     db.close()
     times = measure(path, args.iterations)
+    times["siblings_panel"] = measure_siblings(path)
     print(f"{traces:,} traces, {approved:,} approved scrubs in the queue, {args.iterations} labels")
     print(f"{'step':<14} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     for name, values in times.items():
