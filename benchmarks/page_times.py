@@ -300,7 +300,7 @@ def main() -> None:
             columns[name] = measure(path, args.repeats)
             print(
                 name,
-                {f"{role}/{title}": round(ms) for (role, title), ms in columns[name].items()},
+                {f"{role}/{title}": f"{ms:.0f}" for (role, title), ms in columns[name].items()},
                 flush=True,
             )
     print(f"median ms from sidebar click to idle script, {args.repeats} visits after a warm-up, Chromium")
