@@ -17,6 +17,9 @@ from flywheel.errors import FlywheelError
 from pages._ui import md
 
 st.set_page_config(page_title="Flywheel", page_icon=":material/cyclone:", layout="wide")
+# The first run of a fresh server goes through Streamlit's own listing of the files in pages/ until
+# st.navigation replaces it; config.toml hides that listing, and the menu st.navigation draws is shown.
+st.set_option("client.showSidebarNavigation", True)
 
 PAGES = {
     "Loop": [
@@ -97,8 +100,9 @@ try:
     user = _signed_in_user(load_users(config.users))
     if user is not None:
         st.session_state["user"] = user
+        page = _navigation(user)  # before the (slow) first build, so the menu is ours from the start
         with st.spinner("Creating the demo database (first start only)..."):
             ensure_demo_db(config)
-        _navigation(user).run()
+        page.run()
 except FlywheelError as error:
     st.error(md(error))

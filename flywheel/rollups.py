@@ -101,12 +101,15 @@ def rollup_count(
 
 def rollup_values(db: Database) -> dict[str, list[str]]:
     """The weeks, cohorts and intents present, for filter widgets."""
-    refresh_rollups(db)
     sql = "SELECT DISTINCT {0} FROM trace_rollup WHERE {0} != '' ORDER BY 1"
-    return {
-        column + "s": [r[0] for r in db.execute(sql.format(column))]
-        for column in ("week", "cohort", "intent")
-    }
+    return cached(
+        db,
+        "values",
+        lambda: {
+            column + "s": [r[0] for r in db.execute(sql.format(column))]
+            for column in ("week", "cohort", "intent")
+        },
+    )
 
 
 def cached(db: Database, name: str, compute: Callable[[], T]) -> T:

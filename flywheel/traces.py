@@ -308,15 +308,14 @@ class TraceFilter:
             if key not in SIGNAL_FILTERS:
                 raise BadInput(f"unknown signal filter {key!r}; expected one of {', '.join(SIGNAL_FILTERS)}")
 
-    def sql(self, user: User | None = None, sort: str = "ts") -> tuple[str, list]:
+    def sql(self, user: User | None = None, walk_sort_index: bool = False) -> tuple[str, list]:
         """The WHERE clause (or '') and its parameters; ``user`` decides which scrubs a text search reads.
 
-        Listed by another column than time, the week, cohort and intent terms are kept off their
-        indexes (``+column``): walking the sort column's index and skipping non-matches finds a page
-        at once, where the cohort index would make SQLite sort every trace of the cohort first.
+        ``walk_sort_index`` keeps the week, cohort and intent terms off their indexes (``+column``), so
+        SQLite walks the sort column's index and skips non-matches instead of sorting every match.
         """
         clauses, params = [], []
-        unindexed = "+" if sort != "ts" else ""
+        unindexed = "+" if walk_sort_index else ""
         for column, values in (("week", self.weeks), ("cohort", self.cohorts), ("intent", self.intents)):
             if values:
                 clauses.append(f"{unindexed}{column} IN ({','.join('?' * len(values))})")
@@ -388,7 +387,7 @@ def find_traces(
         raise BadInput(f"page size {page_size}: expected 1..1000")
     if sum((after is not None, before is not None, last)) > 1:
         raise BadInput("a page is the first, the last, or one after or before a key; not several")
-    clause, params = where.sql(user, sort.column)
+    clause, params = where.sql(user, walk_sort_index=_walk_sort_index(db, where, sort, page_size))
     columns = LIST_COLUMNS + (", input, output" if user.sees_raw_text else "")
     backwards = before is not None or last
     cursor = before if before is not None else after
@@ -403,6 +402,16 @@ def find_traces(
         rows += query_rows(db, sql, [*params, *segment_params])
     rows = rows[::-1] if backwards else rows
     return _with_scrubs(db, user, [_with_flags(row) for row in rows])
+
+
+def _walk_sort_index(db: Database, where: TraceFilter, sort: TraceSort, page_size: int) -> bool:
+    """Whether walking the sort column's index past non-matches reads fewer rows than sorting every
+    match: a page needs about ``page_size * total / matches`` rows walked against ``matches`` sorted.
+    (Time has listing indexes per cohort and intent, so it never needs this.)"""
+    if sort.column == "ts" or not (where.weeks or where.cohorts or where.intents):
+        return False
+    matches = rollup_count(db, where.weeks, where.cohorts, where.intents)
+    return matches * matches > page_size * rollup_count(db)
 
 
 def _segments(sort: TraceSort, cursor: tuple | None, backwards: bool) -> list[tuple[str, list, str]]:

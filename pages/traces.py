@@ -118,8 +118,9 @@ frame = pd.DataFrame(rows, dtype=object)
 frame["flags"] = frame["flags"].map(", ".join)
 frame["scrub"] = frame["scrub"].map(lambda status: SCRUB_STATES.get(status, status))
 selection = st.dataframe(
-    as_text(frame[shown], FORMATS).rename(columns=COLUMNS),
+    as_text(frame[shown], FORMATS),
     hide_index=True,
+    column_config={column: st.column_config.TextColumn(label) for column, label in COLUMNS.items()},
     on_select="rerun",
     selection_mode="single-row",
     key="trace_table",

@@ -133,8 +133,10 @@ def _settle(page) -> None:
 
 def _open(page, url: str) -> None:
     page.goto(url)
-    # the section headers come from st.navigation, not from Streamlit's default listing of pages/
-    page.get_by_test_id("stNavSectionHeader").first.wait_for(timeout=60_000)
+    # Overview comes from st.navigation (Streamlit's listing of pages/ is off and would say "overview")
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview", exact=True).wait_for(
+        timeout=60_000
+    )
     _settle(page)
 
 
@@ -382,8 +384,10 @@ def test_the_readme_command_listens_on_loopback_only_and_asks_no_outside_service
 def test_first_start_lists_no_page_files_and_starts_as_a_labeler(readme_server, page):
     page.goto(readme_server["url"])
     seen = set()
-    header = page.get_by_test_id("stNavSectionHeader").first
-    while not header.is_visible():
+    overview = page.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview", exact=True)
+    deadline = time.monotonic() + 120
+    while not overview.is_visible():
+        assert time.monotonic() < deadline, "the app did not finish its first start within 120 s"
         seen.update(page.get_by_test_id("stSidebarNav").get_by_role("link").all_inner_texts())
         page.wait_for_timeout(200)
     seen.update(page.get_by_test_id("stSidebarNav").get_by_role("link").all_inner_texts())

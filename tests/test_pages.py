@@ -88,7 +88,7 @@ def test_labeler_sees_no_raw_text_on_the_traces_page(tmp_path, monkeypatch):
     assert not at.dataframe, "a labeler's first page lists approved scrubs only"
     next(c for c in at.checkbox if c.label == "Approved scrubs only").uncheck().run()
     table = at.dataframe[0].value
-    assert len(table) == 5 and "input (raw)" not in table.columns and "output (raw)" not in table.columns
+    assert len(table) == 5 and "input" not in table.columns and "output" not in table.columns
     assert "SECRET" not in str(table.to_dict())
 
 
@@ -98,7 +98,7 @@ def test_reviewer_sees_raw_columns_and_no_cell_reads_none(demo_db, monkeypatch):
     every = ["trace_id", "ts", "week", "cohort", "intent", "flags", "scrub", "scrubbed_input", "judge_score"]
     columns.set_value([*every, "turns", "latency_ms", "cost_usd", "input", "output"]).run()
     table = at.dataframe[0].value
-    assert "input (raw)" in table.columns and len(table.columns) == 14
+    assert "input" in table.columns and len(table.columns) == 14
     assert not (table == "None").any().any() and not table.isna().any().any()
     assert set(table["scrub"]) <= {"approved", "awaiting review", "rejected", "not scrubbed"}
 
@@ -106,10 +106,10 @@ def test_reviewer_sees_raw_columns_and_no_cell_reads_none(demo_db, monkeypatch):
 def test_traces_page_filters_in_sql_and_turns_pages_by_key(demo_db, monkeypatch):
     at = open_page(app(demo_db, monkeypatch, "ana"), "pages/traces.py")
     total = int(_caption(at, "traces match").split("·")[1].split()[0].replace(",", ""))
-    first = list(at.dataframe[0].value["trace id"])
+    first = list(at.dataframe[0].value["trace_id"])
     at.button[2].click().run()  # Next
     assert _caption(at, "traces match").startswith("Page 2 of")
-    second = list(at.dataframe[0].value["trace id"])
+    second = list(at.dataframe[0].value["trace_id"])
     assert len(second) == 50 and not set(first) & set(second)
     at.button[3].click().run()  # Last
     pages = -(-total // 50)
@@ -125,9 +125,9 @@ def test_traces_page_filters_in_sql_and_turns_pages_by_key(demo_db, monkeypatch)
 
 def test_traces_page_searches_by_trace_id(demo_db, monkeypatch):
     at = open_page(app(demo_db, monkeypatch, "ana"), "pages/traces.py")
-    wanted = at.dataframe[0].value["trace id"].iloc[3]
+    wanted = at.dataframe[0].value["trace_id"].iloc[3]
     at.text_input[0].input(wanted).run()
-    assert list(at.dataframe[0].value["trace id"]) == [wanted]
+    assert list(at.dataframe[0].value["trace_id"]) == [wanted]
 
 
 def test_a_fresh_session_starts_as_the_least_privileged_user(demo_db, monkeypatch):
