@@ -175,7 +175,7 @@ def judge_trusted(db: Database, rubric_name: str | None = None) -> tuple[bool, s
 
 def borderline_stratum(db: Database, quota: int = 8) -> Stratum:
     """The borderline judge-score band as a stratified sampling rule."""
-    return Stratum(
+    return Stratum.of(
         "judge_band", quota=quota, low=threshold(db, "borderline_low"), high=threshold(db, "borderline_high")
     )
 

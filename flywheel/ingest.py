@@ -161,8 +161,9 @@ def ingest_upload(
 def ingest_lines(
     db: Database, lines: Iterable[bytes], name: str, actor: str, config: Config | None = None
 ) -> IngestReport:
-    """Import JSONL lines given as bytes (the demo builder feeds its generated traffic here)."""
-    return ingest_upload(db, _LineStream(lines), name, actor, config)
+    """Import JSONL lines given as bytes, each ending in a newline or not (generated traffic comes here)."""
+    ended = (line if line.endswith(b"\n") else line + b"\n" for line in lines)
+    return ingest_upload(db, _LineStream(ended), name, actor, config)
 
 
 def _size_of(stream: BinaryIO) -> int:
