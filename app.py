@@ -92,7 +92,7 @@ def _navigation(user: User):
         ]
         for section, pages in PAGES.items()
     }
-    return st.navigation({name: pages for name, pages in sections.items() if pages})
+    return st.navigation({name: pages for name, pages in sections.items() if pages}, expanded=True)
 
 
 try:

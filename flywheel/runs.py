@@ -753,13 +753,18 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
     """Give the demo an eval-set history: the starter suite as v1, two folds, two systems' results per
     version (a later, harder version reads lower without any regression) and one retired row that
     fails again. Labels of the last batches stay unfolded for a lead to fold in. Deterministic."""
-    from flywheel.evalsets import fold_in, import_evalset_file
+    from flywheel.evalsets import fold_in, import_evalset
 
     rng = random.Random(seed)
     end = _demo_end(db)
     clock = [end - timedelta(days=days) for days in (120, 90, 60, 10, 5)]
-    import_evalset_file(
-        db, DEMO_LEAD, DEMO_SUITE, note="starter suite from the support spreadsheet", now=clock[0]
+    import_evalset(
+        db,
+        DEMO_LEAD,
+        _demo_suite(),
+        DEMO_SUITE.name,
+        note="starter suite from the support spreadsheet",
+        now=clock[0],
     )
     skill = {"rng": rng, "draws": {}}
     _demo_runs(db, 1, skill, clock[0])
@@ -785,6 +790,25 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
     version = current_version(db)
     _demo_runs(db, version, skill, clock[4], include_archive=True)
     return {"versions": len(eval_set_versions(db)), "runs": len(query_rows(db, "SELECT id FROM eval_runs"))}
+
+
+def _demo_suite() -> bytes:
+    """The demo's starter suite: the spreadsheet's rows plus plain questions of every intent the early
+    weeks' traffic holds (the FAQ sheet), so drift measures the later weeks against covered traffic."""
+    from flywheel.drift import demo_coverage_rows
+
+    with DEMO_SUITE.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, list(reader)
+    for number, (intent, text) in enumerate(demo_coverage_rows(), start=1):
+        rows.append(
+            {"id": f"faq-{number:03d}", "input": text, "adversarial": "false", "tags": f"faq,{intent}"}
+        )
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
 
 
 def _demo_end(db: Database) -> datetime:
