@@ -338,7 +338,7 @@ def parse_json_line(line_no: int, content: bytes, ts_range: TimeRange | None = N
         line.reason = f"invalid UTF-8 at byte {error.start}"
         return line
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = _decode_json(text)
     except RecursionError:
         line.reason = "not JSON: nested too deeply"
         return line
@@ -350,6 +350,16 @@ def parse_json_line(line_no: int, content: bytes, ts_range: TimeRange | None = N
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads builds one per call
+
+
+def _decode_json(text: str) -> object:
+    """``json.loads(text, parse_constant=_reject_constant)``, with the decoder built once."""
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _JSON.decode(text)
 
 
 def validated(line: _Line, obj: object, ts_range: TimeRange | None) -> _Line:
