@@ -290,3 +290,30 @@ def _csv(tmp_path, text: str):
     path = tmp_path / "bad.csv"
     path.write_text(text)
     return path
+
+
+def test_import_settings_hold_while_it_runs_and_are_restored_after_it_and_after_a_failure(db, tmp_path):
+    def settings() -> tuple:
+        return tuple(db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("cache_size", "temp_store"))
+
+    before, seen = settings(), []
+    path = jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(5)])
+    ingest_files(db, [path], progress=lambda *_: seen.append(settings()))
+    assert seen and set(seen) == {(-65536, 2)}
+    assert settings() == before
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(gzip.compress(b'{"trace_id": "t-9", "input": "x"}\n' * 50)[:-12])
+    with pytest.raises(BadInput):
+        ingest_files(db, [broken])
+    assert settings() == before
+
+
+def test_a_byte_order_mark_inside_a_jsonl_file_quarantines_its_line(db, tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(
+        b'\xef\xbb\xbf{"trace_id": "t-1", "input": "a"}\n\xef\xbb\xbf{"trace_id": "t-2", "input": "b"}\n'
+    )
+    report = ingest_files(db, [path])
+    assert (report.ingested, report.quarantined) == (1, 1)
+    (row,) = quarantined_lines(db, LEAD, report.run_id)
+    assert row["line_no"] == 2 and "Unexpected UTF-8 BOM" in row["reason"]
