@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_browser import CHROMIUM, LAUNCH_ARGS, ROOT, _free_port, _go, _open, _settle, _unavailable, _wait_for
+from test_browser import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    ROOT,
+    _free_port,
+    _go,
+    _open,
+    _settle,
+    _sign_in_as,
+    _unavailable,
+    _wait_for,
+)
 
 from flywheel.demo_db import build_demo
 from flywheel.evalsets import current_version, iter_version_rows
@@ -102,6 +113,7 @@ def _import(page, system: str, path: Path) -> None:
 def test_lead_folds_in_imports_two_systems_and_reads_the_verdict(server, server_db, page, tmp_path):
     before = current_version(open_db(server_db))
     _open(page, server)
+    _sign_in_as(page, "ana (lead)")
     _go(page, "Eval sets")
     page.get_by_role("button", name="Fold in").click()
     page.get_by_text(f"version {before + 1}:").first.wait_for(timeout=60_000)
