@@ -67,11 +67,18 @@ def _signed_in_user(users: list[User]) -> User | None:
 def _local_user(users: list[User], exposed: bool) -> User:
     """The user picked in the sidebar; a fresh session starts as the least privileged one."""
     roles = {u.name: u.role for u in users}
+    names = list(roles)
+    # Kept apart from the widget's own state: widget state can reset when the page changes, and a reset
+    # must never fall back to the first user of the file (often a lead).
     if st.session_state.get("user_name") not in roles:
         st.session_state["user_name"] = least_privileged(users).name
     chosen = st.sidebar.selectbox(
-        "Signed in as", list(roles), key="user_name", format_func=lambda n: f"{n} ({roles[n]})"
+        "Signed in as",
+        names,
+        index=names.index(st.session_state["user_name"]),
+        format_func=lambda n: f"{n} ({roles[n]})",
     )
+    st.session_state["user_name"] = chosen
     user = next(u for u in users if u.name == chosen)
     return User(user.name, user.role, user.email, exposed=exposed)
 
