@@ -35,7 +35,7 @@ PRESIDIO_SET = next(
     ),
     ROOT.parent / "shared" / "data" / "presidio_synth_dataset_v2.json",
 )
-SUPPORT_SET = ROOT / "tests" / "data" / "support_chat_pii.jsonl"
+SUPPORT_SET = ROOT / "benchmarks" / "data" / "support_chat_pii.jsonl"
 VENV = ROOT / "benchmarks" / ".venv-presidio"
 PRESIDIO_PIN = "presidio-analyzer==2.2.*"
 COUNTED = {

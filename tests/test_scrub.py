@@ -12,8 +12,7 @@ from flywheel.errors import BadInput
 from flywheel.scrub import LABELS, Scrubber, ScrubResult, Span, load_known_names, scrub_jsonl
 from flywheel.scrub.detectors import luhn_ok
 
-# The support-chat hold-out (support_chat_pii.jsonl) is read only by benchmarks/scrub_quality.py: a test
-# that gates on it, and names what it missed, would be tuning on it. Tests gate on the tuning file.
+# Tests gate on the support-chat tuning file only; the held-out set lives with the benchmark that reads it.
 TUNING = Path(__file__).parent / "data" / "support_chat_pii_tune.jsonl"
 
 

@@ -1,0 +1,129 @@
+"""What every browser test needs: the app served on a free loopback port, and steps through its UI.
+
+Chromium is Debian's (`/usr/bin/chromium`), driven by Playwright; `playwright install` cannot download
+a browser on these machines.
+"""
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def unavailable(reason: str):
+    """Skip locally; in CI a browser test that cannot run is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"browser test cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {seconds} s")
+
+
+@contextlib.contextmanager
+def serve_app(
+    db_path: Path,
+    address: str | None = "127.0.0.1",
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[tuple[str, int]]:
+    """``streamlit run app.py`` on a free port against ``db_path``; yields its loopback URL and port.
+
+    ``address=None`` starts it exactly as the README does (the address comes from config.toml).
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    if address is not None:
+        command += ["--server.address", address, "--server.headless", "true"]
+    environment = {**os.environ, "FLYWHEEL_DB": str(db_path), **(env or {})}
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(log.open("wb")) if log else subprocess.DEVNULL
+        errors = subprocess.STDOUT if log else subprocess.DEVNULL
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=errors)
+        try:
+            wait_for(f"http://127.0.0.1:{port}/_stcore/health")
+            yield f"http://127.0.0.1:{port}", port
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def chromium():
+    """Debian's Chromium under Playwright, or a skip (a failure in CI) when it is missing."""
+    if not Path(CHROMIUM).exists():
+        unavailable(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def settle(page) -> None:
+    """Wait until the script run triggered by the last action has finished."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+    )
+
+
+def sign_in_as(page, label: str) -> None:
+    """Pick the local user ``label`` (e.g. 'ana (lead)') in the sidebar and wait for its role."""
+    role = page.get_by_test_id("stSidebar").get_by_text(f"Role: {label.split('(')[1].rstrip(')')}")
+    picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox")
+    for _ in range(4):  # a click that lands while a script run is still going can be lost
+        if picker.filter(has_text=label).count():
+            break
+        try:
+            picker.click(timeout=20_000)
+            page.get_by_role("option", name=label).click(timeout=20_000)
+            role.wait_for(timeout=10_000)
+            break
+        except Exception:  # retried; the wait below names the failure
+            page.keyboard.press("Escape")
+            settle(page)
+    role.wait_for(timeout=10_000)
+    settle(page)
