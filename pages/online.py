@@ -102,7 +102,7 @@ with parity_tab:
     try:
         result = parity.parity(db)
     except NotFound as error:
-        st.info(f"{error}. The production estimate needs judged traces.")
+        st.info(f"{md(error)}. The production estimate needs judged traces.")
         result = None
     if result is not None:
         lab = result["lab"]
