@@ -49,10 +49,11 @@ from sqlite_utils import Database
 from flywheel import evalsets, review
 from flywheel.auth import User, require_role
 from flywheel.config import Config, load_config
-from flywheel.embeddings import MODEL_NAME, encode, text_hash
+from flywheel.embeddings import MODEL_NAME, encode, normalise, text_hash
 from flywheel.errors import BadInput, NotFound
 from flywheel.sampling import Batch, parse_week, register_md5
 from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber
+from flywheel.stats import wilson
 from flywheel.store import audit, now, query_one, query_rows, write
 
 ALPHA = 0.01
@@ -101,7 +102,7 @@ class Model:
         return self.name, self.revision or model_revision()
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return _normalise((self.encoder or encode)(texts))
+        return normalise((self.encoder or encode)(texts))
 
 
 # Embedding cache ------------------------------------------------------------------------------------
@@ -148,14 +149,6 @@ def _store_vectors(db: Database, vectors: dict[str, np.ndarray], name: str, revi
             " VALUES (?, ?, ?, ?, ?, ?)",
             [(k, name, revision, len(v), v.astype(np.float32).tobytes(), stamp) for k, v in vectors.items()],
         )
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2:
-        raise BadInput(f"an encoder must return a 2-d array, got shape {vectors.shape}")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0, 1, norms)
 
 
 # Nearest eval row -----------------------------------------------------------------------------------
@@ -225,16 +218,6 @@ def _log_choose(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a share k/n."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def window_stats(distances: np.ndarray, calibration: Calibration) -> dict:
     """n, mean distance and share beyond τ with 95% intervals, the p-value and the alarm of one window."""
     n = len(distances)
@@ -250,7 +233,7 @@ def window_stats(distances: np.ndarray, calibration: Calibration) -> dict:
         "mean_distance": round(mean, 6),
         "mean_ci": [round(mean - half, 6), round(mean + half, 6)],
         "share_beyond": round(share, 6),
-        "share_ci": [round(x, 6) for x in wilson_interval(k, n)],
+        "share_ci": [round(x, 6) for x in wilson(k, n)],
         "tau": round(calibration.tau, 6),
         "p_value": p_value,
         "alarm": bool(p_value < ALPHA and share - calibration.share >= MIN_EXCESS),

@@ -74,7 +74,7 @@ def embed(
     cached = _cached(db, set(keys), model)
     missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in cached}
     if missing:
-        vectors = _normalise((encoder or encode)(list(missing.values())))
+        vectors = normalise((encoder or encode)(list(missing.values())))
         fresh = dict(zip(missing, vectors, strict=True))
         _store(db, fresh, model)
         cached.update(fresh)
@@ -104,7 +104,8 @@ def _store(db: Database, vectors: dict[str, np.ndarray], model: str) -> None:
         )
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length as float32 (a zero row stays zero), so a dot product is a cosine."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2:
         raise BadInput(f"an encoder must return a 2-d array, got shape {vectors.shape}")

@@ -21,21 +21,14 @@ from sqlite_utils import Database
 from flywheel.errors import BadInput
 from flywheel.judge import json_path, metadata_key
 from flywheel.signal_alerts import RATE_SIGNALS
+from flywheel.stats import wilson
 from flywheel.store import query_rows
 
 NORMAL = NormalDist()
 LOWER_IS_BETTER = True  # every rate compared here counts something going wrong
 
 
-def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion; (nan, nan) for no trials."""
-    if n == 0:
-        return math.nan, math.nan
-    z = NORMAL.inv_cdf(0.5 + confidence / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+NO_TRIALS = (math.nan, math.nan)  # the interval of a rate with no trials: unknown, not (0, 1)
 
 
 def two_proportion_test(x1: int, n1: int, x2: int, n2: int, confidence: float = 0.95) -> dict:
@@ -171,7 +164,7 @@ def arm_rates(
 
 
 def _rate(arm: str, metric: str, x: int, n: int) -> dict:
-    low, high = wilson(x, n)
+    low, high = wilson(x, n, no_data=NO_TRIALS)
     return {
         "arm": arm,
         "metric": metric,
@@ -308,7 +301,7 @@ def _user_agreement(rows: list[tuple]) -> dict:
             continue
         checked += 1
         agreed += (score > 0.5) == user_prefers_shadow
-    low, high = wilson(agreed, checked)
+    low, high = wilson(agreed, checked, no_data=NO_TRIALS)
     return {
         "with_user_signal": checked,
         "agree_with_users": agreed / checked if checked else math.nan,

@@ -14,8 +14,9 @@ from sqlite_utils import Database
 
 from flywheel.calibration import threshold
 from flywheel.evalsets import current_version
-from flywheel.experiments import wilson
+from flywheel.experiments import NO_TRIALS
 from flywheel.rubrics import rubric
+from flywheel.stats import wilson
 from flywheel.store import query_one, query_rows
 
 
@@ -31,7 +32,7 @@ def lab_pass_rate(db: Database) -> dict | None:
         "SELECT count(passed), coalesce(sum(passed), 0) FROM eval_results WHERE run_id = ?", [run["id"]]
     ).fetchone()
     n, passed = row
-    low, high = wilson(passed, n)
+    low, high = wilson(passed, n, no_data=NO_TRIALS)
     return {
         "version": version,
         "run_id": run["id"],
@@ -57,7 +58,7 @@ def production_estimates(db: Database, rubric_id: int) -> list[dict]:
     )
     for row in rows:
         row["rate"] = row["passed"] / row["n"]
-        row["low"], row["high"] = wilson(row["passed"], row["n"])
+        row["low"], row["high"] = wilson(row["passed"], row["n"], no_data=NO_TRIALS)
     return rows
 
 

@@ -18,16 +18,21 @@ def _check(passed: int, total: int) -> None:
         raise BadInput(f"{passed} passed of {total}: expected 0 <= passed <= total")
 
 
-def wilson(passed: int, total: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of ``passed/total`` (95% by default); (0, 1) when there is no data."""
+def wilson(
+    passed: int, total: int, z: float = Z95, no_data: tuple[float, float] = (0.0, 1.0)
+) -> tuple[float, float]:
+    """Wilson score interval of ``passed/total`` (95% by default); ``no_data`` when there is none."""
     _check(passed, total)
     if total == 0:
-        return 0.0, 1.0
+        return no_data
     p = passed / total
     denominator = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denominator
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 or total passes an end is exactly 0 or 1; the subtraction would leave rounding dust there
+    low = 0.0 if passed == 0 else max(0.0, centre - half)
+    high = 1.0 if passed == total else min(1.0, centre + half)
+    return low, high
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:

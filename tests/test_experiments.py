@@ -5,6 +5,7 @@ import pytest
 
 from flywheel.errors import BadInput
 from flywheel.experiments import (
+    NO_TRIALS,
     arm_values,
     canary_alarms,
     compare_arms,
@@ -12,9 +13,9 @@ from flywheel.experiments import (
     sample_size_per_arm,
     shadow_preference,
     two_proportion_test,
-    wilson,
 )
 from flywheel.judge import Target, load_judge_settings, make_client, run_judge
+from flywheel.stats import wilson
 from flywheel.store import write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import add_traces, starter_rubric
@@ -59,7 +60,7 @@ def test_two_proportion_test_against_hand_computed_values():
 def test_wilson_interval_textbook_values():
     assert wilson(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
     assert wilson(5, 10) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
-    assert all(math.isnan(x) for x in wilson(0, 0))
+    assert all(math.isnan(x) for x in wilson(0, 0, no_data=NO_TRIALS))
 
 
 def _traffic(db, arms: dict[str, tuple[int, int]], signal: str = "thumbs", start: str = "2026-11-16") -> None:
@@ -121,6 +122,12 @@ def test_canary_alarm_fires_only_for_a_rate_worse_than_the_control_interval(db):
     assert canary_alarms(db, "release", "stable", "canary", hours=72) == []
     with pytest.raises(BadInput, match="canary window"):
         canary_alarms(db, "release", "stable", "canary", hours=2)
+
+
+def test_a_canary_as_clean_as_its_control_raises_no_alarm(db):
+    # no escalation on either arm: both rates 0, the canary's interval starts exactly at 0
+    _traffic(db, {"stable": (70, 0), "canary": (5, 0)}, signal="escalated")
+    assert canary_alarms(db, "release", "stable", "canary", hours=72) == []
 
 
 @pytest.fixture

@@ -21,6 +21,13 @@ def test_wilson_interval_at_the_edges_stays_inside_0_1():
     assert wilson(0, 0) == (0.0, 1.0)
 
 
+@pytest.mark.parametrize("total", [1, 5, 6, 70, 1000])
+def test_wilson_ends_are_exact_at_no_and_all_passes(total):
+    # mathematically centre - half = 0 at 0 passes; rounding must not leave a lower bound above 0.0
+    assert wilson(0, total)[0] == 0.0
+    assert wilson(total, total)[1] == 1.0
+
+
 def test_clopper_pearson_at_the_edges_has_a_closed_form():
     # 0 of n: upper = 1 - (α/2)^(1/n); n of n: lower = (α/2)^(1/n); 0.025^(1/10) = 0.69150
     assert clopper_pearson(0, 10) == pytest.approx((0.0, 1 - 0.025 ** (1 / 10)), abs=1e-9)
