@@ -272,8 +272,9 @@ def _metadata(rng: random.Random, cohort: str, model: str) -> dict:
     web_share = 0.7 if cohort == "enterprise" else 0.4  # companies work at desks, consumers on phones
     metadata = {"model": model, "channel": "web" if rng.random() < web_share else "app"}
     # Releases, a canary and shadow replies draw from their own generator, seeded from the main one's
-    # state without advancing it, so every other demo value stays what it was.
-    own = random.Random(hash(rng.getstate()))
+    # state without advancing it, so every other demo value stays what it was. The seed hashes only the
+    # state's integers: hashing the whole state would take in its None, whose hash differs per process.
+    own = random.Random(hash(rng.getstate()[1]))
     metadata["release"] = model.removeprefix("assistant-")
     if model == "assistant-v2" and own.random() < 0.1:
         metadata["release"] = "v2.1-canary"  # a canary on a tenth of traffic; it behaves like v2

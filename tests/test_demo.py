@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +25,7 @@ from flywheel.demo import (
 from flywheel.errors import BadInput
 from flywheel.traces import normalize_trace
 
+ROOT = Path(__file__).resolve().parent.parent
 N = 6000
 SIGNAL_TYPES = {
     "regenerated": bool,
@@ -104,6 +109,20 @@ def luhn_valid(digits: str) -> bool:
 
 def test_same_seed_gives_identical_lines(lines):
     assert list(demo_lines(seed=7, n=N)) == lines
+
+
+def test_same_seed_gives_identical_lines_in_another_process(lines):
+    # nothing in a demo line may hang on a per-process value (string hashes, the hash of None)
+    script = (
+        "import sys; from flywheel.demo import demo_lines;"
+        " sys.stdout.buffer.writelines(demo_lines(seed=7, n=400))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "random"}
+    outputs = {
+        subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, check=True).stdout
+        for _ in range(2)
+    }
+    assert outputs == {b"".join(demo_lines(seed=7, n=400))}
 
 
 def test_different_seed_gives_different_lines(lines):
