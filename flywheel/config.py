@@ -18,7 +18,8 @@ class Setting:
     name: str
     default: object
     help: str
-    minimum: int = 1  # the smallest accepted value of an integer setting
+    minimum: float = 1  # the smallest accepted value of a numeric setting
+    required: bool = False  # a text setting that may not be empty
 
 
 SETTINGS = (
@@ -75,27 +76,37 @@ class Config:
 
 def load_config(environ: dict[str, str] | None = None) -> Config:
     """Settings from FLYWHEEL_* environment variables, defaults for the rest."""
+    return Config(**read_settings(SETTINGS, "FLYWHEEL_", environ))
+
+
+def read_settings(
+    settings: tuple[Setting, ...], prefix: str, environ: dict[str, str] | None = None
+) -> dict[str, object]:
+    """Each setting's value from the ``PREFIX`` + NAME environment variable, else its default."""
     environ = os.environ if environ is None else environ
     values = {}
-    for setting in SETTINGS:
-        raw = environ.get(f"FLYWHEEL_{setting.name.upper()}")
-        values[setting.name] = setting.default if raw is None else _parse(setting, raw)
-    return Config(**values)
+    for setting in settings:
+        raw = environ.get(f"{prefix}{setting.name.upper()}")
+        values[setting.name] = setting.default if raw is None else _parse(setting, raw, prefix)
+    return values
 
 
-def _parse(setting: Setting, raw: str) -> object:
-    name = f"FLYWHEEL_{setting.name.upper()}"
-    if isinstance(setting.default, int):
+def _parse(setting: Setting, raw: str, prefix: str) -> object:
+    name = f"{prefix}{setting.name.upper()}"
+    if isinstance(setting.default, (int, float)):
+        kind, what = (int, "an integer") if isinstance(setting.default, int) else (float, "a number")
         try:
-            value = int(raw)
+            value = kind(raw)
         except ValueError:
-            raise BadInput(f"{name}={raw!r}: expected an integer ({setting.help})") from None
-        if value < setting.minimum:
-            raise BadInput(f"{name}={raw!r}: expected an integer >= {setting.minimum}")
+            raise BadInput(f"{name}={raw!r}: expected {what} ({setting.help})") from None
+        if not value >= setting.minimum:  # also refuses a float NaN
+            raise BadInput(f"{name}={raw!r}: expected {what} >= {setting.minimum}")
         return value
     if setting.name == "earliest_timestamp":
         try:
             date.fromisoformat(raw)
         except ValueError:
             raise BadInput(f"{name}={raw!r}: expected a day as YYYY-MM-DD ({setting.help})") from None
-    return raw
+    if setting.required and not raw.strip():
+        raise BadInput(f"{name} is empty: expected {setting.help}")
+    return raw.strip() if setting.required else raw

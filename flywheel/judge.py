@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import anthropic
 from sqlite_utils import Database
 
-from flywheel.config import Setting
+from flywheel.config import Setting, read_settings
 from flywheel.errors import BadInput, JudgeError, NotFound
 from flywheel.rubrics import Rubric, rubric
 from flywheel.store import audit, now, query_one, query_rows, write
@@ -45,14 +45,14 @@ ENABLE_HELP = (
 )
 
 JUDGE_SETTINGS = (
-    Setting("model", "claude-sonnet-4-6", "Model the judge asks (FLYWHEEL_JUDGE_MODEL)"),
+    Setting("model", "claude-sonnet-4-6", "Model the judge asks (FLYWHEEL_JUDGE_MODEL)", required=True),
     Setting("concurrency", 4, "Requests in flight at once"),
     Setting("max_retries", 4, "SDK retries of 429/529/5xx and dropped connections, honouring retry-after"),
     Setting("malformed_retries", 2, "Extra tries when an answer fails validation, before it is an error"),
     Setting("timeout_s", 60, "Seconds one request may take"),
     Setting("max_tokens", 400, "Longest answer the judge may write"),
-    Setting("input_usd_per_mtok", 3.0, "Price of a million input tokens, for the cost counter"),
-    Setting("output_usd_per_mtok", 15.0, "Price of a million output tokens, for the cost counter"),
+    Setting("input_usd_per_mtok", 3.0, "Price of a million input tokens, for the cost counter", 0),
+    Setting("output_usd_per_mtok", 15.0, "Price of a million output tokens, for the cost counter", 0),
 )
 
 
@@ -78,30 +78,7 @@ class JudgeSettings:
 
 def load_judge_settings(environ: dict[str, str] | None = None) -> JudgeSettings:
     """Judge settings from FLYWHEEL_JUDGE_* environment variables, defaults for the rest."""
-    environ = os.environ if environ is None else environ
-    values = {}
-    for setting in JUDGE_SETTINGS:
-        raw = environ.get(f"FLYWHEEL_JUDGE_{setting.name.upper()}")
-        values[setting.name] = setting.default if raw is None else _setting(setting, raw)
-    return JudgeSettings(**values)
-
-
-def _setting(setting: Setting, raw: str) -> object:
-    if isinstance(setting.default, (int, float)):
-        kind = type(setting.default)
-        try:
-            value = kind(raw)
-        except ValueError:
-            value = -1
-        if not value >= (0 if kind is float else 1):
-            raise BadInput(
-                f"FLYWHEEL_JUDGE_{setting.name.upper()}={raw!r}:"
-                f" expected a positive {kind.__name__} ({setting.help})"
-            )
-        return value
-    if not raw.strip():
-        raise BadInput(f"FLYWHEEL_JUDGE_{setting.name.upper()} is empty: expected {setting.help}")
-    return raw.strip()
+    return JudgeSettings(**read_settings(JUDGE_SETTINGS, "FLYWHEEL_JUDGE_", environ))
 
 
 def api_configured(environ: dict[str, str] | None = None) -> bool:
