@@ -54,40 +54,30 @@ if last["alarm"]:
 else:
     st.success(f"No alarm: {why}", icon=":material/check_circle:")
 
+
+def _with_interval(column: str, low: str, high: str, name: str, **style) -> go.Scatter:
+    """One measure over the windows with its 95% interval as error bars."""
+    return go.Scatter(
+        x=series["window"],
+        y=series[column],
+        mode="lines+markers",
+        name=name,
+        error_y={
+            "type": "data",
+            "symmetric": False,
+            "array": series[high] - series[column],
+            "arrayminus": series[column] - series[low],
+        },
+        **style,
+    )
+
+
+alarm_marks = {"color": ["#d62728" if a else "#1f77b4" for a in series["alarm"]], "size": 9}
 figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
 figure.add_trace(
-    go.Scatter(
-        x=series["window"],
-        y=series["share_beyond"],
-        mode="lines+markers",
-        name="share beyond τ",
-        error_y={
-            "type": "data",
-            "symmetric": False,
-            "array": series["share_hi"] - series["share_beyond"],
-            "arrayminus": series["share_beyond"] - series["share_lo"],
-        },
-        marker={"color": ["#d62728" if a else "#1f77b4" for a in series["alarm"]], "size": 9},
-    ),
-    row=1,
-    col=1,
+    _with_interval("share_beyond", "share_lo", "share_hi", "share beyond τ", marker=alarm_marks), 1, 1
 )
-figure.add_trace(
-    go.Scatter(
-        x=series["window"],
-        y=series["mean_distance"],
-        mode="lines+markers",
-        name="mean distance",
-        error_y={
-            "type": "data",
-            "symmetric": False,
-            "array": series["mean_hi"] - series["mean_distance"],
-            "arrayminus": series["mean_distance"] - series["mean_lo"],
-        },
-    ),
-    row=2,
-    col=1,
-)
+figure.add_trace(_with_interval("mean_distance", "mean_lo", "mean_hi", "mean distance"), 2, 1)
 figure.add_hline(
     y=float(latest["ref_share"]), line_dash="dot", annotation_text="reference share", row=1, col=1
 )
