@@ -61,3 +61,22 @@ def jsonl(path: Path, items: list) -> Path:
 def no_background_embedding(monkeypatch):
     """Pages run in the test process: no embedding thread (and model load) behind every AppTest."""
     monkeypatch.setenv("FLYWHEEL_EMBED_WORKER", "off")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Chromium for every browser test of the run."""
+    from browser_support import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context (its own Streamlit session) and its page."""
+    from browser_support import VIEWPORT
+
+    context = browser.new_context(viewport=VIEWPORT)
+    yield context.new_page()
+    context.close()

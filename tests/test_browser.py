@@ -1,64 +1,19 @@
 """The real app in Chromium: start streamlit on a free port against a tmp demo database, click through."""
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from browser_support import serve_app, settle, sign_in_as
 
 from flywheel.demo_db import build_demo
 from flywheel.ingest import ingest_lines
 from flywheel.review import scrub_traces
 from flywheel.store import open_db
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = pytest.mark.browser
 PAGE_HEADINGS = {"Import": "Import traces", "Sample": "Sampling", "Taxonomy": "Failure taxonomy"}
-
-
-def _unavailable(reason: str):
-    """Skip locally; in CI a browser test that cannot run is a failure."""
-    if os.environ.get("CI"):
-        pytest.fail(f"browser test cannot run in CI: {reason}")
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {seconds} s")
-
 
 REVIEW_INPUT = "Hello, Maria Gonzalez here, card lost near the kettle lane branch"
 
@@ -76,59 +31,8 @@ def server_db(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(server_db):
-    db_path = server_db
-    port = _free_port()
-    env = {**os.environ, "FLYWHEEL_DB": str(db_path)}
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    yield page
-    context.close()
-
-
-def _settle(page) -> None:
-    """Wait until the script run triggered by the last action has finished."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
-    )
+    with serve_app(server_db) as (url, _):
+        yield url
 
 
 def _open(page, url: str) -> None:
@@ -137,34 +41,20 @@ def _open(page, url: str) -> None:
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview", exact=True).wait_for(
         timeout=60_000
     )
-    _settle(page)
+    settle(page)
 
 
 def _go(page, title: str) -> None:
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
     heading = PAGE_HEADINGS.get(title, title)
     page.locator("h1").filter(has_text=heading).first.wait_for(timeout=30_000)
-    _settle(page)
+    settle(page)
     assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"
-
-
-def _sign_in_as(page, label: str) -> None:
-    role = page.get_by_test_id("stSidebar").get_by_text(f"Role: {label.split('(')[1].rstrip(')')}")
-    for _ in range(3):  # a click that lands while the first script run is still going can be lost
-        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click()
-        page.get_by_role("option", name=label).click()
-        try:
-            role.wait_for(timeout=10_000)
-            break
-        except PlaywrightTimeout:
-            continue
-    role.wait_for(timeout=5_000)
-    _settle(page)
 
 
 def test_lead_opens_every_page_without_an_exception(server, page):
     _open(page, server)
-    _sign_in_as(page, "ana (lead)")
+    sign_in_as(page, "ana (lead)")
     for title in (
         "Overview",
         "Traces",
@@ -182,13 +72,13 @@ def test_lead_opens_every_page_without_an_exception(server, page):
 
 def test_reviewer_sees_highlights_adds_a_redaction_and_approves_with_the_keyboard(server, server_db, page):
     _open(page, server)
-    _sign_in_as(page, "ravi (reviewer)")
+    sign_in_as(page, "ravi (reviewer)")
     _go(page, "Review scrubs")
     page.get_by_test_id("stSelectbox").filter(has_text="Pending trace").click()
     page.keyboard.type("t-review")  # the option list is virtualised: filter it to the trace
     page.get_by_role("option", name="t-review", exact=False).click()
     page.locator("h3").filter(has_text="Trace t-review").wait_for(timeout=30_000)
-    _settle(page)
+    settle(page)
     name_mark = page.locator("mark.pii-person").filter(has_text="Maria Gonzalez").first
     assert name_mark.is_visible()
     assert page.locator("mark.pii-person").filter(has_text="[PERSON]").first.is_visible()
@@ -198,7 +88,7 @@ def test_reviewer_sees_highlights_adds_a_redaction_and_approves_with_the_keyboar
     page.get_by_role("option", name="LOCATION", exact=True).click()
     page.get_by_role("button", name="Add redaction").click()
     page.locator("mark.pii-location").filter(has_text="kettle lane").first.wait_for(timeout=30_000)
-    _settle(page)
+    settle(page)
     db = open_db(server_db)
     scrub = db.execute("SELECT id, input FROM scrubs WHERE trace_id = 't-review'").fetchone()
     assert "kettle lane" not in scrub[1] and "[LOCATION]" in scrub[1]
@@ -206,7 +96,7 @@ def test_reviewer_sees_highlights_adds_a_redaction_and_approves_with_the_keyboar
     page.evaluate("document.activeElement.blur()")  # shortcuts do not fire while an input has focus
     page.keyboard.press("a")
     page.locator("h3").filter(has_text="Trace t-review").wait_for(state="detached", timeout=30_000)
-    _settle(page)
+    settle(page)
     assert db.execute("SELECT status, reviewed_by FROM scrubs WHERE id = ?", [scrub[0]]).fetchone() == (
         "approved",
         "ravi",
@@ -218,12 +108,12 @@ def test_lead_imports_a_file_in_the_browser(server, server_db, page, tmp_path):
     good = [json.dumps({"trace_id": f"u-{n}", "input": f"uploaded question {n}"}) for n in range(3)]
     upload.write_text("\n".join([*good, "this line is not json"]) + "\n")
     _open(page, server)
-    _sign_in_as(page, "ana (lead)")
+    sign_in_as(page, "ana (lead)")
     _go(page, "Import")
     page.locator("input[type=file]").set_input_files(str(upload))
     page.get_by_role("button", name="Import", exact=True).click()
     page.get_by_text("4 lines read = 3 ingested + 0 duplicates + 1 quarantined").wait_for(timeout=30_000)
-    _settle(page)
+    settle(page)
     db = open_db(server_db)
     assert db.execute("SELECT count(*) FROM traces WHERE trace_id LIKE 'u-%'").fetchone()[0] == 3
     assert (
@@ -239,7 +129,7 @@ def test_lead_imports_a_file_in_the_browser(server, server_db, page, tmp_path):
 )
 def test_labeler_labels_three_items_with_the_keyboard_only(server, server_db, page):
     _open(page, server)
-    _sign_in_as(page, "tom (labeler)")
+    sign_in_as(page, "tom (labeler)")
     _go(page, "Label")
     seen = []
     for step in range(3):
@@ -255,13 +145,13 @@ def test_labeler_labels_three_items_with_the_keyboard_only(server, server_db, pa
             # Tab goes from the picker to each field; Esc leaves the last one so K is a shortcut again
             for key in ("Tab", "Quote the current policy", "Tab", "States the policy", "Escape"):
                 page.keyboard.press(key) if key in ("Tab", "Escape") else page.keyboard.type(key)
-                _settle(page)
+                settle(page)
             page.keyboard.press("k")
         else:
             page.evaluate("document.activeElement.blur()")  # shortcuts do not fire inside an input
             page.keyboard.press("b")
         page.locator("h3").filter(has_text=f"Trace {seen[-1]}").wait_for(state="detached", timeout=30_000)
-        _settle(page)
+        settle(page)
     marks = ",".join("?" * len(seen))
     rows = open_db(server_db).execute(
         f"SELECT trace_id, kind, code, expected FROM labels WHERE labeler = 'tom' AND undone_at IS NULL"
@@ -283,7 +173,7 @@ def test_two_labelers_side_by_side_never_get_the_same_item(server, browser):
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         _open(page, server)
-        _sign_in_as(page, name)
+        sign_in_as(page, name)
         _go(page, "Label")
         pages.append(page)
     shown = []
@@ -306,13 +196,13 @@ def test_lead_runs_a_plan_and_its_batch_reaches_the_review_queue(server, server_
     fresh = "SELECT count(*) FROM scrubs WHERE trace_id IN (SELECT trace_id FROM traces WHERE week = ?)"
     assert week and db.execute(fresh, [week]).fetchone()[0] == 0
     _open(page, server)
-    _sign_in_as(page, "ana (lead)")
+    sign_in_as(page, "ana (lead)")
     _go(page, "Sample")
     page.get_by_test_id("stSelectbox").filter(has_text="Week").click()
     page.get_by_role("option", name=week, exact=True).click()
-    _settle(page)
+    settle(page)
     page.get_by_role("button", name="Run plan").click()
-    _settle(page)
+    settle(page)
     page.get_by_text(f"Batch {before + 1}:").wait_for(timeout=120_000)
     assert page.get_by_test_id("stException").count() == 0
     batch_id, batch_week, sampled = db.execute(
@@ -350,27 +240,14 @@ def _non_loopback_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def _start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    with log.open("wb") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
 @pytest.fixture(scope="module")
 def readme_server(tmp_path_factory):
     """The app started the way the README says (``streamlit run app.py``; only the port is chosen) on a
     database that does not exist yet, so the first visit builds the demo."""
     folder = tmp_path_factory.mktemp("readme")
-    db_path, log, port = folder / "fresh.db", folder / "server.log", _free_port()
-    env = {**os.environ, "FLYWHEEL_DB": str(db_path), "FLYWHEEL_DEMO_TRACES": "150"}
-    process = _start(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)], env, log
-    )
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
-        yield {"url": f"http://127.0.0.1:{port}", "port": port, "db": db_path, "log": log}
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    db_path, log = folder / "fresh.db", folder / "server.log"
+    with serve_app(db_path, address=None, env={"FLYWHEEL_DEMO_TRACES": "150"}, log=log) as (url, port):
+        yield {"url": url, "port": port, "db": db_path, "log": log}
 
 
 def test_the_readme_command_listens_on_loopback_only_and_asks_no_outside_service(readme_server):
@@ -422,17 +299,9 @@ def test_chart_labels_show_markup_as_text(readme_server, page):
 @pytest.fixture(scope="module")
 def exposed_server(server_db, tmp_path_factory):
     """The app served on every interface with no [auth] section."""
-    port, log = _free_port(), tmp_path_factory.mktemp("exposed") / "server.log"
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-    process = _start(
-        [*command, "--server.address", "0.0.0.0"], {**os.environ, "FLYWHEEL_DB": str(server_db)}, log
-    )
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    log = tmp_path_factory.mktemp("exposed") / "server.log"
+    with serve_app(server_db, address="0.0.0.0", log=log) as (url, _):
+        yield url
 
 
 def test_served_beyond_loopback_without_sign_in_refuses_raw_text(exposed_server, page):
@@ -440,7 +309,7 @@ def test_served_beyond_loopback_without_sign_in_refuses_raw_text(exposed_server,
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.get_by_text("reachable beyond this machine", exact=False).wait_for(timeout=30_000)
     assert sidebar.get_by_text("[auth] section", exact=False).count() == 1
-    _sign_in_as(page, "ana (lead)")
+    sign_in_as(page, "ana (lead)")
     nav = page.get_by_test_id("stSidebarNav")
     for title in ("Import", "Review scrubs", "Audit log", "Sample"):
         assert nav.get_by_role("link", name=title, exact=True).count() == 0

@@ -2,25 +2,12 @@
 pass rate per version and the gate's verdict."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from browser_support import VIEWPORT, serve_app, settle, sign_in_as
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_browser import (
-    CHROMIUM,
-    LAUNCH_ARGS,
-    ROOT,
-    _free_port,
-    _go,
-    _open,
-    _settle,
-    _sign_in_as,
-    _unavailable,
-    _wait_for,
-)
+from test_browser import _go, _open
 
 from flywheel.demo_db import build_demo
 from flywheel.evalsets import current_version, iter_version_rows
@@ -39,30 +26,16 @@ def server_db(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(server_db):
-    port = _free_port()
-    env = {**os.environ, "FLYWHEEL_DB": str(server_db)}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with serve_app(server_db) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
-def page():
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        yield context.new_page()
-        browser.close()
+def page(browser):
+    """One page for the whole path: each step goes on from where the last one left the app."""
+    context = browser.new_context(viewport=VIEWPORT)
+    yield context.new_page()
+    context.close()
 
 
 def _results(db_path, version: int, tmp_path: Path) -> tuple[Path, Path]:
@@ -100,24 +73,24 @@ def _import(page, system: str, path: Path) -> None:
             page.get_by_text(path.name).first.wait_for(timeout=15_000)  # the uploaded file's chip
             break
         except PlaywrightTimeout:
-            _settle(page)
-    _settle(page)
+            settle(page)
+    settle(page)
     box.fill(system)
     box.press("Enter")
-    _settle(page)
+    settle(page)
     page.get_by_test_id("stButton").filter(has_text="Import results").click()
     page.get_by_text(f"{system} on version").first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
 
 
 def test_lead_folds_in_imports_two_systems_and_reads_the_verdict(server, server_db, page, tmp_path):
     before = current_version(open_db(server_db))
     _open(page, server)
-    _sign_in_as(page, "ana (lead)")
+    sign_in_as(page, "ana (lead)")
     _go(page, "Eval sets")
     page.get_by_role("button", name="Fold in").click()
     page.get_by_text(f"version {before + 1}:").first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     version = before + 1
     assert current_version(open_db(server_db)) == version
 
@@ -131,7 +104,7 @@ def test_lead_folds_in_imports_two_systems_and_reads_the_verdict(server, server_
     expected = gate(open_db(server_db), version, "bot-a", "bot-b")
     word = expected["verdict"].upper()
     page.get_by_text(f"{word} bot-b on version {version}").wait_for(timeout=30_000)
-    _settle(page)
+    settle(page)
     page.get_by_test_id("stMetricLabel").filter(has_text="Exact McNemar p").wait_for(timeout=30_000)
     page.locator("h3").filter(has_text="Flipped rows").wait_for(timeout=30_000)
     assert expected["improvements"] and expected["regressions"] == []

@@ -4,55 +4,20 @@ The real app runs on a free port against a tmp demo database, with its backgroun
 """
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_browser import _sign_in_as
+from browser_support import serve_app, settle, sign_in_as
 
 from flywheel.demo_db import build_demo
 from flywheel.embeddings import pending_scrubs
 from flywheel.store import open_db
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-LAUNCH_ARGS += ["--disable-dev-shm-usage", "--no-first-run", "--disable-component-update", "--disable-sync"]
 SENTENCE = "Answer the question asked."
 
 pytestmark = pytest.mark.browser
-
-
-def _unavailable(reason: str):
-    """Skip locally; in CI a browser test that cannot run is a failure."""
-    if os.environ.get("CI"):
-        pytest.fail(f"browser test cannot run in CI: {reason}")
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {seconds} s")
 
 
 @pytest.fixture(scope="module")
@@ -64,71 +29,21 @@ def server_db(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(server_db):
-    port = _free_port()
-    env = {**os.environ, "FLYWHEEL_DB": str(server_db), "FLYWHEEL_EMBED_WORKER": "on"}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    yield page
-    context.close()
-
-
-def _settle(page) -> None:
-    """Wait until the script run triggered by the last action has finished."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
-    )
+    with serve_app(server_db, env={"FLYWHEEL_EMBED_WORKER": "on"}) as (url, _):
+        yield url
 
 
 def _open_as(page, url: str, label: str) -> None:
     page.goto(url)
     page.get_by_test_id("stNavSectionHeader").first.wait_for(timeout=60_000)
-    _settle(page)
-    sidebar = page.get_by_test_id("stSidebar")
-    role = sidebar.get_by_text(f"Role: {label.split('(')[1].rstrip(')')}")
-    for _ in range(3):  # a click that lands while the first script run is still going can be lost
-        try:
-            sidebar.get_by_test_id("stSelectbox").first.click(timeout=20_000)
-            page.get_by_role("option", name=label).click(timeout=20_000)
-            role.wait_for(timeout=10_000)
-            break
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
-    role.wait_for(timeout=5_000)
-    _settle(page)
+    settle(page)
+    sign_in_as(page, label)
 
 
 def _go(page, title: str, heading: str | None = None) -> None:
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
     page.locator("h1").filter(has_text=heading or title).first.wait_for(timeout=30_000)
-    _settle(page)
+    settle(page)
     assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"
 
 
@@ -138,7 +53,7 @@ def _card(page) -> str:
     heading.wait_for(timeout=30_000)
     page.get_by_test_id("stButton").filter(has_text="Not a bug").first.wait_for(timeout=30_000)
     page.wait_for_function("window.flywheelShortcutGuard === true", timeout=30_000)
-    _settle(page)
+    settle(page)
     page.wait_for_timeout(500)  # the buttons' shortcuts register after they are drawn
     return heading.inner_text().split()[-1]
 
@@ -159,12 +74,12 @@ def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page)
     page.get_by_label("Failure code (type to search").focus()
     page.keyboard.type("WRONG_POL")  # type-ahead, then Enter picks
     page.keyboard.press("Enter")
-    _settle(page)
+    settle(page)
     guideline = page.get_by_test_id("stText").filter(has_text="WRONG_POLICY — Wrong policy stated")
     guideline.wait_for(timeout=10_000)  # the chosen code's definition beside the item
     page.keyboard.press("Tab")
     page.keyboard.type(SENTENCE)  # space, n, k, u, s, b, d: each a shortcut key outside a field
-    _settle(page)
+    settle(page)
     assert page.get_by_label("Expected behaviour").input_value() == SENTENCE
     assert guideline.count() == 1, "the code was cleared"
     assert page.get_by_text("New failure mode").count() == 0, "New failure opened"
@@ -176,7 +91,7 @@ def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page)
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.tagName") == "BUTTON"
     page.keyboard.type("nubksd")  # (Space would press the focused button, as in any web page)
-    _settle(page)
+    settle(page)
     assert page.get_by_text("New failure mode").count() == 0 and _card(page) == shown
     assert _label_state(server_db, "tom") == before
 
@@ -206,24 +121,21 @@ def _raw_secrets(db, trace_ids: list[str]) -> dict[str, list[str]]:
 
 def test_labeler_reads_scrubbed_text_only_in_the_traces_table_and_on_the_card(server, server_db, page):
     _open_as(page, server, "lena (labeler)")
-    _sign_in_as(page, "lena (labeler)")
     assert page.get_by_test_id("stSidebarNav").get_by_role("link", name="Import", exact=True).count() == 0
     _go(page, "Traces")
     page.get_by_text("Raw trace text is hidden").wait_for(timeout=30_000)
     db = open_db(server_db)
     seen = {}
     # thumbs-down traces are all sampled: the newest week's wait for review, older weeks' are approved
-    page.get_by_text("Approved scrubs only").click()  # show every trace, pending scrubs included
-    _settle(page)
     signal = page.get_by_test_id("stMultiSelect").filter(has=page.get_by_text("Signal", exact=True))
     signal.click()
     page.get_by_role("option", name="thumbs down").click()
     page.keyboard.press("Escape")
-    _settle(page)
-    for number in range(1, 3):
-        if number > 1:
-            page.get_by_role("button", name="Next").click()
-            _settle(page)
+    settle(page)
+    for approved_only in (True, False):
+        if not approved_only:
+            page.get_by_text("Approved scrubs only").click()  # every trace, newest (pending) first
+            settle(page)
         table = page.get_by_test_id("stDataFrame").locator("table").first
         table.wait_for(state="attached", timeout=30_000)  # the grid's accessible copy of its cells
         text = table.inner_text()
@@ -257,16 +169,16 @@ def test_a_new_failure_lists_siblings_with_the_whole_exchange(server, server_db,
     _card(page)
     page.get_by_role("button", name="New failure").click()
     page.get_by_text("New failure mode").wait_for(timeout=30_000)
-    _settle(page)
+    settle(page)
     page.get_by_label("Code", exact=True).fill("PROMISED_CALLBACK")
     page.get_by_label("Name", exact=True).fill("Promised callback")
     page.get_by_label("Definition").fill("The reply promises a call back nobody makes. Look for a callback.")
     page.get_by_label("Expected behaviour").fill("Solve it in the chat")
     page.get_by_label("Pass criterion").fill("No callback promised")
-    _settle(page)
+    settle(page)
     page.get_by_role("button", name="Create code and label").click()
     page.locator("h3").filter(has_text="Siblings for PROMISED_CALLBACK").wait_for(timeout=30_000)
-    _settle(page)
+    settle(page)
     boxes = page.get_by_test_id("stCheckbox")
     ten = "document.querySelectorAll('[data-testid=stCheckbox]').length === 10"
     page.wait_for_function(ten, timeout=30_000)
@@ -274,6 +186,6 @@ def test_a_new_failure_lists_siblings_with_the_whole_exchange(server, server_db,
     assert text.startswith("customer: ") and "\nassistant: " in text  # roles, not messages[n]
     assert boxes.first.inner_text().startswith("t-")  # the checkbox label: trace id, similarity
     page.get_by_text("The assistant's reply").click()
-    _settle(page)
+    settle(page)
     page.wait_for_function(ten, timeout=30_000)
     assert page.get_by_test_id("stException").count() == 0

@@ -2,25 +2,15 @@
 markup; two reviewers in two browser contexts are never shown the same scrub."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from browser_support import VIEWPORT, serve_app, settle, sign_in_as
 
 from flywheel.ingest import ingest_lines
 from flywheel.review import scrub_traces
 from flywheel.store import open_db
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-LAUNCH_ARGS += ["--disable-dev-shm-usage", "--no-first-run", "--disable-component-update", "--disable-sync"]
 TRICKY = (
     "Q?\n\n[1]: http://example.com/secret (pin X)\n[zz]: /x\n\nThanks\n"
     "# Heading ![img](http://127.0.0.1:9/x.png) $x^2$ <b>bold</b> <img src=x onerror=alert(1)>"
@@ -33,24 +23,6 @@ SHOWN_JS = """els => els.map(el => {
     copy.querySelectorAll('.fw-mark-label').forEach(label => label.remove());
     return copy.textContent;
 })"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {seconds} s")
 
 
 @pytest.fixture(scope="module")
@@ -70,68 +42,23 @@ def review_db(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(review_db):
-    port = _free_port()
-    env = {**os.environ, "FLYWHEEL_DB": str(review_db)}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/_stcore/health")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is not installed")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield chromium
-        chromium.close()
-
-
-def _settle(page) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
-    )
+    with serve_app(review_db) as (url, _):
+        yield url
 
 
 def _reviewer_page(browser, server: str, label: str):
     """A fresh browser context signed in as ``label`` (e.g. 'ravi (reviewer)') on the Review page."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(server)
     page.get_by_test_id("stNavSectionHeader").first.wait_for(timeout=60_000)
-    _settle(page)
-    role = page.get_by_test_id("stSidebar").get_by_text(f"Role: {label.split('(')[1].rstrip(')')}")
-    picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox")
-    for _ in range(4):  # a click that lands while a script run is still going can be lost
-        if picker.filter(has_text=label).count():
-            break
-        try:
-            picker.click(timeout=20_000)
-            page.get_by_role("option", name=label).click(timeout=20_000)
-            role.wait_for(timeout=10_000)
-            break
-        except Exception:  # retried; the wait below names the failure
-            _settle(page)
-    role.wait_for(timeout=10_000)
-    _settle(page)
+    settle(page)
+    sign_in_as(page, label)
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Review scrubs", exact=True).click()
     page.locator("h3").filter(has_text="Trace").first.wait_for(timeout=30_000)
-    _settle(page)
+    settle(page)
     return context, page, dialogs
 
 
@@ -174,7 +101,7 @@ def test_two_reviewers_in_two_browsers_never_see_the_same_scrub(browser, server,
         before = _trace_shown(ravi)
         ravi.get_by_role("button", name="Approve").click()
         ravi.locator("h3").filter(has_text="Trace").filter(has_not_text=before).first.wait_for(timeout=30_000)
-        _settle(ravi)
+        settle(ravi)
         assert _trace_shown(ravi) not in (before, _trace_shown(ana))
         db = open_db(review_db)
         holders = db.execute(
