@@ -68,19 +68,26 @@ def _local_user(users: list[User], exposed: bool) -> User:
     """The user picked in the sidebar; a fresh session starts as the least privileged one."""
     roles = {u.name: u.role for u in users}
     names = list(roles)
-    # Kept apart from the widget's own state: widget state can reset when the page changes, and a reset
-    # must never fall back to the first user of the file (often a lead).
+    # The choice lives in user_name, apart from the widget's own state: widget state can reset when the
+    # page changes, and a reset must never fall back to the first user of the file (often a lead). The
+    # widget has a fixed key, so it stays one widget whoever is chosen, and it is set from user_name on
+    # every run; a pick reaches user_name through the callback, before the run that follows it.
     if st.session_state.get("user_name") not in roles:
         st.session_state["user_name"] = least_privileged(users).name
+    st.session_state["signed_in_as"] = st.session_state["user_name"]
     chosen = st.sidebar.selectbox(
         "Signed in as",
         names,
-        index=names.index(st.session_state["user_name"]),
+        key="signed_in_as",
+        on_change=_remember_user,
         format_func=lambda n: f"{n} ({roles[n]})",
     )
-    st.session_state["user_name"] = chosen
     user = next(u for u in users if u.name == chosen)
     return User(user.name, user.role, user.email, exposed=exposed)
+
+
+def _remember_user() -> None:
+    st.session_state["user_name"] = st.session_state["signed_in_as"]
 
 
 def _reachable_beyond_loopback() -> bool:

@@ -89,13 +89,13 @@ def _known(claim: Claim) -> None:
         record_label,
         claim,
         "known",
-        code=state.get(f"code_{claim.claim_id}"),
-        expected=state.get(f"expected_{claim.claim_id}"),
-        pass_criterion=state.get(f"pass_{claim.claim_id}"),
-        adversarial=state.get(f"tag_{claim.claim_id}", "none"),
+        code=state.get("card_code"),
+        expected=state.get("card_expected"),
+        pass_criterion=state.get("card_pass"),
+        adversarial=state.get("card_tag", "none"),
     )
     if done:
-        _say(f"{md(claim.trace_id)}: {md(state.get(f'code_{claim.claim_id}'))}")
+        _say(f"{md(claim.trace_id)}: {md(state.get('card_code'))}")
 
 
 def _not_a_bug(claim: Claim) -> None:
@@ -104,8 +104,8 @@ def _not_a_bug(claim: Claim) -> None:
         record_label,
         claim,
         "not_a_bug",
-        note=state.get(f"note_{claim.claim_id}"),
-        adversarial=state.get(f"tag_{claim.claim_id}", "none"),
+        note=state.get("card_note"),
+        adversarial=state.get("card_tag", "none"),
     )
     if done:
         _say(f"{md(claim.trace_id)}: not a bug")
@@ -113,17 +113,17 @@ def _not_a_bug(claim: Claim) -> None:
 
 def _new(claim: Claim) -> None:
     state = st.session_state
-    code = state.get(f"new_code_{claim.claim_id}")
+    code = state.get("card_new_code")
     label_id = _act(
         record_label,
         claim,
         "new",
         code=code,
-        name=state.get(f"new_name_{claim.claim_id}"),
-        definition=state.get(f"new_definition_{claim.claim_id}"),
-        expected=state.get(f"expected_{claim.claim_id}"),
-        pass_criterion=state.get(f"pass_{claim.claim_id}"),
-        adversarial=state.get(f"tag_{claim.claim_id}", "none"),
+        name=state.get("card_new_name"),
+        definition=state.get("card_new_definition"),
+        expected=state.get("card_expected"),
+        pass_criterion=state.get("card_pass"),
+        adversarial=state.get("card_tag", "none"),
     )
     if label_id:
         state["siblings_for"] = {"label_id": label_id, "trace_id": claim.trace_id, "code": check_code(code)}
@@ -188,16 +188,18 @@ def _form(db: Database, claim: Claim) -> None:
         required=True,
         format_func=lambda c: f"{c} — {entries[c]['name']}",
         placeholder="Pick a known failure mode",
-        key=f"code_{cid}",
+        key="card_code",
     )
+    guideline, fields, new_form = st.container(), st.container(), st.container()
     if code in entries:
-        with st.container(border=True):
+        with guideline.container(border=True):
             st.caption("Guideline")
             st.text(f"{code} — {entries[code]['name']}\n{entries[code]['definition']}")
-    st.text_input("Expected behaviour", key=f"expected_{cid}", placeholder="What the assistant should do")
-    st.text_input("Pass criterion", key=f"pass_{cid}", placeholder="What a correct answer must do")
+    fields.text_input("Expected behaviour", key="card_expected", placeholder="What the assistant should do")
+    fields.text_input("Pass criterion", key="card_pass", placeholder="What a correct answer must do")
     if st.session_state.get("new_for") == cid:
-        _new_form(claim)
+        with new_form:
+            _new_form(claim)
     known, new, fine, skip, undo = st.columns(5)
     known.button(
         "Known failure", shortcut="k", on_click=_known, args=(claim,), type="primary", width="stretch"
@@ -207,8 +209,8 @@ def _form(db: Database, claim: Claim) -> None:
     skip.button("Skip", shortcut="s", on_click=_skip, args=(claim,), width="stretch")
     undo.button("Undo", shortcut="u", on_click=_undo, width="stretch")
     left, right = st.columns(2)
-    left.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key=f"tag_{cid}")
-    right.text_input("Note (optional, for not a bug)", key=f"note_{cid}")
+    left.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key="card_tag")
+    right.text_input("Note (optional, for not a bug)", key="card_note")
     st.button("Release this trace and pause", on_click=_release, args=(claim,), type="tertiary")
 
 
@@ -217,15 +219,14 @@ def _open_new(cid: int) -> None:
 
 
 def _new_form(claim: Claim) -> None:
-    cid = claim.claim_id
     with st.container(border=True):
         st.markdown("**New failure mode**")
         left, right = st.columns([1, 2])
-        left.text_input("Code", key=f"new_code_{cid}", placeholder="e.g. STALE_EXCHANGE_RATE")
-        right.text_input("Name", key=f"new_name_{cid}", placeholder="e.g. Stale exchange rate")
+        left.text_input("Code", key="card_new_code", placeholder="e.g. STALE_EXCHANGE_RATE")
+        right.text_input("Name", key="card_new_name", placeholder="e.g. Stale exchange rate")
         st.text_area(
             "Definition (two sentences: what it is, how to recognise it)",
-            key=f"new_definition_{cid}",
+            key="card_new_definition",
             height=80,
         )
         st.button("Create code and label", on_click=_new, args=(claim,), type="primary")
@@ -295,31 +296,56 @@ def _paused() -> None:
     st.button("Resume labeling", on_click=st.session_state.pop, args=("label_paused", None), type="primary")
 
 
+def _fresh_fields(claim_id: int | None) -> None:
+    """Empty the card's fields when a new claim is shown. The fields keep one key for every card (a key per
+    claim would make each card's widgets new ones, and the old card's stay drawn until the run ends)."""
+    state = st.session_state
+    if state.get("card_fields_for") != claim_id:
+        for key in [k for k in state if isinstance(k, str) and k.startswith("card_")]:
+            del state[key]
+        state["card_fields_for"] = claim_id
+
+
 @st.fragment
 def card() -> None:
-    """The label card: a click redraws only this, never the rest of the page."""
+    """The label card: a click redraws only this, never the rest of the page.
+
+    Each part is drawn in a slot of its own, so every widget keeps its place from one card to the next:
+    while the next card is drawn, the previous card's stale picker is replaced in place rather than left
+    standing beside the new one."""
     db = database()
+    notices, head, body, form = st.container(), st.container(), st.container(), st.container()
     if "siblings_for" in st.session_state:
-        _messages(None)
-        _siblings_panel(db, st.session_state["siblings_for"])
+        with notices:
+            _messages(None)
+        with form:
+            _siblings_panel(db, st.session_state["siblings_for"])
         return
     if st.session_state.get("label_paused"):
-        _messages(None)
-        _paused()
+        with notices:
+            _messages(None)
+        with form:
+            _paused()
         return
     claim = claim_next(db, user, minutes=config.claim_minutes)
-    _messages(claim.claim_id if claim else None)
+    _fresh_fields(claim.claim_id if claim else None)
+    with notices:
+        _messages(claim.claim_id if claim else None)
     if claim is None:
-        st.success("Nothing left to label. Approved scrubs appear here as reviewers sign them off.")
-        st.button("Undo my last label", shortcut="u", on_click=_undo)
+        with form:
+            st.success("Nothing left to label. Approved scrubs appear here as reviewers sign them off.")
+            st.button("Undo my last label", shortcut="u", on_click=_undo)
         return
     view = label_card(db, user, claim)
-    _progress(db, claim)
-    st.subheader(f"Trace {md(claim.trace_id)}")
-    _signals(view)
-    show_conversation(view)
-    _form(db, claim)
-    st.caption(SHORTCUTS)
+    with head:
+        _progress(db, claim)
+        st.subheader(f"Trace {md(claim.trace_id)}")
+        _signals(view)
+    with body:
+        show_conversation(view)
+    with form:
+        _form(db, claim)
+        st.caption(SHORTCUTS)
 
 
 st.html(SHORTCUT_GUARD, unsafe_allow_javascript=True)

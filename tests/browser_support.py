@@ -110,20 +110,29 @@ def settle(page) -> None:
     )
 
 
+SIGNED_IN_AS = (
+    "() => [...document.querySelectorAll('[data-testid=stSidebar] [data-testid=stSelectbox] input')]"
+)
+
+
+def signed_in_as(page) -> list[str]:
+    """What the sidebar's user picker shows (one value; two while a stale picker is still drawn)."""
+    return page.evaluate(SIGNED_IN_AS + ".map(input => input.value)")
+
+
 def sign_in_as(page, label: str) -> None:
-    """Pick the local user ``label`` (e.g. 'ana (lead)') in the sidebar and wait for its role."""
-    role = page.get_by_test_id("stSidebar").get_by_text(f"Role: {label.split('(')[1].rstrip(')')}")
+    """Pick the local user ``label`` (e.g. 'ana (lead)') in the sidebar; wait until the app runs as them."""
     picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox")
     for _ in range(4):  # a click that lands while a script run is still going can be lost
-        if picker.filter(has_text=label).count():
+        if signed_in_as(page) == [label]:
             break
         try:
             picker.click(timeout=20_000)
             page.get_by_role("option", name=label).click(timeout=20_000)
-            role.wait_for(timeout=10_000)
-            break
-        except Exception:  # retried; the wait below names the failure
+        except Exception:  # retried; the check below names the failure
             page.keyboard.press("Escape")
-            settle(page)
-    role.wait_for(timeout=10_000)
+        settle(page)
     settle(page)
+    assert signed_in_as(page) == [label], f"signed in as {signed_in_as(page)}, not {label}"
+    role = label.split("(")[1].rstrip(")")
+    page.get_by_test_id("stSidebar").get_by_text(f"Role: {role}").wait_for(timeout=10_000)

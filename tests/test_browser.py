@@ -5,7 +5,7 @@ import socket
 import time
 
 import pytest
-from browser_support import serve_app, settle, sign_in_as
+from browser_support import serve_app, settle, sign_in_as, signed_in_as
 
 from flywheel.demo_db import build_demo
 from flywheel.ingest import ingest_lines
@@ -66,6 +66,8 @@ def test_lead_opens_every_page_without_an_exception(server, page):
         "Audit log",
     ):
         _go(page, title)
+        # the sidebar's pick holds on every page: never a fall-back to the least privileged user
+        assert signed_in_as(page) == ["ana (lead)"], f"{title}: signed in as {signed_in_as(page)}"
     _go(page, "Overview")
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
 
@@ -123,10 +125,6 @@ def test_lead_imports_a_file_in_the_browser(server, server_db, page, tmp_path):
     )
 
 
-@pytest.mark.skip(
-    reason="after a label the card's rerun briefly shows two failure-code pickers and the strict locator"
-    " refuses; tests/test_browser_label.py covers the keyboard path meanwhile"
-)
 def test_labeler_labels_three_items_with_the_keyboard_only(server, server_db, page):
     _open(page, server)
     sign_in_as(page, "tom (labeler)")

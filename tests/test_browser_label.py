@@ -94,6 +94,23 @@ def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page)
     settle(page)
     assert page.get_by_text("New failure mode").count() == 0 and _card(page) == shown
     assert _label_state(server_db, "tom") == before
+    # Esc leaves a field and the keys are shortcuts again: K labels with what was typed, U undoes it
+    page.get_by_label("Pass criterion").focus()
+    page.keyboard.press("Escape")
+    page.keyboard.press("k")
+    page.get_by_text(f"{shown}: WRONG_POLICY").wait_for(timeout=30_000)  # the label's confirmation
+    count, undone, last = _label_state(server_db, "tom")
+    assert (count, undone) == (before[0] + 1, before[1])
+    label = open_db(server_db).execute(
+        "SELECT trace_id, kind, code, expected, pass_criterion FROM labels WHERE id = ?", [last]
+    )
+    assert label.fetchone() == (shown, "known", "WRONG_POLICY", SENTENCE, "x")
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("u")
+    page.get_by_text(f"Undid your label on trace {shown}: known failure WRONG_POLICY").wait_for(
+        timeout=30_000
+    )
+    assert _label_state(server_db, "tom") == (before[0] + 1, before[1] + 1, last)
 
 
 def _raw_secrets(db, trace_ids: list[str]) -> dict[str, list[str]]:
@@ -134,7 +151,21 @@ def test_labeler_reads_scrubbed_text_only_in_the_traces_table_and_on_the_card(se
     settle(page)
     for approved_only in (True, False):
         if not approved_only:
-            page.get_by_text("Approved scrubs only").click()  # every trace, newest (pending) first
+            # the grid's accessible copy of its cells is redrawn lazily when its data changes in place, so
+            # the table goes away (a trace id that matches nothing) while the view changes, and comes back
+            trace_id_box = page.get_by_label("Trace id starts with")
+            trace_id_box.fill("no-such-trace")
+            trace_id_box.press("Enter")
+            page.get_by_text("No trace matches").wait_for(timeout=30_000)
+            box = page.get_by_role("checkbox", name="Approved scrubs only")
+            for _ in range(3):  # every trace, newest (pending) first; a click during a run can be lost
+                page.get_by_test_id("stCheckbox").get_by_text("Approved scrubs only").click()
+                settle(page)
+                if not box.is_checked():
+                    break
+            assert not box.is_checked()
+            trace_id_box.fill("")
+            trace_id_box.press("Enter")
             settle(page)
         table = page.get_by_test_id("stDataFrame").locator("table").first
         table.wait_for(state="attached", timeout=30_000)  # the grid's accessible copy of its cells
