@@ -414,3 +414,40 @@ def test_scrub_jsonl_in_worker_processes_matches_one_process(tmp_path: Path) -> 
     assert one.read_text(encoding="utf-8") == two.read_text(encoding="utf-8")
     with pytest.raises(BadInput, match="workers=0"):
         scrub_jsonl(src, two, workers=0)
+
+
+# Start-up is most of a short `python -m flywheel scrub` run: it loads the scrubber and nothing of the app.
+NOT_FOR_SCRUBBING = ("sqlite_utils", "pandas", "streamlit", "torch", "sentence_transformers", "anthropic")
+
+
+def test_scrub_command_imports_only_the_scrubber(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps({"id": 1, "text": "mail jane@x.com"}) + "\n", encoding="utf-8")
+    probe = (
+        "import sys; from flywheel.__main__ import main; code = main(sys.argv[1:]); "
+        f"print([m for m in {NOT_FOR_SCRUBBING!r} if sys.modules.get(m) is not None]); sys.exit(code)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "scrub", str(src), str(dst)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"imported for nothing: {done.stdout.strip()}"
+    assert done.stderr.strip().endswith(f"scrubbed 1 lines into {dst}")
+    assert json.loads(dst.read_text(encoding="utf-8"))["scrubbed"] == "mail [EMAIL]"
+
+
+def test_scrub_command_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    from flywheel.__main__ import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("not json\n", encoding="utf-8")
+    assert main(["scrub", str(src), str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("flywheel scrub: ") and "in.jsonl:1" in err
