@@ -416,8 +416,19 @@ def test_scrub_jsonl_in_worker_processes_matches_one_process(tmp_path: Path) -> 
         scrub_jsonl(src, two, workers=0)
 
 
-# Start-up is most of a short `python -m flywheel scrub` run: it loads the scrubber and nothing of the app.
-NOT_FOR_SCRUBBING = ("sqlite_utils", "pandas", "streamlit", "torch", "sentence_transformers", "anthropic")
+# Start-up is most of a short `python -m flywheel scrub` run: it loads the scrubber and nothing of the app,
+# nor spaCy's command line or scrubadub's date-of-birth Filth (dateparser).
+NOT_FOR_SCRUBBING = (
+    "sqlite_utils",
+    "pandas",
+    "streamlit",
+    "torch",
+    "sentence_transformers",
+    "anthropic",
+    "spacy.cli",
+    "typer",
+    "dateparser",
+)
 
 
 def test_scrub_command_imports_only_the_scrubber(tmp_path: Path) -> None:
@@ -451,3 +462,22 @@ def test_scrub_command_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) 
     assert main(["scrub", str(src), str(tmp_path / "out.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("flywheel scrub: ") and "in.jsonl:1" in err
+
+
+def test_spacy_command_line_and_scrubadub_stay_whole_after_the_scrubber_loads() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "from flywheel.scrub import Scrubber, _scrubadub\n"
+        "Scrubber().scrub('Ana Lee in Paris')\n"
+        "import scrubadub, spacy, spacy.cli\n"
+        "assert _scrubadub.NameFilth is scrubadub.filth.NameFilth\n"
+        "assert _scrubadub.Detector is scrubadub.detectors.Detector\n"
+        "assert scrubadub.Scrubber().clean('mail a@b.com') == 'mail {{EMAIL}}'\n"
+        "assert callable(spacy.cli.download)\n"
+        "assert spacy.info(markdown=False, silent=True)['spacy_version'] == spacy.__version__\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-800:]
