@@ -7,6 +7,7 @@ import sys
 import threading
 import types
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from flywheel.scrub._scrubadub import Detector, Filth, LocationFilth, NameFilth, OrganizationFilth
@@ -82,20 +83,33 @@ def ner_view(text: str) -> str:
     In a message typed all in lower case, words that are not common English words are capitalised too.
     """
     if text.islower():
-        known = english_words() | common_words()
-        return re.sub(
-            r"\b[^\W\d_]{3,}\b", lambda m: m.group() if m.group() in known else m.group().capitalize(), text
-        )
-    letters = [c for c in text if c.isalpha()]
-    shouting = letters and sum(c.isupper() for c in letters) > 0.6 * len(letters)
+        known = _known_lower_words()
+        return _LOWER_WORD_RE.sub(lambda m: m.group() if m.group() in known else m.group().capitalize(), text)
+    shouting = None
 
     def fix(match: re.Match[str]) -> str:
+        nonlocal shouting
         word = match.group()
+        if not word.isupper():
+            return word
+        if shouting is None:
+            letters = [c for c in text if c.isalpha()]
+            shouting = sum(c.isupper() for c in letters) > 0.6 * len(letters)
         titled = word[0] + word[1:].lower()
         keep = len(word) <= 3 and not shouting
         return word if keep or len(titled) != len(word) else titled
 
-    return re.sub(r"\b[^\W\d_]{2,}\b", lambda m: fix(m) if m.group().isupper() else m.group(), text)
+    return _WORD_RE.sub(fix, text)
+
+
+_LOWER_WORD_RE = re.compile(r"\b[^\W\d_]{3,}\b")
+_WORD_RE = re.compile(r"\b[^\W\d_]{2,}\b")
+
+
+@lru_cache(maxsize=1)
+def _known_lower_words() -> frozenset[str]:
+    """Words a message typed all in lower case keeps as they are (built once: a union of two big sets)."""
+    return english_words() | common_words()
 
 
 class SpacyEntityDetector(Detector):
