@@ -481,3 +481,17 @@ def test_spacy_command_line_and_scrubadub_stay_whole_after_the_scrubber_loads() 
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-800:]
+
+
+def test_pipeline_tokenizer_is_the_packages_own() -> None:
+    import importlib
+
+    from flywheel.scrub.ner import EXCLUDED_COMPONENTS, MODEL, load_pipeline
+
+    ours = load_pipeline()
+    plain = importlib.import_module(MODEL).load(exclude=list(EXCLUDED_COMPONENTS))
+    assert ours.pipe_names == plain.pipe_names == ["ner"]
+    # Rules, affixes and special cases; the vocabulary grows with every text scrubbed, so it is left out.
+    assert ours.tokenizer.to_bytes(exclude=["vocab"]) == plain.tokenizer.to_bytes(exclude=["vocab"])
+    text = "Don't e-mail https://x.com/a?b=1, said Mr. O'Neil (U.S.A.) of 3.5kg"
+    assert [t.text for t in ours(text)] == [t.text for t in plain(text)]

