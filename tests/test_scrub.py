@@ -495,3 +495,13 @@ def test_pipeline_tokenizer_is_the_packages_own() -> None:
     assert ours.tokenizer.to_bytes(exclude=["vocab"]) == plain.tokenizer.to_bytes(exclude=["vocab"])
     text = "Don't e-mail https://x.com/a?b=1, said Mr. O'Neil (U.S.A.) of 3.5kg"
     assert [t.text for t in ours(text)] == [t.text for t in plain(text)]
+
+
+def test_scrub_jsonl_reports_progress_per_batch_of_64(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "".join(json.dumps({"id": n, "text": "hello"}) + "\n" for n in range(130)), encoding="utf-8"
+    )
+    calls: list[tuple[int, int]] = []
+    scrub_jsonl(src, tmp_path / "out.jsonl", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(64, 130), (128, 130), (130, 130)]
