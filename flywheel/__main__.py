@@ -7,9 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from flywheel import evalsets, exports, ingest, runs
 from flywheel.errors import BadInput, FlywheelError
-from flywheel.store import open_db
+from flywheel.formats import EXPORT_FORMATS, INGEST_FORMATS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +44,7 @@ def _build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--json", action="store_true", help="print the report as one JSON object")
     imp.add_argument("--actor", default="cli", help="who is importing, for the audit log")
     imp.add_argument("--max-bad", type=int, metavar="N", help="stop past N bad lines (default: setting)")
-    imp.add_argument("--format", choices=ingest.FORMATS, help="default: told by name and content")
+    imp.add_argument("--format", choices=INGEST_FORMATS, help="default: told by name and content")
     imp.set_defaults(run=_ingest)
 
     scrub = commands.add_parser("scrub", help="scrub PII from {id, text} JSONL lines (stateless)")
@@ -145,7 +144,7 @@ def _eval_parsers(commands) -> None:
         if name in ("export", "import-results", "gate"):
             cmd.add_argument("--version", type=int, required=True, help="eval-set version")
         if name == "export":
-            cmd.add_argument("--format", required=True, choices=exports.FORMATS)
+            cmd.add_argument("--format", required=True, choices=EXPORT_FORMATS)
             cmd.add_argument("--out", required=True, metavar="FILE")
             cmd.add_argument("--include-archive", action="store_true", help="also retired rows")
         if name == "import-results":
@@ -164,11 +163,14 @@ def _eval_parsers(commands) -> None:
 
 def _lead(args: argparse.Namespace):
     from flywheel.auth import User
+    from flywheel.store import open_db
 
     return open_db(_existing(args.db)), User(args.actor, "lead")
 
 
 def _import_evalset(args: argparse.Namespace) -> int:
+    from flywheel import evalsets
+
     db, user = _lead(args)
     change = evalsets.import_evalset_file(db, user, args.file, note=args.note)
     print(json.dumps(change.as_json()) if args.json else change.summary())
@@ -176,6 +178,8 @@ def _import_evalset(args: argparse.Namespace) -> int:
 
 
 def _fold_in(args: argparse.Namespace) -> int:
+    from flywheel import evalsets
+
     db, user = _lead(args)
     change = evalsets.fold_in(db, user, note=args.note)
     print(json.dumps(change.as_json()) if args.json else change.summary())
@@ -183,6 +187,8 @@ def _fold_in(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
+    from flywheel import evalsets
+
     db, _ = _lead(args)
     diff = evalsets.diff_versions(db, args.a, args.b)
     if args.json:
@@ -195,6 +201,8 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from flywheel import exports
+
     db, _ = _lead(args)
     written = exports.export_version(db, args.version, args.format, args.out, args.include_archive)
     print(f"wrote {written} rows of version {args.version} to {args.out}", file=sys.stderr)
@@ -202,6 +210,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import_results(args: argparse.Namespace) -> int:
+    from flywheel import runs
+
     db, user = _lead(args)
     report = runs.import_results_file(db, user, args.version, args.system, args.file, args.run_label)
     print(json.dumps(report.as_json()) if args.json else report.summary())
@@ -209,6 +219,8 @@ def _import_results(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
+    from flywheel import runs
+
     db, _ = _lead(args)
     verdict = runs.gate(db, args.version, args.baseline, args.challenger, args.adversarial_min)
     if args.json:
@@ -229,7 +241,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from flywheel import ingest
     from flywheel.progress import ProgressBar
+    from flywheel.store import open_db
 
     db, bar = open_db(args.db), ProgressBar("ingest")
     progress = lambda lines, done, total: bar.update(done, total, lines)  # noqa: E731
@@ -259,6 +273,7 @@ def _scrub(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from flywheel import sampling
+    from flywheel.store import open_db
 
     plan = sampling.plan_from_options(args.plan, args.random, args.anomaly, args.seed)
     db = open_db(_existing(args.db))
@@ -280,6 +295,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _drift(args: argparse.Namespace) -> int:
     from flywheel import drift
     from flywheel.auth import User
+    from flywheel.store import open_db
 
     db = open_db(_existing(args.db))
     run = drift.run_drift(
@@ -300,6 +316,7 @@ def _cycle(args: argparse.Namespace) -> int:
     from flywheel.cycle import run_cycle
     from flywheel.progress import ProgressBar
     from flywheel.sampling import load_plan_file
+    from flywheel.store import open_db
 
     plan = load_plan_file(args.plan)
     bars: list[tuple[str, ProgressBar]] = []
@@ -320,6 +337,7 @@ def _cycle(args: argparse.Namespace) -> int:
 
 def _judge(args: argparse.Namespace) -> int:
     from flywheel import judge
+    from flywheel.store import open_db
 
     db = open_db(_existing(args.db))
     chosen = {"batch": args.batch, "week": args.week, "run": args.run_id}
@@ -353,6 +371,7 @@ def _clear_progress() -> None:
 def _embed(args: argparse.Namespace) -> int:
     from flywheel.embeddings import embed_all
     from flywheel.progress import ProgressBar
+    from flywheel.store import open_db
 
     bar = ProgressBar("embedding approved scrubs", unit="texts")
     done = embed_all(open_db(_existing(args.db)), progress=lambda n: bar.update(n, 0, n))

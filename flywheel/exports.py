@@ -26,8 +26,9 @@ from sqlite_utils import Database
 
 from flywheel.errors import BadInput
 from flywheel.evalsets import iter_version_rows
+from flywheel.formats import EXPORT_FORMATS
 
-FORMATS = ("jsonl", "csv", "inspect", "promptfoo", "openai-evals")
+FORMATS = EXPORT_FORMATS
 CSV_COLUMNS = (
     "row_id",
     "input",

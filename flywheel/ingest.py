@@ -35,12 +35,13 @@ from sqlite_utils import Database
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.config import Config, load_config
 from flywheel.errors import BadInput
+from flywheel.formats import INGEST_FORMATS
 from flywheel.store import audit, now, quarantine_hash, write
 from flywheel.traces import TimeRange, iso_week, normalize_trace
 
 # Called after each committed batch with (records read, bytes of input consumed, input size or 0).
 Progress = Callable[[int, int, int], None]
-FORMATS = ("jsonl", "csv", "otlp-json", "openinference", "langfuse")
+FORMATS = INGEST_FORMATS
 # Errors of one row's values at insert time (a type or size SQLite cannot hold), not of the store.
 _ROW_FAULTS = (
     sqlite3.IntegrityError,

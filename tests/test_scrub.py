@@ -414,3 +414,94 @@ def test_scrub_jsonl_in_worker_processes_matches_one_process(tmp_path: Path) -> 
     assert one.read_text(encoding="utf-8") == two.read_text(encoding="utf-8")
     with pytest.raises(BadInput, match="workers=0"):
         scrub_jsonl(src, two, workers=0)
+
+
+# Start-up is most of a short `python -m flywheel scrub` run: it loads the scrubber and nothing of the app,
+# nor spaCy's command line or scrubadub's date-of-birth Filth (dateparser).
+NOT_FOR_SCRUBBING = (
+    "sqlite_utils",
+    "pandas",
+    "streamlit",
+    "torch",
+    "sentence_transformers",
+    "anthropic",
+    "spacy.cli",
+    "typer",
+    "dateparser",
+)
+
+
+def test_scrub_command_imports_only_the_scrubber(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps({"id": 1, "text": "mail jane@x.com"}) + "\n", encoding="utf-8")
+    probe = (
+        "import sys; from flywheel.__main__ import main; code = main(sys.argv[1:]); "
+        f"print([m for m in {NOT_FOR_SCRUBBING!r} if sys.modules.get(m) is not None]); sys.exit(code)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "scrub", str(src), str(dst)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"imported for nothing: {done.stdout.strip()}"
+    assert done.stderr.strip().endswith(f"scrubbed 1 lines into {dst}")
+    assert json.loads(dst.read_text(encoding="utf-8"))["scrubbed"] == "mail [EMAIL]"
+
+
+def test_scrub_command_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    from flywheel.__main__ import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("not json\n", encoding="utf-8")
+    assert main(["scrub", str(src), str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("flywheel scrub: ") and "in.jsonl:1" in err
+
+
+def test_spacy_command_line_and_scrubadub_stay_whole_after_the_scrubber_loads() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "from flywheel.scrub import Scrubber, _scrubadub\n"
+        "Scrubber().scrub('Ana Lee in Paris')\n"
+        "import scrubadub, spacy, spacy.cli\n"
+        "assert _scrubadub.NameFilth is scrubadub.filth.NameFilth\n"
+        "assert _scrubadub.Detector is scrubadub.detectors.Detector\n"
+        "assert scrubadub.Scrubber().clean('mail a@b.com') == 'mail {{EMAIL}}'\n"
+        "assert callable(spacy.cli.download)\n"
+        "assert spacy.info(markdown=False, silent=True)['spacy_version'] == spacy.__version__\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-800:]
+
+
+def test_pipeline_tokenizer_is_the_packages_own() -> None:
+    import importlib
+
+    from flywheel.scrub.ner import EXCLUDED_COMPONENTS, MODEL, load_pipeline
+
+    ours = load_pipeline()
+    plain = importlib.import_module(MODEL).load(exclude=list(EXCLUDED_COMPONENTS))
+    assert ours.pipe_names == plain.pipe_names == ["ner"]
+    # Rules, affixes and special cases; the vocabulary grows with every text scrubbed, so it is left out.
+    assert ours.tokenizer.to_bytes(exclude=["vocab"]) == plain.tokenizer.to_bytes(exclude=["vocab"])
+    text = "Don't e-mail https://x.com/a?b=1, said Mr. O'Neil (U.S.A.) of 3.5kg"
+    assert [t.text for t in ours(text)] == [t.text for t in plain(text)]
+
+
+def test_scrub_jsonl_reports_progress_per_batch_of_64(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "".join(json.dumps({"id": n, "text": "hello"}) + "\n" for n in range(130)), encoding="utf-8"
+    )
+    calls: list[tuple[int, int]] = []
+    scrub_jsonl(src, tmp_path / "out.jsonl", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(64, 130), (128, 130), (130, 130)]

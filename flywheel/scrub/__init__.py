@@ -286,13 +286,14 @@ def scrub_jsonl(
     out_path: str | Path,
     known_names: Iterable[str] = (),
     progress: Callable[[int, int], None] | None = None,
-    batch_size: int = 256,
+    batch_size: int = 64,
     workers: int | None = None,
 ) -> int:
     """Scrub {"id", "text"} lines into {"id", "scrubbed", "spans"} lines; returns the number written.
 
     Large files are scrubbed by ``workers`` processes (default: one per available core), forked after
-    the model is loaded so they share it; output order is input order either way.
+    the model is loaded so they share it; output order is input order either way. A batch is one task
+    of a worker: one nlp.pipe batch, small enough that both cores stay busy to the end.
     """
     records = _read_records(Path(in_path))
     scrubber = Scrubber(known_names=known_names)

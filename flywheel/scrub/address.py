@@ -243,8 +243,8 @@ class AddressDetector(Detector):
 
     def _street_at(self, text: str, tokens: list[tuple[int, int, str]], i: int) -> int | None:
         """Index of the last token of a street starting at token i, or None."""
-        unit = _UNIT_RE.match(text, tokens[i][0])
-        if unit and _is_unit_start(tokens[i][2]):
+        unit = _is_unit_start(tokens[i][2]) and _UNIT_RE.match(text, tokens[i][0])
+        if unit:
             return _last_token_before(tokens, i, unit.end())
         j = i
         lead_num = tokens[i][2][0].isdigit()
@@ -365,6 +365,10 @@ class AddressDetector(Detector):
         return start + wm.end()
 
 
+_PLACE_WORD_RE = re.compile(r"[^\W\d_]+(?:['’.-][^\W\d_]+)*")
+_PLACE_PHRASE_RE = re.compile(r"[\w'’.-]+(?:[ -][\w'’.-]+)*")
+
+
 class PlaceDetector(Detector):
     """Countries, US states and cities from the GeoNames gazetteer, capitalised and not common words."""
 
@@ -374,16 +378,16 @@ class PlaceDetector(Detector):
     def iter_filth(self, text: str, document_name: str | None = None) -> Iterator[Filth]:
         places = place_names()
         common = common_words()
-        words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"[^\W\d_]+(?:['’.-][^\W\d_]+)*", text)]
+        words = [(m.start(), m.end(), m.group()) for m in _PLACE_WORD_RE.finditer(text)]
         i = 0
         while i < len(words):
             for n in range(min(self.max_words, len(words) - i), 0, -1):
                 beg, end = words[i][0], words[i + n - 1][1]
-                if n > 1 and not re.fullmatch(r"[\w'’.-]+(?:[ -][\w'’.-]+)*", text[beg:end]):
-                    continue
                 phrase = text[beg:end]
                 low = phrase.lower()
                 if low not in places or not _is_capitalised(phrase):
+                    continue
+                if n > 1 and not _PLACE_PHRASE_RE.fullmatch(phrase):
                     continue
                 if n == 1 and low in common and not phrase.isupper():
                     continue
