@@ -7,6 +7,7 @@ import json
 import math
 import operator
 import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +31,7 @@ KNOWN_KEYS = frozenset(
 )
 MAX_ID_LENGTH = 200
 MAX_INTEGER = 2**63 - 1  # the largest integer SQLite stores
+_FLOAT_MAX = sys.float_info.max
 _NO_SIGNALS = dict.fromkeys(("thumbs", *BOOL_SIGNALS, *NUMBER_SIGNALS, "turns"))
 
 
@@ -217,12 +219,12 @@ def _add_signals(row: dict, value: object) -> None:
         raise BadInput(f"'signals' must be an object, got {_type_name(value)}")
     get = value.get
     row["thumbs"] = _thumbs(get("thumbs"))
-    for key in BOOL_SIGNALS:
+    for key in BOOL_SIGNALS:  # the checks in line for the usual values, the helpers for the rest
         found = get(key)
-        row[key] = None if found is None else _bool(found, key)
+        row[key] = (1 if found else 0) if found.__class__ is bool else _bool(found, key)
     for key in NUMBER_SIGNALS:
         found = get(key)
-        row[key] = None if found is None else _number(found, key)
+        row[key] = found if found.__class__ is float and 0.0 <= found <= _FLOAT_MAX else _number(found, key)
     if row["judge_score"] is not None and not 0 <= row["judge_score"] <= 1:
         raise BadInput(f"'signals.judge_score' {row['judge_score']!r} is outside 0..1")
     row["turns"] = _count(get("turns"))

@@ -135,6 +135,32 @@ def test_unknown_keys_and_signals_are_kept_in_metadata_and_hashed_as_before():
     assert plain["thumbs"] is None and plain["turns"] == 1
 
 
+@pytest.mark.parametrize(
+    "signals, expected",
+    [
+        ({"retried": True, "escalated": False, "schema_valid": None}, {"retried": 1, "escalated": 0}),
+        ({"latency_ms": 1126, "judge_score": 1}, {"latency_ms": 1126.0, "judge_score": 1.0}),
+        ({"cost_usd": -0.0, "latency_ms": 0, "turns": 3.0}, {"cost_usd": 0.0, "turns": 3}),
+        ({"retried": 1}, "'signals.retried' must be true, false or null, got number"),
+        ({"escalated": "false"}, "'signals.escalated' must be true, false or null, got string"),
+        ({"latency_ms": True}, "'signals.latency_ms' must be a finite number, got 'True'"),
+        ({"latency_ms": -1.5}, "'signals.latency_ms' must not be negative, got -1.5"),
+        ({"cost_usd": float("inf")}, "'signals.cost_usd' must be a finite number, got 'inf'"),
+        ({"cost_usd": float("nan")}, "'signals.cost_usd' must be a finite number, got 'nan'"),
+        ({"judge_score": 1.25}, "'signals.judge_score' 1.25 is outside 0..1"),
+    ],
+)
+def test_signal_values_are_stored_or_refused_by_name(signals, expected):
+    if isinstance(expected, str):
+        with pytest.raises(BadInput) as refused:
+            normalize_trace(trace(1, signals=signals))
+        assert str(refused.value) == expected
+    else:
+        row = normalize_trace(trace(1, signals=signals))
+        assert {key: row[key] for key in expected} == expected
+        assert all(type(row[key]) is type(value) for key, value in expected.items())
+
+
 def test_blank_lines_are_not_records(db, tmp_path):
     report = ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), b"", b"   ", trace(2)])])
     assert (report.lines_read, report.ingested, report.blank_lines) == (2, 2, 2)
