@@ -161,6 +161,15 @@ def test_signal_values_are_stored_or_refused_by_name(signals, expected):
         assert all(type(row[key]) is type(value) for key, value in expected.items())
 
 
+def test_an_import_commits_five_thousand_lines_per_batch_by_default(db, tmp_path):
+    # Each commit writes every index page it touched once more, so the batch size sets the index cost
+    # per trace; it also bounds how long a label click may wait for the write lock during an import.
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(12_000)])])
+    audited = db.execute("SELECT detail FROM audit_log WHERE action = 'ingest_batch' ORDER BY id")
+    batches = [json.loads(detail)["lines"] for (detail,) in audited]
+    assert batches == [[1, 5000], [5001, 10000], [10001, 12000]]
+
+
 def test_blank_lines_are_not_records(db, tmp_path):
     report = ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), b"", b"   ", trace(2)])])
     assert (report.lines_read, report.ingested, report.blank_lines) == (2, 2, 2)
