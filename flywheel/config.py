@@ -26,7 +26,7 @@ SETTINGS = (
     Setting("db", str(PROJECT_ROOT / "data" / "flywheel.db"), "Path of the SQLite database file"),
     Setting("users", str(PROJECT_ROOT / "data" / "users.toml"), "TOML file of local users and roles"),
     Setting("busy_timeout_ms", 5000, "How long a writer waits for a lock before failing"),
-    Setting("ingest_batch", 2000, "Lines committed per ingest transaction"),
+    Setting("ingest_batch", 5000, "Lines committed per ingest transaction"),
     Setting("max_line_bytes", 1_000_000, "Longest accepted trace line; longer lines are quarantined"),
     Setting("max_bad_lines", 10_000, "Bad lines one import may quarantine before it stops as failed", 0),
     Setting("earliest_timestamp", "2000-01-01", "Traces dated before this day (UTC) are quarantined"),

@@ -6,6 +6,8 @@ import hashlib
 import json
 import math
 import operator
+import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,11 +25,14 @@ from flywheel.store import iso_week as iso_week  # the week key lives with now()
 BOOL_SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped", "schema_valid")
 NUMBER_SIGNALS = ("judge_score", "latency_ms", "cost_usd")
 SIGNALS = ("thumbs", *BOOL_SIGNALS, "judge_score", "turns", "latency_ms", "cost_usd")
+SIGNAL_KEYS = frozenset(SIGNALS)
 KNOWN_KEYS = frozenset(
     {"trace_id", "timestamp", "input", "output", "messages", "cohort", "intent", "signals", "metadata"}
 )
 MAX_ID_LENGTH = 200
 MAX_INTEGER = 2**63 - 1  # the largest integer SQLite stores
+_FLOAT_MAX = sys.float_info.max
+_NO_SIGNALS = dict.fromkeys(("thumbs", *BOOL_SIGNALS, *NUMBER_SIGNALS, "turns"))
 
 
 @dataclass(frozen=True)
@@ -63,20 +68,22 @@ def normalize_trace(obj: object, ts_range: TimeRange | None = None) -> dict:
 def _normalized(obj: object, ts_range: TimeRange | None) -> dict:
     if not isinstance(obj, dict):
         raise BadInput(f"not a JSON object (got {_type_name(obj)})")
+    get = obj.get
     row = {
         "trace_id": _trace_id(obj),
         "input": _required_text(obj, "input"),
         "output": _optional_text(obj, "output"),
-        "messages": _messages(obj.get("messages")),
+        "messages": _messages(get("messages")),
         "cohort": _optional_label(obj, "cohort"),
         "intent": _optional_label(obj, "intent"),
+        "ts": _timestamp(get("timestamp"), ts_range),
     }
-    row["ts"] = _timestamp(obj.get("timestamp"), ts_range)
-    row.update(_signals(obj.get("signals")))
+    signals = get("signals")
+    _add_signals(row, signals)
     if row["turns"] is None and row["messages"] is not None:
         row["turns"] = sum(1 for m in obj["messages"] if m["role"] == "user")
-    row["metadata"] = _metadata(obj)
-    row["content_hash"] = content_hash(row, obj.get("timestamp"))
+    row["metadata"] = _metadata(obj, signals)
+    row["content_hash"] = content_hash(row, get("timestamp"))
     return row
 
 
@@ -182,11 +189,19 @@ def _timestamp(value: object, ts_range: TimeRange | None) -> str:
     return ts
 
 
+# The shape most producers send, already UTC to the second or millisecond: once the calendar accepts
+# it, its stored form is the text itself, with no conversion to run.
+_STORED_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{3})?Z")
+
+
 def _iso_timestamp(value: str) -> str:
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise BadInput(f"'timestamp' {value[:40]!r} is not ISO 8601 (e.g. 2026-05-03T10:22:00Z)") from None
+    shape = _STORED_SHAPE.fullmatch(value)
+    if shape is not None:
+        return value if shape[1] else value[:19] + ".000Z"
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     try:
@@ -195,23 +210,24 @@ def _iso_timestamp(value: str) -> str:
         raise BadInput(f"'timestamp' {value[:40]!r} falls outside the calendar once taken to UTC") from None
 
 
-def _signals(value: object) -> dict:
+def _add_signals(row: dict, value: object) -> None:
+    """Add the signal columns to ``row`` (all None when the trace has no signals)."""
     if value is None:
-        value = {}
+        row.update(_NO_SIGNALS)
+        return
     if not isinstance(value, dict):
         raise BadInput(f"'signals' must be an object, got {_type_name(value)}")
     get = value.get
-    out = {"thumbs": _thumbs(get("thumbs"))}
-    for key in BOOL_SIGNALS:
+    row["thumbs"] = _thumbs(get("thumbs"))
+    for key in BOOL_SIGNALS:  # the checks in line for the usual values, the helpers for the rest
         found = get(key)
-        out[key] = None if found is None else _bool(found, key)
+        row[key] = (1 if found else 0) if found.__class__ is bool else _bool(found, key)
     for key in NUMBER_SIGNALS:
         found = get(key)
-        out[key] = None if found is None else _number(found, key)
-    if out["judge_score"] is not None and not 0 <= out["judge_score"] <= 1:
-        raise BadInput(f"'signals.judge_score' {out['judge_score']!r} is outside 0..1")
-    out["turns"] = _count(value.get("turns"))
-    return out
+        row[key] = found if found.__class__ is float and 0.0 <= found <= _FLOAT_MAX else _number(found, key)
+    if row["judge_score"] is not None and not 0 <= row["judge_score"] <= 1:
+        raise BadInput(f"'signals.judge_score' {row['judge_score']!r} is outside 0..1")
+    row["turns"] = _count(get("turns"))
 
 
 def _thumbs(value: object) -> str | None:
@@ -252,24 +268,27 @@ def _count(value: object) -> int | None:
     return value
 
 
-def _metadata(obj: dict) -> str:
+def _metadata(obj: dict, signals: dict | None) -> str:
+    """The metadata object with the trace's unknown keys and unknown signals folded in, as JSON."""
     metadata = obj.get("metadata")
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
         raise BadInput(f"'metadata' must be an object, got {_type_name(metadata)}")
-    metadata = dict(metadata)
-    extra = {k: v for k, v in obj.items() if k not in KNOWN_KEYS}
-    metadata.update(extra)
-    signals = obj.get("signals") or {}
-    extra_signals = {k: v for k, v in signals.items() if k not in SIGNALS}
+    if obj.keys() <= KNOWN_KEYS and (not signals or signals.keys() <= SIGNAL_KEYS):  # the usual trace
+        return _dumps(metadata, "metadata")
+    metadata = {**metadata, **{k: v for k, v in obj.items() if k not in KNOWN_KEYS}}
+    extra_signals = {k: v for k, v in (signals or {}).items() if k not in SIGNAL_KEYS}
     if extra_signals:
         metadata["extra_signals"] = extra_signals
     return _dumps(metadata, "metadata")
 
 
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False)  # built once: json.dumps with options builds one per call
+
+
 def _dumps(value: object, key: str) -> str:
-    return _text(json.dumps(value, ensure_ascii=False), key)
+    return _text(_JSON_TEXT.encode(value), key)
 
 
 # Queries over stored traces. Raw text only leaves here for roles allowed to read it. Pages are read

@@ -2,6 +2,7 @@ import gzip
 import json
 import multiprocessing
 import tempfile
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from flywheel.config import load_config
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_files, ingest_lines, quarantined_lines
 from flywheel.store import open_db
+from flywheel.traces import normalize_trace
 
 LEAD = User("ana", "lead")
+PLUS_2 = timezone(timedelta(hours=2))
 BAD_LINES = {
     b"this is not json": "not JSON",
     b"[1, 2, 3]": "not a JSON object (got array)",
@@ -95,6 +98,76 @@ def test_fields_are_normalized(db, tmp_path):
     assert row["ts"] == "2026-05-03T10:22:00.000Z" and row["week"] == "2026-W18"
     assert (row["regenerated"], row["schema_valid"], row["turns"]) == (1, 0, 2)
     assert json.loads(row["metadata"]) == {"team": "payments"}
+
+
+plausible_moments = st.datetimes(
+    min_value=datetime(2001, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.sampled_from([UTC, PLUS_2])
+)
+ISO_SHAPES = (
+    lambda m: m.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    lambda m: m.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    lambda m: m.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+    lambda m: m.isoformat(),
+    lambda m: m.isoformat(sep=" ", timespec="seconds"),
+    lambda m: m.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(plausible_moments, st.sampled_from(ISO_SHAPES))
+def test_any_iso_timestamp_is_stored_as_utc_to_the_millisecond(moment, shape):
+    text = shape(moment)
+    given_moment = datetime.fromisoformat(text)
+    utc = (given_moment if given_moment.tzinfo else given_moment.replace(tzinfo=UTC)).astimezone(UTC)
+    expected = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    assert normalize_trace(trace(1, timestamp=text))["ts"] == expected, text
+
+
+def test_unknown_keys_and_signals_are_kept_in_metadata_and_hashed_as_before():
+    item = trace(7, team="ops", signals={"thumbs": "down", "judge_score": 0.5, "turns": 2, "tokens": 12})
+    row = normalize_trace({**item, "metadata": {"model": "m1"}})
+    assert json.loads(row["metadata"]) == {"model": "m1", "team": "ops", "extra_signals": {"tokens": 12}}
+    assert list(json.loads(row["metadata"])) == ["model", "team", "extra_signals"]
+    # Pinned: a stored trace's hash must not change between releases, or re-imports turn into conflicts.
+    assert row["content_hash"] == "e821d8e0020486a653654fe662975259"
+    plain = normalize_trace(trace(7))
+    assert (plain["metadata"], plain["content_hash"]) == ("{}", "a66c0d44fc73428faba7e4ff3de989e0")
+    assert plain["thumbs"] is None and plain["turns"] == 1
+
+
+@pytest.mark.parametrize(
+    "signals, expected",
+    [
+        ({"retried": True, "escalated": False, "schema_valid": None}, {"retried": 1, "escalated": 0}),
+        ({"latency_ms": 1126, "judge_score": 1}, {"latency_ms": 1126.0, "judge_score": 1.0}),
+        ({"cost_usd": -0.0, "latency_ms": 0, "turns": 3.0}, {"cost_usd": 0.0, "turns": 3}),
+        ({"retried": 1}, "'signals.retried' must be true, false or null, got number"),
+        ({"escalated": "false"}, "'signals.escalated' must be true, false or null, got string"),
+        ({"latency_ms": True}, "'signals.latency_ms' must be a finite number, got 'True'"),
+        ({"latency_ms": -1.5}, "'signals.latency_ms' must not be negative, got -1.5"),
+        ({"cost_usd": float("inf")}, "'signals.cost_usd' must be a finite number, got 'inf'"),
+        ({"cost_usd": float("nan")}, "'signals.cost_usd' must be a finite number, got 'nan'"),
+        ({"judge_score": 1.25}, "'signals.judge_score' 1.25 is outside 0..1"),
+    ],
+)
+def test_signal_values_are_stored_or_refused_by_name(signals, expected):
+    if isinstance(expected, str):
+        with pytest.raises(BadInput) as refused:
+            normalize_trace(trace(1, signals=signals))
+        assert str(refused.value) == expected
+    else:
+        row = normalize_trace(trace(1, signals=signals))
+        assert {key: row[key] for key in expected} == expected
+        assert all(type(row[key]) is type(value) for key, value in expected.items())
+
+
+def test_an_import_commits_five_thousand_lines_per_batch_by_default(db, tmp_path):
+    # Each commit writes every index page it touched once more, so the batch size sets the index cost
+    # per trace; it also bounds how long a label click may wait for the write lock during an import.
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(12_000)])])
+    audited = db.execute("SELECT detail FROM audit_log WHERE action = 'ingest_batch' ORDER BY id")
+    batches = [json.loads(detail)["lines"] for (detail,) in audited]
+    assert batches == [[1, 5000], [5001, 10000], [10001, 12000]]
 
 
 def test_blank_lines_are_not_records(db, tmp_path):
