@@ -23,7 +23,9 @@ assumption on the distances and, unlike a binomial test against the reference's 
 being estimated from a finite reference. The alarm needs p < ``ALPHA`` and a share beyond τ at least
 ``MIN_EXCESS`` above the reference's (a real gap, not a detectable one at very large n). The mean
 distance is reported with a normal interval; it moves with the mix of covered intents and does not
-drive the alarm.
+drive the alarm. The test holds for windows drawn like the reference; a week concentrated on covered
+topics the reference barely saw, and that lie farther from their rows than most, can still alarm
+(benchmarks/README.md, drift_banking77.py).
 
 Clusters. A window's traces beyond τ are grouped by average-linkage agglomerative clustering on cosine
 distance, each named by its most distinctive words (class-based TF-IDF over scrubbed text, the
