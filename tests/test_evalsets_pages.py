@@ -1,29 +1,13 @@
 """The Eval pages through app.py: eval sets (fold-in), pass rate and the release gate."""
 
 import pytest
-from streamlit.testing.v1 import AppTest
+from test_pages import app, open_page
 
 from flywheel.evalsets import current_version
 from flywheel.runs import DEMO_SYSTEMS
 from flywheel.store import open_db
 
 PAGES = ("pages/evalsets.py", "pages/quality.py", "pages/gate.py")
-
-
-def app(db_path, monkeypatch, user: str = "ana") -> AppTest:
-    monkeypatch.setenv("FLYWHEEL_DB", str(db_path))
-    at = AppTest.from_file("../app.py", default_timeout=90)
-    at.session_state["user_name"] = user
-    at.run()
-    return at
-
-
-def open_page(at: AppTest, page: str) -> AppTest:
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, f"{page} raised: {[e.value for e in at.exception]}"
-    assert not at.error, f"{page} showed an error: {[e.value for e in at.error]}"
-    return at
 
 
 def test_pages_render_on_an_empty_database(tmp_path, monkeypatch):

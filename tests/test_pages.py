@@ -41,9 +41,9 @@ def empty_db(tmp_path):
     return path
 
 
-def app(db_path, monkeypatch, user: str) -> AppTest:
+def app(db_path, monkeypatch, user: str = "ana") -> AppTest:
     monkeypatch.setenv("FLYWHEEL_DB", str(db_path))
-    at = AppTest.from_file("../app.py", default_timeout=60)
+    at = AppTest.from_file("../app.py", default_timeout=90)
     at.session_state["user_name"] = user
     at.run()
     return at
