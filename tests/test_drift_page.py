@@ -9,6 +9,15 @@ from flywheel import drift
 from flywheel.store import open_db
 
 
+def test_the_demo_series_alarms_after_its_shift_and_never_before(demo_copy):
+    # the demo's traffic shifts in its last four weeks (new cohort, intents rare before)
+    series = drift.drift_series(open_db(demo_copy))
+    assert len(series) == 12
+    early, late = series[:8], series[8:]
+    assert not any(w["alarm"] for w in early), [(w["window"], w["p_value"]) for w in early]
+    assert late[-1]["alarm"] and late[-1]["share_beyond"] > max(w["share_beyond"] for w in early)
+
+
 def test_the_demo_shows_a_series_and_named_clusters_a_lead_sends_to_sampling(demo_copy, monkeypatch):
     at = open_page(app(demo_copy, monkeypatch, "ana"), "pages/drift.py")
     assert at.title[0].value == "Drift"
