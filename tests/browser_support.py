@@ -120,6 +120,15 @@ def signed_in_as(page) -> list[str]:
     return page.evaluate(SIGNED_IN_AS + ".map(input => input.value)")
 
 
+def assert_signed_in_as(page, label: str, seconds: float = 10) -> None:
+    """The sidebar shows ``label`` as the one signed-in user (a stale picker of a finished run may linger
+    for a moment while the next run draws)."""
+    deadline = time.monotonic() + seconds
+    while (shown := signed_in_as(page)) != [label] and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert shown == [label], f"signed in as {shown}, not {label}"
+
+
 def sign_in_as(page, label: str) -> None:
     """Pick the local user ``label`` (e.g. 'ana (lead)') in the sidebar; wait until the app runs as them."""
     picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox")
@@ -133,6 +142,6 @@ def sign_in_as(page, label: str) -> None:
             page.keyboard.press("Escape")
         settle(page)
     settle(page)
-    assert signed_in_as(page) == [label], f"signed in as {signed_in_as(page)}, not {label}"
+    assert_signed_in_as(page, label)
     role = label.split("(")[1].rstrip(")")
     page.get_by_test_id("stSidebar").get_by_text(f"Role: {role}").wait_for(timeout=10_000)
