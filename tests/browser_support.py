@@ -145,3 +145,24 @@ def sign_in_as(page, label: str) -> None:
     assert_signed_in_as(page, label)
     role = label.split("(")[1].rstrip(")")
     page.get_by_test_id("stSidebar").get_by_text(f"Role: {role}").wait_for(timeout=10_000)
+
+
+# Page headings that differ from the navigation titles
+PAGE_HEADINGS = {"Import": "Import traces", "Sample": "Sampling", "Taxonomy": "Failure taxonomy"}
+
+
+def open_app(page, url: str) -> None:
+    """Load the app and wait for the navigation st.navigation draws (never Streamlit's file listing)."""
+    page.goto(url)
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview", exact=True).wait_for(
+        timeout=60_000
+    )
+    settle(page)
+
+
+def go(page, title: str) -> None:
+    """Open the page ``title`` from the sidebar; it draws its heading and no exception."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
+    page.locator("h1").filter(has_text=PAGE_HEADINGS.get(title, title)).first.wait_for(timeout=30_000)
+    settle(page)
+    assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"

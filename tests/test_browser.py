@@ -5,7 +5,7 @@ import socket
 import time
 
 import pytest
-from browser_support import assert_signed_in_as, serve_app, settle, sign_in_as
+from browser_support import assert_signed_in_as, go, open_app, serve_app, settle, sign_in_as
 
 from flywheel.demo_db import build_demo
 from flywheel.ingest import ingest_lines
@@ -13,7 +13,6 @@ from flywheel.review import scrub_traces
 from flywheel.store import open_db
 
 pytestmark = pytest.mark.browser
-PAGE_HEADINGS = {"Import": "Import traces", "Sample": "Sampling", "Taxonomy": "Failure taxonomy"}
 
 REVIEW_INPUT = "Hello, Maria Gonzalez here, card lost near the kettle lane branch"
 
@@ -35,25 +34,8 @@ def server(server_db):
         yield url
 
 
-def _open(page, url: str) -> None:
-    page.goto(url)
-    # Overview comes from st.navigation (Streamlit's listing of pages/ is off and would say "overview")
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview", exact=True).wait_for(
-        timeout=60_000
-    )
-    settle(page)
-
-
-def _go(page, title: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
-    heading = PAGE_HEADINGS.get(title, title)
-    page.locator("h1").filter(has_text=heading).first.wait_for(timeout=30_000)
-    settle(page)
-    assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"
-
-
 def test_lead_opens_every_page_without_an_exception(server, page):
-    _open(page, server)
+    open_app(page, server)
     sign_in_as(page, "ana (lead)")
     for title in (
         "Overview",
@@ -65,17 +47,17 @@ def test_lead_opens_every_page_without_an_exception(server, page):
         "Import",
         "Audit log",
     ):
-        _go(page, title)
+        go(page, title)
         # the sidebar's pick holds on every page: never a fall-back to the least privileged user
         assert_signed_in_as(page, "ana (lead)")
-    _go(page, "Overview")
+    go(page, "Overview")
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
 
 
 def test_reviewer_sees_highlights_adds_a_redaction_and_approves_with_the_keyboard(server, server_db, page):
-    _open(page, server)
+    open_app(page, server)
     sign_in_as(page, "ravi (reviewer)")
-    _go(page, "Review scrubs")
+    go(page, "Review scrubs")
     page.get_by_test_id("stSelectbox").filter(has_text="Pending trace").click()
     page.keyboard.type("t-review")  # the option list is virtualised: filter it to the trace
     page.get_by_role("option", name="t-review", exact=False).click()
@@ -109,9 +91,9 @@ def test_lead_imports_a_file_in_the_browser(server, server_db, page, tmp_path):
     upload = tmp_path / "upload.jsonl"
     good = [json.dumps({"trace_id": f"u-{n}", "input": f"uploaded question {n}"}) for n in range(3)]
     upload.write_text("\n".join([*good, "this line is not json"]) + "\n")
-    _open(page, server)
+    open_app(page, server)
     sign_in_as(page, "ana (lead)")
-    _go(page, "Import")
+    go(page, "Import")
     page.locator("input[type=file]").set_input_files(str(upload))
     page.get_by_role("button", name="Import", exact=True).click()
     page.get_by_text("4 lines read = 3 ingested + 0 duplicates + 1 quarantined").wait_for(timeout=30_000)
@@ -126,9 +108,9 @@ def test_lead_imports_a_file_in_the_browser(server, server_db, page, tmp_path):
 
 
 def test_labeler_labels_three_items_with_the_keyboard_only(server, server_db, page):
-    _open(page, server)
+    open_app(page, server)
     sign_in_as(page, "tom (labeler)")
-    _go(page, "Label")
+    go(page, "Label")
     seen = []
     for step in range(3):
         heading = page.locator("h3").filter(has_text="Trace ").first
@@ -170,9 +152,9 @@ def test_two_labelers_side_by_side_never_get_the_same_item(server, browser):
     for name in ("lena (labeler)", "tom (labeler)"):
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
-        _open(page, server)
+        open_app(page, server)
         sign_in_as(page, name)
-        _go(page, "Label")
+        go(page, "Label")
         pages.append(page)
     shown = []
     for page in pages:
@@ -193,9 +175,9 @@ def test_lead_runs_a_plan_and_its_batch_reaches_the_review_queue(server, server_
     ).fetchone()[0]
     fresh = "SELECT count(*) FROM scrubs WHERE trace_id IN (SELECT trace_id FROM traces WHERE week = ?)"
     assert week and db.execute(fresh, [week]).fetchone()[0] == 0
-    _open(page, server)
+    open_app(page, server)
     sign_in_as(page, "ana (lead)")
-    _go(page, "Sample")
+    go(page, "Sample")
     page.get_by_test_id("stSelectbox").filter(has_text="Week").click()
     page.get_by_role("option", name=week, exact=True).click()
     settle(page)
@@ -277,7 +259,7 @@ def test_first_start_lists_no_page_files_and_starts_as_a_labeler(readme_server, 
 
 
 def test_chart_labels_show_markup_as_text(readme_server, page):
-    _open(page, readme_server["url"])  # builds the demo on a first visit
+    open_app(page, readme_server["url"])  # builds the demo on a first visit
     cohort = '<a href="http://example.com/x">click</a>'
     lines = [
         json.dumps(
@@ -287,8 +269,8 @@ def test_chart_labels_show_markup_as_text(readme_server, page):
         for n in range(3)
     ]
     ingest_lines(open_db(readme_server["db"]), lines, "html.jsonl", "test")
-    _go(page, "Traces")
-    _go(page, "Overview")
+    go(page, "Traces")
+    go(page, "Overview")
     legend = page.locator(".js-plotly-plot .legend").first
     legend.get_by_text(cohort, exact=True).wait_for(timeout=30_000)
     assert page.locator(".js-plotly-plot .legend a").count() == 0
@@ -303,7 +285,7 @@ def exposed_server(server_db, tmp_path_factory):
 
 
 def test_served_beyond_loopback_without_sign_in_refuses_raw_text(exposed_server, page):
-    _open(page, exposed_server)
+    open_app(page, exposed_server)
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.get_by_text("reachable beyond this machine", exact=False).wait_for(timeout=30_000)
     assert sidebar.get_by_text("[auth] section", exact=False).count() == 1
@@ -311,5 +293,5 @@ def test_served_beyond_loopback_without_sign_in_refuses_raw_text(exposed_server,
     nav = page.get_by_test_id("stSidebarNav")
     for title in ("Import", "Review scrubs", "Audit log", "Sample"):
         assert nav.get_by_role("link", name=title, exact=True).count() == 0
-    _go(page, "Traces")
+    go(page, "Traces")
     page.get_by_text("Raw trace text is hidden").wait_for(timeout=30_000)

@@ -5,9 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-from browser_support import VIEWPORT, serve_app, settle, sign_in_as
+from browser_support import VIEWPORT, go, open_app, serve_app, settle, sign_in_as
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_browser import _go, _open
 
 from flywheel.demo_db import build_demo
 from flywheel.evalsets import current_version, iter_version_rows
@@ -61,8 +60,8 @@ def _results(db_path, version: int, tmp_path: Path) -> tuple[Path, Path]:
 
 def _import(page, system: str, path: Path) -> None:
     """Import one results file on the Pass rate page, opened afresh so the uploader is empty."""
-    _go(page, "Eval sets")
-    _go(page, "Pass rate")
+    go(page, "Eval sets")
+    go(page, "Pass rate")
     box = page.get_by_label("System (model or release name)")
     if not box.is_visible():
         page.get_by_test_id("stExpander").filter(has_text="Import results").locator("summary").click()
@@ -85,9 +84,9 @@ def _import(page, system: str, path: Path) -> None:
 
 def test_lead_folds_in_imports_two_systems_and_reads_the_verdict(server, server_db, page, tmp_path):
     before = current_version(open_db(server_db))
-    _open(page, server)
+    open_app(page, server)
     sign_in_as(page, "ana (lead)")
-    _go(page, "Eval sets")
+    go(page, "Eval sets")
     page.get_by_role("button", name="Fold in").click()
     page.get_by_text(f"version {before + 1}:").first.wait_for(timeout=60_000)
     settle(page)
@@ -100,7 +99,7 @@ def test_lead_folds_in_imports_two_systems_and_reads_the_verdict(server, server_
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
     assert page.get_by_test_id("stException").count() == 0
 
-    _go(page, "Release gate")
+    go(page, "Release gate")
     expected = gate(open_db(server_db), version, "bot-a", "bot-b")
     word = expected["verdict"].upper()
     page.get_by_text(f"{word} bot-b on version {version}").wait_for(timeout=30_000)

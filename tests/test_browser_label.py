@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_support import serve_app, settle, sign_in_as
+from browser_support import go, open_app, serve_app, settle, sign_in_as
 
 from flywheel.demo_db import build_demo
 from flywheel.embeddings import pending_scrubs
@@ -34,17 +34,8 @@ def server(server_db):
 
 
 def _open_as(page, url: str, label: str) -> None:
-    page.goto(url)
-    page.get_by_test_id("stNavSectionHeader").first.wait_for(timeout=60_000)
-    settle(page)
+    open_app(page, url)
     sign_in_as(page, label)
-
-
-def _go(page, title: str, heading: str | None = None) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
-    page.locator("h1").filter(has_text=heading or title).first.wait_for(timeout=30_000)
-    settle(page)
-    assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"
 
 
 def _card(page) -> str:
@@ -68,7 +59,7 @@ def _label_state(db_path: Path, user: str) -> tuple:
 
 def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page):
     _open_as(page, server, "tom (labeler)")
-    _go(page, "Label")
+    go(page, "Label")
     shown = _card(page)
     before = _label_state(server_db, "tom")
     page.get_by_label("Failure code (type to search").focus()
@@ -139,7 +130,7 @@ def _raw_secrets(db, trace_ids: list[str]) -> dict[str, list[str]]:
 def test_labeler_reads_scrubbed_text_only_in_the_traces_table_and_on_the_card(server, server_db, page):
     _open_as(page, server, "lena (labeler)")
     assert page.get_by_test_id("stSidebarNav").get_by_role("link", name="Import", exact=True).count() == 0
-    _go(page, "Traces")
+    go(page, "Traces")
     page.get_by_text("Raw trace text is hidden").wait_for(timeout=30_000)
     db = open_db(server_db)
     seen = {}
@@ -181,7 +172,7 @@ def test_labeler_reads_scrubbed_text_only_in_the_traces_table_and_on_the_card(se
     assert any(seen.get("approved", [])), f"no approved scrubbed text in the table: {seen}"
     assert seen.get("pending") and not any(seen["pending"]), f"a pending scrub reached a labeler: {seen}"
 
-    _go(page, "Label")
+    go(page, "Label")
     trace_id = _card(page)
     card = page.get_by_test_id("stMain").inner_text()
     assert db.execute("SELECT input FROM scrubs WHERE trace_id = ?", [trace_id]).fetchone()[0][:40] in card
@@ -191,7 +182,7 @@ def test_labeler_reads_scrubbed_text_only_in_the_traces_table_and_on_the_card(se
 
 def test_a_new_failure_lists_siblings_with_the_whole_exchange(server, server_db, page):
     _open_as(page, server, "ravi (reviewer)")  # reviewers label too; lena and tom hold cards already
-    _go(page, "Label")  # the Label page starts the app's embedding worker
+    go(page, "Label")  # the Label page starts the app's embedding worker
     db = open_db(server_db)
     deadline = time.monotonic() + 400
     while pending_scrubs(db) or pending_scrubs(db, "reply"):
