@@ -273,11 +273,18 @@ def summarise(reports, label):
 
 
 def _first(first):
+    """Mean and max over the seeds that alarmed; the median and the seeds later than 20% over all
+    seeds, a seed that never alarmed counting as later than any week."""
     caught = [f for f in first if f is not None]
     missed = len(first) - len(caught)
     if not caught:
         return f"never alarmed in {missed} seeds"
-    return f"mean {np.mean(caught):.0%}  max {max(caught):.0%}  never alarmed: {missed}"
+    median = np.median([np.inf if f is None else f for f in first])
+    late = sum(1 for f in first if f is None or f > 0.2 + 1e-9)
+    return (
+        f"mean {np.mean(caught):.0%}  median {'never' if np.isinf(median) else f'{median:.0%}'}"
+        f"  max {max(caught):.0%}  never alarmed: {missed}  later than 20%: {late} of {len(first)}"
+    )
 
 
 # Timing ------------------------------------------------------------------------------------------------
