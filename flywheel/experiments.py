@@ -21,14 +21,11 @@ from sqlite_utils import Database
 from flywheel.errors import BadInput
 from flywheel.judge import json_path, metadata_key
 from flywheel.signal_alerts import RATE_SIGNALS
-from flywheel.stats import wilson
+from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store import query_rows
 
 NORMAL = NormalDist()
 LOWER_IS_BETTER = True  # every rate compared here counts something going wrong
-
-
-NO_TRIALS = (math.nan, math.nan)  # the interval of a rate with no trials: unknown, not (0, 1)
 
 
 def two_proportion_test(x1: int, n1: int, x2: int, n2: int, confidence: float = 0.95) -> dict:

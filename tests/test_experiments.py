@@ -5,7 +5,6 @@ import pytest
 
 from flywheel.errors import BadInput
 from flywheel.experiments import (
-    NO_TRIALS,
     arm_values,
     canary_alarms,
     compare_arms,
@@ -15,7 +14,7 @@ from flywheel.experiments import (
     two_proportion_test,
 )
 from flywheel.judge import Target, load_judge_settings, make_client, run_judge
-from flywheel.stats import wilson
+from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store import write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import add_traces, starter_rubric
