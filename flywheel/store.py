@@ -954,3 +954,11 @@ def m090_weekly_cycle(db: Database) -> None:
     db["cycle_settings"].create(
         {"id": int, "fold_in": int, "baseline": str, "set_by": str, "set_at": str}, pk="id"
     )
+
+
+@migrations()
+def m100_fewer_week_indexes(db: Database) -> None:
+    # Every per-week query reads (week, cohort, intent): no query plan chose (week, ts), and (week,
+    # cost_usd) served only week filters. Each index an import keeps current costs it CPU at scale.
+    for name in ("idx_traces_week_ts", "idx_traces_week_cost_usd"):
+        db.execute(f"DROP INDEX IF EXISTS {name}")
