@@ -14,6 +14,7 @@ from flywheel.auth import (
 from flywheel.config import load_config
 from flywheel.demo_db import ensure_demo_db
 from flywheel.errors import FlywheelError
+from flywheel.rollups import warm_in_background
 from pages._ui import md
 
 st.set_page_config(page_title="Flywheel", page_icon=":material/cyclone:", layout="wide")
@@ -117,6 +118,7 @@ try:
         page = _navigation(user)  # before the (slow) first build, so the menu is ours from the start
         with st.spinner("Creating the demo database (first start only)..."):
             ensure_demo_db(config)
+        warm_in_background(config.db)
         page.run()
 except FlywheelError as error:
     st.error(md(error))

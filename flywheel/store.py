@@ -962,3 +962,26 @@ def m100_fewer_week_indexes(db: Database) -> None:
     # cost_usd) served only week filters. Each index an import keeps current costs it CPU at scale.
     for name in ("idx_traces_week_ts", "idx_traces_week_cost_usd"):
         db.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+@migrations()
+def m110_signal_rollup(db: Database) -> None:
+    # Per period (week or day) and cohort: traces, rate-signal events, mean cost and p95 latency, kept
+    # up to a rowid watermark in rollup_state; a period that gains traces is recomputed whole.
+    db["signal_rollup"].create(
+        {
+            "kind": str,
+            "period": str,
+            "cohort": str,
+            "n": int,
+            "s0": int,
+            "s1": int,
+            "s2": int,
+            "s3": int,
+            "s4": int,
+            "cost": float,
+            "p95": float,
+        },
+        pk=("kind", "period", "cohort"),
+        not_null={"n"},
+    )
