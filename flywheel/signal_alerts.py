@@ -64,7 +64,8 @@ def signal_counts(db: Database, period: str = "week", last: int | None = None) -
     )
 
 
-def _definition() -> str:
+def signal_definition() -> str:
+    """A hash of the rate signals' definitions: a rollup counted under other definitions is rebuilt."""
     text = "|".join(f"{name}={sql}" for name, sql in RATE_SIGNALS.items()) + "|p95 nearest rank|mean cost"
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
@@ -79,7 +80,7 @@ def refresh_signal_rollup(db: Database, period: str = "week") -> int:
     one else moved the watermark meanwhile.
     """
     p = _period(period)
-    name, definition = f"signals:{period}", _definition()
+    name, definition = f"signals:{period}", signal_definition()
     start, upto = pending_rowids(db, name, definition)
     if start >= upto:
         return 0

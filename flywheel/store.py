@@ -985,3 +985,24 @@ def m110_signal_rollup(db: Database) -> None:
         pk=("kind", "period", "cohort"),
         not_null={"n"},
     )
+
+
+@migrations()
+def m120_arm_rollup(db: Database) -> None:
+    # Per metadata key (a release or variant field), value and ISO week: traces and rate-signal events,
+    # kept up to a rowid watermark per key ('arms:<key>' in rollup_state).
+    db["arm_rollup"].create(
+        {
+            "key": str,
+            "arm": str,
+            "week": str,
+            "n": int,
+            "s0": int,
+            "s1": int,
+            "s2": int,
+            "s3": int,
+            "s4": int,
+        },
+        pk=("key", "arm", "week"),
+        not_null={"n"},
+    )

@@ -5,6 +5,7 @@ import pytest
 
 from flywheel.errors import BadInput
 from flywheel.experiments import (
+    arm_rates,
     arm_values,
     canary_alarms,
     compare_arms,
@@ -105,6 +106,38 @@ def test_ab_comparison_calls_a_powered_difference_and_refuses_an_under_powered_o
     assert small["verdict"].startswith("under-powered: needs 686 traces per arm")
     with pytest.raises(BadInput, match="metadata key"):
         compare_arms(db, "rel'ease", "r1", "r2")
+
+
+def test_arm_counts_kept_between_imports_equal_a_walk_over_the_traces(db):
+    _traffic(db, {"r1": (300, 30), "r2": (200, 40)})
+    assert {v["arm"]: v["traces"] for v in arm_values(db, "release")} == {"r1": 300, "r2": 200}
+    more = [
+        {
+            "trace_id": f"late-{i}",
+            "ts": "2026-11-30T10:00:00.000Z",
+            "week": "2026-W49",
+            "input": "x",
+            "content_hash": f"late{i}",
+            "metadata": json.dumps({"release": "r2"}),
+            "thumbs": "down",
+        }
+        for i in range(50)
+    ]
+    with write(db):
+        db["traces"].insert_all(more)
+    values = {v["arm"]: (v["traces"], v["first_week"], v["last_week"]) for v in arm_values(db, "release")}
+    assert values == {"r1": (300, "2026-W47", "2026-W47"), "r2": (250, "2026-W47", "2026-W49")}
+    rates = {(r["arm"], r["metric"]): (r["events"], r["n"]) for r in arm_rates(db, "release", ("r1", "r2"))}
+    walked = db.execute(
+        "SELECT json_extract(metadata, '$.release'), sum(thumbs = 'down'), count(*) FROM traces GROUP BY 1"
+    ).fetchall()
+    assert {(arm, "thumbs down"): (x, n) for arm, x, n in walked} == {
+        k: v for k, v in rates.items() if k[1] == "thumbs down"
+    }
+    only = arm_rates(db, "release", ("r2",), weeks=("2026-W49",))
+    assert {(r["metric"], r["n"], r["events"]) for r in only if r["metric"] == "thumbs down"} == {
+        ("thumbs down", 50, 50)
+    }
 
 
 def test_canary_alarm_fires_only_for_a_rate_worse_than_the_control_interval(db):
