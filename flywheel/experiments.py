@@ -27,6 +27,7 @@ from flywheel.store import query_rows
 
 NORMAL = NormalDist()
 LOWER_IS_BETTER = True  # every rate compared here counts something going wrong
+ARM_KEY = "release"  # the metadata key the Online page compares arms by until the lead names another
 
 
 def two_proportion_test(x1: int, n1: int, x2: int, n2: int, confidence: float = 0.95) -> dict:

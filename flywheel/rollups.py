@@ -169,6 +169,7 @@ def warm_in_background(path: str | Path) -> threading.Thread:
 
 
 def _warm(path: str) -> None:
+    from flywheel.experiments import ARM_KEY, arm_values
     from flywheel.signal_alerts import refresh_signal_rollup
     from flywheel.store import open_db  # this thread needs its own connection
 
@@ -177,6 +178,7 @@ def _warm(path: str) -> None:
         try:
             refresh_rollups(db)
             refresh_signal_rollup(db, "week")
+            arm_values(db, ARM_KEY)
         finally:
             db.close()
     except Exception:  # a thread has no caller; the pages refresh on their own
