@@ -58,5 +58,5 @@ def test_the_app_brings_the_rollups_up_to_date_in_the_background(db, tmp_path):
     thread.join(timeout=60)
     upto = db.execute("SELECT max(rowid) FROM traces").fetchone()[0]
     state = dict(db.execute("SELECT name, upto_rowid FROM rollup_state").fetchall())
-    assert state == {"traces": upto, "signals:week": upto, "arms:$.\"release\"": upto}
+    assert state == {"traces": upto, "signals:week": upto, 'arms:$."release"': upto}
     assert db.execute("SELECT sum(n) FROM signal_rollup WHERE cohort = '(all)'").fetchone()[0] == 40
