@@ -154,8 +154,9 @@ _warmers_lock = threading.Lock()
 
 
 def warm_in_background(path: str | Path) -> threading.Thread:
-    """Bring the rollups of the database at ``path`` up to date in a daemon thread, once per process
-    and path, so the first visit after a large import does not pay for it. Pages still refresh what
+    """Bring the rollups of the database at ``path`` up to date (and compute the Sample page's first
+    preview) in a daemon thread, once per process and path, so the first visit after a large import
+    does not pay for it. Pages still refresh what
     they read, so a visit before the thread is done is correct, only slower."""
     key = str(Path(path).resolve())
     with _warmers_lock:
@@ -170,6 +171,7 @@ def warm_in_background(path: str | Path) -> threading.Thread:
 
 def _warm(path: str) -> None:
     from flywheel.experiments import ARM_KEY, arm_values
+    from flywheel.sampling import preview_plan, sample_weeks, saved_plans
     from flywheel.signal_alerts import refresh_signal_rollup
     from flywheel.store import open_db  # this thread needs its own connection
 
@@ -179,6 +181,9 @@ def _warm(path: str) -> None:
             refresh_rollups(db)
             refresh_signal_rollup(db, "week")
             arm_values(db, ARM_KEY)
+            plans, weeks = saved_plans(db), sample_weeks(db)
+            if plans and weeks:  # the preview the Sample page opens on (kept in this process's cache)
+                preview_plan(db, plans[0], plans[0].week if plans[0].week in weeks else weeks[0])
         finally:
             db.close()
     except Exception:  # a thread has no caller; the pages refresh on their own
