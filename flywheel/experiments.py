@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from flywheel.errors import BadInput
 from flywheel.judge import json_path, metadata_key
-from flywheel.rollups import advance_watermark, pending_rowids
+from flywheel.rollups import advance_watermark, cached, pending_rowids
 from flywheel.signal_alerts import RATE_SIGNALS, SUMS, signal_definition
 from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store import query_rows
@@ -92,11 +92,11 @@ def plan_test(
 
 def daily_traffic(db: Database, days: int = 28) -> float:
     """Mean traces per day over the last ``days`` days of data."""
-    row = db.execute(
+    sql = (
         "SELECT count(*), min(ts), max(ts) FROM traces WHERE ts >= ("
-        " SELECT strftime('%Y-%m-%dT%H:%M:%fZ', max(ts), ?) FROM traces)",
-        [f"-{days} days"],
-    ).fetchone()
+        " SELECT strftime('%Y-%m-%dT%H:%M:%fZ', max(ts), ?) FROM traces)"
+    )
+    row = cached(db, f"daily_traffic:{days}", lambda: db.execute(sql, [f"-{days} days"]).fetchone())
     if not row[0]:
         return 0.0
     return row[0] / days
@@ -129,12 +129,12 @@ def arm_values(db: Database, key: str, hours: int | None = None) -> list[dict]:
             [path],
         )
     where, params = _window(key, hours=hours)
-    return query_rows(
-        db,
+    sql = (
         f"SELECT CAST(json_extract(metadata, ?) AS TEXT) AS arm, count(*) AS traces, min(week) AS first_week,"
-        f" max(week) AS last_week FROM traces WHERE {where} GROUP BY arm ORDER BY traces DESC, arm",
-        [params[0], *params],
+        f" max(week) AS last_week FROM traces WHERE {where} GROUP BY arm ORDER BY traces DESC, arm"
     )
+    # the last hours of data change only when traces arrive: kept per data version
+    return cached(db, f"arm_values:{params}", lambda: query_rows(db, sql, [params[0], *params]))
 
 
 def arm_rates(
@@ -160,11 +160,12 @@ def arm_rates(
         ).fetchall()
     else:
         sums = ", ".join(f"sum(CASE WHEN {sql} THEN 1 ELSE 0 END)" for sql in RATE_SIGNALS.values())
-        rows = db.execute(
+        sql = (
             f"SELECT {arm_sql} AS arm, count(*), {sums} FROM traces WHERE {where} AND {arm_sql} IN ({marks})"
-            " GROUP BY arm",
-            [params[0], *params, params[0], *arms],
-        ).fetchall()
+            " GROUP BY arm"
+        )
+        values = [params[0], *params, params[0], *arms]
+        rows = cached(db, f"arm_rates:{values}", lambda: db.execute(sql, values).fetchall())
     out = []
     for arm, n, *counts in rows:
         out += [_rate(arm, name, x, n) for name, x in zip(RATE_SIGNALS, counts, strict=True)]

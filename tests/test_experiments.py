@@ -16,7 +16,7 @@ from flywheel.experiments import (
 )
 from flywheel.judge import Target, load_judge_settings, make_client, run_judge
 from flywheel.stats import NO_TRIALS, wilson
-from flywheel.store import write
+from flywheel.store import open_db, write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import add_traces, starter_rubric
 
@@ -140,18 +140,15 @@ def test_arm_counts_kept_between_imports_equal_a_walk_over_the_traces(db):
     }
 
 
-def test_canary_alarm_fires_only_for_a_rate_worse_than_the_control_interval(db):
+def test_canary_alarm_fires_only_for_a_rate_worse_than_the_control_interval(db, tmp_path):
     _traffic(db, {"stable": (2000, 100), "canary": (300, 45)}, signal="escalated")
     alarms = canary_alarms(db, "release", "stable", "canary", hours=72)
     assert [a["metric"] for a in alarms] == ["escalated"]
     assert (alarms[0]["canary_rate"], alarms[0]["control_rate"]) == (0.15, 0.05)
     assert alarms[0]["canary_low"] == pytest.approx(0.1140, abs=1e-4)  # Wilson 45/300, by hand
-    with write(db):
-        db.execute(
-            "UPDATE traces SET escalated = 0"
-            " WHERE trace_id LIKE 'canary-%' AND CAST(substr(trace_id, 8) AS int) >= 15"
-        )
-    assert canary_alarms(db, "release", "stable", "canary", hours=72) == []
+    same_rate = open_db(tmp_path / "same.db")  # the canary escalates as often as the stable release
+    _traffic(same_rate, {"stable": (2000, 100), "canary": (300, 15)}, signal="escalated")
+    assert canary_alarms(same_rate, "release", "stable", "canary", hours=72) == []
     with pytest.raises(BadInput, match="canary window"):
         canary_alarms(db, "release", "stable", "canary", hours=2)
 
