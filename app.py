@@ -13,6 +13,7 @@ from flywheel.auth import (
 )
 from flywheel.config import load_config
 from flywheel.demo_db import ensure_demo_db
+from flywheel.embeddings import start_background_embedding
 from flywheel.errors import FlywheelError
 from pages._ui import md
 
@@ -117,6 +118,9 @@ try:
         page = _navigation(user)  # before the (slow) first build, so the menu is ours from the start
         with st.spinner("Creating the demo database (first start only)..."):
             ensure_demo_db(config)
+        # The embedding worker loads the model as soon as the server has its first session, long before
+        # anyone opens a siblings panel; later runs find it running.
+        start_background_embedding(config)
         page.run()
 except FlywheelError as error:
     st.error(md(error))

@@ -2,7 +2,7 @@ import streamlit as st
 from sqlite_utils import Database
 
 from flywheel.config import load_config
-from flywheel.embeddings import PARTS, pending_scrubs, similar_traces, start_background_embedding
+from flywheel.embeddings import PARTS, pending_scrubs, similar_traces
 from flywheel.errors import FlywheelError
 from flywheel.labels import (
     ADVERSARIAL,
@@ -25,7 +25,6 @@ from pages._ui import current_user, database, md, show_conversation
 
 user = current_user()
 config = load_config()
-start_background_embedding(config)  # siblings read stored vectors; the model loads in that thread
 st.title("Label")
 st.caption(
     "Approved, scrubbed traces, highest priority first. Your item is held for you for a few minutes; "
