@@ -72,8 +72,7 @@ SHORTCUT_GUARD = """<script>
 
 
 def _act(action, *args, **kwargs):
-    """Run a library action from a button callback on a connection of its own (callbacks and fragment
-    reruns run in another thread than the script run that defined them); its error shows on the card."""
+    """Run a library action from a button callback; its error shows on the card."""
     try:
         result = action(database(), user, *args, **kwargs)
     except FlywheelError as error:
