@@ -109,8 +109,11 @@ _MEASURE = """
 
 def _copy_db(source: Path, target: Path) -> None:
     """A consistent copy of a database in WAL mode (the backup API reads committed pages only)."""
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+    src, dst = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True), sqlite3.connect(target)
+    with src, dst:
         src.backup(dst)
+    src.close()
+    dst.close()
 
 
 def prepare(db: str | None, folder: Path) -> Path:

@@ -1,4 +1,4 @@
-"""What every page needs: the current user and a database connection for this script run."""
+"""What every page needs: the current user and the session's database connection."""
 
 import html
 import re
