@@ -22,7 +22,8 @@ labelers and opens one Chromium page (one browser context) per labeler on the La
   same time: not a bug (B) twice, then a known failure (K) after picking a code and filling the two
   fields, with a think time drawn around ``--think`` seconds (seeded) between items. Each time runs in
   the page's own clock from the key press until the next card's trace id is shown and Streamlit reports
-  the script idle (``data-test-script-state``). Prints p50 / p95 / max, the labels written, and whether
+  the script idle (``data-test-script-state``). Prints p50 / p95 / max (and of the part until Streamlit
+  reported the run started: the key press's trip to the server), the labels written, and whether
   any item was served to two labelers (read from the database's claims and labels). A key press that
   starts no script run within 5 s is counted as lost and pressed again.
 
@@ -84,17 +85,18 @@ _MEASURE = """
   };
   window.__lbArm = (kind, arg, trigger) => {
     window.__lb = null;
-    let started = null, observer = null, sawRun = false;
+    let started = null, observer = null, sawRun = false, running = null;
     window.addEventListener(trigger, () => { started = performance.now(); }, {capture: true, once: true});
     window.__lbLost = () => started !== null && !sawRun && performance.now() - started > LOST_MS;
     const check = (records) => {
       if (started === null) return;
       if (records.some(r => r.type === 'attributes')) sawRun = true;
+      if (running === null && !idle()) running = performance.now() - started;
       if (!idle()) return;
       const value = sawRun || kind === 'card' ? conditions[kind](arg) : null;
       if (value !== null) {
         observer.disconnect();
-        window.__lb = {ms: performance.now() - started, value};
+        window.__lb = {ms: performance.now() - started, value, running};
       }
     };
     observer = new MutationObserver(check);
@@ -107,8 +109,11 @@ _MEASURE = """
 
 def _copy_db(source: Path, target: Path) -> None:
     """A consistent copy of a database in WAL mode (the backup API reads committed pages only)."""
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+    src, dst = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True), sqlite3.connect(target)
+    with src, dst:
         src.backup(dst)
+    src.close()
+    dst.close()
 
 
 def prepare(db: str | None, folder: Path) -> Path:
@@ -208,16 +213,17 @@ async def card(page) -> str:
     return await page.evaluate("window.__lbCard()")
 
 
-async def _measured(page, kind: str, arg, trigger: str, action) -> tuple[float, str, int]:
-    """Milliseconds from ``trigger`` (the event ``action`` causes) until ``kind``'s condition holds, its
-    value, and how many tries started no script run within 5 s (lost: the action is done again)."""
+async def _measured(page, kind: str, arg, trigger: str, action) -> dict:
+    """Milliseconds from ``trigger`` (the event ``action`` causes) until ``kind``'s condition holds
+    (``ms``), until Streamlit reported the script running (``running``), the condition's ``value``, and
+    how many tries started no script run within 5 s (``lost``: the action is done again)."""
     for lost in range(3):
         await page.evaluate("([k, a, t]) => window.__lbArm(k, a, t)", [kind, arg, trigger])
         await action()
         await _until(page, "() => window.__lb !== null || window.__lbLost()")
         result = await page.evaluate("window.__lb")
         if result is not None:
-            return result["ms"], result["value"], lost
+            return {**result, "lost": lost}
     raise RuntimeError(f"three tries of {kind} started no script run")
 
 
@@ -241,9 +247,9 @@ async def fill_known(page, code: str, n: int) -> None:
     await page.wait_for_timeout(100)
 
 
-async def label_next(page, key: str, shown: str) -> tuple[float, str, int]:
-    """Press ``key`` on the card showing ``shown``; milliseconds until the next card is shown and idle,
-    its trace id, and the presses lost on the way."""
+async def label_next(page, key: str, shown: str) -> dict:
+    """Press ``key`` on the card showing ``shown``; milliseconds until the next card (``value``) is shown
+    and the script idle, as ``_measured`` reports them."""
     await _blur(page)
     return await _measured(page, "card", shown, "keydown", lambda: page.keyboard.press(key))
 
@@ -265,15 +271,13 @@ async def open_siblings(page, code: str) -> float:
         await field.press("Tab")
         await _settle(page)
     button = page.get_by_role("button", name="Create code and label")
-    ms, _, _ = await _measured(page, "siblings", code, "click", lambda: button.click())
-    return ms
+    return (await _measured(page, "siblings", code, "click", lambda: button.click()))["ms"]
 
 
 async def compare_by_reply(page) -> float:
     """Milliseconds from a click on "the assistant's reply" until the siblings are listed again."""
     option = page.get_by_text("the assistant's reply", exact=True)
-    ms, _, _ = await _measured(page, "siblings", "", "click", lambda: option.click())
-    return ms
+    return (await _measured(page, "siblings", "", "click", lambda: option.click()))["ms"]
 
 
 async def close_siblings(page) -> None:
@@ -287,18 +291,19 @@ async def close_siblings(page) -> None:
 
 async def labeler(page, n_items: int, code: str, think: float, rng: random.Random) -> dict:
     """Label ``n_items`` items in a row; the times and the trace ids this page was shown."""
-    times, shown, lost = [], [await card(page)], 0
+    times, to_run, shown, lost = [], [], [await card(page)], 0
     for n in range(n_items):
         await asyncio.sleep(rng.uniform(0.5, 1.5) * think)
         key = "k" if n % 3 == 2 else "b"
         if key == "k":
             await fill_known(page, code, n)
-        ms, next_id, missed = await label_next(page, key, shown[-1])
-        lost += missed
-        times.append(ms)
-        shown.append(next_id)
+        result = await label_next(page, key, shown[-1])
+        lost += result["lost"]
+        times.append(result["ms"])
+        to_run.append(result["running"] if result["running"] is not None else float("nan"))
+        shown.append(result["value"])
         await _settle(page)
-    return {"times": times, "shown": shown, "lost": lost}
+    return {"times": times, "to_run": to_run, "shown": shown, "lost": lost}
 
 
 def _served_twice(db_path: Path, since: int) -> tuple[int, int, int]:
@@ -322,22 +327,27 @@ def _served_twice(db_path: Path, since: int) -> tuple[int, int, int]:
     return labels, twice, over
 
 
-def _stats(values: list[float]) -> str:
+def _quantile(values: list[float], q: float) -> float:
     values = [v for v in values if v == v]
     if len(values) < 2:
-        return f"{'':>8} {'':>8} {'':>8}"
-    p95 = statistics.quantiles(values, n=20, method="inclusive")[-1]
-    return f"{statistics.median(values):8.0f} {p95:8.0f} {max(values):8.0f}"
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
-async def measure(args, pages, url: str, code: str) -> tuple[list[float], list[tuple]]:
+def _stats(values: list[float]) -> str:
+    top = max((v for v in values if v == v), default=float("nan"))
+    return f"{_quantile(values, 0.5):8.0f} {_quantile(values, 0.95):8.0f} {top:8.0f}"
+
+
+async def measure(args, pages, url: str, code: str, started: float) -> tuple[list[float], list[tuple]]:
     """The siblings opens on the fresh server, then the labeling rounds; prints each as it comes."""
     await open_label_page(pages[0], url, LABELERS[0])
     siblings = []
     for n in range(args.siblings):
         siblings.append(await open_siblings(pages[0], f"BENCH_SIBLING_{n + 1}"))
         label = "first open" if n == 0 else f"open {n + 1}"
-        print(f"siblings {label:<12} {siblings[-1]:6.0f} ms", flush=True)
+        since = f"{time.monotonic() - started:.0f} s after the server started"
+        print(f"siblings {label:<12} {siblings[-1]:6.0f} ms  ({since})", flush=True)
         if n == 0:
             print(f"siblings compare by reply {await compare_by_reply(pages[0]):6.0f} ms", flush=True)
         await close_siblings(pages[0])
@@ -350,9 +360,10 @@ async def measure(args, pages, url: str, code: str) -> tuple[list[float], list[t
             *(labeler(page, args.per_labeler, code, args.think, rng) for page in pages[:count])
         )
         times = [ms for r in results for ms in r["times"]]
+        to_run = [ms for r in results for ms in r["to_run"]]
         shown = [trace for r in results for trace in r["shown"]]
         lost = sum(r["lost"] for r in results)
-        rows.append((count, times, len(shown) - len(set(shown)), lost))
+        rows.append((count, times, to_run, len(shown) - len(set(shown)), lost))
         print(f"{count} labeler(s): {_stats(times)}  ({len(times)} labels, {lost} lost)", flush=True)
     return siblings, rows
 
@@ -364,6 +375,7 @@ async def run(args, db_path: Path, users: Path, folder: Path) -> None:
     traces, queued = db["traces"].count, db.execute("SELECT sum(is_open) FROM label_queue").fetchone()[0]
     db.close()
     print(f"{traces:,} traces, {queued:,} open items in the label queue", flush=True)
+    started = time.monotonic()
     process, url = start_server(db_path, users, folder / "streamlit.log")
     try:
         async with async_playwright() as playwright:
@@ -373,7 +385,7 @@ async def run(args, db_path: Path, users: Path, folder: Path) -> None:
                 context = await browser.new_context(viewport={"width": 1400, "height": 1000})
                 pages.append(await context.new_page())
             try:
-                siblings, rows = await measure(args, pages, url, code)
+                siblings, rows = await measure(args, pages, url, code, started)
             except Exception:
                 for n, page in enumerate(pages):
                     await page.screenshot(path=folder / f"page{n + 1}.png", full_page=True)
@@ -384,9 +396,10 @@ async def run(args, db_path: Path, users: Path, folder: Path) -> None:
         process.wait(timeout=30)
     labels, twice, over = _served_twice(db_path, first_label)
     print(f"key press to next card shown and idle, Chromium, think time ~{args.think:.1f} s")
-    print(f"{'labelers':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'labels':>7} {'lost':>5} twice")
-    for count, times, repeats, lost in rows:
-        print(f"{count:>8} {_stats(times)} {len(times):>7} {lost:>5} {repeats:>5}")
+    print("labelers   p50 ms   p95 ms   max ms  labels  lost twice   to run p50   p95")
+    for count, times, to_run, repeats, lost in rows:
+        print(f"{count:>8} {_stats(times)} {len(times):>7} {lost:>5} {repeats:>5}", end="")
+        print(f"   {_quantile(to_run, 0.5):10.0f} {_quantile(to_run, 0.95):5.0f}")
     if siblings:
         later = ", ".join(f"{ms:.0f}" for ms in siblings[1:])
         print(f"siblings panel ms: first open {siblings[0]:.0f}; next opens {later or '-'}")

@@ -92,12 +92,15 @@ def m001_traces_ingest_audit(db: Database) -> None:
     db["audit_log"].create_index(["at"])
 
 
-def open_db(path: str | Path | None = None, config: Config | None = None) -> Database:
+def open_db(
+    path: str | Path | None = None, config: Config | None = None, any_thread: bool = False
+) -> Database:
     """Open (creating if needed) the database at ``path`` with WAL, a busy timeout, foreign keys
     and every pending migration applied.
 
     A file that is read-only, or a non-empty SQLite database of another application, is refused
-    with a StoreError before anything is written to it.
+    with a StoreError before anything is written to it. ``any_thread``: the connection may be used
+    from other threads than the one that opened it, by one thread at a time.
     """
     config = config or load_config()
     path = Path(path or config.db)
@@ -105,7 +108,12 @@ def open_db(path: str | Path | None = None, config: Config | None = None) -> Dat
         raise StoreError(f"cannot open database {str(path)!r}: folder {str(path.parent)!r} does not exist")
     _check_writable(path)
     try:
-        conn = sqlite3.connect(str(path), isolation_level=None, timeout=config.busy_timeout_ms / 1000)
+        conn = sqlite3.connect(
+            str(path),
+            isolation_level=None,
+            timeout=config.busy_timeout_ms / 1000,
+            check_same_thread=not any_thread,
+        )
         conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout_ms)}")
         _check_ours(conn, path)
         conn.execute("PRAGMA foreign_keys = ON")

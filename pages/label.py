@@ -2,7 +2,7 @@ import streamlit as st
 from sqlite_utils import Database
 
 from flywheel.config import load_config
-from flywheel.embeddings import PARTS, pending_scrubs, similar_traces
+from flywheel.embeddings import PARTS, background_encoder, pending_scrubs, similar_traces
 from flywheel.errors import FlywheelError
 from flywheel.labels import (
     ADVERSARIAL,
@@ -72,8 +72,7 @@ SHORTCUT_GUARD = """<script>
 
 
 def _act(action, *args, **kwargs):
-    """Run a library action from a button callback on a connection of its own (callbacks and fragment
-    reruns run in another thread than the script run that defined them); its error shows on the card."""
+    """Run a library action from a button callback; its error shows on the card."""
     try:
         result = action(database(), user, *args, **kwargs)
     except FlywheelError as error:
@@ -250,7 +249,9 @@ def _siblings_panel(db: Database, pending: dict) -> None:
         "the same mistake in the reply, not only the same question."
     )
     part = st.radio("Compare by", list(PARTS), format_func=PARTS.get, horizontal=True, key="siblings_part")
-    rows = similar_traces(db, user, pending["trace_id"], limit=10, part=part)
+    # a trace approved a moment ago may not have its vector yet: the worker's model encodes it
+    encoder = background_encoder(config)
+    rows = similar_traces(db, user, pending["trace_id"], limit=10, part=part, encoder=encoder)
     waiting = pending_scrubs(db, part)
     if waiting:
         st.caption(f"{waiting} approved trace(s) are still being embedded and are not compared yet.")
