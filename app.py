@@ -13,7 +13,9 @@ from flywheel.auth import (
 )
 from flywheel.config import load_config
 from flywheel.demo_db import ensure_demo_db
+from flywheel.embeddings import start_background_embedding
 from flywheel.errors import FlywheelError
+from flywheel.rollups import warm_in_background
 from pages._ui import md
 
 st.set_page_config(page_title="Flywheel", page_icon=":material/cyclone:", layout="wide")
@@ -117,6 +119,11 @@ try:
         page = _navigation(user)  # before the (slow) first build, so the menu is ours from the start
         with st.spinner("Creating the demo database (first start only)..."):
             ensure_demo_db(config)
+        # Background threads, started with the server's first session: rollups and the Sample preview are
+        # brought up to date, and the embedding worker loads the model long before anyone opens a siblings
+        # panel; later runs find them running.
+        warm_in_background(config.db)
+        start_background_embedding(config)
         page.run()
 except FlywheelError as error:
     st.error(md(error))

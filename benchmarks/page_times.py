@@ -2,12 +2,12 @@
 
     python benchmarks/page_times.py [--big-db PATH] [--traces 1000000] [--keep] [--repeats 3]
 
-Measures two databases in one run: the demo (6,000 traces, built by ``build_demo``) and a generated
-database of 1M traces (26 ISO weeks, 5 cohorts, the 77 Banking77 intents, every anomaly signal,
-sample batches with approved and pending scrubs, labels and audit entries; rows inserted with
-executemany, like ``label_speed.py``). For each database it starts ``streamlit run app.py`` on a free
-loopback port, signs in as a lead and as a labeler, clicks each page of the sidebar ``--repeats`` times
-(after one warm-up visit, as a user who already opened the app once) and prints the median
+Measures two databases in one run: the demo (6,000 traces) and the same demo built with 1M traces
+(``build_demo(traces=1_000_000)``: 12 ISO weeks of about 83k traces, six sampled and scrubbed weekly
+batches with reviews, labels and a taxonomy, three eval-set versions with results, a drift series,
+judge verdicts and releases: every page has its data). For each database it starts ``streamlit run
+app.py`` on a free loopback port, signs in as a lead and as a labeler, clicks each page of the sidebar
+``--repeats`` times (after one warm-up visit, as a user who already opened the app once) and prints the median
 milliseconds from the click until Streamlit reports the script run finished
 (``data-test-script-state``). The bar is 1,000 ms per page at 1M traces.
 """
@@ -15,190 +15,39 @@ milliseconds from the click until Streamlit reports the script run finished
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flywheel.demo_db import build_demo  # noqa: E402
-from flywheel.store import open_db, write  # noqa: E402
-from flywheel.traces import iso_week  # noqa: E402
+from tests.browser_support import CHROMIUM, LAUNCH_ARGS, serve_app  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-LAUNCH_ARGS += ["--disable-dev-shm-usage"]
 PAGES = {
-    "lead": ["Overview", "Traces", "Sample", "Review scrubs", "Label", "Taxonomy", "Import", "Audit log"],
+    "lead": [
+        "Overview",
+        "Traces",
+        "Sample",
+        "Review scrubs",
+        "Label",
+        "Taxonomy",
+        "Drift",
+        "Eval sets",
+        "Pass rate",
+        "Release gate",
+        "Judge",
+        "Online quality",
+        "Import",
+        "Audit log",
+        "Weekly cycle",
+    ],
     "labeler": ["Overview", "Traces", "Label", "Taxonomy"],
 }
 USERS = {"lead": "ana (lead)", "labeler": "lena (labeler)"}
-COHORTS = ("free", "smb", "enterprise", "startup", "public_sector")
-WORDS = "card payment refund transfer fee account limit pending declined arrived exchange rate branch"
-START = datetime(2026, 5, 4, tzinfo=UTC)  # a Monday: ISO week 2026-W19
-WEEKS = 26
-
-
-def _text(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choice(WORDS.split()) for _ in range(words))
-
-
-def _trace_rows(rng: random.Random, intents: list[str], start: int, count: int, total: int):
-    span = WEEKS * 7 * 86400
-    for n in range(start, start + count):
-        moment = START + timedelta(seconds=n * span // total)
-        ts = moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        question, answer = _text(rng, 40), _text(rng, 60)
-        messages = json.dumps(
-            [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-        )
-        roll = rng.random()
-        yield (
-            f"t-{n:07d}",
-            ts,
-            iso_week(ts),
-            question,
-            answer,
-            messages,
-            COHORTS[int(rng.random() ** 2 * len(COHORTS))],
-            intents[int(rng.random() ** 1.5 * len(intents))],
-            "down" if roll < 0.04 else ("up" if roll > 0.9 else None),
-            int(rng.random() < 0.03),
-            int(rng.random() < 0.02),
-            int(rng.random() < 0.015),
-            int(rng.random() < 0.01),
-            int(rng.random() > 0.01),
-            round(rng.random(), 3),
-            1 + int(rng.random() ** 3 * 12),
-            round(200 + rng.random() * 3000),
-            round(rng.random() * 0.01, 5),
-            "{}",
-            f"h{n}",
-            1,
-        )
-
-
-def build_big(path: Path, traces: int, seed: int = 7) -> None:
-    """A fresh database of ``traces`` traces and a realistic amount of work done on them."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    db = open_db(path)
-    rng = random.Random(seed)
-    intents = json.loads((ROOT / "data" / "banking77" / "categories.json").read_text())
-    started = time.perf_counter()
-    with write(db):
-        db["ingest_runs"].insert({"id": 1, "actor": "bench", "sources": "[]", "status": "finished"})
-    columns = (
-        "trace_id, ts, week, input, output, messages, cohort, intent, thumbs, regenerated, retried,"
-        " escalated, guardrail_tripped, schema_valid, judge_score, turns, latency_ms, cost_usd, metadata,"
-        " content_hash, run_id"
-    )
-    for start in range(0, traces, 50_000):
-        with write(db):
-            db.conn.executemany(
-                f"INSERT INTO traces ({columns}) VALUES ({','.join('?' * 21)})",
-                _trace_rows(rng, intents, start, min(50_000, traces - start), traces),
-            )
-    print(f"inserted {traces:,} traces in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    _add_work(db, rng, traces)
-    db.execute("ANALYZE")
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-
-
-def _add_work(db, rng: random.Random, traces: int) -> None:
-    """Six weekly batches of 500 picks, their scrubs (the last batch pending), labels and audit entries."""
-    from flywheel.taxonomy import add_entry
-
-    stamp = "2026-11-01T10:00:00.000Z"
-    with write(db):
-        db.conn.executemany(
-            "INSERT INTO quarantine (run_id, file, line_no, reason, raw) VALUES (1, 'big.jsonl', ?, ?, ?)",
-            [(n, "not JSON: Expecting value", b"garbage") for n in range(2000)],
-        )
-        for code in ("WRONG_POLICY", "MISSED_INTENT", "HALLUCINATED_FEE"):
-            add_entry(db, "bench", code, code.replace("_", " ").lower(), "A failure. It is checked by hand.")
-        per_week = traces // WEEKS
-        for batch in range(1, 7):
-            week_start = (WEEKS - 7 + batch) * per_week
-            picks = rng.sample(range(week_start, week_start + per_week), 500)
-            week = iso_week((START + timedelta(weeks=WEEKS - 7 + batch)).strftime("%Y-%m-%d"))
-            db["sample_batches"].insert({"id": batch, "plan": "{}", "seed": 7, "week": week})
-            db.conn.executemany(
-                "INSERT INTO batch_items (batch_id, trace_id, reasons, priority)"
-                " VALUES (?, ?, '[\"random\"]', 2)",
-                [(batch, f"t-{n:07d}") for n in picks],
-            )
-            status = "pending" if batch == 6 else "approved"
-            db.conn.executemany(
-                "INSERT INTO scrubs (trace_id, scrubber_version, status, input, output, messages, created_at,"
-                " reviewed_by) SELECT trace_id, 'bench', ?, input, output, messages, ?, 'ravi'"
-                " FROM traces WHERE trace_id = ?",
-                [(status, stamp, f"t-{n:07d}") for n in picks],
-            )
-            if status == "approved":
-                db.conn.executemany(
-                    "INSERT OR IGNORE INTO labels (trace_id, batch_id, labeler, kind, code, adversarial, via,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, 'none', 'card', ?)",
-                    [(f"t-{n:07d}", batch, ("lena", "tom")[n % 2], *_label(n), stamp) for n in picks[:300]],
-                )
-        db.conn.executemany(
-            "INSERT INTO audit_log (at, actor, action, entity, entity_id, detail)"
-            " VALUES (?, ?, ?, ?, ?, '{}')",
-            [
-                (
-                    stamp,
-                    ("lena", "tom", "ravi", "ana")[n % 4],
-                    ("claim", "label", "approve_scrub")[n % 3],
-                    ("trace", "label", "scrub")[n % 3],
-                    str(n),
-                )
-                for n in range(50_000)
-            ],
-        )
-
-
-def _label(n: int) -> tuple[str, str | None]:
-    if n % 3 == 0:
-        return "not_a_bug", None
-    return "known", ("WRONG_POLICY", "MISSED_INTENT", "HALLUCINATED_FEE")[n % 3]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(db_path: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-    env = {**os.environ, "FLYWHEEL_DB": str(db_path)}
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                return process, url
-        except OSError:
-            time.sleep(0.3)
-    process.terminate()
-    raise RuntimeError(f"streamlit did not answer on {url}")
-
-
 # Records when the script run that follows the click finishes, in the page's own clock.
 _WATCH = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
@@ -252,30 +101,25 @@ def measure(db_path: Path, repeats: int) -> dict[tuple[str, str], float]:
     """Median page time per (role, page) on one database."""
     from playwright.sync_api import sync_playwright
 
-    process, url = _start_server(db_path)
     results = {}
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-            for role, pages in PAGES.items():
-                page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-                page.goto(url)
-                page.get_by_test_id("stSidebarNav").wait_for(timeout=600_000)
-                _idle(page)
-                _sign_in(page, USERS[role])
-                for title in pages:  # one warm-up round: the first visit after a server start
-                    _visit(page, title)
-                times = {title: [] for title in pages}
-                for _ in range(repeats):
-                    for title in pages:
-                        times[title].append(_visit(page, title))
-                for title, values in times.items():
-                    results[(role, title)] = statistics.median(values)
-                page.context.close()
-            browser.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serve_app(db_path) as (url, _), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        for role, pages in PAGES.items():
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.goto(url)
+            page.get_by_test_id("stSidebarNav").wait_for(timeout=600_000)
+            _idle(page)
+            _sign_in(page, USERS[role])
+            for title in pages:  # one warm-up round: the first visit after a server start
+                _visit(page, title)
+            times = {title: [] for title in pages}
+            for _ in range(repeats):
+                for title in pages:
+                    times[title].append(_visit(page, title))
+            for title, values in times.items():
+                results[(role, title)] = statistics.median(values)
+            page.context.close()
+        browser.close()
     return results
 
 
@@ -289,7 +133,10 @@ def main() -> None:
     args = parser.parse_args()
     big = Path(args.big_db)
     if not (args.keep and big.exists()):
-        build_big(big, args.traces)
+        big.unlink(missing_ok=True)
+        started = time.perf_counter()
+        build_demo(big, traces=args.traces)
+        print(f"built {big} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if args.build_only:
         return
     columns = {}

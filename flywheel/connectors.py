@@ -188,7 +188,8 @@ def _otlp_spans(values: list[tuple[int, object]], context: _Context, bad: list[_
             continue
         for resource_spans in export["resourceSpans"]:
             try:
-                resource = _attributes((_object(resource_spans).get("resource") or {}).get("attributes"))
+                described = _object(_object(resource_spans).get("resource") or {})
+                resource = _attributes(described.get("attributes"))
                 scopes = _list(
                     resource_spans.get("scopeSpans", resource_spans.get("instrumentationLibrarySpans"))
                 )

@@ -7,8 +7,9 @@ normalised vectors. Only scrubbed text of approved traces is ever embedded.
 
 The failure lives in the reply, so a trace is embedded as its whole exchange (every turn with its
 role) and, separately, as its reply alone; ``scrub_vectors`` says which cached vector holds which part
-of which scrub. A background worker (``start_worker``) loads the model and embeds approved scrubs as
-they are approved, so the siblings panel only reads vectors and never waits for the model.
+of which scrub. A background worker (``start_worker``) embeds approved scrubs as they are approved, so
+the siblings panel only reads vectors and never waits for the model; the worker's model lives in a
+child process (``flywheel.model_process``), loaded when the worker starts.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlite_utils import Database
 from flywheel.auth import User, require_role
 from flywheel.config import Config
 from flywheel.errors import BadInput
+from flywheel.model_process import ModelProcess
 from flywheel.store import format_ts, now, query_rows, write
 from flywheel.traces import approved_scrub
 
@@ -230,15 +232,19 @@ def embed_all(
 
 
 class EmbeddingWorker(threading.Thread):
-    """A daemon thread that loads the model, then embeds newly approved scrubs as they arrive.
+    """A daemon thread that starts the model, then embeds newly approved scrubs as they arrive.
 
     One per database path and process (``start_worker``); it polls every ``interval`` seconds and wakes
-    at once on ``wake()``. Its last error (if any) is kept in ``error`` and it tries again later.
+    at once on ``wake()``. Without an ``encoder`` the model runs in a child process (``ModelProcess``),
+    so neither loading it nor encoding holds this process's GIL; ``encoder`` is what the siblings panel
+    encodes with too. Its last error (if any) is kept in ``error`` and it tries again later.
     """
 
     def __init__(self, path: str, interval: float = 2.0, encoder: Encoder | None = None):
         super().__init__(name=f"flywheel-embed:{path}", daemon=True)
-        self.path, self.interval, self.encoder = path, interval, encoder
+        self.path, self.interval = path, interval
+        self._model = None if encoder else ModelProcess()
+        self.encoder: Encoder = encoder or self._model.encode
         self.embedded, self.error, self.ready = 0, None, threading.Event()
         self._wake, self._halt = threading.Event(), threading.Event()
 
@@ -246,8 +252,8 @@ class EmbeddingWorker(threading.Thread):
         from flywheel.store import open_db  # the store opens connections; this thread needs its own
 
         try:
-            if self.encoder is None:
-                load_model()
+            if self._model is not None:
+                self._model.start()
             db = open_db(self.path)
         except Exception as error:  # a thread has no caller: keep the reason
             self.error = f"{type(error).__name__}: {error}"
@@ -266,6 +272,8 @@ class EmbeddingWorker(threading.Thread):
                 self._wake.wait(self.interval)
                 self._wake.clear()
         db.close()
+        if self._model is not None:
+            self._model.close()
 
     def wake(self) -> None:
         """Look for new approvals now rather than at the next poll."""
@@ -297,6 +305,12 @@ def start_background_embedding(config: Config) -> EmbeddingWorker | None:
     if config.embed_worker not in ("on", "off"):
         raise BadInput(f"FLYWHEEL_EMBED_WORKER={config.embed_worker!r}: expected on or off")
     return start_worker(config.db) if config.embed_worker == "on" else None
+
+
+def background_encoder(config: Config) -> Encoder | None:
+    """What a request encodes with: the app's worker's model (None when the worker is off: in process)."""
+    worker = start_background_embedding(config)
+    return worker.encoder if worker else None
 
 
 # Siblings -------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
     │   └── NothingToUndo     the user has no label left to undo
     ├── PermissionDenied      the user's role may not do this
     ├── JudgeError            the LLM judge cannot run (no key, refused, unavailable)
+    ├── EmbeddingError        the embedding model's process failed or could not load the model
     ├── StoreError            the database cannot be opened or written
     │   └── ForeignDatabase   the file is a database of another application
     ├── AlreadyReviewed       another reviewer decided on this scrub first
@@ -74,6 +75,10 @@ class ScrubClaimed(FlywheelError):
 
 class StaleClaim(FlywheelError):
     """The claim lapsed and someone else has since claimed or labeled the item; nothing was saved."""
+
+
+class EmbeddingError(FlywheelError):
+    """The embedding model's process failed or could not load the model."""
 
 
 class JudgeError(FlywheelError):

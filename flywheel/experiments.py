@@ -20,15 +20,14 @@ from sqlite_utils import Database
 
 from flywheel.errors import BadInput
 from flywheel.judge import json_path, metadata_key
-from flywheel.signal_alerts import RATE_SIGNALS
-from flywheel.stats import wilson
+from flywheel.rollups import advance_watermark, cached, pending_rowids
+from flywheel.signal_alerts import RATE_SIGNALS, SUMS, signal_definition
+from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store import query_rows
 
 NORMAL = NormalDist()
 LOWER_IS_BETTER = True  # every rate compared here counts something going wrong
-
-
-NO_TRIALS = (math.nan, math.nan)  # the interval of a rate with no trials: unknown, not (0, 1)
+ARM_KEY = "release"  # the metadata key the Online page compares arms by until the lead names another
 
 
 def two_proportion_test(x1: int, n1: int, x2: int, n2: int, confidence: float = 0.95) -> dict:
@@ -93,11 +92,11 @@ def plan_test(
 
 def daily_traffic(db: Database, days: int = 28) -> float:
     """Mean traces per day over the last ``days`` days of data."""
-    row = db.execute(
+    sql = (
         "SELECT count(*), min(ts), max(ts) FROM traces WHERE ts >= ("
-        " SELECT strftime('%Y-%m-%dT%H:%M:%fZ', max(ts), ?) FROM traces)",
-        [f"-{days} days"],
-    ).fetchone()
+        " SELECT strftime('%Y-%m-%dT%H:%M:%fZ', max(ts), ?) FROM traces)"
+    )
+    row = cached(db, f"daily_traffic:{days}", lambda: db.execute(sql, [f"-{days} days"]).fetchone())
     if not row[0]:
         return 0.0
     return row[0] / days
@@ -121,13 +120,21 @@ def _window(key: str, weeks: tuple[str, ...] = (), hours: int | None = None) -> 
 def arm_values(db: Database, key: str, hours: int | None = None) -> list[dict]:
     """The values a metadata key takes (in the last ``hours`` when given), with how many traces carry
     each, most common first."""
+    if hours is None:
+        path = _refresh_arms(db, key)
+        return query_rows(
+            db,
+            "SELECT arm, sum(n) AS traces, min(week) AS first_week, max(week) AS last_week FROM arm_rollup"
+            " WHERE key = ? GROUP BY arm ORDER BY traces DESC, arm",
+            [path],
+        )
     where, params = _window(key, hours=hours)
-    return query_rows(
-        db,
+    sql = (
         f"SELECT CAST(json_extract(metadata, ?) AS TEXT) AS arm, count(*) AS traces, min(week) AS first_week,"
-        f" max(week) AS last_week FROM traces WHERE {where} GROUP BY arm ORDER BY traces DESC",
-        [params[0], *params],
+        f" max(week) AS last_week FROM traces WHERE {where} GROUP BY arm ORDER BY traces DESC, arm"
     )
+    # the last hours of data change only when traces arrive: kept per data version
+    return cached(db, f"arm_values:{params}", lambda: query_rows(db, sql, [params[0], *params]))
 
 
 def arm_rates(
@@ -142,25 +149,68 @@ def arm_rates(
     where, params = _window(key, weeks, hours)
     arm_sql = "CAST(json_extract(metadata, ?) AS TEXT)"
     marks = ",".join("?" * len(arms))
-    sums = ", ".join(f"sum(CASE WHEN {sql} THEN 1 ELSE 0 END)" for sql in RATE_SIGNALS.values())
-    rows = db.execute(
-        f"SELECT {arm_sql} AS arm, count(*), {sums} FROM traces WHERE {where} AND {arm_sql} IN ({marks})"
-        " GROUP BY arm",
-        [params[0], *params, params[0], *arms],
-    ).fetchall()
+    if hours is None:  # whole weeks: the arm rollup
+        path = _refresh_arms(db, key)
+        in_weeks = f" AND week IN ({','.join('?' * len(weeks))})" if weeks else ""
+        sums = ", ".join(f"sum({name})" for name in SUMS)
+        rows = db.execute(
+            f"SELECT arm, sum(n), {sums} FROM arm_rollup WHERE key = ? AND arm IN ({marks}){in_weeks}"
+            " GROUP BY arm",
+            [path, *arms, *weeks],
+        ).fetchall()
+    else:
+        sums = ", ".join(f"sum(CASE WHEN {sql} THEN 1 ELSE 0 END)" for sql in RATE_SIGNALS.values())
+        sql = (
+            f"SELECT {arm_sql} AS arm, count(*), {sums} FROM traces WHERE {where} AND {arm_sql} IN ({marks})"
+            " GROUP BY arm"
+        )
+        values = [params[0], *params, params[0], *arms]
+        rows = cached(db, f"arm_rates:{values}", lambda: db.execute(sql, values).fetchall())
     out = []
     for arm, n, *counts in rows:
         out += [_rate(arm, name, x, n) for name, x in zip(RATE_SIGNALS, counts, strict=True)]
-    if rubric_id is not None:
+    if rubric_id is not None:  # judged traces are few: walk the judgments, look each trace up
         judged = db.execute(
-            f"SELECT {arm_sql} AS arm, count(*), sum(j.verdict = 'fail') FROM traces t JOIN judgments j"
-            " ON j.subject_kind = 'trace' AND j.subject_id = t.trace_id AND j.status = 'ok'"
-            " AND j.rubric_id = ?"
-            f" WHERE {where} AND {arm_sql} IN ({marks}) GROUP BY arm",
+            f"SELECT {arm_sql} AS arm, count(*), sum(j.verdict = 'fail') FROM judgments j CROSS JOIN traces t"
+            " ON t.trace_id = j.subject_id WHERE j.subject_kind = 'trace' AND j.status = 'ok'"
+            f" AND j.rubric_id = ? AND {where} AND {arm_sql} IN ({marks}) GROUP BY arm",
             [params[0], rubric_id, *params, params[0], *arms],
         ).fetchall()
         out += [_rate(arm, "judge fail", x, n) for arm, n, x in judged]
     return sorted(out, key=lambda r: (arms.index(r["arm"]), r["metric"]))
+
+
+def _refresh_arms(db: Database, key: str) -> str:
+    """Bring the arm rollup of ``key`` up to the newest trace (counts only add up: traces are appended);
+    return the key's JSON path, under which its rows are kept."""
+    path = json_path(metadata_key(key))
+    name = f"arms:{path}"
+    start, upto = pending_rowids(db, name, _ARMS_DEFINITION)
+    if start >= upto:
+        return path
+    sums = ", ".join(f"sum(CASE WHEN {sql} THEN 1 ELSE 0 END)" for sql in RATE_SIGNALS.values())
+    rows = db.execute(
+        f"SELECT ?, CAST(json_extract(metadata, ?) AS TEXT) AS arm, week, count(*), {sums} FROM traces"
+        " WHERE rowid > ? AND rowid <= ? AND json_extract(metadata, ?) IS NOT NULL GROUP BY arm, week",
+        [path, path, start, upto, path],
+    ).fetchall()
+
+    def apply() -> None:
+        if start == 0:
+            db.execute("DELETE FROM arm_rollup WHERE key = ?", [path])
+        adds = ", ".join(f"{name} = {name} + excluded.{name}" for name in ("n", *SUMS))
+        db.conn.executemany(
+            f"INSERT INTO arm_rollup (key, arm, week, n, {', '.join(SUMS)})"
+            f" VALUES ({', '.join('?' * (4 + len(SUMS)))})"
+            f" ON CONFLICT (key, arm, week) DO UPDATE SET {adds}",
+            rows,
+        )
+
+    advance_watermark(db, name, _ARMS_DEFINITION, start, upto, apply)
+    return path
+
+
+_ARMS_DEFINITION = signal_definition()
 
 
 def _rate(arm: str, metric: str, x: int, n: int) -> dict:

@@ -14,9 +14,8 @@ from sqlite_utils import Database
 
 from flywheel.calibration import threshold
 from flywheel.evalsets import current_version
-from flywheel.experiments import NO_TRIALS
 from flywheel.rubrics import rubric
-from flywheel.stats import wilson
+from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store import query_one, query_rows
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from sqlite_utils import Database
@@ -22,6 +25,7 @@ T = TypeVar("T")
 ROLLUP = "traces"
 CACHE_SIZE = 256
 _cache: dict[tuple, object] = {}
+_log = logging.getLogger(__name__)
 ALL = ""  # the rollup's signal name for "every trace"; also its stand-in for a missing cohort or intent
 
 
@@ -42,18 +46,12 @@ def refresh_rollups(db: Database) -> int:
     The new traces are counted outside any write lock; the short write applies the counts only if no
     one else moved the watermark meanwhile, so a first visit at 1M traces never blocks a labeler.
     """
-    upto, definition = data_version(db)
-    state = db.execute("SELECT definition, upto_rowid FROM rollup_state WHERE name = ?", [ROLLUP]).fetchone()
-    start = state[1] if state and state[0] == definition else 0
+    start, upto = pending_rowids(db, ROLLUP, _definition())
     if start >= upto:
         return 0
     counts = _counts_between(db, start, upto)
-    with write(db):
-        current = db.execute(
-            "SELECT definition, upto_rowid FROM rollup_state WHERE name = ?", [ROLLUP]
-        ).fetchone()
-        if (current[1] if current and current[0] == definition else 0) != start:
-            return 0  # another session applied these traces first
+
+    def apply() -> None:
         if start == 0:
             db.execute("DELETE FROM trace_rollup")
         db.conn.executemany(
@@ -61,11 +59,38 @@ def refresh_rollups(db: Database) -> int:
             " ON CONFLICT (week, cohort, intent, signal) DO UPDATE SET traces = traces + excluded.traces",
             counts,
         )
+
+    if not advance_watermark(db, ROLLUP, _definition(), start, upto, apply):
+        return 0
+    return sum(row[4] for row in counts if row[3] == ALL)
+
+
+def pending_rowids(db: Database, name: str, definition: str) -> tuple[int, int]:
+    """``(start, upto)``: the rowids of traces the rollup ``name`` has not taken in yet, ``start``
+    exclusive; ``start`` is 0 (rebuild) when there is no watermark or its definition changed."""
+    upto = db.execute("SELECT coalesce(max(rowid), 0) FROM traces").fetchone()[0]
+    return _watermark(db, name, definition), upto
+
+
+def advance_watermark(
+    db: Database, name: str, definition: str, start: int, upto: int, apply: Callable[[], None]
+) -> bool:
+    """In one short write: ``apply()`` and move the watermark of ``name`` to ``upto``, unless another
+    session moved it from ``start`` meanwhile (then nothing is written and False is returned)."""
+    with write(db):
+        if _watermark(db, name, definition) != start:
+            return False
+        apply()
         db.execute(
             "INSERT OR REPLACE INTO rollup_state (name, definition, upto_rowid) VALUES (?, ?, ?)",
-            [ROLLUP, definition, upto],
+            [name, definition, upto],
         )
-    return sum(row[4] for row in counts if row[3] == ALL)
+    return True
+
+
+def _watermark(db: Database, name: str, definition: str) -> int:
+    state = db.execute("SELECT definition, upto_rowid FROM rollup_state WHERE name = ?", [name]).fetchone()
+    return state[1] if state and state[0] == definition else 0
 
 
 def _counts_between(db: Database, start: int, upto: int) -> list[tuple]:
@@ -122,3 +147,44 @@ def cached(db: Database, name: str, compute: Callable[[], T]) -> T:
             _cache.pop(next(iter(_cache)))
         _cache[key] = compute()
     return copy.deepcopy(_cache[key])
+
+
+_warmers: dict[str, threading.Thread] = {}
+_warmers_lock = threading.Lock()
+
+
+def warm_in_background(path: str | Path) -> threading.Thread:
+    """Bring the rollups of the database at ``path`` up to date (and compute the Sample page's first
+    preview) in a daemon thread, once per process and path, so the first visit after a large import
+    does not pay for it. Pages still refresh what
+    they read, so a visit before the thread is done is correct, only slower."""
+    key = str(Path(path).resolve())
+    with _warmers_lock:
+        thread = _warmers.get(key)
+        if thread is None:
+            thread = _warmers[key] = threading.Thread(
+                target=_warm, args=(key,), name=f"flywheel-rollups:{key}", daemon=True
+            )
+            thread.start()
+    return thread
+
+
+def _warm(path: str) -> None:
+    from flywheel.experiments import ARM_KEY, arm_values
+    from flywheel.sampling import preview_plan, sample_weeks, saved_plans
+    from flywheel.signal_alerts import refresh_signal_rollup
+    from flywheel.store import open_db  # this thread needs its own connection
+
+    try:
+        db = open_db(path)
+        try:
+            refresh_rollups(db)
+            refresh_signal_rollup(db, "week")
+            arm_values(db, ARM_KEY)
+            plans, weeks = saved_plans(db), sample_weeks(db)
+            if plans and weeks:  # the preview the Sample page opens on (kept in this process's cache)
+                preview_plan(db, plans[0], plans[0].week if plans[0].week in weeks else weeks[0])
+        finally:
+            db.close()
+    except Exception:  # a thread has no caller; the pages refresh on their own
+        _log.exception("bringing the rollups up to date failed")

@@ -10,13 +10,16 @@ individuals chart). The judge's fail rate joins the signals only once the judge 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from statistics import mean, stdev
 
+import numpy as np
 import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.errors import BadInput
+from flywheel.rollups import advance_watermark, pending_rowids
 from flywheel.store import query_rows
 
 RATE_SIGNALS = {
@@ -27,6 +30,8 @@ RATE_SIGNALS = {
     "schema failure": "schema_valid = 0",
 }
 VALUE_SIGNALS = ("p95 latency ms", "cost per trace usd")
+SUMS = tuple(f"s{i}" for i in range(len(RATE_SIGNALS)))  # events per rate signal, in its order
+STAT_COLUMNS = ("period", "cohort", "n", *SUMS, "cost", "p95")
 PERIODS = {"week": "week", "day": "substr(ts, 1, 10)"}
 ALL = "(all)"
 
@@ -39,53 +44,120 @@ def _period(period: str) -> str:
 
 def signal_counts(db: Database, period: str = "week", last: int | None = None) -> list[dict]:
     """Per period and cohort (and ``(all)``): traces, events per rate signal, p95 latency, mean cost;
-    only the ``last`` periods when given (read through the week/ts indexes)."""
-    p = _period(period)
-    where, params = _recent(db, period, last)
-    sums = ", ".join(
-        f"sum(CASE WHEN {sql} THEN 1 ELSE 0 END) AS s{i}" for i, sql in enumerate(RATE_SIGNALS.values())
-    )
-    rows = []
-    for cohort in (f"'{ALL}'", "coalesce(cohort, '(none)')"):
-        rows += query_rows(
-            db,
-            f"SELECT {p} AS period, {cohort} AS cohort, count(*) AS n, {sums}, avg(cost_usd) AS cost"
-            f" FROM traces {where} GROUP BY 1, 2 ORDER BY 1, 2",
-            params,
-        )
-    p95 = _p95_latency(db, p, where, params)
-    for row in rows:
-        row["p95"] = p95.get((row["period"], row["cohort"]))
-    return rows
-
-
-def _recent(db: Database, period: str, last: int | None) -> tuple[str, list]:
-    if last is None:
-        return "", []
-    if period == "week":
-        weeks = [
-            r[0] for r in db.execute("SELECT DISTINCT week FROM traces ORDER BY week DESC LIMIT ?", [last])
+    only the ``last`` periods when given. Read from ``signal_rollup``, brought up to date first."""
+    refresh_signal_rollup(db, period)
+    where, params = "WHERE kind = ?", [period]
+    if last is not None:
+        periods = [
+            r[0]
+            for r in db.execute(
+                "SELECT DISTINCT period FROM signal_rollup WHERE kind = ? ORDER BY period DESC LIMIT ?",
+                [period, last],
+            )
         ]
-        return ("WHERE week >= ?", [weeks[-1]]) if weeks else ("", [])
-    latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
-    if latest is None:
-        return "", []
-    return "WHERE ts >= date(?, ?)", [latest[:10], f"-{last - 1} days"]
+        if periods:
+            where, params = where + " AND period >= ?", [period, periods[-1]]
+    return query_rows(
+        db,
+        f"SELECT {', '.join(STAT_COLUMNS)} FROM signal_rollup {where} ORDER BY period, cohort",
+        params,
+    )
 
 
-def _p95_latency(db: Database, p: str, where: str = "", params: list = ()) -> dict[tuple[str, str], float]:
-    """Nearest-rank p95 of latency per period and cohort, and per period over all cohorts."""
-    out = {}
-    known = "WHERE latency_ms IS NOT NULL" + (f" AND {where.removeprefix('WHERE ')}" if where else "")
-    for cohort in (f"'{ALL}'", "coalesce(cohort, '(none)')"):
-        sql = f"""SELECT period, cohort, latency_ms FROM (
-                SELECT {p} AS period, {cohort} AS cohort, latency_ms,
-                       row_number() OVER (PARTITION BY {p}, {cohort} ORDER BY latency_ms) AS rank,
-                       count(*) OVER (PARTITION BY {p}, {cohort}) AS total
-                FROM traces {known})
-              WHERE rank = (95 * total + 99) / 100"""
-        out.update({(period, c): value for period, c, value in db.execute(sql, list(params))})
-    return out
+def signal_definition() -> str:
+    """A hash of the rate signals' definitions: a rollup counted under other definitions is rebuilt."""
+    text = "|".join(f"{name}={sql}" for name, sql in RATE_SIGNALS.items()) + "|p95 nearest rank|mean cost"
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def refresh_signal_rollup(db: Database, period: str = "week") -> int:
+    """Bring ``signal_rollup`` for ``period`` up to the newest trace; return how many periods were
+    (re)computed.
+
+    Traces are only appended: the periods the traces past the watermark fall in are recomputed whole
+    (through the week or time index), the others are kept. The first refresh computes every period in
+    one pass. As with the trace rollup, the work is done outside the write lock and applied only if no
+    one else moved the watermark meanwhile.
+    """
+    p = _period(period)
+    name, definition = f"signals:{period}", signal_definition()
+    start, upto = pending_rowids(db, name, definition)
+    if start >= upto:
+        return 0
+    if start == 0:
+        touched, rows = None, _period_stats(db, p, "", [])
+    else:
+        new = f"SELECT DISTINCT {p} FROM traces WHERE rowid > ? AND rowid <= ?"
+        touched = [r[0] for r in db.execute(new, [start, upto])]
+        rows = []
+        for value in touched:
+            rows += _period_stats(db, p, *_one_period(period, value))
+
+    def apply() -> None:
+        if touched is None:
+            db.execute("DELETE FROM signal_rollup WHERE kind = ?", [period])
+        else:
+            db.execute(
+                f"DELETE FROM signal_rollup WHERE kind = ? AND period IN ({','.join('?' * len(touched))})",
+                [period, *touched],
+            )
+        db.conn.executemany(
+            f"INSERT INTO signal_rollup (kind, {', '.join(STAT_COLUMNS)})"
+            f" VALUES (?, {', '.join('?' * len(STAT_COLUMNS))})",
+            [(period, *(row[c] for c in STAT_COLUMNS)) for row in rows],
+        )
+
+    if not advance_watermark(db, name, definition, start, upto, apply):
+        return 0
+    return len({row["period"] for row in rows})
+
+
+def _one_period(period: str, value: str) -> tuple[str, list]:
+    """The WHERE clause that reads one period's traces through an index."""
+    if period == "week":
+        return "WHERE week = ?", [value]
+    return "WHERE ts >= ? AND ts < date(?, '+1 day')", [value, value]
+
+
+def _period_stats(db: Database, p: str, where: str, params: list) -> list[dict]:
+    """Traces, rate-signal events, mean cost and nearest-rank p95 latency per period and cohort (and
+    ``(all)``), from one pass over the traces."""
+    flags = ", ".join(f"coalesce({sql}, 0)" for sql in RATE_SIGNALS.values())
+    frame = pd.DataFrame(
+        db.execute(
+            f"SELECT {p}, coalesce(cohort, '(none)'), {flags}, latency_ms, cost_usd FROM traces {where}",
+            params,
+        ).fetchall(),
+        columns=["period", "cohort", *SUMS, "latency", "cost"],
+    )
+    if frame.empty:
+        return []
+    frame[["latency", "cost"]] = frame[["latency", "cost"]].astype(float)
+    rows = []
+    for keys, group in (
+        *frame.assign(cohort=ALL).groupby(["period", "cohort"], sort=True),
+        *frame.groupby(["period", "cohort"], sort=True),
+    ):
+        latency, cost = group["latency"].dropna().to_numpy(), group["cost"].dropna()
+        rows.append(
+            {
+                "period": keys[0],
+                "cohort": keys[1],
+                "n": len(group),
+                **{name: int(group[name].sum()) for name in SUMS},
+                "cost": float(cost.mean()) if len(cost) else None,
+                "p95": _nearest_rank(latency, 95),
+            }
+        )
+    return sorted(rows, key=lambda r: (r["period"], r["cohort"]))
+
+
+def _nearest_rank(values: np.ndarray, percent: int) -> float | None:
+    """The nearest-rank percentile: the smallest value with at least ``percent``% of values at or below."""
+    if len(values) == 0:
+        return None
+    k = (percent * len(values) + 99) // 100 - 1
+    return float(np.partition(values, k)[k])
 
 
 def binomial_band(history: list[tuple[int, int]], n: int, sigmas: float = 3.0) -> tuple[float, float, float]:

@@ -18,6 +18,9 @@ def _check(passed: int, total: int) -> None:
         raise BadInput(f"{passed} passed of {total}: expected 0 <= passed <= total")
 
 
+NO_TRIALS = (math.nan, math.nan)  # the interval of a rate with no trials: unknown, not (0, 1)
+
+
 def wilson(
     passed: int, total: int, z: float = Z95, no_data: tuple[float, float] = (0.0, 1.0)
 ) -> tuple[float, float]:

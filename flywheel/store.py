@@ -92,12 +92,15 @@ def m001_traces_ingest_audit(db: Database) -> None:
     db["audit_log"].create_index(["at"])
 
 
-def open_db(path: str | Path | None = None, config: Config | None = None) -> Database:
+def open_db(
+    path: str | Path | None = None, config: Config | None = None, any_thread: bool = False
+) -> Database:
     """Open (creating if needed) the database at ``path`` with WAL, a busy timeout, foreign keys
     and every pending migration applied.
 
     A file that is read-only, or a non-empty SQLite database of another application, is refused
-    with a StoreError before anything is written to it.
+    with a StoreError before anything is written to it. ``any_thread``: the connection may be used
+    from other threads than the one that opened it, by one thread at a time.
     """
     config = config or load_config()
     path = Path(path or config.db)
@@ -105,7 +108,12 @@ def open_db(path: str | Path | None = None, config: Config | None = None) -> Dat
         raise StoreError(f"cannot open database {str(path)!r}: folder {str(path.parent)!r} does not exist")
     _check_writable(path)
     try:
-        conn = sqlite3.connect(str(path), isolation_level=None, timeout=config.busy_timeout_ms / 1000)
+        conn = sqlite3.connect(
+            str(path),
+            isolation_level=None,
+            timeout=config.busy_timeout_ms / 1000,
+            check_same_thread=not any_thread,
+        )
         conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout_ms)}")
         _check_ours(conn, path)
         conn.execute("PRAGMA foreign_keys = ON")
@@ -953,4 +961,56 @@ def m090_weekly_cycle(db: Database) -> None:
     )
     db["cycle_settings"].create(
         {"id": int, "fold_in": int, "baseline": str, "set_by": str, "set_at": str}, pk="id"
+    )
+
+
+@migrations()
+def m100_fewer_week_indexes(db: Database) -> None:
+    # Every per-week query reads (week, cohort, intent): no query plan chose (week, ts), and (week,
+    # cost_usd) served only week filters. Each index an import keeps current costs it CPU at scale.
+    for name in ("idx_traces_week_ts", "idx_traces_week_cost_usd"):
+        db.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+@migrations()
+def m110_signal_rollup(db: Database) -> None:
+    # Per period (week or day) and cohort: traces, rate-signal events, mean cost and p95 latency, kept
+    # up to a rowid watermark in rollup_state; a period that gains traces is recomputed whole.
+    db["signal_rollup"].create(
+        {
+            "kind": str,
+            "period": str,
+            "cohort": str,
+            "n": int,
+            "s0": int,
+            "s1": int,
+            "s2": int,
+            "s3": int,
+            "s4": int,
+            "cost": float,
+            "p95": float,
+        },
+        pk=("kind", "period", "cohort"),
+        not_null={"n"},
+    )
+
+
+@migrations()
+def m120_arm_rollup(db: Database) -> None:
+    # Per metadata key (a release or variant field), value and ISO week: traces and rate-signal events,
+    # kept up to a rowid watermark per key ('arms:<key>' in rollup_state).
+    db["arm_rollup"].create(
+        {
+            "key": str,
+            "arm": str,
+            "week": str,
+            "n": int,
+            "s0": int,
+            "s1": int,
+            "s2": int,
+            "s3": int,
+            "s4": int,
+        },
+        pk=("key", "arm", "week"),
+        not_null={"n"},
     )

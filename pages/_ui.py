@@ -1,7 +1,9 @@
-"""What every page needs: the current user and a database connection for this script run."""
+"""What every page needs: the current user and the session's database connection."""
 
 import html
 import re
+import threading
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -21,10 +23,28 @@ def current_user() -> User:
     return st.session_state["user"]
 
 
+@dataclass
+class _Held:
+    path: str
+    db: Database
+    thread: threading.Thread
+
+
 def database() -> Database:
-    """A connection for this script run, for an identified user only."""
+    """This session's connection, for an identified user only.
+
+    Opening a connection reads the whole schema, a few milliseconds that a label click paid twice (its
+    callback and the card's rerun), so a session keeps one. Its script runs follow one another, each on
+    a thread of its own: the connection moves to the thread of the current run, and a run that finds
+    the previous one's thread still alive (a run being stopped) opens a connection of its own.
+    """
     current_user()
-    return open_db(load_config().db)
+    path, here = load_config().db, threading.current_thread()
+    held = st.session_state.get("_db_connection")
+    if held is None or held.path != path or (held.thread is not here and held.thread.is_alive()):
+        held = st.session_state["_db_connection"] = _Held(path, open_db(path, any_thread=True), here)
+    held.thread = here
+    return held.db
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")

@@ -2,7 +2,7 @@ import streamlit as st
 from sqlite_utils import Database
 
 from flywheel.config import load_config
-from flywheel.embeddings import PARTS, pending_scrubs, similar_traces, start_background_embedding
+from flywheel.embeddings import PARTS, background_encoder, pending_scrubs, similar_traces
 from flywheel.errors import FlywheelError
 from flywheel.labels import (
     ADVERSARIAL,
@@ -25,7 +25,6 @@ from pages._ui import current_user, database, md, show_conversation
 
 user = current_user()
 config = load_config()
-start_background_embedding(config)  # siblings read stored vectors; the model loads in that thread
 st.title("Label")
 st.caption(
     "Approved, scrubbed traces, highest priority first. Your item is held for you for a few minutes; "
@@ -38,6 +37,13 @@ SHORTCUTS = (
 TAGS = {"none": "not adversarial", "jailbreak": "jailbreak", "prompt_injection": "prompt injection"}
 TAGS["policy_override"] = "policy override"
 SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped")
+# A static bar: st.progress animates every change of its value, and in the browser that animation cost
+# about a quarter of drawing the next card. Only a number goes into this markup.
+PROGRESS_BAR = (
+    '<div role="progressbar" aria-valuenow="{pct}" aria-valuemin="0" aria-valuemax="100"'
+    ' style="height:4px;border-radius:2px;background:#e6eaf1">'
+    '<div style="width:{pct}%;height:4px;border-radius:2px;background:#2f6fde"></div></div>'
+)
 # Streamlit ignores shortcuts inside text inputs, but not on a select's clear button, a checkbox or a
 # focused button, so typing there fired them. This guard swallows single-key presses (shortcuts are
 # letters) whenever anything but the page itself has focus; the key still types into its field. Esc
@@ -66,8 +72,7 @@ SHORTCUT_GUARD = """<script>
 
 
 def _act(action, *args, **kwargs):
-    """Run a library action from a button callback on a connection of its own (callbacks and fragment
-    reruns run in another thread than the script run that defined them); its error shows on the card."""
+    """Run a library action from a button callback; its error shows on the card."""
     try:
         result = action(database(), user, *args, **kwargs)
     except FlywheelError as error:
@@ -172,7 +177,7 @@ def _progress(db: Database, claim: Claim) -> None:
     p = progress(db, user, claim.batch_id)
     where = f"Batch {claim.batch_id}" if claim.batch_id is not None else "Traces in no batch"
     others = ", ".join(f"{md(name)} {n}" for name, n in p["per_labeler"].items())
-    st.progress(p["done"] / p["items"] if p["items"] else 0.0)
+    st.html(PROGRESS_BAR.format(pct=round(100 * p["done"] / p["items"]) if p["items"] else 0))
     by_whom = f"labels by {others}" if others else "no labels yet"
     st.caption(f"{where}: {p['done']} done / {p['left']} left · you {p['mine']} · {by_whom}")
 
@@ -244,7 +249,9 @@ def _siblings_panel(db: Database, pending: dict) -> None:
         "the same mistake in the reply, not only the same question."
     )
     part = st.radio("Compare by", list(PARTS), format_func=PARTS.get, horizontal=True, key="siblings_part")
-    rows = similar_traces(db, user, pending["trace_id"], limit=10, part=part)
+    # a trace approved a moment ago may not have its vector yet: the worker's model encodes it
+    encoder = background_encoder(config)
+    rows = similar_traces(db, user, pending["trace_id"], limit=10, part=part, encoder=encoder)
     waiting = pending_scrubs(db, part)
     if waiting:
         st.caption(f"{waiting} approved trace(s) are still being embedded and are not compared yet.")

@@ -143,7 +143,7 @@ with parity_tab:
         st.caption(f"Judge: {md(result['rubric'])}; the gap threshold is set on the Judge page.")
 
 with ab_tab:
-    key = st.text_input("Metadata field naming the release or variant", "release")
+    key = st.text_input("Metadata field naming the release or variant", experiments.ARM_KEY)
     arms = experiments.arm_values(db, key)
     if len(arms) < 2:
         st.info("Fewer than two values of that field in the traces: nothing to compare.")

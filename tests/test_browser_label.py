@@ -182,7 +182,7 @@ def test_labeler_reads_scrubbed_text_only_in_the_traces_table_and_on_the_card(se
 
 def test_a_new_failure_lists_siblings_with_the_whole_exchange(server, server_db, page):
     _open_as(page, server, "ravi (reviewer)")  # reviewers label too; lena and tom hold cards already
-    go(page, "Label")  # the Label page starts the app's embedding worker
+    go(page, "Label")  # the app started its embedding worker with the first session
     db = open_db(server_db)
     deadline = time.monotonic() + 400
     while pending_scrubs(db) or pending_scrubs(db, "reply"):

@@ -339,6 +339,14 @@ def _reconciles(tmp_path_factory, name: str, text: str, fmt: str) -> None:
     db.close()
 
 
+@pytest.mark.parametrize("resource", [5, "host", [1], None])
+def test_an_otlp_resource_that_is_not_an_object_is_quarantined(tmp_path_factory, otlp_export, resource):
+    broken = json.loads(json.dumps(otlp_export))
+    broken["resourceSpans"][0]["resource"] = resource
+    text = json.dumps(broken) + "\n" + json.dumps(otlp_export) + "\n"
+    _reconciles(tmp_path_factory, "spans.json", text, "otlp-json")
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_mutated_otlp_exports_never_crash(tmp_path_factory, otlp_export, data):

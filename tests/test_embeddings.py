@@ -22,6 +22,7 @@ from flywheel.embeddings import (
     start_worker,
 )
 from flywheel.errors import BadInput, PermissionDenied
+from flywheel.model_process import CHUNK, ModelProcess
 from flywheel.store import open_db, write
 
 TEXTS = {
@@ -104,6 +105,22 @@ def test_texts_are_embedded_once_and_cached_as_float32(topic_db, model):
     assert np.array_equal(again[0], first[1]) and np.array_equal(first[0], first[2])
     row = topic_db.execute("SELECT model, dim, length(vector) FROM embeddings LIMIT 1").fetchone()
     assert row == (MODEL_NAME, 384, 384 * 4) and topic_db["embeddings"].count == 3
+
+
+def test_the_model_process_encodes_what_the_model_encodes_in_process(model):
+    texts = [TEXTS[trace_id] for trace_id in sorted(TEXTS)] * 5  # more than one chunk
+    assert len(texts) > CHUNK
+    process = ModelProcess()
+    try:
+        vectors = process.encode(texts)
+        child = process._child
+        assert child is not None and child.poll() is None  # the model stays loaded between batches
+        assert vectors.dtype == np.float32 and vectors.shape == (len(texts), 384)
+        assert np.allclose(vectors, encode(texts), atol=1e-5)
+        assert process.encode([]).shape == (0, 0)
+    finally:
+        process.close()
+    assert child.returncode == 0  # its input closed, the child ended
 
 
 def test_nearest_is_the_brute_force_ranking():

@@ -5,7 +5,7 @@ import pytest
 
 from flywheel.errors import BadInput
 from flywheel.experiments import (
-    NO_TRIALS,
+    arm_rates,
     arm_values,
     canary_alarms,
     compare_arms,
@@ -15,8 +15,8 @@ from flywheel.experiments import (
     two_proportion_test,
 )
 from flywheel.judge import Target, load_judge_settings, make_client, run_judge
-from flywheel.stats import wilson
-from flywheel.store import write
+from flywheel.stats import NO_TRIALS, wilson
+from flywheel.store import open_db, write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import add_traces, starter_rubric
 
@@ -108,18 +108,47 @@ def test_ab_comparison_calls_a_powered_difference_and_refuses_an_under_powered_o
         compare_arms(db, "rel'ease", "r1", "r2")
 
 
-def test_canary_alarm_fires_only_for_a_rate_worse_than_the_control_interval(db):
+def test_arm_counts_kept_between_imports_equal_a_walk_over_the_traces(db):
+    _traffic(db, {"r1": (300, 30), "r2": (200, 40)})
+    assert {v["arm"]: v["traces"] for v in arm_values(db, "release")} == {"r1": 300, "r2": 200}
+    more = [
+        {
+            "trace_id": f"late-{i}",
+            "ts": "2026-11-30T10:00:00.000Z",
+            "week": "2026-W49",
+            "input": "x",
+            "content_hash": f"late{i}",
+            "metadata": json.dumps({"release": "r2"}),
+            "thumbs": "down",
+        }
+        for i in range(50)
+    ]
+    with write(db):
+        db["traces"].insert_all(more)
+    values = {v["arm"]: (v["traces"], v["first_week"], v["last_week"]) for v in arm_values(db, "release")}
+    assert values == {"r1": (300, "2026-W47", "2026-W47"), "r2": (250, "2026-W47", "2026-W49")}
+    rates = {(r["arm"], r["metric"]): (r["events"], r["n"]) for r in arm_rates(db, "release", ("r1", "r2"))}
+    walked = db.execute(
+        "SELECT json_extract(metadata, '$.release'), sum(thumbs = 'down'), count(*) FROM traces GROUP BY 1"
+    ).fetchall()
+    assert {(arm, "thumbs down"): (x, n) for arm, x, n in walked} == {
+        k: v for k, v in rates.items() if k[1] == "thumbs down"
+    }
+    only = arm_rates(db, "release", ("r2",), weeks=("2026-W49",))
+    assert {(r["metric"], r["n"], r["events"]) for r in only if r["metric"] == "thumbs down"} == {
+        ("thumbs down", 50, 50)
+    }
+
+
+def test_canary_alarm_fires_only_for_a_rate_worse_than_the_control_interval(db, tmp_path):
     _traffic(db, {"stable": (2000, 100), "canary": (300, 45)}, signal="escalated")
     alarms = canary_alarms(db, "release", "stable", "canary", hours=72)
     assert [a["metric"] for a in alarms] == ["escalated"]
     assert (alarms[0]["canary_rate"], alarms[0]["control_rate"]) == (0.15, 0.05)
     assert alarms[0]["canary_low"] == pytest.approx(0.1140, abs=1e-4)  # Wilson 45/300, by hand
-    with write(db):
-        db.execute(
-            "UPDATE traces SET escalated = 0"
-            " WHERE trace_id LIKE 'canary-%' AND CAST(substr(trace_id, 8) AS int) >= 15"
-        )
-    assert canary_alarms(db, "release", "stable", "canary", hours=72) == []
+    same_rate = open_db(tmp_path / "same.db")  # the canary escalates as often as the stable release
+    _traffic(same_rate, {"stable": (2000, 100), "canary": (300, 15)}, signal="escalated")
+    assert canary_alarms(same_rate, "release", "stable", "canary", hours=72) == []
     with pytest.raises(BadInput, match="canary window"):
         canary_alarms(db, "release", "stable", "canary", hours=2)
 

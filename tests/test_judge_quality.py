@@ -17,7 +17,14 @@ from flywheel.judge import Target, load_judge_settings, make_client, run_judge
 from flywheel.parity import parity
 from flywheel.rubrics import STARTER_RUBRIC, Metric, Rubric, rubric_versions, save_rubric
 from flywheel.sampling import DEMO_PLAN, save_plan, saved_plan
-from flywheel.signal_alerts import binomial_band, current_alerts, individuals_band, signal_series
+from flywheel.signal_alerts import (
+    binomial_band,
+    current_alerts,
+    individuals_band,
+    refresh_signal_rollup,
+    signal_counts,
+    signal_series,
+)
 from flywheel.store import write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import LEAD, add_traces, label, starter_rubric
@@ -159,6 +166,41 @@ def test_a_rate_leaving_its_band_is_an_alert_and_a_steady_one_is_not(db):
     series = signal_series(db)
     early = series[series["period"] == "2026-W12"]
     assert early["alert"].sum() == 0 and early["high"].isna().all()  # fewer than 4 weeks of history
+
+
+@pytest.mark.parametrize("period", ["week", "day"])
+def test_signal_counts_kept_incrementally_equal_a_fresh_count(db, period):
+    _weekly_traffic(db, 6, spike=0.04)
+    first = signal_counts(db, period)
+    assert {r["cohort"] for r in first} == {"(all)", "free"} and len(first) == 12
+    assert refresh_signal_rollup(db, period) == 0  # nothing new: nothing recomputed
+    late = [
+        {
+            "trace_id": f"late-{i}",
+            "ts": ts,
+            "week": week,
+            "input": "x",
+            "content_hash": f"late{i}",
+            "cohort": "smb",
+            "thumbs": "down",
+            "latency_ms": 9000 + i,
+            "cost_usd": 0.5,
+        }
+        for i, (ts, week) in enumerate(
+            [("2026-02-05T11:00:00.000Z", "2026-W11")] * 3 + [("2026-09-01T08:00:00.000Z", "2026-W36")]
+        )
+    ]
+    with write(db):
+        db["traces"].insert_all(late)
+    assert refresh_signal_rollup(db, period) == 2  # the old period that gained traces, and the new one
+    kept = signal_counts(db, period)
+    with write(db):
+        db.execute("DELETE FROM rollup_state WHERE name LIKE 'signals:%'")
+        db.execute("UPDATE signal_rollup SET n = -1")
+    assert signal_counts(db, period) == kept  # a rebuild from scratch counts the same
+    row = next(r for r in kept if r["cohort"] == "smb" and r["n"] == 3)
+    assert (row["s1"], row["p95"], row["cost"]) == (3, 9002, 0.5)
+    assert len(signal_counts(db, period, last=2)) == 4  # the new period: all, smb; the one before: all, free
 
 
 def test_a_steady_series_raises_no_alert(db):

@@ -2,6 +2,7 @@ from conftest import jsonl, trace
 
 from flywheel.ingest import ingest_files
 from flywheel.overview import intent_mix, loop_counts, weekly_signal_rates, weekly_traffic
+from flywheel.rollups import warm_in_background
 
 
 def test_counts_and_weekly_views_follow_the_data(db, tmp_path):
@@ -46,3 +47,16 @@ def test_rollups_follow_each_import_and_match_a_walk_over_the_traces(db, tmp_pat
         expected = db.execute(sql, [week]).fetchone()[0]
         assert abs(share - expected) < 1e-9
     assert loop_counts(db)["traces"] == 100 and loop_counts(db)["weeks"] == len(set(traffic["week"]))
+
+
+def test_the_app_brings_the_rollups_up_to_date_in_the_background(db, tmp_path):
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(40)])])
+    assert db.execute("SELECT count(*) FROM rollup_state").fetchone()[0] == 0
+    path = tmp_path / "flywheel.db"
+    thread = warm_in_background(path)
+    assert warm_in_background(path) is thread  # once per process and database
+    thread.join(timeout=60)
+    upto = db.execute("SELECT max(rowid) FROM traces").fetchone()[0]
+    state = dict(db.execute("SELECT name, upto_rowid FROM rollup_state").fetchall())
+    assert state == {"traces": upto, "signals:week": upto, 'arms:$."release"': upto}
+    assert db.execute("SELECT sum(n) FROM signal_rollup WHERE cohort = '(all)'").fetchone()[0] == 40

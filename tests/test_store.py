@@ -132,3 +132,28 @@ def test_a_database_at_the_oldest_schema_upgrades_with_its_data(tmp_path):
         assert db[table].exists(), table
     db.close()
     assert not migrations.pending(open_db(path))  # opening again changes nothing
+
+
+PER_WEEK_QUERIES = (
+    "SELECT count(*) FROM traces WHERE week = ?",
+    "SELECT trace_id, cohort, intent, cost_usd FROM traces WHERE week = ?",
+    "SELECT intent, count(*) FROM traces WHERE week = ? GROUP BY intent",
+    "SELECT DISTINCT week FROM traces ORDER BY week DESC LIMIT 1",
+)
+
+
+@pytest.mark.parametrize("sql", PER_WEEK_QUERIES)
+def test_per_week_queries_search_the_one_week_index(db, sql):
+    plan = " / ".join(
+        row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", ["2026-W20"][: sql.count("?")])
+    )
+    assert "idx_traces_week_cohort_intent" in plan, plan
+
+
+def test_an_import_keeps_no_week_index_a_query_does_not_read(db):
+    indexes = {
+        row[0]
+        for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'traces'")
+    }
+    assert "idx_traces_week_cohort_intent" in indexes
+    assert not indexes & {"idx_traces_week_ts", "idx_traces_week_cost_usd"}
