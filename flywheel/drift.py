@@ -15,17 +15,29 @@ revision, so a warm run embeds only text it has not seen, and a new model starts
 Calibration (per eval-set version and embedding model). The threshold is set on traffic the eval set
 covers: a *reference window* of weeks, by default the first ``drift_reference_weeks`` weeks of traffic
 in the store (the traffic the team had when its suite was written or imported; no labels needed); a
-lead can set another per version. τ is the r-th largest reference distance with r = ⌊0.05·n⌋ + 1, so
-≈5% of the reference lies beyond it. A window's count k of traces beyond τ is tested against the
-reference with the exact rank test for exceedances of an empirical quantile: if window and reference
-come from the same distribution, k follows a negative hypergeometric law, so the p-value needs no
+lead can set another per version. The run's τ is the r-th largest reference distance with
+r = ⌊0.05·n⌋ + 1, so ≈5% of the reference lies beyond it.
+
+Each window is measured against the reference *reweighted to the window's mix of eval-set regions*,
+because covered topics differ in how tightly their eval rows cover them: a week that moves to a few
+covered topics the reference barely saw, and that lie farther from their rows than most, must not
+look like drift. Regions are clusters of eval rows (average linkage on cosine, about
+``REGION_ROWS`` rows each; a cluster the reference visited fewer than ``REGION_MIN_REFERENCE`` times
+is replaced by the smallest enclosing cluster it did visit), and a trace's region is its nearest
+row's. A window's mix is counted on its traces within the run's τ (so that new traffic, mostly beyond
+it, does not steer the weights), smoothed by ``REGION_PSEUDO`` traces per region; each reference trace
+is weighted by its region's share in the window over its share in the reference. The window's τ is
+the 95% quantile of the weighted reference (the run's τ when the mix is the reference's), and its
+count k of traces beyond τ is tested with the exact rank test for exceedances of an empirical
+quantile at the weighted reference's effective size (Kish: (Σw)²/Σw²): if window and reference come
+from the same distribution, k follows a negative hypergeometric law, so the p-value needs no
 assumption on the distances and, unlike a binomial test against the reference's 5%, accounts for τ
-being estimated from a finite reference. The alarm needs p < ``ALPHA`` and a share beyond τ at least
-``MIN_EXCESS`` above the reference's (a real gap, not a detectable one at very large n). The mean
-distance is reported with a normal interval; it moves with the mix of covered intents and does not
-drive the alarm. The test holds for windows drawn like the reference; a week concentrated on covered
-topics the reference barely saw, and that lie farther from their rows than most, can still alarm
-(benchmarks/README.md, drift_banking77.py).
+being estimated from a finite reference. A window of the reference's mix gets the reference's τ and
+size, so the test is exact there; a window concentrated on a few regions gets their τ and the small
+effective size their few reference traces give, so the test is as unsure as the reference is. The
+alarm needs p < ``ALPHA`` and a share beyond τ at least ``MIN_EXCESS`` above the weighted reference's
+(a real gap, not a detectable one at very large n). The mean distance is reported with a normal
+interval; it moves with the mix of covered intents and does not drive the alarm.
 
 Clusters. A window's traces beyond τ are grouped by average-linkage agglomerative clustering on cosine
 distance, each named by its most distinctive words (class-based TF-IDF over scrubbed text, the
@@ -64,6 +76,10 @@ QUANTILE = 0.95
 MIN_REFERENCE = 50
 CHUNK = 1024
 EMBED_BATCH = 256
+REGION_ROWS = 8  # eval rows per region at the finest cut (chosen on the benchmark's tuning seeds)
+REGION_MIN_REFERENCE = 3  # reference traces a region needs, else its enclosing cluster stands in
+REGION_PSEUDO = 2.0  # traces added to a region's window count and to its count at the reference's mix
+REGION_MAX_ROWS = 6000  # above this many eval rows, regions are cut on a seeded sample of them
 CLUSTER_CUT = 0.6  # average cosine distance inside a cluster
 MAX_CLUSTERS = 12
 ALL_WEEKS = "all-weeks"
@@ -218,6 +234,85 @@ def exceedance_p_value(k: int, n: int, calibration: Calibration) -> float:
 
 def _log_choose(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def eval_regions(rows: np.ndarray, visits: np.ndarray) -> np.ndarray:
+    """A region id per eval row: the finest cluster of about ``REGION_ROWS`` rows (average linkage on
+    cosine) whose rows were nearest to at least ``REGION_MIN_REFERENCE`` reference traces, else the
+    smallest enclosing cluster (cut at twice, four times... the size) that was. ``visits`` counts the
+    reference traces nearest to each row."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if len(rows) < 2:
+        return np.zeros(len(rows), dtype=int)
+    rows, owner = _region_basis(rows)
+    tree = linkage(rows.astype(np.float64), method="average", metric="cosine")
+    support = np.bincount(owner, weights=visits, minlength=len(rows))
+    region = np.full(len(rows), -1)
+    names: dict[tuple[int, int], int] = {}
+    size = REGION_ROWS
+    while (region < 0).any():
+        count = math.ceil(len(rows) / size)
+        labels = fcluster(tree, count, criterion="maxclust") if count > 1 else np.ones(len(rows), dtype=int)
+        held = np.bincount(labels, weights=support)
+        for i in np.flatnonzero((region < 0) & ((held[labels] >= REGION_MIN_REFERENCE) | (count == 1))):
+            region[i] = names.setdefault((size, int(labels[i])), len(names))
+        size *= 2
+    return region[owner]
+
+
+def _region_basis(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows to cluster and, per eval row, which of them stands for it: all rows, or for a large
+    eval set a seeded sample with every row assigned to its nearest sampled row."""
+    if len(rows) <= REGION_MAX_ROWS:
+        return rows, np.arange(len(rows))
+    sample = np.sort(np.random.default_rng(0).choice(len(rows), REGION_MAX_ROWS, replace=False))
+    return rows[sample], nearest_rows(rows, rows[sample])[0]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference window's distances and eval-set regions: calibrates τ for each window's mix."""
+
+    distances: np.ndarray
+    regions: np.ndarray  # the region of each reference trace
+    row_regions: np.ndarray  # the region of each eval row
+    calibration: Calibration  # the run's τ: the reference's own mix
+
+    def for_window(self, nearest: np.ndarray, distances: np.ndarray) -> Calibration:
+        """τ and effective size of the reference reweighted to the window's mix of regions."""
+        count, tau = int(self.row_regions.max()) + 1, self.calibration.tau
+        # Both mixes are counted within τ: the same share of each region's traffic when nothing moved
+        window = np.bincount(self.row_regions[nearest[distances <= tau]], minlength=count)
+        reference = np.bincount(self.regions[self.distances <= tau], minlength=count)
+        expected = reference * window.sum() / reference.sum()  # the window's counts at the reference's mix
+        weights = ((window + REGION_PSEUDO) / (expected + REGION_PSEUDO))[self.regions]
+        return weighted_calibration(self.distances, weights)
+
+
+def reference_of(rows: np.ndarray, nearest: np.ndarray, distances: np.ndarray) -> Reference:
+    """The reference of a run: its distances, each trace's nearest eval row, and the eval rows."""
+    calibration = calibrate(distances)
+    row_regions = eval_regions(rows, np.bincount(nearest, minlength=len(rows)))
+    return Reference(np.asarray(distances, dtype=np.float64), row_regions[nearest], row_regions, calibration)
+
+
+def weighted_calibration(
+    distances: np.ndarray, weights: np.ndarray, quantile: float = QUANTILE
+) -> Calibration:
+    """τ = the weighted (1 - quantile) upper point of ``distances``, at the weights' effective size.
+
+    With equal weights this is ``calibrate``: τ is the first value, from the top, at which the weight
+    above and at it exceeds 1 - quantile, and ``beyond`` of n lie strictly beyond it.
+    """
+    order = np.argsort(-distances, kind="stable")
+    values, share = distances[order], weights[order] / weights.sum()
+    above = np.cumsum(share) - 1e-9  # so that equal weights give calibrate's rank despite rounding
+    at = min(int(np.searchsorted(above, 1 - quantile, side="right")), len(values) - 1)
+    tau = float(values[at])
+    n = max(int(weights.sum() ** 2 / np.sum(weights**2) + 1e-9), 1)
+    beyond = min(round(float(share[values > tau].sum()) * n), n - 1)
+    return Calibration(tau, n, beyond)
 
 
 def window_stats(distances: np.ndarray, calibration: Calibration) -> dict:
@@ -508,12 +603,14 @@ def run_drift(
     )
     nearest, distance = nearest_rows(vectors[len(rows) :], vectors[: len(rows)])
     at = {t: i for i, t in enumerate(flat)}
-    ref_ids = [t for w in all_weeks if reference[0] <= w <= reference[1] for t in ids[w]]
-    calibration = calibrate(distance[[at[t] for t in ref_ids]])
+    ref_index = [at[t] for w in all_weeks if reference[0] <= w <= reference[1] for t in ids[w]]
+    baseline = reference_of(vectors[: len(rows)], nearest[ref_index], distance[ref_index])
+    calibration = baseline.calibration
     results, members = [], []
     for week in weeks:
         index = np.array([at[t] for t in ids[week]], dtype=int)
-        stats = window_stats(distance[index], calibration)
+        week_calibration = baseline.for_window(nearest[index], distance[index])
+        stats = window_stats(distance[index], week_calibration)
         results.append(
             {
                 "window": week,
@@ -524,7 +621,7 @@ def run_drift(
         )
         members.append(
             _window_clusters(
-                week, ids[week], index, vectors[len(rows) :], distance, nearest, calibration, texts, rows
+                week, ids[week], index, vectors[len(rows) :], distance, nearest, week_calibration, texts, rows
             )
         )
     run = _store_run(

@@ -14,9 +14,10 @@ st.title("Drift")
 st.caption(
     "How much of each week's traffic the current eval set no longer covers: every trace's nearest eval"
     " row (all-MiniLM-L6-v2 on scrubbed text), the mean distance and the share beyond a threshold τ"
-    " calibrated on a reference window of covered traffic, with 95% intervals. An alarm needs"
-    f" p < {drift.ALPHA} in an exact test against the reference and a share at least"
-    f" {drift.MIN_EXCESS:.0%} above the reference's."
+    " calibrated on a reference window of covered traffic, reweighted to each week's mix of eval-set"
+    " regions (so a week that only moves between covered topics keeps its τ honest), with 95% intervals."
+    f" An alarm needs p < {drift.ALPHA} in an exact test against that reference and a share at least"
+    f" {drift.MIN_EXCESS:.0%} above its share."
 )
 
 weeks = sorted(sample_weeks(db))

@@ -319,3 +319,51 @@ def test_a_reference_window_too_small_fails_before_anything_is_scrubbed_or_embed
     with pytest.raises(BadInput, match="holds 20 traces"):
         drift.run_drift(db, "ana", model=drift.Model("bag-of-words", "1", hashing_encoder(calls)))
     assert calls == [] and db["drift_texts"].count == 0
+
+
+def test_weighted_calibration_with_equal_weights_is_the_plain_one():
+    rng = np.random.default_rng(4)
+    for n in (50, 199, 200, 600, 601):
+        values = rng.gamma(4, 0.08, size=n)
+        assert drift.weighted_calibration(values, np.ones(n)) == drift.calibrate(values)
+
+
+def topic_traffic(seed: int):
+    """30 topics with 6 eval rows each; traffic by popularity (1/rank); topics 10-15 are looser around
+    their centres than the rest, so more of their traffic lies beyond a τ set on the usual mix."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.normal(size=(30, 32)))
+    spread = np.where((np.arange(30) >= 10) & (np.arange(30) < 16), 0.06, 0.05)
+    popularity = 1 / np.arange(1, 31) / np.sum(1 / np.arange(1, 31))
+
+    def traffic(topics):
+        return unit(centres[topics] + spread[topics, None] * rng.normal(size=(len(topics), 32)))
+
+    rows = traffic(np.repeat(np.arange(30), 6))
+    usual = lambda n: traffic(rng.choice(30, n, p=popularity))  # noqa: E731
+    return rng, rows, usual, traffic
+
+
+def test_calibration_for_the_weeks_mix_holds_without_shift_and_on_a_concentrated_covered_mix():
+    same, concentrated, concentrated_one_tau, shifted = 0, 0, 0, 0
+    runs = 60
+    for seed in range(runs):
+        rng, rows, usual, traffic = topic_traffic(seed)
+        reference = drift.reference_of(rows, *drift.nearest_rows(usual(600), rows))
+
+        def alarm(vectors, one_tau=False, rows=rows, reference=reference):
+            nearest, distance = drift.nearest_rows(vectors, rows)
+            calibration = reference.calibration if one_tau else reference.for_window(nearest, distance)
+            return drift.window_stats(distance, calibration)["alarm"]
+
+        same += alarm(usual(300))
+        loose = traffic(rng.integers(10, 16, size=300))  # every trace on the six looser covered topics
+        concentrated += alarm(loose)
+        concentrated_one_tau += alarm(loose, one_tau=True)
+        new = unit(rng.normal(size=(5, 32)))
+        novel = unit(new[rng.integers(5, size=45)] + 0.05 * rng.normal(size=(45, 32)))
+        shifted += alarm(np.vstack([usual(255), novel]))  # 15% new topics
+    assert same / runs <= 0.05
+    assert concentrated_one_tau / runs >= 0.9  # one τ for every mix mistakes the covered mix for drift
+    assert concentrated / runs <= 0.2
+    assert shifted / runs >= 0.95
