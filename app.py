@@ -16,36 +16,13 @@ from flywheel.demo_db import ensure_demo_db
 from flywheel.embeddings import start_background_embedding
 from flywheel.errors import FlywheelError
 from flywheel.rollups import warm_in_background
+from pages._nav import PAGES
 from pages._ui import md
 
 st.set_page_config(page_title="Flywheel", page_icon=":material/cyclone:", layout="wide")
 # The first run of a fresh server goes through Streamlit's own listing of the files in pages/ until
 # st.navigation replaces it; config.toml hides that listing, and the menu st.navigation draws is shown.
 st.set_option("client.showSidebarNavigation", True)
-
-PAGES = {
-    "Loop": [
-        ("pages/overview.py", "Overview", ":material/dashboard:", ("labeler", "reviewer", "lead")),
-        ("pages/traces.py", "Traces", ":material/list_alt:", ("labeler", "reviewer", "lead")),
-        ("pages/sample.py", "Sample", ":material/filter_alt:", ("lead",)),
-        ("pages/review.py", "Review scrubs", ":material/shield_person:", ("reviewer", "lead")),
-        ("pages/label.py", "Label", ":material/label:", ("labeler", "reviewer", "lead")),
-        ("pages/taxonomy.py", "Taxonomy", ":material/category:", ("labeler", "reviewer", "lead")),
-        ("pages/drift.py", "Drift", ":material/trending_up:", ("lead",)),
-    ],
-    "Eval": [
-        ("pages/evalsets.py", "Eval sets", ":material/dataset:", ("lead",)),
-        ("pages/quality.py", "Pass rate", ":material/monitoring:", ("lead",)),
-        ("pages/gate.py", "Release gate", ":material/verified:", ("lead",)),
-        ("pages/judge.py", "Judge", ":material/gavel:", ("lead",)),
-        ("pages/online.py", "Online quality", ":material/monitor_heart:", ("lead",)),
-    ],
-    "Admin": [
-        ("pages/ingest.py", "Import", ":material/upload_file:", ("lead",)),
-        ("pages/audit.py", "Audit log", ":material/history:", ("lead",)),
-        ("pages/cycle.py", "Weekly cycle", ":material/autorenew:", ("lead",)),
-    ],
-}
 
 
 def _signed_in_user(users: list[User]) -> User | None:

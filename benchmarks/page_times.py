@@ -25,28 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flywheel.demo_db import build_demo  # noqa: E402
+from pages._nav import titles_for  # noqa: E402
 from tests.browser_support import CHROMIUM, LAUNCH_ARGS, serve_app  # noqa: E402
 
-PAGES = {
-    "lead": [
-        "Overview",
-        "Traces",
-        "Sample",
-        "Review scrubs",
-        "Label",
-        "Taxonomy",
-        "Drift",
-        "Eval sets",
-        "Pass rate",
-        "Release gate",
-        "Judge",
-        "Online quality",
-        "Import",
-        "Audit log",
-        "Weekly cycle",
-    ],
-    "labeler": ["Overview", "Traces", "Label", "Taxonomy"],
-}
+PAGES = {role: titles_for(role) for role in ("lead", "labeler")}
 USERS = {"lead": "ana (lead)", "labeler": "lena (labeler)"}
 # Records when the script run that follows the click finishes, in the page's own clock.
 _WATCH = """() => {
