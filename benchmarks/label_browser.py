@@ -36,16 +36,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,10 +54,8 @@ from playwright.async_api import async_playwright  # noqa: E402
 
 from flywheel.demo_db import build_demo  # noqa: E402
 from flywheel.store import open_db  # noqa: E402
+from tests.browser_support import CHROMIUM, LAUNCH_ARGS, VIEWPORT, serve_app  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-LAUNCH_ARGS += ["--disable-dev-shm-usage", "--disable-quic", "--no-first-run", "--disable-component-update"]
 LABELERS = ("ada", "ben", "chen", "dana")
 USERS_TOML = "".join(f'[users.{name}]\nrole = "labeler"\n\n' for name in LABELERS)
 TIMEOUT_MS = 60_000
@@ -135,34 +130,6 @@ def prepare(db: str | None, folder: Path) -> Path:
     done = embed_all(open_db(path))
     print(f"embedded {done} approved scrub part(s) in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return path
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(db_path: Path, users: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """``streamlit run app.py`` on a free loopback port; returns the process and its URL once healthy."""
-    port = _free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
-    env = {**os.environ, "FLYWHEEL_DB": str(db_path), "FLYWHEEL_USERS": str(users)}
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                return process, url
-        except OSError:
-            time.sleep(0.3)
-    process.terminate()
-    raise RuntimeError(f"streamlit did not answer on {url}; see {log}")
 
 
 # Steps in one page ----------------------------------------------------------------------------------
@@ -376,13 +343,12 @@ async def run(args, db_path: Path, users: Path, folder: Path) -> None:
     db.close()
     print(f"{traces:,} traces, {queued:,} open items in the label queue", flush=True)
     started = time.monotonic()
-    process, url = start_server(db_path, users, folder / "streamlit.log")
-    try:
+    with serve_app(db_path, env={"FLYWHEEL_USERS": str(users)}, log=folder / "streamlit.log") as (url, _):
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
             pages = []
             for _ in LABELERS:
-                context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+                context = await browser.new_context(viewport=VIEWPORT)
                 pages.append(await context.new_page())
             try:
                 siblings, rows = await measure(args, pages, url, code, started)
@@ -391,9 +357,6 @@ async def run(args, db_path: Path, users: Path, folder: Path) -> None:
                     await page.screenshot(path=folder / f"page{n + 1}.png", full_page=True)
                 raise
             await browser.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     labels, twice, over = _served_twice(db_path, first_label)
     print(f"key press to next card shown and idle, Chromium, think time ~{args.think:.1f} s")
     print("labelers   p50 ms   p95 ms   max ms  labels  lost twice   to run p50   p95")
