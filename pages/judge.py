@@ -158,7 +158,7 @@ with calibration_tab:
         )
         if picked.selection.rows:
             row = table.iloc[picked.selection.rows[0]]
-            st.caption(f"Trace {md(row['trace_id'])}: human {row['human']}, judge {row['judge']}")
+            st.caption(f"Trace {md(row['trace_id'])}: human {md(row['human'])}, judge {md(row['judge'])}")
             show_conversation(
                 {"messages": list(judge.scrubbed_conversation(db, row["trace_id"])), "input": ""}
             )
