@@ -850,7 +850,7 @@ def m070_drift(db: Database) -> None:
         pk=("run_id", "window", "cluster"),
         foreign_keys=[("run_id", "drift_runs", "id")],
     )
-    # Traces beyond τ only: what clusters and the drift-driven batch need.
+    # Far traces only: what clusters and the drift-driven batch need.
     db["drift_members"].create(
         {
             "run_id": int,

@@ -14,8 +14,9 @@ st.title("Drift")
 st.caption(
     "How much of each week's traffic the current eval set no longer covers: every trace's nearest eval"
     " row (all-MiniLM-L6-v2 on scrubbed text), the mean distance and the share beyond a threshold τ"
-    " calibrated on a reference window of covered traffic, reweighted to each week's mix of eval-set"
-    " regions (so a week that only moves between covered topics keeps its τ honest), with 95% intervals."
+    f" (the {drift.QUANTILE:.0%} point of a reference window of covered traffic, reweighted to each"
+    " week's mix of eval-set regions, so a week that only moves between covered topics keeps its τ"
+    " honest), with 95% intervals."
     f" An alarm needs p < {drift.ALPHA} in an exact test against that reference and a share at least"
     f" {drift.MIN_EXCESS:.0%} above its share."
 )
@@ -97,11 +98,15 @@ with st.expander("Series as a table"):
     st.dataframe(table, hide_index=True)
 
 st.subheader("Traffic the eval set does not cover")
+st.caption(
+    f"Clusters of the week's far traffic: traces beyond the {drift.FAR_QUANTILE:.0%} point of its"
+    " reweighted reference, grouped by meaning and named by their most distinctive words."
+)
 windows = [w["window"] for w in drift.run_windows(db, latest["id"])]
 window = st.selectbox("Window of the latest run", list(reversed(windows)))
 found = drift.clusters(db, latest["id"], window)
 if not found:
-    st.info("No trace of this window lies beyond τ.")
+    st.info("No trace of this window is far from the eval set.")
 else:
     st.dataframe(
         pd.DataFrame([{"cluster": c["name"], "traces": c["size"], "farthest": c["farthest"]} for c in found]),
