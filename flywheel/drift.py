@@ -646,6 +646,10 @@ def run_drift(
                 **stats,
                 "eval_version": version,
                 "in_reference": reference[0] <= week <= reference[1],
+                "ref_share": round(week_calibration.share, 6),
+                "far_tau": round(far.tau, 6),
+                "far_share": round(float(np.mean(distance[index] > far.tau)), 6),
+                "far_ref_share": round(far.share, 6),
             }
         )
         members.append(
@@ -777,7 +781,8 @@ def drift_series(db: Database) -> list[dict]:
     """The latest measurement of every window, oldest window first, with its run's eval-set version."""
     return query_rows(
         db,
-        """SELECT w.*, r.model, r.revision, r.ref_from, r.ref_to, r.ref_share FROM drift_windows w
+        """SELECT w.*, r.model, r.revision, r.ref_from, r.ref_to, r.ref_share AS run_ref_share
+           FROM drift_windows w
            JOIN drift_runs r ON r.id = w.run_id
            WHERE w.run_id = (SELECT max(run_id) FROM drift_windows x WHERE x.window = w.window)
            ORDER BY w.window""",

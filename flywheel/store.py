@@ -1014,3 +1014,11 @@ def m120_arm_rollup(db: Database) -> None:
         pk=("key", "arm", "week"),
         not_null={"n"},
     )
+
+
+@migrations()
+def m130_drift_far_point(db: Database) -> None:
+    # Per window: the reweighted reference's share beyond τ, and the far point's τ and shares; the
+    # alarm tests both points, so a lead can see which one moved.
+    for column in ("ref_share", "far_tau", "far_share", "far_ref_share"):
+        db["drift_windows"].add_column(column, float)

@@ -17,8 +17,9 @@ st.caption(
     f" (the {drift.QUANTILE:.0%} point of a reference window of covered traffic, reweighted to each"
     " week's mix of eval-set regions, so a week that only moves between covered topics keeps its τ"
     " honest), with 95% intervals."
-    f" An alarm needs p < {drift.ALPHA} in an exact test against that reference and a share at least"
-    f" {drift.MIN_EXCESS:.0%} above its share."
+    f" The count beyond τ and the count beyond the far {drift.FAR_QUANTILE:.0%} point are each tested"
+    " exactly against that reference; an alarm needs the smaller p, doubled, below"
+    f" {drift.ALPHA} and, at that point, a share at least {drift.MIN_EXCESS:.0%} above the reference's."
 )
 
 weeks = sorted(sample_weeks(db))
@@ -45,12 +46,28 @@ if series.empty or latest is None:
     st.stop()
 
 last = series.iloc[-1]
+
+
+def _reference_share(window: pd.Series) -> float:
+    """The window's reweighted reference share; a run stored before windows kept it has the run's."""
+    value = window.get("ref_share")
+    return float(window["run_ref_share"] if value is None or pd.isna(value) else value)
+
+
 reference = f"{latest['ref_from']}..{latest['ref_to']}"
 why = (
     f"{last['share_beyond']:.1%} of {int(last['n']):,} traces in {last['window']} lie beyond"
-    f" τ = {last['tau']:.3f} against {latest['ref_share']:.1%} in the reference window {reference}"
-    f" (p = {last['p_value']:.2g})."
+    f" τ = {last['tau']:.3f} against {_reference_share(last):.1%} of the reference window {reference}"
+    " reweighted to the week's mix"
 )
+if pd.notna(last.get("far_share")):
+    why += (
+        f"; {last['far_share']:.1%} lie beyond the far point {last['far_tau']:.3f} against"
+        f" {last['far_ref_share']:.1%} (p = {last['p_value']:.2g}: the smaller of the two tests, doubled)."
+    )
+else:
+    why += f" (p = {last['p_value']:.2g})."
+
 if last["alarm"]:
     st.warning(f"**Alarm**: {why} The eval set has fallen behind this traffic.", icon=":material/warning:")
 else:
@@ -93,7 +110,26 @@ figure.update_yaxes(title_text="mean distance", row=2, col=1)
 figure.update_layout(height=520, showlegend=False, margin={"t": 20})
 st.plotly_chart(figure, width="stretch")
 
-table = series[["window", "n", "mean_distance", "share_beyond", "p_value", "alarm", "eval_version", "tau"]]
+table = series[
+    [
+        c
+        for c in (
+            "window",
+            "n",
+            "mean_distance",
+            "share_beyond",
+            "ref_share",
+            "far_share",
+            "far_ref_share",
+            "p_value",
+            "alarm",
+            "eval_version",
+            "tau",
+            "far_tau",
+        )
+        if c in series
+    ]
+]
 with st.expander("Series as a table"):
     st.dataframe(table, hide_index=True)
 

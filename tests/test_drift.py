@@ -232,6 +232,10 @@ def test_a_run_stores_the_series_and_clusters_of_the_novel_traffic(drift_db):
     assert [w["alarm"] for w in run.windows] == [False, False, False, True]
     series = drift.drift_series(drift_db)
     assert [s["window"] for s in series] == list(WEEKS) and all(s["run_id"] == run.id for s in series)
+    # the far point lies beyond τ, so its share is part of the share beyond τ
+    assert all(s["far_tau"] >= s["tau"] and 0 <= s["far_share"] <= s["share_beyond"] for s in series)
+    assert series[-1]["far_share"] > series[-1]["far_ref_share"] > 0
+    assert series[-1]["share_beyond"] > series[-1]["ref_share"] > 0
     found = drift.clusters(drift_db, run.id, "2026-W13")
     assert found[0]["size"] >= found[-1]["size"] and sum(c["size"] for c in found) >= 12
     members = drift_db.execute(

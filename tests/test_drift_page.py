@@ -22,7 +22,7 @@ def test_the_demo_shows_a_series_and_named_clusters_a_lead_sends_to_sampling(dem
     at = open_page(app(demo_copy, monkeypatch, "ana"), "pages/drift.py")
     assert at.title[0].value == "Drift"
     assert at.get("plotly_chart") and at.dataframe[1].value["traces"].sum() > 0
-    assert any("beyond" in s.value for s in [*at.success, *at.warning])
+    assert any("beyond the far point" in s.value for s in [*at.success, *at.warning])
     clusters = at.dataframe[1].value
     at.button(key="FormSubmitter:send-Send to sampling").click().run()
     assert not at.exception
@@ -40,6 +40,18 @@ def test_the_demo_shows_a_series_and_named_clusters_a_lead_sends_to_sampling(dem
         ).fetchone()[0]
         > 0
     )
+
+
+def test_the_page_says_why_for_a_run_stored_before_windows_kept_the_far_point(demo_copy, monkeypatch):
+    db = open_db(demo_copy)
+    last = drift.drift_series(db)[-1]
+    with db.conn:
+        db.execute("UPDATE drift_windows SET ref_share = NULL, far_tau = NULL, far_share = NULL")
+    db.close()
+    at = open_page(app(demo_copy, monkeypatch, "ana"), "pages/drift.py")
+    said = [s.value for s in [*at.success, *at.warning]]
+    assert not at.exception and len(said) == 1 and "far point" not in said[0]
+    assert f"against {last['run_ref_share']:.1%} of the reference window" in said[0]
 
 
 def test_a_lead_runs_drift_on_a_week_from_the_page_and_a_warm_run_embeds_nothing(demo_copy, monkeypatch):
