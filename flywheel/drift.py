@@ -42,15 +42,15 @@ tuning seeds, new Banking77 intents sit mostly in the outer fifth of covered tra
 the count beyond τ sees them weeks before the count beyond the far point does, while a small share of
 traffic unlike anything covered shows first beyond the far point. The alarm needs p < ``ALPHA`` and,
 at the point that gave it, a share at least ``MIN_EXCESS`` above the weighted reference's (a real gap,
-not a detectable one at very large n). The mean distance is reported with a normal
-interval; it moves with the mix of covered intents and does not drive the alarm.
+not a detectable one at very large n). The mean distance is reported with a normal interval; it
+moves with the mix of covered intents and does not drive the alarm.
 
 Clusters. A window's far traces (beyond the 95% point of its weighted reference) are grouped by
 average-linkage agglomerative clustering on cosine distance, each named by its most distinctive words
 (class-based TF-IDF over scrubbed text, the window's other traffic as the background class), largest
-first. ``send_to_sampling`` puts the
-farthest traces of the biggest clusters, plus a random control, into a sampling batch with the reason
-``drift:<cluster>`` and hands them to the scrubber, so they flow through review and labeling.
+first. ``send_to_sampling`` puts the farthest traces of the biggest clusters, plus a random control,
+into a sampling batch with the reason ``drift:<cluster>`` and hands them to the scrubber, so they flow
+through review and labeling.
 """
 
 from __future__ import annotations
@@ -684,8 +684,8 @@ def _weeks_between(db: Database, first: str, last: str) -> list[str]:
     return weeks
 
 
-def _window_clusters(week, trace_ids, index, vectors, distance, nearest, far, texts, rows) -> dict:
-    beyond = distance[index] > far
+def _window_clusters(week, trace_ids, index, vectors, distance, nearest, far_tau, texts, rows) -> dict:
+    beyond = distance[index] > far_tau
     far = index[beyond]
     labels = cluster_vectors(vectors[far])
     far_ids = [t for t, b in zip(trace_ids, beyond, strict=True) if b]

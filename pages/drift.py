@@ -48,17 +48,18 @@ if series.empty or latest is None:
 last = series.iloc[-1]
 
 
-def _reference_share(window: pd.Series) -> float:
+def _reference_share(window: pd.Series) -> str:
     """The window's reweighted reference share; a run stored before windows kept it has the run's."""
     value = window.get("ref_share")
-    return float(window["run_ref_share"] if value is None or pd.isna(value) else value)
+    if value is None or pd.isna(value):
+        return f"{window['run_ref_share']:.1%} of the reference window {reference}"
+    return f"{value:.1%} of the reference window {reference} reweighted to the week's mix"
 
 
 reference = f"{latest['ref_from']}..{latest['ref_to']}"
 why = (
     f"{last['share_beyond']:.1%} of {int(last['n']):,} traces in {last['window']} lie beyond"
-    f" τ = {last['tau']:.3f} against {_reference_share(last):.1%} of the reference window {reference}"
-    " reweighted to the week's mix"
+    f" τ = {last['tau']:.3f} against {_reference_share(last)}"
 )
 if pd.notna(last.get("far_share")):
     why += (
