@@ -111,26 +111,8 @@ figure.update_yaxes(title_text="mean distance", row=2, col=1)
 figure.update_layout(height=520, showlegend=False, margin={"t": 20})
 st.plotly_chart(figure, width="stretch")
 
-table = series[
-    [
-        c
-        for c in (
-            "window",
-            "n",
-            "mean_distance",
-            "share_beyond",
-            "ref_share",
-            "far_share",
-            "far_ref_share",
-            "p_value",
-            "alarm",
-            "eval_version",
-            "tau",
-            "far_tau",
-        )
-        if c in series
-    ]
-]
+columns = ["window", "n", "mean_distance", "share_beyond", "ref_share", "far_share", "far_ref_share"]
+table = series[[*columns, "p_value", "alarm", "eval_version", "tau", "far_tau"]]
 with st.expander("Series as a table"):
     st.dataframe(table, hide_index=True)
 
