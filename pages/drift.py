@@ -56,9 +56,9 @@ def _reference_share(window: pd.Series) -> str:
     return f"{value:.1%} of the reference window {reference} reweighted to the week's mix"
 
 
-reference = f"{latest['ref_from']}..{latest['ref_to']}"
+reference = f"{md(latest['ref_from'])}..{md(latest['ref_to'])}"
 why = (
-    f"{last['share_beyond']:.1%} of {int(last['n']):,} traces in {last['window']} lie beyond"
+    f"{last['share_beyond']:.1%} of {int(last['n']):,} traces in {md(last['window'])} lie beyond"
     f" τ = {last['tau']:.3f} against {_reference_share(last)}"
 )
 if pd.notna(last.get("far_share")):
@@ -153,7 +153,7 @@ else:
         batch = drift.send_to_sampling(
             db, user, latest["id"], window, int(count), int(per_cluster), control / 100
         )
-        st.success(f"Batch {batch.id}: {batch.sampled} traces of {batch.week} sent to the scrubber.")
+        st.success(f"Batch {batch.id}: {batch.sampled} traces of {md(batch.week)} sent to the scrubber.")
         st.dataframe(pd.DataFrame(batch.reasons.items(), columns=["reason", "traces"]), hide_index=True)
 
 with st.expander("Reference window"):
@@ -171,4 +171,4 @@ with st.expander("Reference window"):
         )
         if st.form_submit_button("Set reference window"):
             drift.set_reference_window(db, user, int(latest["eval_version"]), first, to)
-            st.success(f"Reference window {first}..{to} set; run drift again to recalibrate.")
+            st.success(f"Reference window {md(first)}..{md(to)} set; run drift again to recalibrate.")

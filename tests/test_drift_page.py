@@ -7,6 +7,7 @@ from test_pages import app, open_page
 
 from flywheel import drift
 from flywheel.store import open_db
+from pages._ui import md
 
 
 def test_the_demo_series_alarms_after_its_shift_and_never_before(demo_copy):
@@ -52,6 +53,16 @@ def test_the_page_says_why_for_a_run_stored_before_windows_kept_the_far_point(de
     said = [s.value for s in [*at.success, *at.warning]]
     assert not at.exception and len(said) == 1 and "far point" not in said[0]
     assert f"against {last['run_ref_share']:.1%} of the reference window" in said[0]
+
+
+def test_stored_weeks_render_literally(demo_copy, monkeypatch):
+    db = open_db(demo_copy)
+    with db.conn:
+        db.execute("UPDATE drift_runs SET ref_from = '![x](http://e/x.png)'")
+    db.close()
+    at = open_page(app(demo_copy, monkeypatch, "ana"), "pages/drift.py")
+    said = [s.value for s in [*at.success, *at.warning]]
+    assert not at.exception and md("![x](http://e/x.png)") in said[0] and "![" not in said[0]
 
 
 def test_a_lead_runs_drift_on_a_week_from_the_page_and_a_warm_run_embeds_nothing(demo_copy, monkeypatch):
