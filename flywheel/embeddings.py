@@ -15,7 +15,6 @@ child process (``flywheel.model_process``), loaded when the worker starts.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -31,7 +30,7 @@ from flywheel.config import Config
 from flywheel.errors import BadInput
 from flywheel.model_process import ModelProcess
 from flywheel.store import format_ts, now, query_rows, write
-from flywheel.traces import approved_scrub
+from flywheel.traces import approved_scrub, exchange
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_CANDIDATES = 5000
@@ -132,34 +131,7 @@ def nearest(queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 # The exchange ------------------------------------------------------------------------------------
 
-ROLES = {"user": "customer", "human": "customer", "assistant": "assistant", "ai": "assistant"}
 PARTS = {"exchange": "the whole exchange", "reply": "the assistant's reply"}
-
-
-def exchange(scrub: dict) -> list[dict]:
-    """A scrub's turns in order as ``{"role", "content"}``, roles in plain words (customer, assistant, ...).
-
-    The stored messages when there are any (with the final reply appended when they stop before it),
-    else the input as the customer's turn and the output as the assistant's.
-    """
-    messages = scrub.get("messages") or []
-    if isinstance(messages, str):
-        messages = json.loads(messages)
-    turns = [
-        {"role": ROLES.get(str(m.get("role", "")).lower(), str(m.get("role") or "message")), "content": text}
-        for m in messages
-        if isinstance(m, dict) and (text := _content(m.get("content")))
-    ] or [{"role": "customer", "content": scrub.get("input") or ""}]
-    reply = scrub.get("output")
-    if reply and not (turns[-1]["role"] == "assistant" and turns[-1]["content"] == reply):
-        turns.append({"role": "assistant", "content": reply})
-    return turns
-
-
-def _content(content: object) -> str:
-    if isinstance(content, list):  # content parts: keep the text ones
-        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("text"))
-    return "" if content is None else str(content)
 
 
 def part_text(scrub: dict, part: str = "exchange") -> str:

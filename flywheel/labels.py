@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 KINDS = ("known", "new", "not_a_bug")
+FAILURE_KINDS = ("known", "new")
 ADVERSARIAL = ("none", "jailbreak", "prompt_injection", "policy_override")
 NOT_A_BUG = "not_a_bug"
 MAX_SIBLINGS = 10
@@ -129,8 +130,8 @@ def record_label(
 ) -> int:
     """Label the claimed item (a claim, its id, or the trace id the user claimed); return the label id.
 
-    ``known`` needs an active ``code``, ``expected`` and ``pass_criterion``; ``new`` creates the entry
-    ``code``/``name``/``definition`` first; ``not_a_bug`` takes an optional ``note``.
+    Both failure kinds need ``expected`` and ``pass_criterion``: ``known`` an active ``code``, ``new`` the
+    entry ``code``/``name``/``definition`` it creates first; ``not_a_bug`` takes an optional ``note``.
     """
     require_role(user, *LABEL_ROLES)
     values = _label_values(kind, expected, pass_criterion, note, adversarial)
@@ -167,10 +168,11 @@ def _label_values(
         "note": _text(note, "note"),
         "adversarial": adversarial,
     }
-    if kind == "known":
+    if kind in FAILURE_KINDS:  # a failure becomes an eval row: it must say what a correct answer does
+        what_kind = "a known failure" if kind == "known" else "a new failure"
         for key, what in (("expected", "expected behaviour"), ("pass_criterion", "pass criterion")):
             if not values[key]:
-                raise BadInput(f"a known failure needs the {what}: what a correct answer must do")
+                raise BadInput(f"{what_kind} needs the {what}: what a correct answer must do")
     return values
 
 

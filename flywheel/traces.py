@@ -520,3 +520,39 @@ def raw_trace(db: Database, user: User, trace_id: str) -> dict:
     row["messages"] = json.loads(row["messages"]) if row["messages"] else []
     row["metadata"] = json.loads(row["metadata"] or "{}")
     return row
+
+
+# The conversation ------------------------------------------------------------------------------
+
+ROLES = {"user": "customer", "human": "customer", "assistant": "assistant", "ai": "assistant"}
+
+
+def exchange(scrub: dict) -> list[dict]:
+    """A trace's or scrub's turns in order as ``{"role", "content", "reply"}``, roles in plain words
+    (customer, assistant, tool, ...): the one order every page and sender shows a conversation in.
+
+    The stored messages when there are any (with the final reply appended when they stop before it),
+    else the input as the customer's turn; the output, the reply being judged, always ends it and is the
+    one turn with ``reply`` true.
+    """
+    messages = scrub.get("messages") or []
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    turns = [
+        {"role": ROLES.get(str(m.get("role", "")).lower(), str(m.get("role") or "message")), "content": text}
+        for m in messages
+        if isinstance(m, dict) and (text := _content(m.get("content")))
+    ] or [{"role": "customer", "content": scrub.get("input") or ""}]
+    turns = [{**turn, "reply": False} for turn in turns]
+    reply = scrub.get("output")
+    if reply and turns[-1]["role"] == "assistant" and turns[-1]["content"] == reply:
+        turns[-1]["reply"] = True
+    elif reply:
+        turns.append({"role": "assistant", "content": reply, "reply": True})
+    return turns
+
+
+def _content(content: object) -> str:
+    if isinstance(content, list):  # content parts: keep the text ones
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("text"))
+    return "" if content is None else str(content)

@@ -12,6 +12,7 @@ from sqlite_utils import Database
 from flywheel.auth import User
 from flywheel.config import load_config
 from flywheel.store import open_db
+from flywheel.traces import exchange
 
 
 def current_user() -> User:
@@ -55,15 +56,26 @@ def md(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
+AVATARS = {"customer": "user", "assistant": "assistant"}
+
+
 def show_conversation(trace: dict) -> None:
-    """A trace's messages (or its input and output) as chat bubbles; st.text keeps untrusted text literal."""
-    messages = trace["messages"] or [
-        {"role": "user", "content": trace["input"]},
-        *([{"role": "assistant", "content": trace["output"]}] if trace["output"] else []),
-    ]
-    for message in messages:
-        with st.chat_message("user" if message["role"] == "user" else "assistant"):
-            st.text(message["content"])
+    """A trace's whole conversation, in order, as chat bubbles: every message with its role, then the reply
+    being judged, marked as such. One renderer for every page; st.text keeps untrusted text literal."""
+    for turn in exchange(trace):
+        role = turn["role"]
+        avatar = None if role in AVATARS else ":material/build:" if role == "tool" else ":material/notes:"
+        with st.chat_message(AVATARS.get(role, "assistant"), avatar=avatar):
+            if turn["reply"]:
+                st.caption("Reply being judged")
+            elif role not in AVATARS:
+                st.caption(md(role))
+            st.text(turn["content"])
+
+
+def turns_text(turns: list[dict]) -> str:
+    """Turns (from ``exchange``) as plain lines (``role: text``), for a compact view such as a sibling's."""
+    return "\n".join(f"{turn['role']}: {turn['content']}" for turn in turns)
 
 
 def chart_text(value: object) -> str:

@@ -21,7 +21,7 @@ from flywheel.labels import (
 )
 from flywheel.sampling import sample_batches
 from flywheel.taxonomy import active_entries, check_code
-from pages._ui import current_user, database, md, show_conversation
+from pages._ui import current_user, database, md, show_conversation, turns_text
 
 user = current_user()
 config = load_config()
@@ -46,21 +46,31 @@ PROGRESS_BAR = (
 )
 # Streamlit ignores shortcuts inside text inputs, but not on a select's clear button, a checkbox or a
 # focused button, so typing there fired them. This guard swallows single-key presses (shortcuts are
-# letters) whenever anything but the page itself has focus; the key still types into its field. Esc
-# leaves the field, and a mouse click does not leave focus on the button or link it clicked.
+# letters) while a control has focus; the key still types into its field. Esc leaves the field, and a
+# mouse click does not leave focus on the button or link it clicked. Focus on anything else (a click on
+# the trace's text lands on its scroll box) is not typing: the shortcuts keep working there.
 SHORTCUT_GUARD = """<script>
 (() => {
   const clicked = document.activeElement;  // the sidebar link that brought the user here
   if (clicked && clicked.matches && clicked.matches("a, button")) clicked.blur();
   if (window.flywheelShortcutGuard) return;
   window.flywheelShortcutGuard = true;
+  const CONTROLS = "input, textarea, select, button, a[href], [contenteditable=''], [contenteditable=true],"
+    + " [role=combobox], [role=listbox], [role=option], [role=checkbox], [role=radio], [role=switch],"
+    + " [role=slider], [role=spinbutton], [role=textbox], [role=menuitem], [role=tab]";
   const typing = () => {
     const el = document.activeElement;
-    return el && el !== document.body && el !== document.documentElement;
+    return Boolean(el && el.matches && el.matches(CONTROLS));
   };
   window.addEventListener("keydown", (event) => {
-    if (event.ctrlKey || event.metaKey || event.altKey || !typing()) return;
-    if (event.key === "Escape") { document.activeElement.blur(); return; }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const el = document.activeElement;
+    if (!typing()) {
+      // focus on a box of text (not a control): hand it back to the page so the shortcut reaches it
+      if (el && el !== document.body && el.blur && event.key.length === 1) el.blur();
+      return;
+    }
+    if (event.key === "Escape") { el.blur(); return; }
     if (event.key.length === 1) event.stopImmediatePropagation();
   }, true);
   window.addEventListener("click", (event) => {
@@ -88,51 +98,52 @@ def _say(message: str) -> None:
     st.session_state["label_toast"] = message
 
 
+def _field(name: str, default: object = None) -> object:
+    """The value of one of the shown card's fields."""
+    return st.session_state.get(_key(name), default)
+
+
 def _known(claim: Claim) -> None:
-    state = st.session_state
+    code = _field("code")
     done = _act(
         record_label,
         claim,
         "known",
-        code=state.get("card_code"),
-        expected=state.get("card_expected"),
-        pass_criterion=state.get("card_pass"),
-        adversarial=state.get("card_tag", "none"),
+        code=code,
+        expected=_field("expected"),
+        pass_criterion=_field("pass"),
+        adversarial=_field("tag", "none"),
     )
     if done:
-        _say(f"{md(claim.trace_id)}: {md(state.get('card_code'))}")
+        _say(f"{md(claim.trace_id)}: {md(code)}")
 
 
 def _not_a_bug(claim: Claim) -> None:
-    state = st.session_state
-    done = _act(
-        record_label,
-        claim,
-        "not_a_bug",
-        note=state.get("card_note"),
-        adversarial=state.get("card_tag", "none"),
-    )
+    done = _act(record_label, claim, "not_a_bug", note=_field("note"), adversarial=_field("tag", "none"))
     if done:
         _say(f"{md(claim.trace_id)}: not a bug")
 
 
 def _new(claim: Claim) -> None:
-    state = st.session_state
-    code = state.get("card_new_code")
+    code = _field("new_code")
     label_id = _act(
         record_label,
         claim,
         "new",
         code=code,
-        name=state.get("card_new_name"),
-        definition=state.get("card_new_definition"),
-        expected=state.get("card_expected"),
-        pass_criterion=state.get("card_pass"),
-        adversarial=state.get("card_tag", "none"),
+        name=_field("new_name"),
+        definition=_field("new_definition"),
+        expected=_field("expected"),
+        pass_criterion=_field("pass"),
+        adversarial=_field("tag", "none"),
     )
     if label_id:
-        state["siblings_for"] = {"label_id": label_id, "trace_id": claim.trace_id, "code": check_code(code)}
-        state.pop("new_for", None)
+        st.session_state["siblings_for"] = {
+            "label_id": label_id,
+            "trace_id": claim.trace_id,
+            "code": check_code(code),
+        }
+        st.session_state.pop("new_for", None)
 
 
 def _skip(claim: Claim) -> None:
@@ -183,7 +194,6 @@ def _progress(db: Database, claim: Claim) -> None:
 
 
 def _form(db: Database, claim: Claim) -> None:
-    cid = claim.claim_id
     entries = active_entries(db)
     # required: no clear button, so Tab goes from the picker straight to the next field
     code = st.selectbox(
@@ -193,52 +203,49 @@ def _form(db: Database, claim: Claim) -> None:
         required=True,
         format_func=lambda c: f"{c} — {entries[c]['name']}",
         placeholder="Pick a known failure mode",
-        key="card_code",
+        key=_key("code"),
     )
     guideline, fields, new_form = st.container(), st.container(), st.container()
     if code in entries:
         with guideline.container(border=True):
             st.caption("Guideline")
             st.text(f"{code} — {entries[code]['name']}\n{entries[code]['definition']}")
-    fields.text_input("Expected behaviour", key="card_expected", placeholder="What the assistant should do")
-    fields.text_input("Pass criterion", key="card_pass", placeholder="What a correct answer must do")
-    if st.session_state.get("new_for") == cid:
+    fields.text_input("Expected behaviour", key=_key("expected"), placeholder="What the assistant should do")
+    fields.text_input("Pass criterion", key=_key("pass"), placeholder="What a correct answer must do")
+    if st.session_state.get("new_for") == st.session_state.get("card_serial"):
         with new_form:
             _new_form(claim)
     known, new, fine, skip, undo = st.columns(5)
     known.button(
         "Known failure", shortcut="k", on_click=_known, args=(claim,), type="primary", width="stretch"
     )
-    new.button("New failure", shortcut="n", on_click=_open_new, args=(cid,), width="stretch")
+    new.button("New failure", shortcut="n", on_click=_open_new, width="stretch")
     fine.button("Not a bug", shortcut="b", on_click=_not_a_bug, args=(claim,), width="stretch")
     skip.button("Skip", shortcut="s", on_click=_skip, args=(claim,), width="stretch")
     undo.button("Undo", shortcut="u", on_click=_undo, width="stretch")
     left, right = st.columns(2)
-    left.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key="card_tag")
-    right.text_input("Note (optional, for not a bug)", key="card_note")
+    left.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key=_key("tag"))
+    right.text_input("Note (optional, for not a bug)", key=_key("note"))
     st.button("Release this trace and pause", on_click=_release, args=(claim,), type="tertiary")
 
 
-def _open_new(cid: int) -> None:
-    st.session_state["new_for"] = cid
+def _open_new() -> None:
+    st.session_state["new_for"] = st.session_state.get("card_serial")
 
 
 def _new_form(claim: Claim) -> None:
     with st.container(border=True):
         st.markdown("**New failure mode**")
         left, right = st.columns([1, 2])
-        left.text_input("Code", key="card_new_code", placeholder="e.g. STALE_EXCHANGE_RATE")
-        right.text_input("Name", key="card_new_name", placeholder="e.g. Stale exchange rate")
+        left.text_input("Code", key=_key("new_code"), placeholder="e.g. STALE_EXCHANGE_RATE")
+        right.text_input("Name", key=_key("new_name"), placeholder="e.g. Stale exchange rate")
         st.text_area(
             "Definition (two sentences: what it is, how to recognise it)",
-            key="card_new_definition",
+            key=_key("new_definition"),
             height=80,
         )
+        st.caption("The expected behaviour and pass criterion above are needed too.")
         st.button("Create code and label", on_click=_new, args=(claim,), type="primary")
-
-
-def _exchange_text(turns: list[dict]) -> str:
-    return "\n".join(f"{turn['role']}: {turn['content']}" for turn in turns)
 
 
 def _siblings_panel(db: Database, pending: dict) -> None:
@@ -261,10 +268,10 @@ def _siblings_panel(db: Database, pending: dict) -> None:
         with st.container(border=True):
             if st.checkbox(
                 md(f"{row['trace_id']} · similarity {row['similarity']:.2f}{labelled}"),
-                key=f"sib_{row['trace_id']}",
+                key=f"sib_{pending['label_id']}_{row['trace_id']}",
             ):
                 picked.append(row["trace_id"])
-            st.text(_exchange_text(row["turns"]))
+            st.text(turns_text(row["turns"]))
     if not rows:
         st.info("No approved traces of the last month to compare with.")
     add, done = st.columns(2)
@@ -303,14 +310,38 @@ def _paused() -> None:
     st.button("Resume labeling", on_click=st.session_state.pop, args=("label_paused", None), type="primary")
 
 
-def _fresh_fields(claim_id: int | None) -> None:
-    """Empty the card's fields when a new claim is shown. The fields keep one key for every card (a key per
-    claim would make each card's widgets new ones, and the old card's stay drawn until the run ends)."""
+def _key(name: str) -> str:
+    """The widget key of one of the shown card's fields.
+
+    Each card's fields are widgets of their own: the key carries the card's serial number, so a new card's
+    fields start empty in the browser as well as on the server. With one key for every card, clearing
+    the server's state was not enough: the browser kept the previous card's values in the same widgets
+    and sent them back with the next click, and they were saved onto the next trace."""
+    return f"card_{name}_{st.session_state.get('card_serial', 0)}"
+
+
+def _show_card_for(claim_id: int | None) -> None:
+    """Start a new card (a new serial, so new, empty widgets) whenever another claim is shown, including
+    the same trace shown again after an undo; the fields of earlier cards are forgotten."""
     state = st.session_state
-    if state.get("card_fields_for") != claim_id:
-        for key in [k for k in state if isinstance(k, str) and k.startswith("card_")]:
+    if state.get("card_claim") == claim_id and "card_serial" in state:
+        return
+    state["card_serial"] = state.get("card_serial", 0) + 1
+    state["card_claim"] = claim_id
+    current = f"_{state['card_serial']}"
+    for key in [k for k in state if isinstance(k, str) and k.startswith("card_")]:
+        if key not in ("card_serial", "card_claim") and not key.endswith(current):
             del state[key]
-        state["card_fields_for"] = claim_id
+
+
+def _start() -> None:
+    st.session_state["labeling"] = True
+
+
+def _not_started() -> None:
+    """Leads and reviewers open this page for its settings too: nothing is claimed until they start."""
+    st.info("You hold no trace. Start labeling to be given the next one; until then nobody's queue changes.")
+    st.button("Start labeling", on_click=_start, type="primary")
 
 
 @st.fragment
@@ -334,8 +365,12 @@ def card() -> None:
         with form:
             _paused()
         return
+    if user.role != "labeler" and not st.session_state.get("labeling"):
+        with form:
+            _not_started()
+        return
     claim = claim_next(db, user, minutes=config.claim_minutes)
-    _fresh_fields(claim.claim_id if claim else None)
+    _show_card_for(claim.claim_id if claim else None)
     with notices:
         _messages(claim.claim_id if claim else None)
     if claim is None:

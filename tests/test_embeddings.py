@@ -179,16 +179,26 @@ def test_the_exchange_names_roles_and_keeps_the_reply():
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Which card?"},
         {"role": "user", "content": [{"type": "text", "text": "the blue one"}]},
     ]}  # fmt: skip
-    assert [(t["role"], t["content"]) for t in exchange(scrub)] == [
-        ("customer", "hi"),
-        ("assistant", "Which card?"),
-        ("customer", "the blue one"),
-        ("assistant", "Final answer."),
+    assert [(t["role"], t["content"], t["reply"]) for t in exchange(scrub)] == [
+        ("customer", "hi", False),
+        ("assistant", "Which card?", False),
+        ("customer", "the blue one", False),
+        ("assistant", "Final answer.", True),
     ]
+    # messages that already end with the reply: it is not drawn twice, and it is the one marked
+    ended = {**scrub, "messages": [*scrub["messages"], {"role": "assistant", "content": "Final answer."}]}
+    assert [t["reply"] for t in exchange(ended)] == [False, False, False, True]
+    # a tool's turn keeps its role, and the reply still comes last
+    tool = {"input": "q", "output": "Done.", "messages": [
+        {"role": "user", "content": "freeze it"}, {"role": "tool", "content": "freeze_card(ok)"},
+    ]}  # fmt: skip
+    assert [(t["role"], t["reply"]) for t in exchange(tool)] == [
+        ("customer", False), ("tool", False), ("assistant", True)
+    ]  # fmt: skip
     assert part_text(scrub, "reply") == "Final answer."
     assert part_text(scrub).splitlines()[-1] == "assistant: Final answer."
     assert exchange({"input": "only a question", "output": None}) == [
-        {"role": "customer", "content": "only a question"}
+        {"role": "customer", "content": "only a question", "reply": False}
     ]
 
 

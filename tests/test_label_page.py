@@ -1,5 +1,7 @@
 """The Label and Taxonomy pages through app.py: each action writes the right rows, no raw text shows."""
 
+import json
+
 import pytest
 from test_embeddings import bag_of_words
 from test_labels import LENA, RAW_ONLY, T0, TOM, add_code, seed_queue
@@ -81,6 +83,8 @@ def test_known_without_a_code_shows_the_reason_and_writes_nothing(label_db, monk
 def test_new_failure_mode_then_siblings(label_db, monkeypatch):
     at = open_page(app(label_db, monkeypatch, "tom"), "pages/label.py")
     button(at, "New failure").click().run()
+    widget(at.text_input, "Expected behaviour").input("Quote only the fee schedule.")
+    widget(at.text_input, "Pass criterion").input("Names no fee outside the schedule.")
     widget(at.text_input, "Code").input("MADE_UP_CARD_FEE")
     widget(at.text_input, "Name").input("Made-up card fee")
     widget(at.text_area, "Definition (two sentences: what it is, how to recognise it)").input(NEW_DEFINITION)
@@ -244,3 +248,52 @@ def test_taxonomy_merge_and_retire_ask_first_and_the_picker_stays_on_the_merged_
     button(at, r"Yes, retire AAA\_FIRST").click().run()
     assert rows(label_db, "SELECT status FROM taxonomy WHERE code = 'AAA_FIRST'") == [("retired",)]
     assert at.selectbox(key="taxonomy_entry").value == "AAA_FIRST"
+
+
+def test_a_lead_reading_the_page_claims_nothing_until_they_start(label_db, monkeypatch):
+    at = open_page(app(label_db, monkeypatch, "ana"), "pages/label.py")
+    assert not at.exception
+    assert not [s for s in at.subheader if s.value.startswith("Trace")]
+    assert open_db(label_db)["claims"].count == 0
+    assert any("Start labeling" in i.value for i in at.info)
+    button(at, "Start labeling").click().run()
+    assert at.subheader[0].value.startswith(r"Trace t\-0000")
+    assert open_db(label_db)["claims"].count == 1
+
+
+def test_every_card_starts_with_empty_fields(label_db, monkeypatch):
+    at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
+    first = at.subheader[0].value
+    widget(at.text_input, "Expected behaviour").input("typed for the first trace")
+    widget(at.text_input, "Note (optional, for not a bug)").input("a note for the first trace")
+    widget(at.selectbox, "Adversarial").select("jailbreak")
+    button(at, "Not a bug").click().run()
+    assert at.subheader[0].value != first
+    assert widget(at.text_input, "Expected behaviour").value == ""
+    assert widget(at.text_input, "Note (optional, for not a bug)").value == ""
+    assert widget(at.selectbox, "Adversarial").value == "none"
+    assert widget(at.selectbox, CODE_PICKER).value is None
+    button(at, "Not a bug").click().run()  # nothing typed on this card: nothing from the last one is saved
+    notes = rows(label_db, "SELECT note, adversarial FROM labels ORDER BY id")
+    assert notes == [("a note for the first trace", "jailbreak"), (None, "none")]
+    # an undo brings the first trace back on a fresh card, not with what was typed on it before
+    button(at, "Undo").click().run()
+    assert widget(at.text_input, "Note (optional, for not a bug)").value == ""
+
+
+def test_a_multi_turn_card_ends_with_the_reply_being_judged(label_db, monkeypatch):
+    db = open_db(label_db)
+    messages = [
+        {"role": "user", "content": "My card payment failed twice."},
+        {"role": "assistant", "content": "Which card did you use?"},
+        {"role": "user", "content": "The blue one."},
+    ]
+    reply = "Please send me the full card number so I can check."
+    with write(db):
+        db.execute("UPDATE scrubs SET messages = ?, output = ? WHERE trace_id = 't-00000'",
+                   [json.dumps(messages), reply])  # fmt: skip
+    at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
+    assert at.subheader[0].value == r"Trace t\-00000"
+    shown = [t.value for t in at.text if t.value in {m["content"] for m in messages} | {reply}]
+    assert shown == [m["content"] for m in messages] + [reply]
+    assert "Reply being judged" in [c.value for c in at.caption]

@@ -35,6 +35,7 @@ ANA, RAVI = User("ana", "lead"), User("ravi", "reviewer")
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 RAW_ONLY = "Zorblax Quintana"  # a name only the raw text holds; the scrub says [PERSON]
 DEFINITION = "The assistant quotes a fee that does not exist. Any amount not in the schedule counts."
+FIELDS = {"expected": "Quote the fee schedule.", "pass_criterion": "Names only fees in the schedule."}
 
 
 def seed_queue(db, traces: int, batches: dict[int, list[int]] | None = None, approve=lambda n: True) -> None:
@@ -181,6 +182,8 @@ def test_each_kind_writes_its_row_and_audit_entry_in_one_transaction(queue_db):
         code="missed escalation",
         name="Missed escalation",
         definition="The assistant keeps a fraud case to itself. It must offer a human agent.",
+        expected="Offer a human agent.",
+        pass_criterion="Names the way to reach a human.",
         now=T0,
     )
     record_label(queue_db, LENA, claim_next(queue_db, LENA, now=T0), "not_a_bug", note="ok", now=T0)
@@ -205,6 +208,7 @@ def test_each_kind_writes_its_row_and_audit_entry_in_one_transaction(queue_db):
             code="SLOW_REFUND",
             name="Slow refund",
             definition=DEFINITION,
+            **FIELDS,
             now=T0,
         )
     queue_db.execute("DROP TRIGGER temp.fail_insert")
@@ -227,9 +231,35 @@ def _fail_inserts_into(db, table: str) -> None:
     [
         ("known", {"code": "HALLUCINATED_FEE", "expected": "x"}, "pass criterion"),
         ("known", {"code": "NO_SUCH_CODE", "expected": "x", "pass_criterion": "y"}, "no taxonomy code"),
-        ("new", {"code": "X1", "name": "Short", "definition": DEFINITION}, "code 'X1'"),
-        ("new", {"code": "ONE_SENTENCE", "name": "One", "definition": "Just one."}, "two sentences"),
-        ("new", {"code": "HALLUCINATED_FEE", "name": "Dup", "definition": DEFINITION}, "already exists"),
+        ("new", {"code": "X1", "name": "Short", "definition": DEFINITION, **FIELDS}, "code 'X1'"),
+        (
+            "new",
+            {"code": "ONE_SENTENCE", "name": "One", "definition": "Just one.", **FIELDS},
+            "two sentences",
+        ),
+        (
+            "new",
+            {"code": "HALLUCINATED_FEE", "name": "Dup", "definition": DEFINITION, **FIELDS},
+            "already exists",
+        ),
+        # a new failure becomes an eval row like a known one: it needs the same fields
+        (
+            "new",
+            {"code": "FEE_Y", "name": "Fee y", "definition": DEFINITION},
+            "new failure needs the expected",
+        ),
+        (
+            "new",
+            {
+                "code": "FEE_Y",
+                "name": "Fee y",
+                "definition": DEFINITION,
+                "expected": "x",
+                "pass_criterion": " ",
+            },
+            "new failure needs the pass criterion",
+        ),
+        ("known", {"code": "HALLUCINATED_FEE", "pass_criterion": "y"}, "known failure needs the expected"),
         ("not_a_bug", {"adversarial": "rude"}, "adversarial tag 'rude'"),
         ("maybe", {}, "label kind 'maybe'"),
     ],
@@ -265,7 +295,15 @@ def test_undo_takes_back_the_last_label_and_returns_its_item(queue_db):
 def test_siblings_get_the_code_and_leave_the_queue(queue_db):
     claim = claim_next(queue_db, LENA, now=T0)
     label_id = record_label(
-        queue_db, LENA, claim, "new", code="FEE_MADE_UP", name="Made-up fee", definition=DEFINITION, now=T0
+        queue_db,
+        LENA,
+        claim,
+        "new",
+        code="FEE_MADE_UP",
+        name="Made-up fee",
+        definition=DEFINITION,
+        **FIELDS,
+        now=T0,
     )
     held = claim_next(queue_db, TOM, now=T0)
     added = add_siblings(queue_db, LENA, label_id, ["t-00004", held.trace_id, "t-00002", "t-00004"], now=T0)
@@ -285,7 +323,9 @@ def test_a_labeler_reads_only_scrubbed_text(queue_db):
     claim = claim_next(queue_db, LENA, now=T0)
     card = label_card(queue_db, LENA, claim)
     assert "[PERSON]" in card["input"] and card["reasons"] == ["anomaly: thumbs_down"]
-    label_id = record_label(queue_db, LENA, claim, "new", code="FEE_X", name="Fee x", definition=DEFINITION)
+    label_id = record_label(
+        queue_db, LENA, claim, "new", code="FEE_X", name="Fee x", definition=DEFINITION, **FIELDS
+    )
     outputs = [
         card,
         progress(queue_db, LENA, 1),
