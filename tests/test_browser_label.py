@@ -211,3 +211,94 @@ def test_a_new_failure_lists_siblings_with_the_whole_exchange(server, server_db,
     settle(page)
     page.wait_for_function(ten, timeout=30_000)
     assert page.get_by_test_id("stException").count() == 0
+
+
+FIELDS = ("Expected behaviour", "Pass criterion", "Note (optional, for not a bug)")
+
+
+def _next_card(page, shown: str) -> str:
+    """Wait until the card shows another trace than ``shown``; return its id."""
+    page.wait_for_function(
+        "(shown) => [...document.querySelectorAll('h3')].some("
+        "h => h.innerText.startsWith('Trace ') && !h.innerText.endsWith(shown))",
+        arg=shown,
+        timeout=30_000,
+    )
+    return _card(page)
+
+
+def _assert_empty_card(page, trace_id: str) -> None:
+    for label in FIELDS:
+        assert page.get_by_label(label).input_value() == "", f"{label} on {trace_id} holds an old value"
+    code = page.get_by_label("Failure code (type to search").input_value()
+    assert code == "", f"the failure code on {trace_id} holds {code!r}"
+    assert page.get_by_text("Guideline").count() == 0, f"an old guideline is shown on {trace_id}"
+
+
+def _pick_code(page, how: str) -> None:
+    picker = page.get_by_label("Failure code (type to search")
+    picker.click() if how == "mouse" else picker.focus()
+    page.keyboard.type("WRONG_POL")
+    page.keyboard.press("Enter")
+    settle(page)
+
+
+def test_twenty_cards_by_keyboard_and_mouse_never_carry_a_value(server, server_db, page):
+    """Label by keyboard and mouse, skip and undo: every card starts empty, and every stored value was
+    typed on the card of its own trace."""
+    _open_as(page, server, "lena (labeler)")
+    go(page, "Label")
+    typed: dict[str, list[str]] = {}  # trace id -> every value typed on its card
+    shown, step = _card(page), 0
+    _, _, before = _label_state(server_db, "lena")
+    while step < 20:
+        _assert_empty_card(page, shown)
+        mine = [f"expected for {shown}", f"criterion for {shown}", f"note for {shown}"]
+        typed.setdefault(shown, []).extend(mine)
+        action = step % 6
+        if action == 0:  # keyboard only: pick, type, leave the field, K
+            _pick_code(page, "keyboard")
+            page.keyboard.press("Tab")
+            page.keyboard.type(mine[0])
+            page.keyboard.press("Tab")
+            page.keyboard.type(mine[1])
+            page.keyboard.press("Escape")
+            page.keyboard.press("k")
+        elif action == 1:  # mouse: a note, then the button
+            page.get_by_label(FIELDS[2]).click()
+            page.keyboard.type(mine[2])
+            page.get_by_role("button", name="Not a bug").click()
+        elif action == 2:  # a click on the trace's text, then B with nothing typed
+            page.get_by_test_id("stChatMessage").first.click()
+            page.keyboard.press("b")
+        elif action == 3:  # typed, then skipped with the mouse: nothing is saved, and nothing carries
+            page.get_by_label(FIELDS[0]).fill(mine[0])
+            page.get_by_label(FIELDS[2]).fill(mine[2])
+            page.get_by_role("button", name=re.compile(r"^Skip")).click()
+        elif action == 4:  # mouse all the way
+            _pick_code(page, "mouse")
+            page.get_by_label(FIELDS[0]).fill(mine[0])
+            page.get_by_label(FIELDS[1]).fill(mine[1])
+            page.get_by_role("button", name="Known failure").click()
+        else:  # typed a note, then U: the last label comes back on a fresh card, and is labeled again
+            page.get_by_label(FIELDS[2]).fill(mine[2])
+            page.keyboard.press("Escape")
+            page.keyboard.press("u")
+            page.get_by_text("Undid your label on trace").wait_for(timeout=30_000)
+            back = _card(page)
+            _assert_empty_card(page, back)
+            page.keyboard.press("b")
+            shown = back
+        shown = _next_card(page, shown)
+        step += 1
+    db = open_db(server_db)
+    stored = db.execute(
+        "SELECT trace_id, expected, pass_criterion, note FROM labels WHERE labeler = 'lena' AND id > ?",
+        [before],
+    ).fetchall()
+    assert len(stored) >= 15
+    for trace_id, *values in stored:
+        for value in filter(None, values):
+            assert value in typed.get(trace_id, []), f"{trace_id} holds {value!r}, typed for another trace"
+    live = "SELECT count(*) FROM labels WHERE labeler = 'lena' AND undone_at IS NULL AND id > ?"
+    assert db.execute(live, [before]).fetchone()[0] >= 13
