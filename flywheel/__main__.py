@@ -125,6 +125,7 @@ def _eval_parsers(commands) -> None:
         "import-evalset": ("import a starter suite (CSV/JSONL) as a new version", _import_evalset),
         "fold-in": ("fold labeled failures into a new eval-set version", _fold_in),
         "diff": ("rows added, retired, changed and withdrawn between two versions", _diff),
+        "withdraw": ("withdraw a bad row: a new version without it, with the reason", _withdraw),
         "export": ("export a version for a regression runner", _export),
         "import-results": ("import one system's results on a version", _import_results),
         "gate": ("release gate: exit 0 ship, 1 block, 2 error", _gate),
@@ -138,9 +139,23 @@ def _eval_parsers(commands) -> None:
             cmd.add_argument("--note", help="what this version is")
         if name == "import-evalset":
             cmd.add_argument("file", metavar="FILE")
+        if name == "fold-in":
+            cmd.add_argument("--preview", action="store_true", help="show the rows a fold would write")
+            cmd.add_argument("--fingerprint", metavar="FP", help="refuse unless the preview is still FP")
+            cmd.add_argument(
+                "--leave-out",
+                action="append",
+                default=[],
+                metavar="ITEM",
+                help="a preview key, e.g. 'add t-1'",
+            )
+            cmd.add_argument("--reason", help="why the --leave-out items are left out")
         if name == "diff":
             cmd.add_argument("a", type=int, metavar="A")
             cmd.add_argument("b", type=int, metavar="B")
+        if name == "withdraw":
+            cmd.add_argument("row_id", metavar="ROW_ID")
+            cmd.add_argument("--reason", required=True, help="why the row is withdrawn")
         if name in ("export", "import-results", "gate"):
             cmd.add_argument("--version", type=int, required=True, help="eval-set version")
         if name == "export":
@@ -181,9 +196,36 @@ def _fold_in(args: argparse.Namespace) -> int:
     from flywheel import evalsets
 
     db, user = _lead(args)
-    change = evalsets.fold_in(db, user, note=args.note)
+    if args.preview:
+        preview = evalsets.fold_preview(db)
+        print(json.dumps(preview.as_json()) if args.json else _preview_text(preview))
+        return 0
+    if args.leave_out and not args.reason:
+        raise BadInput("--leave-out needs a --reason")
+    leave_out = dict.fromkeys(args.leave_out, args.reason)
+    change = evalsets.fold_in(db, user, note=args.note, fingerprint=args.fingerprint, leave_out=leave_out)
     print(json.dumps(change.as_json()) if args.json else change.summary())
     return 0
+
+
+def _preview_text(preview) -> str:
+    lines = [preview.summary()]
+    for item in preview.items:
+        state = "" if item.foldable else f"  NOT FOLDABLE: {item.blocked}"
+        lines.append(f"{item.key}{state}")
+        for key in ("input", "expected", "criterion", "code", "adversarial", "labeled_by", "agreement"):
+            lines.append(f"    {key}: {_quoted(getattr(item, key))}")
+        if item.reason:
+            lines.append(f"    reason: {_quoted(item.reason)}")
+        if item.left_out:
+            before = item.left_out
+            lines.append(f"    left out before by {before['left_by']}: {_quoted(before['reason'])}")
+    return "\n".join(lines)
+
+
+def _quoted(value: object) -> str:
+    # Trace text on a terminal: one line, control characters escaped, so it cannot move the cursor.
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -193,10 +235,31 @@ def _diff(args: argparse.Namespace) -> int:
     diff = evalsets.diff_versions(db, args.a, args.b)
     if args.json:
         print(json.dumps(diff))
-    else:
-        for key in ("added", "retired", "changed", "withdrawn"):
-            ids = [f"{c['from']}->{c['to']}" if isinstance(c, dict) else c for c in diff[key]]
-            print(f"{key} ({len(ids)}): {' '.join(ids)}")
+        return 0
+    content = diff["content"]
+    for key in ("added", "retired", "changed", "withdrawn"):
+        ids = [f"{c['from']}->{c['to']}" if isinstance(c, dict) else c for c in diff[key]]
+        print(f"{key} ({len(ids)}): {' '.join(ids)}")
+        for row in content[key]:
+            if key == "changed":
+                print(f"  {row['from']} -> {row['to']}")
+                for change in row["fields"]:
+                    print(f"    {change['field']}: {_quoted(change['old'])} -> {_quoted(change['new'])}")
+                continue
+            print(f"  {row['id']}")
+            for field in (*evalsets.DIFF_FIELDS, "reason"):
+                if field in row:
+                    print(f"    {field}: {_quoted(row[field])}")
+    return 0
+
+
+def _withdraw(args: argparse.Namespace) -> int:
+    from flywheel import evalsets
+
+    db, user = _lead(args)
+    change = evalsets.withdraw_row(db, user, args.row_id, args.reason)
+    out = {**change.as_json(), "withdrawn": [args.row_id], "reason": args.reason.strip()}
+    print(json.dumps(out) if args.json else f"withdrew {args.row_id}: {change.summary()}")
     return 0
 
 

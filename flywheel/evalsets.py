@@ -13,7 +13,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -94,6 +94,8 @@ class VersionChange:
     changed: int = 0
     withdrawn: int = 0
     disagreements: int = 0
+    left_out: int = 0
+    blocked: int = 0
 
     def as_json(self) -> dict:
         """The fold-in contract: ``{"version", "added", "retired", "carried", "rows"}``."""
@@ -102,17 +104,26 @@ class VersionChange:
     def summary(self) -> str:
         """One line for people."""
         if not self.created:
-            if self.version is None:
+            if self.version is None and not (self.left_out or self.blocked):
                 return "nothing to fold in: no labeled failure on an approved scrub yet"
-            return f"nothing to fold in; the eval set stays at version {self.version}"
+            stays = f"the eval set stays at version {self.version}" if self.version else "no version yet"
+            return f"nothing to fold in; {stays}{self._waiting()}"
         extra = (
             f", {self.changed} changed, {self.withdrawn} withdrawn" if self.changed or self.withdrawn else ""
         )
-        waiting = f"; {self.disagreements} disagreements wait for a lead" if self.disagreements else ""
         return (
             f"version {self.version}: {self.rows} active rows ({self.added} added, {self.carried} carried,"
-            f" {self.retired} retired{extra}){waiting}"
+            f" {self.retired} retired{extra}){self._waiting()}"
         )
+
+    def _waiting(self) -> str:
+        parts = [
+            f"{self.left_out} left out" if self.left_out else "",
+            f"{self.blocked} not foldable" if self.blocked else "",
+            f"{self.disagreements} disagreements" if self.disagreements else "",
+        ]
+        listed = ", ".join(p for p in parts if p)
+        return f"; {listed} wait for a lead" if listed else ""
 
 
 def _stamp(moment: datetime | None) -> str:
@@ -455,7 +466,8 @@ def _row_from_labels(db: Database, trace_id: str, labels: list[dict]) -> dict | 
     if scrub_id is None:
         return None
     scrub = approved_scrub(db, trace_id)
-    first = labels[0]
+    # Agreeing labelers may word the expected behaviour differently; one who wrote it all out is preferred.
+    first = next((label for label in labels if _missing_fields(_label_fields(label)) is None), labels[0])
     tag = first["adversarial"]
     return {
         "input": scrub["input"],
@@ -471,7 +483,271 @@ def _row_from_labels(db: Database, trace_id: str, labels: list[dict]) -> dict | 
         "scrub_id": scrub_id[0],
         "labeled_by": ",".join(sorted({label["labeler"] for label in labels})),
         "labeled_at": max(label["created_at"] for label in labels),
+        "replaces": None,
     }
+
+
+def _label_fields(label: dict) -> dict:
+    return {"expected": label["expected"], "criterion": label["pass_criterion"]}
+
+
+def _missing_fields(row: dict) -> str | None:
+    """Why a row built from labels has nothing to test, or None when it has."""
+    names = {"expected": "expected behaviour", "criterion": "pass criterion"}
+    missing = [name for key, name in names.items() if not (row.get(key) or "").strip()]
+    return f"the label has no {' and no '.join(missing)}" if missing else None
+
+
+def adversarial_text(row: dict) -> str:
+    """A row's adversarial tag in one word: its kind, "yes" when untyped, "none"."""
+    return row.get("adversarial_kind") or ("yes" if row.get("adversarial") else "none")
+
+
+class StalePreview(BadInput):
+    """The rows a fold-in would write changed since the preview a lead confirmed."""
+
+
+@dataclass(frozen=True)
+class FoldItem:
+    """One thing a fold-in would do, as the preview shows it and the fold applies it.
+
+    ``action``: add (a new row from a trace's labels), change (a row replacing ``replaces``: new labels
+    or a lead's edit), retire or withdraw (``row_id``). An item that is not ``foldable`` says why in
+    ``blocked`` and is never folded. ``left_out`` is the last time a lead left this item out of a fold.
+    """
+
+    key: str
+    action: str
+    trace_id: str | None
+    row_id: str | None
+    replaces: str | None
+    input: str
+    expected: str | None
+    criterion: str | None
+    code: str | None
+    adversarial: str
+    labeled_by: str | None
+    labelers: int
+    agreement: str | None
+    foldable: bool = True
+    blocked: str | None = None
+    reason: str | None = None
+    left_out: dict | None = None
+    row: dict | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        """The item as the page and the command line show it."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("row", "left_out")}
+        before = self.left_out or {}
+        out.update(
+            left_out_reason=before.get("reason"),
+            left_out_by=before.get("left_by"),
+            left_out_at=before.get("left_at"),
+        )
+        return out
+
+
+@dataclass(frozen=True)
+class FoldPreview:
+    """What a fold-in would do now. ``fingerprint`` names exactly these items, so a fold confirmed on
+    this preview can refuse to write anything else."""
+
+    after: int | None
+    items: tuple[FoldItem, ...]
+    disagreements: int
+    fingerprint: str
+
+    @property
+    def foldable(self) -> list[FoldItem]:
+        """The items a fold would apply (before any is left out)."""
+        return [item for item in self.items if item.foldable]
+
+    @property
+    def blocked(self) -> list[FoldItem]:
+        """The items shown but never folded, each with its reason."""
+        return [item for item in self.items if not item.foldable]
+
+    def count(self, action: str) -> int:
+        """How many foldable items do ``action``."""
+        return sum(item.action == action for item in self.foldable)
+
+    def as_json(self) -> dict:
+        """``{"after_version", "fingerprint", "disagreements", "items": [...]}``."""
+        return {
+            "after_version": self.after,
+            "fingerprint": self.fingerprint,
+            "disagreements": self.disagreements,
+            "items": [item.as_dict() for item in self.items],
+        }
+
+    def summary(self) -> str:
+        """One line for people."""
+        if not self.foldable:
+            head = "nothing to fold in"
+        else:
+            head = ", ".join(f"{self.count(a)} to {a}" for a in FOLD_ACTIONS if self.count(a))
+        blocked = f"; {len(self.blocked)} not foldable" if self.blocked else ""
+        return f"{head}{blocked} (preview {self.fingerprint})"
+
+
+FOLD_ACTIONS = ("add", "change", "retire", "withdraw")
+
+
+def fold_preview(db: Database, batches: list[int] | None = None) -> FoldPreview:
+    """What ``fold_in`` would do now, without doing it: the very items it applies.
+
+    Agreed failure labels on approved scrubs that are not rows yet are added; a trace whose labels changed
+    gets a row replacing its old one; a row whose scrub was reopened, or whose labels were undone or
+    turned into "not a bug", is withdrawn; confirmed retirements move to the archive; a lead's pending
+    edits replace their rows. A label without expected behaviour or pass criterion, and a trace its
+    labelers disagree on, are shown as not foldable. ``batches`` limits new rows to those sample batches.
+    """
+    previous = current_version(db)
+    members = _members(db, previous)
+    items, disputed = _trace_items(db, members, batches)
+    simulated = dict(members)
+    for item in items:
+        if item.action == "withdraw":
+            del simulated[item.row_id]
+        elif item.action == "change" and item.foldable:
+            del simulated[item.replaces]
+    items += _retire_items(db, simulated) + _edit_items(db, simulated)
+    basis = [previous, [[i.key, i.foldable, i.row_id, i.replaces, _item_hash(i)] for i in items]]
+    fingerprint = hashlib.blake2b(json.dumps(basis).encode(), digest_size=8).hexdigest()
+    before = {r["item"]: r for r in query_rows(db, "SELECT * FROM eval_leave_outs ORDER BY id")}
+    items = [replace(item, left_out=before.get(item.key)) for item in items]
+    return FoldPreview(previous, tuple(items), disputed, fingerprint)
+
+
+def _item_hash(item: FoldItem) -> str | None:
+    return content_hash(item.row) if item.row is not None else None
+
+
+def _trace_items(db: Database, members: dict[str, str], batches: list[int] | None) -> tuple[list, int]:
+    """Items from traces' labels: rows to add, to change and to withdraw; and the open disagreements."""
+    by_trace = _trace_rows(db, members)
+    settled = dict(db.execute("SELECT trace_id, settled_by FROM eval_settlements"))
+    withdrawn = set(
+        db.execute(
+            "SELECT w.trace_id, r.content_hash FROM eval_withdrawals w JOIN eval_rows r ON r.id = w.row_id"
+            " WHERE w.source = 'withdraw'"
+        ).fetchall()
+    )
+    items, open_ = [], 0
+    grouped = _labels_by_trace(db)
+    for trace_id in sorted(set(grouped) | set(by_trace)):
+        labels = grouped.get(trace_id, [])
+        agreed, disputed = _agreed(db, trace_id, labels)
+        open_ += disputed
+        current = by_trace.get(trace_id)
+        if current is not None and current["state"] == "archived":
+            continue
+        in_scope = batches is None or any(label["batch_id"] in batches for label in labels)
+        agreement = _agreement(labels, disputed, settled.get(trace_id))
+        if current is None:
+            source = [label for label in labels if label["kind"] != NOT_A_BUG] if disputed else agreed
+            row = _row_from_labels(db, trace_id, source) if source and in_scope else None
+            if row is None or (trace_id, content_hash(row)) in withdrawn:
+                continue  # a row a lead withdrew comes back only when its labels say something new
+            blocked = "its labelers disagree: settle it first" if disputed else _missing_fields(row)
+            items.append(_label_item("add", row, labels, agreement, blocked))
+            continue
+        row = _row_from_labels(db, trace_id, agreed) if agreed else None
+        if row is None and not disputed:
+            reason = _withdraw_reason(labels, agreed, settled.get(trace_id))
+            items.append(_row_item("withdraw", eval_row(db, current["id"]), reason))
+        elif row is not None and in_scope and content_hash(row) != current["content_hash"]:
+            row["replaces"] = current["id"]
+            items.append(_label_item("change", row, labels, agreement, _missing_fields(row)))
+    return items, open_
+
+
+def _agreement(labels: list[dict], disputed: bool, settled_by: str | None) -> str:
+    count = len({label["labeler"] for label in labels})
+    if disputed:
+        return f"{count} labelers disagree"
+    if settled_by:
+        return f"settled by {settled_by}"
+    return "1 labeler" if count == 1 else f"{count} labelers agree"
+
+
+def _withdraw_reason(labels: list[dict], agreed: list[dict] | None, settled_by: str | None) -> str:
+    if not labels:
+        return "its labels were undone"
+    if agreed is None:
+        return f"{settled_by} settled to keep it out" if settled_by else "its labels now say not a bug"
+    return "its scrub is no longer approved"
+
+
+def _label_item(action: str, row: dict, labels: list[dict], agreement: str, blocked: str | None) -> FoldItem:
+    return FoldItem(
+        key=f"{action} {row['trace_id']}",
+        action=action,
+        trace_id=row["trace_id"],
+        row_id=None,
+        replaces=row["replaces"],
+        input=row["input"],
+        expected=row["expected"],
+        criterion=row["criterion"],
+        code=row["code"],
+        adversarial=adversarial_text(row),
+        labeled_by=row["labeled_by"],
+        labelers=len({label["labeler"] for label in labels}),
+        agreement=agreement,
+        foldable=blocked is None,
+        blocked=blocked,
+        row=row,
+    )
+
+
+def _row_item(action: str, row: dict, reason: str | None, key: str | None = None) -> FoldItem:
+    """An item about a row already written: one to retire or withdraw, or a lead's edit."""
+    return FoldItem(
+        key=key or f"{action} {row['id']}",
+        action=action,
+        trace_id=row["trace_id"],
+        row_id=row["id"],
+        replaces=row["replaces"] if action == "change" else None,
+        input=row["input"],
+        expected=row["expected"],
+        criterion=row["criterion"],
+        code=row["code"],
+        adversarial=adversarial_text(row),
+        labeled_by=row["labeled_by"],
+        labelers=len((row["labeled_by"] or "").split(",")) if row["labeled_by"] else 0,
+        agreement=None,
+        reason=reason,
+    )
+
+
+def _retire_items(db: Database, simulated: dict[str, str]) -> list[FoldItem]:
+    items = []
+    pending = query_rows(
+        db,
+        "SELECT row_id, reason, confirmed_by FROM eval_retirements"
+        " WHERE left_version IS NULL ORDER BY row_id",
+    )
+    for retirement in pending:
+        if simulated.get(retirement["row_id"]) == "active":
+            simulated[retirement["row_id"]] = "archived"
+            reason = f"{retirement['reason'] or 'confirmed'} (confirmed by {retirement['confirmed_by']})"
+            items.append(_row_item("retire", eval_row(db, retirement["row_id"]), reason))
+    return items
+
+
+def _edit_items(db: Database, simulated: dict[str, str]) -> list[FoldItem]:
+    items = []
+    edits = query_rows(
+        db,
+        "SELECT * FROM eval_rows r WHERE replaces IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM eval_version_rows m WHERE m.row_id = r.id) ORDER BY id",
+    )
+    for row in edits:
+        if simulated.get(row["replaces"]) == "active":
+            del simulated[row["replaces"]]
+            simulated[row["id"]] = "active"
+            items.append(_row_item("change", row, f"edited by {row['labeled_by']}", key=f"edit {row['id']}"))
+    return items
 
 
 def fold_in(
@@ -480,70 +756,177 @@ def fold_in(
     note: str | None = None,
     batches: list[int] | None = None,
     now: datetime | None = None,
+    *,
+    fingerprint: str | None = None,
+    leave_out: dict[str, str] | None = None,
 ) -> VersionChange:
-    """Fold labeled failures into a new immutable version, in one transaction.
+    """Apply the fold-in preview as a new immutable version, in one transaction.
 
-    Agreed failure labels (known and new, adversarial included) on approved scrubs that are not yet rows
-    become rows; a trace whose labels changed gets a new row replacing its old one; a row whose scrub
-    was reopened, or whose labels were undone or turned into "not a bug", is withdrawn. Confirmed
-    retirements move to the archive. ``batches`` limits new rows to labels of those sample batches.
+    ``fingerprint``: the preview the lead confirmed; when what a fold would write differs from it, the
+    fold is refused (StalePreview). ``leave_out``: preview item keys to leave out, each with its reason;
+    they stay waiting and are recorded. Items that are not foldable never fold.
     """
     require_role(user, "lead")
+    reasons = _leave_out_reasons(leave_out or {})
     stamp = _stamp(now)
     with write(db):
-        previous = current_version(db)
-        members = _members(db, previous)
-        by_trace = _trace_rows(db, members)
-        grouped = _labels_by_trace(db)
-        new_rows, replaced, withdrawn, open_ = [], [], 0, 0
-        for trace_id in sorted(set(grouped) | set(by_trace)):
-            labels = grouped.get(trace_id, [])
-            agreed, disputed = _agreed(db, trace_id, labels)
-            open_ += disputed
-            current = by_trace.get(trace_id)
-            if current is not None and current["state"] == "archived":
-                continue
-            in_scope = batches is None or any(label["batch_id"] in batches for label in labels)
-            row = _row_from_labels(db, trace_id, agreed) if agreed else None
-            if current is None:
-                if row is not None and in_scope:
-                    new_rows.append(row)
-            elif row is None and not disputed:
-                del members[current["id"]]
-                withdrawn += 1
-            elif row is not None and in_scope and content_hash(row) != current["content_hash"]:
-                row["replaces"] = current["id"]
-                del members[current["id"]]
-                new_rows.append(row)
-                replaced.append(current["id"])
-        carried_before = _active(members)
-        for row_id in _insert_rows(db, new_rows, stamp):
-            members[row_id] = "active"
-        retired, edited = _apply_pending(db, members)
-        changed = len(replaced) + edited
-        if not (new_rows or retired or edited or withdrawn):
-            return VersionChange(
-                previous, False, 0, 0, _active(members), _active(members), disagreements=open_
+        plan = fold_preview(db, batches)
+        if fingerprint is not None and fingerprint != plan.fingerprint:
+            raise StalePreview(
+                f"the fold-in preview {fingerprint!r} is out of date (now {plan.fingerprint!r}):"
+                " rows changed since it was read; read the preview again"
             )
-        counts = {
-            "added": len(new_rows) + edited,
-            "retired": retired,
-            "carried": carried_before - retired - edited,
-            "changed": changed,
-            "withdrawn": withdrawn,
-        }
-        version = _make_version(db, user, "fold_in", note, stamp, members, counts)
+        keys = {item.key for item in plan.items}
+        unknown = [key for key in reasons if key not in keys]
+        if unknown:
+            raise BadInput(f"not in the fold-in preview: {', '.join(map(repr, unknown[:10]))}")
+        folding = [item for item in plan.foldable if item.key not in reasons]
+        members = _members(db, plan.after)
+        version, counts = None, {}
+        if folding:
+            counts = _apply_items(db, members, folding, stamp, plan.after)
+            version = _make_version(db, user, "fold_in", note, stamp, members, counts)
+            _record_withdrawals(db, user, [i for i in folding if i.action == "withdraw"], stamp, version)
+        _record_leave_outs(db, user, plan, reasons, stamp, version)
+    extra = {"disagreements": plan.disagreements, "left_out": len(reasons), "blocked": len(plan.blocked)}
+    if version is None:
+        active = _active(members)
+        return VersionChange(plan.after, False, 0, 0, active, active, **extra)
     return VersionChange(
         version,
         True,
         counts["added"],
-        retired,
+        counts["retired"],
         counts["carried"],
         _active(members),
-        changed,
-        withdrawn,
-        open_,
+        counts["changed"],
+        counts["withdrawn"],
+        **extra,
     )
+
+
+def _leave_out_reasons(leave_out: dict[str, str]) -> dict[str, str]:
+    reasons = {}
+    for key, reason in leave_out.items():
+        text = (reason or "").strip()
+        if not text:
+            raise BadInput(f"leaving out {key!r} needs a reason")
+        reasons[key] = _short(text, "reason")
+    return reasons
+
+
+def _apply_items(
+    db: Database, members: dict[str, str], items: list[FoldItem], stamp: str, previous: int | None
+) -> dict:
+    """Apply preview items to a membership (in place) and write their new rows; return the counts."""
+    before = dict(members)
+    for item in items:
+        if item.action == "withdraw":
+            del members[item.row_id]
+        elif item.action == "retire":
+            members[item.row_id] = "archived"
+        elif item.action == "change":
+            del members[item.replaces]
+            if item.row is None:  # a lead's edit: its row is written already
+                members[item.row_id] = "active"
+    written = [dict(item.row) for item in items if item.row is not None]
+    for row_id in _insert_rows(db, written, stamp):
+        members[row_id] = "active"
+    done = {action: sum(item.action == action for item in items) for action in FOLD_ACTIONS}
+    carried = sum(state == "active" and before.get(r) == "active" for r, state in members.items())
+    return {
+        "added": done["add"] + done["change"],
+        "retired": done["retire"],
+        "carried": carried,
+        "changed": done["change"],
+        "withdrawn": done["withdraw"],
+    }
+
+
+def _record_withdrawals(db: Database, user: User, items: list[FoldItem], stamp: str, version: int) -> None:
+    for item in items:
+        _record_withdrawal(db, user, item.row_id, item.trace_id, item.reason, "fold_in", stamp, version)
+
+
+def _record_withdrawal(
+    db: Database,
+    user: User,
+    row_id: str,
+    trace_id: str | None,
+    reason: str,
+    source: str,
+    stamp: str,
+    version: int,
+) -> None:
+    db["eval_withdrawals"].insert(
+        {
+            "row_id": row_id,
+            "trace_id": trace_id,
+            "reason": reason,
+            "source": source,
+            "withdrawn_by": user.name,
+            "withdrawn_at": stamp,
+            "version": version,
+        }
+    )
+    audit(db, user.name, "withdraw_eval_row", "eval_row", row_id, reason=reason, version=version, via=source)
+
+
+def _record_leave_outs(
+    db: Database, user: User, plan: FoldPreview, reasons: dict[str, str], stamp: str, version: int | None
+) -> None:
+    items = {item.key: item for item in plan.items}
+    for key, reason in reasons.items():
+        item = items[key]
+        row_id = item.row_id or item.replaces
+        db["eval_leave_outs"].insert(
+            {
+                "item": key,
+                "action": item.action,
+                "trace_id": item.trace_id,
+                "row_id": row_id,
+                "reason": reason,
+                "left_by": user.name,
+                "left_at": stamp,
+                "after_version": plan.after,
+                "fold_version": version,
+            }
+        )
+        entity, entity_id = ("trace", item.trace_id) if item.trace_id else ("eval_row", row_id)
+        audit(db, user.name, "leave_out", entity, entity_id, item=key, reason=reason, fold_version=version)
+
+
+def withdraw_row(
+    db: Database, user: User, row_id: str, reason: str, now: datetime | None = None
+) -> VersionChange:
+    """A lead withdraws a bad row: a new version without it, with the reason recorded."""
+    require_role(user, "lead")
+    text = _short((reason or "").strip(), "reason")
+    if not text:
+        raise BadInput(f"withdrawing {row_id!r} needs a reason")
+    stamp = _stamp(now)
+    with write(db):
+        row = eval_row(db, row_id)
+        previous = current_version(db)
+        members = _members(db, previous)
+        _require_active(db, row_id, members.get(row_id), previous)
+        del members[row_id]
+        active = _active(members)
+        counts = {"added": 0, "retired": 0, "carried": active, "changed": 0, "withdrawn": 1}
+        version = _make_version(db, user, "withdraw", f"withdrew {row_id}: {text}", stamp, members, counts)
+        _record_withdrawal(db, user, row_id, row["trace_id"], text, "withdraw", stamp, version)
+    return VersionChange(version, True, 0, 0, active, active, 0, 1)
+
+
+def _require_active(db: Database, row_id: str, state: str | None, version: int | None) -> None:
+    if state == "active":
+        return
+    if state == "archived":
+        raise BadInput(f"row {row_id!r} is retired (in the archive of version {version}), not active")
+    gone = query_one(db, "SELECT version, reason FROM eval_withdrawals WHERE row_id = ?", [row_id])
+    if gone is not None:
+        raise BadInput(f"row {row_id!r} was already withdrawn in version {gone['version']}: {gone['reason']}")
+    raise BadInput(f"row {row_id!r} is not in the current version ({version or 'none yet'})")
 
 
 def _trace_rows(db: Database, members: dict[str, str]) -> dict[str, dict]:
@@ -553,25 +936,6 @@ def _trace_rows(db: Database, members: dict[str, str]) -> dict[str, dict]:
         if row["id"] in members:
             rows[row["trace_id"]] = {**row, "state": members[row["id"]]}
     return rows
-
-
-def fold_preview(db: Database) -> dict:
-    """What a fold-in would do now, without doing it: candidate traces, rows in place, disagreements."""
-    members = _members(db, current_version(db))
-    by_trace = _trace_rows(db, members)
-    waiting = 0
-    for trace_id, labels in _labels_by_trace(db).items():
-        agreed, _ = _agreed(db, trace_id, labels)
-        if (
-            agreed
-            and trace_id not in by_trace
-            and db.execute(
-                "SELECT 1 FROM scrubs WHERE trace_id = ? AND status = 'approved'", [trace_id]
-            ).fetchone()
-        ):
-            waiting += 1
-    pending = db.execute("SELECT count(*) FROM eval_retirements WHERE left_version IS NULL").fetchone()[0]
-    return {"new_failures": waiting, "pending_retirements": pending, "disagreements": len(disagreements(db))}
 
 
 # Edits, lookups and diffs ------------------------------------------------------------------------------
@@ -637,11 +1001,64 @@ def diff_versions(db: Database, a: int, b: int) -> dict:
             changed.append({"from": ancestor, "to": row_id})
     sources = {c["from"] for c in changed}
     targets = {c["to"] for c in changed}
-    return {
+    diff = {
         "a": a,
         "b": b,
         "added": sorted(r for r in new if r not in old and r not in targets and new[r] == "active"),
         "retired": sorted(r for r in new if old.get(r) == "active" and new[r] == "archived"),
         "changed": changed,
         "withdrawn": sorted(r for r in old if r not in new and r not in sources and old[r] == "active"),
+    }
+    diff["content"] = _diff_content(db, diff)
+    return diff
+
+
+DIFF_FIELDS = ("input", "expected", "criterion", "code", "adversarial")
+
+
+def row_view(row: dict) -> dict:
+    """What a row asks, as a diff and the preview show it."""
+    view = {"id": row["id"], "trace_id": row["trace_id"]}
+    view.update({key: row[key] for key in DIFF_FIELDS if key != "adversarial"})
+    view.update(adversarial=adversarial_text(row), labeled_by=row["labeled_by"])
+    return view
+
+
+def _diff_content(db: Database, diff: dict) -> dict:
+    """The rows behind a diff's ids: what was added, retired and withdrawn (with why), and old -> new
+    text of every field a changed row changed."""
+    pairs = [(c["from"], c["to"]) for c in diff["changed"]]
+    wanted = [*diff["added"], *diff["retired"], *diff["withdrawn"], *(r for pair in pairs for r in pair)]
+    listed = json.dumps(wanted)
+    among = "IN (SELECT value FROM json_each(?))"
+    rows = {
+        r["id"]: row_view(r) for r in query_rows(db, f"SELECT * FROM eval_rows WHERE id {among}", [listed])
+    }
+    retired = dict(db.execute("SELECT row_id, reason FROM eval_retirements"))
+    gone = {
+        w["row_id"]: w
+        for w in query_rows(db, f"SELECT * FROM eval_withdrawals WHERE row_id {among}", [listed])
+    }
+    return {
+        "added": [rows[r] for r in diff["added"]],
+        "retired": [{**rows[r], "reason": retired.get(r)} for r in diff["retired"]],
+        "changed": [_changed_fields(rows[old], rows[new]) for old, new in pairs],
+        "withdrawn": [_withdrawn_view(rows[r], gone.get(r)) for r in diff["withdrawn"]],
+    }
+
+
+def _changed_fields(old: dict, new: dict) -> dict:
+    changes = [
+        {"field": key, "old": old[key], "new": new[key]} for key in DIFF_FIELDS if old[key] != new[key]
+    ]
+    return {"from": old["id"], "to": new["id"], "trace_id": new["trace_id"], "fields": changes}
+
+
+def _withdrawn_view(row: dict, withdrawal: dict | None) -> dict:
+    withdrawal = withdrawal or {}
+    return {
+        **row,
+        "reason": withdrawal.get("reason"),
+        "withdrawn_by": withdrawal.get("withdrawn_by"),
+        "withdrawn_in": withdrawal.get("version"),
     }

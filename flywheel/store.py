@@ -1022,3 +1022,44 @@ def m130_drift_far_point(db: Database) -> None:
     # alarm tests both points, so a lead can see which one moved.
     for column in ("ref_share", "far_tau", "far_share", "far_ref_share"):
         db["drift_windows"].add_column(column, float)
+
+
+@migrations()
+def m140_fold_leave_outs_and_withdrawals(db: Database) -> None:
+    # A row a lead left out of one fold-in, with the reason: it keeps waiting and the next preview shows
+    # it; ``item`` names what the preview proposed ("add t-000123", "retire r-000045").
+    db["eval_leave_outs"].create(
+        {
+            "id": int,
+            "item": str,
+            "action": str,
+            "trace_id": str,
+            "row_id": str,
+            "reason": str,
+            "left_by": str,
+            "left_at": str,
+            "after_version": int,
+            "fold_version": int,
+        },
+        pk="id",
+        not_null={"item", "action", "reason", "left_by", "left_at"},
+    )
+    db["eval_leave_outs"].create_index(["item"])
+    # Why a row left the set without being retired: a lead's withdrawal (``source`` 'withdraw') or a
+    # fold-in that found its labels undone or its scrub reopened ('fold_in'); ``version`` is the first
+    # version without it.
+    db["eval_withdrawals"].create(
+        {
+            "row_id": str,
+            "trace_id": str,
+            "reason": str,
+            "source": str,
+            "withdrawn_by": str,
+            "withdrawn_at": str,
+            "version": int,
+        },
+        pk="row_id",
+        not_null={"reason", "source", "withdrawn_by", "withdrawn_at", "version"},
+        foreign_keys=[("row_id", "eval_rows", "id"), ("version", "eval_versions", "version")],
+    )
+    db["eval_withdrawals"].create_index(["trace_id"])

@@ -5,7 +5,7 @@ from flywheel import evalsets, exports, runs
 from flywheel.auth import require_role
 from flywheel.config import load_config
 from flywheel.errors import FlywheelError
-from pages._ui import current_user, database, md
+from pages._ui import as_text, current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, "lead")
@@ -14,6 +14,14 @@ st.caption(
     "Labeled production failures become eval rows. Every fold-in or import makes a new immutable "
     "version; retired rows move to an archive and are never deleted."
 )
+
+
+FLASH = "evalsets_flash"
+PREVIEW_COLUMNS = [
+    "key", "foldable", "blocked", "trace_id", "row_id", "replaces", "input", "expected", "criterion",
+    "code", "adversarial", "labeled_by", "labelers", "agreement", "reason",
+    "left_out_reason", "left_out_by", "left_out_at",
+]  # fmt: skip
 
 
 def _error(error: FlywheelError) -> None:
@@ -27,6 +35,70 @@ def _rows_table(rows: list[dict]) -> None:
     st.dataframe(frame[[c for c in columns if c in frame]], hide_index=True)
 
 
+def _reason_key(item: str) -> str:
+    return f"leave_reason_{item}"
+
+
+def _fold(fingerprint: str) -> None:
+    """Fold exactly the preview the lead read: the fingerprint bound when the button was drawn."""
+    picked = st.session_state.get("fold_leave_out") or []
+    reasons = {item: st.session_state.get(_reason_key(item), "") for item in picked}
+    note = st.session_state.get("fold_note") or None
+    try:
+        change = evalsets.fold_in(
+            database(), current_user(), note=note, fingerprint=fingerprint, leave_out=reasons
+        )
+    except FlywheelError as error:
+        st.session_state[FLASH] = ("error", md(error))
+    else:
+        st.session_state[FLASH] = ("success" if change.created else "info", change.summary())
+        st.session_state["fold_leave_out"] = []
+
+
+def _withdraw() -> None:
+    row_id = st.session_state.get("withdraw_row")
+    reason = st.session_state.get("withdraw_reason", "")
+    try:
+        change = evalsets.withdraw_row(database(), current_user(), row_id, reason)
+    except FlywheelError as error:
+        st.session_state[FLASH] = ("error", md(error))
+    else:
+        st.session_state[FLASH] = ("success", f"withdrew {md(row_id)}: {change.summary()}")
+        st.session_state["withdraw_reason"] = ""
+        st.session_state.pop("withdraw_row", None)
+
+
+def _flash() -> None:
+    kind, message = st.session_state.pop(FLASH, (None, None))
+    if kind:
+        getattr(st, kind)(message)
+
+
+def _preview_table(preview: evalsets.FoldPreview) -> None:
+    frame = pd.DataFrame([item.as_dict() for item in preview.items])
+    frame["foldable"] = frame["foldable"].map({True: "yes", False: "no"})
+    st.dataframe(as_text(frame[PREVIEW_COLUMNS]), hide_index=True)
+
+
+def _diff_tables(diff: dict) -> None:
+    content = diff["content"]
+    if not any(content.values()):
+        st.caption("No difference: the two versions hold the same rows.")
+    for name in ("added", "retired", "withdrawn"):
+        if content[name]:
+            st.subheader(f"{name.capitalize()} ({len(content[name])})")
+            st.dataframe(as_text(pd.DataFrame(content[name])), hide_index=True)
+    if content["changed"]:
+        st.subheader(f"Changed ({len(content['changed'])})")
+        changes = [
+            {"from": c["from"], "to": c["to"], "trace_id": c["trace_id"], **field}
+            for c in content["changed"]
+            for field in c["fields"]
+        ]
+        st.dataframe(as_text(pd.DataFrame(changes)), hide_index=True)
+
+
+_flash()
 version = evalsets.current_version(db)
 preview = evalsets.fold_preview(db)
 cols = st.columns(4)
@@ -35,25 +107,43 @@ if version is not None:
     members = evalsets.version_rows(db, version, include_archive=True)
     cols[1].metric("Active rows", sum(r["state"] == "active" for r in members))
     cols[2].metric("Archived rows", sum(r["state"] == "archived" for r in members))
-cols[3].metric("Labeled failures waiting", preview["new_failures"])
+cols[3].metric("Labeled failures waiting", preview.count("add"))
 
-fold, starter, history, export, retire = st.tabs(
-    ["Fold in", "Import starter suite", "Versions and diff", "Export", "Retirement"]
+fold, starter, history, withdraw, export, retire = st.tabs(
+    ["Fold in", "Import starter suite", "Versions and diff", "Withdraw", "Export", "Retirement"]
 )
 
 with fold:
     st.write(
-        f"{preview['new_failures']} agreed failure labels on approved scrubs are not rows yet; "
-        f"{preview['pending_retirements']} confirmed retirements wait for the next version."
+        f"The next version would add {preview.count('add')} rows, change {preview.count('change')}, "
+        f"retire {preview.count('retire')} and withdraw {preview.count('withdraw')}; "
+        f"{len(preview.blocked)} rows are not foldable. The fold writes exactly the rows below."
     )
-    note = st.text_input("Note for the new version", key="fold_note")
-    if st.button("Fold in", type="primary", key="fold_in"):
-        try:
-            change = evalsets.fold_in(db, user, note=note or None)
-        except FlywheelError as error:
-            _error(error)
-        else:
-            (st.success if change.created else st.info)(change.summary())
+    if not preview.items:
+        st.info("Nothing to fold in: no labeled failure, edit, retirement or withdrawal is waiting.")
+    else:
+        _preview_table(preview)
+        keys = [item.key for item in preview.foldable]
+        # a pick from an older preview that is no longer proposed cannot stay picked
+        st.session_state["fold_leave_out"] = [
+            k for k in st.session_state.get("fold_leave_out") or [] if k in keys
+        ]
+        picked = st.multiselect(
+            "Leave out of this fold (they stay waiting)",
+            keys,
+            key="fold_leave_out",
+        )
+        for item in picked:
+            st.text_input(f"Why leave out {md(item)}", key=_reason_key(item))
+    st.text_input("Note for the new version", key="fold_note")
+    st.button(
+        "Fold in",
+        type="primary",
+        key="fold_in",
+        on_click=_fold,
+        args=(preview.fingerprint,),
+        disabled=not preview.foldable,
+    )
     open_ = evalsets.disagreements(db)
     st.subheader(f"Disagreements to settle ({len(open_)})")
     if not open_:
@@ -113,15 +203,27 @@ with history:
             f"{len(diff['added'])} added, {len(diff['retired'])} retired, {len(diff['changed'])} changed, "
             f"{len(diff['withdrawn'])} withdrawn"
         )
-        st.dataframe(
-            pd.DataFrame(
-                [{"change": k, "row": r} for k in ("added", "retired", "withdrawn") for r in diff[k]]
-                + [{"change": "changed", "row": f"{c['from']} → {c['to']}"} for c in diff["changed"]]
-            ),
-            hide_index=True,
-        )
+        _diff_tables(diff)
         shown = st.selectbox("Rows of version", numbers, key="rows_version")
         _rows_table(evalsets.version_rows(db, shown, include_archive=True))
+
+with withdraw:
+    if version is None:
+        st.caption("No eval-set version yet.")
+    else:
+        st.write(
+            "A bad row leaves the set in a new version (versions never change); the reason is kept and "
+            "shown in the diff."
+        )
+        active = {r["id"]: r for r in members if r["state"] == "active"}
+        st.selectbox(
+            "Row",
+            list(active),
+            key="withdraw_row",
+            format_func=lambda r: f"{r} · {active[r]['code'] or ''} · {active[r]['input'][:60]}",
+        )
+        st.text_input("Reason", key="withdraw_reason")
+        st.button("Withdraw in a new version", key="withdraw", on_click=_withdraw, disabled=not active)
 
 with export:
     if versions:

@@ -225,7 +225,8 @@ def test_diff_on_the_command_line(tmp_path, capsys):
     label(db, ids[0], "lena")
     fold_in(db, LEAD)
     assert main(["diff", "--db", str(path), "1", "2", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {
+    out = json.loads(capsys.readouterr().out)
+    assert {k: v for k, v in out.items() if k != "content"} == {
         "a": 1,
         "b": 2,
         "added": ["r-000004"],
@@ -233,6 +234,23 @@ def test_diff_on_the_command_line(tmp_path, capsys):
         "changed": [],
         "withdrawn": [],
     }
+    assert out["content"]["added"] == [
+        {
+            "id": "r-000004",
+            "trace_id": ids[0],
+            "input": "[PERSON] asks question 1",
+            "expected": "Quote the policy.",
+            "criterion": "States the policy.",
+            "code": "WRONG_POLICY",
+            "adversarial": "none",
+            "labeled_by": "lena",
+        }
+    ]
+    assert out["content"]["retired"] == out["content"]["changed"] == out["content"]["withdrawn"] == []
+    assert main(["diff", "--db", str(path), "1", "2"]) == 0
+    plain = capsys.readouterr().out.splitlines()
+    assert plain[0] == "added (1): r-000004"
+    assert '    input: "[PERSON] asks question 1"' in plain and '    code: "WRONG_POLICY"' in plain
     assert main(["diff", "--db", str(path), "1", "7"]) == 2
     assert "version 7 does not exist" in capsys.readouterr().err
 
