@@ -1022,3 +1022,40 @@ def m130_drift_far_point(db: Database) -> None:
     # alarm tests both points, so a lead can see which one moved.
     for column in ("ref_share", "far_tau", "far_share", "far_ref_share"):
         db["drift_windows"].add_column(column, float)
+
+
+@migrations()
+def m180_experiments(db: Database) -> None:
+    # A declared A/B experiment: what decides it is fixed before its data is read, so a verdict cannot
+    # be shopped for by changing the unit, the split, the metric or the test's parameters afterwards.
+    db["experiments"].create(
+        {
+            "id": int,
+            "name": str,
+            "key": str,
+            "control": str,
+            "treatment": str,
+            "unit": str,
+            "treatment_share": float,
+            "primary_metric": str,
+            "min_days": int,
+            "min_effect": float,
+            "alpha": float,
+            "power": float,
+            "start": str,
+            "declared_by": str,
+            "declared_at": str,
+        },
+        pk="id",
+        not_null={
+            "name",
+            "key",
+            "control",
+            "treatment",
+            "unit",
+            "treatment_share",
+            "primary_metric",
+            "start",
+        },
+    )
+    db["experiments"].create_index(["name"], unique=True)
