@@ -409,6 +409,7 @@ def compare_arms(
             metrics.append(_described(metric, "", c["events"], c["n"], t["events"], t["n"]))
     return {
         "experiment": None,
+        "primary_metric": None,
         "verdict": None,
         "withheld": [NO_EXPERIMENT],
         "design": None,
@@ -432,8 +433,10 @@ def experiment_verdict(db: Database, user: User, name: str, rubric_id: int | Non
             for m, c in counts["metrics"].items()
             if c[exp.control].n and c[exp.treatment].n
         ]
+        metrics.sort(key=lambda r: r["role"] != "primary")
         return {
             "experiment": exp.name,
+            "primary_metric": exp.primary_metric,
             "verdict": None,
             "withheld": withheld,
             "design": design,
@@ -442,6 +445,7 @@ def experiment_verdict(db: Database, user: User, name: str, rubric_id: int | Non
     metrics = _tested(exp, counts)
     return {
         "experiment": exp.name,
+        "primary_metric": exp.primary_metric,
         "verdict": metrics[0]["verdict"],
         "withheld": [],
         "design": design,

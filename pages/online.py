@@ -181,7 +181,9 @@ with ab_tab:
             if result["withheld"]:
                 st.warning("Verdict withheld: " + "; ".join(md(reason) for reason in result["withheld"]))
             else:
-                st.success(f"Verdict on the primary metric: {md(result['verdict'])}")
+                st.info(
+                    f"Verdict on the primary metric, {md(result['primary_metric'])}: {md(result['verdict'])}"
+                )
             st.dataframe(
                 pd.DataFrame(result["metrics"]),
                 hide_index=True,
