@@ -374,3 +374,19 @@ def test_only_a_lead_declares(db):
 
 def _declare_as(db, user):
     return declare_experiment(db, user, "x", "release", "a", "b", "trace_id", 0.5, "thumbs down")
+
+
+def test_the_demo_declares_its_canary_and_the_design_holds(demo_copy):
+    from flywheel.store import open_db
+
+    db = open_db(demo_copy)
+    (exp,) = declared_experiments(db, LEAD)
+    assert (exp.control, exp.treatment, exp.unit, exp.treatment_share) == (
+        "v2",
+        "v2.1-canary",
+        "trace_id",
+        0.1,
+    )
+    result = experiment_verdict(db, LEAD, exp.name)
+    assert result["withheld"] == [] and result["verdict"]
+    assert result["design"]["srm_p_value"] > 0.001 and result["design"]["days"] >= exp.min_days
