@@ -427,6 +427,11 @@ def experiment_verdict(db: Database, user: User, name: str, rubric_id: int | Non
     primary = counts["metrics"].get(exp.primary_metric)
     if primary is None or not all(primary[arm].n for arm in (exp.control, exp.treatment)):
         withheld.append(f"the primary metric {exp.primary_metric!r} has no trials in one of the arms")
+    elif not _testable(primary[exp.control], primary[exp.treatment]):
+        withheld.append(
+            f"the primary metric {exp.primary_metric!r} has trials from a single {exp.unit} in an arm:"
+            " nothing to compare"
+        )
     if withheld:
         metrics = [
             _described(m, _role(exp, m), *_totals(c[exp.control]), *_totals(c[exp.treatment]))
@@ -620,13 +625,18 @@ def _tested(exp: Experiment, counts: dict) -> list[dict]:
     rows = []
     for metric, arms in counts["metrics"].items():
         c, t = arms[exp.control], arms[exp.treatment]
-        if c.n and t.n:
+        if _testable(c, t):
             rows.append(_test(exp, metric, c, t))
     rows.sort(key=lambda r: r["role"] != "primary")
     secondary = rows[1:]
     for row, adjusted in zip(secondary, holm([r["p_value"] for r in secondary]), strict=True):
         row["p_holm"] = adjusted
     return rows
+
+
+def _testable(c: UnitCounts, t: UnitCounts) -> bool:
+    """Whether both arms have trials from two units or more (a variance over units needs two)."""
+    return c.n > 0 and t.n > 0 and min(c.units, t.units) > 1
 
 
 def _test(exp: Experiment, metric: str, c: UnitCounts, t: UnitCounts) -> dict:

@@ -390,3 +390,14 @@ def test_the_demo_declares_its_canary_and_the_design_holds(demo_copy):
     result = experiment_verdict(db, LEAD, exp.name)
     assert result["withheld"] == [] and result["verdict"]
     assert result["design"]["srm_p_value"] > 0.001 and result["design"]["days"] >= exp.min_days
+
+
+def test_an_arm_of_a_single_unit_withholds_the_verdict(db):
+    _traffic(db, "a", 1000, user=lambda i: "only-user", thumbs=100)  # one user's 1,000 traces
+    _traffic(db, "b", 1000, user=_unique_users("b"), thumbs=150)
+    _declare(db, unit="user_id", share=0.999)  # a plan under which one user against 1,000 is no mismatch
+    result = experiment_verdict(db, LEAD, "test")
+    assert result["verdict"] is None
+    assert result["withheld"] == [
+        "the primary metric 'thumbs down' has trials from a single user_id in an arm: nothing to compare"
+    ]
