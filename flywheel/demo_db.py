@@ -19,6 +19,7 @@ from flywheel.config import Config
 from flywheel.demo import demo_lines, demo_samples
 from flywheel.drift import add_demo_drift
 from flywheel.errors import BadInput
+from flywheel.experiments import add_demo_experiment
 from flywheel.ingest import ingest_lines
 from flywheel.judge_demo import add_demo_judgments
 from flywheel.labels import add_demo_labels
@@ -68,6 +69,7 @@ def build_demo(
         add_demo_eval_history(db, seed)
         add_demo_drift(db)
         add_demo_judgments(db, DEMO_REVIEWERS[1])
+        add_demo_experiment(db, DEMO_REVIEWERS[1])
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except BaseException:
         db.close()

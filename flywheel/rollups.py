@@ -170,7 +170,7 @@ def warm_in_background(path: str | Path) -> threading.Thread:
 
 
 def _warm(path: str) -> None:
-    from flywheel.experiments import ARM_KEY, arm_values
+    from flywheel.experiments import ARM_KEY, refresh_arm_rollup
     from flywheel.sampling import preview_plan, sample_weeks, saved_plans
     from flywheel.signal_alerts import refresh_signal_rollup
     from flywheel.store import open_db  # this thread needs its own connection
@@ -180,7 +180,7 @@ def _warm(path: str) -> None:
         try:
             refresh_rollups(db)
             refresh_signal_rollup(db, "week")
-            arm_values(db, ARM_KEY)
+            refresh_arm_rollup(db, ARM_KEY)
             plans, weeks = saved_plans(db), sample_weeks(db)
             if plans and weeks:  # the preview the Sample page opens on (kept in this process's cache)
                 preview_plan(db, plans[0], plans[0].week if plans[0].week in weeks else weeks[0])

@@ -1063,3 +1063,39 @@ def m140_fold_leave_outs_and_withdrawals(db: Database) -> None:
         foreign_keys=[("row_id", "eval_rows", "id"), ("version", "eval_versions", "version")],
     )
     db["eval_withdrawals"].create_index(["trace_id"])
+
+
+def m180_experiments(db: Database) -> None:
+    # A declared A/B experiment: what decides it is fixed before its data is read, so a verdict cannot
+    # be shopped for by changing the unit, the split, the metric or the test's parameters afterwards.
+    db["experiments"].create(
+        {
+            "id": int,
+            "name": str,
+            "key": str,
+            "control": str,
+            "treatment": str,
+            "unit": str,
+            "treatment_share": float,
+            "primary_metric": str,
+            "min_days": int,
+            "min_effect": float,
+            "alpha": float,
+            "power": float,
+            "start": str,
+            "declared_by": str,
+            "declared_at": str,
+        },
+        pk="id",
+        not_null={
+            "name",
+            "key",
+            "control",
+            "treatment",
+            "unit",
+            "treatment_share",
+            "primary_metric",
+            "start",
+        },
+    )
+    db["experiments"].create_index(["name"], unique=True)

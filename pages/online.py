@@ -6,7 +6,7 @@ import streamlit as st
 
 from flywheel import calibration, experiments, parity, rubrics, signal_alerts
 from flywheel.auth import require_role
-from flywheel.errors import NotFound
+from flywheel.errors import FlywheelError, NotFound
 from flywheel.judge import judge_runs
 from flywheel.judge_demo import DEMO_GRADER_MODEL
 from pages._ui import current_user, database, md
@@ -144,58 +144,124 @@ with parity_tab:
 
 with ab_tab:
     key = st.text_input("Metadata field naming the release or variant", experiments.ARM_KEY)
-    arms = experiments.arm_values(db, key)
+    arms = experiments.arm_values(db, user, key)
+    names = [a["arm"] for a in arms]
+    limits = calibration.thresholds(db)
+    rubric_id = latest_rubric_id()
     if len(arms) < 2:
         st.info("Fewer than two values of that field in the traces: nothing to compare.")
     else:
         st.dataframe(pd.DataFrame(arms), hide_index=True)
-        names = [a["arm"] for a in arms]
-        limits = calibration.thresholds(db)
-        cols = st.columns(5)
-        control = cols[0].selectbox("Control", names, 0)
-        treatment = cols[1].selectbox("Treatment", names, 1)
-        min_effect = cols[2].number_input(
-            "minimum effect", 0.001, 0.5, float(limits["min_effect"]), format="%.3f"
-        )
-        alpha = cols[3].number_input("alpha", 0.001, 0.2, 0.05)
-        power = cols[4].number_input("power", 0.5, 0.99, 0.8)
-        weeks = st.multiselect(
-            "Weeks (none = all)", sorted({w for a in arms for w in (a["first_week"], a["last_week"])})
-        )
-        rubric_id = latest_rubric_id()
-        if control != treatment:
-            table = experiments.compare_arms(
-                db, key, control, treatment, tuple(weeks), min_effect, alpha, power, rubric_id
+        declared = experiments.declared_experiments(db, user)
+        describe = "(none: describe two arms)"
+        choice = st.selectbox("Experiment", [e.name for e in declared] + [describe])
+        if choice == describe:
+            cols = st.columns(2)
+            control = cols[0].selectbox("Control", names, 0)
+            treatment = cols[1].selectbox("Treatment", names, 1)
+            weeks = st.multiselect(
+                "Weeks (none = all)", sorted({w for a in arms for w in (a["first_week"], a["last_week"])})
             )
+            result = None
+            if control != treatment:
+                result = experiments.compare_arms(db, user, key, control, treatment, tuple(weeks), rubric_id)
+            else:
+                st.caption("Pick two different arms.")
+        else:
+            exp = next(e for e in declared if e.name == choice)
+            st.caption(
+                f"Declared by {md(exp.declared_by)} at {exp.declared_at}: {md(exp.key)} {md(exp.control)}"
+                f" vs {md(exp.treatment)} from {exp.start}, randomized by {md(exp.unit)}, planned"
+                f" {1 - exp.treatment_share:.0%} / {exp.treatment_share:.0%}; primary metric"
+                f" {md(exp.primary_metric)}, at least {exp.min_days} days, minimum effect"
+                f" {exp.min_effect:.1%}, alpha {exp.alpha:g}, power {exp.power:g}."
+            )
+            result = experiments.experiment_verdict(db, user, exp.name, rubric_id)
+        if result is not None:
+            if result["withheld"]:
+                st.warning("Verdict withheld: " + "; ".join(md(reason) for reason in result["withheld"]))
+            else:
+                st.info(
+                    f"Verdict on the primary metric, {md(result['primary_metric'])}: {md(result['verdict'])}"
+                )
             st.dataframe(
-                pd.DataFrame(table),
+                pd.DataFrame(result["metrics"]),
                 hide_index=True,
                 column_config={"verdict": st.column_config.TextColumn(width="large")},
             )
-        else:
-            st.caption("Pick two different arms.")
-        st.subheader("Sample-size planner")
-        cols = st.columns(4)
-        baseline = cols[0].number_input("baseline rate", 0.0, 0.99, 0.05, format="%.3f")
-        effect = cols[1].number_input(
-            "minimum effect ", 0.001, 0.5, float(limits["min_effect"]), format="%.3f"
+            if result["design"] is not None:
+                st.caption(
+                    "Secondary rates carry Holm-adjusted p-values (`p_holm`) and no verdict. Design as"
+                    " observed since the start:"
+                )
+                st.dataframe(pd.DataFrame([result["design"]]), hide_index=True)
+    with st.expander("Declare an experiment", expanded=not names), st.form("declare_experiment"):
+        cols = st.columns(3)
+        new_name = cols[0].text_input("Experiment name")
+        new_key = cols[1].text_input("Arm field (metadata key)", key)
+        new_unit = cols[2].text_input(
+            "Randomization unit", "user_id", help="trace_id, cohort or a metadata key such as user_id"
         )
-        share = cols[2].number_input("share of traffic per arm", 0.01, 0.5, 0.5)
-        traffic = experiments.daily_traffic(db)
-        plan = experiments.plan_test(baseline, effect, alpha, power, traffic, share)
-        days = "n/a" if plan["days"] is None else f"{plan['days']} days"
-        cols[3].metric(
-            "traces per arm", f"{plan['per_arm']:,}", help=f"{days} at {traffic:,.0f} traces a day"
+        cols = st.columns(3)
+        new_control = cols[0].text_input("Control arm", names[0] if names else "")
+        new_treatment = cols[1].text_input("Treatment arm", names[1] if len(names) > 1 else "")
+        new_share = cols[2].number_input("Planned treatment share", 0.01, 0.99, 0.5)
+        cols = st.columns(3)
+        new_metric = cols[0].selectbox("Primary metric", experiments.METRICS)
+        new_days = cols[1].number_input("Minimum duration, days", 1, 365, experiments.DEFAULT_MIN_DAYS)
+        new_start = cols[2].date_input("Start (UTC)")
+        cols = st.columns(3)
+        new_effect = cols[0].number_input(
+            "minimum effect", 0.001, 0.5, float(limits["min_effect"]), format="%.3f"
         )
-        st.caption(f"{days} at the current {traffic:,.0f} traces a day with {share:.0%} of traffic per arm.")
+        new_alpha = cols[1].number_input("alpha", 0.001, 0.2, 0.05)
+        new_power = cols[2].number_input("power", 0.5, 0.99, 0.8)
+        if st.form_submit_button("Declare"):
+            try:
+                declared_now = experiments.declare_experiment(
+                    db,
+                    user,
+                    new_name,
+                    new_key,
+                    new_control,
+                    new_treatment,
+                    new_unit,
+                    new_share,
+                    new_metric,
+                    min_days=int(new_days),
+                    min_effect=new_effect,
+                    alpha=new_alpha,
+                    power=new_power,
+                    start=new_start.isoformat(),
+                )
+            except FlywheelError as error:
+                st.error(md(error))
+            else:
+                st.success(
+                    f"Declared {md(declared_now.name)}; its verdict reads the traces from"
+                    f" {declared_now.start} on."
+                )
+    st.subheader("Sample-size planner")
+    cols = st.columns(6)
+    baseline = cols[0].number_input("baseline rate", 0.0, 0.99, 0.05, format="%.3f")
+    effect = cols[1].number_input("minimum effect ", 0.001, 0.5, float(limits["min_effect"]), format="%.3f")
+    alpha = cols[2].number_input("alpha ", 0.001, 0.2, 0.05)
+    power = cols[3].number_input("power ", 0.5, 0.99, 0.8)
+    share = cols[4].number_input("share of traffic per arm", 0.01, 0.5, 0.5)
+    traffic = experiments.daily_traffic(db)
+    plan = experiments.plan_test(baseline, effect, alpha, power, traffic, share)
+    days = "n/a" if plan["days"] is None else f"{plan['days']} days"
+    cols[5].metric("traces per arm", f"{plan['per_arm']:,}", help=f"{days} at {traffic:,.0f} traces a day")
+    st.caption(f"{days} at the current {traffic:,.0f} traces a day with {share:.0%} of traffic per arm.")
+    if len(arms) >= 2:
         st.subheader("Canary")
         cols = st.columns(3)
         hours = cols[2].slider("last hours", 24, 72, 72)
-        recent = [a["arm"] for a in experiments.arm_values(db, key, hours)] or names
+        recent = [a["arm"] for a in experiments.arm_values(db, user, key, hours)] or names
         stable = cols[0].selectbox("Stable release", recent, 0, key="stable")
         canary = cols[1].selectbox("Canary", recent, len(recent) - 1, key="canary")
         if stable != canary:
-            alarms = experiments.canary_alarms(db, key, stable, canary, hours, rubric_id)
+            alarms = experiments.canary_alarms(db, user, key, stable, canary, hours, rubric_id)
             if alarms:
                 st.error(
                     f"Canary alarm: {len(alarms)} rate(s) worse than the stable release beyond the interval."
@@ -203,7 +269,7 @@ with ab_tab:
                 st.dataframe(pd.DataFrame(alarms), hide_index=True)
             else:
                 st.success("No rate of the canary is worse than the stable release beyond its interval.")
-            window = experiments.arm_rates(db, key, (stable, canary), hours=hours, rubric_id=rubric_id)
+            window = experiments.arm_rates(db, user, key, (stable, canary), hours=hours, rubric_id=rubric_id)
             st.dataframe(pd.DataFrame(window), hide_index=True)
 
 with shadow_tab:

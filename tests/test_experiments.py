@@ -3,12 +3,15 @@ import math
 
 import pytest
 
+from flywheel.auth import User
 from flywheel.errors import BadInput
 from flywheel.experiments import (
     arm_rates,
     arm_values,
     canary_alarms,
     compare_arms,
+    declare_experiment,
+    experiment_verdict,
     plan_test,
     sample_size_per_arm,
     shadow_preference,
@@ -19,6 +22,8 @@ from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store import open_db, write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import add_traces, starter_rubric
+
+LEAD = User("ana", "lead")
 
 
 def test_sample_size_planner_matches_textbook_tables():
@@ -86,31 +91,40 @@ def _traffic(db, arms: dict[str, tuple[int, int]], signal: str = "thumbs", start
         db["traces"].insert_all(rows)
 
 
-def test_ab_comparison_calls_a_powered_difference_and_refuses_an_under_powered_one(db):
+def test_arm_values_count_traces_and_a_day_short_of_the_declared_duration_gets_no_verdict(db):
     _traffic(db, {"r1": (1000, 100), "r2": (1000, 150), "s1": (80, 8), "s2": (80, 16)})
-    assert {v["arm"]: v["traces"] for v in arm_values(db, "release")} == {
+    assert {v["arm"]: v["traces"] for v in arm_values(db, LEAD, "release")} == {
         "r1": 1000,
         "r2": 1000,
         "s1": 80,
         "s2": 80,
     }
-    (thumbs,) = [
-        r for r in compare_arms(db, "release", "r1", "r2", min_effect=0.05) if r["metric"] == "thumbs down"
+    for name, control, treatment in (("big", "r1", "r2"), ("small", "s1", "s2")):
+        declare_experiment(
+            db,
+            LEAD,
+            name,
+            "release",
+            control,
+            treatment,
+            "trace_id",
+            0.5,
+            "thumbs down",
+            min_days=1,
+            min_effect=0.05,
+            start="2026-11-16",
+        )
+    # one day of traffic, 00:00 to 23:00: not yet the declared day
+    assert experiment_verdict(db, LEAD, "big")["withheld"] == [
+        "ran 1.0 of the declared minimum 1 days since 2026-11-16T00:00:00.000Z"
     ]
-    assert (thumbs["control_rate"], thumbs["treatment_rate"]) == (0.10, 0.15)
-    assert thumbs["needed_per_arm"] == 686 and thumbs["verdict"] == "treatment worse"
-    assert thumbs["p_value"] < 0.01
-    (small,) = [
-        r for r in compare_arms(db, "release", "s1", "s2", min_effect=0.05) if r["metric"] == "thumbs down"
-    ]
-    assert small["verdict"].startswith("under-powered: needs 686 traces per arm")
     with pytest.raises(BadInput, match="metadata key"):
-        compare_arms(db, "rel'ease", "r1", "r2")
+        compare_arms(db, LEAD, "rel'ease", "r1", "r2")
 
 
 def test_arm_counts_kept_between_imports_equal_a_walk_over_the_traces(db):
     _traffic(db, {"r1": (300, 30), "r2": (200, 40)})
-    assert {v["arm"]: v["traces"] for v in arm_values(db, "release")} == {"r1": 300, "r2": 200}
+    assert {v["arm"]: v["traces"] for v in arm_values(db, LEAD, "release")} == {"r1": 300, "r2": 200}
     more = [
         {
             "trace_id": f"late-{i}",
@@ -125,16 +139,20 @@ def test_arm_counts_kept_between_imports_equal_a_walk_over_the_traces(db):
     ]
     with write(db):
         db["traces"].insert_all(more)
-    values = {v["arm"]: (v["traces"], v["first_week"], v["last_week"]) for v in arm_values(db, "release")}
+    values = {
+        v["arm"]: (v["traces"], v["first_week"], v["last_week"]) for v in arm_values(db, LEAD, "release")
+    }
     assert values == {"r1": (300, "2026-W47", "2026-W47"), "r2": (250, "2026-W47", "2026-W49")}
-    rates = {(r["arm"], r["metric"]): (r["events"], r["n"]) for r in arm_rates(db, "release", ("r1", "r2"))}
+    rates = {
+        (r["arm"], r["metric"]): (r["events"], r["n"]) for r in arm_rates(db, LEAD, "release", ("r1", "r2"))
+    }
     walked = db.execute(
         "SELECT json_extract(metadata, '$.release'), sum(thumbs = 'down'), count(*) FROM traces GROUP BY 1"
     ).fetchall()
     assert {(arm, "thumbs down"): (x, n) for arm, x, n in walked} == {
         k: v for k, v in rates.items() if k[1] == "thumbs down"
     }
-    only = arm_rates(db, "release", ("r2",), weeks=("2026-W49",))
+    only = arm_rates(db, LEAD, "release", ("r2",), weeks=("2026-W49",))
     assert {(r["metric"], r["n"], r["events"]) for r in only if r["metric"] == "thumbs down"} == {
         ("thumbs down", 50, 50)
     }
@@ -142,21 +160,21 @@ def test_arm_counts_kept_between_imports_equal_a_walk_over_the_traces(db):
 
 def test_canary_alarm_fires_only_for_a_rate_worse_than_the_control_interval(db, tmp_path):
     _traffic(db, {"stable": (2000, 100), "canary": (300, 45)}, signal="escalated")
-    alarms = canary_alarms(db, "release", "stable", "canary", hours=72)
+    alarms = canary_alarms(db, LEAD, "release", "stable", "canary", hours=72)
     assert [a["metric"] for a in alarms] == ["escalated"]
     assert (alarms[0]["canary_rate"], alarms[0]["control_rate"]) == (0.15, 0.05)
     assert alarms[0]["canary_low"] == pytest.approx(0.1140, abs=1e-4)  # Wilson 45/300, by hand
     same_rate = open_db(tmp_path / "same.db")  # the canary escalates as often as the stable release
     _traffic(same_rate, {"stable": (2000, 100), "canary": (300, 15)}, signal="escalated")
-    assert canary_alarms(same_rate, "release", "stable", "canary", hours=72) == []
+    assert canary_alarms(same_rate, LEAD, "release", "stable", "canary", hours=72) == []
     with pytest.raises(BadInput, match="canary window"):
-        canary_alarms(db, "release", "stable", "canary", hours=2)
+        canary_alarms(db, LEAD, "release", "stable", "canary", hours=2)
 
 
 def test_a_canary_as_clean_as_its_control_raises_no_alarm(db):
     # no escalation on either arm: both rates 0, the canary's interval starts exactly at 0
     _traffic(db, {"stable": (70, 0), "canary": (5, 0)}, signal="escalated")
-    assert canary_alarms(db, "release", "stable", "canary", hours=72) == []
+    assert canary_alarms(db, LEAD, "release", "stable", "canary", hours=72) == []
 
 
 @pytest.fixture
