@@ -355,12 +355,14 @@ def label_card(db: Database, user: User, claim: Claim) -> dict:
     ).fetchone()
     # A drift reason once carried its cluster's name, words of scrubs no reviewer had signed off: only
     # the numbered form reaches a labeler, older ones are withheld.
-    reasons = [
-        "drift (name withheld)"
-        if r.startswith("drift:") and not re.fullmatch(r"drift:cluster-[0-9]+", r)
-        else r
-        for r in (json.loads(reasons[0]) if reasons else [])
-    ]
+    reasons = list(
+        dict.fromkeys(
+            "drift (name withheld)"
+            if r.startswith("drift:") and not re.fullmatch(r"drift:cluster-[0-9]+", r)
+            else r
+            for r in (json.loads(reasons[0]) if reasons else [])
+        )
+    )
     return {
         "trace_id": claim.trace_id,
         "batch_id": claim.batch_id,

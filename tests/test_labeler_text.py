@@ -27,7 +27,12 @@ from flywheel.traces import TraceFilter, count_traces, find_traces
 
 HANDLE = "orbitfern"  # a login name the scrubber's detectors and NER leave alone in these sentences
 LENA, RAVI = User("lena", "labeler"), User("ravi", "reviewer")
-OLD_REASONS = [f"drift:{HANDLE} declined payment", "anomaly:thumbs_down", "drift:cluster-2"]
+OLD_REASONS = [
+    f"drift:{HANDLE} declined payment",
+    "anomaly:thumbs_down",
+    "drift:cluster-2",
+    f"drift:login {HANDLE}",
+]
 CONVERSATION = [
     {"role": "user", "content": f"{HANDLE}: where is my new card?"},
     {"role": "assistant", "content": f"Sorry {HANDLE}, it ships soon."},
