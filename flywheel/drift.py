@@ -49,8 +49,10 @@ Clusters. A window's far traces (beyond the 95% point of its weighted reference)
 average-linkage agglomerative clustering on cosine distance, each named by its most distinctive words
 (class-based TF-IDF over scrubbed text, the window's other traffic as the background class), largest
 first. ``send_to_sampling`` puts the farthest traces of the biggest clusters, plus a random control,
-into a sampling batch with the reason ``drift:<cluster>`` and hands them to the scrubber, so they flow
-through review and labeling.
+into a sampling batch and hands them to the scrubber, so they flow through review and labeling. A
+cluster's name is built from scrubs no reviewer has signed off yet, so it stays with leads (the Drift
+page, the batch ledger): the reason a pick carries to the label card is ``drift:cluster-<n>``, a number
+that holds no trace text.
 """
 
 from __future__ import annotations
@@ -841,7 +843,7 @@ def send_to_sampling(
     seed: int = 7,
 ) -> Batch:
     """Put the farthest traces of a window's biggest clusters (and a seeded random control of the
-    window) into a drift-driven sampling batch, reason ``drift:<cluster>``, and scrub them for review."""
+    window) into a drift-driven sampling batch, reason ``drift:cluster-<n>``, and scrub them for review."""
     require_role(user, "lead")
     if not 1 <= clusters_sent <= 50 or not 1 <= per_cluster <= 20 or not 0 <= control_share <= 1:
         raise BadInput(
@@ -874,8 +876,17 @@ def _cluster_picks(db: Database, run_id: int, window: str, count: int, per_clust
                ORDER BY distance DESC, trace_id LIMIT ?""",
             [run_id, window, cluster["cluster"], per_cluster],
         )
-        picks += [{**r, "stratum": cluster["name"], "population": cluster["size"]} for r in rows]
+        ledger = f"{cluster_key(cluster['cluster'])} · {cluster['name']}"
+        picks += [
+            {**r, "stratum": cluster_key(cluster["cluster"]), "ledger": ledger, "population": cluster["size"]}
+            for r in rows
+        ]
     return picks
+
+
+def cluster_key(cluster: int) -> str:
+    """A cluster as a sampling reason names it: its number, never its name (words of unreviewed scrubs)."""
+    return f"cluster-{int(cluster) + 1}"
 
 
 def _control_picks(db: Database, window: str, taken: set[str], count: int, seed: int) -> list[dict]:
@@ -925,7 +936,7 @@ def _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, s
         }
         for p, reason, priority in items
     )
-    strata = Counter((p["stratum"], p["population"]) for p in picks)
+    strata = Counter((p["ledger"], p["population"]) for p in picks)
     db["batch_strata"].insert_all(
         {
             "batch_id": batch_id,

@@ -10,6 +10,7 @@ read a trace through its approved scrub. Agreement maths live in ``flywheel.agre
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -354,6 +355,16 @@ def label_card(db: Database, user: User, claim: Claim) -> dict:
         "SELECT reasons FROM batch_items WHERE trace_id = ? AND batch_id IS ?",
         [claim.trace_id, claim.batch_id],
     ).fetchone()
+    # A drift reason once carried its cluster's name, words of scrubs no reviewer had signed off: only
+    # the numbered form reaches a labeler, older ones are withheld.
+    reasons = list(
+        dict.fromkeys(
+            "drift (name withheld)"
+            if r.startswith("drift:") and not re.fullmatch(r"drift:cluster-[0-9]+", r)
+            else r
+            for r in (json.loads(reasons[0]) if reasons else [])
+        )
+    )
     return {
         "trace_id": claim.trace_id,
         "batch_id": claim.batch_id,
@@ -361,7 +372,7 @@ def label_card(db: Database, user: User, claim: Claim) -> dict:
         "output": scrub["output"],
         "messages": scrub["messages"],
         "signals": signals,
-        "reasons": json.loads(reasons[0]) if reasons else [],
+        "reasons": reasons,
         "expires_at": claim.expires_at,
     }
 

@@ -8,8 +8,9 @@ text is always rendered again from the raw text and the active spans, so the two
 Scrubs are versioned: one row per trace and scrubber version, of which one is *current*; a newer scrubber
 can scrub a trace again (``rescrub=True``), superseding the old row. Reviewers *claim* the scrub they are
 shown (like labelers claim items), and every action names the scrub it was shown for: an action on a
-scrub someone else holds, or that was decided meanwhile, is refused. An approved scrub can be reopened
-by a lead or by the reviewer who approved it: it returns to review and leaves the label queue.
+scrub someone else holds, or that was decided meanwhile, is refused. A decided scrub (approved or
+rejected) can be reopened by a lead or by the reviewer who decided it: it returns to review, and an
+approved one leaves the label queue.
 """
 
 from __future__ import annotations
@@ -161,6 +162,13 @@ def _fields(input_text: str, output: str | None, messages: str | None) -> list[t
     for i, message in enumerate(json.loads(messages) if messages else []):
         fields.append((f"messages[{i}]", message["content"]))
     return fields
+
+
+def _reading_order(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Fields as the conversation went: the messages in order, then the input, then the reply being judged
+    (the output), so a reviewer reads the reply after what it answers."""
+    rank = {"input": 1, "output": 2}
+    return sorted(fields, key=lambda field: rank.get(field[0], 0))
 
 
 def _roles(messages: str | None) -> dict[str, str]:
@@ -372,7 +380,7 @@ def scrub_view(db: Database, user: User, scrub_id: int) -> ScrubView:
             tuple(spans.get(name, [])),
             roles.get(name),
         )
-        for name, raw in _fields(trace["input"], trace["output"], trace["messages"])
+        for name, raw in _reading_order(_fields(trace["input"], trace["output"], trace["messages"]))
     )
     return ScrubView(
         scrub_id, scrub["trace_id"], scrub["status"], scrub["scrubber_version"], scrub["reviewed_by"], fields
@@ -542,24 +550,34 @@ def _decide(db: Database, user: User, scrub_id: int, status: str, note: str | No
 
 
 def reopen_scrub(db: Database, user: User, scrub_id: int, reason: str) -> None:
-    """Take an approval back (a lead, or the reviewer who approved): the scrub returns to review, and its
-    trace leaves the label queue, so its labels cannot be folded in until it is approved again."""
+    """Take a decision back (a lead, or the reviewer who decided): the scrub returns to review, free for
+    any reviewer to claim. An approved scrub's trace leaves the label queue, so its labels cannot be
+    folded in until it is approved again; a rejected one gets a second look."""
     require_role(user, *RAW_TEXT_ROLES)
     reason = (reason or "").strip()
     if not reason:
         raise BadInput("say why the scrub is reopened")
     with write(db):
         row = _scrub(db, scrub_id)
-        if row["status"] != "approved" or not row["is_current"]:
-            raise BadInput(f"scrub {scrub_id} is {row['status']}: only an approved scrub can be reopened")
+        if row["status"] not in DECISIONS or not row["is_current"]:
+            raise BadInput(
+                f"scrub {scrub_id} is {row['status']}: only an approved or rejected scrub can be reopened"
+            )
         if user.role != "lead" and row["reviewed_by"] != user.name:
             raise PermissionDenied(
-                f"{user.name} did not approve scrub {scrub_id}:"
+                f"{user.name} did not {DECISIONS[row['status']].removesuffix('_scrub')} scrub {scrub_id}:"
                 f" only {row['reviewed_by']} or a lead can reopen it"
             )
         db["scrubs"].update(
             scrub_id,
-            {"status": "pending", "reviewed_by": None, "reviewed_at": None, "note": reason},
+            {
+                "status": "pending",
+                "reviewed_by": None,
+                "reviewed_at": None,
+                "note": reason,
+                "claimed_by": None,
+                "claim_expires": None,
+            },
         )
         labels = _withdraw_from_labeling(db, row["trace_id"])
         audit(
@@ -569,7 +587,8 @@ def reopen_scrub(db: Database, user: User, scrub_id: int, reason: str) -> None:
             "scrub",
             scrub_id,
             trace_id=row["trace_id"],
-            approved_by=row["reviewed_by"],
+            was=row["status"],
+            decided_by=row["reviewed_by"],
             live_labels=labels,
             reason=reason,
         )
@@ -585,11 +604,13 @@ def _withdraw_from_labeling(db: Database, trace_id: str) -> int:
 
 
 def reopenable_scrubs(db: Database, user: User, limit: int = 200) -> list[dict]:
-    """Approved scrubs this user may reopen (a lead: any; a reviewer: their own), newest first."""
+    """Approved and rejected scrubs this user may reopen (a lead: any; a reviewer: those they decided),
+    newest decision first."""
     require_role(user, *RAW_TEXT_ROLES)
     mine = "" if user.role == "lead" else " AND reviewed_by = :user"
-    sql = f"""SELECT id AS scrub_id, trace_id, reviewed_by, reviewed_at FROM scrubs
-              WHERE status = 'approved'{mine} ORDER BY reviewed_at DESC, id DESC LIMIT :limit"""
+    sql = f"""SELECT id AS scrub_id, trace_id, status, reviewed_by, reviewed_at FROM scrubs
+              WHERE status IN ('approved', 'rejected') AND is_current = 1{mine}
+              ORDER BY reviewed_at DESC, id DESC LIMIT :limit"""
     return query_rows(db, sql, {"user": user.name, "limit": limit})
 
 

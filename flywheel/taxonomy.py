@@ -199,7 +199,7 @@ def example_rows(db: Database, user: User, code: str, limit: int = 5) -> list[di
     sql = """
         SELECT l.trace_id, l.labeler, l.via, l.adversarial, l.expected, l.pass_criterion,
                s.input AS scrubbed_input, s.output AS scrubbed_output, s.messages
-        FROM labels l JOIN scrubs s ON s.trace_id = l.trace_id AND s.status = 'approved'
+        FROM labels l JOIN scrubs s ON s.trace_id = l.trace_id AND s.is_current = 1 AND s.status = 'approved'
         WHERE l.code = ? AND l.undone_at IS NULL
         ORDER BY l.id DESC LIMIT ?"""
     rows = query_rows(db, sql, [code, limit])

@@ -346,7 +346,8 @@ class TraceFilter:
             params += [prefix, prefix + "\U0010ffff"]
         scrub_clause, scrub_params = self._scrub_sql(user)
         if scrub_clause:
-            clauses.append(f"trace_id IN (SELECT trace_id FROM scrubs WHERE {scrub_clause})")
+            scrubs = f"SELECT trace_id FROM scrubs WHERE is_current = 1 AND {scrub_clause}"
+            clauses.append(f"trace_id IN ({scrubs})")
             params += scrub_params
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
@@ -457,15 +458,11 @@ def _segments(sort: TraceSort, cursor: tuple | None, backwards: bool) -> list[tu
 
 
 def _with_scrubs(db: Database, user: User, rows: list[dict]) -> list[dict]:
-    """Add each trace's scrub status and scrubbed input; labelers get approved scrubs only."""
+    """Add each trace's current scrub status and scrubbed input; labelers get approved scrubs only."""
     ids = [row["trace_id"] for row in rows]
     marks = ",".join("?" * len(ids))
-    scrubs = {
-        trace_id: (status, text)
-        for trace_id, status, text in db.execute(
-            f"SELECT trace_id, status, input FROM scrubs WHERE trace_id IN ({marks})", ids
-        )
-    }
+    sql = f"SELECT trace_id, status, input FROM scrubs WHERE is_current = 1 AND trace_id IN ({marks})"
+    scrubs = {trace_id: (status, text) for trace_id, status, text in db.execute(sql, ids)}
     for row in rows:
         status, text = scrubs.get(row["trace_id"], (None, None))
         row["scrub"] = status

@@ -128,7 +128,17 @@ if not found:
     st.info("No trace of this window is far from the eval set.")
 else:
     st.dataframe(
-        pd.DataFrame([{"cluster": c["name"], "traces": c["size"], "farthest": c["farthest"]} for c in found]),
+        pd.DataFrame(
+            [
+                {
+                    "reason": f"drift:{drift.cluster_key(c['cluster'])}",
+                    "cluster": c["name"],
+                    "traces": c["size"],
+                    "farthest": c["farthest"],
+                }
+                for c in found
+            ]
+        ),
         hide_index=True,
     )
     for cluster in found[:8]:
@@ -140,8 +150,9 @@ else:
     st.subheader("Send to sampling")
     st.caption(
         "The farthest traces of the biggest clusters, plus a seeded random control of the week, become a"
-        " drift-driven batch (reason `drift:<cluster>`); they go to the scrubber, then to review and"
-        " labeling."
+        " drift-driven batch; they go to the scrubber, then to review and labeling. Their reason names the"
+        " cluster by number (`drift:cluster-<n>`): its words come from scrubs no reviewer has signed off,"
+        " so they stay on this page."
     )
     with st.form("send"):
         cols = st.columns(3)

@@ -66,7 +66,17 @@ def _act(action, *args, done: str | None = None, clear: str | None = None) -> No
 
 
 def _decide(action, scrub_id: int, done: str) -> None:
+    st.session_state.pop("review_reject", None)
     _act(action, scrub_id, st.session_state.get(f"note_{scrub_id}", ""), done=done)
+
+
+def _ask_reject(scrub_id: int) -> None:
+    # One key (X) must not drop a trace for good: rejecting takes a second, deliberate click.
+    st.session_state["review_reject"] = scrub_id
+
+
+def _cancel_reject() -> None:
+    st.session_state.pop("review_reject", None)
 
 
 def _jump() -> None:
@@ -124,13 +134,7 @@ def _actions(view, scrub_id: int) -> None:
         on_click=_decide,
         args=(approve_scrub, scrub_id, f"Approved trace {md(view.trace_id)}"),
     )
-    reject.button(
-        "Reject",
-        shortcut="x",
-        width="stretch",
-        on_click=_decide,
-        args=(reject_scrub, scrub_id, f"Rejected trace {md(view.trace_id)}: it will never reach labelers"),
-    )
+    reject.button("Reject", shortcut="x", width="stretch", on_click=_ask_reject, args=(scrub_id,))
     skip.button(
         "Skip for now",
         shortcut="n",
@@ -139,6 +143,20 @@ def _actions(view, scrub_id: int) -> None:
         args=(skip_scrub, scrub_id),
         kwargs={"done": f"Skipped trace {md(view.trace_id)}; it stays skipped for you"},
     )
+    if st.session_state.get("review_reject") == scrub_id:
+        _confirm_reject(view, scrub_id)
+
+
+def _confirm_reject(view, scrub_id: int) -> None:
+    with st.container(border=True, key=f"confirm_reject_{scrub_id}"):
+        st.warning(
+            f"Reject trace {md(view.trace_id)}? It will never reach labelers, unless a lead or you reopen"
+            " the scrub."
+        )
+        yes, no = st.columns(2)
+        done = f"Rejected trace {md(view.trace_id)}: it will never reach labelers"
+        yes.button("Yes, reject", type="primary", on_click=_decide, args=(reject_scrub, scrub_id, done))
+        no.button("Cancel", on_click=_cancel_reject)
 
 
 def _add_form(scrub_id: int) -> None:
@@ -226,7 +244,7 @@ def _review(scrub_id: int) -> None:
     _texts(view, scrub_id)
     _add_form(scrub_id)
     _redactions(view, scrub_id)
-    st.caption("Shortcuts: A approve · X reject · N skip.")
+    st.caption("Shortcuts: A approve · X reject (asks to confirm) · N skip.")
 
 
 free = review_queue(db, user, limit=500, free_only=True)
@@ -252,15 +270,16 @@ elif counts["pending"]:
 else:
     st.success("Nothing waits for review. Sampled traces appear here once scrubbed.")
 
-with st.expander("Reopen an approved scrub"):
+with st.expander("Reopen an approved or rejected scrub"):
     st.caption(
-        "Reopening sends the scrub back to review and takes its trace out of the label queue; its labels "
-        "reach no eval set until it is approved again. A lead can reopen any scrub, a reviewer their own."
+        "Reopening sends the scrub back to review. An approved one leaves the label queue, and its labels "
+        "reach no eval set until it is approved again; a rejected one gets a second look. A lead can reopen "
+        "any scrub, a reviewer those they decided."
     )
     mine = reopenable_scrubs(db, user)
     if mine:
-        options = {r["scrub_id"]: f"{r['trace_id']} (approved by {r['reviewed_by']})" for r in mine}
-        chosen = st.selectbox("Approved scrub", list(options), format_func=options.get, key="reopen_pick")
+        options = {r["scrub_id"]: f"{r['trace_id']} ({r['status']} by {r['reviewed_by']})" for r in mine}
+        chosen = st.selectbox("Decided scrub", list(options), format_func=options.get, key="reopen_pick")
         reason = st.text_input("Why it is reopened", key="reopen_reason")
         st.button(
             "Reopen",
@@ -270,7 +289,7 @@ with st.expander("Reopen an approved scrub"):
             kwargs={"done": "Reopened: it is back in review", "clear": "reopen_reason"},
         )
     else:
-        st.caption("No approved scrub you may reopen.")
+        st.caption("No approved or rejected scrub you may reopen.")
 
 st.divider()
 st.subheader("What the scrubber misses")

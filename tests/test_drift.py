@@ -281,18 +281,20 @@ def test_the_farthest_traces_of_the_biggest_clusters_go_to_a_drift_batch(drift_d
     batch = drift.send_to_sampling(drift_db, ANA, run.id, clusters_sent=2, per_cluster=3, control_share=0.5)
     picks = sum(min(3, c["size"]) for c in top)
     assert batch.sampled == picks + math.ceil(picks * 0.5) and batch.week == "2026-W13"
-    assert batch.reasons[f"drift:{top[0]['name']}"] == min(3, top[0]["size"])
+    reason = f"drift:cluster-{top[0]['cluster'] + 1}"
+    assert batch.reasons[reason] == min(3, top[0]["size"])
     assert batch.reasons["random:drift-control"] == math.ceil(picks * 0.5)
     items = drift_db.execute(
         "SELECT trace_id, reasons FROM batch_items WHERE batch_id = ?", [batch.id]
     ).fetchall()
-    first = [t for t, r in items if json.loads(r) == [f"drift:{top[0]['name']}"]]
+    first = [t for t, r in items if json.loads(r) == [reason]]
     farthest = drift.cluster_examples(drift_db, ANA, run.id, "2026-W13", top[0]["cluster"], limit=3)
     assert sorted(first) == sorted(e["trace_id"] for e in farthest)
     ledger = drift_db.execute(
         "SELECT kind, stratum, population, in_batch FROM batch_strata WHERE batch_id = ?", [batch.id]
     )
-    assert ("drift", top[0]["name"], top[0]["size"], min(3, top[0]["size"])) in ledger.fetchall()
+    ledger_name = f"cluster-{top[0]['cluster'] + 1} · {top[0]['name']}"  # the name stays with leads
+    assert ("drift", ledger_name, top[0]["size"], min(3, top[0]["size"])) in ledger.fetchall()
     scrubs = drift_db.execute(
         "SELECT count(*) FROM scrubs WHERE status = 'pending'"
         " AND trace_id IN (SELECT trace_id FROM batch_items)"

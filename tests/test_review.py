@@ -78,12 +78,12 @@ def test_scrub_stores_scrubbed_fields_and_spans_into_the_raw_text(scrubbed):
 
 def test_every_message_is_scrubbed(scrubbed):
     view = scrub_view(scrubbed, REVIEWER, scrub_id(scrubbed, "t-000002"))
-    assert [f.name for f in view.fields] == ["input", "output", "messages[0]", "messages[1]", "messages[2]"]
-    assert "Tom Becker" not in view.fields[2].scrubbed
+    assert [f.name for f in view.fields] == ["messages[0]", "messages[1]", "messages[2]", "input", "output"]
+    assert "Tom Becker" not in view.fields[0].scrubbed
     stored = json.loads(
         scrubbed.execute("SELECT messages FROM scrubs WHERE id = ?", [view.scrub_id]).fetchone()[0]
     )
-    assert stored[0] == {"role": "user", "content": view.fields[2].scrubbed}
+    assert stored[0] == {"role": "user", "content": view.fields[0].scrubbed}
 
 
 def test_scrubbing_twice_is_a_no_op(scrubbed):
@@ -295,7 +295,7 @@ def test_reopen_takes_the_approval_back_and_the_trace_out_of_the_label_queue(scr
     assert approved_scrub(scrubbed, "t-000001")["scrub_id"] == sid
     assert scrubbed.execute("SELECT count(*) FROM label_queue WHERE trace_id = 't-000001'").fetchone()[0] == 1
     reopen_scrub(scrubbed, LEAD, sid, "a lead may reopen any approval")
-    with pytest.raises(BadInput, match="only an approved scrub"):
+    with pytest.raises(BadInput, match="only an approved or rejected scrub"):
         reopen_scrub(scrubbed, LEAD, sid, "twice")
 
 
@@ -398,10 +398,12 @@ def test_invisible_characters_are_boxed_and_kept():
 
 def test_review_queue_lists_messages_with_their_roles(scrubbed):
     view = scrub_view(scrubbed, REVIEWER, scrub_id(scrubbed, "t-000002"))
-    assert [(f.name, f.role) for f in view.fields][2:] == [
+    assert [(f.name, f.role) for f in view.fields] == [
         ("messages[0]", "user"),
         ("messages[1]", "assistant"),
         ("messages[2]", "user"),
+        ("input", "user"),
+        ("output", "assistant"),
     ]
     assert review_queue(scrubbed, REVIEWER, free_only=True)[0]["claimed_by"] is None
 

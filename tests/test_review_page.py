@@ -141,6 +141,7 @@ def test_skip_is_kept_across_reloads_and_reject(review_db, monkeypatch):
     click(at, "Skip for now")
     assert any("t\\-000002" in h.value for h in at.subheader)
     click(at, "Reject")
+    click(at, "Yes, reject")
     assert status(review_db, "t-000002") == "rejected" and status(review_db, "t-000001") == "pending"
     reloaded = open_page(app(review_db, monkeypatch, "ana"), "pages/review.py")
     assert any("t\\-000003" in h.value for h in reloaded.subheader)
