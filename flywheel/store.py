@@ -1022,3 +1022,13 @@ def m130_drift_far_point(db: Database) -> None:
     # alarm tests both points, so a lead can see which one moved.
     for column in ("ref_share", "far_tau", "far_share", "far_ref_share"):
         db["drift_windows"].add_column(column, float)
+
+
+@migrations()
+def m150_anomalies_over_the_cap(db: Database) -> None:
+    # The cap limits stratified and random picks only: a batch keeps every anomaly even when they alone
+    # exceed it. The batch records its cap and how many anomalies its plan picked, and each ledger row
+    # how many of its batch traces are held beyond the cap.
+    db["sample_batches"].add_column("cap", int)
+    db["sample_batches"].add_column("anomalies", int)
+    db["batch_strata"].add_column("over_cap", int)
