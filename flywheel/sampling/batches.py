@@ -122,14 +122,14 @@ class Outcome:
         return out
 
     def ledger(self, kept: set[str] | None = None) -> list[dict]:
-        """Per rule and stratum: population, picks, picks the cap dropped, traces in the batch, and of
-        those how many are held beyond the cap (anomalies are never dropped)."""
+        """Per rule and stratum: population, picks, picks the cap dropped, traces in the batch, and for
+        an anomaly rule how many of those are held beyond the cap (the cap never drops an anomaly)."""
         picked_in, in_batch, over_cap = defaultdict(int), defaultdict(int), defaultdict(int)
-        for trace_id, _, rule, stratum, _, _, picked, over in self.members:
+        for trace_id, kind, rule, stratum, _, _, picked, over in self.members:
             picked_in[rule, stratum] += int(picked)
             if kept is None or trace_id in kept:
                 in_batch[rule, stratum] += 1
-                over_cap[rule, stratum] += int(over)
+                over_cap[rule, stratum] += int(over) if kind == "anomaly" else 0
         return [
             {
                 "kind": kind,
