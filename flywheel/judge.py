@@ -1,8 +1,11 @@
 """The LLM judge: grades scrubbed traces, regression-run outputs and shadow pairs against a rubric.
 
 Only text a reviewer approved (``flywheel.traces.approved_scrub``) or eval-set text ever goes into a
-request; a shadow system's reply, which no reviewer has read, is run through the scrubber and has
-every value the reviewer redacted in its trace masked before it is sent.
+request, and everything a request holds about a trace (its approved scrub, a few-shot example, a
+shadow system's reply, a regression run's output for an eval row drawn from it) has every value any
+redaction of that trace covers masked, whatever field or message the redaction was stored for
+(``flywheel.review.mask_redacted``). A shadow reply, which no reviewer has read, is also run through
+the scrubber.
 
 The judge answers through a tool call whose input is validated before anything is stored; a
 malformed answer is asked again and, after ``malformed_retries`` more tries, stored as an error,
@@ -29,6 +32,7 @@ from sqlite_utils import Database
 
 from flywheel.config import Setting, read_settings
 from flywheel.errors import BadInput, JudgeError, NotFound
+from flywheel.review import mask_redacted
 from flywheel.rubrics import Rubric, rubric
 from flywheel.store import audit, now, query_one, query_rows, write
 from flywheel.traces import approved_scrub
@@ -186,14 +190,22 @@ def json_path(key: str) -> str:
 
 
 def scrubbed_conversation(db: Database, trace_id: str) -> tuple[dict, ...]:
-    """A trace's approved scrub as turns, ending with the assistant reply when there is one."""
+    """A trace's approved scrub as turns, ending with the assistant reply when there is one, with every
+    value a redaction of the trace covers masked (a reviewer may have redacted one occurrence of it)."""
     scrub = approved_scrub(db, trace_id)
     turns = [{"role": m["role"], "content": m["content"]} for m in scrub["messages"]]
     if not turns:
         turns = [{"role": "user", "content": scrub["input"]}]
     if scrub["output"] is not None:
         turns.append({"role": "assistant", "content": scrub["output"]})
-    return tuple(turns)
+    return _masked(db, trace_id, turns)
+
+
+def _masked(db: Database, trace_id: str | None, turns: list[dict]) -> tuple[dict, ...]:
+    if trace_id is None:
+        return tuple(turns)
+    contents = mask_redacted(db, trace_id, [t["content"] for t in turns])
+    return tuple({"role": t["role"], "content": c} for t, c in zip(turns, contents, strict=True))
 
 
 def _trace_subject(db: Database, trace_id: str) -> Subject:
@@ -205,7 +217,7 @@ def _run_subjects(db: Database, run_id: int) -> list[Subject]:
         raise NotFound(f"no regression run {run_id}")
     rows = query_rows(
         db,
-        """SELECT e.id, r.input, r.messages, r.expected, r.criterion, e.output FROM eval_results e
+        """SELECT e.id, r.trace_id, r.input, r.messages, r.expected, r.criterion, e.output FROM eval_results e
            JOIN eval_rows r ON r.id = e.row_id
            WHERE e.run_id = ? AND e.passed IS NULL AND e.output IS NOT NULL ORDER BY e.id""",
         [run_id],
@@ -218,6 +230,9 @@ def _run_subjects(db: Database, run_id: int) -> list[Subject]:
         turns = [{"role": m["role"], "content": m["content"]} for m in turns]
         turns.append({"role": "assistant", "content": row["output"]})
         expected = "\n".join(x for x in (row["expected"], row["criterion"]) if x) or None
+        if row["trace_id"] is not None:  # drawn from a production trace: the output may repeat its values
+            turns = list(_masked(db, row["trace_id"], turns))
+            expected = expected and mask_redacted(db, row["trace_id"], [expected])[0]
         subjects.append(Subject("eval_result", str(row["id"]), "-", tuple(turns), expected=expected))
     return subjects
 
@@ -238,35 +253,17 @@ def shadow_subjects(db: Database, trace_ids: list[str], key: str) -> list[Subjec
     known = [r[0] for r in db.execute("SELECT name FROM known_names")]
     scrubbed = Scrubber(known_names=known).scrub_many(list(shadows.values()))
     subjects = []
-    for (trace_id, _), result in zip(shadows.items(), scrubbed, strict=True):
+    for (trace_id, raw), result in zip(shadows.items(), scrubbed, strict=True):
         conversation = scrubbed_conversation(db, trace_id)
         if conversation[-1]["role"] != "assistant":
             continue
-        shadow = _mask_redacted(db, trace_id, result.text)
+        # Masked on the raw reply with the scrubber's spans, so a value the scrubber cut in two is whole.
+        (shadow,) = mask_redacted(db, trace_id, [raw], [result.spans])
         prod = conversation[-1]["content"]
         context = conversation[:-1]
         subjects.append(Subject(f"shadow:{key}", trace_id, "prod_first", context, (prod, shadow)))
         subjects.append(Subject(f"shadow:{key}", trace_id, "shadow_first", context, (shadow, prod)))
     return subjects
-
-
-def _mask_redacted(db: Database, trace_id: str, text: str) -> str:
-    """Mask in ``text`` every value the reviewer redacted in this trace (the scrubber may not know them)."""
-    rows = db.execute(
-        """SELECT r.field, r.start, r."end", r.label FROM redactions r JOIN scrubs s ON s.id = r.scrub_id
-           WHERE s.trace_id = ? AND r.removed_by IS NULL""",
-        [trace_id],
-    ).fetchall()
-    raw = db.execute("SELECT input, output, messages FROM traces WHERE trace_id = ?", [trace_id]).fetchone()
-    fields = dict(zip(("input", "output", "messages"), raw, strict=True))
-    values = {}
-    for field, start, end, label in rows:
-        value = (fields.get(field) or "")[start:end]
-        if len(value.strip()) >= 2:
-            values[value] = label
-    for value in sorted(values, key=len, reverse=True):
-        text = text.replace(value, f"[{values[value]}]")
-    return text
 
 
 # The request --------------------------------------------------------------------------------------

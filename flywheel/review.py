@@ -18,7 +18,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -38,6 +38,7 @@ from flywheel.errors import (
     ScrubClaimed,
 )
 from flywheel.scrub import LABELS, MARKED, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, marked_name, render
+from flywheel.scrub.normalise import normalise, to_original
 from flywheel.store import audit, format_ts, now, query_one, query_rows, write
 
 CHUNK = 200
@@ -211,6 +212,90 @@ def _store_scrub(
         for name, result in scrubbed.items()
         for s in result.spans
     )
+
+
+# Masking what reviewers redacted, in text no reviewer read -----------------------------------------
+
+# A redacted value this short is masked only as a whole word: "Li" must not blank "Limit".
+WHOLE_WORD_BELOW = 4
+
+
+def _redaction_text(trace: dict, field: str, start: int, end: int) -> str:
+    """The raw text a stored redaction covers in ``trace`` (a row of ``traces``), for any field it names:
+    ``input``, ``output``, ``messages[i]`` (offsets into message i's content) or ``messages`` (offsets
+    into the stored messages column); an empty string when the field or span is not there."""
+    if field == "messages":
+        covered = (trace.get("messages") or "")[start:end]
+        try:  # a span of the JSON column: the value as written, escapes undone
+            return json.loads(f'"{covered}"')
+        except ValueError:
+            return covered
+    return dict(_fields(trace["input"], trace.get("output"), trace.get("messages"))).get(field, "")[start:end]
+
+
+def mask_redacted(
+    db: Database, trace_id: str, texts: Sequence[str], spans: Sequence[Sequence[Span]] | None = None
+) -> list[str]:
+    """``texts`` with every value a redaction of this trace covers (in any field, from any scrub of it,
+    machine or reviewer) replaced by its placeholder, whatever its case or spacing there; ``spans``
+    (say, the scrubber's on each text) are replaced too.
+
+    For text about the trace that no reviewer read (a shadow reply, a regression output, or an approved
+    scrub that kept a second occurrence of a value the reviewer redacted once) before it leaves the
+    machine. Returns only the masked texts, never the raw values."""
+    values = _redacted_values(db, trace_id)
+    spans = spans or [()] * len(texts)
+    return [mask_values(text, values, extra) for text, extra in zip(texts, spans, strict=True)]
+
+
+def _redacted_values(db: Database, trace_id: str) -> dict[str, str]:
+    trace = query_one(db, "SELECT input, output, messages FROM traces WHERE trace_id = ?", [trace_id])
+    if trace is None:
+        return {}
+    rows = db.execute(
+        'SELECT r.field, r.start, r."end", r.label FROM redactions r JOIN scrubs s ON s.id = r.scrub_id'
+        " WHERE s.trace_id = ? AND r.removed_by IS NULL ORDER BY r.id",
+        [trace_id],
+    )
+    values = {}
+    for field, start, end, label in rows:
+        value = " ".join(normalise(_redaction_text(trace, field, start, end))[0].split())
+        if len(value) >= 2 and any(c.isalnum() for c in value):
+            values.setdefault(value, label)
+    return values
+
+
+def mask_values(text: str, values: dict[str, str], spans: Iterable[Span] = ()) -> str:
+    """``text`` with each value (case and spacing aside, invisible characters ignored as the scrubber
+    ignores them) and each of ``spans`` replaced by a placeholder; overlapping ones merge."""
+    view, origin = normalise(text)
+    found = list(spans)
+    for value, label in values.items():
+        for match in _value_pattern(value).finditer(view):
+            found.append(Span(*to_original(origin, match.start(), match.end()), label, "redacted"))
+    return render(text, _merged(found))
+
+
+def _merged(spans: list[Span]) -> list[Span]:
+    """Sorted spans with overlapping ones joined; the longer of two keeps its label."""
+    out: list[Span] = []
+    for span in sorted(spans, key=lambda s: (s.start, -s.end)):
+        last = out[-1] if out else None
+        if last is None or span.start >= last.end:
+            out.append(span)
+        elif span.end > last.end:
+            longer = span if span.end - span.start > last.end - last.start else last
+            out[-1] = Span(last.start, span.end, longer.label, longer.detector)
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _value_pattern(value: str) -> re.Pattern:
+    words = value.split()
+    pattern = r"\s*".join(re.escape(word) for word in words)
+    if len(value) < WHOLE_WORD_BELOW:
+        pattern = rf"(?<!\w){pattern}(?!\w)"
+    return re.compile(pattern, re.IGNORECASE)
 
 
 # Claims: which reviewer holds which scrub -------------------------------------------------------

@@ -61,7 +61,13 @@ with st.expander("Edit plan", expanded=plan is None), st.form(f"plan-{choice}"):
     cols = st.columns(3)
     name = cols[0].text_input("Name", base.name)
     seed = cols[1].number_input("Seed", 0, 2**31, base.seed)
-    cap = cols[2].number_input("Cap on batch size (0 = none)", 0, 1_000_000, base.cap or 0)
+    cap = cols[2].number_input(
+        "Cap on batch size (0 = none)",
+        0,
+        1_000_000,
+        base.cap or 0,
+        help="Limits stratified and random picks; every anomaly is kept, even past the cap.",
+    )
     left, right = st.columns([1, 3], vertical_alignment="bottom")
     random_on = left.checkbox("Random", value=base.random_rate is not None)
     rate = right.number_input("Random rate, %", 0.01, 100.0, float(base.random_rate or 0.02) * 100, step=0.5)
@@ -104,6 +110,11 @@ else:
     cols[0].metric(f"Traces in {preview.week}", f"{preview.window:,}")
     cols[1].metric("Picked by some rule", f"{preview.selected:,}")
     cols[2].metric("Batch size after the cap", f"{preview.capped:,}")
+    if preview.over_cap:
+        st.warning(
+            f"The anomalies alone exceed the cap of {shown.cap}: the batch would hold all of them"
+            f" ({preview.over_cap} over the cap) and no stratified or random pick."
+        )
     st.dataframe(pd.DataFrame(preview.rules), hide_index=True)
     rare = next((s for s in shown.strata if s.key == "intent" and s.rare_share), None)
     if rare:
@@ -160,6 +171,8 @@ else:
                         f"Batch {run.batch.id}: {run.batch.sampled} traces sampled,"
                         f" {run.scrubbed} sent to the scrubber."
                     )
+                if run.batch.over_cap:
+                    st.warning(f"Batch {run.batch.id}: {run.batch.cap_note()}.")
                 st.session_state["batch_choice"] = run.batch.id
 
 batches = sampling.sample_batches(db)
@@ -187,6 +200,9 @@ if waiting:
         with st.spinner("Scrubbing..."):
             sampling.scrub_batch(db, batch_id, user.name)
         st.rerun()
+chosen = sampling.load_batch(db, batch_id)
+if chosen.over_cap:
+    st.warning(f"Batch {batch_id}: {chosen.cap_note()}.")
 ledger = pd.DataFrame(sampling.batch_ledger(db, batch_id)).drop(columns="kind")
 ledger["quota"] = ledger["quota"].map(lambda q: "all" if pd.isna(q) else f"{int(q)}")
 st.dataframe(
@@ -197,6 +213,7 @@ st.dataframe(
         "selected": st.column_config.NumberColumn("picked by the rule"),
         "dropped": st.column_config.NumberColumn("dropped by the cap"),
         "in_batch": st.column_config.NumberColumn("in the batch (any reason)"),
+        "over_cap": st.column_config.NumberColumn("kept over the cap (anomalies)"),
         "rate": st.column_config.NumberColumn("in batch / population", format="percent"),
     },
 )

@@ -114,3 +114,28 @@ def test_the_rare_intent_share_is_the_long_tail_and_the_page_says_so(demo_db, mo
     at = sample_page(demo_db, monkeypatch)
     at.selectbox(key="plan_choice").set_value("rare").run()
     assert any("together make up at most 2.0%" in c.value for c in at.caption)
+
+
+def test_a_batch_whose_anomalies_exceed_the_cap_says_so_on_the_page(demo_db, monkeypatch):
+    db = open_db(demo_db)
+    week = "2026-W36"  # a week the demo did not sample
+    tight = sampling.DEMO_PLAN.replace(name="tight", cap=3)
+    preview = sampling.preview_plan(db, tight, week)
+    assert preview.over_cap > 0, "the demo week needs more anomalies than the cap"
+    sampling.save_plan(db, tight, "ana")
+    at = sample_page(demo_db, monkeypatch)
+    at.selectbox(key="plan_choice").set_value("tight").run()
+    next(s for s in at.selectbox if s.label == "Week").set_value(week).run()
+    assert any("alone exceed the cap of 3: the batch would hold all of them" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Run plan").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    batch = sampling.load_batch(db, at.selectbox(key="batch_choice").value)
+    assert (batch.week, batch.cap, batch.over_cap) == (week, 3, preview.over_cap)
+    assert batch.sampled == batch.anomalies == preview.capped
+    note = f"the {batch.anomalies} anomalies alone exceed the cap of 3: all are kept"
+    assert sum(note in w.value for w in at.warning) == 2  # the run's message and the ledger's
+    ledger = at.dataframe[-1].value
+    anomaly_rows = ledger["rule"].str.startswith("anomaly:")
+    assert ledger.loc[anomaly_rows, "over_cap"].sum() >= batch.over_cap
+    assert (ledger.loc[~anomaly_rows, "over_cap"] == 0).all()
+    assert (ledger.loc[anomaly_rows, "dropped"] == 0).all()

@@ -19,7 +19,11 @@ from flywheel.sampling.source import parse_columns, sample_source, source_sql
 from flywheel.store import open_db
 from flywheel.traces import SIGNALS
 
-CAPPED = EVERYTHING.replace(cap=150)  # the cap bites: 282 picks in the week
+# 282 picks in the week, 230 of them anomalies. The cap bites stratified and random picks only: at 250
+# it drops 32 of those; at 150 the anomalies alone exceed it and the batch holds all 230, nothing else.
+CAPPED = EVERYTHING.replace(cap=250)
+OVER = EVERYTHING.replace(cap=150)
+PLANS = {"capped": CAPPED, "over": OVER}
 FLAT = ", ".join(f"signals.{name} AS {name}" for name in SIGNALS if name != "thumbs")
 
 
@@ -43,27 +47,41 @@ def files(tmp_path_factory):
         )
     store = open_db(path / "store.db")
     ingest_files(store, [source])
-    expected = sampling.run_plan(store, CAPPED, "ana", week=WEEK)
+    expected = {kind: sampling.run_plan(store, plan, "ana", week=WEEK) for kind, plan in PLANS.items()}
     return {"dir": path, "store": store, "expected": expected}
 
 
-def same_batch(files, db, batch_id: int) -> None:
-    store, expected = files["store"], files["expected"]
+def same_batch(files, db, batch_id: int, kind: str = "capped") -> None:
+    store, expected = files["store"], files["expected"][kind]
     assert sampling.batch_items(db, batch_id) == sampling.batch_items(store, expected.id)
     assert sampling.batch_ledger(db, batch_id) == sampling.batch_ledger(store, expected.id)
+    mine = sampling.load_batch(db, batch_id).as_json()
+    theirs = expected.as_json()
+    keys = ("window", "sampled", "dropped", "reasons", "cap", "anomalies", "over_cap")
+    assert {k: mine[k] for k in keys} == {k: theirs[k] for k in keys}
 
 
+def test_the_store_keeps_every_anomaly_and_caps_only_the_other_picks(files):
+    store, capped, over = files["store"], files["expected"]["capped"], files["expected"]["over"]
+    assert (capped.selected, capped.anomalies, capped.sampled, capped.over_cap) == (282, 230, 250, 0)
+    assert (over.selected, over.anomalies, over.sampled, over.over_cap) == (282, 230, 230, 80)
+    assert {i["priority"] for i in sampling.batch_items(store, over.id)} == {0}
+    assert [i["priority"] for i in sampling.batch_items(store, capped.id)].count(0) == 230
+
+
+@pytest.mark.parametrize("kind", PLANS)
 @pytest.mark.parametrize("name", ["traces.parquet", "traces.jsonl"])
-def test_duckdb_over_files_picks_exactly_what_the_store_picks(files, tmp_path, name):
+def test_duckdb_over_files_picks_exactly_what_the_store_picks(files, tmp_path, name, kind):
     db = open_db(tmp_path / "s.db")
-    run = sample_source(db, CAPPED, str(files["dir"] / name), "ana", week=WEEK, scrub=False)
+    run = sample_source(db, PLANS[kind], str(files["dir"] / name), "ana", week=WEEK, scrub=False)
     batch = run.batch
-    assert (batch.window, batch.sampled, batch.quarantined) == (N, 150, 0)  # the week only; the cap
-    assert batch.dropped == batch.selected - 150 > 0
-    same_batch(files, db, batch.id)
+    size = {"capped": 250, "over": 230}[kind]  # the week only; the cap, or every anomaly past it
+    assert (batch.window, batch.sampled, batch.quarantined) == (N, size, 0)
+    assert batch.dropped == batch.selected - size > 0
+    same_batch(files, db, batch.id, kind)
     ledger = {r["stratum"]: r for r in sampling.batch_ledger(db, batch.id)}
     assert ledger["cohort=tiny"]["selected"] == 3 and ledger["cohort=free"]["selected"] == 5  # quotas
-    assert db["traces"].count == 150  # only the sample travelled
+    assert db["traces"].count == size  # only the sample travelled
 
 
 def test_a_glob_of_files_with_other_column_names_is_mapped(files, tmp_path):
@@ -118,7 +136,7 @@ def test_the_sql_on_the_page_is_the_sql_that_ran(files, tmp_path, monkeypatch):
     for sql in ran.rstrip(";").split(";\n\n"):
         fresh.execute(sql)
     picked = {r[0] for r in fresh.execute("SELECT trace_id FROM fw_batch").fetchall()}
-    assert picked == set(sampling.batch_trace_ids(files["store"], files["expected"].id))
+    assert picked == set(sampling.batch_trace_ids(files["store"], files["expected"]["capped"].id))
     sampling.save_plan(db, CAPPED, "ana")
     monkeypatch.setenv("FLYWHEEL_DB", str(tmp_path / "page.db"))
     at = AppTest.from_file("../app.py", default_timeout=60)
@@ -156,12 +174,14 @@ def spark():
     return session
 
 
-def test_spark_local_picks_exactly_what_the_store_picks(files, tmp_path, spark):
+@pytest.mark.parametrize("kind", PLANS)
+def test_spark_local_picks_exactly_what_the_store_picks(files, tmp_path, spark, kind):
     db = open_db(tmp_path / "s.db")
     run = sample_source(
-        db, CAPPED, str(files["dir"] / "traces.parquet"), "ana", "spark", week=WEEK, scrub=False
+        db, PLANS[kind], str(files["dir"] / "traces.parquet"), "ana", "spark", week=WEEK, scrub=False
     )
-    assert (run.batch.window, run.batch.sampled, run.batch.engine) == (N, 150, "spark")
-    same_batch(files, db, run.batch.id)
+    size = {"capped": 250, "over": 230}[kind]
+    assert (run.batch.window, run.batch.sampled, run.batch.engine) == (N, size, "spark")
+    same_batch(files, db, run.batch.id, kind)
     engine, ran = sampling.batch_sql(db, run.batch.id)
     assert engine == "spark" and "CACHE TABLE fw_pool" in ran and "USING parquet" in ran

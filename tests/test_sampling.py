@@ -283,6 +283,94 @@ def test_cap_keeps_anomaly_picks_first_then_strata_then_random(sdb, traces):
     assert random_row["dropped"] > 0 and batch.dropped == batch.selected - batch.sampled > 0
 
 
+def _anomalous(traces) -> set[str]:
+    return {t["trace_id"] for t in in_week(traces) if any(f(t["signals"]) for f in FLAGS.values())}
+
+
+def test_anomalies_beyond_the_cap_are_all_kept_and_nothing_else_and_the_run_says_so(sdb, traces):
+    anomalous = _anomalous(traces)
+    cap = 20
+    assert len(anomalous) > cap + 100, "the fixture week needs far more anomalies than the cap"
+    plan = Plan(random_rate=0.5, anomaly=ALL_ANOMALIES, strata=(Stratum.of("cohort", quota=2),), cap=cap)
+    preview = sampling.preview_plan(sdb, plan, WEEK)
+    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    found = items(sdb, batch.id)
+    assert set(found) == anomalous  # every anomaly, and no stratified or random pick
+    assert {item["priority"] for item in found.values()} == {0}
+    assert (batch.sampled, batch.cap, batch.anomalies) == (len(anomalous), cap, len(anomalous))
+    assert batch.over_cap == len(anomalous) - cap
+    assert (preview.capped, preview.over_cap) == (batch.sampled, batch.over_cap)
+    assert f"the {len(anomalous)} anomalies alone exceed the cap of 20" in batch.summary()
+    assert batch.as_json()["over_cap"] == len(anomalous) - cap
+    assert sampling.load_batch(sdb, batch.id) == batch  # the stored batch says so too
+    ledger = sampling.batch_ledger(sdb, batch.id)
+    for row in ledger:
+        if row["kind"] == "anomaly":
+            assert (row["dropped"], row["in_batch"]) == (0, row["selected"]), row["rule"]
+    other = [r for r in ledger if r["kind"] != "anomaly"]
+    assert all(r["dropped"] > 0 for r in other)  # their own picks all went; overlaps stay as anomalies
+    audit = json.loads(audit_entries(sdb)[0]["detail"])
+    assert audit["over_cap"] == batch.over_cap
+
+
+def test_one_anomaly_rule_over_the_cap_shows_in_its_ledger_row(sdb, traces):
+    escalated = {t["trace_id"] for t in in_week(traces) if t["signals"]["escalated"]}
+    plan = Plan(random_rate=0.2, anomaly=("escalated",), cap=10)
+    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    assert set(items(sdb, batch.id)) == escalated
+    (row,) = [r for r in sampling.batch_ledger(sdb, batch.id) if r["kind"] == "anomaly"]
+    assert (row["in_batch"], row["dropped"], row["over_cap"]) == (len(escalated), 0, len(escalated) - 10)
+    random_row = next(r for r in sampling.batch_ledger(sdb, batch.id) if r["rule"] == "random")
+    randomly = {t["trace_id"] for t in in_week(traces) if sampling.in_random_sample(t["trace_id"], 0.2, 7)}
+    assert random_row["selected"] == len(randomly)
+    assert (random_row["over_cap"], random_row["dropped"]) == (0, len(randomly - escalated))  # none kept
+
+
+@pytest.mark.parametrize(
+    ("extra", "strata_kept", "random_kept"),
+    [
+        (0, 0, 0),  # exactly as many anomalies as the cap: nothing else, nothing over
+        (3, 3, 0),  # a little room: strata first
+        (None, "all", 5),  # room for every stratum pick and five random ones
+    ],
+)
+def test_under_the_cap_random_goes_first_then_strata_and_no_anomaly(
+    sdb, traces, extra, strata_kept, random_kept
+):
+    anomalous = _anomalous(traces)
+    base = Plan(random_rate=0.5, anomaly=ALL_ANOMALIES, strata=(Stratum.of("cohort", quota=2),))
+    uncapped = items(sdb, sampling.run_plan(sdb, base, "ana", week=WEEK).id)
+    strata = {t for t, i in uncapped.items() if i["priority"] == 1}
+    room = len(strata) + random_kept if extra is None else extra
+    batch = sampling.run_plan(sdb, base.replace(cap=len(anomalous) + room), "ana", week=WEEK)
+    found = items(sdb, batch.id)
+    priorities = [item["priority"] for item in found.values()]
+    kept_strata = len(strata) if strata_kept == "all" else strata_kept
+    assert anomalous <= set(found) and batch.sampled == len(anomalous) + room
+    assert (priorities.count(1), priorities.count(2)) == (kept_strata, random_kept)
+    assert batch.over_cap == 0 and "exceed the cap" not in batch.summary()
+    assert all(r["over_cap"] == 0 for r in sampling.batch_ledger(sdb, batch.id))
+
+
+def test_a_cap_without_anomaly_rules_is_a_plain_cap(sdb):
+    batch = sampling.run_plan(sdb, Plan(random_rate=0.5, cap=7), "ana", week=WEEK)
+    assert (batch.sampled, batch.anomalies, batch.over_cap) == (7, 0, 0)
+
+
+def test_the_cli_says_when_anomalies_exceed_the_cap(tmp_path, capsys):
+    load(tmp_path, make_traces(n=300), "cli.db")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(Plan(random_rate=0.05, anomaly=ALL_ANOMALIES, cap=5).as_dict()))
+    args = ["sample", "--db", str(tmp_path / "cli.db"), "--plan", str(plan), "--week", WEEK]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cap"] == 5 and out["anomalies"] == out["sampled"] > 5
+    assert out["over_cap"] == out["sampled"] - 5
+    assert main([*args, "--again"]) == 0
+    text = capsys.readouterr().out
+    assert f"the {out['anomalies']} anomalies alone exceed the cap of 5: all are kept" in text
+
+
 # Bad plans ---------------------------------------------------------------------------------------
 
 

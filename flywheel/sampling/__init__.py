@@ -7,9 +7,11 @@
 
 The window is one ISO week (the latest week with traces unless the plan or the caller names one).
 A trace picked by several rules appears once in the batch with all its reasons; a cap on the batch
-size drops the lowest priority first. Every choice is a pure function of seed and data: the random
-predicate is an MD5 prefix comparison a warehouse can run as plain SQL (``random_predicate_sql``),
-and quota picks take the traces that come first in a seeded MD5 order.
+size drops random picks first, then stratified ones, never an anomaly: when the anomalies alone exceed
+the cap, the batch holds all of them and nothing else, and says so (``Batch.over_cap``).
+Every choice is a pure function of seed and data: the random predicate is an MD5 prefix comparison a
+warehouse can run as plain SQL (``random_predicate_sql``), and quota picks take the traces that come
+first in a seeded MD5 order.
 """
 
 import hashlib

@@ -99,7 +99,8 @@ class Outcome:
     window: int
     selected: int
     strata: list[tuple]  # kind, rule, stratum, quota, population, selected
-    members: list[tuple]  # trace_id, kind, rule, stratum, reason, priority, picked (batch traces only)
+    members: list[tuple]  # trace_id, kind, rule, stratum, reason, priority, picked, over_cap (batch only)
+    anomalies: int = 0  # traces the anomaly rules picked (all of them are in the batch, cap or not)
 
     @property
     def trace_ids(self) -> set[str]:
@@ -108,7 +109,7 @@ class Outcome:
     def items(self, kept: set[str] | None = None) -> list[dict]:
         """One item per batch trace (``kept`` only, when given) with all its reasons, best first."""
         picks = defaultdict(list)
-        for trace_id, _, _, stratum, reason, priority, picked in self.members:
+        for trace_id, _, _, stratum, reason, priority, picked, _ in self.members:
             if picked and (kept is None or trace_id in kept):
                 picks[trace_id].append((priority, reason, stratum))
         out = []
@@ -121,12 +122,14 @@ class Outcome:
         return out
 
     def ledger(self, kept: set[str] | None = None) -> list[dict]:
-        """Per rule and stratum: population, picks, picks the cap dropped, traces in the batch."""
-        picked_in, in_batch = defaultdict(int), defaultdict(int)
-        for trace_id, _, rule, stratum, _, _, picked in self.members:
+        """Per rule and stratum: population, picks, picks the cap dropped, traces in the batch, and for
+        an anomaly rule how many of those are held beyond the cap (the cap never drops an anomaly)."""
+        picked_in, in_batch, over_cap = defaultdict(int), defaultdict(int), defaultdict(int)
+        for trace_id, kind, rule, stratum, _, _, picked, over in self.members:
             picked_in[rule, stratum] += int(picked)
             if kept is None or trace_id in kept:
                 in_batch[rule, stratum] += 1
+                over_cap[rule, stratum] += int(over) if kind == "anomaly" else 0
         return [
             {
                 "kind": kind,
@@ -137,6 +140,7 @@ class Outcome:
                 "selected": int(selected),
                 "dropped": int(selected) - picked_in[rule, stratum],
                 "in_batch": in_batch[rule, stratum],
+                "over_cap": over_cap[rule, stratum],
             }
             for kind, rule, stratum, quota, population, selected in sorted(self.strata, key=lambda r: r[1:3])
         ]
@@ -152,8 +156,8 @@ def run_compiled(engine: Engine, compiled: PlanSQL, progress: Progress | None = 
     answers = {name: engine.fetch(sql) for name, sql in compiled.queries.items()}
     if progress:
         progress(total, total)
-    (window, selected), *_ = answers["counts"]
-    return Outcome(int(window), int(selected), answers["ledger"], answers["members"])
+    (window, selected, anomalies), *_ = answers["counts"]
+    return Outcome(int(window), int(selected), answers["ledger"], answers["members"], int(anomalies))
 
 
 # The SQLite engine -----------------------------------------------------------------------------------
@@ -203,13 +207,14 @@ def store_sql(plan: Plan, week: str) -> PlanSQL:
 
 @dataclass(frozen=True)
 class Preview:
-    """What a plan would pick in a week, before it runs."""
+    """What a plan would pick in a week, before it runs; ``over_cap`` anomalies past the cap stay."""
 
     week: str
     window: int
     rules: list[dict]
     selected: int
     capped: int
+    over_cap: int = 0
 
 
 _PREVIEWS: dict[tuple, Preview] = {}
@@ -244,8 +249,14 @@ def _preview(plan: Plan, week: str, outcome: Outcome) -> Preview:
         row["strata"] += 1
         row["population"] += int(population)
         row["picks"] += int(selected)
-    capped = min(outcome.selected, plan.cap or outcome.selected)
-    return Preview(week, outcome.window, list(rules.values()), outcome.selected, capped)
+    over = over_cap(plan.cap, outcome.anomalies)
+    capped = min(outcome.selected, plan.cap + over) if plan.cap else outcome.selected
+    return Preview(week, outcome.window, list(rules.values()), outcome.selected, capped, over)
+
+
+def over_cap(cap: int | None, anomalies: int) -> int:
+    """How many anomalies a batch holds beyond its cap (the cap never drops an anomaly)."""
+    return max(0, anomalies - cap) if cap else 0
 
 
 def _kind_rank(kind: str) -> int:
@@ -275,6 +286,13 @@ class Batch:
     source: str | None = None
     engine: str = "sqlite"
     quarantined: int = 0
+    cap: int | None = None
+    anomalies: int = 0
+
+    @property
+    def over_cap(self) -> int:
+        """Anomalies held beyond the cap: when they alone exceed it, the batch is all anomalies."""
+        return over_cap(self.cap, self.anomalies)
 
     def as_json(self) -> dict:
         """The batch's contract for scripts."""
@@ -287,6 +305,9 @@ class Batch:
             "sampled": self.sampled,
             "dropped": self.dropped,
             "reasons": self.reasons,
+            "cap": self.cap,
+            "anomalies": self.anomalies,
+            "over_cap": self.over_cap,
         }
         if self.source is not None:
             out.update(source=self.source, engine=self.engine, quarantined=self.quarantined)
@@ -299,10 +320,21 @@ class Batch:
             f"batch {self.id}: {self.sampled} of {self.window} traces in {self.week}{where} sampled"
             f" (plan {self.plan!r}, seed {self.seed}, {self.dropped} dropped by the cap)"
         ]
+        if self.over_cap:
+            lines.append(f"  {self.cap_note()}")
         if self.quarantined:
             lines.append(f"  {self.quarantined} picked rows failed validation and were quarantined")
         lines += [f"  {count:6d}  {reason}" for reason, count in self.reasons.items()]
         return "\n".join(lines)
+
+    def cap_note(self) -> str:
+        """What the cap did when the anomalies alone exceed it ('' when they do not)."""
+        if not self.over_cap:
+            return ""
+        return (
+            f"the {self.anomalies} anomalies alone exceed the cap of {self.cap}: all are kept"
+            f" ({self.over_cap} over the cap), and no stratified or random pick is"
+        )
 
 
 def run_plan(db: Database, plan: Plan, actor: str, week: str | None = None) -> Batch:
@@ -353,6 +385,8 @@ def record_batch(
                     "engine": engine,
                     "sql": sql,
                     "quarantined": quarantined,
+                    "cap": plan.cap,
+                    "anomalies": outcome.anomalies,
                 }
             )
             .last_pk
@@ -364,7 +398,14 @@ def record_batch(
         db["batch_strata"].insert_all({**row, "batch_id": batch_id} for row in outcome.ledger(kept))
         batch = _count_batch(db, batch_id, plan, week, outcome, len(items))
         db["sample_batches"].update(batch_id, {"reasons": json.dumps(batch.reasons)})
-        batch = dataclasses.replace(batch, source=source, engine=engine, quarantined=quarantined)
+        batch = dataclasses.replace(
+            batch,
+            source=source,
+            engine=engine,
+            quarantined=quarantined,
+            cap=plan.cap,
+            anomalies=outcome.anomalies,
+        )
         audit(db, actor, "sample", "sample_batch", batch_id, **batch.as_json())
     return batch
 
@@ -426,6 +467,8 @@ def load_batch(db: Database, batch_id: int) -> Batch:
         row["source"],
         row["engine"] or "sqlite",
         row["quarantined"] or 0,
+        row["cap"],
+        row["anomalies"] or 0,
     )
 
 
@@ -480,11 +523,12 @@ def batch_reasons(db: Database, batch_id: int) -> dict[str, int]:
 
 
 def batch_ledger(db: Database, batch_id: int) -> list[dict]:
-    """Per rule and stratum: population, picks, dropped by the cap, in the batch, and the coverage rate."""
+    """Per rule and stratum: population, picks, dropped by the cap, in the batch, held beyond the cap
+    (anomalies, which the cap never drops), and the coverage rate."""
     return query_rows(
         db,
         "SELECT kind, rule, stratum, quota, population, selected, dropped, in_batch,"
-        " round(in_batch * 1.0 / max(population, 1), 4) AS rate"
+        " coalesce(over_cap, 0) AS over_cap, round(in_batch * 1.0 / max(population, 1), 4) AS rate"
         " FROM batch_strata WHERE batch_id = ? ORDER BY CASE kind WHEN 'anomaly' THEN 0"
         " WHEN 'stratified' THEN 1 ELSE 2 END, rule, stratum",
         [batch_id],

@@ -10,7 +10,8 @@ The statements build four relations and read three results:
     fw_window   the week's traces (only the columns rules read)
     fw_pool     one row per (rule, stratum, trace) with ``picked`` set for the rule's picks
     fw_items    one row per picked trace with its highest priority and its seeded order key
-    fw_batch    the items kept under the cap: anomalies first, then strata, then random picks
+    fw_batch    the batch: anomalies first, then strata, then random picks up to the cap; every anomaly
+                stays even past the cap (``over_cap`` marks those beyond it)
 """
 
 from __future__ import annotations
@@ -170,10 +171,16 @@ def compile_plan(plan: Plan, d: Dialect, window: str, setup: list[str] = ()) -> 
         f"SELECT trace_id, min(priority) AS priority, {order_key(plan)} AS okey"
         " FROM fw_pool WHERE picked = 1 GROUP BY trace_id"
     )
-    cap = f" WHERE n <= {plan.cap}" if plan.cap else ""
+    # The cap limits stratified and random picks only: every anomaly stays, even past the cap.
+    anomaly = PRIORITY["anomaly"]
+    if plan.cap:
+        over = f"CASE WHEN n > {plan.cap} THEN 1 ELSE 0 END"
+        cap = f" WHERE n <= {plan.cap} OR priority = {anomaly}"
+    else:
+        over, cap = "0", ""
     batch = (
-        "SELECT trace_id FROM (SELECT trace_id, row_number() OVER (ORDER BY priority, okey, trace_id) AS n"
-        f" FROM fw_items) ranked{cap}"
+        f"SELECT trace_id, {over} AS over_cap FROM (SELECT trace_id, priority,"
+        f" row_number() OVER (ORDER BY priority, okey, trace_id) AS n FROM fw_items) ranked{cap}"
     )
     statements = [
         *setup,
@@ -184,10 +191,11 @@ def compile_plan(plan: Plan, d: Dialect, window: str, setup: list[str] = ()) -> 
     ]
     queries = {
         "counts": "SELECT (SELECT count(*) FROM fw_window) AS window_size,"
-        " (SELECT count(*) FROM fw_items) AS selected",
+        " (SELECT count(*) FROM fw_items) AS selected,"
+        f" (SELECT count(*) FROM fw_items WHERE priority = {anomaly}) AS anomalies",
         "ledger": "SELECT kind, rule, stratum, max(quota) AS quota, count(*) AS population,"
         " sum(picked) AS selected FROM fw_pool GROUP BY kind, rule, stratum",
-        "members": "SELECT p.trace_id, p.kind, p.rule, p.stratum, p.reason, p.priority, p.picked"
+        "members": "SELECT p.trace_id, p.kind, p.rule, p.stratum, p.reason, p.priority, p.picked, b.over_cap"
         " FROM fw_pool p JOIN fw_batch b ON b.trace_id = p.trace_id",
     }
     return PlanSQL(d.name, statements, queries)
