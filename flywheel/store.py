@@ -1065,6 +1065,7 @@ def m140_fold_leave_outs_and_withdrawals(db: Database) -> None:
     db["eval_withdrawals"].create_index(["trace_id"])
 
 
+@migrations()
 def m150_anomalies_over_the_cap(db: Database) -> None:
     # The cap limits stratified and random picks only: a batch keeps every anomaly even when they alone
     # exceed it. The batch records its cap and how many anomalies its plan picked, and each ledger row
@@ -1074,6 +1075,7 @@ def m150_anomalies_over_the_cap(db: Database) -> None:
     db["batch_strata"].add_column("over_cap", int)
 
 
+@migrations()
 def m180_experiments(db: Database) -> None:
     # A declared A/B experiment: what decides it is fixed before its data is read, so a verdict cannot
     # be shopped for by changing the unit, the split, the metric or the test's parameters afterwards.
