@@ -18,8 +18,9 @@ import csv
 import io
 import json
 import random
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.config import load_config
+from flywheel.csvfiles import read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.evalsets import BadRows, _members, _require_version, current_version, eval_set_versions
 from flywheel.stats import mcnemar_exact, rate
@@ -66,8 +68,10 @@ class Result:
     repeat: int | None
 
 
-def parse_results(data: bytes, name: str) -> tuple[str, list[Result]]:
-    """The format and results of a results file; a bad line refuses the whole file (BadRows)."""
+def parse_results(data: bytes, name: str, known: Collection[str] = ()) -> tuple[str, list[Result]]:
+    """The format and results of a results file; a bad line refuses the whole file (BadRows).
+
+    ``known`` (the version's row ids) lets the CSV reader tell a row swallowed by a stray quote."""
     if name.lower().endswith(".eval"):
         raise BadInput(f"{name}: an Inspect .eval log is binary; write the log with --log-format json")
     try:
@@ -75,7 +79,7 @@ def parse_results(data: bytes, name: str) -> tuple[str, list[Result]]:
     except UnicodeDecodeError as error:
         raise BadInput(f"{name}: not UTF-8 (byte {error.start})") from None
     if name.lower().endswith(".csv"):
-        return "csv", _rows(_csv(text, name), name)
+        return "csv", _rows(_csv(text, name, known), name)
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
@@ -87,11 +91,12 @@ def parse_results(data: bytes, name: str) -> tuple[str, list[Result]]:
     return "jsonl", _rows(_jsonl(text), name)
 
 
-def _csv(text: str, name: str) -> list[tuple[int, object]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or not {"row_id", "passed"} <= set(reader.fieldnames):
-        raise BadInput(f"{name}: header {reader.fieldnames!r}: expected columns row_id and passed")
-    return [(reader.line_num, record) for record in reader]
+def _csv(text: str, name: str, known: Collection[str]) -> list[tuple[int, object]]:
+    def check(header: list[str]) -> None:
+        if not {"row_id", "passed"} <= set(header):
+            raise BadInput(f"{name}: header {header!r}: expected columns row_id and passed")
+
+    return read_table(text, name, key="row_id", known_keys=known, check_header=check).rows
 
 
 def _jsonl(text: str) -> list[tuple[int, object]]:
@@ -106,10 +111,15 @@ def _jsonl(text: str) -> list[tuple[int, object]]:
 
 
 def _rows(records: list[tuple[int, object]], name: str) -> list[Result]:
-    results, problems = [], []
+    results, problems, numbered = [], [], {}
     for line, record in records:
         try:
-            results.append(_result(record))
+            result = _result(record)
+            if result.repeat is not None:
+                first = numbered.setdefault((result.row_id, result.repeat), line)
+                if first != line:
+                    raise BadInput(f"row {result.row_id!r} repeat {result.repeat} is already on line {first}")
+            results.append(result)
         except BadInput as error:
             problems.append((line, str(error)))
     if problems:
@@ -249,20 +259,31 @@ class RunImport:
     ungraded: int
     unknown: list[str]
     flaky: int
+    rows_read: int = 0
+    stored: int = 0
+    refused: int = 0
+    duplicates: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return dict(self.__dict__)
 
     def summary(self) -> str:
         unknown = (
-            f"; {len(self.unknown)} unknown row ids skipped: {', '.join(self.unknown[:10])}"
+            f"; {len(self.unknown)} unknown row ids refused: {', '.join(self.unknown[:10])}"
             if self.unknown
+            else ""
+        )
+        twice = (
+            f"; {len(self.duplicates)} row ids appear more than once (kept as repeats):"
+            f" {', '.join(self.duplicates[:10])}"
+            if self.duplicates
             else ""
         )
         return (
             f"run {self.run_id}: {self.system} on version {self.version} ({self.format}),"
+            f" {self.rows_read} results read = {self.stored} stored + {self.refused} refused;"
             f" {self.results} results on {self.rows} rows: {self.passed} passed, {self.failed} failed,"
-            f" {self.ungraded} awaiting a verdict, {self.flaky} flaky{unknown}"
+            f" {self.ungraded} awaiting a verdict, {self.flaky} flaky{unknown}{twice}"
         )
 
 
@@ -281,7 +302,7 @@ def import_results(
     system = (system or "").strip()
     if not system or len(system) > 200:
         raise BadInput(f"system name {system[:40]!r}: expected 1..200 characters")
-    fmt, results = parse_results(data, name)
+    fmt, results = parse_results(data, name, _members(db, version))
     if not results:
         raise BadInput(f"{name}: no results")
     stamp = _stamp(now)
@@ -313,6 +334,20 @@ def import_results(
         )
         db["eval_results"].insert_all(_numbered(run_id, known))
         report = _report(db, run_id, version, system, fmt, known, unknown)
+        stored = db.execute("SELECT count(*) FROM eval_results WHERE run_id = ?", [run_id]).fetchone()[0]
+        counts = Counter(r.row_id for r in results)
+        report = replace(
+            report,
+            rows_read=len(results),
+            stored=stored,
+            refused=len(results) - len(known),
+            duplicates=sorted(r for r, n in counts.items() if n > 1),
+        )
+        if report.rows_read != report.stored + report.refused:
+            raise BadInput(
+                f"{name}: {report.rows_read} results read but {report.stored} stored"
+                f" + {report.refused} refused; nothing imported"
+            )
         audit(db, user.name, "import_results", "eval_run", run_id, **report.as_json())
     return report
 
@@ -797,9 +832,8 @@ def _demo_suite() -> bytes:
     weeks' traffic holds (the FAQ sheet), so drift measures the later weeks against covered traffic."""
     from flywheel.drift import demo_coverage_rows
 
-    with DEMO_SUITE.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        fields, rows = reader.fieldnames, list(reader)
+    table = read_table(DEMO_SUITE.read_text(encoding="utf-8-sig"), DEMO_SUITE.name, key="id")
+    fields, rows = table.header, [row for _, row in table.rows]
     for number, (intent, text) in enumerate(demo_coverage_rows(), start=1):
         rows.append(
             {"id": f"faq-{number:03d}", "input": text, "adversarial": "false", "tags": f"faq,{intent}"}
