@@ -996,6 +996,7 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
         fold_in(db, DEMO_LEAD, note="four saturated rows retired", now=clock[3])
     version = current_version(db)
     _demo_runs(db, version, skill, clock[4], include_archive=True)
+    record_decision(db, DEMO_LEAD, gate(db, version, *DEMO_SYSTEMS), now=clock[4] + timedelta(hours=2))
     return {"versions": len(eval_set_versions(db)), "runs": len(query_rows(db, "SELECT id FROM eval_runs"))}
 
 
