@@ -195,7 +195,10 @@ def read_table(
     if repeated:
         raise BadInput(f"{name}: line {header_record.line}: the header repeats the column(s) {repeated!r}")
     if check_header:
-        check_header(header)
+        try:
+            check_header(header)
+        except BadInput as error:
+            raise BadInput(f"{name}: line {header_record.line}: {error}") from None
     table, problems, joined = Table(header), [], []
     for record in records(lines, len(header)):
         if record.problem:
@@ -232,17 +235,26 @@ def _oversized(record: Record, header: list[str]) -> list[tuple[int, str]]:
 
 def _swallowed(joined: list[Record], header: list[str], key: str, keys: set[str]) -> list[tuple[int, str]]:
     index, problems = header.index(key), []
+    shapes = {_shape(k) for k in keys}
     for record in joined:
         for number, text in record.parts[1:]:
-            # The cells before any quote on the line: a swallowed row starts like any other row.
+            # The cells before any quote on the line: a swallowed row starts like any other row, with
+            # an id of its own or one shaped like the file's ids (q7 beside q1..q5).
             head = text.split('"', 1)[0].split(",")
-            if len(head) > index + 1 and head[index].strip() in keys:
+            if len(head) <= index + 1:
+                continue
+            cell = head[index].strip()
+            if cell in keys or (len(head) >= len(header) and cell and _shape(cell) in shapes):
                 problems.append(
                     (
                         number,
-                        f"reads as a row of its own ({key} {head[index].strip()!r}) inside the quoted field"
+                        f"reads as a row of its own ({key} {cell!r}) inside the quoted field"
                         f" opened on line {record.line}: a stray quote swallowed it",
                     )
                 )
                 break
     return problems
+
+
+def _shape(key: str) -> str:
+    return re.sub(r"\d+", "0", key.strip())

@@ -274,7 +274,7 @@ def _csv_records(text: str, name: str) -> list[tuple[int, object]]:
         unknown = [f for f in header if f not in IMPORT_FIELDS]
         if "input" not in header or unknown:
             raise BadInput(
-                f"{name}: header {header!r}: expected an 'input' column and only {', '.join(IMPORT_FIELDS)}"
+                f"header {header!r}: expected an 'input' column and only {', '.join(IMPORT_FIELDS)}"
             )
 
     return read_table(text, name, key="id", check_header=check).rows

@@ -94,7 +94,7 @@ def parse_results(data: bytes, name: str, known: Collection[str] = ()) -> tuple[
 def _csv(text: str, name: str, known: Collection[str]) -> list[tuple[int, object]]:
     def check(header: list[str]) -> None:
         if not {"row_id", "passed"} <= set(header):
-            raise BadInput(f"{name}: header {header!r}: expected columns row_id and passed")
+            raise BadInput(f"header {header!r}: expected columns row_id and passed")
 
     return read_table(text, name, key="row_id", known_keys=known, check_header=check).rows
 
