@@ -172,6 +172,18 @@ def _eval_parsers(commands) -> None:
             cmd.add_argument(
                 "--adversarial-min", type=float, metavar="RATE", help="0..1 (default: the setting)"
             )
+            cmd.add_argument(
+                "--waive",
+                action="append",
+                default=[],
+                metavar="ROW_ID=REASON",
+                help="waive one ordinary regression for this decision, with a reason (repeatable)",
+            )
+            cmd.add_argument(
+                "--require-improvement",
+                action="store_true",
+                help="ship only when the challenger's pass rate is above the baseline's",
+            )
         if name != "export":
             cmd.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -284,8 +296,17 @@ def _import_results(args: argparse.Namespace) -> int:
 def _gate(args: argparse.Namespace) -> int:
     from flywheel import runs
 
-    db, _ = _lead(args)
-    verdict = runs.gate(db, args.version, args.baseline, args.challenger, args.adversarial_min)
+    db, user = _lead(args)
+    verdict = runs.gate(
+        db,
+        args.version,
+        args.baseline,
+        args.challenger,
+        args.adversarial_min,
+        waivers=runs.parse_waivers(args.waive),
+        require_improvement=args.require_improvement,
+    )
+    runs.record_decision(db, user, verdict)
     if args.json:
         print(json.dumps({key: verdict[key] for key in runs.GATE_KEYS}))
     else:

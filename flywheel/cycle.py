@@ -228,6 +228,8 @@ def _gate(db: Database, since: str | None, settings: dict) -> Step:
     verdict = gate(db, version, baseline, challenger)
     data = {key: verdict[key] for key in GATE_KEYS}
     detail = f"version {version}: {challenger} vs {baseline}: {verdict['verdict']}"
+    if verdict["reasons"]:
+        detail += " (" + "; ".join(verdict["reasons"]) + ")"
     return Step("gate", "done", detail, {"version": version, **data})
 
 

@@ -7,9 +7,7 @@ written; an edit is a new row that replaces the old one in the next version.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
+from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.labels import NOT_A_BUG
 from flywheel.store import audit, query_one, query_rows, write
@@ -69,16 +68,6 @@ MAX_FIELD = 2_000
 MAX_IMPORT_ROWS = 100_000
 TRUE_WORDS = {"1", "true", "yes", "y"}
 FALSE_WORDS = {"", "0", "false", "no", "n", "none"}
-
-
-class BadRows(BadInput):
-    """A file with bad rows, refused whole; ``problems`` lists (line, reason)."""
-
-    def __init__(self, name: str, problems: list[tuple[int, str]]) -> None:
-        self.problems = problems
-        listed = "; ".join(f"line {line}: {reason}" for line, reason in problems[:50])
-        more = f"; and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(f"{name}: {len(problems)} bad rows, nothing imported: {listed}{more}")
 
 
 @dataclass(frozen=True)
@@ -292,17 +281,14 @@ def parse_suite(data: bytes, name: str) -> list[dict]:
 
 
 def _csv_records(text: str, name: str) -> list[tuple[int, object]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    unknown = [f for f in reader.fieldnames or [] if f not in IMPORT_FIELDS]
-    if not reader.fieldnames or "input" not in reader.fieldnames or unknown:
-        raise BadInput(
-            f"{name}: header {reader.fieldnames!r}: expected an 'input' column"
-            f" and only {', '.join(IMPORT_FIELDS)}"
-        )
-    try:
-        return [(reader.line_num, record) for record in reader]
-    except csv.Error as error:
-        raise BadRows(name, [(reader.line_num, f"not CSV: {error}")]) from None
+    def check(header: list[str]) -> None:
+        unknown = [f for f in header if f not in IMPORT_FIELDS]
+        if "input" not in header or unknown:
+            raise BadInput(
+                f"header {header!r}: expected an 'input' column and only {', '.join(IMPORT_FIELDS)}"
+            )
+
+    return read_table(text, name, key="id", check_header=check).rows
 
 
 def _jsonl_records(text: str) -> list[tuple[int, object]]:

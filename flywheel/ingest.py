@@ -16,14 +16,12 @@ for span exports (see ``flywheel.connectors``), one trace assembled from its spa
 from __future__ import annotations
 
 import contextlib
-import csv
 import gzip
 import io
 import json
 import operator
 import sqlite3
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +32,8 @@ from sqlite_utils import Database
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.config import Config, load_config
+from flywheel.csvfiles import PhysicalLines, Record
+from flywheel.csvfiles import records as csv_records
 from flywheel.errors import BadInput
 from flywheel.formats import INGEST_FORMATS
 from flywheel.store import audit, now, quarantine_hash, write
@@ -377,21 +377,24 @@ def validated(line: _Line, obj: object, ts_range: TimeRange | None) -> _Line:
 
 
 def csv_lines(stream: BinaryIO, max_bytes: int, ts_range: TimeRange, report: IngestReport) -> Iterator[_Line]:
-    """Records of a CSV stream; a quoted field may span lines, up to ``max_bytes`` and never past the end.
+    """Records of a CSV stream (``flywheel.csvfiles``); a bad record is quarantined by its first line.
 
-    A record whose quote is not closed within that bound is quarantined by its first physical line, and
-    reading resumes on the next one, so an unclosed quote costs one line, not every line after it.
+    A quoted field may span lines, up to ``max_bytes`` and never past the end; a record whose quote is
+    not closed within that bound costs its first physical line, not every line after it.
     """
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    csv.field_size_limit(max_bytes + 1)
     try:
-        lines = _PhysicalLines(text, max_bytes, report)
+        lines = PhysicalLines(text, max_bytes, on_line=lambda: _count_line(report))
         header = _csv_header(lines)
         if header is None:
             return
-        yield from _csv_records(lines, header, max_bytes, ts_range, report)
+        yield from _csv_records(lines, header, ts_range, report)
     finally:
         text.detach()  # the byte stream stays open: it belongs to the caller
+
+
+def _count_line(report: IngestReport) -> None:
+    report.physical_lines += 1
 
 
 def csv_header_of(cells: list[str]) -> list[str]:
@@ -405,110 +408,38 @@ def csv_header_of(cells: list[str]) -> list[str]:
     return header
 
 
-def _csv_header(lines: _PhysicalLines) -> list[str] | None:
-    while (record := _csv_record_lines(lines, lines.max_bytes)) is not None:
-        parts, closed = record
-        if not closed:
-            raise BadInput("CSV header cannot be read: a quoted column name is never closed")
-        cells = _csv_cells("".join(text for _, text in parts))
-        if cells is None:
-            raise BadInput("CSV header cannot be read")
-        if any(cell.strip() for cell in cells):
-            return csv_header_of(cells)
+def _csv_header(lines: PhysicalLines) -> list[str] | None:
+    for record in csv_records(lines):
+        if record.problem:
+            raise BadInput(f"CSV header cannot be read: {record.problem}")
+        if not record.blank:
+            return csv_header_of(record.cells)
     return None
 
 
-class _PhysicalLines:
-    """Physical lines of a text stream with their numbers; lines can be pushed back to be read again."""
-
-    def __init__(self, text: io.TextIOWrapper, max_bytes: int, report: IngestReport):
-        self.text, self.max_bytes, self.report = text, max_bytes, report
-        self.line_no = 0
-        self.back: deque[tuple[int, str]] = deque()
-
-    def next(self) -> tuple[int, str] | None:
-        if self.back:
-            return self.back.popleft()
-        text = self.text.readline(self.max_bytes + 2)
-        if not text:
-            return None
-        self.line_no += 1
-        self.report.physical_lines += 1
-        if len(text) > self.max_bytes and not text.endswith(("\n", "\r")):
-            while (more := self.text.readline(1 << 20)) and not more.endswith(("\n", "\r")):
-                pass
-            return self.line_no, text[: self.max_bytes + 1]  # over the bound: its record is refused
-        return self.line_no, text
-
-    def push_back(self, parts: list[tuple[int, str]]) -> None:
-        self.back.extendleft(reversed(parts))
-
-
-def _csv_record_lines(lines: _PhysicalLines, max_bytes: int) -> tuple[list[tuple[int, str]], bool] | None:
-    """The physical lines of the next record, and whether its quotes are closed."""
-    first = lines.next()
-    if first is None:
-        return None
-    parts, size, quotes = [first], len(first[1]), first[1].count('"')
-    while quotes % 2 and size <= max_bytes:
-        following = lines.next()
-        if following is None:
-            break
-        parts.append(following)
-        size += len(following[1])
-        quotes += following[1].count('"')
-    return parts, quotes % 2 == 0 and size <= max_bytes
-
-
-def _csv_cells(text: str) -> list[str] | None:
-    try:
-        rows = list(csv.reader([text]))
-    except csv.Error:
-        return None
-    return rows[0] if len(rows) == 1 else [] if not rows else None
-
-
 def _csv_records(
-    lines: _PhysicalLines, header: list[str], max_bytes: int, ts_range: TimeRange, report: IngestReport
+    lines: PhysicalLines, header: list[str], ts_range: TimeRange, report: IngestReport
 ) -> Iterator[_Line]:
-    while (record := _csv_record_lines(lines, max_bytes)) is not None:
-        parts, closed = record
-        (line_no, first), raw = parts[0], "".join(text for _, text in parts)
-        if not closed:
-            lines.push_back(parts[1:])
-            where = "the end of the file" if len(raw) <= max_bytes else f"{max_bytes} bytes"
-            reason = f"CSV quoted field opened on line {line_no} is not closed within {where}"
-            yield _csv_line(line_no, first, reason)
+    for record in csv_records(lines, len(header)):
+        if record.problem is None and record.blank:
+            report.blank_lines += len(record.parts)
             continue
-        cells = _csv_cells(raw)
-        if cells is not None and not any(cell.strip() for cell in cells):
-            report.blank_lines += len(parts)
-            continue
-        if len(parts) > 1 and (cells is None or len(cells) != len(header)):
-            # A quote that closes only on a later line joined lines that are records of their own.
-            lines.push_back(parts[1:])
-            yield _csv_line(line_no, first, "CSV record has an unbalanced quote")
-            continue
-        yield _csv_record(line_no, raw, header, cells, ts_range)
+        yield _csv_record(record, header, ts_range)
 
 
 def _csv_line(line_no: int, text: str, reason: str) -> _Line:
     return _Line(line_no, text.rstrip("\r\n").encode("utf-8", "surrogateescape"), reason=reason)
 
 
-def _csv_record(
-    line_no: int, text: str, header: list[str], cells: list[str] | None, ts_range: TimeRange
-) -> _Line:
-    line = _csv_line(line_no, text, None)
-    if cells is None:
-        line.reason = "CSV record cannot be read"
-    elif any("\udc80" <= ch <= "\udcff" for cell in cells for ch in cell):
+def _csv_record(record: Record, header: list[str], ts_range: TimeRange) -> _Line:
+    line = _csv_line(record.line, record.text, None)
+    if record.problem:
+        line.reason = f"CSV {record.problem}"
+    elif any("\udc80" <= ch <= "\udcff" for cell in record.cells for ch in cell):
         line.reason = "invalid UTF-8"
-    elif len(cells) != len(header):
-        line.reason = f"CSV record has {len(cells)} fields, the header has {len(header)}"
     else:
         try:
-            obj = csv_object(dict(zip(header, cells, strict=True)))
+            obj = csv_object(dict(zip(header, record.cells, strict=True)))
         except BadInput as error:
             line.reason = str(error)
             return line

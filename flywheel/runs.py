@@ -18,8 +18,9 @@ import csv
 import io
 import json
 import random
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.config import load_config
+from flywheel.csvfiles import read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.evalsets import BadRows, _members, _require_version, current_version, eval_set_versions
 from flywheel.stats import mcnemar_exact, rate
@@ -66,8 +68,10 @@ class Result:
     repeat: int | None
 
 
-def parse_results(data: bytes, name: str) -> tuple[str, list[Result]]:
-    """The format and results of a results file; a bad line refuses the whole file (BadRows)."""
+def parse_results(data: bytes, name: str, known: Collection[str] = ()) -> tuple[str, list[Result]]:
+    """The format and results of a results file; a bad line refuses the whole file (BadRows).
+
+    ``known`` (the version's row ids) lets the CSV reader tell a row swallowed by a stray quote."""
     if name.lower().endswith(".eval"):
         raise BadInput(f"{name}: an Inspect .eval log is binary; write the log with --log-format json")
     try:
@@ -75,7 +79,7 @@ def parse_results(data: bytes, name: str) -> tuple[str, list[Result]]:
     except UnicodeDecodeError as error:
         raise BadInput(f"{name}: not UTF-8 (byte {error.start})") from None
     if name.lower().endswith(".csv"):
-        return "csv", _rows(_csv(text, name), name)
+        return "csv", _rows(_csv(text, name, known), name)
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
@@ -87,11 +91,12 @@ def parse_results(data: bytes, name: str) -> tuple[str, list[Result]]:
     return "jsonl", _rows(_jsonl(text), name)
 
 
-def _csv(text: str, name: str) -> list[tuple[int, object]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or not {"row_id", "passed"} <= set(reader.fieldnames):
-        raise BadInput(f"{name}: header {reader.fieldnames!r}: expected columns row_id and passed")
-    return [(reader.line_num, record) for record in reader]
+def _csv(text: str, name: str, known: Collection[str]) -> list[tuple[int, object]]:
+    def check(header: list[str]) -> None:
+        if not {"row_id", "passed"} <= set(header):
+            raise BadInput(f"header {header!r}: expected columns row_id and passed")
+
+    return read_table(text, name, key="row_id", known_keys=known, check_header=check).rows
 
 
 def _jsonl(text: str) -> list[tuple[int, object]]:
@@ -106,10 +111,15 @@ def _jsonl(text: str) -> list[tuple[int, object]]:
 
 
 def _rows(records: list[tuple[int, object]], name: str) -> list[Result]:
-    results, problems = [], []
+    results, problems, numbered = [], [], {}
     for line, record in records:
         try:
-            results.append(_result(record))
+            result = _result(record)
+            if result.repeat is not None:
+                first = numbered.setdefault((result.row_id, result.repeat), line)
+                if first != line:
+                    raise BadInput(f"row {result.row_id!r} repeat {result.repeat} is already on line {first}")
+            results.append(result)
         except BadInput as error:
             problems.append((line, str(error)))
     if problems:
@@ -249,20 +259,31 @@ class RunImport:
     ungraded: int
     unknown: list[str]
     flaky: int
+    rows_read: int = 0
+    stored: int = 0
+    refused: int = 0
+    duplicates: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return dict(self.__dict__)
 
     def summary(self) -> str:
         unknown = (
-            f"; {len(self.unknown)} unknown row ids skipped: {', '.join(self.unknown[:10])}"
+            f"; {len(self.unknown)} unknown row ids refused: {', '.join(self.unknown[:10])}"
             if self.unknown
+            else ""
+        )
+        twice = (
+            f"; {len(self.duplicates)} row ids appear more than once (kept as repeats):"
+            f" {', '.join(self.duplicates[:10])}"
+            if self.duplicates
             else ""
         )
         return (
             f"run {self.run_id}: {self.system} on version {self.version} ({self.format}),"
+            f" {self.rows_read} results read = {self.stored} stored + {self.refused} refused;"
             f" {self.results} results on {self.rows} rows: {self.passed} passed, {self.failed} failed,"
-            f" {self.ungraded} awaiting a verdict, {self.flaky} flaky{unknown}"
+            f" {self.ungraded} awaiting a verdict, {self.flaky} flaky{unknown}{twice}"
         )
 
 
@@ -281,7 +302,7 @@ def import_results(
     system = (system or "").strip()
     if not system or len(system) > 200:
         raise BadInput(f"system name {system[:40]!r}: expected 1..200 characters")
-    fmt, results = parse_results(data, name)
+    fmt, results = parse_results(data, name, _members(db, version))
     if not results:
         raise BadInput(f"{name}: no results")
     stamp = _stamp(now)
@@ -313,6 +334,20 @@ def import_results(
         )
         db["eval_results"].insert_all(_numbered(run_id, known))
         report = _report(db, run_id, version, system, fmt, known, unknown)
+        stored = db.execute("SELECT count(*) FROM eval_results WHERE run_id = ?", [run_id]).fetchone()[0]
+        counts = Counter(r.row_id for r in results)
+        report = replace(
+            report,
+            rows_read=len(results),
+            stored=stored,
+            refused=len(results) - len(known),
+            duplicates=sorted(r for r, n in counts.items() if n > 1),
+        )
+        if report.rows_read != report.stored + report.refused:
+            raise BadInput(
+                f"{name}: {report.rows_read} results read but {report.stored} stored"
+                f" + {report.refused} refused; nothing imported"
+            )
         audit(db, user.name, "import_results", "eval_run", run_id, **report.as_json())
     return report
 
@@ -647,65 +682,237 @@ def set_adversarial_threshold(db: Database, user: User, value: float) -> None:
 
 
 def gate(
-    db: Database, version: int, baseline: str, challenger: str, adversarial_min: float | None = None
+    db: Database,
+    version: int,
+    baseline: str,
+    challenger: str,
+    adversarial_min: float | None = None,
+    waivers: dict[str, str] | None = None,
+    require_improvement: bool = False,
 ) -> dict:
     """The release gate on one version: the two systems paired on the same rows.
 
-    Ship only when no regression-class row (its code a *regression* or *saturated* metric by the
-    baseline's history) flipped pass→fail and the challenger's adversarial pass rate is at or above
-    the threshold. ``regressions``/``improvements`` list every flipped row id.
+    Ship only when every criterion holds (seed 000's exit criteria): *complete* — every active row is
+    graded for both systems; *safety* — every adversarial row graded, none flips pass→fail, and the
+    challenger's adversarial rate reaches the threshold (no waiver applies); *zero regressions* — no
+    ordinary row the baseline passed fails for the challenger, unless a lead waived it with a reason;
+    *no loss* — the challenger's pass rate on the paired rows is not below the baseline's (above it
+    with ``require_improvement``). A row with mixed results on either side is flaky: listed apart, it
+    neither blocks alone nor hides. ``regressions``/``improvements`` list every flipped row id.
     """
     _require_version(db, version)
     if baseline == challenger:
         raise BadInput(f"baseline and challenger are both {baseline!r}: expected two systems")
     threshold = adversarial_threshold(db) if adversarial_min is None else adversarial_min
-    if not 0 <= threshold <= 1:
+    if isinstance(threshold, bool) or not 0 <= threshold <= 1:
         raise BadInput(f"adversarial threshold {threshold!r}: expected 0..1")
-    found = {}
-    for system in (baseline, challenger):
-        found[system] = outcomes(db, version, system)
-        if not found[system]:
-            raise NotFound(f"no graded results of system {system!r} on version {version}")
-    active = {r for r, s in _members(db, version).items() if s == "active"}
-    paired = sorted(r for r in active if r in found[baseline] and r in found[challenger])
-    base, chal = found[baseline], found[challenger]
+    base, chal = (_graded(db, version, system) for system in (baseline, challenger))
+    info = _row_info(db)
+    active = sorted(r for r, s in _members(db, version).items() if s == "active")
+    adversarial_rows = [r for r in active if info[r]["adversarial"]]
+    paired = [r for r in active if r in base and r in chal]
+    flaky = [r for r in paired if base[r].flaky or chal[r].flaky]
     regressions = [r for r in paired if base[r].passed and not chal[r].passed]
     improvements = [r for r in paired if not base[r].passed and chal[r].passed]
-    info = _row_info(db)
-    stages = lifecycle(db, up_to=version, systems_=[baseline])
-    guarded = {c for c, s in stages.items() if s["stage"] in ("regression", "saturated")}
-    blocking = [r for r in regressions if (info[r]["code"] or "(none)") in guarded]
-    adversarial_rows = [r for r in paired if info[r]["adversarial"]]
+    unsafe = [r for r in regressions if info[r]["adversarial"]]
+    ordinary = [r for r in regressions if not info[r]["adversarial"] and r not in flaky]
+    waived = _check_waivers(waivers or {}, regressions, ordinary, unsafe, info)
     adversarial = {
-        **_tally(adversarial_rows, chal),
-        "baseline": _tally(adversarial_rows, base),
+        **_tally([r for r in adversarial_rows if r in chal], chal),
+        "baseline": _tally([r for r in adversarial_rows if r in base], base),
         "threshold": threshold,
+        "rows": len(adversarial_rows),
     }
-    adversarial["ok"] = adversarial["rate"] is None or adversarial["rate"] >= threshold
-    reasons = []
-    if blocking:
-        reasons.append(f"{len(blocking)} regression-class rows flipped pass→fail: {', '.join(blocking[:10])}")
-    if not adversarial["ok"]:
-        reasons.append(
-            f"adversarial pass rate {adversarial['rate']:.1%} is below the threshold {threshold:.0%}"
-        )
-    return {
-        "verdict": "block" if reasons else "ship",
+    adversarial["ok"] = (
+        bool(adversarial_rows)
+        and all(r in chal and r in base for r in adversarial_rows)
+        and adversarial["rate"] >= threshold
+    )
+    verdict = {
+        "version": version,
         "regressions": regressions,
         "improvements": improvements,
         "baseline": {"system": baseline, **_tally(paired, base)},
         "challenger": {"system": challenger, **_tally(paired, chal)},
         "adversarial": adversarial,
         "p_value": mcnemar_exact(len(regressions), len(improvements)),
-        "version": version,
         "paired": len(paired),
-        "unpaired": len(active) - len(paired),
-        "blocking": blocking,
-        "reasons": reasons,
+        "unpaired": [r for r in active if r not in paired],
+        "missing": {
+            "baseline": [r for r in active if r not in base],
+            "challenger": [r for r in active if r not in chal],
+        },
+        "flaky": flaky,
+        "waived": waived,
+        "blocking": [r for r in ordinary if r not in waived] + unsafe,
+        "require_improvement": require_improvement,
     }
+    verdict["criteria"] = _criteria(verdict, adversarial_rows, unsafe, ordinary)
+    verdict["reasons"] = [f"{c['name']}: {c['detail']}" for c in verdict["criteria"] if not c["ok"]]
+    verdict["verdict"] = "ship" if all(c["ok"] for c in verdict["criteria"]) else "block"
+    return verdict
 
 
-GATE_KEYS = ("verdict", "regressions", "improvements", "baseline", "challenger", "adversarial", "p_value")
+def _graded(db: Database, version: int, system: str) -> dict[str, Outcome]:
+    found = outcomes(db, version, system)
+    if not found:
+        raise NotFound(f"no graded results of system {system!r} on version {version}")
+    return found
+
+
+def _check_waivers(
+    waivers: dict[str, str], regressions: list[str], ordinary: list[str], unsafe: list[str], info: dict
+) -> dict[str, str]:
+    """Waivers a lead may grant: named ordinary regressions, each with a reason; anything else refused."""
+    for row_id, reason in waivers.items():
+        if row_id in unsafe or (row_id in info and info[row_id]["adversarial"]):
+            raise BadInput(f"row {row_id!r} is adversarial: safety takes no waiver")
+        if row_id not in regressions:
+            raise BadInput(f"row {row_id!r} did not flip pass→fail: there is nothing to waive")
+        if not (reason or "").strip():
+            raise BadInput(f"waiver of row {row_id!r} has no reason: say why it may ship")
+    return {r: waivers[r].strip()[:500] for r in sorted(waivers) if r in ordinary}
+
+
+def _criteria(
+    verdict: dict, adversarial_rows: list[str], unsafe: list[str], ordinary: list[str]
+) -> list[dict]:
+    """The four named criteria, each with whether it holds and the facts behind it."""
+    missing, adversarial = verdict["missing"], verdict["adversarial"]
+    gaps = [f"{len(ids)} ungraded for {side} ({_listed(ids)})" for side, ids in missing.items() if ids]
+    complete = {
+        "name": "complete",
+        "ok": not verdict["unpaired"],
+        "detail": "; ".join(gaps) if gaps else f"all {verdict['paired']} active rows graded for both systems",
+    }
+    unsafe_missing = [r for r in adversarial_rows if r in verdict["unpaired"]]
+    rate_text = "n/a" if adversarial["rate"] is None else f"{adversarial['rate']:.1%}"
+    if not adversarial_rows:
+        safety = "the version has no adversarial rows: safety is not shown"
+    else:
+        safety = (
+            f"adversarial {adversarial['passed']}/{adversarial['total']} graded of {len(adversarial_rows)}"
+            f" = {rate_text} against {adversarial['threshold']:.0%}"
+        )
+        if unsafe_missing:
+            safety += f"; {len(unsafe_missing)} ungraded ({_listed(unsafe_missing)})"
+        if unsafe:
+            safety += f"; {len(unsafe)} flipped pass→fail ({_listed(unsafe)})"
+    blocking = [r for r in ordinary if r not in verdict["waived"]]
+    regress = f"{len(blocking)} rows the baseline passed fail for the challenger"
+    regress += f" ({_listed(blocking)})" if blocking else ""
+    if verdict["waived"]:
+        regress += f"; {len(verdict['waived'])} waived ({_listed(list(verdict['waived']))})"
+    flaky_ones = [r for r in verdict["regressions"] if r in verdict["flaky"] and r not in unsafe]
+    if flaky_ones:
+        regress += f"; {len(flaky_ones)} flaky, listed apart ({_listed(flaky_ones)})"
+    base, chal = verdict["baseline"], verdict["challenger"]
+    if base["rate"] is None or chal["rate"] is None:
+        loss_ok, loss = False, "no paired rows: the pass rates cannot be compared"
+    else:
+        better = chal["passed"] > base["passed"]
+        loss_ok = better if verdict["require_improvement"] else chal["passed"] >= base["passed"]
+        word = "must be above" if verdict["require_improvement"] else "may not fall below"
+        loss = (
+            f"challenger {chal['passed']}/{chal['total']} = {chal['rate']:.1%} {word}"
+            f" baseline {base['passed']}/{base['total']} = {base['rate']:.1%} on the paired rows"
+        )
+    return [
+        complete,
+        {"name": "safety", "ok": adversarial["ok"] and not unsafe, "detail": safety},
+        {"name": "zero regressions", "ok": not blocking, "detail": regress},
+        {"name": "no loss", "ok": loss_ok, "detail": loss},
+    ]
+
+
+def _listed(ids: list[str], most: int = 10) -> str:
+    more = f" and {len(ids) - most} more" if len(ids) > most else ""
+    return ", ".join(ids[:most]) + more
+
+
+GATE_KEYS = (
+    "verdict",
+    "regressions",
+    "improvements",
+    "baseline",
+    "challenger",
+    "adversarial",
+    "p_value",
+    "criteria",
+    "unpaired",
+    "flaky",
+    "waived",
+)
+
+
+def record_decision(db: Database, user: User, verdict: dict, now: datetime | None = None) -> int:
+    """A lead records the gate's verdict as the release decision (a table row and the audit log).
+
+    A shipped decision makes its challenger the live system from that moment on."""
+    require_role(user, "lead")
+    stamp = _stamp(now)
+    row = {
+        "version": verdict["version"],
+        "baseline": verdict["baseline"]["system"],
+        "challenger": verdict["challenger"]["system"],
+        "verdict": verdict["verdict"],
+        "criteria": json.dumps(verdict["criteria"], ensure_ascii=False),
+        "waived": json.dumps(verdict["waived"], ensure_ascii=False),
+        "unpaired": json.dumps(verdict["unpaired"]),
+        "flaky": json.dumps(verdict["flaky"]),
+        "adversarial_min": verdict["adversarial"]["threshold"],
+        "require_improvement": int(verdict["require_improvement"]),
+        "decided_by": user.name,
+        "decided_at": stamp,
+    }
+    with write(db):
+        decision = db["release_decisions"].insert(row).last_pk
+        audit(
+            db,
+            user.name,
+            "release_decision",
+            "release_decision",
+            decision,
+            version=row["version"],
+            baseline=row["baseline"],
+            challenger=row["challenger"],
+            verdict=row["verdict"],
+            criteria=verdict["criteria"],
+            waived=verdict["waived"],
+        )
+    return decision
+
+
+def release_decisions(db: Database, limit: int = 50) -> list[dict]:
+    """Recorded release decisions, newest first, criteria and waivers decoded."""
+    sql = "SELECT * FROM release_decisions ORDER BY decided_at DESC, id DESC LIMIT ?"
+    rows = query_rows(db, sql, [limit])
+    for row in rows:
+        for key in ("criteria", "waived", "unpaired", "flaky"):
+            row[key] = json.loads(row[key]) if row[key] else ({} if key == "waived" else [])
+    return rows
+
+
+def live_system(db: Database) -> dict | None:
+    """The live system: the challenger of the newest shipped decision (with its version and time), or None."""
+    return query_one(
+        db,
+        "SELECT challenger AS system, version, decided_at, decided_by, id AS decision FROM release_decisions"
+        " WHERE verdict = 'ship' ORDER BY decided_at DESC, id DESC LIMIT 1",
+    )
+
+
+def parse_waivers(items: list[str]) -> dict[str, str]:
+    """``ROW_ID=REASON`` pairs from the command line; a row waived twice or without a reason is refused."""
+    waivers: dict[str, str] = {}
+    for item in items:
+        row_id, sep, reason = item.partition("=")
+        if not sep or not row_id.strip() or not reason.strip():
+            raise BadInput(f"waiver {item[:60]!r}: expected ROW_ID=REASON")
+        if row_id.strip() in waivers:
+            raise BadInput(f"row {row_id.strip()!r} is waived twice")
+        waivers[row_id.strip()] = reason.strip()
+    return waivers
 
 
 def flipped_rows(db: Database, verdict: dict) -> list[dict]:
@@ -789,6 +996,7 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
         fold_in(db, DEMO_LEAD, note="four saturated rows retired", now=clock[3])
     version = current_version(db)
     _demo_runs(db, version, skill, clock[4], include_archive=True)
+    record_decision(db, DEMO_LEAD, gate(db, version, *DEMO_SYSTEMS), now=clock[4] + timedelta(hours=2))
     return {"versions": len(eval_set_versions(db)), "runs": len(query_rows(db, "SELECT id FROM eval_runs"))}
 
 
@@ -797,9 +1005,8 @@ def _demo_suite() -> bytes:
     weeks' traffic holds (the FAQ sheet), so drift measures the later weeks against covered traffic."""
     from flywheel.drift import demo_coverage_rows
 
-    with DEMO_SUITE.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        fields, rows = reader.fieldnames, list(reader)
+    table = read_table(DEMO_SUITE.read_text(encoding="utf-8-sig"), DEMO_SUITE.name, key="id")
+    fields, rows = table.header, [row for _, row in table.rows]
     for number, (intent, text) in enumerate(demo_coverage_rows(), start=1):
         rows.append(
             {"id": f"faq-{number:03d}", "input": text, "adversarial": "false", "tags": f"faq,{intent}"}
@@ -847,7 +1054,7 @@ def _demo_runs(db, version, skill, moment, label=None, include_archive=False) ->
 
 
 def gate_summary(verdict: dict) -> str:
-    """The gate's verdict for people, a few lines."""
+    """The gate's verdict for people: the two rates, then each criterion with its facts."""
     base, chal = verdict["baseline"], verdict["challenger"]
 
     def line(side: dict) -> str:
@@ -855,15 +1062,15 @@ def gate_summary(verdict: dict) -> str:
         low, high = side["ci"]
         return f"{side['system']}: {side['passed']}/{side['total']} = {value} (95% CI {low:.1%}–{high:.1%})"
 
-    adversarial = verdict["adversarial"]
     lines = [
         f"{verdict['verdict'].upper()} on version {verdict['version']} ({verdict['paired']} paired rows)",
         f"baseline   {line(base)}",
         f"challenger {line(chal)}",
         f"pass→fail {len(verdict['regressions'])}, fail→pass {len(verdict['improvements'])},"
         f" exact McNemar p = {verdict['p_value']:.4g}",
-        f"adversarial {adversarial['passed']}/{adversarial['total']}"
-        f" against the threshold {adversarial['threshold']:.0%}",
-        *verdict["reasons"],
+        *(f"[{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}" for c in verdict["criteria"]),
     ]
+    if verdict["flaky"]:
+        lines.append(f"flaky (mixed results, listed apart): {_listed(verdict['flaky'])}")
+    lines += [f"waived {row_id}: {reason}" for row_id, reason in verdict["waived"].items()]
     return "\n".join(lines)

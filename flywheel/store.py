@@ -1110,3 +1110,34 @@ def m180_experiments(db: Database) -> None:
         },
     )
     db["experiments"].create_index(["name"], unique=True)
+
+
+@migrations()
+def m170_release_decisions(db: Database) -> None:
+    # A lead's release decision on one version: the verdict, every criterion and the waived rows with
+    # their reasons, as the gate stated them then. The newest shipped decision names the live system.
+    db["release_decisions"].create(
+        {
+            "id": int,
+            "version": int,
+            "baseline": str,
+            "challenger": str,
+            "verdict": str,
+            "criteria": str,
+            "waived": str,
+            "unpaired": str,
+            "flaky": str,
+            "adversarial_min": float,
+            "require_improvement": int,
+            "decided_by": str,
+            "decided_at": str,
+        },
+        pk="id",
+        not_null={"version", "baseline", "challenger", "verdict", "criteria", "decided_by", "decided_at"},
+    )
+    db["release_decisions"].create_index(["verdict", "decided_at"])
+    for event in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER release_decisions_immutable_{event.lower()} BEFORE {event} ON release_decisions"
+            " BEGIN SELECT RAISE(ABORT, 'release_decisions is immutable: record a new decision'); END"
+        )

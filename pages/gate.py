@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import streamlit as st
 
@@ -10,8 +12,9 @@ db, user = database(), current_user()
 require_role(user, "lead")
 st.title("Release gate")
 st.caption(
-    "Two systems on the same rows of one version. Ship only with no regression on regression-class rows "
-    "(codes that are regression or saturated metrics) and adversarial rows at or above the threshold."
+    "Two systems on the same rows of one version. Ship only when every criterion holds: complete (every "
+    "active row graded for both), safety (adversarial rows all graded, none flips, rate at or above the "
+    "threshold), zero regressions (waivable one by one, with a reason) and no loss in pass rate."
 )
 
 versions = [v["version"] for v in evalsets.eval_set_versions(db)]
@@ -43,19 +46,36 @@ if threshold != runs.adversarial_threshold(db) and st.button("Save as the gate's
         st.error(md(error))
     else:
         st.rerun()
+improve = st.checkbox("Require an improvement in pass rate", key="gate_require_improvement")
 
 try:
-    verdict = runs.gate(db, version, baseline, challenger, adversarial_min=threshold)
+    verdict = runs.gate(db, version, baseline, challenger, threshold, require_improvement=improve)
 except FlywheelError as error:
     st.error(md(error))
     st.stop()
 
-if verdict["verdict"] == "ship":
-    st.success(f"**SHIP** {md(challenger)} on version {version}")
-else:
-    st.error(f"**BLOCK** {md(challenger)} on version {version}")
-for reason in verdict["reasons"]:
-    st.write(f"- {md(reason)}")
+adversarial_ids = {r["row_id"] for r in runs.flipped_rows(db, verdict) if r["adversarial"]}
+waivable = [r for r in verdict["regressions"] if r not in adversarial_ids and r not in verdict["flaky"]]
+banner = st.container()
+waivers = {}
+if waivable:
+    with st.expander(f"Waive regressions for this decision ({len(waivable)} waivable)"):
+        st.caption("Adversarial rows take no waiver. A waiver holds for this decision only, with its reason.")
+        for row_id in waivable:
+            reason = st.text_input(f"Reason to waive {row_id}", key=f"gate_waive_{row_id}")
+            if reason.strip():
+                waivers[row_id] = reason
+if waivers:
+    verdict = runs.gate(db, version, baseline, challenger, threshold, waivers, improve)
+
+with banner:
+    if verdict["verdict"] == "ship":
+        st.success(f"**SHIP** {md(challenger)} on version {version}")
+    else:
+        st.error(f"**BLOCK** {md(challenger)} on version {version}")
+    for criterion in verdict["criteria"]:
+        mark = "✅" if criterion["ok"] else "❌"
+        st.markdown(f"{mark} **{criterion['name']}**: {md(criterion['detail'])}")
 
 cols = st.columns(4)
 for col, side in zip(cols[:2], ("baseline", "challenger"), strict=True):
@@ -77,10 +97,15 @@ cols[3].metric(
     help=f"{adversarial['passed']}/{adversarial['total']} rows; threshold {adversarial['threshold']:.0%}",
 )
 st.caption(
-    f"{verdict['paired']} rows paired; {verdict['unpaired']} active rows lack a result of either system. "
-    f"{len(verdict['regressions'])} flipped pass→fail ({len(verdict['blocking'])} regression-class), "
-    f"{len(verdict['improvements'])} fail→pass."
+    f"{verdict['paired']} rows paired; {len(verdict['unpaired'])} active rows lack a graded result of "
+    f"either system. {len(verdict['regressions'])} flipped pass→fail, {len(verdict['improvements'])} "
+    f"fail→pass; {len(verdict['flaky'])} flaky."
 )
+if verdict["unpaired"]:
+    st.text("Rows not graded for both systems: " + ", ".join(verdict["unpaired"]))
+if verdict["flaky"]:
+    st.text("Flaky rows (mixed results; listed apart, they neither block alone nor hide): ")
+    st.text(", ".join(verdict["flaky"]))
 
 st.subheader("Flipped rows")
 flips = runs.flipped_rows(db, verdict)
@@ -88,7 +113,34 @@ if flips:
     st.dataframe(pd.DataFrame(flips), hide_index=True)
 else:
     st.caption("No row flipped between the two systems.")
+
+if st.button("Record this release decision", key="gate_record", type="primary"):
+    try:
+        decision = runs.record_decision(db, user, verdict)
+    except FlywheelError as error:
+        st.error(md(error))
+    else:
+        st.success(f"Decision {decision} recorded: {verdict['verdict']}.")
+
+st.subheader("Release decisions")
+live = runs.live_system(db)
+if live:
+    st.caption(
+        f"Live system: {md(live['system'])}, shipped on version {live['version']} "
+        f"by {md(live['decided_by'])} at {md(live['decided_at'])}."
+    )
+else:
+    st.caption("No shipped decision yet: there is no live system.")
+decisions = runs.release_decisions(db)
+if decisions:
+    table = pd.DataFrame(decisions)
+    table["criteria"] = [", ".join(c["name"] for c in d["criteria"] if not c["ok"]) for d in decisions]
+    table["waived"] = [json.dumps(d["waived"], ensure_ascii=False) for d in decisions]
+    table = table.rename(columns={"criteria": "failed criteria"})
+    columns = ["id", "decided_at", "decided_by", "version", "baseline", "challenger", "verdict"]
+    st.dataframe(table[[*columns, "failed criteria", "waived"]], hide_index=True)
 st.code(
-    f"python -m flywheel gate --db PATH --version {version} --baseline SYS --challenger SYS --json",
+    f"python -m flywheel gate --db PATH --version {version} --baseline SYS --challenger SYS"
+    " [--waive ROW_ID=REASON] [--require-improvement] --json",
     language="bash",
 )

@@ -107,16 +107,18 @@ with parity_tab:
     if result is not None:
         lab = result["lab"]
         if lab is None:
-            st.info("No regression run on the current eval-set version yet: the lab side is empty.")
+            st.info(f"No lab figure: {md(parity.lab_missing(db))}.")
         else:
             st.caption(
-                f"Lab: run {lab['run_id']} ({md(lab['system'])}) on eval-set v{lab['version']}:"
-                f" {pct(lab['rate'])} of {lab['n']} rows pass."
+                f"Lab: the live system {md(lab['system'])} (release decision {lab['decision']}) on"
+                f" eval-set v{lab['version']}: {pct(lab['rate'])} of {lab['n']} rows pass."
             )
         weeks = pd.DataFrame(result["weeks"])
-        if weeks.empty:
+        if not result["assessable"]:
+            st.warning(f"The gap cannot be assessed: {md(result['why'])}. No alert is raised.")
+        if weeks.empty and result["assessable"]:
             st.info("No judged traces from the random part of a sample yet.")
-        else:
+        elif not weeks.empty:
             figure = go.Figure(
                 go.Scatter(
                     x=weeks["week"],
@@ -130,7 +132,7 @@ with parity_tab:
                     name="production (judge, random sample)",
                 )
             )
-            if lab is not None:
+            if lab is not None and result["assessable"]:
                 figure.add_hline(y=lab["rate"], line_dash="dash", annotation_text="lab pass rate")
             figure.update_layout(
                 title="Pass rate: production estimate beside the lab", yaxis_tickformat=".0%"

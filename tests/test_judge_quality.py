@@ -1,4 +1,3 @@
-import json
 import math
 
 import pytest
@@ -14,7 +13,6 @@ from flywheel.calibration import (
 )
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.judge import Target, load_judge_settings, make_client, run_judge
-from flywheel.parity import parity
 from flywheel.rubrics import STARTER_RUBRIC, Metric, Rubric, rubric_versions, save_rubric
 from flywheel.sampling import DEMO_PLAN, save_plan, saved_plan
 from flywheel.signal_alerts import (
@@ -206,44 +204,3 @@ def test_signal_counts_kept_incrementally_equal_a_fresh_count(db, period):
 def test_a_steady_series_raises_no_alert(db):
     _weekly_traffic(db, 10, spike=0.04)
     assert current_alerts(db) == []
-
-
-def test_parity_puts_the_lab_pass_rate_beside_the_random_sample_estimate(db):
-    ids = add_traces(db, 12)  # the judge fails 0, 3, 6, 9: a production pass rate of 8/12
-    starter_rubric(db)
-    with write(db):
-        db["sample_batches"].insert({"id": 1, "plan": "{}", "seed": 7, "week": "2026-W45"})
-        for n, trace_id in enumerate(ids):
-            reasons = ["random"] if n < 9 else ["anomaly:thumbs_down"]
-            db["batch_items"].insert(
-                {"batch_id": 1, "trace_id": trace_id, "reasons": json.dumps(reasons), "priority": 2}
-            )
-        db["eval_versions"].insert({"version": 1, "kind": "fold_in", "created_by": "ana", "created_at": "x"})
-        for i in range(10):
-            db["eval_rows"].insert(
-                {
-                    "id": f"r{i}",
-                    "input": "q",
-                    "source": "t",
-                    "adversarial": 0,
-                    "content_hash": f"h{i}",
-                    "created_at": "x",
-                }
-            )
-        for run_id, passes in ((1, 5), (2, 9)):  # the latest run on the current version counts
-            db["eval_runs"].insert(
-                {"id": run_id, "version": 1, "system": "v2", "imported_by": "ana", "imported_at": "x"}
-            )
-            for i in range(10):
-                db["eval_results"].insert(
-                    {"run_id": run_id, "row_id": f"r{i}", "repeat": 0, "passed": int(i < passes)}
-                )
-    _grade(db)
-    result = parity(db)
-    assert result["lab"]["run_id"] == 2 and result["lab"]["rate"] == 0.9
-    (week,) = result["weeks"]
-    # random part: traces 0..8, judge fails 0, 3, 6 -> 6/9
-    assert (week["week"], week["n"], week["rate"]) == ("2026-W45", 9, pytest.approx(6 / 9))
-    assert week["gap"] == pytest.approx(6 / 9 - 0.9) and week["flagged"] is True
-    set_threshold(db, LEAD, "parity_gap", 0.3)
-    assert parity(db)["weeks"][0]["flagged"] is False

@@ -176,12 +176,13 @@ def _gate_fixture(db):
     return base
 
 
-def test_gate_ships_when_only_capability_rows_flip(db):
+def test_gate_blocks_a_capability_row_that_flips_unless_a_lead_waives_it(db):
     base = _gate_fixture(db)
     # CLIMB: r-9 flips pass→fail; r-11, r-12, r-13 flip fail→pass
     run(db, 1, "new", {**base, "r-000009": False, "r-000011": True, "r-000012": True, "r-000013": True})
-    verdict = gate(db, 1, "base", "new")
-    assert verdict["verdict"] == "ship"
+    assert gate(db, 1, "base", "new")["blocking"] == ["r-000009"]
+    verdict = gate(db, 1, "base", "new", waivers={"r-000009": "known flaky tool call"})
+    assert verdict["verdict"] == "ship" and verdict["waived"] == {"r-000009": "known flaky tool call"}
     assert verdict["regressions"] == ["r-000009"]
     assert verdict["improvements"] == ["r-000011", "r-000012", "r-000013"]
     # exact McNemar, b=1, c=3: 2·(C(4,0)+C(4,1))/2⁴ = 10/16
@@ -210,11 +211,13 @@ def test_gate_blocks_when_adversarial_rows_fall_below_the_threshold(db):
     base = _gate_fixture(db)
     run(db, 1, "new", {**base, "r-000017": False, "r-000018": True})
     set_adversarial_threshold(db, LEAD, 0.4)
-    verdict = gate(db, 1, "base", "new")  # r-17 is a STAY row: a regression; 1/2 adversarial >= 0.4
-    assert verdict["verdict"] == "block" and len(verdict["reasons"]) == 1
+    verdict = gate(db, 1, "base", "new")  # r-17 flips: unsafe however high the rate; 1/2 >= 0.4
+    failed = [c["name"] for c in verdict["criteria"] if not c["ok"]]
+    assert verdict["verdict"] == "block" and failed == ["safety", "no loss"]
+    assert verdict["adversarial"]["ok"] and verdict["blocking"] == ["r-000017"]
     strict = gate(db, 1, "base", "new", adversarial_min=0.9)
     assert strict["adversarial"]["rate"] == 0.5 and not strict["adversarial"]["ok"]
-    assert any("adversarial pass rate 50.0%" in reason for reason in strict["reasons"])
+    assert any("= 50.0% against 90%" in reason for reason in strict["reasons"])
     run(db, 1, "other", {**base})
     assert gate(db, 1, "base", "other", adversarial_min=1.0)["verdict"] == "ship"
 
