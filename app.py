@@ -12,7 +12,7 @@ from flywheel.auth import (
     user_for_email,
 )
 from flywheel.config import load_config
-from flywheel.demo_db import ensure_demo_db
+from flywheel.demo_db import demo_status, ensure_demo_db
 from flywheel.embeddings import start_background_embedding
 from flywheel.errors import FlywheelError
 from flywheel.rollups import warm_in_background
@@ -78,6 +78,23 @@ def _reachable_beyond_loopback() -> bool:
     return reachable_beyond_loopback(st.get_option("server.address"), ip, forwarded)
 
 
+@st.fragment(run_every=2)
+def _demo_progress() -> None:
+    """While the demo's drift series is computed in the background: how far it is, in the sidebar; the
+    page reruns once it is there."""
+    status = demo_status()
+    if not status.get("running"):
+        if status.get("error"):
+            st.warning(md(f"The demo's drift series could not be computed: {status['error']}"))
+        else:
+            st.rerun(scope="app")
+        return
+    done, total = status["done"], status["total"]
+    text = f"Demo: computing the drift series ({status['stage']}"
+    text += f", {done:,} of {total:,})" if total else ")"
+    st.progress(min(done / total, 1.0) if total else 0.0, text=md(text))
+
+
 def _navigation(user: User):
     sections = {
         section: [
@@ -94,8 +111,11 @@ try:
     if user is not None:
         st.session_state["user"] = user
         page = _navigation(user)  # before the (slow) first build, so the menu is ours from the start
-        with st.spinner("Creating the demo database (first start only)..."):
+        with st.spinner("Creating the demo database (first start only, a few seconds)..."):
             ensure_demo_db(config)
+        if demo_status().get("running"):
+            with st.sidebar:
+                _demo_progress()
         # Background threads, started with the server's first session: rollups and the Sample preview are
         # brought up to date, and the embedding worker loads the model long before anyone opens a siblings
         # panel; later runs find them running.

@@ -17,7 +17,7 @@ from flywheel import review
 from flywheel.auth import User
 from flywheel.config import Config
 from flywheel.demo import demo_lines, demo_samples
-from flywheel.drift import add_demo_drift
+from flywheel.drift import DEMO_MIN_TRACES, add_demo_drift
 from flywheel.errors import BadInput
 from flywheel.experiments import add_demo_experiment
 from flywheel.ingest import ingest_lines
@@ -39,8 +39,12 @@ def build_demo(
     traces: int = 6000,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    drift: bool = True,
 ) -> dict:
-    """Write a demo database at ``path``; it appears whole or not at all."""
+    """Write a demo database at ``path``; it appears whole or not at all.
+
+    ``drift=False`` leaves out the drift series, the one slow part (it embeds every trace): the app's
+    first start publishes the rest at once and computes the series in the background (``finish_demo``)."""
     path = Path(path)
     if not 1 <= traces <= MAX_DEMO_TRACES:
         raise BadInput(f"--traces {traces}: expected 1..{MAX_DEMO_TRACES:,}")
@@ -67,7 +71,8 @@ def build_demo(
         _review_demo(db, seed, traces, latest_week=weeks[-1] if weeks else None)
         add_demo_labels(db, seed)
         add_demo_eval_history(db, seed)
-        add_demo_drift(db)
+        if drift:
+            add_demo_drift(db)
         add_demo_judgments(db, DEMO_REVIEWERS[1])
         add_demo_experiment(db, DEMO_REVIEWERS[1])
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -118,15 +123,91 @@ def _fix_demo_scrub(db: Database, reviewer: User, scrub_id: int, pii: list[dict]
 def ensure_demo_db(config: Config) -> None:
     """Create the demo database at the configured path unless a database is already there.
 
-    Sessions and processes that start together wait on one lock: the first builds, the others find
-    the database once it is published.
+    The demo is published without its drift series, so the first page opens in seconds; the series is
+    computed in the background (``demo_status`` tells how far it is), also after a restart that cut it
+    short. Sessions and processes that start together wait on one lock: the first builds, the others
+    find the database once it is published.
     """
     path = Path(config.db)
-    if path.exists():
-        return
-    with _build_lock, _file_lock(path.with_name(f".{path.name}.lock.tmp")):  # git-ignored like scratch files
-        if not path.exists():
-            build_demo(path, seed=config.demo_seed, traces=config.demo_traces)
+    if not path.exists():
+        with _build_lock, _file_lock(_lock_path(path)):  # git-ignored like scratch files
+            if not path.exists():
+                build_demo(path, seed=config.demo_seed, traces=config.demo_traces, drift=False)
+    if demo_drift_pending(path):
+        _start_finishing(path)
+
+
+def demo_drift_pending(path: str | Path) -> bool:
+    """Whether ``path`` is a demo database whose drift series is still to be computed."""
+    if str(path) in _finished:
+        return False
+    db = open_db(path)
+    try:
+        built_as_demo = db.execute(
+            "SELECT 1 FROM ingest_runs WHERE actor = 'demo' AND sources = '[\"demo.jsonl\"]' LIMIT 1"
+        ).fetchone()
+        pending = bool(built_as_demo) and not db["drift_runs"].count
+        pending = pending and db.execute("SELECT count(*) FROM traces").fetchone()[0] >= DEMO_MIN_TRACES
+    finally:
+        db.close()
+    if not pending:
+        _finished.add(str(path))  # a database never becomes a pending demo again: ask once per process
+    return pending
+
+
+_finished: set[str] = set()
+
+
+# What the background build of the drift series reports: a stage, done and total, or an error.
+_status: dict = {}
+_status_lock = threading.Lock()
+
+
+def demo_status() -> dict:
+    """The background drift build of this process: ``{"stage", "done", "total", "running", "error"}``,
+    or an empty dict when none ran."""
+    with _status_lock:
+        return dict(_status)
+
+
+def _start_finishing(path: Path) -> None:
+    with _status_lock:
+        if _status.get("running"):
+            return
+        _status.clear()
+        _status.update(running=True, stage="starting", done=0, total=0, error=None)
+    threading.Thread(target=finish_demo, args=(path,), name="flywheel-demo-drift", daemon=True).start()
+
+
+def finish_demo(path: str | Path) -> None:
+    """Compute the demo's drift series on a published demo database (once, whichever process gets there
+    first); progress and any failure go to ``demo_status``."""
+
+    def report(stage: str, done: int, total: int) -> None:
+        with _status_lock:
+            _status.update(stage=stage, done=done, total=total)
+
+    path = Path(path)
+    with _status_lock:
+        _status.update(running=True, stage="starting", done=0, total=0, error=None)
+    try:
+        with _try_file_lock(path.with_name(f".{path.name}.drift.lock.tmp")) as mine:
+            if mine and demo_drift_pending(path):
+                db = open_db(path)
+                try:
+                    add_demo_drift(db, progress=report)
+                finally:
+                    db.close()
+    except Exception as error:  # shown to the user by the app; the demo stays usable without the series
+        with _status_lock:
+            _status["error"] = f"{type(error).__name__}: {error}"
+    finally:
+        with _status_lock:
+            _status["running"] = False
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock.tmp")
 
 
 _build_lock = threading.Lock()  # threads of one process (Streamlit sessions)
@@ -139,6 +220,21 @@ def _file_lock(lock_path: Path):
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _try_file_lock(lock_path: Path):
+    """An exclusive lock on a file if nobody holds it: yields whether this process got it."""
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

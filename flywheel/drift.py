@@ -1000,7 +1000,9 @@ def demo_coverage_rows() -> list[tuple[str, str]]:
     ]
 
 
-def add_demo_drift(db: Database, actor: str = "ana", max_traces: int = DEMO_MAX_TRACES) -> DriftRun | None:
+def add_demo_drift(
+    db: Database, actor: str = "ana", max_traces: int = DEMO_MAX_TRACES, progress: Progress | None = None
+) -> DriftRun | None:
     """The demo's drift series: a starter suite of the early weeks' intents (Banking77 test queries,
     unless an eval set exists), measured over every week; the later weeks shift away from it."""
 
@@ -1009,4 +1011,5 @@ def add_demo_drift(db: Database, actor: str = "ana", max_traces: int = DEMO_MAX_
     if evalsets.current_version(db) is None:
         texts = [text for _, text in demo_coverage_rows()]
         add_starter_suite(db, texts, actor, note="starter suite: Banking77 test queries of the early intents")
-    return run_drift(db, actor, ALL_WEEKS, config=load_config().replace(drift_max_traces=max_traces))
+    config = load_config().replace(drift_max_traces=max_traces)
+    return run_drift(db, actor, ALL_WEEKS, progress=progress, config=config)

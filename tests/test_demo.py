@@ -409,3 +409,24 @@ def test_bad_lines_scale_with_bad_share():
 def test_bad_arguments_are_refused_at_the_call(kwargs, message):
     with pytest.raises(BadInput, match=message):
         demo_lines(**kwargs)
+
+
+@pytest.mark.slow
+def test_first_start_publishes_the_demo_then_computes_its_drift_series(tmp_path):
+    """The app's first start opens on a demo without its slow drift series; the series follows in the
+    background, once, and a database that is not a demo is never touched."""
+    from flywheel.demo_db import build_demo, demo_drift_pending, demo_status, finish_demo
+    from flywheel.store import open_db
+
+    path = tmp_path / "demo.db"
+    build_demo(path, seed=5, traces=1000, drift=False)
+    assert open_db(path)["drift_runs"].count == 0 and open_db(path)["labels"].count > 0
+    assert demo_drift_pending(path)
+    finish_demo(path)
+    assert demo_status()["running"] is False and demo_status()["error"] is None
+    assert demo_status()["stage"] and demo_status()["total"] > 0  # progress was reported
+    assert open_db(path)["drift_runs"].count == 1
+    assert not demo_drift_pending(path)
+    other = open_db(tmp_path / "team.db")  # a team's own store: no demo ingest run, nothing pending
+    other.close()
+    assert not demo_drift_pending(tmp_path / "team.db")
