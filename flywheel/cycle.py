@@ -273,7 +273,7 @@ def run_cycle(
         cycle_id = db["cycles"].insert(row).last_pk
     with _failing_cycle(db, cycle_id, actor):
         report = _run_steps(db, cycle_id, plan, actor, inbox, since, _beating(db, cycle_id, progress))
-        report.resumes = _interrupted_since_last_finished(db, cycle_id)
+        report.resumes = interrupted_cycles(db, cycle_id)
         _finish(db, report, actor)
     return report
 
@@ -330,12 +330,16 @@ def _failing_cycle(db: Database, cycle_id: int, actor: str) -> Iterator[None]:
         raise
 
 
-def _interrupted_since_last_finished(db: Database, cycle_id: int) -> list[int]:
+def interrupted_cycles(db: Database, before: int | None = None) -> list[int]:
+    """Cycles that stopped unfinished since the last finished one (before cycle ``before``): the next
+    cycle resumes them. Running cycles whose process is gone are marked interrupted first."""
+    sweep_interrupted(db)
     rows = query_rows(
         db,
-        """SELECT id FROM cycles WHERE status = 'interrupted' AND id < ?
-           AND id > coalesce((SELECT max(id) FROM cycles WHERE status = 'finished'), 0) ORDER BY id""",
-        [cycle_id],
+        """SELECT id FROM cycles WHERE status IN ('interrupted', 'failed') AND id < ?
+           AND id > coalesce((SELECT max(id) FROM cycles WHERE status = 'finished' AND id < ?), 0)
+           ORDER BY id""",
+        [before or 2**62, before or 2**62],
     )
     return [row["id"] for row in rows]
 
