@@ -10,9 +10,11 @@ step) so the exit code can page someone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, FlywheelError
-from flywheel.store import audit, now, query_one, query_rows, write
+from flywheel.store import audit, beat, now, process_mark, query_one, query_rows, sweep_interrupted, write
 
 STEPS = ("ingest", "sample", "drift", "fold_in", "gate")
 Progress = Callable[[str, int, int], None]
@@ -47,6 +49,7 @@ class CycleReport:
     week: str | None
     steps: list[Step]
     attention: list[str]
+    resumes: list[int] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -60,10 +63,13 @@ class CycleReport:
             "steps": {step.name: step.as_json() for step in self.steps},
             "attention": self.attention,
             "exit_code": self.exit_code,
+            "resumes": self.resumes,
         }
 
     def summary(self) -> str:
         lines = [f"cycle {self.id} for {self.week or 'no week'}"]
+        if self.resumes:
+            lines.append(f"  resumes interrupted cycle(s) {', '.join(map(str, self.resumes))}")
         lines += [f"  {step.name:<8} {step.status:<8} {step.detail}" for step in self.steps]
         lines.append(
             "needs attention: " + "; ".join(self.attention) if self.attention else "nothing needs a person"
@@ -252,13 +258,27 @@ def _new_challenger(db: Database, version: int, baseline: str, since: str | None
 def run_cycle(
     db: Database, plan, actor: str, inbox: str | Path | None = None, progress: Progress | None = None
 ) -> CycleReport:
-    """Run the weekly loop once and record it; every step's outcome is in the report."""
+    """Run the weekly loop once and record it; every step's outcome is in the report.
+
+    A cycle that was killed is marked interrupted (when the store is opened, or here) and the next one
+    resumes it: inbox files are known by content, a sampled week's batch is reused and its scrubbing
+    goes on where it stopped.
+    """
     if inbox is not None:
         inbox_files(inbox)  # a missing folder is bad input, refused before anything runs
+    sweep_interrupted(db)
     since = _last_cycle_start(db)
-    started = now()
     with write(db):
-        cycle_id = db["cycles"].insert({"started_at": started, "actor": actor, "status": "running"}).last_pk
+        row = {"started_at": now(), "actor": actor, "status": "running", **process_mark()}
+        cycle_id = db["cycles"].insert(row).last_pk
+    with _failing_cycle(db, cycle_id, actor):
+        report = _run_steps(db, cycle_id, plan, actor, inbox, since, _beating(db, cycle_id, progress))
+        report.resumes = interrupted_cycles(db, cycle_id)
+        _finish(db, report, actor)
+    return report
+
+
+def _run_steps(db, cycle_id, plan, actor, inbox, since, progress: Progress) -> CycleReport:
     settings = cycle_settings(db)
     steps, week = [], None
     steps.append(
@@ -266,16 +286,62 @@ def run_cycle(
         if inbox
         else Step("ingest", "skipped", "no inbox folder given")
     )
+    progress("sample", 0, 0)
     sample = _guarded("sample", lambda: _sample(db, plan, actor, progress))
     if isinstance(sample, tuple):
         sample, week = sample
     steps.append(sample)
+    progress("drift", 0, 0)
     steps.append(_guarded("drift", lambda: _drift(db, actor, week, progress)))
+    progress("fold_in", 0, 0)
     steps.append(_guarded("fold_in", lambda: _fold_in(db, actor, week, settings)))
     steps.append(_guarded("gate", lambda: _gate(db, since, settings)))
-    report = CycleReport(cycle_id, week, steps, _attention(steps))
-    _finish(db, report, actor)
-    return report
+    return CycleReport(cycle_id, week, steps, _attention(steps))
+
+
+BEAT_SECONDS = 5.0
+
+
+def _beating(db: Database, cycle_id: int, progress: Progress | None) -> Progress:
+    """The caller's progress callback, also recording the cycle's heartbeat (at most every few seconds)."""
+    last = [0.0]
+
+    def tick(stage: str, done: int, total: int) -> None:
+        if time.monotonic() - last[0] >= BEAT_SECONDS:
+            beat(db, "cycles", cycle_id)
+            last[0] = time.monotonic()
+        if progress and total:
+            progress(stage, done, total)
+
+    return tick
+
+
+@contextlib.contextmanager
+def _failing_cycle(db: Database, cycle_id: int, actor: str) -> Iterator[None]:
+    """A cycle stopped by an unexpected error is marked failed (Ctrl-C: interrupted) with the reason."""
+    try:
+        yield
+    except BaseException as error:
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        reason = f"{type(error).__name__}: {error}"[:500]
+        with contextlib.suppress(Exception), write(db):  # the store itself may be what failed
+            db["cycles"].update(cycle_id, {"status": status, "finished_at": now(), "report": None})
+            audit(db, actor, f"cycle_{status}", "cycle", cycle_id, reason=reason)
+        raise
+
+
+def interrupted_cycles(db: Database, before: int | None = None) -> list[int]:
+    """Cycles that stopped unfinished since the last finished one (before cycle ``before``): the next
+    cycle resumes them. Running cycles whose process is gone are marked interrupted first."""
+    sweep_interrupted(db)
+    rows = query_rows(
+        db,
+        """SELECT id FROM cycles WHERE status IN ('interrupted', 'failed') AND id < ?
+           AND id > coalesce((SELECT max(id) FROM cycles WHERE status = 'finished' AND id < ?), 0)
+           ORDER BY id""",
+        [before or 2**62, before or 2**62],
+    )
+    return [row["id"] for row in rows]
 
 
 def _guarded(name: str, step: Callable):

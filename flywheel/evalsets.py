@@ -85,13 +85,20 @@ class VersionChange:
     disagreements: int = 0
     left_out: int = 0
     blocked: int = 0
+    already_imported: bool = False
 
     def as_json(self) -> dict:
-        """The fold-in contract: ``{"version", "added", "retired", "carried", "rows"}``."""
-        return {k: getattr(self, k) for k in ("version", "added", "retired", "carried", "rows")}
+        """The fold-in contract: ``{"version", "added", "retired", "carried", "rows"}``, plus
+        ``"already_imported": true`` when the same suite file had made ``version`` before."""
+        keys = ("version", "added", "retired", "carried", "rows")
+        return {k: getattr(self, k) for k in keys} | (
+            {"already_imported": True} if self.already_imported else {}
+        )
 
     def summary(self) -> str:
         """One line for people."""
+        if self.already_imported:
+            return f"already imported: this file (same SHA-256) made version {self.version}; nothing stored"
         if not self.created:
             if self.version is None and not (self.left_out or self.blocked):
                 return "nothing to fold in: no labeled failure on an approved scrub yet"
@@ -218,7 +225,13 @@ def import_evalset(
     require_role(user, "lead")
     rows = parse_suite(data, name)
     stamp = _stamp(now)
+    digest = hashlib.sha256(data).hexdigest()
     with write(db):
+        done = query_one(
+            db, "SELECT version, rows FROM eval_versions WHERE source_sha256 = ? ORDER BY version", [digest]
+        )
+        if done:  # a retry after a kill that landed just after the commit imports nothing twice
+            return VersionChange(done["version"], False, 0, 0, 0, done["rows"], already_imported=True)
         members = _members(db, current_version(db))
         carried = sum(state == "active" for state in members.values())
         for row in rows:
@@ -227,7 +240,7 @@ def import_evalset(
             members[row_id] = "active"
         retired, changed = _apply_pending(db, members)
         counts = {"added": len(rows) + changed, "retired": retired, "carried": carried - retired - changed}
-        counts.update(changed=changed, withdrawn=0)
+        counts.update(changed=changed, withdrawn=0, source_sha256=digest)
         version = _make_version(
             db, user, "import", note or f"starter suite {Path(name).name}", stamp, members, counts
         )

@@ -36,7 +36,7 @@ from flywheel.csvfiles import PhysicalLines, Record
 from flywheel.csvfiles import records as csv_records
 from flywheel.errors import BadInput
 from flywheel.formats import INGEST_FORMATS
-from flywheel.store import audit, now, quarantine_hash, write
+from flywheel.store import audit, now, process_mark, quarantine_hash, write
 from flywheel.traces import TimeRange, iso_week, normalize_trace
 
 # Called after each committed batch with (records read, bytes of input consumed, input size or 0).
@@ -615,6 +615,7 @@ def _start_run(
             db["ingest_runs"]
             .insert(
                 {
+                    **process_mark(),  # so a killed import is marked interrupted when the store is opened
                     "started_at": started,
                     "heartbeat_at": started,
                     "actor": actor,

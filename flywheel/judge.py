@@ -34,7 +34,7 @@ from flywheel.config import Setting, read_settings
 from flywheel.errors import BadInput, JudgeError, NotFound
 from flywheel.review import mask_redacted
 from flywheel.rubrics import Rubric, rubric
-from flywheel.store import audit, now, query_one, query_rows, write
+from flywheel.store import audit, now, process_mark, query_one, query_rows, write
 from flywheel.traces import approved_scrub
 
 VERDICT_TOOL = "record_verdict"
@@ -573,6 +573,7 @@ def _start_run(
             db["judge_runs"]
             .insert(
                 {
+                    **process_mark(),  # so a killed run is marked interrupted when the store is opened
                     "rubric_id": chosen.id,
                     "target": target.label,
                     "model": settings.model,

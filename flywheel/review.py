@@ -92,17 +92,19 @@ def scrub_traces(
     rescrub: bool = False,
 ) -> int:
     """Scrub traces that have no current scrub (with ``rescrub``, also those scrubbed by another scrubber
-    version) and queue them for review; return how many were scrubbed."""
+    version) and queue them for review; return how many were scrubbed.
+
+    Each chunk is stored with its audit entry in one transaction, so a run killed midway leaves every
+    stored scrub accounted for, and running it again scrubs the rest. A trace that cannot be scrubbed is
+    set aside with the reason in that entry (it stays unscrubbed), and the others go on.
+    """
     ids = _to_scrub(db, list(dict.fromkeys(trace_ids)), rescrub)
     scrubber = _scrubber(tuple(_known_names(db)))
     stored = 0
     for done in range(0, len(ids), CHUNK):
-        stored += _scrub_chunk(db, scrubber, ids[done : done + CHUNK], rescrub)
+        stored += _scrub_chunk(db, scrubber, ids[done : done + CHUNK], rescrub, actor)
         if progress:
             progress(min(done + CHUNK, len(ids)), len(ids))
-    if stored:
-        with write(db):
-            audit(db, actor, "scrub", "traces", stored, scrubber_version=SCRUBBER_VERSION, rescrub=rescrub)
     return stored
 
 
@@ -116,23 +118,47 @@ def _to_scrub(db: Database, ids: list[str], rescrub: bool) -> list[str]:
     return [i for i in ids if i not in current or (rescrub and current[i] != SCRUBBER_VERSION)]
 
 
-def _scrub_chunk(db: Database, scrubber: Scrubber, ids: list[str], rescrub: bool) -> int:
+def _scrub_chunk(db: Database, scrubber: Scrubber, ids: list[str], rescrub: bool, actor: str) -> int:
     marks = ",".join("?" * len(ids))
     rows = db.execute(
         f"SELECT trace_id, input, output, messages FROM traces WHERE trace_id IN ({marks})", ids
-    )
-    traces = [(tid, msgs, _fields(inp, out, msgs)) for tid, inp, out, msgs in rows]
-    texts = [text for _, _, fields in traces for _, text in fields]
-    results = iter(scrubber.scrub_many(texts))
-    stored = 0
+    ).fetchall()
+    scrubbed, set_aside = _scrub_rows(scrubber, rows)
+    stored = []
     with write(db):
-        for trace_id, raw_messages, fields in traces:
-            scrubbed = {name: next(results) for name, _ in fields}
+        for trace_id, raw_messages, results in scrubbed:
             # Checked again under the write lock: a concurrent scrub of the same trace may have won.
             if _replace_current(db, trace_id, rescrub):
-                _store_scrub(db, trace_id, raw_messages, scrubbed)
-                stored += 1
-    return stored
+                stored.append(_store_scrub(db, trace_id, raw_messages, results))
+        if stored or set_aside:
+            detail = {"scrubber_version": SCRUBBER_VERSION, "rescrub": rescrub, "scrub_ids": stored}
+            audit(db, actor, "scrub", "traces", len(stored), **detail, set_aside=set_aside)
+            audit_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            db.conn.executemany(
+                "UPDATE scrubs SET audit_id = ? WHERE id = ?", [(audit_id, i) for i in stored]
+            )
+    return len(stored)
+
+
+def _scrub_rows(scrubber: Scrubber, rows: list[tuple]) -> tuple[list[tuple], dict[str, str]]:
+    """Each trace's scrubbed fields, all in one scrubber call; when that fails, trace by trace, so one
+    trace that cannot be scrubbed is set aside (with the kind of error: its message may quote the text)."""
+    try:
+        return _scrub_together(scrubber, rows), {}
+    except Exception:
+        scrubbed, set_aside = [], {}
+        for row in rows:
+            try:
+                scrubbed += _scrub_together(scrubber, [row])
+            except Exception as error:
+                set_aside[row[0]] = f"cannot be scrubbed: {type(error).__name__}"
+        return scrubbed, set_aside
+
+
+def _scrub_together(scrubber: Scrubber, rows: list[tuple]) -> list[tuple]:
+    traces = [(tid, msgs, _fields(inp, out, msgs)) for tid, inp, out, msgs in rows]
+    results = iter(scrubber.scrub_many([text for _, _, fields in traces for _, text in fields]))
+    return [(tid, msgs, {name: next(results) for name, _ in fields}) for tid, msgs, fields in traces]
 
 
 def _replace_current(db: Database, trace_id: str, rescrub: bool) -> bool:
@@ -190,7 +216,7 @@ def _scrubbed_columns(raw_messages: str | None, texts: dict[str, str]) -> dict:
 
 def _store_scrub(
     db: Database, trace_id: str, raw_messages: str | None, scrubbed: dict[str, ScrubResult]
-) -> None:
+) -> int:
     texts = {name: result.text for name, result in scrubbed.items()}
     row = {
         "trace_id": trace_id,
@@ -212,6 +238,7 @@ def _store_scrub(
         for name, result in scrubbed.items()
         for s in result.spans
     )
+    return scrub_id
 
 
 # Masking what reviewers redacted, in text no reviewer read -----------------------------------------

@@ -15,6 +15,7 @@ flips with the exact McNemar test (``flywheel.stats``).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import random
@@ -263,11 +264,17 @@ class RunImport:
     stored: int = 0
     refused: int = 0
     duplicates: list[str] = field(default_factory=list)
+    already_imported: bool = False
 
     def as_json(self) -> dict:
         return dict(self.__dict__)
 
     def summary(self) -> str:
+        if self.already_imported:
+            return (
+                f"already imported: this file (same SHA-256) is run {self.run_id} of {self.system}"
+                f" on version {self.version}; nothing stored"
+            )
         unknown = (
             f"; {len(self.unknown)} unknown row ids refused: {', '.join(self.unknown[:10])}"
             if self.unknown
@@ -306,11 +313,18 @@ def import_results(
     if not results:
         raise BadInput(f"{name}: no results")
     stamp = _stamp(now)
+    digest = hashlib.sha256(data).hexdigest()
     with write(db):
         _require_version(db, version)
         members = _members(db, version)
         known = [r for r in results if r.row_id in members]
         unknown = sorted({r.row_id for r in results if r.row_id not in members})
+        if done := _same_file_run(db, version, system, digest):
+            report = _report(db, done, version, system, fmt, known, unknown)
+            refused = len(results) - len(known)
+            return replace(
+                report, rows_read=len(results), stored=len(known), refused=refused, already_imported=True
+            )
         if not known:
             raise BadInput(
                 f"{name}: none of its {len(results)} row ids is in version {version} (e.g. {unknown[0]!r})"
@@ -328,6 +342,7 @@ def import_results(
                     "imported_at": stamp,
                     "ran_at": stamp,
                     "unknown_ids": json.dumps(unknown) if unknown else None,
+                    "source_sha256": digest,
                 }
             )
             .last_pk
@@ -350,6 +365,16 @@ def import_results(
             )
         audit(db, user.name, "import_results", "eval_run", run_id, **report.as_json())
     return report
+
+
+def _same_file_run(db: Database, version: int, system: str, digest: str) -> int | None:
+    """The run an identical file already made for this version and system (a retry imports nothing)."""
+    row = query_one(
+        db,
+        "SELECT id FROM eval_runs WHERE version = ? AND system = ? AND source_sha256 = ? ORDER BY id",
+        [version, system, digest],
+    )
+    return row["id"] if row else None
 
 
 def import_results_file(

@@ -12,9 +12,10 @@ import hashlib
 import itertools
 import json
 import os
+import socket
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from sqlite_utils import Database, Migrations
@@ -126,6 +127,7 @@ def open_db(
             with write(db):  # under the write lock, so two processes never migrate at once
                 if migrations.pending(db):
                     migrations.apply(db)
+        sweep_interrupted(db, config.run_stale_seconds)
     except sqlite3.DatabaseError as error:
         raise StoreError(f"cannot open database {str(path)!r}: {error}") from None
     return db
@@ -1141,3 +1143,119 @@ def m170_release_decisions(db: Database) -> None:
             f"CREATE TRIGGER release_decisions_immutable_{event.lower()} BEFORE {event} ON release_decisions"
             " BEGIN SELECT RAISE(ABORT, 'release_decisions is immutable: record a new decision'); END"
         )
+
+
+@migrations()
+def m200_interrupted_work_and_import_hashes(db: Database) -> None:
+    # Work that records a "running" state also records the process doing it (host, pid and the pid's
+    # start time, so a reused pid is not taken for the dead one) and a heartbeat: a row whose process is
+    # gone, or that stopped beating, is marked interrupted when the store is next opened.
+    for table in ("cycles", "ingest_runs", "judge_runs"):
+        for column, kind in (("host", str), ("pid", int), ("pid_started", str), ("heartbeat_at", str)):
+            if column not in db[table].columns_dict:
+                db[table].add_column(column, kind)
+    # Each scrub names the audit entry written in the transaction that stored it.
+    db["scrubs"].add_column("audit_id", int)
+    _audit_old_scrubs(db)
+    # The SHA-256 of the file a version or a run was imported from: the same file is imported once.
+    db["eval_versions"].add_column("source_sha256", str)
+    db["eval_runs"].add_column("source_sha256", str)
+    db["eval_versions"].create_index(["source_sha256"])
+    db["eval_runs"].create_index(["version", "system", "source_sha256"])
+
+
+def _audit_old_scrubs(db: Database) -> None:
+    """Tie each earlier scrub to the run entry that counted it; scrubs a killed run committed without
+    one (the entry came only after the last chunk) get an entry of their own."""
+    unclaimed = [tuple(r) for r in db.execute("SELECT id, created_at FROM scrubs ORDER BY id")]
+    entries = db.execute(
+        "SELECT id, at, entity_id FROM audit_log WHERE action = 'scrub' AND entity = 'traces' ORDER BY id"
+    ).fetchall()
+    for audit_id, at, count in entries:
+        before = [s for s in unclaimed if s[1] <= at]
+        taken = before[-int(count) :] if count.isdigit() and int(count) else []
+        db.conn.executemany("UPDATE scrubs SET audit_id = ? WHERE id = ?", [(audit_id, s[0]) for s in taken])
+        taken_ids = {s[0] for s in taken}
+        unclaimed = [s for s in unclaimed if s[0] not in taken_ids]
+    if unclaimed:
+        ids = [s[0] for s in unclaimed]
+        audit(db, "flywheel", "scrub_recovered", "scrubs", len(ids), scrub_ids=ids)
+        audit_id = db.execute("SELECT max(id) FROM audit_log").fetchone()[0]
+        db.conn.executemany("UPDATE scrubs SET audit_id = ? WHERE id = ?", [(audit_id, i) for i in ids])
+
+
+# Interrupted work ------------------------------------------------------------------------------------
+
+# Tables of work that records a "running" state, and the column naming who started it.
+RUNNING_WORK = {"cycles": "actor", "ingest_runs": "actor", "judge_runs": "started_by"}
+
+
+def process_mark() -> dict:
+    """The columns that name this process as the one doing a piece of work."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "pid_started": _pid_started(pid), "heartbeat_at": now()}
+
+
+def _pid_started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot); None when no such process is alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie is dead, only not yet reaped
+
+
+def _process_gone(row: dict) -> bool | None:
+    """Whether the process a row names is gone; None when this host cannot tell (another host, no pid,
+    no /proc): the heartbeat decides then."""
+    if row.get("pid") is None or row.get("host") != socket.gethostname() or not Path("/proc").is_dir():
+        return None
+    return _pid_started(row["pid"]) != row.get("pid_started")
+
+
+def sweep_interrupted(db: Database, stale_after: int | None = None) -> list[dict]:
+    """Mark "running" work whose process is gone (or, when that cannot be told, that stopped beating for
+    ``stale_after`` seconds) as interrupted, audited; return what was marked, as ``{kind, id}``."""
+    stale_after = load_config().run_stale_seconds if stale_after is None else stale_after
+    cutoff = format_ts(datetime.now(UTC) - timedelta(seconds=stale_after))
+    found = []
+    for table, actor in RUNNING_WORK.items():
+        rows = query_rows(
+            db,
+            f"SELECT id, {actor} AS actor, host, pid, pid_started, coalesce(heartbeat_at, started_at) AS beat"
+            f" FROM {table} WHERE status = 'running'",
+        )
+        for row in rows:
+            gone = _process_gone(row)
+            if gone or (gone is None and (row["beat"] or "") < cutoff):
+                found.append((table, row))
+    if found:
+        with write(db):
+            for table, row in found:
+                _mark_interrupted(db, table, row)
+    return [{"kind": table, "id": row["id"]} for table, row in found]
+
+
+def _mark_interrupted(db: Database, table: str, row: dict) -> None:
+    changed = db.execute(
+        f"UPDATE {table} SET status = 'interrupted', finished_at = ? WHERE id = ? AND status = 'running'",
+        [row["beat"], row["id"]],
+    ).rowcount
+    if changed:  # another process may have swept it first
+        where = f"process {row['pid']} on {row['host']} is gone" if row["pid"] else "no heartbeat"
+        audit(
+            db,
+            row["actor"] or "flywheel",
+            "interrupted",
+            table,
+            row["id"],
+            reason=where,
+            last_beat=row["beat"],
+        )
+
+
+def beat(db: Database, table: str, row_id: int) -> None:
+    """Record that the work in ``table`` row ``row_id`` is still alive."""
+    with write(db):
+        db.execute(f"UPDATE {table} SET heartbeat_at = ? WHERE id = ?", [now(), row_id])

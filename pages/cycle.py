@@ -54,15 +54,23 @@ else:
         for reason in result.attention:
             st.warning(md(reason))
 
+stopped = cycle.interrupted_cycles(db)
 history = cycle.cycles(db)
 if history:
     st.subheader("Past cycles")
+    if stopped:
+        st.warning(
+            f"Cycle(s) {', '.join(map(str, stopped))} stopped before finishing (the process was killed or the"
+            " machine went down). What they stored stays; the next cycle resumes them: files are known by"
+            " content and the week's batch is scrubbed on from where it stopped."
+        )
     rows = []
     for item in history:
         steps = (item["report"] or {}).get("steps", {})
         rows.append(
             {
                 "cycle": item["id"],
+                "status": item["status"],
                 "started": item["started_at"],
                 "week": item["week"] or "",
                 "needs a person": "yes" if item["needs_attention"] else "no",

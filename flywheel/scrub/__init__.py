@@ -30,6 +30,7 @@ from flywheel.scrub.detectors import (
     PhoneDetector,
 )
 from flywheel.scrub.ner import (
+    PIECE_CHARS,
     ContextNameDetector,
     OrganisationPatternDetector,
     SpacyEntityDetector,
@@ -43,6 +44,7 @@ __all__ = [
     "LABELS",
     "LAYERS",
     "MARKED",
+    "PIECE_CHARS",
     "SCRUBBER_VERSION",
     "ScrubResult",
     "Scrubber",
@@ -139,7 +141,12 @@ class Scrubber:
         known_names: Iterable[str] = (),
         id_patterns: Iterable[str] | None = None,
         layers: Sequence[str] = LAYERS,
+        piece_chars: int = PIECE_CHARS,
     ) -> None:
+        """``piece_chars``: NER reads a longer text in pieces of at most this many characters (and never
+        more than the spaCy pipeline's ``max_length``), so no text is too long to scrub."""
+        if isinstance(piece_chars, bool) or not isinstance(piece_chars, int) or piece_chars < 1000:
+            raise BadInput(f"piece_chars={piece_chars!r}: expected an integer of at least 1000")
         if isinstance(layers, str) or not set(layers) <= set(LAYERS):
             raise BadInput(f"layers={layers!r}: expected a subset of {LAYERS}")
         if isinstance(known_names, str):
@@ -159,7 +166,7 @@ class Scrubber:
                 AddressDetector(),
             ]
         if "ner" in layers:
-            self.ner = SpacyEntityDetector()
+            self.ner = SpacyEntityDetector(piece_chars=piece_chars)
             self.text_detectors += [ContextNameDetector(), OrganisationPatternDetector()]
         if "lookup" in layers:
             self.text_detectors += [KnownNameDetector(known_names), PlaceDetector()]

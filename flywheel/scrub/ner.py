@@ -127,14 +127,37 @@ def _known_lower_words() -> frozenset[str]:
     return english_words() | common_words()
 
 
+# NER reads a long text in pieces: spaCy refuses a text past ``nlp.max_length`` (1M characters), and its
+# memory grows with the text. Pieces end at a paragraph, line, sentence or word break where one is near.
+PIECE_CHARS = 100_000
+_BREAKS = ("\n\n", "\n", ". ", " ")
+
+
+def text_pieces(text: str, size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` pieces covering ``text`` in order, none longer than ``size`` characters."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        end = start + size
+        for mark in _BREAKS:
+            cut = text.rfind(mark, start + size // 2, end)
+            if cut >= 0:
+                end = cut + len(mark)
+                break
+        pieces.append((start, end))
+        start = end
+    pieces.append((start, len(text)))
+    return pieces
+
+
 class SpacyEntityDetector(Detector):
     """PERSON, ORG and GPE/LOC/FAC entities from spaCy NER; documents go through nlp.pipe in batches."""
 
     name = "spacy"
 
-    def __init__(self, batch_size: int = 64, **kwargs: object) -> None:
+    def __init__(self, batch_size: int = 64, piece_chars: int = PIECE_CHARS, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.batch_size = batch_size
+        self.piece_chars = piece_chars
 
     def iter_filth(self, text: str, document_name: str | None = None) -> Iterator[Filth]:
         yield from self.iter_filth_documents([text], [document_name])
@@ -147,16 +170,27 @@ class SpacyEntityDetector(Detector):
     ) -> Iterator[Filth]:
         """Entities of every document; ``batch_size`` overrides the detector's for this call only."""
         nlp = load_pipeline()
-        views = [ner_view(text) for text in document_list]
+        size = max(1, min(self.piece_chars, nlp.max_length))
+        cuts = [text_pieces(text, size) for text in document_list]
+        views = [
+            view[beg:end]
+            for view, pieces in zip(map(ner_view, document_list), cuts, strict=True)
+            for beg, end in pieces
+        ]
         with _pipe_lock:
-            docs = list(nlp.pipe(views, batch_size=batch_size or self.batch_size))
-        for text, name, doc in zip(document_list, document_names, docs, strict=True):
+            docs = iter(list(nlp.pipe(views, batch_size=batch_size or self.batch_size)))
+        for text, name, pieces in zip(document_list, document_names, cuts, strict=True):
             people = []
-            for ent in doc.ents:
-                filth_cls = ENTITY_FILTH.get(ent.label_)
+            entities = [
+                (offset + ent.start_char, offset + ent.end_char, ent.label_)
+                for offset, _ in pieces
+                for ent in next(docs).ents
+            ]
+            for ent_start, ent_end, label in entities:
+                filth_cls = ENTITY_FILTH.get(label)
                 if filth_cls is None:
                     continue
-                for beg, end in _pieces(text, ent.start_char, ent.end_char, filth_cls):
+                for beg, end in _pieces(text, ent_start, ent_end, filth_cls):
                     if not _plausible(text[beg:end], filth_cls, text.islower()):
                         continue
                     if filth_cls is NameFilth:
