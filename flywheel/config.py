@@ -11,6 +11,7 @@ from pathlib import Path
 from flywheel.errors import BadInput
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAX_NUMBER = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ def _parse(setting: Setting, raw: str, prefix: str) -> object:
             raise BadInput(f"{name}={raw!r}: expected {what} ({setting.help})") from None
         if not value >= setting.minimum:  # also refuses a float NaN
             raise BadInput(f"{name}={raw!r}: expected {what} >= {setting.minimum}")
+        if not value <= MAX_NUMBER:  # SQLite stores no larger integer; also refuses infinity
+            raise BadInput(f"{name}={raw!r}: expected {what} <= {MAX_NUMBER}")
         return value
     if setting.name == "earliest_timestamp":
         try:

@@ -80,26 +80,31 @@ def open_records(
 def sniff_format(head: bytes, complete: bool = True) -> str | None:
     """The format the first bytes of a JSON input say it is; None when they do not say yet.
 
-    The first record decides when it is whole in ``head`` (one JSON value on the first line); else
-    keys that only one format uses (a pretty-printed document). ``complete`` says ``head`` is the
-    whole input: then anything undecided is read as our own JSONL, whose reader quarantines what it
-    cannot read, line by line.
+    The first whole record decides (a line holding one JSON object); else keys that only one format
+    uses (a pretty-printed document). ``complete`` says ``head`` is the whole input: then anything
+    undecided is read as our own JSONL, whose reader quarantines what it cannot read, line by line.
     """
     text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
     if text[:1] not in ("{", "["):
         return "jsonl" if text or complete else None
-    first, newline, _ = text.partition("\n")
-    if newline or complete:
+    lines = text.split("\n")
+    for line in lines if complete else lines[:-1]:
         try:
-            value = json.loads(first)
+            value = json.loads(line)
         except (ValueError, RecursionError):
-            pass
-        else:
+            continue
+        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict) for v in value)):
             return _format_of(value)
     found = _format_by_keys(text)
     if found or complete:
         return found or "jsonl"
     return None
+
+
+def _undecidable(head: bytes) -> bool:
+    """Whether an undecided head opens a pretty-printed document (a line of only '{' or '[')."""
+    first = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n").partition("\n")
+    return bool(first[1]) and first[0].strip() in ("{", "[")
 
 
 def _format_of(value: object) -> str:
@@ -826,6 +831,8 @@ def _sniffed(stream: BinaryIO, name: str, limit: int) -> tuple[str, BinaryIO]:
         fmt = sniff_format(head, complete)
         if fmt is not None:
             return fmt, _Prefixed(head, stream)
+        if want >= limit and not _undecidable(head):  # one oversized line: the JSONL reader says so
+            return "jsonl", _Prefixed(head, stream)
         if want >= limit:
             raise BadInput(
                 f"{name}: cannot tell the format from its first {len(head):,} bytes (no whole first record);"
