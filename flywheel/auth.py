@@ -55,6 +55,10 @@ def load_users(path: str | Path) -> list[User]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"users file {str(path)!r} does not exist") from None
+    except OSError as error:
+        raise BadInput(f"users file {str(path)!r} cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise BadInput(f"users file {str(path)!r} is not UTF-8 (byte {error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise BadInput(f"users file {str(path)!r} is not valid TOML: {error}") from None
     users = data.get("users")
@@ -66,7 +70,12 @@ def load_users(path: str | Path) -> list[User]:
 def _user(name: str, entry: object, path: Path) -> User:
     if not isinstance(entry, dict) or "role" not in entry:
         raise BadInput(f"users file {str(path)!r}: [users.{name}] needs a role")
-    return User(name=name, role=entry["role"], email=entry.get("email"))
+    email = entry.get("email")
+    if email is not None and not isinstance(email, str):
+        raise BadInput(f"users file {str(path)!r}: [users.{name}] email {email!r}: expected text")
+    if not name.strip() or not name.isprintable():
+        raise BadInput(f"users file {str(path)!r}: user name {name!r}: expected printable text")
+    return User(name=name, role=entry["role"], email=email)
 
 
 def least_privileged(users: list[User]) -> User:

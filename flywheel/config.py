@@ -11,6 +11,7 @@ from pathlib import Path
 from flywheel.errors import BadInput
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAX_NUMBER = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,16 @@ SETTINGS = (
     Setting("users", str(PROJECT_ROOT / "data" / "users.toml"), "TOML file of local users and roles"),
     Setting("busy_timeout_ms", 5000, "How long a writer waits for a lock before failing"),
     Setting("ingest_batch", 5000, "Lines committed per ingest transaction"),
-    Setting("max_line_bytes", 1_000_000, "Longest accepted trace line; longer lines are quarantined"),
+    Setting(
+        "max_line_bytes",
+        1_000_000,
+        "Largest record in bytes (a line, a CSV record, a trace built from spans); larger are quarantined",
+    ),
+    Setting(
+        "max_text_chars",
+        200_000,
+        "Longest accepted text (input, output, one message) in characters; longer traces are quarantined",
+    ),
     Setting("max_bad_lines", 10_000, "Bad lines one import may quarantine before it stops as failed", 0),
     Setting("earliest_timestamp", "2000-01-01", "Traces dated before this day (UTC) are quarantined"),
     Setting("max_days_ahead", 366, "Traces dated more than this many days after now are quarantined", 0),
@@ -53,6 +63,7 @@ class Config:
     busy_timeout_ms: int
     ingest_batch: int
     max_line_bytes: int
+    max_text_chars: int
     max_bad_lines: int
     earliest_timestamp: str
     max_days_ahead: int
@@ -101,6 +112,8 @@ def _parse(setting: Setting, raw: str, prefix: str) -> object:
             raise BadInput(f"{name}={raw!r}: expected {what} ({setting.help})") from None
         if not value >= setting.minimum:  # also refuses a float NaN
             raise BadInput(f"{name}={raw!r}: expected {what} >= {setting.minimum}")
+        if not value <= MAX_NUMBER:  # SQLite stores no larger integer; also refuses infinity
+            raise BadInput(f"{name}={raw!r}: expected {what} <= {MAX_NUMBER}")
         return value
     if setting.name == "earliest_timestamp":
         try:

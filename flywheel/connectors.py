@@ -33,7 +33,8 @@ from flywheel import ingest
 from flywheel.errors import BadInput
 from flywheel.traces import TimeRange
 
-SNIFF_BYTES = 8192
+SNIFF_BYTES = 8192  # enough for a CSV header line; JSON inputs are read until their first record decides
+LANGFUSE_KEYS = ("observations", "sessionId", "projectId", "scores", "totalCost", "userId", "latency")
 STATUS_ERROR = "ERROR"
 THUMBS_SCORES = ("thumbs", "user-feedback", "user_feedback", "userfeedback", "feedback", "user feedback")
 _Line = ingest._Line
@@ -46,7 +47,7 @@ def open_records(
     stream: BinaryIO,
     name: str,
     fmt: str | None,
-    max_bytes: int,
+    sizes: ingest.SizePolicy,
     ts_range: TimeRange,
     report: ingest.IngestReport,
     prices: dict | None = None,
@@ -55,20 +56,17 @@ def open_records(
     base = name[:-3] if name.lower().endswith(".gz") else name
     is_csv = base.lower().endswith(".csv")
     if fmt is None and is_csv:
-        head, stream = _head(stream)
+        head, stream = _head(stream, SNIFF_BYTES)
         fmt = "langfuse" if _langfuse_csv_header(head) else "csv"
     if fmt is None:
-        head, stream = _head(stream)
-        fmt = sniff_format(head)
-    context = _Context(max_bytes, ts_range, report, prices or {})
-    if fmt == "csv" or (fmt == "langfuse" and is_csv):
-        reader = (
-            ingest.csv_lines(stream, max_bytes, ts_range, report)
-            if fmt == "csv"
-            else _langfuse_csv(stream, context)
-        )
+        fmt, stream = _sniffed(stream, name, sizes.max_record_bytes)
+    context = _Context(sizes, ts_range, report, prices or {})
+    if fmt == "csv":
+        reader = ingest.csv_lines(stream, sizes, ts_range, report)
+    elif fmt == "langfuse" and is_csv:
+        reader = _langfuse_csv(stream, context)
     elif fmt == "jsonl":
-        reader = ingest.jsonl_lines(stream, max_bytes, ts_range, report)
+        reader = ingest.jsonl_lines(stream, sizes, ts_range, report)
     elif fmt in ("otlp-json", "openinference", "langfuse"):
         reader = _documents(stream, context, fmt)
     else:
@@ -79,31 +77,75 @@ def open_records(
         reader.close()
 
 
-def sniff_format(head: bytes) -> str:
-    """The format the first bytes of a JSON input look like (our own JSONL unless they say otherwise)."""
-    text = head.decode("utf-8", "replace")
-    if '"resourceSpans"' in text or '"scopeSpans"' in text:
+def sniff_format(head: bytes, complete: bool = True) -> str | None:
+    """The format the first bytes of a JSON input say it is; None when they do not say yet.
+
+    The first whole record decides (a line holding one JSON object); else keys that only one format
+    uses (a pretty-printed document). ``complete`` says ``head`` is the whole input: then anything
+    undecided is read as our own JSONL, whose reader quarantines what it cannot read, line by line.
+    """
+    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    if text[:1] not in ("{", "["):
+        return "jsonl" if text or complete else None
+    lines = text.split("\n")
+    for line in lines if complete else lines[:-1]:
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict) for v in value)):
+            return _format_of(value)
+    found = _format_by_keys(text)
+    if found or complete:
+        return found or "jsonl"
+    return None
+
+
+def _undecidable(head: bytes) -> bool:
+    """Whether an undecided head opens a pretty-printed document (a line of only '{' or '[')."""
+    first = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n").partition("\n")
+    return bool(first[1]) and first[0].strip() in ("{", "[")
+
+
+def _format_of(value: object) -> str:
+    """The format one decoded record (or an array or API page of them) belongs to."""
+    if isinstance(value, list):
+        value = next((item for item in value if isinstance(item, dict)), None)
+    if not isinstance(value, dict):
+        return "jsonl"
+    if isinstance(value.get("data"), list) and "trace_id" not in value:
+        return _format_of(value["data"])
+    if "resourceSpans" in value or "scopeSpans" in value:
         return "otlp-json"
-    if '"span_kind"' in text and '"context"' in text:
+    if "span_kind" in value and "context" in value:
         return "openinference"
-    if (
-        '"trace_id"' not in text
-        and '"id"' in text
-        and any(
-            key in text for key in ('"observations"', '"sessionId"', '"projectId"', '"scores"', '"totalCost"')
-        )
-    ):
+    if "trace_id" not in value and "id" in value and any(key in value for key in LANGFUSE_KEYS):
         return "langfuse"
     return "jsonl"
 
 
+def _format_by_keys(text: str) -> str | None:
+    if '"resourceSpans"' in text or '"scopeSpans"' in text:
+        return "otlp-json"
+    if '"span_kind"' in text and '"context"' in text:
+        return "openinference"
+    if '"trace_id"' in text:
+        return "jsonl"
+    if '"id"' in text and any(f'"{key}"' in text for key in LANGFUSE_KEYS):
+        return "langfuse"
+    return None
+
+
 class _Context:
-    def __init__(self, max_bytes: int, ts_range: TimeRange, report: ingest.IngestReport, prices: dict):
-        self.max_bytes, self.ts_range, self.report, self.prices = max_bytes, ts_range, report, prices
+    def __init__(
+        self, sizes: ingest.SizePolicy, ts_range: TimeRange, report: ingest.IngestReport, prices: dict
+    ):
+        self.sizes, self.ts_range, self.report, self.prices = sizes, ts_range, report, prices
+        self.max_bytes = sizes.max_record_bytes
 
     def record(self, line_no: int, obj: object, raw: object) -> _Line:
-        """A record from an assembled trace object (validated like a JSONL line)."""
-        return ingest.validated(_Line(line_no, self.raw(raw)), obj, self.ts_range)
+        """A record from an assembled trace object (validated like a JSONL line, sizes included)."""
+        return ingest.validated(_Line(line_no, self.raw(raw)), obj, self.ts_range, self.sizes)
 
     def bad(self, line_no: int, raw: object, reason: str) -> _Line:
         return _Line(line_no, self.raw(raw), reason=reason)
@@ -774,42 +816,79 @@ def _cell(key: str, value: str) -> object:
 # Sniffing -----------------------------------------------------------------------------------------
 
 
-def _head(stream: BinaryIO) -> tuple[bytes, BinaryIO]:
-    """The first bytes of a stream, and a stream that still yields them."""
-    peek = getattr(stream, "peek", None)
-    if peek is not None:
-        with contextlib.suppress(OSError, ValueError):
-            return peek(SNIFF_BYTES)[:SNIFF_BYTES], stream
-    head = stream.read(SNIFF_BYTES) or b""
+def _head(stream: BinaryIO, size: int) -> tuple[bytes, BinaryIO]:
+    """The first ``size`` bytes of a stream (fewer at its end), and a stream that still yields them."""
+    head = _read(stream, size)
     return head, _Prefixed(head, stream)
+
+
+def _sniffed(stream: BinaryIO, name: str, limit: int) -> tuple[str, BinaryIO]:
+    """The format the content says, read in growing steps until it decides, at most ``limit`` bytes."""
+    head, want = b"", SNIFF_BYTES
+    while True:
+        head += _read(stream, want - len(head))
+        complete = len(head) < want
+        fmt = sniff_format(head, complete)
+        if fmt is not None:
+            return fmt, _Prefixed(head, stream)
+        if want >= limit and not _undecidable(head):  # one oversized line: the JSONL reader says so
+            return "jsonl", _Prefixed(head, stream)
+        if want >= limit:
+            raise BadInput(
+                f"{name}: cannot tell the format from its first {len(head):,} bytes (no whole first record);"
+                f" name it with --format ({', '.join(ingest.FORMATS)})"
+            )
+        want = min(want * 8, max(limit, SNIFF_BYTES))
+
+
+def _read(stream: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes, fewer only at the end (a raw stream may return less per read)."""
+    parts, got = [], 0
+    while got < size:
+        chunk = stream.read(size - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
 
 
 class _Prefixed(io.RawIOBase):
     """A stream whose first bytes were already read: they are served again before the rest."""
 
     def __init__(self, head: bytes, stream: BinaryIO):
-        self._head, self._stream = head, stream
+        self._head, self._at, self._stream = head, 0, stream
 
     def readable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        return self._stream.tell() - (len(self._head) - self._at)
+
     def readline(self, size: int | None = -1) -> bytes:
         size = -1 if size is None else size
-        if not self._head:
+        left = len(self._head) - self._at
+        if not left:
             return self._stream.readline(size)
-        end = self._head.find(b"\n") + 1
-        if end and (size < 0 or end <= size):
-            out, self._head = self._head[:end], self._head[end:]
+        end = self._head.find(b"\n", self._at) + 1
+        take = end - self._at if end else left
+        if 0 <= size < take:
+            take = size
+        out = self._head[self._at : self._at + take]
+        self._at += take
+        if end or (0 <= size <= len(out)) or self._at < len(self._head):
             return out
-        if 0 <= size <= len(self._head):
-            out, self._head = self._head[:size], self._head[size:]
-            return out
-        out, self._head = self._head, b""
         return out + self._stream.readline(size - len(out) if size >= 0 else -1)
 
+    def readall(self) -> bytes:
+        rest, self._at = self._head[self._at :], len(self._head)
+        return rest + (self._stream.read() or b"")
+
     def readinto(self, buffer: bytearray) -> int:
-        if self._head:
-            data, self._head = self._head[: len(buffer)], self._head[len(buffer) :]
+        left = len(self._head) - self._at
+        if left:
+            data = self._head[self._at : self._at + min(left, len(buffer))]
+            self._at += len(data)
         else:
             data = self._stream.read(len(buffer)) or b""
         buffer[: len(data)] = data

@@ -42,6 +42,9 @@ from flywheel.traces import TimeRange, iso_week, normalize_trace
 # Called after each committed batch with (records read, bytes of input consumed, input size or 0).
 Progress = Callable[[int, int, int], None]
 FORMATS = INGEST_FORMATS
+# spaCy refuses a longer text (its nlp.max_length): a stored trace longer than this could never be scrubbed.
+SCRUBBABLE_CHARS = 1_000_000
+_GZIP_FAULTS = (gzip.BadGzipFile, EOFError, zlib.error)
 # Errors of one row's values at insert time (a type or size SQLite cannot hold), not of the store.
 _ROW_FAULTS = (
     sqlite3.IntegrityError,
@@ -89,6 +92,46 @@ class IngestReport:
         return text
 
 
+@dataclass(frozen=True)
+class SizePolicy:
+    """How large one record may be, and one text of it: every reader applies it before storage.
+
+    A record is measured as stored (input, output, messages and metadata, in UTF-8 bytes), so a trace
+    assembled from spans is held to the same bound as a JSONL line; a text is the input, the output or
+    one message, in characters, the unit the scrubber's NER counts.
+    """
+
+    max_record_bytes: int
+    max_text_chars: int
+
+    @classmethod
+    def of(cls, config: Config) -> SizePolicy:
+        """The policy the settings ask for (FLYWHEEL_MAX_LINE_BYTES, FLYWHEEL_MAX_TEXT_CHARS)."""
+        if config.max_text_chars > SCRUBBABLE_CHARS:
+            raise BadInput(
+                f"FLYWHEEL_MAX_TEXT_CHARS={config.max_text_chars}: expected at most {SCRUBBABLE_CHARS:,}"
+                " (the longest text the scrubber's NER reads)"
+            )
+        return cls(config.max_line_bytes, config.max_text_chars)
+
+    def fault(self, row: dict, obj: dict) -> str | None:
+        """Why a normalized trace row is too large to store, or None."""
+        for key in ("input", "output"):
+            if row[key] is not None and len(row[key]) > self.max_text_chars:
+                return f"oversized text: '{key}' is {len(row[key]):,} characters > {self.max_text_chars:,}"
+        if row["messages"] is not None and len(row["messages"]) > self.max_text_chars:
+            for i, message in enumerate(obj["messages"]):
+                if len(message["content"]) > self.max_text_chars:
+                    size = len(message["content"])
+                    return f"oversized text: 'messages[{i}]' is {size:,} characters > {self.max_text_chars:,}"
+        texts = [t for t in (row["input"], row["output"], row["messages"], row["metadata"]) if t]
+        if sum(map(len, texts)) * 4 > self.max_record_bytes:  # else no UTF-8 encoding of them can exceed it
+            size = sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
+            if size > self.max_record_bytes:
+                return f"oversized record: {size:,} bytes > {self.max_record_bytes:,}"
+        return None
+
+
 @dataclass(slots=True)
 class _Line:
     line_no: int
@@ -108,6 +151,7 @@ class _Run:
     config: Config
     max_bad: int
     ts_range: TimeRange
+    sizes: SizePolicy
     prices: dict = field(default_factory=dict)
     progress: Progress | None = None
     total_bytes: int = 0
@@ -132,7 +176,7 @@ def ingest_files(
     run.progress, run.total_bytes = progress, sum(p.stat().st_size for p in paths)
     with _failing_run(run), _import_pragmas(db):
         for path in paths:
-            with path.open("rb") as stream:
+            with _opened(path) as stream:
                 _ingest_stream(run, stream, path.name, fmt)
             run.done_bytes += path.stat().st_size
     return _finish_run(run)
@@ -167,6 +211,13 @@ def ingest_lines(
     return ingest_upload(db, _LineStream(ended), name, actor, config)
 
 
+def _opened(path: Path) -> BinaryIO:
+    try:
+        return path.open("rb")
+    except OSError as error:
+        raise BadInput(f"cannot read {str(path)!r}: {error.strerror or error}") from None
+
+
 def _size_of(stream: BinaryIO) -> int:
     size = getattr(stream, "size", None)
     if isinstance(size, int):
@@ -185,7 +236,7 @@ def _failing_run(run: _Run) -> Iterator[None]:
     """Mark the run failed with the reason, keeping what it committed, whatever stops it."""
     try:
         yield
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+    except _GZIP_FAULTS as error:
         _mark_failed(run, f"not a readable gzip file: {error}")
         raise BadInput(f"run {run.report.run_id}: not a readable gzip file ({error})") from None
     except BadInput as error:
@@ -230,17 +281,30 @@ def _mark_failed(run: _Run, reason: str) -> None:
 
 
 def _ingest_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> None:
+    """Import one input; an error that stops it names the input."""
+    try:
+        _read_stream(run, stream, name, fmt)
+    except _GZIP_FAULTS as error:
+        raise BadInput(f"{name}: not a readable gzip file ({error})") from None
+
+
+def _named(records: Iterator[_Line], name: str) -> Iterator[_Line]:
+    """A reader's records; a reader that gives up on the whole input says which input it was."""
+    try:
+        yield from records
+    except BadInput as error:
+        raise BadInput(f"{name}: {error}") from None
+
+
+def _read_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> None:
     from flywheel.connectors import open_records  # the one dispatch point over input formats
 
     position = _position_of(stream)
     stream = _decompressed(stream, name)
     batch: list[_Line] = []
     bad = run.report.quarantined
-    config = run.config
-    with open_records(
-        stream, name, fmt, config.max_line_bytes, run.ts_range, run.report, run.prices
-    ) as records:
-        for line in records:
+    with open_records(stream, name, fmt, run.sizes, run.ts_range, run.report, run.prices) as records:
+        for line in _named(records, name):
             if line.row is None:
                 bad += 1
                 if bad > run.max_bad:
@@ -296,9 +360,10 @@ def _starts_with(stream: BinaryIO, magic: bytes) -> bool:
 
 
 def jsonl_lines(
-    stream: BinaryIO, max_bytes: int, ts_range: TimeRange, report: IngestReport
+    stream: BinaryIO, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
 ) -> Iterator[_Line]:
     """Records of a JSONL stream, one per non-blank physical line."""
+    max_bytes = sizes.max_record_bytes
     line_no = 0
     while True:
         raw = stream.readline(max_bytes + 2)
@@ -319,7 +384,7 @@ def jsonl_lines(
         if len(content) > max_bytes:
             yield _Line(line_no, content, reason=f"oversized line: {len(content)} bytes > {max_bytes}")
             continue
-        yield parse_json_line(line_no, content, ts_range)
+        yield parse_json_line(line_no, content, ts_range, sizes)
 
 
 def _skip_rest_of_line(stream: BinaryIO) -> int:
@@ -331,7 +396,9 @@ def _skip_rest_of_line(stream: BinaryIO) -> int:
             return skipped
 
 
-def parse_json_line(line_no: int, content: bytes, ts_range: TimeRange | None = None) -> _Line:
+def parse_json_line(
+    line_no: int, content: bytes, ts_range: TimeRange | None = None, sizes: SizePolicy | None = None
+) -> _Line:
     """One JSONL line as a record: a trace row, or the reason it is quarantined."""
     line = _Line(line_no, content)
     try:
@@ -347,7 +414,7 @@ def parse_json_line(line_no: int, content: bytes, ts_range: TimeRange | None = N
     except ValueError as error:
         line.reason = f"not JSON: {str(error)[:120] or type(error).__name__}"
         return line
-    return validated(line, obj, ts_range)
+    return validated(line, obj, ts_range, sizes)
 
 
 def _reject_constant(name: str) -> None:
@@ -364,19 +431,26 @@ def _decode_json(text: str) -> object:
     return _JSON.decode(text)
 
 
-def validated(line: _Line, obj: object, ts_range: TimeRange | None) -> _Line:
-    """Fill in the line's row from a decoded object, or its reason when the object is not a trace."""
+def validated(line: _Line, obj: object, ts_range: TimeRange | None, sizes: SizePolicy | None = None) -> _Line:
+    """Fill in the line's row from a decoded object, or its reason when the object is not a trace
+    (or is larger than ``sizes`` allows)."""
     try:
         line.row = normalize_trace(obj, ts_range)
     except BadInput as error:
         line.reason = str(error)
+        return line
+    reason = sizes.fault(line.row, obj) if sizes else None
+    if reason:
+        line.row, line.reason = None, reason
     return line
 
 
 # CSV ---------------------------------------------------------------------------------------------
 
 
-def csv_lines(stream: BinaryIO, max_bytes: int, ts_range: TimeRange, report: IngestReport) -> Iterator[_Line]:
+def csv_lines(
+    stream: BinaryIO, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
+) -> Iterator[_Line]:
     """Records of a CSV stream (``flywheel.csvfiles``); a bad record is quarantined by its first line.
 
     A quoted field may span lines, up to ``max_bytes`` and never past the end; a record whose quote is
@@ -384,11 +458,11 @@ def csv_lines(stream: BinaryIO, max_bytes: int, ts_range: TimeRange, report: Ing
     """
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     try:
-        lines = PhysicalLines(text, max_bytes, on_line=lambda: _count_line(report))
+        lines = PhysicalLines(text, sizes.max_record_bytes, on_line=lambda: _count_line(report))
         header = _csv_header(lines)
         if header is None:
             return
-        yield from _csv_records(lines, header, ts_range, report)
+        yield from _csv_records(lines, header, ts_range, report, sizes)
     finally:
         text.detach()  # the byte stream stays open: it belongs to the caller
 
@@ -418,20 +492,20 @@ def _csv_header(lines: PhysicalLines) -> list[str] | None:
 
 
 def _csv_records(
-    lines: PhysicalLines, header: list[str], ts_range: TimeRange, report: IngestReport
+    lines: PhysicalLines, header: list[str], ts_range: TimeRange, report: IngestReport, sizes: SizePolicy
 ) -> Iterator[_Line]:
     for record in csv_records(lines, len(header)):
         if record.problem is None and record.blank:
             report.blank_lines += len(record.parts)
             continue
-        yield _csv_record(record, header, ts_range)
+        yield _csv_record(record, header, ts_range, sizes)
 
 
 def _csv_line(line_no: int, text: str, reason: str) -> _Line:
     return _Line(line_no, text.rstrip("\r\n").encode("utf-8", "surrogateescape"), reason=reason)
 
 
-def _csv_record(record: Record, header: list[str], ts_range: TimeRange) -> _Line:
+def _csv_record(record: Record, header: list[str], ts_range: TimeRange, sizes: SizePolicy) -> _Line:
     line = _csv_line(record.line, record.text, None)
     if record.problem:
         line.reason = f"CSV {record.problem}"
@@ -443,7 +517,7 @@ def _csv_record(record: Record, header: list[str], ts_range: TimeRange) -> _Line
         except BadInput as error:
             line.reason = str(error)
             return line
-        return validated(line, obj, ts_range)
+        return validated(line, obj, ts_range, sizes)
     return line
 
 
@@ -609,6 +683,7 @@ def _start_run(
     if fmt is not None and fmt not in FORMATS:
         raise BadInput(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     ts_range = TimeRange.around(config.earliest_timestamp, config.max_days_ahead)
+    sizes = SizePolicy.of(config)
     with write(db):
         started = now()
         run_id = (
@@ -628,7 +703,7 @@ def _start_run(
         report = IngestReport(run_id=run_id, sources=sources)
         _save_counts(db, report)
     bound = config.max_bad_lines if max_bad is None else max_bad
-    return _Run(db, report, actor, config, bound, ts_range, token_prices(config))
+    return _Run(db, report, actor, config, bound, ts_range, sizes, token_prices(config))
 
 
 def token_prices(config: Config) -> dict:

@@ -81,13 +81,19 @@ class Rubric:
         object.__setattr__(self, "metrics", metrics)
         if self.instructions:
             _text(self.instructions, f"rubric {self.name!r} instructions")
-        if set(self.label_map) != set(LABEL_KINDS) or not set(self.label_map.values()) <= {"pass", "fail"}:
+        if (
+            not isinstance(self.label_map, dict)
+            or set(self.label_map) != set(LABEL_KINDS)
+            or not set(map(str, self.label_map.values())) <= {"pass", "fail"}
+        ):
             raise BadInput(
                 f"rubric {self.name!r} label map {self.label_map!r}: expected each of"
                 f" {', '.join(LABEL_KINDS)} mapped to 'pass' or 'fail'"
             )
+        if not all(isinstance(e, str) and e and _storable(e) for e in self.examples):
+            raise BadInput(f"rubric {self.name!r} examples: expected up to {MAX_EXAMPLES} trace ids")
         examples = tuple(dict.fromkeys(self.examples))
-        if len(examples) > MAX_EXAMPLES or not all(isinstance(e, str) and e for e in examples):
+        if len(examples) > MAX_EXAMPLES:
             raise BadInput(f"rubric {self.name!r} examples: expected up to {MAX_EXAMPLES} trace ids")
         object.__setattr__(self, "examples", examples)
 
@@ -116,7 +122,7 @@ class Rubric:
             metrics=metrics,
             instructions=body.get("instructions", ""),
             label_map=body.get("label_map", dict(DEFAULT_LABEL_MAP)),
-            examples=tuple(body.get("examples", ())),
+            examples=tuple(_listed(body.get("examples", ()), f"rubric {name!r} examples")),
             id=id,
             version=version,
         )
@@ -129,9 +135,24 @@ def _metric(body: object) -> Metric:
 
 
 def _text(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT or not _storable(value):
         raise BadInput(f"{what}: expected text of 1..{MAX_TEXT} characters")
     return value
+
+
+def _storable(text: str) -> bool:
+    """Whether the text can be stored (a lone surrogate cannot be written as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _listed(value: object, what: str) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise BadInput(f"{what} {value!r}: expected a list")
+    return list(value)
 
 
 def save_rubric(db: Database, user: User, rubric: Rubric) -> Rubric:

@@ -197,48 +197,59 @@ def _runner_results(document: dict, name: str) -> tuple[str, list[Result]]:
 
 
 def _promptfoo_results(items: object, name: str) -> list[Result]:
+    def mapping(value: object, what: str) -> dict:
+        if value is not None and not isinstance(value, dict):
+            raise BadInput(f"'{what}' is not an object")
+        return value or {}
+
     results, problems = [], []
     for index, item in enumerate(items if isinstance(items, list) else []):
-        case = item.get("testCase") or {} if isinstance(item, dict) else {}
-        row_id = (case.get("metadata") or {}).get("row_id") or (case.get("vars") or {}).get("row_id")
-        if not isinstance(row_id, str):
-            problems.append((index + 1, "result without metadata.row_id (export the cases with Flywheel)"))
-            continue
-        response = item.get("response") or {}
-        success = item.get("success")
-        results.append(
-            Result(
-                row_id,
-                None if success is None else int(bool(success)),
-                _score(item.get("score")),
-                _output(response.get("output")),
-                None,
-            )
-        )
+        try:  # a result of any shape is a problem of that result, never a crash
+            case = mapping(mapping(item, "result").get("testCase"), "testCase")
+            metadata, variables = mapping(case.get("metadata"), "metadata"), mapping(case.get("vars"), "vars")
+            row_id = metadata.get("row_id") or variables.get("row_id")
+            if not isinstance(row_id, str):
+                raise BadInput("result without metadata.row_id (export the cases with Flywheel)")
+            success = item.get("success")
+            output = _output(mapping(item.get("response"), "response").get("output"))
+            (row_id + (output or "")).encode("utf-8")  # a lone surrogate could not be stored
+            passed = None if success is None else int(bool(success))
+            results.append(Result(row_id, passed, _score(item.get("score")), output, None))
+        except BadInput as error:
+            problems.append((index + 1, f"result {index + 1}: {error}"))
+        except (OverflowError, RecursionError, ValueError) as error:
+            problems.append((index + 1, f"result {index + 1}: cannot be stored ({type(error).__name__})"))
     if problems:
         raise BadRows(name, problems)
     return results
 
 
 def _inspect_results(samples: list, name: str) -> list[Result]:
+    def mapping(value: object, what: str) -> dict:
+        if value is not None and not isinstance(value, dict):
+            raise BadInput(f"'{what}' is not an object")
+        return value or {}
+
     results, problems = [], []
     for index, sample in enumerate(samples):
-        row_id = sample.get("id") if isinstance(sample, dict) else None
-        if not isinstance(row_id, str):
-            problems.append((index + 1, "sample without a string id (export the rows with Flywheel)"))
-            continue
-        scores = sample.get("scores") or {}
-        values = [s.get("value") for s in scores.values() if isinstance(s, dict)]
-        try:
+        try:  # a sample of any shape is a problem of that sample, never a crash
+            row_id = sample.get("id") if isinstance(sample, dict) else None
+            if not isinstance(row_id, str):
+                raise BadInput("sample without a string id (export the rows with Flywheel)")
+            scores = mapping(sample.get("scores"), "scores")
+            values = [s.get("value") for s in scores.values() if isinstance(s, dict)]
             passed = _passed(values[0]) if values else None
+            output = mapping(sample.get("output"), "output").get("completion")
+            epoch = sample.get("epoch")
+            if isinstance(epoch, int) and not 1 <= epoch <= 2**63:  # the repeat, epoch - 1, is stored
+                raise BadInput(f"'epoch' {epoch!r}: expected 1..{2**63}")
+            repeat, output = epoch - 1 if isinstance(epoch, int) else None, _output(output)
+            (row_id + (output or "")).encode("utf-8")  # a lone surrogate could not be stored
+            results.append(Result(row_id, passed, None, output, repeat))
         except BadInput as error:
-            problems.append((index + 1, str(error)))
-            continue
-        output = (sample.get("output") or {}).get("completion")
-        epoch = sample.get("epoch")
-        results.append(
-            Result(row_id, passed, None, _output(output), epoch - 1 if isinstance(epoch, int) else None)
-        )
+            problems.append((index + 1, f"sample {index + 1}: {error}"))
+        except (OverflowError, RecursionError, ValueError) as error:
+            problems.append((index + 1, f"sample {index + 1}: cannot be stored ({type(error).__name__})"))
     if problems:
         raise BadRows(name, problems)
     return results

@@ -4,6 +4,7 @@ import streamlit as st
 from flywheel.auth import require_role
 from flywheel.config import load_config
 from flywheel.errors import FlywheelError
+from flywheel.formats import INGEST_FORMATS
 from flywheel.ingest import ingest_runs, ingest_upload, quarantined_lines
 from pages._ui import current_user, database, md
 
@@ -17,6 +18,11 @@ st.caption(
 )
 
 upload = st.file_uploader("Trace file", type=["jsonl", "ndjson", "json", "csv", "gz"])
+fmt = st.selectbox(
+    "Format",
+    ["detect", *INGEST_FORMATS],
+    help="detect: told by the file name and its first record; name the format when detection guesses wrong",
+)
 if upload is not None and st.button("Import", type="primary"):
     bar = st.progress(0.0, text=f"Importing {md(upload.name)}...")
 
@@ -24,7 +30,14 @@ if upload is not None and st.button("Import", type="primary"):
         bar.progress(min(1.0, done / total) if total else 0.0, text=f"{lines:,} lines read")
 
     try:
-        report = ingest_upload(db, upload, upload.name, actor=user.name, progress=_progress)
+        report = ingest_upload(
+            db,
+            upload,
+            upload.name,
+            actor=user.name,
+            progress=_progress,
+            fmt=None if fmt == "detect" else fmt,
+        )
     except FlywheelError as error:
         st.error(md(error))
     else:

@@ -352,11 +352,11 @@ def test_an_unreadable_file_fails_its_run_with_the_reason_and_keeps_committed_ba
     with pytest.raises(BadInput, match="not a readable gzip file"):
         ingest_files(db, [good, broken])
     (run,) = db["ingest_runs"].rows
-    assert run["status"].startswith("failed: not a readable gzip file")
+    assert run["status"].startswith("failed: broken.jsonl.gz: not a readable gzip file")
     assert db["traces"].count >= 2
     with pytest.raises(BadInput, match="lacks the required columns"):
         ingest_files(db, [_csv(tmp_path, "id,text\n1,x\n")])
-    assert list(db["ingest_runs"].rows)[-1]["status"].startswith("failed: CSV header")
+    assert list(db["ingest_runs"].rows)[-1]["status"].startswith("failed: bad.csv: CSV header")
 
 
 def _csv(tmp_path, text: str):

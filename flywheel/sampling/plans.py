@@ -37,6 +37,9 @@ ANOMALY_SIGNALS = {
 PRIORITY = {"anomaly": 0, "stratified": 1, "random": 2}
 PLAN_KEYS = ("name", "seed", "week", "cap", "random", "anomaly", "strata")
 WEEK_PATTERN = re.compile(r"^(\d{4})-W(\d{2})$")
+MAX_INTEGER = 2**63 - 1  # the largest integer SQLite (and the SQL a plan compiles to) holds
+# Control characters (NUL included) and lone surrogates cannot travel in SQL text or into the store.
+UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 class Dialect:
@@ -275,6 +278,7 @@ class Plan:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 80:
             raise BadInput(f"plan name {self.name!r}: expected 1..80 characters")
+        _check_text(self.name, "plan name")
         object.__setattr__(self, "name", self.name.strip())
         _check_int(self.seed, "seed", 0)
         if self.random_rate is not None and (_not_number(self.random_rate) or not 0 < self.random_rate <= 1):
@@ -308,7 +312,7 @@ class Plan:
             name=body.get("name", "weekly"),
             seed=body.get("seed", 7),
             random_rate=random.get("rate"),
-            anomaly=tuple(body.get("anomaly", ())),
+            anomaly=tuple(_list(body.get("anomaly", []), "anomaly")),
             strata=tuple(_stratum(s) for s in _list(body.get("strata", []), "strata")),
             week=body.get("week"),
             cap=body.get("cap"),
@@ -337,7 +341,7 @@ class Plan:
 
 
 def _stratum(body: object) -> Stratum:
-    if not isinstance(body, dict) or "key" not in body:
+    if not isinstance(body, dict) or not isinstance(body.get("key"), str):
         raise BadInput(f"stratum {body!r}: expected a table with a 'key'")
     fields = dict(body)
     return Stratum.of(fields.pop("key"), **fields)
@@ -353,13 +357,21 @@ def _labels(values: object, what: str) -> tuple[str, ...]:
     values = tuple(_list(values, what))
     if not all(isinstance(v, str) and v.strip() for v in values):
         raise BadInput(f"{what} {list(values)!r}: expected non-empty strings")
+    for value in values:
+        _check_text(value, what)
     return values
+
+
+def _check_text(value: str, what: str) -> None:
+    bad = UNSAFE_TEXT.search(value)
+    if bad:
+        raise BadInput(f"{what} {value[:80]!r}: holds the character {bad.group()!r}; expected printable text")
 
 
 def _anomaly_signals(signals: object) -> tuple[str, ...]:
     signals = tuple(_list(signals, "anomaly"))
     for signal in signals:
-        if signal not in ANOMALY_SIGNALS:
+        if not isinstance(signal, str) or signal not in ANOMALY_SIGNALS:
             raise BadInput(f"unknown anomaly signal {signal!r}; expected one of {', '.join(ANOMALY_SIGNALS)}")
     return tuple(s for s in ANOMALY_SIGNALS if s in signals)  # canonical order, no repeats
 
@@ -369,8 +381,8 @@ def _not_number(value: object) -> bool:
 
 
 def _check_int(value: object, what: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise BadInput(f"{what} {value!r}: expected an integer >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INTEGER:
+        raise BadInput(f"{what} {value!r}: expected an integer from {minimum} to {MAX_INTEGER}")
 
 
 def _check_share(value: object, what: str) -> None:
@@ -421,11 +433,20 @@ def load_plan_file(path: str | Path) -> Plan:
         text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError):
         raise BadInput(f"plan file {str(path)!r} does not exist") from None
+    except OSError as error:
+        raise BadInput(f"plan file {str(path)!r} cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise BadInput(f"plan file {str(path)!r} is not UTF-8 (byte {error.start})") from None
     try:
         body = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except RecursionError:
+        raise BadInput(f"plan file {str(path)!r} cannot be read: nested too deeply") from None
     except (tomllib.TOMLDecodeError, ValueError) as error:
         raise BadInput(f"plan file {str(path)!r} cannot be read: {error}") from None
-    return Plan.from_dict(body)
+    try:
+        return Plan.from_dict(body)
+    except BadInput as error:
+        raise BadInput(f"plan file {str(path)!r}: {error}") from None
 
 
 def plan_from_options(
