@@ -313,7 +313,17 @@ def _jsonl_records(text: str) -> list[tuple[int, object]]:
             records.append((line, json.loads(raw)))
         except json.JSONDecodeError as error:
             records.append((line, BadInput(f"not JSON: {error.msg}")))
+        except RecursionError:
+            records.append((line, BadInput("not JSON we read: nested too deeply")))
     return records
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _suite_row(record: object) -> dict:
@@ -324,6 +334,9 @@ def _suite_row(record: object) -> dict:
     unknown = sorted(set(record) - set(IMPORT_FIELDS))
     if unknown:
         raise BadInput(f"unknown fields {', '.join(map(repr, unknown))}; expected {', '.join(IMPORT_FIELDS)}")
+    for key, value in record.items():
+        if isinstance(value, str) and not _storable(value):
+            raise BadInput(f"'{key}' holds a lone surrogate (text that is not UTF-8): it cannot be stored")
     text = record.get("input")
     if not isinstance(text, str) or not text.strip():
         raise BadInput("'input' is missing or empty")

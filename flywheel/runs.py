@@ -85,7 +85,7 @@ def parse_results(data: bytes, name: str, known: Collection[str] = ()) -> tuple[
     if stripped.startswith("{"):
         try:
             document = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             document = None  # one JSON object per line: our JSONL
         if isinstance(document, dict) and "row_id" not in document:
             return _runner_results(document, name)
@@ -108,6 +108,8 @@ def _jsonl(text: str) -> list[tuple[int, object]]:
                 records.append((line, json.loads(raw)))
             except json.JSONDecodeError as error:
                 records.append((line, BadInput(f"not JSON: {error.msg}")))
+            except RecursionError:
+                records.append((line, BadInput("not JSON we read: nested too deeply")))
     return records
 
 

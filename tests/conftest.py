@@ -80,3 +80,16 @@ def page(browser):
     context = browser.new_context(viewport=VIEWPORT)
     yield context.new_page()
     context.close()
+
+
+# The fast tier (`pytest -m "not slow"`): tests that build a demo, drive Chromium, start processes or Spark
+# are slow by what they use, so no one has to remember the marker on each of them.
+SLOW_FIXTURES = {"demo_template", "demo_copy", "browser", "page", "server", "server_db"}
+SLOW_MODULES = {"test_sample_source", "test_runs_runners", "test_crash_recovery", "test_long_text"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        slow_module = item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES
+        if slow_module or item.get_closest_marker("browser") or SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)

@@ -401,3 +401,34 @@ def test_the_cli_refuses_an_unknown_format_name(tmp_path, capsys):
         main(["ingest", "--db", str(tmp_path / "x.db"), str(path), "--format", "yaml"])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "invalid choice: 'yaml'" in err and err.count("\n") == 1
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"input": ' + DEEP + b"}\n", "nested too deeply"),
+        (b'{"input": "a\\ud800b"}\n', "lone surrogate"),
+    ],
+)
+def test_a_suite_with_deep_nesting_or_a_lone_surrogate_is_refused_with_its_line(db, data, reason):
+    from flywheel import evalsets
+    from flywheel.auth import User
+
+    with pytest.raises(evalsets.BadRows, match=f"line 1: .*{reason}"):
+        evalsets.import_evalset(db, User("ana", "lead"), data, "suite.jsonl")
+    assert db["eval_versions"].count == 0
+
+
+@pytest.mark.parametrize("data", [DEEP, b'{"row_id": ' + DEEP + b"}\n"])
+def test_deeply_nested_results_are_refused_with_their_line(db, data):
+    from flywheel import evalsets
+    from flywheel.auth import User
+
+    lead = User("ana", "lead")
+    evalsets.import_evalset(db, lead, b'{"input": "a question"}\n', "suite.jsonl")
+    with pytest.raises(BadInput, match="line 1: not JSON we read: nested too deeply"):
+        runs.import_results(db, lead, 1, "challenger", data, "results.jsonl")
+    assert db["eval_results"].count == 0
