@@ -133,6 +133,8 @@ def text_keys(text: str | None) -> set[str]:
     keys = {w for w in _WORD.findall(view) if len(w) > 1 and w not in STOP_WORDS}
     keys.update("@" + m for m in _EMAIL.findall(view))
     for match in _NUMBER.finditer(view):
+        if match.end() - match.start() < MIN_DIGITS:
+            continue
         digits = _digits(match.group()).lstrip("0")
         if len(digits) >= MIN_DIGITS:
             keys.add("#" + digits[-MIN_DIGITS:])
@@ -202,6 +204,8 @@ def refresh_index(db: Database, progress: Callable[[int], None] | None = None) -
     """Index the traces added since the last call; return how many were indexed."""
     secret = _secret(db)
     done = 0
+    tokens: dict[str, int] = {}
+    keys: dict[str, set[str]] = {}
     while True:
         upto = _indexed_upto(db)
         rows = query_rows(
@@ -215,11 +219,13 @@ def refresh_index(db: Database, progress: Callable[[int], None] | None = None) -
         if last is None or last <= upto:
             return done
         postings = {
-            (_token(secret, key), row["rowid"])
+            (tokens[key] if key in tokens else tokens.setdefault(key, _token(secret, key)), row["rowid"])
             for row in rows
             for _, text in trace_fields(row)
-            for key in text_keys(text)
+            for key in (keys[text] if text in keys else keys.setdefault(text, text_keys(text)))
         }
+        if len(keys) > 100_000:  # repeated texts (canned replies) and words are hashed once
+            keys.clear()
         with write(db):
             db.conn.executemany("INSERT OR IGNORE INTO subject_index VALUES (?, ?)", sorted(postings))
             db.execute(
