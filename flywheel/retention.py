@@ -100,13 +100,11 @@ def apply_retention(db: Database, user: User, days: int, now: datetime | None = 
 
 def _purge(db: Database, user: User, plan: RetentionReport, reason: str, stamp: str) -> tuple[int, int]:
     purged, days = 0, plan.days
-    while True:
+    # Listed once: purged traces stay old, so re-listing per batch would walk them again and again.
+    expired = db.execute(f"SELECT t.rowid, t.trace_id {_EXPIRED}", [plan.cutoff]).fetchall()
+    for start in range(0, len(expired), CHUNK):
+        rows = expired[start : start + CHUNK]
         with write(db):
-            rows = db.execute(
-                f"SELECT t.rowid, t.trace_id {_EXPIRED} LIMIT ?", [plan.cutoff, CHUNK]
-            ).fetchall()
-            if not rows:
-                break
             purge_traces(db, user.name, rows, reason, stamp, keep_metadata=True)
             audit(db, user.name, "retention_purge", "traces", len(rows), cutoff=plan.cutoff, days=days)
         purged += len(rows)
