@@ -40,13 +40,12 @@ INDEX_STATE = "subject_index"
 INDEX_CHUNK = 5000
 MIN_DIGITS = 7  # a phone or card number: shorter digit runs are amounts, dates, codes
 ERASED = "[erased]"
-# Function words name nobody: leaving them out keeps the index small.
+# Function words name nobody (so not "may" or "will"): leaving them out keeps the index small.
 _FUNCTION_WORDS = """a an the and or but if of to in on at by for with from as is are was were be been am do
     does did have has had i me my we our you your he him his she her it its they them their this that
-    these those
-    there here what which who whom when where why how not no yes can could will would should may might
-    must shall just so than too very s t ll ve re d m don didn doesn isn aren wasn won can't i'm it's
-    please thanks thank hi hello hey dear"""
+    these those there here what which who whom when where why how not no yes can could would should
+    might must shall just so than too very s t ll ve re d m don didn doesn isn aren wasn won can't i'm
+    it's please thanks thank hi hello hey dear"""
 STOP_WORDS = frozenset(_FUNCTION_WORDS.split())
 _WORD = re.compile(r"[^\W_]+")
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
