@@ -116,7 +116,31 @@ def _build_parser() -> argparse.ArgumentParser:
     cycle.add_argument("--json", action="store_true", help="print the cycle report as one JSON object")
     cycle.add_argument("--actor", default="cycle", help="who runs the cycle, for the audit log")
     cycle.set_defaults(run=_cycle)
+    _privacy_parsers(commands)
     return parser
+
+
+def _privacy_parsers(commands) -> None:
+    """Data subjects and retention (flywheel.subjects, .retention): a lead named by --actor."""
+    subject = commands.add_parser("subject", help="find or erase a data subject's data")
+    actions = subject.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    find = actions.add_parser("find", help="every place a value (e-mail, phone, card, name, user id) lives")
+    erase = actions.add_parser("erase", help="erase a data subject: raw text, eval rows, derived copies")
+    for cmd, run in ((find, _subject_find), (erase, _subject_erase)):
+        cmd.add_argument("--db", required=True, help="path of the database")
+        cmd.add_argument("value", metavar="VALUE")
+        cmd.add_argument("--json", action="store_true", help="print one JSON object")
+        cmd.add_argument("--actor", default="cli", help="who acts, for the audit log")
+        cmd.set_defaults(run=run)
+    erase.add_argument("--reason", required=True, help="why (e.g. the request's reference)")
+    retention = commands.add_parser(
+        "retention", help="list (dry run) or purge raw text older than FLYWHEEL_RETENTION_DAYS"
+    )
+    retention.add_argument("--db", required=True, help="path of the database")
+    retention.add_argument("--apply", action="store_true", help="purge (default: only list)")
+    retention.add_argument("--json", action="store_true", help="print one JSON object")
+    retention.add_argument("--actor", default="cli", help="who acts, for the audit log")
+    retention.set_defaults(run=_retention)
 
 
 def _eval_parsers(commands) -> None:
@@ -278,9 +302,50 @@ def _withdraw(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from flywheel import exports
 
-    db, _ = _lead(args)
+    db, user = _lead(args)
     written = exports.export_version(db, args.version, args.format, args.out, args.include_archive)
+    exports.record_export(db, user, args.version, args.format, args.out, written)
     print(f"wrote {written} rows of version {args.version} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _subject_find(args: argparse.Namespace) -> int:
+    from flywheel import subjects
+
+    db, user = _lead(args)
+    report = subjects.find_subject(db, user, args.value)
+    print(json.dumps(report.as_json()) if args.json else report.summary())
+    return 0
+
+
+def _subject_erase(args: argparse.Namespace) -> int:
+    from flywheel import subjects
+
+    db, user = _lead(args)
+    report = subjects.erase_subject(db, user, args.value, args.reason)
+    print(json.dumps(report.as_json()) if args.json else report.summary())
+    for export in report.exports:
+        print(
+            f"export #{export['id']} of version {export['version']} at {export['path']} ({export['at']})"
+            " holds rows now erased: delete that file",
+            file=sys.stderr,
+        )
+    if not report.checkpointed:
+        print("another connection kept the WAL open: run the erase again when it is closed", file=sys.stderr)
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from flywheel import retention
+    from flywheel.config import load_config
+
+    db, user = _lead(args)
+    days = load_config().retention_days
+    if not days:
+        raise BadInput("FLYWHEEL_RETENTION_DAYS is not set (0): raw text is kept, nothing expires")
+    run = retention.apply_retention if args.apply else retention.retention_plan
+    report = run(db, user, days)
+    print(json.dumps(report.as_json()) if args.json else report.summary())
     return 0
 
 

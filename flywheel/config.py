@@ -53,6 +53,7 @@ SETTINGS = (
     Setting("gate_adversarial_pct", 90, "Adversarial pass rate (percent) the release gate asks for"),
     Setting("drift_reference_weeks", 2, "First weeks of traffic that calibrate drift's threshold by default"),
     Setting("drift_max_traces", 1000, "Traces per week a drift run measures (a seeded sample above that)"),
+    Setting("retention_days", 0, "Days raw trace text is kept before retention purges it (0: forever)", 0),
 )
 
 
@@ -79,6 +80,7 @@ class Config:
     gate_adversarial_pct: int
     drift_reference_weeks: int
     drift_max_traces: int
+    retention_days: int
 
     def replace(self, **changes: object) -> Config:
         """A copy with some settings changed."""

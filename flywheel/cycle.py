@@ -3,7 +3,8 @@
 Steps, in order: ingest the files of an inbox folder that were never ingested (each file once, by
 content hash), sample the week with the plan and scrub the batch, measure drift for that week, fold in
 what was labeled since the last fold (when the lead's cycle settings allow it), and run the release
-gate when a challenger's results arrived since the last cycle. A step that cannot run says why and the
+gate when a challenger's results arrived since the last cycle, then purge raw text past retention
+(when ``FLYWHEEL_RETENTION_DAYS`` is set). A step that cannot run says why and the
 cycle goes on; the report says whether a person is needed (a drift alarm, a blocked gate, a failed
 step) so the exit code can page someone.
 """
@@ -24,7 +25,7 @@ from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, FlywheelError
 from flywheel.store import audit, beat, now, process_mark, query_one, query_rows, sweep_interrupted, write
 
-STEPS = ("ingest", "sample", "drift", "fold_in", "gate")
+STEPS = ("ingest", "sample", "drift", "fold_in", "gate", "retention")
 Progress = Callable[[str, int, int], None]
 
 
@@ -296,6 +297,7 @@ def _run_steps(db, cycle_id, plan, actor, inbox, since, progress: Progress) -> C
     progress("fold_in", 0, 0)
     steps.append(_guarded("fold_in", lambda: _fold_in(db, actor, week, settings)))
     steps.append(_guarded("gate", lambda: _gate(db, since, settings)))
+    steps.append(_guarded("retention", lambda: _retention(db, actor)))
     return CycleReport(cycle_id, week, steps, _attention(steps))
 
 
@@ -342,6 +344,17 @@ def interrupted_cycles(db: Database, before: int | None = None) -> list[int]:
         [before or 2**62, before or 2**62],
     )
     return [row["id"] for row in rows]
+
+
+def _retention(db: Database, actor: str) -> Step:
+    from flywheel.config import load_config
+    from flywheel.retention import apply_retention
+
+    days = load_config().retention_days
+    if not days:
+        return Step("retention", "skipped", "FLYWHEEL_RETENTION_DAYS is not set: raw text is kept")
+    report = apply_retention(db, User(actor, "lead"), days)
+    return Step("retention", "done", report.summary(), report.as_json())
 
 
 def _guarded(name: str, step: Callable):

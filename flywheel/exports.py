@@ -24,9 +24,11 @@ from typing import TextIO
 
 from sqlite_utils import Database
 
+from flywheel.auth import User
 from flywheel.errors import BadInput
 from flywheel.evalsets import iter_version_rows
 from flywheel.formats import EXPORT_FORMATS
+from flywheel.store import audit, now, write
 
 FORMATS = EXPORT_FORMATS
 CSV_COLUMNS = (
@@ -70,6 +72,29 @@ def export_version(
     finally:
         scratch.unlink(missing_ok=True)
     return written
+
+
+def record_export(db: Database, user: User, version: int, fmt: str, out: str | Path, rows: int) -> int:
+    """Record a written export (version, format, absolute path, time), so a data subject's rows can be
+    followed to the files that hold them; return its id."""
+    path = str(Path(out).resolve())
+    with write(db):
+        export_id = (
+            db["exports"]
+            .insert(
+                {
+                    "version": version,
+                    "format": fmt,
+                    "path": path,
+                    "rows": rows,
+                    "actor": user.name,
+                    "at": now(),
+                }
+            )
+            .last_pk
+        )
+        audit(db, user.name, "export", "eval_version", version, format=fmt, path=path, rows=rows)
+    return export_id
 
 
 def write_rows(

@@ -15,6 +15,7 @@ approved one leaves the label queue.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -79,9 +80,9 @@ class ScrubView:
 
 
 @lru_cache(maxsize=4)
-def _scrubber(names: tuple[str, ...]) -> Scrubber:
+def _scrubber(names: tuple[str, ...], never: tuple[str, ...] = ()) -> Scrubber:
     # Shared by every session of the process: Scrubber calls never change it, and spaCy calls take turns.
-    return Scrubber(known_names=names)
+    return Scrubber(known_names=names, never_redact=never)
 
 
 def scrub_traces(
@@ -98,27 +99,35 @@ def scrub_traces(
     stored scrub accounted for, and running it again scrubs the rest. A trace that cannot be scrubbed is
     set aside with the reason in that entry (it stays unscrubbed), and the others go on.
     """
-    ids = _to_scrub(db, list(dict.fromkeys(trace_ids)), rescrub)
-    scrubber = _scrubber(tuple(_known_names(db)))
+    version = scrubber_version(db)
+    ids = _to_scrub(db, list(dict.fromkeys(trace_ids)), rescrub, version)
+    scrubber = machine_scrubber(db)
     stored = 0
     for done in range(0, len(ids), CHUNK):
-        stored += _scrub_chunk(db, scrubber, ids[done : done + CHUNK], rescrub, actor)
+        stored += _scrub_chunk(db, scrubber, ids[done : done + CHUNK], rescrub, actor, version)
         if progress:
             progress(min(done + CHUNK, len(ids)), len(ids))
     return stored
 
 
-def _to_scrub(db: Database, ids: list[str], rescrub: bool) -> list[str]:
+def _to_scrub(db: Database, ids: list[str], rescrub: bool, version: str = SCRUBBER_VERSION) -> list[str]:
     current: dict[str, str | None] = {}
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         marks = ",".join("?" * len(part))
         sql = f"SELECT trace_id, scrubber_version FROM scrubs WHERE is_current = 1 AND trace_id IN ({marks})"
         current.update(db.execute(sql, part).fetchall())
-    return [i for i in ids if i not in current or (rescrub and current[i] != SCRUBBER_VERSION)]
+    return [i for i in ids if i not in current or (rescrub and current[i] != version)]
 
 
-def _scrub_chunk(db: Database, scrubber: Scrubber, ids: list[str], rescrub: bool, actor: str) -> int:
+def _scrub_chunk(
+    db: Database,
+    scrubber: Scrubber,
+    ids: list[str],
+    rescrub: bool,
+    actor: str,
+    version: str = SCRUBBER_VERSION,
+) -> int:
     marks = ",".join("?" * len(ids))
     rows = db.execute(
         f"SELECT trace_id, input, output, messages FROM traces WHERE trace_id IN ({marks})", ids
@@ -128,10 +137,10 @@ def _scrub_chunk(db: Database, scrubber: Scrubber, ids: list[str], rescrub: bool
     with write(db):
         for trace_id, raw_messages, results in scrubbed:
             # Checked again under the write lock: a concurrent scrub of the same trace may have won.
-            if _replace_current(db, trace_id, rescrub):
-                stored.append(_store_scrub(db, trace_id, raw_messages, results))
+            if _replace_current(db, trace_id, rescrub, version):
+                stored.append(_store_scrub(db, trace_id, raw_messages, results, version))
         if stored or set_aside:
-            detail = {"scrubber_version": SCRUBBER_VERSION, "rescrub": rescrub, "scrub_ids": stored}
+            detail = {"scrubber_version": version, "rescrub": rescrub, "scrub_ids": stored}
             audit(db, actor, "scrub", "traces", len(stored), **detail, set_aside=set_aside)
             audit_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
             db.conn.executemany(
@@ -161,7 +170,7 @@ def _scrub_together(scrubber: Scrubber, rows: list[tuple]) -> list[tuple]:
     return [(tid, msgs, {name: next(results) for name, _ in fields}) for tid, msgs, fields in traces]
 
 
-def _replace_current(db: Database, trace_id: str, rescrub: bool) -> bool:
+def _replace_current(db: Database, trace_id: str, rescrub: bool, version: str = SCRUBBER_VERSION) -> bool:
     """Whether a new scrub of the trace should be stored; supersedes an older-version current scrub."""
     row = query_one(
         db,
@@ -170,7 +179,7 @@ def _replace_current(db: Database, trace_id: str, rescrub: bool) -> bool:
     )
     if row is None:
         return True
-    if not rescrub or row["scrubber_version"] == SCRUBBER_VERSION:
+    if not rescrub or row["scrubber_version"] == version:
         return False
     db.execute(
         "UPDATE scrubs SET is_current = 0, status = 'superseded', claimed_by = NULL, claim_expires = NULL"
@@ -215,12 +224,16 @@ def _scrubbed_columns(raw_messages: str | None, texts: dict[str, str]) -> dict:
 
 
 def _store_scrub(
-    db: Database, trace_id: str, raw_messages: str | None, scrubbed: dict[str, ScrubResult]
+    db: Database,
+    trace_id: str,
+    raw_messages: str | None,
+    scrubbed: dict[str, ScrubResult],
+    version: str = SCRUBBER_VERSION,
 ) -> int:
     texts = {name: result.text for name, result in scrubbed.items()}
     row = {
         "trace_id": trace_id,
-        "scrubber_version": SCRUBBER_VERSION,
+        "scrubber_version": version,
         "status": "pending",
         "created_at": now(),
         "is_current": 1,
@@ -811,8 +824,9 @@ def _known_names(db: Database) -> list[str]:
 
 
 def machine_scrubber(db: Database) -> Scrubber:
-    """The shared scrubber with this database's known names, for stations that scrub without showing."""
-    return _scrubber(tuple(_known_names(db)))
+    """The shared scrubber with this database's known names and never-redact list, for stations that
+    scrub without showing."""
+    return _scrubber(tuple(_known_names(db)), tuple(_never_redact(db)))
 
 
 def known_names(db: Database, user: User) -> list[str]:
@@ -858,6 +872,82 @@ def remove_known_name(db: Database, user: User, name: str) -> None:
         )
         audit(db, user.name, "remove_known_name", "known_name_history", history_id)
     _scrubber.cache_clear()
+
+
+# The never-redact list --------------------------------------------------------------------------
+
+
+def _never_redact(db: Database) -> list[str]:
+    return [r[0] for r in db.execute("SELECT phrase FROM never_redact ORDER BY phrase COLLATE NOCASE")]
+
+
+def scrubber_version(db: Database) -> str:
+    """The version new scrubs are stored with: the scrubber's own, marked with the never-redact list
+    in force, so a changed list is a new scrubber and pending scrubs can be scrubbed again with it."""
+    phrases = sorted({" ".join(p.casefold().split()) for p in _never_redact(db)})
+    if not phrases:
+        return SCRUBBER_VERSION
+    digest = hashlib.blake2b("\n".join(phrases).encode(), digest_size=4).hexdigest()
+    return f"{SCRUBBER_VERSION}+keep.{digest}"
+
+
+def never_redact(db: Database, user: User) -> list[dict]:
+    """Phrases the scrubber leaves alone, with who added them (reviewers and leads)."""
+    require_role(user, *RAW_TEXT_ROLES)
+    return query_rows(
+        db, "SELECT id, phrase, added_by, added_at FROM never_redact ORDER BY phrase COLLATE NOCASE"
+    )
+
+
+def add_never_redact(db: Database, user: User, phrases: Iterable[str]) -> int:
+    """Add phrases the scrubber must leave alone (leads only); return how many were new. New scrubs use
+    them at once; pending ones on request (``rescrub_pending``)."""
+    require_role(user, "lead")
+    cleaned = list(dict.fromkeys(" ".join(p.split()) for p in phrases if p and p.strip()))
+    too_short = [p for p in cleaned if len(p) < 3]
+    if too_short:
+        raise BadInput(f"{too_short[0]!r} is too short to leave alone everywhere: give at least 3 characters")
+    with write(db):
+        before = db["never_redact"].count
+        db["never_redact"].insert_all(
+            ({"phrase": p, "added_by": user.name, "added_at": now()} for p in cleaned), ignore=True
+        )
+        added = db["never_redact"].count - before
+        audit(db, user.name, "add_never_redact", "never_redact", added, phrases=cleaned)
+    _scrubber.cache_clear()
+    return added
+
+
+def remove_never_redact(db: Database, user: User, phrase: str) -> None:
+    """Take a phrase off the never-redact list (leads only): it may be redacted again."""
+    require_role(user, "lead")
+    with write(db):
+        row = query_one(db, "SELECT id, phrase FROM never_redact WHERE phrase = ? COLLATE NOCASE", [phrase])
+        if row is None:
+            raise NotFound(f"{phrase!r} is not on the never-redact list")
+        db.execute("DELETE FROM never_redact WHERE id = ?", [row["id"]])
+        audit(db, user.name, "remove_never_redact", "never_redact", row["id"], phrase=row["phrase"])
+    _scrubber.cache_clear()
+
+
+def rescrub_pending(db: Database, user: User, progress: Callable[[int, int], None] | None = None) -> int:
+    """Scrub pending scrubs again with the current scrubber and lists (leads only): each new scrub
+    supersedes the old one and is reviewed like any other. Returns how many were scrubbed again."""
+    require_role(user, "lead")
+    version = scrubber_version(db)
+    ids = [
+        r[0]
+        for r in db.execute(
+            "SELECT s.trace_id FROM scrubs s WHERE s.status = 'pending' AND s.is_current = 1"
+            " AND s.scrubber_version <> ?"
+            " AND NOT EXISTS (SELECT 1 FROM raw_purges p WHERE p.trace_id = s.trace_id) ORDER BY s.id",
+            [version],
+        )
+    ]
+    done = scrub_traces(db, ids, user.name, progress, rescrub=True)
+    with write(db):
+        audit(db, user.name, "rescrub_pending", "scrubs", done, scrubber_version=version)
+    return done
 
 
 # Helpers ----------------------------------------------------------------------------------------

@@ -1259,3 +1259,52 @@ def beat(db: Database, table: str, row_id: int) -> None:
     """Record that the work in ``table`` row ``row_id`` is still alive."""
     with write(db):
         db.execute(f"UPDATE {table} SET heartbeat_at = ? WHERE id = ?", [now(), row_id])
+
+
+@migrations()
+def m220_data_subjects_retention_never_redact(db: Database) -> None:
+    # Raw text that is gone (retention or a data subject's erasure): the trace keeps its id, time,
+    # signals and approved scrub; ``reason`` says why and when, for every page that shows the trace.
+    db["raw_purges"].create(
+        {"trace_id": str, "reason": str, "purged_by": str, "purged_at": str},
+        pk="trace_id",
+        not_null={"reason", "purged_at"},
+    )
+    # Keyed hashes of normalised tokens of raw text (never the text), so a data subject is found fast.
+    db.execute(
+        "CREATE TABLE subject_index (token INTEGER NOT NULL, trace_rowid INTEGER NOT NULL,"
+        " PRIMARY KEY (token, trace_rowid)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX idx_subject_index_trace ON subject_index(trace_rowid)")
+    db["subject_keys"].create({"name": str, "secret": bytes}, pk="name", not_null={"secret"})
+    db["exports"].create(
+        {"id": int, "version": int, "format": str, "path": str, "rows": int, "actor": str, "at": str},
+        pk="id",
+        not_null={"version", "format", "path", "at"},
+    )
+    db["exports"].create_index(["version"])
+    db["never_redact"].create(
+        {"id": int, "phrase": str, "added_by": str, "added_at": str}, pk="id", not_null={"phrase"}
+    )
+    db.execute("CREATE UNIQUE INDEX idx_never_redact_phrase ON never_redact(phrase COLLATE NOCASE)")
+    # An erased row's content is replaced by its tombstone, the one change a frozen row accepts: the
+    # tombstone is written first (never changed afterwards) and the update must put exactly its text in.
+    db["eval_row_tombstones"].create(
+        {"row_id": str, "text": str, "reason": str, "erased_by": str, "erased_at": str},
+        pk="row_id",
+        not_null={"text", "erased_at"},
+    )
+    for event in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER eval_row_tombstones_immutable_{event.lower()} BEFORE {event}"
+            " ON eval_row_tombstones BEGIN SELECT RAISE(ABORT, 'tombstones are never changed'); END"
+        )
+    content = "input, messages, expected, criterion, code, adversarial, adversarial_kind, tags, content_hash"
+    db.execute("DROP TRIGGER eval_rows_frozen")
+    db.execute(
+        f"CREATE TRIGGER eval_rows_frozen BEFORE UPDATE OF {content} ON eval_rows"
+        " WHEN NOT EXISTS (SELECT 1 FROM eval_row_tombstones t WHERE t.row_id = OLD.id"
+        " AND NEW.input = t.text AND NEW.messages IS NULL AND NEW.expected IS NULL"
+        " AND NEW.criterion IS NULL AND NEW.tags IS NULL)"
+        " BEGIN SELECT RAISE(ABORT, 'eval rows are frozen: an edit makes a new row'); END"
+    )

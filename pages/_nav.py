@@ -20,6 +20,7 @@ PAGES = {
     "Admin": [
         ("pages/ingest.py", "Import", ":material/upload_file:", ("lead",)),
         ("pages/audit.py", "Audit log", ":material/history:", ("lead",)),
+        ("pages/privacy.py", "Privacy", ":material/privacy_tip:", ("lead",)),
         ("pages/cycle.py", "Weekly cycle", ":material/autorenew:", ("lead",)),
     ],
 }

@@ -11,6 +11,7 @@ from flywheel.review import (
     VERIFIED_DETECTORS,
     VERIFIED_LABELS,
     add_known_names,
+    add_never_redact,
     add_redaction_text,
     approve_scrub,
     change_redaction_label,
@@ -210,13 +211,14 @@ def _redactions(view, scrub_id: int) -> None:
             key=f"confirm_{scrub_id}",
         )
     remove_col, label_col, change_col = st.columns([2, 1, 1], vertical_alignment="bottom")
+    phrases = tuple(dict.fromkeys(" ".join(spans[i]["text"].split()) for i in chosen if i not in verified))
     remove_col.button(
         f"Remove {len(chosen)} selected redaction(s)",
         disabled=not chosen or (bool(verified) and not confirmed),
-        on_click=_act,
-        args=(remove_redactions, scrub_id, tuple(chosen), confirmed),
-        kwargs={"clear": pick_key},
+        on_click=_remove,
+        args=(scrub_id, tuple(chosen), confirmed, pick_key, phrases),
     )
+    _never_again_offer()
     new_label = label_col.selectbox("Change to", LABELS, key=f"relabel_{scrub_id}")
     change_col.button(
         "Change class",
@@ -224,6 +226,37 @@ def _redactions(view, scrub_id: int) -> None:
         on_click=_relabel,
         args=(scrub_id, tuple(chosen), new_label, pick_key),
     )
+
+
+def _remove(scrub_id: int, chosen: tuple, confirmed: bool, pick_key: str, phrases: tuple) -> None:
+    _act(remove_redactions, scrub_id, chosen, confirmed, clear=pick_key)
+    removed = st.session_state.get("review_flash", (None,))[0] != "error"
+    if removed and user.role == "lead" and phrases:
+        st.session_state["never_again"] = [p for p in phrases if len(p) >= 3]
+
+
+def _never_again(phrase: str) -> None:
+    st.session_state.pop("never_again", None)
+    _act(add_never_redact, [phrase], done=f"The scrubber will leave {md(phrase)} alone from now on")
+
+
+def _never_again_offer() -> None:
+    """After a lead removed false redactions: leave those phrases alone in every scrub to come."""
+    offered = st.session_state.get("never_again") or []
+    if not offered:
+        return
+    with st.container(border=True, key="never_again_offer"):
+        st.caption("Removed. Never redact this phrase again? (Pending scrubs are re-scrubbed on Privacy.)")
+        for n, phrase in enumerate(offered):
+            st.button(
+                f"Never redact {md(phrase)} again",
+                key=f"never_again_{n}",
+                on_click=_never_again,
+                args=(phrase,),
+            )
+        st.button(
+            "No, only here", key="never_again_no", on_click=st.session_state.pop, args=("never_again", None)
+        )
 
 
 def _relabel(scrub_id: int, chosen: tuple[int, ...], label: str, pick_key: str) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "ScrubResult",
     "Scrubber",
     "Span",
+    "keep_phrases",
     "load_known_names",
     "load_pipeline",
     "marked_name",
@@ -133,8 +134,32 @@ class KnownNameDetector(Detector):
             yield CustomerFilth(match=match, detector_name=self.name, document_name=document_name)
 
 
+# Redactions a format or checksum verified stay even inside a never-redact phrase.
+VERIFIED = frozenset({"email", "credit_card", "phone", "iban", "ip", "url_credentials"})
+
+
+def _phrase_pattern(phrases: Iterable[str]) -> re.Pattern | None:
+    cleaned = sorted({" ".join(p.split()) for p in phrases if p and p.strip()}, key=lambda p: (-len(p), p))
+    alternatives = "|".join(r"\s+".join(map(re.escape, p.split())) for p in cleaned)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE) if cleaned else None
+
+
+def keep_phrases(view: str, spans: Sequence[Span], pattern: re.Pattern | None) -> tuple[Span, ...]:
+    """The spans less those lying inside an occurrence of a never-redact phrase (verified ones stay)."""
+    if pattern is None:
+        return tuple(spans)
+    kept = [(m.start(), m.end()) for m in pattern.finditer(view)]
+    return tuple(
+        s for s in spans if s.detector in VERIFIED or not any(b <= s.start and s.end <= e for b, e in kept)
+    )
+
+
 class Scrubber:
-    """Layered scrubber; construct once and reuse (the spaCy pipeline is shared per process)."""
+    """Layered scrubber; construct once and reuse (the spaCy pipeline is shared per process).
+
+    ``never_redact``: phrases a lead listed (a team's name, a product) that no redaction may fall
+    inside, whatever detector found it, except a verified e-mail, card, phone, IBAN, IP or URL.
+    """
 
     def __init__(
         self,
@@ -142,6 +167,7 @@ class Scrubber:
         id_patterns: Iterable[str] | None = None,
         layers: Sequence[str] = LAYERS,
         piece_chars: int = PIECE_CHARS,
+        never_redact: Iterable[str] = (),
     ) -> None:
         """``piece_chars``: NER reads a longer text in pieces of at most this many characters (and never
         more than the spaCy pipeline's ``max_length``), so no text is too long to scrub."""
@@ -151,6 +177,9 @@ class Scrubber:
             raise BadInput(f"layers={layers!r}: expected a subset of {LAYERS}")
         if isinstance(known_names, str):
             raise BadInput(f"known_names={known_names!r}: expected a list of names, not one string")
+        if isinstance(never_redact, str):
+            raise BadInput(f"never_redact={never_redact!r}: expected a list of phrases, not one string")
+        self.never_redact = _phrase_pattern(never_redact)
         self.layers = tuple(layers)
         self.text_detectors: list[Detector] = []
         self.ner: SpacyEntityDetector | None = None
@@ -203,7 +232,7 @@ class Scrubber:
             starts = [f.beg for f in filths if f.detector_name == "address"]
             for beg, end in address_headings(view, starts):
                 filths.append(NameFilth(beg=beg, end=end, text=view[beg:end], detector_name="context"))
-        spans = resolve_overlaps(view, filths)
+        spans = keep_phrases(view, resolve_overlaps(view, filths), self.never_redact)
         if origin is not None:
             spans = tuple(Span(*to_original(origin, s.start, s.end), s.label, s.detector) for s in spans)
         return ScrubResult(text=render(text, spans), spans=spans)
