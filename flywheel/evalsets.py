@@ -22,7 +22,7 @@ from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.labels import NOT_A_BUG
 from flywheel.store import audit, query_one, query_rows, write
-from flywheel.traces import approved_scrub
+from flywheel.traces import approved_scrub, storable
 
 ROW_STATES = ("active", "archived")
 
@@ -318,14 +318,6 @@ def _jsonl_records(text: str) -> list[tuple[int, object]]:
     return records
 
 
-def _storable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _suite_row(record: object) -> dict:
     if isinstance(record, BadInput):
         raise record
@@ -335,7 +327,7 @@ def _suite_row(record: object) -> dict:
     if unknown:
         raise BadInput(f"unknown fields {', '.join(map(repr, unknown))}; expected {', '.join(IMPORT_FIELDS)}")
     for key, value in record.items():
-        if isinstance(value, str) and not _storable(value):
+        if isinstance(value, str) and not storable(value):
             raise BadInput(f"'{key}' holds a lone surrogate (text that is not UTF-8): it cannot be stored")
     text = record.get("input")
     if not isinstance(text, str) or not text.strip():

@@ -18,6 +18,7 @@ from sqlite_utils import Database
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, NotFound
 from flywheel.store import audit, now, query_one, query_rows, write
+from flywheel.traces import storable
 
 SCALES = {"pass_fail": ("pass", "fail"), "three_level": ("excellent", "adequate", "poor")}
 # A verdict per level: what the metric's level means for the trace as a whole.
@@ -90,7 +91,7 @@ class Rubric:
                 f"rubric {self.name!r} label map {self.label_map!r}: expected each of"
                 f" {', '.join(LABEL_KINDS)} mapped to 'pass' or 'fail'"
             )
-        if not all(isinstance(e, str) and e and _storable(e) for e in self.examples):
+        if not all(isinstance(e, str) and e and storable(e) for e in self.examples):
             raise BadInput(f"rubric {self.name!r} examples: expected up to {MAX_EXAMPLES} trace ids")
         examples = tuple(dict.fromkeys(self.examples))
         if len(examples) > MAX_EXAMPLES:
@@ -135,18 +136,9 @@ def _metric(body: object) -> Metric:
 
 
 def _text(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT or not _storable(value):
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT or not storable(value):
         raise BadInput(f"{what}: expected text of 1..{MAX_TEXT} characters")
     return value
-
-
-def _storable(text: str) -> bool:
-    """Whether the text can be stored (a lone surrogate cannot be written as UTF-8)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _listed(value: object, what: str) -> list:

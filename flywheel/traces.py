@@ -140,13 +140,20 @@ def _optional_text(obj: dict, key: str) -> str | None:
 
 
 def _text(value: str, key: str) -> str:
-    if value.isascii():  # the common case, and no lone surrogate can hide in it
-        return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadInput(f"'{key}' holds invalid UTF-8 (a lone surrogate)") from None
+    if not storable(value):
+        raise BadInput(f"'{key}' holds invalid UTF-8 (a lone surrogate)")
     return value
+
+
+def storable(text: str) -> bool:
+    """Whether the text can be stored: a lone surrogate cannot be written as UTF-8."""
+    if text.isascii():  # the common case, and no lone surrogate can hide in it
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _optional_label(obj: dict, key: str) -> str | None:
