@@ -27,10 +27,19 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
+from flywheel.checks import grade, load_check
 from flywheel.config import load_config
 from flywheel.csvfiles import read_table
 from flywheel.errors import BadInput, NotFound
-from flywheel.evalsets import BadRows, _members, _require_version, current_version, eval_set_versions
+from flywheel.evalsets import (
+    DEFAULT_SET,
+    BadRows,
+    _members,
+    _require_version,
+    current_version,
+    eval_set_versions,
+    is_frozen,
+)
 from flywheel.stats import mcnemar_exact, rate
 from flywheel.store import audit, query_one, query_rows, write
 
@@ -66,6 +75,7 @@ class Result:
     score: float | None
     output: str | None
     repeat: int | None
+    graded_by: str | None = None
 
 
 def parse_results(data: bytes, name: str, known: Collection[str] = ()) -> tuple[str, list[Result]]:
@@ -229,7 +239,8 @@ def _inspect_results(samples: list, name: str) -> list[Result]:
         scores = sample.get("scores") or {}
         values = [s.get("value") for s in scores.values() if isinstance(s, dict)]
         try:
-            passed = _passed(values[0]) if values else None
+            # "N" (no answer): the scorer gave no verdict, e.g. a row with no code check; it waits.
+            passed = _passed(values[0]) if values and values[0] != "N" else None
         except BadInput as error:
             problems.append((index + 1, str(error)))
             continue
@@ -263,6 +274,7 @@ class RunImport:
     stored: int = 0
     refused: int = 0
     duplicates: list[str] = field(default_factory=list)
+    checked: int = 0
 
     def as_json(self) -> dict:
         return dict(self.__dict__)
@@ -279,11 +291,12 @@ class RunImport:
             if self.duplicates
             else ""
         )
+        checks = f"; {self.checked} graded here by their code checks" if self.checked else ""
         return (
             f"run {self.run_id}: {self.system} on version {self.version} ({self.format}),"
             f" {self.rows_read} results read = {self.stored} stored + {self.refused} refused;"
             f" {self.results} results on {self.rows} rows: {self.passed} passed, {self.failed} failed,"
-            f" {self.ungraded} awaiting a verdict, {self.flaky} flaky{unknown}{twice}"
+            f" {self.ungraded} awaiting a verdict, {self.flaky} flaky{checks}{unknown}{twice}"
         )
 
 
@@ -297,7 +310,10 @@ def import_results(
     run_label: str | None = None,
     now: datetime | None = None,
 ) -> RunImport:
-    """Import one system's results on one version, all or nothing; unknown row ids are reported."""
+    """Import one system's results on one version, all or nothing; unknown row ids are reported.
+
+    A result with an output and no verdict on a row whose pass criterion has a code check is graded
+    here by the check; the others wait for the judge."""
     require_role(user, "lead")
     system = (system or "").strip()
     if not system or len(system) > 200:
@@ -309,7 +325,7 @@ def import_results(
     with write(db):
         _require_version(db, version)
         members = _members(db, version)
-        known = [r for r in results if r.row_id in members]
+        known = grade_by_checks(db, [r for r in results if r.row_id in members])
         unknown = sorted({r.row_id for r in results if r.row_id not in members})
         if not known:
             raise BadInput(
@@ -342,6 +358,7 @@ def import_results(
             stored=stored,
             refused=len(results) - len(known),
             duplicates=sorted(r for r, n in counts.items() if n > 1),
+            checked=sum(r.graded_by == "check" for r in known),
         )
         if report.rows_read != report.stored + report.refused:
             raise BadInput(
@@ -364,6 +381,27 @@ def import_results_file(
     return import_results(db, user, version, system, data, path.name, run_label)
 
 
+def grade_by_checks(db: Database, results: list[Result]) -> list[Result]:
+    """Results with an output and no verdict, graded by their row's code check where it has one."""
+    waiting = sorted({r.row_id for r in results if r.passed is None and r.output is not None})
+    checks = {
+        row_id: load_check(stored)
+        for row_id, stored in db.execute(
+            "SELECT id, pass_check FROM eval_rows WHERE pass_check IS NOT NULL"
+            " AND id IN (SELECT value FROM json_each(?))",
+            [json.dumps(waiting)],
+        )
+    }
+    graded = []
+    for result in results:
+        spec = checks.get(result.row_id) if result.passed is None else None
+        verdict = grade(spec, result.output) if spec else None
+        if verdict is not None:
+            result = replace(result, passed=int(verdict), graded_by="check")
+        graded.append(result)
+    return graded
+
+
 def _numbered(run_id: int, results: list[Result]) -> list[dict]:
     """Result rows with a repeat number each: the file's own, else the order a row appears in."""
     seen: dict[str, set[int]] = defaultdict(set)
@@ -381,7 +419,7 @@ def _numbered(run_id: int, results: list[Result]) -> list[dict]:
                 "passed": result.passed,
                 "score": result.score,
                 "output": result.output,
-                "graded_by": "runner" if result.passed is not None else None,
+                "graded_by": result.graded_by or ("runner" if result.passed is not None else None),
             }
         )
     return rows
@@ -455,7 +493,9 @@ def _row_info(db: Database) -> dict[str, dict]:
     return {
         r["id"]: r
         for r in query_rows(
-            db, "SELECT id, code, adversarial, adversarial_kind, input, expected, source FROM eval_rows"
+            db,
+            "SELECT id, code, adversarial, adversarial_kind, input, expected, source,"
+            " coalesce(coverage, 0) AS coverage, pass_check FROM eval_rows",
         )
     }
 
@@ -468,15 +508,17 @@ def _tally(rows: list[str], found: dict[str, Outcome]) -> dict:
 
 
 def pass_rates(db: Database) -> list[dict]:
-    """Pass rate per version and system with its interval, the rows behind it, flaky rows and the
-    adversarial slice; active rows only."""
+    """Pass rate per version and system with its interval, the rows behind it, flaky rows, its set,
+    and the adversarial and coverage slices; active rows only."""
     info = _row_info(db)
     all_outcomes = _outcomes(db, "", [])
+    sets = dict(db.execute("SELECT version, eval_set FROM eval_versions"))
     out = []
     for version in sorted({v for v, _, _ in all_outcomes}):
         members = _members(db, version)
         active = [r for r, s in members.items() if s == "active"]
         adversarial = [r for r in active if info[r]["adversarial"]]
+        coverage = [r for r in active if info[r]["coverage"]]
         for system in systems(db, version):
             found = {
                 row: o for (v, s, row), o in all_outcomes.items() if v == version and s == system and o.graded
@@ -484,13 +526,39 @@ def pass_rates(db: Database) -> list[dict]:
             out.append(
                 {
                     "version": version,
+                    "eval_set": sets.get(version) or DEFAULT_SET,
                     "system": system,
                     **_tally(active, found),
                     "rows_in_version": len(active),
                     "adversarial": _tally(adversarial, found),
+                    "coverage": _tally(coverage, found),
                 }
             )
     return out
+
+
+SLICES = {
+    "all rows": lambda row: True,
+    "starter rows": lambda row: row["source"] == "import",
+    "failure rows": lambda row: row["source"] == "trace" and not row["coverage"],
+    "coverage rows": lambda row: bool(row["coverage"]),
+    "adversarial rows": lambda row: bool(row["adversarial"]),
+    "code-checked rows": lambda row: row["pass_check"] is not None,
+}
+
+
+def pass_rate_slices(db: Database, version: int, system: str) -> list[dict]:
+    """Pass rate of one system on one version per slice of its active rows: starter, failure and
+    coverage rows (a trace the model handled well), adversarial and code-checked rows."""
+    _require_version(db, version)
+    info = _row_info(db)
+    found = outcomes(db, version, system)
+    active = sorted(r for r, s in _members(db, version).items() if s == "active")
+    return [
+        {"slice": name, "rows": len(rows), **_tally(rows, found)}
+        for name, keep in SLICES.items()
+        for rows in [[r for r in active if keep(info[r])]]
+    ]
 
 
 def carried_vs_new(db: Database, version: int, system: str) -> dict | None:
@@ -597,14 +665,17 @@ def months_before(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=min(moment.day, 28))
 
 
-def retirement_proposals(db: Database, now: datetime | None = None, months: int | None = None) -> list[dict]:
-    """Active rows of the current version that passed in every run of every system for ``months``
-    months (setting ``retire_months``) and still run: proposed for the archive."""
+def retirement_proposals(
+    db: Database, now: datetime | None = None, months: int | None = None, eval_set: str | None = None
+) -> list[dict]:
+    """Active rows of the set's current version that passed in every run of every system for
+    ``months`` months (setting ``retire_months``) and still run: proposed for the archive. A frozen
+    set retires nothing."""
     months = load_config().retire_months if months is None else months
     moment = now or datetime.now(UTC)
     since = _stamp(months_before(moment, months))
-    version = current_version(db)
-    if version is None:
+    version = current_version(db, eval_set)
+    if version is None or is_frozen(db, _set_of(db, version)):
         return []
     active = [r for r, s in _members(db, version).items() if s == "active"]
     confirmed = {r[0] for r in db.execute("SELECT row_id FROM eval_retirements")}
@@ -637,10 +708,28 @@ def retirement_proposals(db: Database, now: datetime | None = None, months: int 
     return proposals
 
 
-def confirm_retirements(db: Database, user: User, row_ids: list[str], now: datetime | None = None) -> int:
+def _set_of(db: Database, version: int) -> str:
+    row = db.execute("SELECT eval_set FROM eval_versions WHERE version = ?", [version]).fetchone()
+    return (row[0] if row else None) or DEFAULT_SET
+
+
+def confirm_retirements(
+    db: Database, user: User, row_ids: list[str], now: datetime | None = None, eval_set: str | None = None
+) -> int:
     """A lead confirms proposed rows; they move to the archive in the next version. Return how many."""
     require_role(user, "lead")
-    proposed = {p["row_id"]: p for p in retirement_proposals(db, now)}
+    frozen = [
+        (row_id, name)
+        for row_id, name in db.execute(
+            "SELECT id, eval_set FROM eval_rows WHERE id IN (SELECT value FROM json_each(?))",
+            [json.dumps(list(row_ids))],
+        )
+        if name and is_frozen(db, name)
+    ]
+    if frozen:
+        row_id, name = frozen[0]
+        raise BadInput(f"eval set {name!r} is frozen: nothing in it retires (row {row_id!r})")
+    proposed = {p["row_id"]: p for p in retirement_proposals(db, now, eval_set=eval_set)}
     missing = [r for r in row_ids if r not in proposed]
     if missing:
         raise BadInput(f"not proposed for retirement: {', '.join(missing[:10])}")
