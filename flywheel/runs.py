@@ -1046,14 +1046,17 @@ DEMO_LEAD = User("ana", "lead")
 
 
 def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
-    """Give the demo an eval-set history: the starter suite as v1, two folds, two systems' results per
-    version (a later, harder version reads lower without any regression) and one retired row that
-    fails again. Labels of the last batches stay unfolded for a lead to fold in. Deterministic."""
-    from flywheel.evalsets import fold_in, import_evalset
+    """Give the demo an eval-set history: a ``quality`` set refreshed from production (the starter
+    suite as v1, two folds with failure and coverage rows, two systems' results per version: a later,
+    harder version reads lower without any regression; one retired row that fails again) beside a
+    frozen ``regression`` set. Rows with a code check are graded by it. Labels of the last batches stay
+    unfolded for a lead to fold in. Deterministic."""
+    from flywheel.evalsets import create_eval_set, fold_in, import_evalset
 
     rng = random.Random(seed)
     end = _demo_end(db)
     clock = [end - timedelta(days=days) for days in (120, 90, 60, 10, 5)]
+    create_eval_set(db, DEMO_LEAD, "quality", "refreshed from production every week", now=clock[0])
     import_evalset(
         db,
         DEMO_LEAD,
@@ -1061,6 +1064,7 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
         DEMO_SUITE.name,
         note="starter suite from the support spreadsheet",
         now=clock[0],
+        eval_set="quality",
     )
     skill = {"rng": rng, "draws": {}}
     _demo_runs(db, 1, skill, clock[0])
@@ -1086,17 +1090,39 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
     version = current_version(db)
     _demo_runs(db, version, skill, clock[4], include_archive=True)
     record_decision(db, DEMO_LEAD, gate(db, version, *DEMO_SYSTEMS), now=clock[4] + timedelta(hours=2))
+    _demo_regression_set(db, skill, clock[4])
     return {"versions": len(eval_set_versions(db)), "runs": len(query_rows(db, "SELECT id FROM eval_runs"))}
 
 
-def _demo_suite() -> bytes:
+def _demo_regression_set(db: Database, skill: dict, moment: datetime) -> None:
+    """The spreadsheet's rows as a ``regression`` set, run by both systems and frozen: it never changes."""
+    from flywheel.evalsets import create_eval_set, freeze_eval_set, import_evalset
+
+    create_eval_set(db, DEMO_LEAD, "regression", "the support spreadsheet, fixed for good", now=moment)
+    change = import_evalset(
+        db,
+        DEMO_LEAD,
+        _demo_suite(faq=False),
+        DEMO_SUITE.name,
+        note="fixed regression suite",
+        now=moment,
+        eval_set="regression",
+    )
+    _demo_runs(db, change.version, skill, moment)
+    freeze_eval_set(db, DEMO_LEAD, "regression", now=moment)
+
+
+def _demo_suite(faq: bool = True) -> bytes:
     """The demo's starter suite: the spreadsheet's rows plus plain questions of every intent the early
     weeks' traffic holds (the FAQ sheet), so drift measures the later weeks against covered traffic."""
+    from flywheel.demo_labels import DEMO_CHECKS
     from flywheel.drift import demo_coverage_rows
 
     table = read_table(DEMO_SUITE.read_text(encoding="utf-8-sig"), DEMO_SUITE.name, key="id")
-    fields, rows = table.header, [row for _, row in table.rows]
-    for number, (intent, text) in enumerate(demo_coverage_rows(), start=1):
+    fields, rows = [*table.header, "check"], [row for _, row in table.rows]
+    for row in rows:
+        row["check"] = DEMO_CHECKS.get(row["code"], "")
+    for number, (intent, text) in enumerate(demo_coverage_rows() if faq else [], start=1):
         rows.append(
             {"id": f"faq-{number:03d}", "input": text, "adversarial": "false", "tags": f"faq,{intent}"}
         )
@@ -1130,16 +1156,37 @@ def _demo_runs(db, version, skill, moment, label=None, include_archive=False) ->
             if row_id not in draws:
                 draws[row_id] = skill["rng"].random()
             row = info[row_id]
-            level = (0.93 if row["source"] == "import" else 0.62) + (0.06 if index else 0.0)
+            level = (0.93 if row["source"] == "import" or row["coverage"] else 0.62) + (
+                0.06 if index else 0.0
+            )
             if row["adversarial"]:
                 level = 0.97 if index else 0.7
             passed = draws[row_id] < level
             if row_id in failing_retired and index == 1:
                 passed = False
-            output = "Reply that meets the criterion." if passed else "Reply that misses the criterion."
-            lines.append(json.dumps({"row_id": row_id, "passed": passed, "output": output}))
+            lines.append(json.dumps(_demo_result(row, passed)))
         data = ("\n".join(lines) + "\n").encode()
         import_results(db, DEMO_LEAD, version, system, data, f"{system}-v{version}.jsonl", label, now=moment)
+
+
+# What a demo system answers on a row with a code check: the check grades it here (no "passed").
+DEMO_CHECK_OUTPUTS = {
+    "contains": ("Card payments are free; see the fee schedule in the app.", "A small fee applies."),
+    "regex": ("It arrives within 3 to 5 business days.", "It is on its way."),
+    "tool-call": (
+        '{"type": "tool_use", "name": "start_verification", "input": {}}',
+        "Send us a photo of your passport.",
+    ),
+}
+
+
+def _demo_result(row: dict, passed: bool) -> dict:
+    check = load_check(row["pass_check"])
+    if check and check["type"] in DEMO_CHECK_OUTPUTS:
+        good, bad = DEMO_CHECK_OUTPUTS[check["type"]]
+        return {"row_id": row["id"], "output": good if passed else bad}
+    output = "Reply that meets the criterion." if passed else "Reply that misses the criterion."
+    return {"row_id": row["id"], "passed": passed, "output": output}
 
 
 def gate_summary(verdict: dict) -> str:
