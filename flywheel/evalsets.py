@@ -171,13 +171,20 @@ def _set_to_write(db: Database, user: User, name: str | None, stamp: str) -> str
         _insert_set(db, user, name, None, stamp)
         return name
     if name is None:
-        open_ = [n for n in names if not is_frozen(db, n)]
-        if len(open_) != 1:
-            raise BadInput(f"this store has {len(names)} eval sets ({', '.join(names)}): name one with --set")
-        return open_[0]
+        return _only_open_set(db, names)
     name = resolve_set(db, name)
     _refuse_frozen(db, name)
     return name
+
+
+def _only_open_set(db: Database, names: list[str]) -> str:
+    """The one set that is not frozen, for a write that names none."""
+    open_ = [n for n in names if not is_frozen(db, n)]
+    if not open_:
+        raise BadInput(f"every eval set is frozen ({', '.join(names)}): create a set to add rows to")
+    if len(open_) > 1:
+        raise BadInput(f"this store has {len(names)} eval sets ({', '.join(names)}): name one with --set")
+    return open_[0]
 
 
 def _refuse_frozen(db: Database, name: str, what: str = "takes no new version") -> None:
@@ -802,11 +809,7 @@ def _set_to_fold(db: Database, name: str | None) -> str:
     if not set_names(db):
         return (name or DEFAULT_SET).strip()
     if name is None:
-        names = set_names(db)
-        open_ = [n for n in names if not is_frozen(db, n)]
-        if len(open_) != 1:
-            raise BadInput(f"this store has {len(names)} eval sets ({', '.join(names)}): name one with --set")
-        return open_[0]
+        return _only_open_set(db, set_names(db))
     name = resolve_set(db, name)
     _refuse_frozen(db, name, "takes no new rows: fold into a set that is not frozen")
     return name

@@ -554,11 +554,11 @@ def pass_rate_slices(db: Database, version: int, system: str) -> list[dict]:
     info = _row_info(db)
     found = outcomes(db, version, system)
     active = sorted(r for r, s in _members(db, version).items() if s == "active")
-    return [
-        {"slice": name, "rows": len(rows), **_tally(rows, found)}
-        for name, keep in SLICES.items()
-        for rows in [[r for r in active if keep(info[r])]]
-    ]
+    out = []
+    for name, keep in SLICES.items():
+        rows = [r for r in active if keep(info[r])]
+        out.append({"slice": name, "rows": len(rows), **_tally(rows, found)})
+    return out
 
 
 def carried_vs_new(db: Database, version: int, system: str) -> dict | None:

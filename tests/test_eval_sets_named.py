@@ -239,3 +239,11 @@ def test_the_eval_sets_command_lists_creates_and_freezes(db, tmp_path, capsys):
     )
     audit = [r[0] for r in db.execute("SELECT action FROM audit_log WHERE entity = 'eval_set' ORDER BY id")]
     assert audit == ["create_eval_set", "freeze_eval_set"]
+
+
+def test_a_store_whose_every_set_is_frozen_says_so_when_asked_to_fold(db):
+    create_eval_set(db, LEAD, "regression")
+    import_evalset(db, LEAD, SUITE, "suite.jsonl", eval_set="regression")
+    freeze_eval_set(db, LEAD, "regression")
+    with pytest.raises(BadInput, match=r"every eval set is frozen \(regression\): create a set"):
+        fold_in(db, LEAD)
