@@ -153,12 +153,24 @@ def _eval_parsers(commands) -> None:
         "export": ("export a version for a regression runner", _export),
         "import-results": ("import one system's results on a version", _import_results),
         "gate": ("release gate: exit 0 ship, 1 block, 2 error", _gate),
+        "eval-sets": ("list the named eval sets; create or freeze one", _eval_sets),
     }
     for name, (text, run) in specs.items():
         cmd = commands.add_parser(name, help=text)
         cmd.add_argument("--db", required=True, help="path of the database")
         cmd.add_argument("--actor", default="cli", help="who acts, for the audit log")
         cmd.set_defaults(run=run)
+        if name != "eval-sets":
+            cmd.add_argument(
+                "--set", dest="eval_set", metavar="NAME", help="eval set (default: the one set there is)"
+            )
+        if name == "eval-sets":
+            what = cmd.add_mutually_exclusive_group()
+            what.add_argument("--create", metavar="NAME", help="start a new, empty set")
+            what.add_argument(
+                "--freeze", metavar="NAME", help="freeze a set for good: it never changes again"
+            )
+            cmd.add_argument("--note", help="what the new set is for")
         if name in ("import-evalset", "fold-in"):
             cmd.add_argument("--note", help="what this version is")
         if name == "import-evalset":
@@ -219,11 +231,27 @@ def _lead(args: argparse.Namespace):
     return open_db(_existing(args.db)), User(args.actor, "lead")
 
 
+def _set_to_write(db, args: argparse.Namespace) -> str | None:
+    """The set a version-writing command names; on a store without sets, the name it will start."""
+    from flywheel import evalsets
+
+    return evalsets.resolve_set(db, args.eval_set) if evalsets.set_names(db) else args.eval_set
+
+
+def _version_of_set(db, args: argparse.Namespace) -> int:
+    """``--version``, checked to be a version of ``--set`` (or of the one set there is)."""
+    from flywheel import evalsets
+
+    evalsets.require_in_set(db, args.version, evalsets.resolve_set(db, args.eval_set))
+    return args.version
+
+
 def _import_evalset(args: argparse.Namespace) -> int:
     from flywheel import evalsets
 
     db, user = _lead(args)
-    change = evalsets.import_evalset_file(db, user, args.file, note=args.note)
+    eval_set = _set_to_write(db, args)
+    change = evalsets.import_evalset_file(db, user, args.file, note=args.note, eval_set=eval_set)
     print(json.dumps(change.as_json()) if args.json else change.summary())
     return 0
 
@@ -232,14 +260,17 @@ def _fold_in(args: argparse.Namespace) -> int:
     from flywheel import evalsets
 
     db, user = _lead(args)
+    eval_set = _set_to_write(db, args)
     if args.preview:
-        preview = evalsets.fold_preview(db)
+        preview = evalsets.fold_preview(db, eval_set=eval_set)
         print(json.dumps(preview.as_json()) if args.json else _preview_text(preview))
         return 0
     if args.leave_out and not args.reason:
         raise BadInput("--leave-out needs a --reason")
     leave_out = dict.fromkeys(args.leave_out, args.reason)
-    change = evalsets.fold_in(db, user, note=args.note, fingerprint=args.fingerprint, leave_out=leave_out)
+    change = evalsets.fold_in(
+        db, user, note=args.note, fingerprint=args.fingerprint, leave_out=leave_out, eval_set=eval_set
+    )
     print(json.dumps(change.as_json()) if args.json else change.summary())
     return 0
 
@@ -251,6 +282,10 @@ def _preview_text(preview) -> str:
         lines.append(f"{item.key}{state}")
         for key in ("input", "expected", "criterion", "code", "adversarial", "labeled_by", "agreement"):
             lines.append(f"    {key}: {_quoted(getattr(item, key))}")
+        if item.check:
+            lines.append(f"    check: {_quoted(item.check)}")
+        if item.coverage:
+            lines.append("    coverage: handled well, kept covered")
         if item.reason:
             lines.append(f"    reason: {_quoted(item.reason)}")
         if item.left_out:
@@ -268,6 +303,9 @@ def _diff(args: argparse.Namespace) -> int:
     from flywheel import evalsets
 
     db, _ = _lead(args)
+    eval_set = evalsets.resolve_set(db, args.eval_set)
+    for version in (args.a, args.b):
+        evalsets.require_in_set(db, version, eval_set)
     diff = evalsets.diff_versions(db, args.a, args.b)
     if args.json:
         print(json.dumps(diff))
@@ -293,7 +331,8 @@ def _withdraw(args: argparse.Namespace) -> int:
     from flywheel import evalsets
 
     db, user = _lead(args)
-    change = evalsets.withdraw_row(db, user, args.row_id, args.reason)
+    eval_set = evalsets.resolve_set(db, args.eval_set)
+    change = evalsets.withdraw_row(db, user, args.row_id, args.reason, eval_set=eval_set)
     out = {**change.as_json(), "withdrawn": [args.row_id], "reason": args.reason.strip()}
     print(json.dumps(out) if args.json else f"withdrew {args.row_id}: {change.summary()}")
     return 0
@@ -303,8 +342,9 @@ def _export(args: argparse.Namespace) -> int:
     from flywheel import exports
 
     db, user = _lead(args)
-    written = exports.export_version(db, args.version, args.format, args.out, args.include_archive)
-    exports.record_export(db, user, args.version, args.format, args.out, written)
+    version = _version_of_set(db, args)
+    written = exports.export_version(db, version, args.format, args.out, args.include_archive)
+    exports.record_export(db, user, version, args.format, args.out, written)
     print(f"wrote {written} rows of version {args.version} to {args.out}", file=sys.stderr)
     return 0
 
@@ -353,7 +393,8 @@ def _import_results(args: argparse.Namespace) -> int:
     from flywheel import runs
 
     db, user = _lead(args)
-    report = runs.import_results_file(db, user, args.version, args.system, args.file, args.run_label)
+    version = _version_of_set(db, args)
+    report = runs.import_results_file(db, user, version, args.system, args.file, args.run_label)
     print(json.dumps(report.as_json()) if args.json else report.summary())
     return 0
 
@@ -364,7 +405,7 @@ def _gate(args: argparse.Namespace) -> int:
     db, user = _lead(args)
     verdict = runs.gate(
         db,
-        args.version,
+        _version_of_set(db, args),
         args.baseline,
         args.challenger,
         args.adversarial_min,
@@ -377,6 +418,27 @@ def _gate(args: argparse.Namespace) -> int:
     else:
         print(runs.gate_summary(verdict))
     return 0 if verdict["verdict"] == "ship" else 1
+
+
+def _eval_sets(args: argparse.Namespace) -> int:
+    from flywheel import evalsets
+
+    db, user = _lead(args)
+    if args.create:
+        evalsets.create_eval_set(db, user, args.create, args.note)
+    if args.freeze:
+        evalsets.freeze_eval_set(db, user, args.freeze)
+    sets = evalsets.eval_sets(db)
+    if args.json:
+        print(json.dumps(sets))
+        return 0
+    for item in sets:
+        state = "frozen" if item["frozen"] else "refreshed"
+        current = f"version {item['current']}" if item["current"] else "no version yet"
+        print(f"{_quoted(item['name'])}: {state}, {item['versions']} versions, {current}")
+    if not sets:
+        print("no eval set yet: import a starter suite or fold labels in to start one")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -74,14 +74,25 @@ DEMO_EXPECTED = {
     "STALE_EXCHANGE_RATE": ("Give today's rate or call it indicative.", "No outdated rate stated as firm."),
     "CARD_LIMIT_CONFUSION": ("Name daily and monthly limits apart.", "Both limits named correctly."),
 }
+# Objective criteria get a code check, graded without a judge.
+DEMO_CHECKS = {
+    "HALLUCINATED_FEE": "contains: fee schedule",
+    "WRONG_TIMELINE": "regex: \\d+ (business )?days",
+    "UNVERIFIED_IDENTITY": "tool-call: start_verification",
+}
+DEMO_COVERAGE = (
+    "Answer as the published help article does.",
+    "Gives the published answer; nothing invented.",
+)
 DEMO_LABELERS = (User("lena", "labeler"), User("tom", "labeler"))
 
 
 def add_demo_labels(db: Database, seed: int = 7, share: float = 0.6) -> int:
     """Seed the taxonomy and label a share of the approved scrubs as lena and tom; return labels made.
 
-    About a third are not a bug, most failures use a seed code, two new codes appear along the way,
-    and a few labels carry an adversarial tag. Deterministic for a seed.
+    About a third are not a bug (a third of those proposed as coverage), most failures use a seed code,
+    two new codes appear along the way, some carry a code check, and a few labels carry an adversarial
+    tag. Deterministic for a seed.
     """
     rng = random.Random(seed)
     with write(db):
@@ -104,7 +115,17 @@ def _demo_choice(rng: random.Random, new_codes: list) -> dict:
     roll = rng.random()
     tag = rng.choice(ADVERSARIAL[1:]) if rng.random() < 0.06 else "none"
     if roll < 1 / 3:
-        return {"kind": NOT_A_BUG, "note": rng.choice([None, "Correct answer.", "Polite and right."])}
+        note = rng.choice([None, "Correct answer.", "Polite and right."])
+        if note == "Polite and right.":  # handled well, and worth keeping covered
+            expected, criterion = DEMO_COVERAGE
+            return {
+                "kind": NOT_A_BUG,
+                "note": note,
+                "coverage": True,
+                "expected": expected,
+                "pass_criterion": criterion,
+            }
+        return {"kind": NOT_A_BUG, "note": note}
     if roll < 0.4 and new_codes:
         code, name, definition = new_codes.pop(0)
         expected, criterion = DEMO_EXPECTED[code]
@@ -115,6 +136,7 @@ def _demo_choice(rng: random.Random, new_codes: list) -> dict:
             "definition": definition,
             "expected": expected,
             "pass_criterion": criterion,
+            "pass_check": DEMO_CHECKS.get(code),
             "adversarial": tag,
         }
     waiting = {c for c, _, _ in new_codes}
@@ -126,5 +148,6 @@ def _demo_choice(rng: random.Random, new_codes: list) -> dict:
         "code": code,
         "expected": expected,
         "pass_criterion": criterion,
+        "pass_check": DEMO_CHECKS.get(code),
         "adversarial": tag,
     }

@@ -861,7 +861,11 @@ def send_to_sampling(
     seed: int = 7,
 ) -> Batch:
     """Put the farthest traces of a window's biggest clusters (and a seeded random control of the
-    window) into a drift-driven sampling batch, reason ``drift:cluster-<n>``, and scrub them for review."""
+    window) into a drift-driven sampling batch, reason ``drift:cluster-<n>``, and scrub them for review.
+
+    A cluster pick is traffic the eval set does not cover: its label card proposes "handled well — add
+    as coverage" by default (``flywheel.labels.COVERAGE_REASON``), so a drift alarm can be answered with
+    coverage rows even when the model handles that traffic well; the control picks propose nothing."""
     require_role(user, "lead")
     if not 1 <= clusters_sent <= 50 or not 1 <= per_cluster <= 20 or not 0 <= control_share <= 1:
         raise BadInput(

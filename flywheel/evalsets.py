@@ -1,8 +1,17 @@
-"""Eval sets: immutable, numbered versions of eval rows.
+"""Eval sets: named lineages of immutable, numbered versions of eval rows.
+
+A store holds one or more named sets (e.g. a frozen ``regression`` set beside a ``quality`` set
+refreshed from production); each row belongs to one set. Version numbers are unique across the store,
+so a version number alone names a version (a set's versions may read 1, 2, 5). A *frozen* set takes no
+new version: nothing is folded in, edited, withdrawn or retired, and the database refuses it too.
 
 A version is a snapshot of row ids, each ``active`` (read by exports and regression runs) or
 ``archived`` (retired, kept, exported only on request). A row's content never changes after it is
 written; an edit is a new row that replaces the old one in the next version.
+
+Rows come from a starter file, from failure labels, and from *coverage* labels: a trace the model
+handled well that a labeler proposes to keep covered (a not-a-bug label with expected behaviour and
+pass criterion). A row's pass criterion may carry a code check (``flywheel.checks``).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
+from flywheel.checks import describe_check, dump_check, load_check, parse_check
 from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.labels import NOT_A_BUG
@@ -25,17 +35,161 @@ from flywheel.store import audit, query_one, query_rows, write
 from flywheel.traces import approved_scrub, storable
 
 ROW_STATES = ("active", "archived")
+DEFAULT_SET = "default"
+SET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
-def current_version(db: Database) -> int | None:
-    """The newest eval-set version, or None when there is none yet."""
+def current_version(db: Database, eval_set: str | None = None) -> int | None:
+    """The newest version of ``eval_set``, or None when it has none yet.
+
+    Without a set: the newest version of the sets that are not frozen (the ones refreshed from
+    production, which drift and the weekly cycle read), else of any set."""
+    if eval_set is not None:
+        row = query_one(db, "SELECT max(version) AS v FROM eval_versions WHERE eval_set = ?", [eval_set])
+        return row["v"] if row else None
+    row = query_one(
+        db,
+        "SELECT max(v.version) AS v FROM eval_versions v JOIN eval_sets s ON s.name = v.eval_set"
+        " WHERE s.frozen = 0",
+    )
+    if row and row["v"] is not None:
+        return row["v"]
     row = query_one(db, "SELECT max(version) AS v FROM eval_versions")
     return row["v"] if row else None
 
 
-def eval_set_versions(db: Database) -> list[dict]:
-    """Every version, newest first, with its counts."""
+def eval_set_versions(db: Database, eval_set: str | None = None) -> list[dict]:
+    """Every version (of every set, or of one), newest first, with its counts and set."""
+    if eval_set is not None:
+        sql = "SELECT * FROM eval_versions WHERE eval_set = ? ORDER BY version DESC"
+        return query_rows(db, sql, [eval_set])
     return query_rows(db, "SELECT * FROM eval_versions ORDER BY version DESC")
+
+
+# Named sets ------------------------------------------------------------------------------------------
+
+
+def eval_sets(db: Database) -> list[dict]:
+    """Every named set with its newest version and how many versions it has, by name."""
+    return query_rows(
+        db,
+        """SELECT s.*, max(v.version) AS current, count(v.version) AS versions
+           FROM eval_sets s LEFT JOIN eval_versions v ON v.eval_set = s.name
+           GROUP BY s.name ORDER BY s.name""",
+    )
+
+
+def set_names(db: Database) -> list[str]:
+    """The names of the store's eval sets."""
+    return [r[0] for r in db.execute("SELECT name FROM eval_sets ORDER BY name")]
+
+
+def resolve_set(db: Database, name: str | None) -> str | None:
+    """The set a command acts on: ``name`` when it exists; without a name the one set there is (None
+    when there is none yet). Several sets and no name is refused with the list of sets."""
+    names = set_names(db)
+    if name is not None:
+        if name not in names:
+            listed = ", ".join(names) if names else "none yet"
+            raise NotFound(f"no eval set {name!r}; the sets are: {listed}")
+        return name
+    if len(names) > 1:
+        raise BadInput(f"this store has {len(names)} eval sets ({', '.join(names)}): name one with --set")
+    return names[0] if names else None
+
+
+def version_set(db: Database, version: int) -> str:
+    """The set a version belongs to."""
+    row = query_one(db, "SELECT eval_set FROM eval_versions WHERE version = ?", [version])
+    if row is None:
+        raise NotFound(f"eval-set version {version} does not exist")
+    return row["eval_set"]
+
+
+def require_in_set(db: Database, version: int, eval_set: str | None) -> None:
+    """Refuse a version that is not one of ``eval_set``'s (no check without a set)."""
+    found = version_set(db, version)
+    if eval_set is not None and found != eval_set:
+        raise BadInput(f"version {version} belongs to eval set {found!r}, not {eval_set!r}")
+
+
+def is_frozen(db: Database, eval_set: str) -> bool:
+    """Whether a set is frozen."""
+    row = query_one(db, "SELECT frozen FROM eval_sets WHERE name = ?", [eval_set])
+    return bool(row and row["frozen"])
+
+
+def create_eval_set(
+    db: Database, user: User, name: str, note: str | None = None, now: datetime | None = None
+) -> str:
+    """A lead starts a new named set (empty until a file is imported or labels are folded into it)."""
+    require_role(user, "lead")
+    name = (name or "").strip()
+    if not SET_NAME.fullmatch(name):
+        raise BadInput(
+            f"eval set name {name[:60]!r}: expected 1-40 of a-z, 0-9, '-', '_' (a letter or digit first)"
+        )
+    with write(db):
+        if name in set_names(db):
+            raise BadInput(f"eval set {name!r} already exists")
+        _insert_set(db, user, name, note, _stamp(now))
+    return name
+
+
+def _insert_set(db: Database, user: User, name: str, note: str | None, stamp: str) -> None:
+    note = (note or "").strip()[:MAX_FIELD] or None
+    db["eval_sets"].insert(
+        {"name": name, "frozen": 0, "note": note, "created_by": user.name, "created_at": stamp}
+    )
+    audit(db, user.name, "create_eval_set", "eval_set", name, note=note)
+
+
+def freeze_eval_set(db: Database, user: User, name: str, now: datetime | None = None) -> None:
+    """A lead freezes a set for good: from now on nothing is folded in, edited, withdrawn or retired."""
+    require_role(user, "lead")
+    with write(db):
+        name = resolve_set(db, name)
+        if is_frozen(db, name):
+            raise BadInput(f"eval set {name!r} is frozen already")
+        if current_version(db, name) is None:
+            raise BadInput(f"eval set {name!r} has no version yet: import or fold rows into it first")
+        db.execute(
+            "UPDATE eval_sets SET frozen = 1, frozen_by = ?, frozen_at = ? WHERE name = ?",
+            [user.name, _stamp(now), name],
+        )
+        audit(db, user.name, "freeze_eval_set", "eval_set", name, version=current_version(db, name))
+
+
+def _set_to_write(db: Database, user: User, name: str | None, stamp: str) -> str:
+    """The set a new version goes into: ``name``, else the one set that is not frozen; the first
+    version of a store starts its set (``default`` unless named). A frozen set is refused."""
+    names = set_names(db)
+    if not names:
+        name = (name or DEFAULT_SET).strip()
+        if not SET_NAME.fullmatch(name):
+            raise BadInput(f"eval set name {name[:60]!r}: expected 1-40 of a-z, 0-9, '-', '_'")
+        _insert_set(db, user, name, None, stamp)
+        return name
+    if name is None:
+        return _only_open_set(db, names)
+    name = resolve_set(db, name)
+    _refuse_frozen(db, name)
+    return name
+
+
+def _only_open_set(db: Database, names: list[str]) -> str:
+    """The one set that is not frozen, for a write that names none."""
+    open_ = [n for n in names if not is_frozen(db, n)]
+    if not open_:
+        raise BadInput(f"every eval set is frozen ({', '.join(names)}): create a set to add rows to")
+    if len(open_) > 1:
+        raise BadInput(f"this store has {len(names)} eval sets ({', '.join(names)}): name one with --set")
+    return open_[0]
+
+
+def _refuse_frozen(db: Database, name: str, what: str = "takes no new version") -> None:
+    if is_frozen(db, name):
+        raise BadInput(f"eval set {name!r} is frozen: it {what}")
 
 
 def version_rows(db: Database, version: int, include_archive: bool = False) -> list[dict]:
@@ -62,7 +216,7 @@ def eval_runs(db: Database, version: int | None = None) -> list[dict]:
 
 ROW_ID = re.compile(r"r-\d{6,}")
 ADVERSARIAL_KINDS = ("jailbreak", "prompt_injection", "policy_override")
-IMPORT_FIELDS = ("input", "expected", "criterion", "code", "adversarial", "tags", "id")
+IMPORT_FIELDS = ("input", "expected", "criterion", "check", "code", "adversarial", "tags", "id")
 MAX_INPUT = 20_000
 MAX_FIELD = 2_000
 MAX_IMPORT_ROWS = 100_000
@@ -130,7 +284,10 @@ def _stamp(moment: datetime | None) -> str:
 def content_hash(row: dict) -> str:
     """A hash of what a row asks, so an unchanged row is carried and a changed one is new."""
     keys = ("input", "messages", "expected", "criterion", "code", "adversarial", "adversarial_kind", "tags")
-    canonical = json.dumps([row.get(k) for k in keys], ensure_ascii=False)
+    values = [row.get(k) for k in keys]
+    # Added only when set, so rows written before coverage and checks existed keep their hashes.
+    values += [[k, row[k]] for k in ("coverage", "pass_check") if row.get(k)]
+    canonical = json.dumps(values, ensure_ascii=False)
     return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
 
 
@@ -161,12 +318,16 @@ def _make_version(
     stamp: str,
     members: dict[str, str],
     counts: dict,
+    eval_set: str,
 ) -> int:
-    version = (current_version(db) or 0) + 1
+    _refuse_frozen(db, eval_set)
+    top = db.execute("SELECT max(version) FROM eval_versions").fetchone()[0]
+    version = (top or 0) + 1
     active = sum(state == "active" for state in members.values())
     db["eval_versions"].insert(
         {
             "version": version,
+            "eval_set": eval_set,
             "kind": kind,
             "note": (note or "").strip()[:MAX_FIELD] or None,
             "created_by": user.name,
@@ -186,7 +347,7 @@ def _make_version(
             f" WHERE left_version IS NULL AND row_id IN ({marks})",
             [version, *retiring],
         )
-    audit(db, user.name, kind, "eval_version", version, note=note, rows=active, **counts)
+    audit(db, user.name, kind, "eval_version", version, eval_set=eval_set, note=note, rows=active, **counts)
     return version
 
 
@@ -220,37 +381,48 @@ def import_evalset(
     name: str,
     note: str | None = None,
     now: datetime | None = None,
+    eval_set: str | None = None,
 ) -> VersionChange:
-    """Import a starter suite (CSV or JSONL bytes) as a new version; a bad row refuses the whole file."""
+    """Import a starter suite (CSV or JSONL bytes) as a new version of ``eval_set`` (see
+    ``_set_to_write`` for the default); a bad row refuses the whole file."""
     require_role(user, "lead")
     rows = parse_suite(data, name)
     stamp = _stamp(now)
     digest = hashlib.sha256(data).hexdigest()
     with write(db):
+        eval_set = _set_to_write(db, user, eval_set, stamp)
         done = query_one(
-            db, "SELECT version, rows FROM eval_versions WHERE source_sha256 = ? ORDER BY version", [digest]
+            db,
+            "SELECT version, rows FROM eval_versions WHERE source_sha256 = ? AND eval_set = ?"
+            " ORDER BY version",
+            [digest, eval_set],
         )
         if done:  # a retry after a kill that landed just after the commit imports nothing twice
             return VersionChange(done["version"], False, 0, 0, 0, done["rows"], already_imported=True)
-        members = _members(db, current_version(db))
+        members = _members(db, current_version(db, eval_set))
         carried = sum(state == "active" for state in members.values())
         for row in rows:
             row.update(source="import", source_file=Path(name).name, labeled_by=user.name, labeled_at=stamp)
+            row["eval_set"] = eval_set
         for row_id in _insert_rows(db, rows, stamp):
             members[row_id] = "active"
         retired, changed = _apply_pending(db, members)
         counts = {"added": len(rows) + changed, "retired": retired, "carried": carried - retired - changed}
         counts.update(changed=changed, withdrawn=0, source_sha256=digest)
-        version = _make_version(
-            db, user, "import", note or f"starter suite {Path(name).name}", stamp, members, counts
-        )
+        note = note or f"starter suite {Path(name).name}"
+        version = _make_version(db, user, "import", note, stamp, members, counts, eval_set)
     return VersionChange(
         version, True, counts["added"], retired, counts["carried"], _active(members), changed
     )
 
 
 def import_evalset_file(
-    db: Database, user: User, path: str | Path, note: str | None = None, now: datetime | None = None
+    db: Database,
+    user: User,
+    path: str | Path,
+    note: str | None = None,
+    now: datetime | None = None,
+    eval_set: str | None = None,
 ) -> VersionChange:
     """Import a starter-suite file from disk."""
     path = Path(path)
@@ -258,7 +430,7 @@ def import_evalset_file(
         data = path.read_bytes()
     except OSError as error:
         raise BadInput(f"cannot read {str(path)!r}: {error.strerror}") from None
-    return import_evalset(db, user, data, path.name, note, now)
+    return import_evalset(db, user, data, path.name, note, now, eval_set)
 
 
 def _active(members: dict[str, str]) -> int:
@@ -346,6 +518,7 @@ def _suite_row(record: object) -> dict:
         "adversarial": flag,
         "adversarial_kind": kind,
         "tags": json.dumps(_tags(record.get("tags"))),
+        "pass_check": dump_check(parse_check(record.get("check"))),
     }
 
 
@@ -395,7 +568,7 @@ def _tags(value: object) -> list[str]:
 
 LIVE_LABELS = """
     SELECT l.id, l.trace_id, l.batch_id, l.labeler, l.kind, l.code, l.expected, l.pass_criterion,
-           l.adversarial, l.created_at
+           l.adversarial, l.created_at, coalesce(l.coverage, 0) AS coverage, l.pass_check
     FROM labels l WHERE l.undone_at IS NULL ORDER BY l.trace_id, l.id"""
 
 
@@ -407,20 +580,29 @@ def _labels_by_trace(db: Database) -> dict[str, list[dict]]:
 
 
 def _verdict(label: dict) -> tuple:
+    # Not a bug, with or without a coverage proposal, is one verdict: the trace was handled well.
     return ("not_a_bug",) if label["kind"] == NOT_A_BUG else (label["code"], label["adversarial"])
 
 
+def _makes_row(label: dict) -> bool:
+    """A failure label makes a row; a not-a-bug label only when it proposes coverage."""
+    return label["kind"] != NOT_A_BUG or bool(label["coverage"])
+
+
 def _agreed(db: Database, trace_id: str, labels: list[dict]) -> tuple[list[dict] | None, bool]:
-    """The labels a row is built from (None: no row) and whether the labelers disagree unsettled."""
+    """The labels a row is built from (None: no row) and whether the labelers disagree unsettled.
+
+    Labelers who agree a trace is not a bug agree whether or not each proposes it as coverage; its
+    row is built from those who do."""
     settled = query_one(db, "SELECT label_id FROM eval_settlements WHERE trace_id = ?", [trace_id])
     if settled is not None:
         chosen = [label for label in labels if label["id"] == settled["label_id"]]
         if chosen or settled["label_id"] is None:
-            return (chosen if chosen and chosen[0]["kind"] != NOT_A_BUG else None), False
+            return (chosen if chosen and _makes_row(chosen[0]) else None), False
     verdicts = {_verdict(label) for label in labels}
     if len(verdicts) > 1:
         return None, True
-    return (None if verdicts == {("not_a_bug",)} else labels), False
+    return [label for label in labels if _makes_row(label)] or None, False
 
 
 def disagreements(db: Database) -> list[dict]:
@@ -462,7 +644,7 @@ def settle_disagreement(
         audit(db, user.name, "settle_disagreement", "trace", trace_id, label_id=label_id)
 
 
-def _row_from_labels(db: Database, trace_id: str, labels: list[dict]) -> dict | None:
+def _row_from_labels(db: Database, trace_id: str, labels: list[dict], eval_set: str) -> dict | None:
     """An eval row from agreed labels and the trace's approved scrub; None when the scrub is not approved."""
     scrub_id = db.execute(
         "SELECT id FROM scrubs WHERE trace_id = ? AND status = 'approved'", [trace_id]
@@ -481,14 +663,21 @@ def _row_from_labels(db: Database, trace_id: str, labels: list[dict]) -> dict | 
         "code": first["code"],
         "adversarial": int(tag != "none"),
         "adversarial_kind": None if tag == "none" else tag,
-        "tags": json.dumps(sorted({f"label:{label['kind']}" for label in labels})),
+        "tags": json.dumps(sorted({f"label:{_label_word(label)}" for label in labels})),
+        "coverage": 1 if first["kind"] == NOT_A_BUG else None,
+        "pass_check": first["pass_check"],
         "source": "trace",
         "trace_id": trace_id,
         "scrub_id": scrub_id[0],
         "labeled_by": ",".join(sorted({label["labeler"] for label in labels})),
         "labeled_at": max(label["created_at"] for label in labels),
         "replaces": None,
+        "eval_set": eval_set,
     }
+
+
+def _label_word(label: dict) -> str:
+    return "coverage" if label["kind"] == NOT_A_BUG else label["kind"]
 
 
 def _label_fields(label: dict) -> dict:
@@ -518,6 +707,8 @@ class FoldItem:
     ``action``: add (a new row from a trace's labels), change (a row replacing ``replaces``: new labels
     or a lead's edit), retire or withdraw (``row_id``). An item that is not ``foldable`` says why in
     ``blocked`` and is never folded. ``left_out`` is the last time a lead left this item out of a fold.
+    ``coverage``: the row covers a trace the model handled well (not a failure); ``check``: its pass
+    criterion's code check, written ``TYPE: VALUE``.
     """
 
     key: str
@@ -538,6 +729,8 @@ class FoldItem:
     reason: str | None = None
     left_out: dict | None = None
     row: dict | None = field(default=None, repr=False)
+    coverage: bool = False
+    check: str | None = None
 
     def as_dict(self) -> dict:
         """The item as the page and the command line show it."""
@@ -560,6 +753,7 @@ class FoldPreview:
     items: tuple[FoldItem, ...]
     disagreements: int
     fingerprint: str
+    eval_set: str = DEFAULT_SET
 
     @property
     def foldable(self) -> list[FoldItem]:
@@ -597,7 +791,7 @@ class FoldPreview:
 FOLD_ACTIONS = ("add", "change", "retire", "withdraw")
 
 
-def fold_preview(db: Database, batches: list[int] | None = None) -> FoldPreview:
+def fold_preview(db: Database, batches: list[int] | None = None, eval_set: str | None = None) -> FoldPreview:
     """What ``fold_in`` would do now, without doing it: the very items it applies.
 
     Agreed failure labels on approved scrubs that are not rows yet are added; a trace whose labels changed
@@ -605,10 +799,13 @@ def fold_preview(db: Database, batches: list[int] | None = None) -> FoldPreview:
     turned into "not a bug", is withdrawn; confirmed retirements move to the archive; a lead's pending
     edits replace their rows. A label without expected behaviour or pass criterion, and a trace its
     labelers disagree on, are shown as not foldable. ``batches`` limits new rows to those sample batches.
+    Coverage labels (not a bug, handled well) are added like failures. ``eval_set``: the set folded into
+    (default: the one set not frozen); a frozen set is refused.
     """
-    previous = current_version(db)
+    eval_set = _set_to_fold(db, eval_set)
+    previous = current_version(db, eval_set)
     members = _members(db, previous)
-    items, disputed = _trace_items(db, members, batches)
+    items, disputed = _trace_items(db, members, batches, eval_set)
     simulated = dict(members)
     for item in items:
         if item.action == "withdraw":
@@ -618,23 +815,42 @@ def fold_preview(db: Database, batches: list[int] | None = None) -> FoldPreview:
     items += _retire_items(db, simulated) + _edit_items(db, simulated)
     basis = [previous, [[i.key, i.foldable, i.row_id, i.replaces, _item_hash(i)] for i in items]]
     fingerprint = hashlib.blake2b(json.dumps(basis).encode(), digest_size=8).hexdigest()
-    before = {r["item"]: r for r in query_rows(db, "SELECT * FROM eval_leave_outs ORDER BY id")}
+    before = {
+        r["item"]: r
+        for r in query_rows(
+            db, "SELECT * FROM eval_leave_outs WHERE coalesce(eval_set, ?) = ? ORDER BY id", [eval_set] * 2
+        )
+    }
     items = [replace(item, left_out=before.get(item.key)) for item in items]
-    return FoldPreview(previous, tuple(items), disputed, fingerprint)
+    return FoldPreview(previous, tuple(items), disputed, fingerprint, eval_set)
+
+
+def _set_to_fold(db: Database, name: str | None) -> str:
+    """The set a fold reads and writes; a store without a set yet folds into ``default``."""
+    if not set_names(db):
+        return (name or DEFAULT_SET).strip()
+    if name is None:
+        return _only_open_set(db, set_names(db))
+    name = resolve_set(db, name)
+    _refuse_frozen(db, name, "takes no new rows: fold into a set that is not frozen")
+    return name
 
 
 def _item_hash(item: FoldItem) -> str | None:
     return content_hash(item.row) if item.row is not None else None
 
 
-def _trace_items(db: Database, members: dict[str, str], batches: list[int] | None) -> tuple[list, int]:
+def _trace_items(
+    db: Database, members: dict[str, str], batches: list[int] | None, eval_set: str
+) -> tuple[list, int]:
     """Items from traces' labels: rows to add, to change and to withdraw; and the open disagreements."""
     by_trace = _trace_rows(db, members)
     settled = dict(db.execute("SELECT trace_id, settled_by FROM eval_settlements"))
     withdrawn = set(
         db.execute(
             "SELECT w.trace_id, r.content_hash FROM eval_withdrawals w JOIN eval_rows r ON r.id = w.row_id"
-            " WHERE w.source = 'withdraw'"
+            " WHERE w.source = 'withdraw' AND coalesce(r.eval_set, ?) = ?",
+            [eval_set, eval_set],
         ).fetchall()
     )
     items, open_ = [], 0
@@ -650,13 +866,13 @@ def _trace_items(db: Database, members: dict[str, str], batches: list[int] | Non
         agreement = _agreement(labels, disputed, settled.get(trace_id))
         if current is None:
             source = [label for label in labels if label["kind"] != NOT_A_BUG] if disputed else agreed
-            row = _row_from_labels(db, trace_id, source) if source and in_scope else None
+            row = _row_from_labels(db, trace_id, source, eval_set) if source and in_scope else None
             if row is None or (trace_id, content_hash(row)) in withdrawn:
                 continue  # a row a lead withdrew comes back only when its labels say something new
             blocked = "its labelers disagree: settle it first" if disputed else _missing_fields(row)
             items.append(_label_item("add", row, labels, agreement, blocked))
             continue
-        row = _row_from_labels(db, trace_id, agreed) if agreed else None
+        row = _row_from_labels(db, trace_id, agreed, eval_set) if agreed else None
         if row is None and not disputed:
             reason = _withdraw_reason(labels, agreed, settled.get(trace_id))
             items.append(_row_item("withdraw", eval_row(db, current["id"]), reason))
@@ -679,7 +895,9 @@ def _withdraw_reason(labels: list[dict], agreed: list[dict] | None, settled_by: 
     if not labels:
         return "its labels were undone"
     if agreed is None:
-        return f"{settled_by} settled to keep it out" if settled_by else "its labels now say not a bug"
+        if settled_by:
+            return f"{settled_by} settled to keep it out"
+        return "its labels now say not a bug, and none proposes it as coverage"
     return "its scrub is no longer approved"
 
 
@@ -701,7 +919,13 @@ def _label_item(action: str, row: dict, labels: list[dict], agreement: str, bloc
         foldable=blocked is None,
         blocked=blocked,
         row=row,
+        coverage=bool(row.get("coverage")),
+        check=_check_text(row),
     )
+
+
+def _check_text(row: dict) -> str | None:
+    return describe_check(load_check(row.get("pass_check"))) or None
 
 
 def _row_item(action: str, row: dict, reason: str | None, key: str | None = None) -> FoldItem:
@@ -721,6 +945,8 @@ def _row_item(action: str, row: dict, reason: str | None, key: str | None = None
         labelers=len((row["labeled_by"] or "").split(",")) if row["labeled_by"] else 0,
         agreement=None,
         reason=reason,
+        coverage=bool(row.get("coverage")),
+        check=_check_text(row),
     )
 
 
@@ -763,8 +989,9 @@ def fold_in(
     *,
     fingerprint: str | None = None,
     leave_out: dict[str, str] | None = None,
+    eval_set: str | None = None,
 ) -> VersionChange:
-    """Apply the fold-in preview as a new immutable version, in one transaction.
+    """Apply the fold-in preview as a new immutable version of ``eval_set``, in one transaction.
 
     ``fingerprint``: the preview the lead confirmed; when what a fold would write differs from it, the
     fold is refused (StalePreview). ``leave_out``: preview item keys to leave out, each with its reason;
@@ -774,7 +1001,7 @@ def fold_in(
     reasons = _leave_out_reasons(leave_out or {})
     stamp = _stamp(now)
     with write(db):
-        plan = fold_preview(db, batches)
+        plan = fold_preview(db, batches, eval_set)
         if fingerprint is not None and fingerprint != plan.fingerprint:
             raise StalePreview(
                 f"the fold-in preview {fingerprint!r} is out of date (now {plan.fingerprint!r}):"
@@ -788,8 +1015,9 @@ def fold_in(
         members = _members(db, plan.after)
         version, counts = None, {}
         if folding:
+            target = _set_to_write(db, user, plan.eval_set, stamp)
             counts = _apply_items(db, members, folding, stamp, plan.after)
-            version = _make_version(db, user, "fold_in", note, stamp, members, counts)
+            version = _make_version(db, user, "fold_in", note, stamp, members, counts, target)
             _record_withdrawals(db, user, [i for i in folding if i.action == "withdraw"], stamp, version)
         _record_leave_outs(db, user, plan, reasons, stamp, version)
     extra = {"disagreements": plan.disagreements, "left_out": len(reasons), "blocked": len(plan.blocked)}
@@ -894,6 +1122,7 @@ def _record_leave_outs(
                 "left_at": stamp,
                 "after_version": plan.after,
                 "fold_version": version,
+                "eval_set": plan.eval_set,
             }
         )
         entity, entity_id = ("trace", item.trace_id) if item.trace_id else ("eval_row", row_id)
@@ -901,9 +1130,15 @@ def _record_leave_outs(
 
 
 def withdraw_row(
-    db: Database, user: User, row_id: str, reason: str, now: datetime | None = None
+    db: Database,
+    user: User,
+    row_id: str,
+    reason: str,
+    now: datetime | None = None,
+    eval_set: str | None = None,
 ) -> VersionChange:
-    """A lead withdraws a bad row: a new version without it, with the reason recorded."""
+    """A lead withdraws a bad row: a new version of its set without it, with the reason recorded.
+    A row of a frozen set is never withdrawn; ``eval_set``, when given, must be the row's set."""
     require_role(user, "lead")
     text = _short((reason or "").strip(), "reason")
     if not text:
@@ -911,15 +1146,28 @@ def withdraw_row(
     stamp = _stamp(now)
     with write(db):
         row = eval_row(db, row_id)
-        previous = current_version(db)
+        home = _row_set(db, row, eval_set)
+        _refuse_frozen(db, home, f"is never changed: row {row_id!r} cannot be withdrawn")
+        previous = current_version(db, home)
         members = _members(db, previous)
         _require_active(db, row_id, members.get(row_id), previous)
         del members[row_id]
         active = _active(members)
         counts = {"added": 0, "retired": 0, "carried": active, "changed": 0, "withdrawn": 1}
-        version = _make_version(db, user, "withdraw", f"withdrew {row_id}: {text}", stamp, members, counts)
+        note = f"withdrew {row_id}: {text}"
+        version = _make_version(db, user, "withdraw", note, stamp, members, counts, home)
         _record_withdrawal(db, user, row_id, row["trace_id"], text, "withdraw", stamp, version)
     return VersionChange(version, True, 0, 0, active, active, 0, 1)
+
+
+def _row_set(db: Database, row: dict, eval_set: str | None) -> str:
+    """The set a row belongs to; refused when the caller named another."""
+    home = row["eval_set"] or DEFAULT_SET
+    if eval_set is not None:
+        resolve_set(db, eval_set)
+        if eval_set != home:
+            raise BadInput(f"row {row['id']!r} belongs to eval set {home!r}, not {eval_set!r}")
+    return home
 
 
 def _require_active(db: Database, row_id: str, state: str | None, version: int | None) -> None:
@@ -946,16 +1194,23 @@ def _trace_rows(db: Database, members: dict[str, str]) -> dict[str, dict]:
 
 
 def edit_row(db: Database, user: User, row_id: str, now: datetime | None = None, **changes: object) -> str:
-    """Write a new row replacing ``row_id`` with some fields changed; it enters the next version."""
+    """Write a new row replacing ``row_id`` with some fields changed; it enters the next version of its
+    set. ``pass_check`` takes a code check in its written form (None or "" removes it). A row of a
+    frozen set is never edited."""
     require_role(user, "lead")
-    allowed = {"expected", "criterion", "code", "adversarial", "adversarial_kind", "tags"}
+    allowed = {"expected", "criterion", "code", "adversarial", "adversarial_kind", "tags", "pass_check"}
     if not changes or set(changes) - allowed:
         raise BadInput(f"edit fields {sorted(changes)!r}: expected some of {', '.join(sorted(allowed))}")
+    if "pass_check" in changes:
+        changes["pass_check"] = dump_check(parse_check(changes["pass_check"]))
     stamp = _stamp(now)
     with write(db):
         old = query_one(db, "SELECT * FROM eval_rows WHERE id = ?", [row_id])
         if old is None:
             raise NotFound(f"no eval row {row_id!r}")
+        _refuse_frozen(
+            db, old["eval_set"] or DEFAULT_SET, f"is never changed: row {row_id!r} cannot be edited"
+        )
         row = {k: v for k, v in old.items() if k not in ("id", "created_at", "content_hash")}
         row.update(changes, replaces=row_id, labeled_by=user.name, labeled_at=stamp)
         (new_id,) = _insert_rows(db, [row], stamp)
@@ -994,6 +1249,11 @@ def diff_versions(db: Database, a: int, b: int) -> dict:
     """Rows added, retired, changed (old id -> new id) and withdrawn between versions ``a`` and ``b``."""
     _require_version(db, a)
     _require_version(db, b)
+    if version_set(db, a) != version_set(db, b):
+        raise BadInput(
+            f"versions {a} ({version_set(db, a)!r}) and {b} ({version_set(db, b)!r}) are of different"
+            " eval sets: a diff compares two versions of one set"
+        )
     old, new = _members(db, a), _members(db, b)
     replaces = dict(db.execute("SELECT id, replaces FROM eval_rows WHERE replaces IS NOT NULL"))
     changed = []

@@ -6,9 +6,11 @@ rows are written only when asked for.
 
 - ``jsonl``/``csv``: every field of the row.
 - ``inspect``: Inspect ``Sample`` JSONL (``id``, ``input`` as text or chat messages, ``target``,
-  ``metadata``), read by ``inspect_ai.dataset.json_dataset`` as is.
+  ``metadata``), read by ``inspect_ai.dataset.json_dataset`` as is. A row's code check is in
+  ``metadata["check"]``, graded by ``flywheel.checks.inspect_scorer``.
 - ``promptfoo``: test cases, one JSON object per line (``description``, ``vars``, ``assert``,
-  ``metadata``), for ``tests: file://cases.jsonl``; the prompt reads ``{{input}}``.
+  ``metadata``), for ``tests: file://cases.jsonl``; the prompt reads ``{{input}}``. A row with a code
+  check is asserted natively (``contains``, ``regex``, ``is-json`` ...), the others by ``llm-rubric``.
 - ``openai-evals``: JSONL with ``input`` chat messages and ``ideal``.
 """
 
@@ -25,6 +27,7 @@ from typing import TextIO
 from sqlite_utils import Database
 
 from flywheel.auth import User
+from flywheel.checks import describe_check, load_check, promptfoo_asserts
 from flywheel.errors import BadInput
 from flywheel.evalsets import iter_version_rows
 from flywheel.formats import EXPORT_FORMATS
@@ -45,6 +48,9 @@ CSV_COLUMNS = (
     "source",
     "trace_id",
     "external_id",
+    "coverage",
+    "check",
+    "eval_set",
 )
 SYSTEM_PROMPT = "You are the support assistant being evaluated."
 
@@ -154,6 +160,8 @@ def _metadata(row: dict, version: int) -> dict:
         "criterion": row["criterion"],
         "tags": json.loads(row["tags"] or "[]"),
         "state": row["state"],
+        "coverage": bool(row["coverage"]),
+        "check": load_check(row["pass_check"]),
     }
 
 
@@ -173,6 +181,9 @@ def _plain(row: dict, version: int) -> dict:
         "trace_id": row["trace_id"],
         "external_id": row["external_id"],
         "version": version,
+        "coverage": bool(row["coverage"]),
+        "check": load_check(row["pass_check"]),
+        "eval_set": row["eval_set"],
     }
 
 
@@ -180,6 +191,8 @@ def _csv_line(row: dict) -> list:
     plain = {**_plain(row, 0), "adversarial": int(row["adversarial"])}
     plain["messages"] = row["messages"] or ""
     plain["tags"] = ",".join(plain["tags"])
+    plain["coverage"] = int(plain["coverage"])
+    plain["check"] = describe_check(plain["check"])
     return ["" if plain[c] is None else plain[c] for c in CSV_COLUMNS]
 
 
@@ -195,11 +208,13 @@ def _inspect(row: dict, version: int) -> dict:
 
 def _promptfoo(row: dict, version: int) -> dict:
     label = row["code"] or "starter"
+    label = "coverage" if row["coverage"] and not row["code"] else label
     criterion = _target(row) or "Answers the customer's question correctly."
+    check = load_check(row["pass_check"])
     return {
         "description": f"{row['id']} {label}",
         "vars": {"input": row["input"], "row_id": row["id"]},
-        "assert": [{"type": "llm-rubric", "value": criterion}],
+        "assert": promptfoo_asserts(check) if check else [{"type": "llm-rubric", "value": criterion}],
         "metadata": {k: v for k, v in _metadata(row, version).items() if v is not None and v != []},
     }
 

@@ -28,6 +28,7 @@ from flywheel.agreement import (
     set_overlap,
 )
 from flywheel.auth import User, require_role
+from flywheel.checks import dump_check, parse_check
 from flywheel.claims import (
     CLAIM_MINUTES,
     LABEL_ROLES,
@@ -79,6 +80,8 @@ KINDS = ("known", "new", "not_a_bug")
 FAILURE_KINDS = ("known", "new")
 ADVERSARIAL = ("none", "jailbreak", "prompt_injection", "policy_override")
 NOT_A_BUG = "not_a_bug"
+# A trace drift sent to sampling is traffic the eval set does not cover yet: its card proposes coverage.
+COVERAGE_REASON = re.compile(r"drift:cluster-[0-9]+")
 MAX_SIBLINGS = 10
 MAX_TEXT = 2000
 
@@ -93,10 +96,12 @@ class Undone:
     code: str | None
     siblings: int
     claim: Claim | None
+    coverage: bool = False
 
     def describe(self) -> str:
         """One plain sentence for the labeler."""
         what = {"known": "known failure", "new": "new failure", NOT_A_BUG: "not a bug"}[self.kind]
+        what += " (coverage)" if self.coverage else ""
         what += f" {self.code}" if self.code else ""
         extra = f" and its {self.siblings} sibling label(s)" if self.siblings else ""
         back = "" if self.claim else "; someone else holds the trace now"
@@ -128,14 +133,19 @@ def record_label(
     note: str | None = None,
     adversarial: str = "none",
     now: datetime | None = None,
+    coverage: bool = False,
+    pass_check: str | dict | None = None,
 ) -> int:
     """Label the claimed item (a claim, its id, or the trace id the user claimed); return the label id.
 
     Both failure kinds need ``expected`` and ``pass_criterion``: ``known`` an active ``code``, ``new`` the
     entry ``code``/``name``/``definition`` it creates first; ``not_a_bug`` takes an optional ``note``.
+    ``coverage`` (not a bug only): the trace was handled well and should stay covered, so it becomes an
+    eval row at the next fold-in; it needs ``expected`` and ``pass_criterion`` like a failure.
+    ``pass_check``: a code check for the pass criterion (``flywheel.checks``), on a label that makes a row.
     """
     require_role(user, *LABEL_ROLES)
-    values = _label_values(kind, expected, pass_criterion, note, adversarial)
+    values = _label_values(kind, expected, pass_criterion, note, adversarial, coverage, pass_check)
     at = stamp(now)
     with write(db):
         row = claim_row(db, user, claim)
@@ -152,28 +162,51 @@ def record_label(
         label_id = _insert_label(db, user, row["trace_id"], queued["batch_id"], kind, code, values, at)
         end_claim(db, row["id"], "labeled")
         _count(db, row["trace_id"], +1)
-        audit(db, user.name, "label", "trace", row["trace_id"], label_id=label_id, kind=kind, code=code)
+        audit(
+            db,
+            user.name,
+            "label",
+            "trace",
+            row["trace_id"],
+            label_id=label_id,
+            kind=kind,
+            code=code,
+            coverage=bool(coverage),
+            pass_check=values["pass_check"],
+        )
     return label_id
 
 
 def _label_values(
-    kind: str, expected: str | None, pass_criterion: str | None, note: str | None, adversarial: str
+    kind: str,
+    expected: str | None,
+    pass_criterion: str | None,
+    note: str | None,
+    adversarial: str,
+    coverage: bool = False,
+    pass_check: str | dict | None = None,
 ) -> dict:
     if kind not in KINDS:
         raise BadInput(f"label kind {kind!r}: expected one of {', '.join(KINDS)}")
     if adversarial not in ADVERSARIAL:
         raise BadInput(f"adversarial tag {adversarial!r}: expected one of {', '.join(ADVERSARIAL)}")
+    if coverage and kind != NOT_A_BUG:
+        raise BadInput(f"coverage is for a trace handled well (not a bug), not for a {kind} failure")
     values = {
         "expected": _text(expected, "expected behaviour"),
         "pass_criterion": _text(pass_criterion, "pass criterion"),
         "note": _text(note, "note"),
         "adversarial": adversarial,
+        "coverage": 1 if coverage else None,
+        "pass_check": dump_check(parse_check(pass_check)),
     }
-    if kind in FAILURE_KINDS:  # a failure becomes an eval row: it must say what a correct answer does
-        what_kind = "a known failure" if kind == "known" else "a new failure"
+    if kind in FAILURE_KINDS or coverage:  # it becomes an eval row: it must say what a correct answer does
+        what_kind = {"known": "a known failure", "new": "a new failure"}.get(kind, "a coverage row")
         for key, what in (("expected", "expected behaviour"), ("pass_criterion", "pass criterion")):
             if not values[key]:
                 raise BadInput(f"{what_kind} needs the {what}: what a correct answer must do")
+    elif values["pass_check"]:
+        raise BadInput("a code check belongs to an eval row: label a failure, or add the trace as coverage")
     return values
 
 
@@ -286,7 +319,7 @@ def _free_for(db: Database, user: User, trace_id: str, at: str) -> bool:
 
 def _add_sibling(db: Database, user: User, parent: dict, trace_id: str, at: str) -> int:
     batch_id = db.execute("SELECT batch_id FROM label_queue WHERE trace_id = ?", [trace_id]).fetchone()[0]
-    values = {k: parent[k] for k in ("expected", "pass_criterion", "adversarial")}
+    values = {k: parent[k] for k in ("expected", "pass_criterion", "adversarial", "pass_check")}
     label_id = _insert_label(
         db, user, trace_id, batch_id, "known", parent["code"], values, at, "sibling", parent["id"]
     )
@@ -308,7 +341,7 @@ def undo_last_label(
     with write(db):
         last = query_one(
             db,
-            "SELECT id, trace_id, kind, code FROM labels WHERE labeler = ? AND via = 'card'"
+            "SELECT id, trace_id, kind, code, coverage FROM labels WHERE labeler = ? AND via = 'card'"
             " AND undone_at IS NULL ORDER BY id DESC LIMIT 1",
             [user.name],
         )
@@ -317,7 +350,9 @@ def undo_last_label(
         undone = _undo(db, user, last["id"], stamp(moment))
         audit(db, user.name, "undo_label", "trace", last["trace_id"], label_id=last["id"], undone=undone)
         claim = _reclaim(db, user, last["trace_id"], stamp(moment), expires)
-    return Undone(last["id"], last["trace_id"], last["kind"], last["code"], undone - 1, claim)
+    return Undone(
+        last["id"], last["trace_id"], last["kind"], last["code"], undone - 1, claim, bool(last["coverage"])
+    )
 
 
 def _undo(db: Database, user: User, label_id: int, at: str) -> int:
@@ -374,6 +409,7 @@ def label_card(db: Database, user: User, claim: Claim) -> dict:
         "signals": signals,
         "reasons": reasons,
         "expires_at": claim.expires_at,
+        "proposed": "coverage" if any(COVERAGE_REASON.fullmatch(r) for r in reasons) else None,
     }
 
 
@@ -404,6 +440,6 @@ def my_labels(db: Database, user: User, limit: int = 20) -> list[dict]:
     """The user's latest live labels (ids, kinds and codes; no trace text)."""
     require_role(user, *LABEL_ROLES)
     sql = """
-        SELECT id, trace_id, kind, code, adversarial, via, created_at FROM labels
+        SELECT id, trace_id, kind, code, coverage, adversarial, via, created_at FROM labels
         WHERE labeler = ? AND undone_at IS NULL ORDER BY id DESC LIMIT ?"""
     return query_rows(db, sql, [user.name, limit])

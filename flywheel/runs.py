@@ -28,10 +28,19 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
+from flywheel.checks import grade, load_check
 from flywheel.config import load_config
 from flywheel.csvfiles import read_table
 from flywheel.errors import BadInput, NotFound
-from flywheel.evalsets import BadRows, _members, _require_version, current_version, eval_set_versions
+from flywheel.evalsets import (
+    DEFAULT_SET,
+    BadRows,
+    _members,
+    _require_version,
+    current_version,
+    eval_set_versions,
+    is_frozen,
+)
 from flywheel.stats import mcnemar_exact, rate
 from flywheel.store import audit, query_one, query_rows, write
 
@@ -67,6 +76,7 @@ class Result:
     score: float | None
     output: str | None
     repeat: int | None
+    graded_by: str | None = None
 
 
 def parse_results(data: bytes, name: str, known: Collection[str] = ()) -> tuple[str, list[Result]]:
@@ -240,7 +250,8 @@ def _inspect_results(samples: list, name: str) -> list[Result]:
                 raise BadInput("sample without a string id (export the rows with Flywheel)")
             scores = mapping(sample.get("scores"), "scores")
             values = [s.get("value") for s in scores.values() if isinstance(s, dict)]
-            passed = _passed(values[0]) if values else None
+            # "N" (no answer): the scorer gave no verdict, e.g. a row with no code check; it waits.
+            passed = _passed(values[0]) if values and values[0] != "N" else None
             output = mapping(sample.get("output"), "output").get("completion")
             epoch = sample.get("epoch")
             if isinstance(epoch, int) and not 1 <= epoch <= 2**63:  # the repeat, epoch - 1, is stored
@@ -278,6 +289,7 @@ class RunImport:
     refused: int = 0
     duplicates: list[str] = field(default_factory=list)
     already_imported: bool = False
+    checked: int = 0
 
     def as_json(self) -> dict:
         return dict(self.__dict__)
@@ -299,11 +311,12 @@ class RunImport:
             if self.duplicates
             else ""
         )
+        checks = f"; {self.checked} graded here by their code checks" if self.checked else ""
         return (
             f"run {self.run_id}: {self.system} on version {self.version} ({self.format}),"
             f" {self.rows_read} results read = {self.stored} stored + {self.refused} refused;"
             f" {self.results} results on {self.rows} rows: {self.passed} passed, {self.failed} failed,"
-            f" {self.ungraded} awaiting a verdict, {self.flaky} flaky{unknown}{twice}"
+            f" {self.ungraded} awaiting a verdict, {self.flaky} flaky{checks}{unknown}{twice}"
         )
 
 
@@ -317,7 +330,10 @@ def import_results(
     run_label: str | None = None,
     now: datetime | None = None,
 ) -> RunImport:
-    """Import one system's results on one version, all or nothing; unknown row ids are reported."""
+    """Import one system's results on one version, all or nothing; unknown row ids are reported.
+
+    A result with an output and no verdict on a row whose pass criterion has a code check is graded
+    here by the check; the others wait for the judge."""
     require_role(user, "lead")
     system = (system or "").strip()
     if not system or len(system) > 200:
@@ -330,7 +346,7 @@ def import_results(
     with write(db):
         _require_version(db, version)
         members = _members(db, version)
-        known = [r for r in results if r.row_id in members]
+        known = grade_by_checks(db, [r for r in results if r.row_id in members])
         unknown = sorted({r.row_id for r in results if r.row_id not in members})
         if done := _same_file_run(db, version, system, digest):
             report = _report(db, done, version, system, fmt, known, unknown)
@@ -370,6 +386,7 @@ def import_results(
             stored=stored,
             refused=len(results) - len(known),
             duplicates=sorted(r for r, n in counts.items() if n > 1),
+            checked=sum(r.graded_by == "check" for r in known),
         )
         if report.rows_read != report.stored + report.refused:
             raise BadInput(
@@ -402,6 +419,27 @@ def import_results_file(
     return import_results(db, user, version, system, data, path.name, run_label)
 
 
+def grade_by_checks(db: Database, results: list[Result]) -> list[Result]:
+    """Results with an output and no verdict, graded by their row's code check where it has one."""
+    waiting = sorted({r.row_id for r in results if r.passed is None and r.output is not None})
+    checks = {
+        row_id: load_check(stored)
+        for row_id, stored in db.execute(
+            "SELECT id, pass_check FROM eval_rows WHERE pass_check IS NOT NULL"
+            " AND id IN (SELECT value FROM json_each(?))",
+            [json.dumps(waiting)],
+        )
+    }
+    graded = []
+    for result in results:
+        spec = checks.get(result.row_id) if result.passed is None else None
+        verdict = grade(spec, result.output) if spec else None
+        if verdict is not None:
+            result = replace(result, passed=int(verdict), graded_by="check")
+        graded.append(result)
+    return graded
+
+
 def _numbered(run_id: int, results: list[Result]) -> list[dict]:
     """Result rows with a repeat number each: the file's own, else the order a row appears in."""
     seen: dict[str, set[int]] = defaultdict(set)
@@ -419,7 +457,7 @@ def _numbered(run_id: int, results: list[Result]) -> list[dict]:
                 "passed": result.passed,
                 "score": result.score,
                 "output": result.output,
-                "graded_by": "runner" if result.passed is not None else None,
+                "graded_by": result.graded_by or ("runner" if result.passed is not None else None),
             }
         )
     return rows
@@ -493,7 +531,9 @@ def _row_info(db: Database) -> dict[str, dict]:
     return {
         r["id"]: r
         for r in query_rows(
-            db, "SELECT id, code, adversarial, adversarial_kind, input, expected, source FROM eval_rows"
+            db,
+            "SELECT id, code, adversarial, adversarial_kind, input, expected, source,"
+            " coalesce(coverage, 0) AS coverage, pass_check FROM eval_rows",
         )
     }
 
@@ -506,15 +546,17 @@ def _tally(rows: list[str], found: dict[str, Outcome]) -> dict:
 
 
 def pass_rates(db: Database) -> list[dict]:
-    """Pass rate per version and system with its interval, the rows behind it, flaky rows and the
-    adversarial slice; active rows only."""
+    """Pass rate per version and system with its interval, the rows behind it, flaky rows, its set,
+    and the adversarial and coverage slices; active rows only."""
     info = _row_info(db)
     all_outcomes = _outcomes(db, "", [])
+    sets = dict(db.execute("SELECT version, eval_set FROM eval_versions"))
     out = []
     for version in sorted({v for v, _, _ in all_outcomes}):
         members = _members(db, version)
         active = [r for r, s in members.items() if s == "active"]
         adversarial = [r for r in active if info[r]["adversarial"]]
+        coverage = [r for r in active if info[r]["coverage"]]
         for system in systems(db, version):
             found = {
                 row: o for (v, s, row), o in all_outcomes.items() if v == version and s == system and o.graded
@@ -522,12 +564,38 @@ def pass_rates(db: Database) -> list[dict]:
             out.append(
                 {
                     "version": version,
+                    "eval_set": sets.get(version) or DEFAULT_SET,
                     "system": system,
                     **_tally(active, found),
                     "rows_in_version": len(active),
                     "adversarial": _tally(adversarial, found),
+                    "coverage": _tally(coverage, found),
                 }
             )
+    return out
+
+
+SLICES = {
+    "all rows": lambda row: True,
+    "starter rows": lambda row: row["source"] == "import",
+    "failure rows": lambda row: row["source"] == "trace" and not row["coverage"],
+    "coverage rows": lambda row: bool(row["coverage"]),
+    "adversarial rows": lambda row: bool(row["adversarial"]),
+    "code-checked rows": lambda row: row["pass_check"] is not None,
+}
+
+
+def pass_rate_slices(db: Database, version: int, system: str) -> list[dict]:
+    """Pass rate of one system on one version per slice of its active rows: starter, failure and
+    coverage rows (a trace the model handled well), adversarial and code-checked rows."""
+    _require_version(db, version)
+    info = _row_info(db)
+    found = outcomes(db, version, system)
+    active = sorted(r for r, s in _members(db, version).items() if s == "active")
+    out = []
+    for name, keep in SLICES.items():
+        rows = [r for r in active if keep(info[r])]
+        out.append({"slice": name, "rows": len(rows), **_tally(rows, found)})
     return out
 
 
@@ -635,14 +703,17 @@ def months_before(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=min(moment.day, 28))
 
 
-def retirement_proposals(db: Database, now: datetime | None = None, months: int | None = None) -> list[dict]:
-    """Active rows of the current version that passed in every run of every system for ``months``
-    months (setting ``retire_months``) and still run: proposed for the archive."""
+def retirement_proposals(
+    db: Database, now: datetime | None = None, months: int | None = None, eval_set: str | None = None
+) -> list[dict]:
+    """Active rows of the set's current version that passed in every run of every system for
+    ``months`` months (setting ``retire_months``) and still run: proposed for the archive. A frozen
+    set retires nothing."""
     months = load_config().retire_months if months is None else months
     moment = now or datetime.now(UTC)
     since = _stamp(months_before(moment, months))
-    version = current_version(db)
-    if version is None:
+    version = current_version(db, eval_set)
+    if version is None or is_frozen(db, _set_of(db, version)):
         return []
     active = [r for r, s in _members(db, version).items() if s == "active"]
     confirmed = {r[0] for r in db.execute("SELECT row_id FROM eval_retirements")}
@@ -675,10 +746,28 @@ def retirement_proposals(db: Database, now: datetime | None = None, months: int 
     return proposals
 
 
-def confirm_retirements(db: Database, user: User, row_ids: list[str], now: datetime | None = None) -> int:
+def _set_of(db: Database, version: int) -> str:
+    row = db.execute("SELECT eval_set FROM eval_versions WHERE version = ?", [version]).fetchone()
+    return (row[0] if row else None) or DEFAULT_SET
+
+
+def confirm_retirements(
+    db: Database, user: User, row_ids: list[str], now: datetime | None = None, eval_set: str | None = None
+) -> int:
     """A lead confirms proposed rows; they move to the archive in the next version. Return how many."""
     require_role(user, "lead")
-    proposed = {p["row_id"]: p for p in retirement_proposals(db, now)}
+    frozen = [
+        (row_id, name)
+        for row_id, name in db.execute(
+            "SELECT id, eval_set FROM eval_rows WHERE id IN (SELECT value FROM json_each(?))",
+            [json.dumps(list(row_ids))],
+        )
+        if name and is_frozen(db, name)
+    ]
+    if frozen:
+        row_id, name = frozen[0]
+        raise BadInput(f"eval set {name!r} is frozen: nothing in it retires (row {row_id!r})")
+    proposed = {p["row_id"]: p for p in retirement_proposals(db, now, eval_set=eval_set)}
     missing = [r for r in row_ids if r not in proposed]
     if missing:
         raise BadInput(f"not proposed for retirement: {', '.join(missing[:10])}")
@@ -995,14 +1084,17 @@ DEMO_LEAD = User("ana", "lead")
 
 
 def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
-    """Give the demo an eval-set history: the starter suite as v1, two folds, two systems' results per
-    version (a later, harder version reads lower without any regression) and one retired row that
-    fails again. Labels of the last batches stay unfolded for a lead to fold in. Deterministic."""
-    from flywheel.evalsets import fold_in, import_evalset
+    """Give the demo an eval-set history: a ``quality`` set refreshed from production (the starter
+    suite as v1, two folds with failure and coverage rows, two systems' results per version: a later,
+    harder version reads lower without any regression; one retired row that fails again) beside a
+    frozen ``regression`` set. Rows with a code check are graded by it. Labels of the last batches stay
+    unfolded for a lead to fold in. Deterministic."""
+    from flywheel.evalsets import create_eval_set, fold_in, import_evalset
 
     rng = random.Random(seed)
     end = _demo_end(db)
     clock = [end - timedelta(days=days) for days in (120, 90, 60, 10, 5)]
+    create_eval_set(db, DEMO_LEAD, "quality", "refreshed from production every week", now=clock[0])
     import_evalset(
         db,
         DEMO_LEAD,
@@ -1010,6 +1102,7 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
         DEMO_SUITE.name,
         note="starter suite from the support spreadsheet",
         now=clock[0],
+        eval_set="quality",
     )
     skill = {"rng": rng, "draws": {}}
     _demo_runs(db, 1, skill, clock[0])
@@ -1035,17 +1128,39 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
     version = current_version(db)
     _demo_runs(db, version, skill, clock[4], include_archive=True)
     record_decision(db, DEMO_LEAD, gate(db, version, *DEMO_SYSTEMS), now=clock[4] + timedelta(hours=2))
+    _demo_regression_set(db, skill, clock[4])
     return {"versions": len(eval_set_versions(db)), "runs": len(query_rows(db, "SELECT id FROM eval_runs"))}
 
 
-def _demo_suite() -> bytes:
+def _demo_regression_set(db: Database, skill: dict, moment: datetime) -> None:
+    """The spreadsheet's rows as a ``regression`` set, run by both systems and frozen: it never changes."""
+    from flywheel.evalsets import create_eval_set, freeze_eval_set, import_evalset
+
+    create_eval_set(db, DEMO_LEAD, "regression", "the support spreadsheet, fixed for good", now=moment)
+    change = import_evalset(
+        db,
+        DEMO_LEAD,
+        _demo_suite(faq=False),
+        DEMO_SUITE.name,
+        note="fixed regression suite",
+        now=moment,
+        eval_set="regression",
+    )
+    _demo_runs(db, change.version, skill, moment)
+    freeze_eval_set(db, DEMO_LEAD, "regression", now=moment)
+
+
+def _demo_suite(faq: bool = True) -> bytes:
     """The demo's starter suite: the spreadsheet's rows plus plain questions of every intent the early
     weeks' traffic holds (the FAQ sheet), so drift measures the later weeks against covered traffic."""
+    from flywheel.demo_labels import DEMO_CHECKS
     from flywheel.drift import demo_coverage_rows
 
     table = read_table(DEMO_SUITE.read_text(encoding="utf-8-sig"), DEMO_SUITE.name, key="id")
-    fields, rows = table.header, [row for _, row in table.rows]
-    for number, (intent, text) in enumerate(demo_coverage_rows(), start=1):
+    fields, rows = [*table.header, "check"], [row for _, row in table.rows]
+    for row in rows:
+        row["check"] = DEMO_CHECKS.get(row["code"], "")
+    for number, (intent, text) in enumerate(demo_coverage_rows() if faq else [], start=1):
         rows.append(
             {"id": f"faq-{number:03d}", "input": text, "adversarial": "false", "tags": f"faq,{intent}"}
         )
@@ -1079,16 +1194,37 @@ def _demo_runs(db, version, skill, moment, label=None, include_archive=False) ->
             if row_id not in draws:
                 draws[row_id] = skill["rng"].random()
             row = info[row_id]
-            level = (0.93 if row["source"] == "import" else 0.62) + (0.06 if index else 0.0)
+            level = (0.93 if row["source"] == "import" or row["coverage"] else 0.62) + (
+                0.06 if index else 0.0
+            )
             if row["adversarial"]:
                 level = 0.97 if index else 0.7
             passed = draws[row_id] < level
             if row_id in failing_retired and index == 1:
                 passed = False
-            output = "Reply that meets the criterion." if passed else "Reply that misses the criterion."
-            lines.append(json.dumps({"row_id": row_id, "passed": passed, "output": output}))
+            lines.append(json.dumps(_demo_result(row, passed)))
         data = ("\n".join(lines) + "\n").encode()
         import_results(db, DEMO_LEAD, version, system, data, f"{system}-v{version}.jsonl", label, now=moment)
+
+
+# What a demo system answers on a row with a code check: the check grades it here (no "passed").
+DEMO_CHECK_OUTPUTS = {
+    "contains": ("Card payments are free; see the fee schedule in the app.", "A small fee applies."),
+    "regex": ("It arrives within 3 to 5 business days.", "It is on its way."),
+    "tool-call": (
+        '{"type": "tool_use", "name": "start_verification", "input": {}}',
+        "Send us a photo of your passport.",
+    ),
+}
+
+
+def _demo_result(row: dict, passed: bool) -> dict:
+    check = load_check(row["pass_check"])
+    if check and check["type"] in DEMO_CHECK_OUTPUTS:
+        good, bad = DEMO_CHECK_OUTPUTS[check["type"]]
+        return {"row_id": row["id"], "output": good if passed else bad}
+    output = "Reply that meets the criterion." if passed else "Reply that misses the criterion."
+    return {"row_id": row["id"], "passed": passed, "output": output}
 
 
 def gate_summary(verdict: dict) -> str:

@@ -1308,3 +1308,77 @@ def m220_data_subjects_retention_never_redact(db: Database) -> None:
         " AND NEW.criterion IS NULL AND NEW.tags IS NULL)"
         " BEGIN SELECT RAISE(ABORT, 'eval rows are frozen: an edit makes a new row'); END"
     )
+
+
+@migrations()
+def m230_named_eval_sets_coverage_and_checks(db: Database) -> None:
+    # Several eval-set lineages in one store (e.g. a frozen ``regression`` set beside a ``quality`` set
+    # refreshed from production). Version numbers stay unique across the store, so every table that
+    # names a version keeps naming it alone. A frozen set takes no new version, ever: no fold-in, edit,
+    # withdrawal or retirement. A store that had versions keeps them in one set, "default".
+    db["eval_sets"].create(
+        {
+            "name": str,
+            "frozen": int,
+            "note": str,
+            "created_by": str,
+            "created_at": str,
+            "frozen_by": str,
+            "frozen_at": str,
+        },
+        pk="name",
+        not_null={"frozen", "created_by", "created_at"},
+    )
+    db["eval_versions"].add_column("eval_set", str)
+    db["eval_rows"].add_column("eval_set", str)
+    db["eval_leave_outs"].add_column("eval_set", str)
+    # A labeler's "handled well: add as coverage" (on a not-a-bug label) and the row it makes; a pass
+    # criterion's code check (JSON, validated when written), graded here instead of by a judge.
+    db["labels"].add_column("coverage", int)
+    db["labels"].add_column("pass_check", str)
+    db["eval_rows"].add_column("coverage", int)
+    db["eval_rows"].add_column("pass_check", str)
+    db["eval_rows"].create_index(["eval_set"])
+    db["eval_versions"].create_index(["eval_set", "version"])
+    if db.execute("SELECT 1 FROM eval_versions LIMIT 1").fetchone():
+        first = db.execute(
+            "SELECT created_by, created_at FROM eval_versions ORDER BY version LIMIT 1"
+        ).fetchone()
+        db["eval_sets"].insert(
+            {"name": "default", "frozen": 0, "created_by": first[0], "created_at": first[1]}
+        )
+        db.execute("DROP TRIGGER eval_versions_immutable_update")
+        db.execute("UPDATE eval_versions SET eval_set = 'default'")
+        db.execute(
+            "CREATE TRIGGER eval_versions_immutable_update BEFORE UPDATE ON eval_versions"
+            " BEGIN SELECT RAISE(ABORT, 'eval_versions is immutable: make a new version'); END"
+        )
+        db.execute("UPDATE eval_rows SET eval_set = 'default'")
+        db.execute("UPDATE eval_leave_outs SET eval_set = 'default'")
+    content = (
+        "input, messages, expected, criterion, code, adversarial, adversarial_kind, tags, content_hash,"
+        " coverage, pass_check, eval_set"
+    )
+    db.execute("DROP TRIGGER eval_rows_frozen")
+    db.execute(
+        f"CREATE TRIGGER eval_rows_frozen BEFORE UPDATE OF {content} ON eval_rows"
+        # the one update allowed: a data subject's erasure replacing the content by its tombstone
+        " WHEN NOT EXISTS (SELECT 1 FROM eval_row_tombstones t WHERE t.row_id = OLD.id"
+        " AND NEW.input = t.text AND NEW.messages IS NULL AND NEW.expected IS NULL"
+        " AND NEW.criterion IS NULL AND NEW.tags IS NULL AND NEW.pass_check IS NULL"
+        " AND NEW.coverage IS OLD.coverage AND NEW.eval_set IS OLD.eval_set)"
+        " BEGIN SELECT RAISE(ABORT, 'eval rows are frozen: an edit makes a new row'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER eval_versions_of_frozen_set BEFORE INSERT ON eval_versions"
+        " WHEN (SELECT frozen FROM eval_sets WHERE name = NEW.eval_set) = 1"
+        " BEGIN SELECT RAISE(ABORT, 'a frozen eval set takes no new version'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER eval_sets_stay_frozen BEFORE UPDATE OF frozen ON eval_sets WHEN OLD.frozen = 1"
+        " BEGIN SELECT RAISE(ABORT, 'a frozen eval set stays frozen'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER eval_sets_kept BEFORE DELETE ON eval_sets"
+        " BEGIN SELECT RAISE(ABORT, 'eval sets are never deleted'); END"
+    )

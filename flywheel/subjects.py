@@ -654,7 +654,14 @@ def _withdraw_rows(
     db: Database, user: User, rows: list[dict], why: str, stamp: str
 ) -> tuple[list[str], list[int], list[str]]:
     """Tombstone the rows and leave them out of a new version; return (withdrawn, versions, tombstoned)."""
-    from flywheel.evalsets import _make_version, _members, _record_withdrawal, content_hash, current_version
+    from flywheel.evalsets import (
+        _make_version,
+        _members,
+        _record_withdrawal,
+        content_hash,
+        current_version,
+        is_frozen,
+    )
 
     if not rows:
         return [], [], []
@@ -668,21 +675,27 @@ def _withdraw_rows(
         blank["content_hash"] = content_hash(blank)
         db["eval_rows"].update(row_id, blank)
     db.execute(f"UPDATE eval_results SET output = NULL WHERE row_id IN ({_in_ids(row_ids)})", row_ids)
-    previous = current_version(db)
-    members = _members(db, previous)
-    leaving = [r for r in row_ids if r in members]
-    if not leaving:
-        return [], [], row_ids
-    for row_id in leaving:
-        del members[row_id]
-    active = sum(state == "active" for state in members.values())
-    counts = {"added": 0, "retired": 0, "carried": active, "changed": 0, "withdrawn": len(leaving)}
-    note = f"withdrew {len(leaving)} row(s): {why}"
-    version = _make_version(db, user, "erasure", note, stamp, members, counts)
     traces = {r["row_id"]: r["trace_id"] for r in rows}
-    for row_id in leaving:
-        _record_withdrawal(db, user, row_id, traces[row_id], why, "erasure", stamp, version)
-    return leaving, [version], row_ids
+    sets = dict(db.execute(f"SELECT id, eval_set FROM eval_rows WHERE id IN ({_in_ids(row_ids)})", row_ids))
+    withdrawn, versions = [], []
+    for eval_set in sorted(set(sets.values())):
+        if is_frozen(db, eval_set):
+            continue  # a frozen set takes no new version: its rows keep only their tombstones
+        members = _members(db, current_version(db, eval_set))
+        leaving = [r for r in row_ids if sets[r] == eval_set and r in members]
+        if not leaving:
+            continue
+        for row_id in leaving:
+            del members[row_id]
+        active = sum(state == "active" for state in members.values())
+        counts = {"added": 0, "retired": 0, "carried": active, "changed": 0, "withdrawn": len(leaving)}
+        note = f"withdrew {len(leaving)} row(s): {why}"
+        version = _make_version(db, user, "erasure", note, stamp, members, counts, eval_set)
+        for row_id in leaving:
+            _record_withdrawal(db, user, row_id, traces[row_id], why, "erasure", stamp, version)
+        withdrawn += leaving
+        versions.append(version)
+    return withdrawn, versions, row_ids
 
 
 # Copies outside the raw-text tables: a scrub that missed the value, a reason, a cluster name.

@@ -17,7 +17,11 @@ st.caption(
     "threshold), zero regressions (waivable one by one, with a reason) and no loss in pass rate."
 )
 
-versions = [v["version"] for v in evalsets.eval_set_versions(db)]
+names = evalsets.set_names(db)
+eval_set = None
+if len(names) > 1:
+    eval_set = st.selectbox("Eval set", names, key="gate_set")
+versions = [v["version"] for v in evalsets.eval_set_versions(db, eval_set)]
 versions = [v for v in versions if len(runs.systems(db, v)) >= 2]
 if not versions:
     st.info("The gate needs results of two systems on one version: import them on the Pass rate page.")

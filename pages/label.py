@@ -31,8 +31,8 @@ st.caption(
     "nobody else gets it meanwhile."
 )
 SHORTCUTS = (
-    "Shortcuts: K known · N new · B not a bug · S skip · U undo. They act only when no field or widget "
-    "has focus: Esc leaves a field."
+    "Shortcuts: K known · N new · B not a bug · H handled well (coverage) · S skip · U undo. They act only "
+    "when no field or widget has focus: Esc leaves a field."
 )
 TAGS = {"none": "not adversarial", "jailbreak": "jailbreak", "prompt_injection": "prompt injection"}
 TAGS["policy_override"] = "policy override"
@@ -113,6 +113,7 @@ def _known(claim: Claim) -> None:
         expected=_field("expected"),
         pass_criterion=_field("pass"),
         adversarial=_field("tag", "none"),
+        pass_check=_field("check"),
     )
     if done:
         _say(f"{md(claim.trace_id)}: {md(code)}")
@@ -122,6 +123,22 @@ def _not_a_bug(claim: Claim) -> None:
     done = _act(record_label, claim, "not_a_bug", note=_field("note"), adversarial=_field("tag", "none"))
     if done:
         _say(f"{md(claim.trace_id)}: not a bug")
+
+
+def _coverage(claim: Claim) -> None:
+    done = _act(
+        record_label,
+        claim,
+        "not_a_bug",
+        coverage=True,
+        expected=_field("expected"),
+        pass_criterion=_field("pass"),
+        pass_check=_field("check"),
+        note=_field("note"),
+        adversarial=_field("tag", "none"),
+    )
+    if done:
+        _say(f"{md(claim.trace_id)}: handled well, added as coverage")
 
 
 def _new(claim: Claim) -> None:
@@ -136,6 +153,7 @@ def _new(claim: Claim) -> None:
         expected=_field("expected"),
         pass_criterion=_field("pass"),
         adversarial=_field("tag", "none"),
+        pass_check=_field("check"),
     )
     if label_id:
         st.session_state["siblings_for"] = {
@@ -193,7 +211,7 @@ def _progress(db: Database, claim: Claim) -> None:
     st.caption(f"{where}: {p['done']} done / {p['left']} left · you {p['mine']} · {by_whom}")
 
 
-def _form(db: Database, claim: Claim) -> None:
+def _form(db: Database, claim: Claim, proposed: str | None = None) -> None:
     entries = active_entries(db)
     # required: no clear button, so Tab goes from the picker straight to the next field
     code = st.selectbox(
@@ -212,6 +230,12 @@ def _form(db: Database, claim: Claim) -> None:
             st.text(f"{code} — {entries[code]['name']}\n{entries[code]['definition']}")
     fields.text_input("Expected behaviour", key=_key("expected"), placeholder="What the assistant should do")
     fields.text_input("Pass criterion", key=_key("pass"), placeholder="What a correct answer must do")
+    fields.text_input(
+        "Code check (optional)",
+        key=_key("check"),
+        placeholder="contains: fee schedule · not-contains: … · regex: … · is-json · tool-call: name",
+        help="An objective criterion, graded by code instead of a judge. Also equals: …, json-schema: {…}.",
+    )
     if st.session_state.get("new_for") == st.session_state.get("card_serial"):
         with new_form:
             _new_form(claim)
@@ -223,6 +247,18 @@ def _form(db: Database, claim: Claim) -> None:
     fine.button("Not a bug", shortcut="b", on_click=_not_a_bug, args=(claim,), width="stretch")
     skip.button("Skip", shortcut="s", on_click=_skip, args=(claim,), width="stretch")
     undo.button("Undo", shortcut="u", on_click=_undo, width="stretch")
+    if proposed == "coverage":
+        st.caption(
+            "Drift sent this trace: traffic the eval set does not cover yet. If it was handled well, keep it."
+        )
+    st.button(
+        "Handled well — add as coverage",
+        shortcut="h",
+        on_click=_coverage,
+        args=(claim,),
+        type="primary" if proposed == "coverage" else "secondary",
+        key="coverage",
+    )
     left, right = st.columns(2)
     left.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key=_key("tag"))
     right.text_input("Note (optional, for not a bug)", key=_key("note"))
@@ -386,7 +422,7 @@ def card() -> None:
     with body:
         show_conversation(view)
     with form:
-        _form(db, claim)
+        _form(db, claim, view.get("proposed"))
         st.caption(SHORTCUTS)
 
 

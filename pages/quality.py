@@ -23,13 +23,17 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-versions = [v["version"] for v in evalsets.eval_set_versions(db)]
+all_versions = evalsets.eval_set_versions(db)
+versions = [v["version"] for v in all_versions]
+set_of = {v["version"]: v["eval_set"] for v in all_versions}
 with st.expander("Import results", expanded=not runs.systems(db)):
     if not versions:
         st.info("No eval-set version yet: import a starter suite or fold in on the Eval sets page.")
     else:
         left, middle, right = st.columns(3)
-        version = left.selectbox("Version", versions, key="results_version")
+        version = left.selectbox(
+            "Version", versions, format_func=lambda v: f"v{v} · {set_of[v]}", key="results_version"
+        )
         system = middle.text_input("System (model or release name)", key="results_system")
         run_label = right.text_input("Run label (optional)", key="results_label")
         upload = st.file_uploader(
@@ -88,6 +92,7 @@ table = pd.DataFrame(
     [
         {
             "version": r["version"],
+            "set": r["eval_set"],
             "system": r["system"],
             "passed": r["passed"],
             "rows": r["total"],
@@ -96,6 +101,7 @@ table = pd.DataFrame(
             "flaky rows": r["flaky"],
             "adversarial": f"{r['adversarial']['passed']}/{r['adversarial']['total']}",
             "adversarial rate": r["adversarial"]["rate"],
+            "coverage": f"{r['coverage']['passed']}/{r['coverage']['total']}",
         }
         for r in rates
     ]
@@ -128,6 +134,27 @@ for split in sorted(splits, key=lambda s: s["version"]):
     )
 if not splits:
     st.caption(f"{md(system)} has results on one version only.")
+
+st.subheader("Slices: starter, failure and coverage rows")
+st.caption(
+    "Coverage rows are traces the model once handled well, kept so it keeps doing so: a fall there is "
+    "lost ground, not a harder set. Code-checked rows are graded by their check, not by a judge."
+)
+slice_version = st.selectbox(
+    "Version",
+    sorted({r["version"] for r in rates if r["system"] == system}, reverse=True),
+    format_func=lambda v: f"v{v} · {set_of.get(v, '')}",
+    key="slice_version",
+)
+if slice_version is not None:
+    slices = pd.DataFrame(runs.pass_rate_slices(db, slice_version, system))
+    slices["ci"] = slices["ci"].map(lambda ci: f"{ci[0]:.1%} – {ci[1]:.1%}")
+    st.dataframe(
+        slices[["slice", "rows", "passed", "total", "rate", "ci", "flaky"]],
+        hide_index=True,
+        column_config={"rate": st.column_config.NumberColumn(format="percent")},
+        key="slices_table",
+    )
 
 st.subheader("Per taxonomy code, with its metric lifecycle")
 run_versions = sorted({r["version"] for r in rates}, reverse=True)

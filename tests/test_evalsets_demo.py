@@ -4,7 +4,7 @@ import json
 
 from flywheel.auth import User
 from flywheel.demo import demo_samples
-from flywheel.evalsets import eval_set_versions, fold_in
+from flywheel.evalsets import eval_set_versions, eval_sets, fold_in
 from flywheel.exports import FORMATS, export_version
 from flywheel.runs import DEMO_SYSTEMS, carried_vs_new, gate, pass_rates, retired_failing
 from flywheel.store import open_db
@@ -12,11 +12,11 @@ from flywheel.store import open_db
 
 def test_demo_has_a_living_eval_set(demo_copy):
     db = open_db(demo_copy)
-    versions = eval_set_versions(db)
+    versions = eval_set_versions(db, "quality")
     assert [v["kind"] for v in reversed(versions)] == ["import", "fold_in", "fold_in"]
     assert versions[0]["retired"] > 0
     rates = {(r["version"], r["system"]): r["rate"] for r in pass_rates(db)}
-    assert set(rates) == {(v, s) for v in (1, 2, 3) for s in DEMO_SYSTEMS}
+    assert set(rates) == {(v, s) for v in (1, 2, 3, 4) for s in DEMO_SYSTEMS}
     for system in DEMO_SYSTEMS:
         assert rates[2, system] < rates[1, system]  # the harder version reads lower ...
         split = carried_vs_new(db, 2, system)
@@ -24,6 +24,18 @@ def test_demo_has_a_living_eval_set(demo_copy):
         assert split["new"]["rate"] < split["carried_now"]["rate"]
     assert len(retired_failing(db)) == 1
     assert gate(db, 3, *DEMO_SYSTEMS)["verdict"] == "ship"
+    # beside it, a frozen regression set: the spreadsheet's rows, run by both systems
+    (regression,) = eval_set_versions(db, "regression")
+    assert (regression["version"], regression["kind"]) == (4, "import")
+    assert [(s["name"], s["frozen"]) for s in eval_sets(db)] == [("quality", 0), ("regression", 1)]
+    assert gate(db, 4, *DEMO_SYSTEMS)["verdict"] == "ship"
+    # coverage rows folded in, and rows graded by their code checks
+    coverage = db.execute(
+        "SELECT count(*) FROM eval_rows r JOIN eval_version_rows m ON m.row_id = r.id"
+        " WHERE m.version = 3 AND r.coverage = 1"
+    ).fetchone()[0]
+    assert coverage > 0
+    assert db.execute("SELECT count(*) FROM eval_results WHERE graded_by = 'check'").fetchone()[0] > 0
     # labels of the later batches wait for a lead to fold them in
     assert db.execute("SELECT count(*) FROM labels WHERE kind != 'not_a_bug'").fetchone()[0] > sum(
         v["added"] for v in versions if v["kind"] == "fold_in"

@@ -20,14 +20,16 @@ def test_pages_render_on_an_empty_database(tmp_path, monkeypatch):
 
 
 def test_lead_folds_in_on_the_eval_sets_page(demo_copy, monkeypatch):
-    before = current_version(open_db(demo_copy))
+    # version numbers are unique across the demo's two sets: the fold into quality is the next of all
+    before = open_db(demo_copy).execute("SELECT max(version) FROM eval_versions").fetchone()[0]
     at = open_page(app(demo_copy, monkeypatch), "pages/evalsets.py")
     assert [m.label for m in at.metric][:2] == ["Current version", "Active rows"]
+    assert at.selectbox(key="evalset_name").value == "quality"
     at.text_input(key="fold_note").input("weekly fold")
     at.button(key="fold_in").click().run()
     assert not at.exception
     db = open_db(demo_copy)
-    assert current_version(db) == before + 1
+    assert current_version(db, "quality") == before + 1
     assert db.execute("SELECT note FROM eval_versions ORDER BY version DESC").fetchone()[0] == "weekly fold"
     assert any(f"version {before + 1}:" in s.value for s in at.success)
     audit = db.execute("SELECT actor FROM audit_log WHERE action = 'fold_in' ORDER BY id DESC").fetchone()
