@@ -113,7 +113,7 @@ def test_erase_refuses_a_reason_naming_the_subject_and_an_empty_reason(subject_d
     assert _ids(find_subject(subject_db, LEAD, "jane.doe@example.com")) == ["t-000001"]
 
 
-# Erasure on the demo: t-000889 (Tom Fischer) is eval row r-000476 of version 3 ----------------------
+# Erasure on the demo: t-000889 (Tom Fischer) is one eval row of the quality set -------------------
 
 VALUE = "t.fischer@example.net"
 
@@ -127,8 +127,10 @@ def test_erase_leaves_no_copy_anywhere(demo_copy, tmp_path):
     db = open_db(demo_copy)
     before = find_subject(db, LEAD, VALUE)
     assert _ids(before) == ["t-000889"]
-    assert [r["row_id"] for r in before.eval_rows] == ["r-000476"]
+    assert len(before.eval_rows) == 1
+    row_id = before.eval_rows[0]["row_id"]
     old_version = max(before.versions)
+    next_version = db.execute("SELECT max(version) FROM eval_versions").fetchone()[0] + 1
     old_rows = db.execute(
         "SELECT count(*) FROM eval_version_rows WHERE version = ?", [old_version]
     ).fetchone()[0]
@@ -139,6 +141,8 @@ def test_erase_leaves_no_copy_anywhere(demo_copy, tmp_path):
                 "export",
                 "--db",
                 str(demo_copy),
+                "--set",
+                "quality",
                 "--version",
                 str(old_version),
                 "--format",
@@ -156,20 +160,18 @@ def test_erase_leaves_no_copy_anywhere(demo_copy, tmp_path):
     assert report.as_json() == {
         "traces": 1,
         "quarantined": 0,
-        "eval_rows_withdrawn": ["r-000476"],
-        "versions": [old_version + 1],
+        "eval_rows_withdrawn": [row_id],
+        "versions": [next_version],
     }
     assert find_subject(db, LEAD, VALUE).empty
     # The new version leaves the row out; the old one still lists it, as a tombstone.
     new_members = dict(
-        db.execute(
-            "SELECT row_id, state FROM eval_version_rows WHERE version = ?", [old_version + 1]
-        ).fetchall()
+        db.execute("SELECT row_id, state FROM eval_version_rows WHERE version = ?", [next_version]).fetchall()
     )
-    assert "r-000476" not in new_members and len(new_members) == old_rows - 1
-    row = db.execute("SELECT input, expected, criterion FROM eval_rows WHERE id = 'r-000476'").fetchone()
+    assert row_id not in new_members and len(new_members) == old_rows - 1
+    row = db.execute("SELECT input, expected, criterion FROM eval_rows WHERE id = ?", [row_id]).fetchone()
     assert row[0].startswith("[erased on ") and row[1] is None and row[2] is None
-    assert db.execute("SELECT source FROM eval_withdrawals WHERE row_id = 'r-000476'").fetchone() == (
+    assert db.execute("SELECT source FROM eval_withdrawals WHERE row_id = ?", [row_id]).fetchone() == (
         "erasure",
     )
     trace = db.execute(
@@ -187,9 +189,10 @@ def test_erase_leaves_no_copy_anywhere(demo_copy, tmp_path):
 
 def test_erase_frozen_rows_still_refuse_any_other_update(demo_copy):
     db = open_db(demo_copy)
+    row_id = find_subject(db, LEAD, VALUE).eval_rows[0]["row_id"]
     erase_subject(db, LEAD, VALUE, "DSR-3")
     with pytest.raises(sqlite3.IntegrityError, match="frozen"):
-        db.execute("UPDATE eval_rows SET input = 'changed' WHERE id = 'r-000476'")
+        db.execute("UPDATE eval_rows SET input = 'changed' WHERE id = ?", [row_id])
     with pytest.raises(sqlite3.IntegrityError, match="frozen"):
         db.execute("UPDATE eval_rows SET input = 'changed' WHERE id = 'r-000001'")
     with pytest.raises(sqlite3.IntegrityError, match="never changed"):
