@@ -1141,3 +1141,19 @@ def m170_release_decisions(db: Database) -> None:
             f"CREATE TRIGGER release_decisions_immutable_{event.lower()} BEFORE {event} ON release_decisions"
             " BEGIN SELECT RAISE(ABORT, 'release_decisions is immutable: record a new decision'); END"
         )
+
+
+@migrations()
+def m260_label_edits_and_lead_review(db: Database) -> None:
+    # An edit replaces a label with a new row (the old one is kept, undone), so who changed what stays
+    # readable; a lead's review marks the label that may fold while the review step is on.
+    for column in ("edited_by", "edited_at", "reviewed_by", "reviewed_at"):
+        db["labels"].add_column(column, str)
+    db["labels"].add_column("replaced_by", int)
+    db.execute(
+        "CREATE INDEX idx_labels_unreviewed ON labels(trace_id)"
+        " WHERE undone_at IS NULL AND reviewed_at IS NULL"
+    )
+    db["label_settings"].create(
+        {"name": str, "value": int, "set_by": str, "set_at": str}, pk="name", not_null={"value"}
+    )
