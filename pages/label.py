@@ -36,13 +36,11 @@ from pages._ui import as_text, current_user, database, md, show_conversation, tu
 user = current_user()
 config = load_config()
 st.title("Label")
-st.caption(
-    "Approved, scrubbed traces, highest priority first. Your item is held for you for a few minutes; "
-    "nobody else gets it meanwhile."
-)
 SHORTCUTS = (
-    "Keys: K known · N new · B not a bug · S skip · U undo · 1–9 pick a code · / the code picker · "
-    "E expected behaviour. They act only when no field or widget has focus: Esc leaves a field."
+    "Approved, scrubbed traces, highest priority first; your item is held for you for a few minutes. "
+    "Keys: K known · N new · B not a bug · S skip · U undo · 1–9 the most used codes (above) · "
+    "/ the code picker · E expected behaviour. They act only when no field or widget has focus: "
+    "Esc leaves a field."
 )
 KINDS = {"known": "known failure", "not_a_bug": "not a bug"}
 TAGS = {"none": "not adversarial", "jailbreak": "jailbreak", "prompt_injection": "prompt injection"}
@@ -243,16 +241,13 @@ def _form(db: Database, claim: Claim) -> None:
     if st.session_state.get("new_for") == st.session_state.get("card_serial"):
         with new_form:
             _new_form(claim)
-    known, new, fine = st.columns(3)
-    known.button(
-        "Known failure", shortcut="k", on_click=_known, args=(claim,), type="primary", width="stretch"
-    )
-    new.button("New failure", shortcut="n", on_click=_open_new, width="stretch")
-    fine.button("Not a bug", shortcut="b", on_click=_not_a_bug, args=(claim,), width="stretch")
-    skip, undo, release = st.columns(3)
-    skip.button("Skip", shortcut="s", on_click=_skip, args=(claim,), width="stretch")
-    undo.button("Undo", shortcut="u", on_click=_undo, width="stretch")
-    release.button("Release this trace and pause", on_click=_release, args=(claim,), type="tertiary")
+    actions = st.container(horizontal=True, gap="small")
+    actions.button("Known failure", shortcut="k", on_click=_known, args=(claim,), type="primary")
+    actions.button("New failure", shortcut="n", on_click=_open_new)
+    actions.button("Not a bug", shortcut="b", on_click=_not_a_bug, args=(claim,))
+    actions.button("Skip", shortcut="s", on_click=_skip, args=(claim,))
+    actions.button("Undo", shortcut="u", on_click=_undo)
+    actions.button("Release this trace and pause", on_click=_release, args=(claim,), type="tertiary")
     _number_keys(db, entries)
     if code in entries:
         _guideline(db, code, entries[code])
@@ -263,16 +258,15 @@ def _number_keys(db: Database, entries: dict) -> None:
     codes = [c for c in most_used_codes(db) if c in entries]
     if not codes:
         return
-    st.caption("Most used codes")
-    cells = st.columns(3)
+    keys = st.container(horizontal=True, gap="small")
     for n, code in enumerate(codes, start=1):
-        cells[(n - 1) % 3].button(
-            f"{n} · {code}",
+        keys.button(
+            code,
             shortcut=str(n),
             on_click=_pick,
             args=(code,),
             type="tertiary",
-            help=entries[code]["name"],
+            help=f"Key {n}: {entries[code]['name']}",
             key=f"pick_{code}",
         )
 
@@ -492,7 +486,7 @@ def card() -> None:
     notices, form = st.container(), st.container()
     # two columns: the trace on the left, the form on the right, so both fit on a laptop screen and the
     # code list opens over the form, not over the trace
-    trace_side, form_side = st.columns([11, 9], gap="medium")
+    trace_side, form_side = st.columns(2, gap="medium")
     head, body, side = trace_side.container(), trace_side.container(), form_side.container()
     if "siblings_for" in st.session_state:
         with notices:

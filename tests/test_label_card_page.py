@@ -32,7 +32,7 @@ def _label(path, user, kind="not_a_bug", **values) -> None:
 def test_a_number_key_picks_a_code_and_shows_its_guideline(label_db, monkeypatch):
     at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
     assert not [c for c in at.caption if c.value == "Guideline"]
-    button(at, "1 · HALLUCINATED_FEE").click().run()
+    at.button(key="pick_HALLUCINATED_FEE").click().run()
     assert widget(at.selectbox, CODE_PICKER).value == "HALLUCINATED_FEE"
     assert [c for c in at.caption if c.value == "Guideline"]
     widget(at.text_input, "Expected behaviour").input("Quote the fee schedule")
