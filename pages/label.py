@@ -220,7 +220,7 @@ def _progress(db: Database, claim: Claim) -> None:
 
 
 def _form(db: Database, claim: Claim) -> None:
-    """The form, in tab order: code, expected behaviour, pass criterion, note; then the actions."""
+    """The form, in tab order: code, expected behaviour, pass criterion, the actions, then note and tag."""
     entries = active_entries(db)
     # required: no clear button, so Tab goes from the picker straight to the next field
     code = st.selectbox(
@@ -234,9 +234,6 @@ def _form(db: Database, claim: Claim) -> None:
     )
     st.text_input("Expected behaviour", key=_key("expected"), placeholder="What the assistant should do")
     st.text_input("Pass criterion", key=_key("pass"), placeholder="What a correct answer must do")
-    note, tag = st.columns([3, 2])
-    note.text_input("Note (optional, for not a bug)", key=_key("note"))
-    tag.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key=_key("tag"))
     new_form = st.container()
     if st.session_state.get("new_for") == st.session_state.get("card_serial"):
         with new_form:
@@ -248,6 +245,9 @@ def _form(db: Database, claim: Claim) -> None:
     actions.button("Skip", shortcut="s", on_click=_skip, args=(claim,))
     actions.button("Undo", shortcut="u", on_click=_undo)
     actions.button("Release this trace and pause", on_click=_release, args=(claim,), type="tertiary")
+    note, tag = st.columns([3, 2])
+    note.text_input("Note (optional, for not a bug)", key=_key("note"))
+    tag.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key=_key("tag"))
     _number_keys(db, entries)
     if code in entries:
         _guideline(db, code, entries[code])
@@ -357,7 +357,11 @@ def _save_edit(label_id: int, key: str, where: str) -> None:
     )
     if done:
         state.pop("edit_pick", None)
-        _say(f"Saved: label {label_id} is now label {done}")
+        notice = f"Saved: label {label_id} is now label {done}"
+        if where == "label_error":
+            _say(notice)
+        else:
+            state["review_notice"] = notice
 
 
 def _open_new() -> None:
@@ -548,7 +552,7 @@ def _labelers(db: Database) -> None:
 def _accept(label_ids: list[int]) -> None:
     accepted = _act(accept_labels, label_ids, error_key="review_error")
     if accepted is not None:
-        _say(f"Accepted {accepted} label(s): they fold with the next fold-in")
+        st.session_state["review_notice"] = f"Accepted {accepted} label(s): they fold with the next fold-in"
 
 
 def _review(db: Database) -> None:
@@ -565,6 +569,8 @@ def _review(db: Database) -> None:
     waiting = labels_to_review(db, user, limit=10)
     if "review_error" in st.session_state:
         st.error(md(st.session_state.pop("review_error")["message"]))
+    if "review_notice" in st.session_state:
+        st.success(st.session_state.pop("review_notice"))
     if not waiting:
         st.caption("No label is waiting for review.")
         return
