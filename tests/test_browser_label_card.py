@@ -118,13 +118,22 @@ def test_a_labeler_edits_an_earlier_label_from_my_recent_labels(server, server_d
     ).fetchone()
     page.get_by_text("My recent labels").click()
     page.get_by_label("Label to edit").click()
-    page.get_by_role("option", name=first).click()
+    page.keyboard.type(first)  # type-ahead, then Enter picks
+    page.keyboard.press("Enter")
     settle(page)
+    _shot(page, "label_edit_1280x720.png")
     page.get_by_test_id("stRadio").get_by_text("known failure", exact=True).click()
     settle(page)
     code = most_used_codes(db)[0]
+    page.get_by_test_id("stRadio").get_by_role("radio", name="known failure").wait_for(timeout=10_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('input[aria-label=\"Code\"]')].some(i => !i.disabled)",
+        timeout=30_000,
+    )
     page.get_by_label("Code", exact=True).click()
-    page.get_by_role("option", name=code).first.click()
+    page.keyboard.type(code)
+    page.keyboard.press("Enter")
+    settle(page)
     page.get_by_label("Expected", exact=True).fill("Say when the card arrives.")
     page.get_by_label("Criterion", exact=True).fill("Gives a date.")
     page.get_by_role("button", name="Save edit").click()
