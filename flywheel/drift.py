@@ -397,43 +397,61 @@ def cluster_vectors(vectors: np.ndarray, cut: float = CLUSTER_CUT) -> np.ndarray
 
 
 def tokens(text: str) -> list[str]:
-    """Words and word pairs of a scrubbed text, without stop words and redaction placeholders."""
+    """Words and word pairs of a scrubbed text, without stop words, redaction placeholders and the
+    fragments contractions leave (``I've`` -> ``ve``)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    words = [w for w in _WORD.findall(text.lower()) if w not in ENGLISH_STOP_WORDS and w not in _PLACEHOLDERS]
-    return words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
+    words = [
+        w
+        for w in _WORD.findall(text.lower())
+        if len(w) > 2 and w not in ENGLISH_STOP_WORDS and w not in _PLACEHOLDERS
+    ]
+    return words + [f"{a} {b}" for a, b in itertools.pairwise(words) if a != b]
+
+
+MIN_DOC_SHARE = 0.2
 
 
 def cluster_names(docs: dict[int, list[str]], background: list[str], top: int = 3) -> dict[int, list[str]]:
-    """Each cluster's most distinctive terms by class-based TF-IDF (the background is one more class).
+    """Each cluster's most distinctive phrases by class-based TF-IDF over documents (the background is one
+    more class).
 
-    tf = a term's count in the class / the class's term count; idf = log(1 + A / f), A = the mean term
-    count per class and f the term's count over all classes.
+    A term counts once per text; it must occur in at least two of a cluster's texts and a fifth of them
+    (one text when the cluster has one). tf = the share of the cluster's texts holding the term; idf =
+    log(1 + A / f), A = the mean number of texts per class and f the texts holding the term in every
+    class.
     """
-    classes = {c: Counter(t for d in texts for t in tokens(d)) for c, texts in docs.items()}
-    classes[-1] = Counter(t for d in background for t in tokens(d))
+    classes = {c: Counter(t for d in texts for t in set(tokens(d))) for c, texts in docs.items()}
+    classes[-1] = Counter(t for d in background for t in set(tokens(d)))
     totals = Counter()
     for counts in classes.values():
         totals.update(counts)
-    mean_size = sum(totals.values()) / max(len(classes), 1)
+    mean_docs = (sum(len(texts) for texts in docs.values()) + len(background)) / max(len(classes), 1)
     names = {}
-    for c in docs:
-        counts, size = classes[c], max(sum(classes[c].values()), 1)
+    for c, texts in docs.items():
+        min_df = 1 if len(texts) == 1 else max(2, math.ceil(MIN_DOC_SHARE * len(texts)))
         scores = {
-            t: n / size * math.log(1 + mean_size / totals[t])
-            for t, n in counts.items()
-            if n > 1 or len(docs[c]) == 1
+            t: n / len(texts) * math.log(1 + mean_docs / totals[t])
+            for t, n in classes[c].items()
+            if n >= min_df
         }
-        names[c] = _distinct(sorted(scores, key=lambda t: (-scores[t], -t.count(" "), t)), top)
+        names[c] = _distinct(scores, top)
     return names
 
 
-def _distinct(terms: list[str], top: int) -> list[str]:
-    """The best terms, skipping a word already part of a chosen pair and a pair whose words are chosen."""
+PAIR_SHARE = 0.8
+
+
+def _distinct(scores: dict[str, float], top: int) -> list[str]:
+    """The best terms, a word giving way to a pair holding it that scores nearly as well (a phrase reads
+    better), skipping any term that shares a word with one already chosen."""
+    terms = sorted(scores, key=lambda t: (-scores[t], -t.count(" "), t))
     chosen: list[str] = []
     for term in terms:
-        words = set(term.split())
-        if any(words <= set(c.split()) or set(c.split()) <= words for c in chosen):
+        if " " not in term:
+            pairs = [t for t in terms if " " in t and term in t.split()]
+            term = next((t for t in pairs if scores[t] >= PAIR_SHARE * scores[term]), term)
+        if any(set(term.split()) & set(c.split()) for c in chosen):
             continue
         chosen.append(term)
         if len(chosen) == top:
@@ -718,7 +736,7 @@ def _window_clusters(week, trace_ids, index, vectors, distance, nearest, far_tau
         {
             "window": week,
             "cluster": c,
-            "name": " ".join(names[c]) or f"cluster {c + 1}",
+            "name": " · ".join(names[c]) or f"cluster {c + 1}",
             "terms": json.dumps(names[c]),
             "size": len(docs[c]),
         }

@@ -30,7 +30,7 @@ from flywheel.auth import User, require_role
 from flywheel.checks import describe_check, dump_check, load_check, parse_check
 from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput, NotFound
-from flywheel.labels import NOT_A_BUG
+from flywheel.labels import NOT_A_BUG, review_step, unreviewed_traces
 from flywheel.store import audit, query_one, query_rows, write
 from flywheel.traces import approved_scrub, storable
 
@@ -855,7 +855,10 @@ def _trace_items(
     )
     items, open_ = [], 0
     grouped = _labels_by_trace(db)
-    for trace_id in sorted(set(grouped) | set(by_trace)):
+    # with the lead's review step on, a trace waits (neither added, changed nor withdrawn) until a lead
+    # has accepted or corrected every live label on it
+    waiting = unreviewed_traces(db) if review_step(db) else set()
+    for trace_id in sorted((set(grouped) | set(by_trace)) - waiting):
         labels = grouped.get(trace_id, [])
         agreed, disputed = _agreed(db, trace_id, labels)
         open_ += disputed

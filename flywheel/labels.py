@@ -9,6 +9,7 @@ read a trace through its approved scrub. Agreement maths live in ``flywheel.agre
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ from flywheel.claims import (
     stamp,
     take,
 )
-from flywheel.errors import BadInput, NotFound, NothingToUndo, StaleClaim
+from flywheel.errors import BadInput, NotFound, NothingToUndo, PermissionDenied, StaleClaim
 from flywheel.store import audit, query_one, query_rows, write
 from flywheel.taxonomy import add_entry, resolve_code
 from flywheel.traces import SIGNAL_COLUMNS, approved_scrub
@@ -58,22 +59,30 @@ __all__ = [
     "NothingToUndo",
     "StaleClaim",
     "Undone",
+    "accept_labels",
     "add_siblings",
     "agreement",
     "agreement_of",
+    "annotator_stats",
     "claim_next",
     "cohen_kappa",
+    "edit_label",
     "fleiss_category_kappa",
     "fleiss_kappa",
     "label_card",
+    "labels_to_review",
+    "most_used_codes",
     "my_labels",
     "overlap",
     "progress",
     "record_label",
     "release_claim",
+    "review_step",
     "set_overlap",
+    "set_review_step",
     "skip_claim",
     "undo_last_label",
+    "unreviewed_traces",
 ]
 
 KINDS = ("known", "new", "not_a_bug")
@@ -341,8 +350,9 @@ def undo_last_label(
     with write(db):
         last = query_one(
             db,
+            # an edit writes a new row but keeps when the label was made: the last label stays last
             "SELECT id, trace_id, kind, code, coverage FROM labels WHERE labeler = ? AND via = 'card'"
-            " AND undone_at IS NULL ORDER BY id DESC LIMIT 1",
+            " AND undone_at IS NULL ORDER BY created_at DESC, id DESC LIMIT 1",
             [user.name],
         )
         if last is None:
@@ -440,6 +450,194 @@ def my_labels(db: Database, user: User, limit: int = 20) -> list[dict]:
     """The user's latest live labels (ids, kinds and codes; no trace text)."""
     require_role(user, *LABEL_ROLES)
     sql = """
-        SELECT id, trace_id, kind, code, coverage, adversarial, via, created_at FROM labels
-        WHERE labeler = ? AND undone_at IS NULL ORDER BY id DESC LIMIT ?"""
+        SELECT id, trace_id, kind, code, coverage, expected, pass_criterion, note, adversarial, via,
+               created_at, edited_by, edited_at, reviewed_by, reviewed_at
+        FROM labels WHERE labeler = ? AND undone_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?"""
     return query_rows(db, sql, [user.name, limit])
+
+
+def most_used_codes(db: Database, limit: int = 9) -> list[str]:
+    """The active codes with the most live labels (ties by code): the card's number keys 1-9."""
+    sql = """
+        SELECT t.code FROM taxonomy t LEFT JOIN labels l ON l.code = t.code AND l.undone_at IS NULL
+        WHERE t.status = 'active' GROUP BY t.code ORDER BY count(l.id) DESC, t.code LIMIT ?"""
+    return [code for (code,) in db.execute(sql, [limit])]
+
+
+# Edits and the lead's review ----------------------------------------------------------------------
+
+
+def edit_label(
+    db: Database,
+    user: User,
+    label_id: int,
+    kind: str,
+    *,
+    code: str | None = None,
+    expected: str | None = None,
+    pass_criterion: str | None = None,
+    note: str | None = None,
+    adversarial: str = "none",
+    now: datetime | None = None,
+) -> int:
+    """Correct a live label: a labeler their own, a lead anyone's (which also accepts it). Return the new id.
+
+    The label is replaced by a new row under the same labeler and date (the old one is kept, undone), so
+    a folded row's change reaches the next eval-set version like any other change of its labels. A code
+    must already exist: an edit creates no taxonomy entry.
+    """
+    require_role(user, *LABEL_ROLES)
+    kind = "known" if kind == "new" else kind
+    values = _label_values(kind, expected, pass_criterion, note, adversarial)
+    at = stamp(now)
+    with write(db):
+        old = query_one(db, "SELECT * FROM labels WHERE id = ? AND undone_at IS NULL", [label_id])
+        if old is None:
+            raise NotFound(f"no live label {label_id}: it was undone or edited meanwhile")
+        correcting = old["labeler"] != user.name
+        if correcting and user.role != "lead":
+            raise PermissionDenied(
+                f"label {label_id} is {old['labeler']}'s: only a lead corrects others' labels"
+            )
+        if kind == "known":
+            if not code:
+                raise BadInput("a known failure needs a failure code")
+            code = resolve_code(db, code)
+        else:
+            code = None
+        db["labels"].update(label_id, {"undone_at": at, "undone_by": user.name})
+        keep = (
+            "trace_id",
+            "batch_id",
+            "labeler",
+            "via",
+            "sibling_of",
+            "claim_id",
+            "created_at",
+            "original_code",
+        )
+        reviewed = {"reviewed_by": user.name, "reviewed_at": at} if user.role == "lead" else {}
+        row = {k: old[k] for k in keep} | values | {"kind": kind, "code": code}
+        new_id = db["labels"].insert(row | {"edited_by": user.name, "edited_at": at} | reviewed).last_pk
+        db["labels"].update(label_id, {"replaced_by": new_id})
+        db.execute("UPDATE labels SET sibling_of = ? WHERE sibling_of = ?", [new_id, label_id])
+        changed = {k: [old[k], row[k]] for k in ("kind", "code", *values) if old[k] != row[k]}
+        action = "correct_label" if correcting else "edit_label"
+        audit(
+            db,
+            user.name,
+            action,
+            "trace",
+            old["trace_id"],
+            label_id=new_id,
+            replaces=label_id,
+            changed=changed,
+        )
+    return new_id
+
+
+def review_step(db: Database) -> bool:
+    """Whether labels wait for a lead's review before they fold."""
+    row = db.execute("SELECT value FROM label_settings WHERE name = 'review_step'").fetchone()
+    return bool(row and row[0])
+
+
+def set_review_step(db: Database, user: User, on: bool) -> None:
+    """A lead turns the review step on or off (audited)."""
+    require_role(user, "lead")
+    with write(db):
+        row = {"name": "review_step", "value": int(on), "set_by": user.name, "set_at": stamp(None)}
+        db["label_settings"].upsert(row, pk="name")
+        audit(db, user.name, "set_review_step", "setting", "review_step", on=bool(on))
+
+
+def unreviewed_traces(db: Database) -> set[str]:
+    """Traces with a live label no lead has accepted yet: while the review step is on, they do not fold."""
+    sql = "SELECT DISTINCT trace_id FROM labels WHERE undone_at IS NULL AND reviewed_at IS NULL"
+    return {trace_id for (trace_id,) in db.execute(sql)}
+
+
+def labels_to_review(db: Database, user: User, limit: int = 50) -> list[dict]:
+    """Live labels waiting for a lead's review, oldest first, with the trace's approved scrub."""
+    require_role(user, "lead")
+    sql = """
+        SELECT id, trace_id, batch_id, labeler, kind, code, expected, pass_criterion, note, adversarial,
+               created_at, edited_by
+        FROM labels WHERE undone_at IS NULL AND reviewed_at IS NULL ORDER BY created_at, id LIMIT ?"""
+    rows = query_rows(db, sql, [limit])
+    for row in rows:
+        scrub = approved_scrub(db, row["trace_id"])
+        row["scrub"] = {k: scrub[k] for k in ("input", "output", "messages")} if scrub else None
+    return rows
+
+
+def accept_labels(db: Database, user: User, label_ids: Sequence[int], now: datetime | None = None) -> int:
+    """A lead accepts live labels as they are, so they may fold; return how many were accepted."""
+    require_role(user, "lead")
+    at = stamp(now)
+    with write(db):
+        accepted = []
+        for label_id in dict.fromkeys(label_ids):
+            found = query_one(
+                db,
+                "SELECT id, trace_id, reviewed_at FROM labels WHERE id = ? AND undone_at IS NULL",
+                [label_id],
+            )
+            if found is None:
+                raise NotFound(f"no live label {label_id}: it was undone or edited meanwhile")
+            if found["reviewed_at"] is None:
+                db["labels"].update(label_id, {"reviewed_by": user.name, "reviewed_at": at})
+                audit(db, user.name, "accept_label", "trace", found["trace_id"], label_id=label_id)
+                accepted.append(label_id)
+    return len(accepted)
+
+
+ACTIVE_GAP = timedelta(minutes=10)
+
+
+def annotator_stats(db: Database, user: User, days: int = 7, now: datetime | None = None) -> list[dict]:
+    """Per labeler, for a lead: live labels in all and in the last ``days``, edits, corrections by a lead,
+    undone labels, waiting reviews, and throughput (labels per hour of labeling, a pause over 10 minutes
+    ending a session)."""
+    require_role(user, "lead")
+    if days < 1:
+        raise BadInput(f"days {days}: expected at least 1")
+    since = stamp((now or datetime.now(UTC)) - timedelta(days=days))
+    sql = """
+        SELECT labeler, count(*) FILTER (WHERE undone_at IS NULL),
+               count(*) FILTER (WHERE undone_at IS NULL AND created_at >= ?),
+               count(*) FILTER (WHERE edited_by = labeler AND undone_at IS NULL),
+               count(*) FILTER (WHERE edited_by IS NOT NULL AND edited_by != labeler AND undone_at IS NULL),
+               count(*) FILTER (WHERE undone_at IS NOT NULL AND replaced_by IS NULL),
+               count(*) FILTER (WHERE undone_at IS NULL AND reviewed_at IS NULL),
+               max(created_at)
+        FROM labels GROUP BY labeler ORDER BY labeler"""
+    out = []
+    for labeler, live, recent, edits, corrected, undone, waiting, last in db.execute(sql, [since]):
+        hours = _active_hours(db, labeler, since)
+        out.append(
+            {
+                "labeler": labeler,
+                "labels": live,
+                f"last_{days}_days": recent,
+                "per_hour": round(recent / hours, 1) if hours else None,
+                "edited": edits,
+                "corrected_by_lead": corrected,
+                "undone": undone,
+                "awaiting_review": waiting,
+                "last_label": last,
+            }
+        )
+    return out
+
+
+def _active_hours(db: Database, labeler: str, since: str) -> float:
+    """Hours spent labeling since ``since``: the gaps between card labels, each pause capped at 10 minutes."""
+    sql = """
+        SELECT created_at FROM labels WHERE labeler = ? AND via = 'card' AND created_at >= ?
+        AND replaced_by IS NULL ORDER BY created_at"""
+    moments = [datetime.fromisoformat(t) for (t,) in db.execute(sql, [labeler, since])]
+    gaps = [min(b - a, ACTIVE_GAP) for a, b in itertools.pairwise(moments)]
+    # the first label of a session took time too: count it as an average label's
+    seconds = sum(g.total_seconds() for g in gaps) + (60.0 if moments else 0.0)
+    return seconds / 3600

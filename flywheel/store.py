@@ -1382,3 +1382,19 @@ def m230_named_eval_sets_coverage_and_checks(db: Database) -> None:
         "CREATE TRIGGER eval_sets_kept BEFORE DELETE ON eval_sets"
         " BEGIN SELECT RAISE(ABORT, 'eval sets are never deleted'); END"
     )
+
+
+@migrations()
+def m260_label_edits_and_lead_review(db: Database) -> None:
+    # An edit replaces a label with a new row (the old one is kept, undone), so who changed what stays
+    # readable; a lead's review marks the label that may fold while the review step is on.
+    for column in ("edited_by", "edited_at", "reviewed_by", "reviewed_at"):
+        db["labels"].add_column(column, str)
+    db["labels"].add_column("replaced_by", int)
+    db.execute(
+        "CREATE INDEX idx_labels_unreviewed ON labels(trace_id)"
+        " WHERE undone_at IS NULL AND reviewed_at IS NULL"
+    )
+    db["label_settings"].create(
+        {"name": str, "value": int, "set_by": str, "set_at": str}, pk="name", not_null={"value"}
+    )

@@ -4,6 +4,7 @@ import streamlit as st
 from flywheel import cycle
 from flywheel.auth import require_role
 from flywheel.config import PROJECT_ROOT, load_config
+from flywheel.errors import FlywheelError
 from flywheel.sampling import saved_plans
 from pages._ui import current_user, database, md
 
@@ -41,6 +42,9 @@ if not plans:
 else:
     with st.form("run"):
         name = st.selectbox("Plan", list(plans), format_func=md)
+        inbox = st.text_input(
+            "Inbox folder (new trace files are imported from it; empty: no import)", key="cycle_inbox"
+        )
         start = st.form_submit_button("Run the cycle", type="primary")
     if start:
         status = st.status("Running the weekly cycle", expanded=True)
@@ -49,10 +53,17 @@ else:
         def report(stage: str, done: int, total: int) -> None:
             bar.progress(min(done / total, 1.0) if total else 0.0, text=f"{stage}: {done:,} of {total:,}")
 
-        result = cycle.run_cycle(db, plans[name], user.name, progress=report)
-        status.update(label=f"Cycle {result.id} finished", state="error" if result.attention else "complete")
-        for reason in result.attention:
-            st.warning(md(reason))
+        try:
+            result = cycle.run_cycle(db, plans[name], user.name, inbox=inbox.strip() or None, progress=report)
+        except FlywheelError as error:
+            status.update(label="The cycle did not start", state="error")
+            st.error(md(error))
+        else:
+            status.update(
+                label=f"Cycle {result.id} finished", state="error" if result.attention else "complete"
+            )
+            for reason in result.attention:
+                st.warning(md(reason))
 
 stopped = cycle.interrupted_cycles(db)
 history = cycle.cycles(db)
@@ -86,4 +97,7 @@ if history:
 st.subheader("Schedule it")
 config = load_config()
 st.caption("A crontab line (every Monday 06:00; the exit code tells cron whether a person is needed):")
-st.code(cycle.crontab_line(config.db, "data/plans/weekly.toml", "inbox/", str(PROJECT_ROOT)), language="bash")
+inbox_dir = (st.session_state.get("cycle_inbox") or "").strip() or "inbox/"
+st.code(
+    cycle.crontab_line(config.db, "data/plans/weekly.toml", inbox_dir, str(PROJECT_ROOT)), language="bash"
+)

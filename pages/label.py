@@ -1,3 +1,4 @@
+import pandas as pd
 import streamlit as st
 from sqlite_utils import Database
 
@@ -7,33 +8,41 @@ from flywheel.errors import FlywheelError
 from flywheel.labels import (
     ADVERSARIAL,
     Claim,
+    accept_labels,
     add_siblings,
     agreement,
+    annotator_stats,
     claim_next,
+    edit_label,
     label_card,
+    labels_to_review,
+    most_used_codes,
+    my_labels,
     overlap,
     progress,
     record_label,
     release_claim,
+    review_step,
     set_overlap,
+    set_review_step,
     skip_claim,
     undo_last_label,
 )
 from flywheel.sampling import sample_batches
-from flywheel.taxonomy import active_entries, check_code
-from pages._ui import current_user, database, md, show_conversation, turns_text
+from flywheel.taxonomy import active_entries, check_code, example_rows
+from flywheel.traces import exchange
+from pages._ui import as_text, current_user, database, md, show_conversation, turns_text
 
 user = current_user()
 config = load_config()
 st.title("Label")
-st.caption(
-    "Approved, scrubbed traces, highest priority first. Your item is held for you for a few minutes; "
-    "nobody else gets it meanwhile."
-)
 SHORTCUTS = (
-    "Shortcuts: K known · N new · B not a bug · H handled well (coverage) · S skip · U undo. They act only "
-    "when no field or widget has focus: Esc leaves a field."
+    "Approved, scrubbed traces, highest priority first; your item is held for you for a few minutes. "
+    "Keys: K known · N new · B not a bug · H handled well (coverage) · S skip · U undo · 1–9 the most "
+    "used codes (above) · / the code picker · E expected behaviour. They act only when no field or widget "
+    "has focus: Esc leaves a field."
 )
+KINDS = {"known": "known failure", "not_a_bug": "not a bug"}
 TAGS = {"none": "not adversarial", "jailbreak": "jailbreak", "prompt_injection": "prompt injection"}
 TAGS["policy_override"] = "policy override"
 SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped")
@@ -45,7 +54,8 @@ PROGRESS_BAR = (
     '<div style="width:{pct}%;height:4px;border-radius:2px;background:#2f6fde"></div></div>'
 )
 # Streamlit ignores shortcuts inside text inputs, but not on a select's clear button, a checkbox or a
-# focused button, so typing there fired them. This guard swallows single-key presses (shortcuts are
+# focused button, so typing there fired them. "/" and E, pressed outside any field, focus the code picker
+# and the expected behaviour. This guard swallows single-key presses (shortcuts are
 # letters) while a control has focus; the key still types into its field. Esc leaves the field, and a
 # mouse click does not leave focus on the button or link it clicked. Focus on anything else (a click on
 # the trace's text lands on its scroll box) is not typing: the shortcuts keep working there.
@@ -58,6 +68,11 @@ SHORTCUT_GUARD = """<script>
   const CONTROLS = "input, textarea, select, button, a[href], [contenteditable=''], [contenteditable=true],"
     + " [role=combobox], [role=listbox], [role=option], [role=checkbox], [role=radio], [role=switch],"
     + " [role=slider], [role=spinbutton], [role=textbox], [role=menuitem], [role=tab]";
+  // "/" and E take the labeler to the code picker and the expected behaviour without the mouse
+  const FOCUS_KEYS = {
+    "/": 'input[aria-label^="Failure code (type to search"]',
+    "e": 'input[aria-label="Expected behaviour"]',
+  };
   const typing = () => {
     const el = document.activeElement;
     return Boolean(el && el.matches && el.matches(CONTROLS));
@@ -65,6 +80,16 @@ SHORTCUT_GUARD = """<script>
   window.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const el = document.activeElement;
+    const field = !typing() && FOCUS_KEYS[event.key.toLowerCase()];
+    if (field) {
+      const target = document.querySelector(field);
+      if (target) {
+        event.preventDefault();  // the key picks the field; it is not typed into it
+        event.stopImmediatePropagation();
+        target.focus();
+        return;
+      }
+    }
     if (!typing()) {
       // focus on a box of text (not a control): hand it back to the page so the shortcut reaches it
       if (el && el !== document.body && el.blur && event.key.length === 1) el.blur();
@@ -81,12 +106,13 @@ SHORTCUT_GUARD = """<script>
 </script>"""
 
 
-def _act(action, *args, **kwargs):
-    """Run a library action from a button callback; its error shows on the card."""
+def _act(action, *args, error_key: str = "label_error", **kwargs):
+    """Run a library action from a button callback; its error shows on the card (or where ``error_key``
+    is read)."""
     try:
         result = action(database(), user, *args, **kwargs)
     except FlywheelError as error:
-        st.session_state["label_error"] = {"message": str(error), "claim_id": None}
+        st.session_state[error_key] = {"message": str(error), "claim_id": None}
         return None
     st.session_state.pop("label_error", None)
     st.session_state.pop("label_notice", None)
@@ -212,6 +238,7 @@ def _progress(db: Database, claim: Claim) -> None:
 
 
 def _form(db: Database, claim: Claim, proposed: str | None = None) -> None:
+    """The form, in tab order: code, expected behaviour, pass criterion, the actions, then note and tag."""
     entries = active_entries(db)
     # required: no clear button, so Tab goes from the picker straight to the next field
     code = st.selectbox(
@@ -220,38 +247,20 @@ def _form(db: Database, claim: Claim, proposed: str | None = None) -> None:
         index=None,
         required=True,
         format_func=lambda c: f"{c} — {entries[c]['name']}",
-        placeholder="Pick a known failure mode",
+        placeholder="Pick a known failure mode, or press 1–9",
         key=_key("code"),
     )
-    guideline, fields, new_form = st.container(), st.container(), st.container()
-    if code in entries:
-        with guideline.container(border=True):
-            st.caption("Guideline")
-            st.text(f"{code} — {entries[code]['name']}\n{entries[code]['definition']}")
-    fields.text_input("Expected behaviour", key=_key("expected"), placeholder="What the assistant should do")
-    fields.text_input("Pass criterion", key=_key("pass"), placeholder="What a correct answer must do")
-    fields.text_input(
-        "Code check (optional)",
-        key=_key("check"),
-        placeholder="contains: fee schedule · not-contains: … · regex: … · is-json · tool-call: name",
-        help="An objective criterion, graded by code instead of a judge. Also equals: …, json-schema: {…}.",
-    )
+    st.text_input("Expected behaviour", key=_key("expected"), placeholder="What the assistant should do")
+    st.text_input("Pass criterion", key=_key("pass"), placeholder="What a correct answer must do")
+    new_form = st.container()
     if st.session_state.get("new_for") == st.session_state.get("card_serial"):
         with new_form:
             _new_form(claim)
-    known, new, fine, skip, undo = st.columns(5)
-    known.button(
-        "Known failure", shortcut="k", on_click=_known, args=(claim,), type="primary", width="stretch"
-    )
-    new.button("New failure", shortcut="n", on_click=_open_new, width="stretch")
-    fine.button("Not a bug", shortcut="b", on_click=_not_a_bug, args=(claim,), width="stretch")
-    skip.button("Skip", shortcut="s", on_click=_skip, args=(claim,), width="stretch")
-    undo.button("Undo", shortcut="u", on_click=_undo, width="stretch")
-    if proposed == "coverage":
-        st.caption(
-            "Drift sent this trace: traffic the eval set does not cover yet. If it was handled well, keep it."
-        )
-    st.button(
+    actions = st.container(horizontal=True, gap="small")
+    actions.button("Known failure", shortcut="k", on_click=_known, args=(claim,), type="primary")
+    actions.button("New failure", shortcut="n", on_click=_open_new)
+    actions.button("Not a bug", shortcut="b", on_click=_not_a_bug, args=(claim,))
+    actions.button(
         "Handled well — add as coverage",
         shortcut="h",
         on_click=_coverage,
@@ -259,10 +268,136 @@ def _form(db: Database, claim: Claim, proposed: str | None = None) -> None:
         type="primary" if proposed == "coverage" else "secondary",
         key="coverage",
     )
-    left, right = st.columns(2)
-    left.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key=_key("tag"))
-    right.text_input("Note (optional, for not a bug)", key=_key("note"))
-    st.button("Release this trace and pause", on_click=_release, args=(claim,), type="tertiary")
+    actions.button("Skip", shortcut="s", on_click=_skip, args=(claim,))
+    actions.button("Undo", shortcut="u", on_click=_undo)
+    actions.button("Release this trace and pause", on_click=_release, args=(claim,), type="tertiary")
+    if proposed == "coverage":
+        st.caption(
+            "Drift sent this trace: traffic the eval set does not cover yet. If it was handled well, keep it."
+        )
+    note, tag = st.columns([3, 2])
+    note.text_input("Note (optional, for not a bug)", key=_key("note"))
+    tag.selectbox("Adversarial", ADVERSARIAL, format_func=TAGS.get, key=_key("tag"))
+    st.text_input(
+        "Code check (optional)",
+        key=_key("check"),
+        placeholder="contains: fee schedule · not-contains: … · regex: … · is-json · tool-call: name",
+        help="An objective criterion, graded by code instead of a judge. Also equals: …, json-schema: {…}.",
+    )
+    _number_keys(db, entries)
+    if code in entries:
+        _guideline(db, code, entries[code])
+
+
+def _number_keys(db: Database, entries: dict) -> None:
+    """Keys 1–9 pick the most used codes; the order follows use, so it stays put within a session."""
+    codes = [c for c in most_used_codes(db) if c in entries]
+    if not codes:
+        return
+    keys = st.container(horizontal=True, gap="small")
+    for n, code in enumerate(codes, start=1):
+        keys.button(
+            code,
+            shortcut=str(n),
+            on_click=_pick,
+            args=(code,),
+            type="tertiary",
+            help=f"Key {n}: {entries[code]['name']}",
+            key=f"pick_{code}",
+        )
+
+
+def _pick(code: str) -> None:
+    st.session_state[_key("code")] = code
+
+
+def _guideline(db: Database, code: str, entry: dict) -> None:
+    """The chosen code's definition, and how others used it, beside the trace."""
+    with st.container(border=True):
+        st.caption("Guideline")
+        st.text(f"{code} — {entry['name']}\n{entry['definition']}")
+        examples = example_rows(db, user, code, limit=3)
+        if examples:
+            with st.expander(f"{len(examples)} labeled example(s)"):
+                for example in examples:
+                    st.text(turns_text(example["turns"])[:600])
+                    st.caption(md(f"Expected: {example['expected'] or '—'}"))
+
+
+def _recent(db: Database) -> None:
+    """The labeler's recent labels; any one of them can be corrected (a folded one changes next version)."""
+    recent = my_labels(db, user, limit=20)
+    with st.expander(f"My recent labels ({len(recent)})"):
+        if not recent:
+            st.caption("No labels yet.")
+            return
+        table = [
+            {"trace": r["trace_id"], "label": KINDS.get(r["kind"], r["kind"]), "code": r["code"],
+             "at": r["created_at"][:16].replace("T", " ")}
+            for r in recent
+        ]  # fmt: skip
+        st.dataframe(as_text(pd.DataFrame(table)), hide_index=True, height=180)
+        by_id = {r["id"]: r for r in recent}
+        label_id = st.selectbox(
+            "Label to edit",
+            list(by_id),
+            index=None,
+            format_func=lambda i: (
+                f"{by_id[i]['trace_id']} · {KINDS.get(by_id[i]['kind'], '')} {by_id[i]['code'] or ''}"
+            ),
+            key="edit_pick",
+        )
+        if label_id is not None:
+            _edit_fields(db, by_id[label_id], "edit")
+
+
+def _edit_fields(db: Database, label: dict, prefix: str) -> None:
+    """Fields for one label, prefilled; keyed by the label's id so another label never inherits them."""
+    entries = active_entries(db)
+    key = f"{prefix}_{label['id']}"
+    kind = st.radio(
+        "Kind", list(KINDS), format_func=KINDS.get, horizontal=True, key=f"{key}_kind",
+        index=0 if label["kind"] != "not_a_bug" else 1,
+    )  # fmt: skip
+    codes = list(entries)
+    st.selectbox(
+        "Code", codes, index=codes.index(label["code"]) if label["code"] in entries else None,
+        format_func=lambda c: f"{c} — {entries[c]['name']}", key=f"{key}_code", disabled=kind != "known",
+    )  # fmt: skip
+    st.text_input("Expected", value=label["expected"] or "", key=f"{key}_expected")
+    st.text_input("Criterion", value=label["pass_criterion"] or "", key=f"{key}_pass")
+    st.text_input("Note", value=label["note"] or "", key=f"{key}_note")
+    st.selectbox(
+        "Tag", ADVERSARIAL, index=ADVERSARIAL.index(label["adversarial"]), format_func=TAGS.get,
+        key=f"{key}_tag",
+    )  # fmt: skip
+    what = "Save correction" if prefix == "review" else "Save edit"
+    where = "review_error" if prefix == "review" else "label_error"
+    st.button(what, on_click=_save_edit, args=(label["id"], key, where), key=f"{key}_save")
+
+
+def _save_edit(label_id: int, key: str, where: str) -> None:
+    """Save the fields as they are now: a button's args were fixed before the last keystrokes."""
+    state = st.session_state
+    failure = state[f"{key}_kind"] == "known"
+    done = _act(
+        edit_label,
+        label_id,
+        state[f"{key}_kind"],
+        code=state.get(f"{key}_code") if failure else None,
+        expected=state.get(f"{key}_expected") if failure else None,
+        pass_criterion=state.get(f"{key}_pass") if failure else None,
+        note=state.get(f"{key}_note"),
+        adversarial=state.get(f"{key}_tag", "none"),
+        error_key=where,
+    )
+    if done:
+        state.pop("edit_pick", None)
+        notice = f"Saved: label {label_id} is now label {done}"
+        if where == "label_error":
+            _say(notice)
+        else:
+            state["review_notice"] = notice
 
 
 def _open_new() -> None:
@@ -388,7 +523,11 @@ def card() -> None:
     while the next card is drawn, the previous card's stale picker is replaced in place rather than left
     standing beside the new one."""
     db = database()
-    notices, head, body, form = st.container(), st.container(), st.container(), st.container()
+    notices, form = st.container(), st.container()
+    # two columns: the trace on the left, the form on the right, so both fit on a laptop screen and the
+    # code list opens over the form, not over the trace
+    trace_side, form_side = st.columns(2, gap="medium")
+    head, body, side = trace_side.container(), trace_side.container(), form_side.container()
     if "siblings_for" in st.session_state:
         with notices:
             _messages(None)
@@ -413,6 +552,7 @@ def card() -> None:
         with form:
             st.success("Nothing left to label. Approved scrubs appear here as reviewers sign them off.")
             st.button("Undo my last label", shortcut="u", on_click=_undo)
+            _recent(db)
         return
     view = label_card(db, user, claim)
     with head:
@@ -421,13 +561,75 @@ def card() -> None:
         _signals(view)
     with body:
         show_conversation(view)
-    with form:
+    with side:
         _form(db, claim, view.get("proposed"))
         st.caption(SHORTCUTS)
+        _recent(db)
 
 
 st.html(SHORTCUT_GUARD, unsafe_allow_javascript=True)
 card()
+
+
+def _labelers(db: Database) -> None:
+    st.subheader("Labelers")
+    stats = annotator_stats(db, user)
+    if not stats:
+        st.caption("No labels yet.")
+        return
+    st.caption(
+        "Per labeler: live labels, those made in the last 7 days and labels per hour of labeling (a pause of"
+        " over 10 minutes ends a session), edits, labels a lead corrected, labels undone, labels waiting"
+        " for review."
+    )
+    st.dataframe(as_text(pd.DataFrame(stats), {"per_hour": "{:.1f}"}), hide_index=True)
+
+
+def _accept(label_ids: list[int]) -> None:
+    accepted = _act(accept_labels, label_ids, error_key="review_error")
+    if accepted is not None:
+        st.session_state["review_notice"] = f"Accepted {accepted} label(s): they fold with the next fold-in"
+
+
+def _review(db: Database) -> None:
+    st.subheader("Review before folding")
+    on = review_step(db)
+    wanted = st.toggle("Labels fold only after a lead accepts or corrects them", value=on, key="review_on")
+    if wanted != on:
+        set_review_step(db, user, wanted)
+        st.toast("The review step is on" if wanted else "The review step is off: agreed labels fold")
+        on = wanted
+    if not on:
+        st.caption("Off: agreed labels fold as they are.")
+        return
+    waiting = labels_to_review(db, user, limit=10)
+    if "review_error" in st.session_state:
+        st.error(md(st.session_state.pop("review_error")["message"]))
+    if "review_notice" in st.session_state:
+        st.success(st.session_state.pop("review_notice"))
+    if not waiting:
+        st.caption("No label is waiting for review.")
+        return
+    st.caption(f"Oldest first; {len(waiting)} shown. A correction keeps the label under its labeler's name.")
+    st.button(
+        f"Accept all {len(waiting)} shown",
+        on_click=_accept,
+        args=([w["id"] for w in waiting],),
+        key="accept_all",
+    )
+    for label in waiting:
+        with st.container(border=True):
+            what = KINDS.get(label["kind"], label["kind"]) + (f" {label['code']}" if label["code"] else "")
+            st.text(f"{label['trace_id']} · {label['labeler']} · {what}")
+            if label["scrub"]:
+                st.text(turns_text(exchange(label["scrub"]))[:1200])
+            if label["expected"] or label["note"]:
+                st.text(f"Expected: {label['expected'] or '—'}\nCriterion: {label['pass_criterion'] or '—'}"
+                        f"\nNote: {label['note'] or '—'}")  # fmt: skip
+            st.button("Accept", on_click=_accept, args=([label["id"]],), key=f"accept_{label['id']}")
+            with st.expander("Correct"):
+                _edit_fields(db, label, "review")
+
 
 if user.role == "lead":
     db = database()
@@ -450,3 +652,5 @@ if user.role == "lead":
             )
     else:
         st.caption("No sample batches yet.")
+    _labelers(db)
+    _review(db)

@@ -117,7 +117,10 @@ st.dataframe(
 
 st.subheader("Carried rows against new rows")
 systems = runs.systems(db)
-system = st.selectbox("System", systems, key="split_system")
+live = runs.live_system(db)
+# the live system first: a system with no results here would only say "not a regression" about nothing
+default = systems.index(live["system"]) if live and live["system"] in systems else 0
+system = st.selectbox("System", systems, index=default, key="split_system")
 splits = [s for s in (runs.carried_vs_new(db, v, system) for v in versions) if s]
 for split in sorted(splits, key=lambda s: s["version"]):
     fell = split["carried_fell"]

@@ -91,9 +91,12 @@ if previewed or saved:
             sampling.save_plan(db, edited, user.name)
             st.session_state.pop(f"draft-{choice}", None)
             st.session_state["select_plan"] = edited.name
+            st.session_state["plan_saved"] = edited.name
             st.rerun()
         st.session_state[f"draft-{choice}"] = edited
 
+if "plan_saved" in st.session_state:
+    st.success(f"Saved plan {md(st.session_state.pop('plan_saved'))}.")
 draft = st.session_state.get(f"draft-{choice}")
 shown = draft or plan
 weeks = sampling.sample_weeks(db)
@@ -122,8 +125,8 @@ else:
             f"Rare intents: the rarest intents of the week that together make up at most"
             f" {rare.rare_share:.1%} of its traces."
         )
-    st.caption("The plan as SQL in this store (DuckDB and Spark below):")
-    st.code(sampling.store_sql(shown, week).text(), language="sql")
+    with st.expander("The plan as SQL in this store (DuckDB and Spark below)"):
+        st.code(sampling.store_sql(shown, week).text(), language="sql")
     if st.toggle("Show the SQL for DuckDB and Spark", key="source_sql"):
         from flywheel.sampling.source import source_sql  # DuckDB loads only when asked
 
