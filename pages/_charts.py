@@ -114,8 +114,9 @@ def finish(
         figure.layout[axis].update(settings)
     for axis in _x_axes(figure):
         figure.layout[axis].update(automargin=True)
-    bottom = _x_axes(figure)[-1] if _shared_x(figure) else "xaxis"
-    figure.layout[bottom].update(title={"text": x})
+    _recolour(figure)
+    # make_subplots numbers its rows top to bottom: the last x axis is the one drawn under the chart.
+    figure.layout[_x_axes(figure)[-1]].update(title={"text": x})
     figure.update_layout(
         template="plotly_white",
         colorway=list(PALETTE),
@@ -127,6 +128,20 @@ def finish(
     if title:
         figure.update_layout(title={"text": title, "x": 0, "xanchor": "left"})
     return figure
+
+
+def _recolour(figure: go.Figure) -> None:
+    """Colours from outside the palette (plotly express's defaults) mapped onto it, in order of use."""
+    ours, mapping = {*PALETTE, GREY}, {}
+    used = {getattr(getattr(t, p, None), "color", None) for t in figure.data for p in ("marker", "line")}
+    free = [c for c in PALETTE if c not in used] or list(PALETTE)
+    for trace in figure.data:
+        for part in ("marker", "line"):
+            style = getattr(trace, part, None)
+            colour = getattr(style, "color", None) if style is not None else None
+            if isinstance(colour, str) and colour.startswith("#") and colour not in ours:
+                new = mapping.setdefault(colour, free[len(mapping) % len(free)])
+                style.color = new
 
 
 def show(figure: go.Figure, x: str, y: str | Sequence[str], percent=False, container=st, **options) -> None:
@@ -164,6 +179,9 @@ def _axis_values(figure: go.Figure, axis: str) -> list[float]:
             minus = list(error.arrayminus) if error.arrayminus is not None else plus
             values += [v + p for v, p in zip(ys, plus, strict=False) if _number(p)]
             values += [v - m for v, m in zip(ys, minus, strict=False) if _number(m)]
+    for shape in figure.layout.shapes or ():
+        if shape.yref == ref and _number(shape.y0) and _number(shape.y1):
+            values += [float(shape.y0), float(shape.y1)]
     return values
 
 
@@ -182,10 +200,6 @@ def _x_axes(figure: go.Figure) -> list[str]:
 
 def _axis_order(name: str) -> int:
     return int(name[5:] or 1)
-
-
-def _shared_x(figure: go.Figure) -> bool:
-    return len(_x_axes(figure)) > 1 and all(figure.layout[a].matches or a == "xaxis" for a in _x_axes(figure))
 
 
 # Tables -----------------------------------------------------------------------------------------------
@@ -257,7 +271,8 @@ def table_frame(frame: pd.DataFrame, percent: Iterable[str] = (), codes: dict[st
         values = out[column]
         label = header(column)
         if codes and column == "code":
-            out[column] = [_coded(v, codes) for v in values]
+            named = [_coded(v, codes) for v in values]
+            values = out[column] = pd.Series(named, index=out.index, dtype=object)
         if _numeric(values) and values.isna().any():
             out[column] = as_text(out[[column]], {column: _pattern(column in percent, values)})[column]
             config[column] = st.column_config.TextColumn(label)
