@@ -58,6 +58,7 @@ def band(
             y=high + low[::-1],
             fill="toself",
             fillcolor=fill(colour),
+            mode="lines",
             line={"width": 0},
             hoverinfo="skip",
             name=name,
@@ -113,7 +114,9 @@ def finish(
             settings |= {"tickformat": _tick_format(figure, axis), "range": percent_range(figure, axis)}
         figure.layout[axis].update(settings)
     for axis in _x_axes(figure):
-        figure.layout[axis].update(automargin=True)
+        # Weeks and versions are categories: in order, not in the order the traces first name them.
+        order = figure.layout[axis].categoryorder
+        figure.layout[axis].update(automargin=True, categoryorder=order or "category ascending")
     _recolour(figure)
     # make_subplots numbers its rows top to bottom: the last x axis is the one drawn under the chart.
     figure.layout[_x_axes(figure)[-1]].update(title={"text": x})
@@ -122,12 +125,19 @@ def finish(
         colorway=list(PALETTE),
         height=height or figure.layout.height,
         margin={"l": 10, "r": 30, "t": 70 if title or figure.layout.title.text else 40, "b": 10},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "title": None},
+        legend=_legend(bool(title or figure.layout.title.text)),
         meta={CONVENTION: {"x": x, "y": ys, "percent": percents}},
     )
     if title:
         figure.update_layout(title={"text": title, "x": 0, "xanchor": "left"})
     return figure
+
+
+def _legend(titled: bool) -> dict:
+    # Over the plot when the chart has no title; on the right when it has, so the two never overlap.
+    if titled:
+        return {"orientation": "v", "yanchor": "top", "y": 1, "x": 1.02, "title": None}
+    return {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "title": None}
 
 
 def _recolour(figure: go.Figure) -> None:
@@ -200,6 +210,18 @@ def _x_axes(figure: go.Figure) -> list[str]:
 
 def _axis_order(name: str) -> int:
     return int(name[5:] or 1)
+
+
+def in_units(frame: pd.DataFrame, columns: Sequence[str], percent: Sequence[bool]) -> pd.DataFrame:
+    """``frame`` with ``columns`` as text, each row in its own unit: a percentage where ``percent`` is
+    true for the row (a rate), a plain number otherwise (milliseconds, dollars); blank when missing."""
+    out = frame.copy()
+    for column in columns:
+        out[column] = [
+            "" if not _number(v) else f"{v:.1%}" if is_rate else f"{v:,.4g}"
+            for v, is_rate in zip(frame[column], percent, strict=True)
+        ]
+    return out
 
 
 # Tables -----------------------------------------------------------------------------------------------

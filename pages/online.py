@@ -9,7 +9,7 @@ from flywheel.auth import require_role
 from flywheel.errors import FlywheelError, NotFound
 from flywheel.judge import judge_runs
 from flywheel.judge_demo import DEMO_GRADER_MODEL
-from pages._charts import BLUE, GREY, ORANGE, band, line, marks, show, show_table
+from pages._charts import BLUE, GREY, ORANGE, band, in_units, line, marks, show, show_table
 from pages._ui import chart_text, current_user, database, md
 
 db, user = database(), current_user()
@@ -76,9 +76,11 @@ with signals_tab:
                 ]
             )
             unit = "Share of traces (%)" if rate else "Milliseconds" if "ms" in signal else "US dollars"
-            show(figure, period.title(), f"{signal.capitalize()}: {unit}", rate, height=280, title=signal)
+            show(figure, period.title(), unit, rate, height=280, title=signal)
         st.subheader("Alerts")
-        show_table(alerts.drop(columns=["alert"]).iloc[::-1], hide_index=True)
+        rates = ~alerts["signal"].isin(signal_alerts.VALUE_SIGNALS)
+        shown = in_units(alerts, ["value", "centre", "low", "high"], rates.tolist())
+        show_table(shown.drop(columns=["alert"]).iloc[::-1], hide_index=True)
 
 with parity_tab:
     try:

@@ -1,3 +1,4 @@
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 from plotly.subplots import make_subplots
@@ -5,8 +6,20 @@ from plotly.subplots import make_subplots
 from flywheel import overview
 from flywheel.labels import my_labels
 from flywheel.review import review_progress
-from flywheel.signal_alerts import current_alerts
-from pages._charts import ALARM, BLUE, GREEN, ORANGE, PURPLE, VERMILLION, line, marks, show, show_table
+from flywheel.signal_alerts import VALUE_SIGNALS, current_alerts
+from pages._charts import (
+    ALARM,
+    BLUE,
+    GREEN,
+    ORANGE,
+    PURPLE,
+    VERMILLION,
+    in_units,
+    line,
+    marks,
+    show,
+    show_table,
+)
 from pages._ui import chart_frame, chart_text, current_user, database, md
 
 db = database()
@@ -44,9 +57,9 @@ def _figures(health: dict) -> None:
         cols[0].metric(
             f"Pass rate, v{point['version']}",
             _pct(point["rate"]),
-            help=f"{md(health['system'])}: {point['passed']} of {point['n']} rows; 95% interval "
-            f"{_pct(point['low'])} – {_pct(point['high'])}",
+            help=f"{md(health['system'])}: {point['passed']} of {point['n']} rows",
         )
+        cols[0].caption(f"95% interval {_pct(point['low'])} – {_pct(point['high'])}")
     recent = weeks[-overview.RECENT_WEEKS :]
     before = weeks[: -overview.RECENT_WEEKS]
     for col, key, title in ((cols[1], "thumbs_down", "Thumbs-down"), (cols[2], "escalated", "Escalation")):
@@ -84,7 +97,7 @@ def _health_chart(health: dict) -> None:
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.07,
-        row_heights=[0.34, 0.44, 0.22],
+        row_heights=[0.32, 0.4, 0.28],
         subplot_titles=("The suite", "Production", "Judge"),
     )
     system = chart_text(health["system"] or "")
@@ -137,7 +150,7 @@ def _health_chart(health: dict) -> None:
     show(
         figure,
         "ISO week",
-        ["Pass rate (%)", "Share of traces (%)", "Judge score (0–1)"],
+        ["Pass rate (%)", "Share of traces (%)", "Mean score (0–1)"],
         [True, True, False],
         height=640,
     )
@@ -262,11 +275,11 @@ if user.role == "lead":
     st.subheader("Signal alerts, last four weeks")
     alerts = current_alerts(db, periods=4)
     if alerts:
+        columns = ["period", "cohort", "signal", "direction", "value", "centre", "high", "n"]
+        frame = pd.DataFrame(alerts)[columns]
+        rates = (~frame["signal"].isin(VALUE_SIGNALS)).tolist()
         show_table(
-            [
-                {k: a[k] for k in ("period", "cohort", "signal", "direction", "value", "centre", "high", "n")}
-                for a in alerts
-            ],
+            in_units(frame, ["value", "centre", "high"], rates),
             column_config={"period": "Week", "centre": "Band centre", "high": "Band high", "n": "Traces"},
         )
     else:
