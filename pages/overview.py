@@ -248,6 +248,13 @@ if counts["traces"] == 0:
     st.stop()
 
 st.subheader("Production traffic")
+cols = st.columns(4)
+cols[0].metric("Traces", f"{counts['traces']:,}", help=f"{counts['weeks']} weeks of traffic")
+cols[1].metric("Sampled", f"{counts['sampled']:,}", help=f"in {counts['batches']} batches")
+cols[2].metric("Labeled", f"{counts['labeled']:,}", help=f"{counts['failures']:,} of them failures")
+cols[3].metric(
+    "Quarantined lines", f"{counts['quarantined']:,}", help=f"over {counts['ingest_runs']} imports"
+)
 left, right = st.columns(2)
 traffic = chart_frame(overview.weekly_traffic(db), "week", "cohort")
 show(
