@@ -162,7 +162,7 @@ def divergence(
         missing = ["drift (no window in the recent weeks)"]
     moved = worse["moved"]
     newest = current[-1]
-    earlier = [p for p in suite if p["n"] and p is not newest and suite.index(p) < suite.index(newest)]
+    earlier = [p for p in suite[: suite.index(newest)] if p["n"]]
     fell = bool(earlier) and newest["rate"] < earlier[-1]["rate"] - limits.pass_drop
     rate_words = f"pass rate {_pct(newest['rate'])} on v{version}"
     if fell:

@@ -325,11 +325,13 @@ def show_table(
 
 
 def _merged(default: object, given: object) -> object:
+    if given is None:  # st.dataframe's way of hiding a column
+        return None
     if isinstance(default, dict) and isinstance(given, dict):
         return {**default, **{k: v for k, v in given.items() if v is not None}}
     if isinstance(given, str):
         return {**default, "label": given} if isinstance(default, dict) else given
-    return given if given is not None else default
+    return given
 
 
 def _numeric(values: pd.Series) -> bool:

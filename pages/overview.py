@@ -200,14 +200,14 @@ def _backlog() -> None:
 def _my_queue() -> None:
     st.subheader("Your queue")
     queue = overview.queue_for(db, user)
-    cols = st.columns(3)
     if user.role == "reviewer":
         done = review_progress(db, user)
+        cols = st.columns(3)
         cols[0].metric("Scrubs awaiting review", f"{done['pending']:,}")
-        cols[1].metric("Reviewed so far", f"{done['position'] - 1 if done['pending'] else done['total']:,}")
+        cols[1].metric("Scrubs decided", f"{done['total'] - done['pending']:,}")
         cols[2].metric("Skipped by you", f"{done['skipped']:,}")
         st.page_link("pages/review.py", label="Open Review scrubs", icon=":material/arrow_forward:")
-    cols = st.columns(3) if user.role == "reviewer" else cols
+    cols = st.columns(3)
     cols[0].metric("Traces awaiting labels", f"{queue['open']:,}")
     cols[1].metric("Labeled by you", f"{queue['mine']:,}")
     cols[2].metric("Labeled by you, last 7 days", f"{queue['mine_week']:,}")
@@ -218,20 +218,19 @@ def _my_queue() -> None:
         show_table(recent, column_config={"id": None, "via": None})
 
 
+def _what(health: dict) -> str:
+    if health["version"] is None or health["system"] is None:
+        return "Is the suite keeping up with production?"
+    whose = "live since its release decision" if health["live"] else "no release shipped yet: the newest run"
+    return (
+        f"Is the suite keeping up with production? The pass rate of {md(health['system'])} ({whose}) on"
+        f" eval-set v{health['version']}, beside drift and production signals over the same weeks."
+    )
+
+
 if user.role == "lead":
     health = overview.flywheel_health(db)
-    live = health["live"]
-    st.caption(
-        f"Is the suite keeping up with production? The pass rate of {md(health['system'] or 'no system')}"
-        + (
-            " (live since its release decision)"
-            if live
-            else " (no release shipped yet: the newest system run)"
-        )
-        + f" on eval-set v{health['version']}, beside drift and production signals over the same weeks."
-        if health["version"] is not None
-        else "Is the suite keeping up with production?"
-    )
+    st.caption(_what(health))
     _verdict(health)
     if health["weeks"]:
         _figures(health)

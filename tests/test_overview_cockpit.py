@@ -228,10 +228,16 @@ def test_the_overview_reads_healthy_when_production_holds_and_drift_is_absent(tm
     assert thumbs["y"] == [0.04] * 10
 
 
-def test_labelers_see_their_queue_not_the_lead_cockpit(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "user, extra", [("lena", set()), ("ravi", {"Scrubs awaiting review", "Scrubs decided"})]
+)
+def test_labelers_and_reviewers_see_their_queue_not_the_lead_cockpit(tmp_path, monkeypatch, user, extra):
     path, db = _hand_built(tmp_path, thumbs_late=0.20)
     db.close()
-    at = _page(path, monkeypatch, "lena")
-    assert not at.error and any(s.value == "Your queue" for s in at.subheader)
-    assert "Traces awaiting labels" in {m.label for m in at.metric}
-    assert "Pass rate, v1" not in {m.label for m in at.metric}
+    at = _page(path, monkeypatch, user)
+    assert not at.error and not at.warning and any(s.value == "Your queue" for s in at.subheader)
+    shown = {m.label for m in at.metric}
+    assert {"Traces awaiting labels", "Labeled by you"} | extra <= shown
+    assert "Pass rate, v1" not in shown and "Signal alerts, last four weeks" not in {
+        s.value for s in at.subheader
+    }
