@@ -7,6 +7,7 @@ from flywheel import overview
 from flywheel.labels import my_labels
 from flywheel.review import review_progress
 from flywheel.signal_alerts import VALUE_SIGNALS, current_alerts
+from flywheel.taxonomy import taxonomy_entries
 from pages._charts import (
     ALARM,
     BLUE,
@@ -215,7 +216,8 @@ def _my_queue() -> None:
     recent = my_labels(db, user, limit=10)
     if recent:
         st.markdown("**Your latest labels**")
-        show_table(recent, column_config={"id": None, "via": None})
+        names = {e["code"]: e["name"] for e in taxonomy_entries(db)}
+        show_table(recent, codes=names, column_config={"id": None, "via": None})
 
 
 def _what(health: dict) -> str:

@@ -5,6 +5,7 @@ import streamlit as st
 from flywheel import evalsets, runs
 from flywheel.auth import require_role
 from flywheel.errors import FlywheelError
+from flywheel.taxonomy import taxonomy_entries
 from pages._charts import colours, line, show, show_table
 from pages._ui import chart_text, current_user, database, md
 
@@ -131,6 +132,7 @@ if not codes.empty:
     codes["ci"] = codes["ci"].map(lambda ci: f"{ci[0]:.1%} – {ci[1]:.1%}")
     show_table(
         codes[["code", "stage", "passed", "total", "rate", "ci", "flaky"]],
+        codes={e["code"]: e["name"] for e in taxonomy_entries(db)},
         hide_index=True,
         column_config={"rate": st.column_config.NumberColumn(format="percent")},
     )
