@@ -5,6 +5,7 @@ import streamlit as st
 
 from flywheel.audit import AuditFilter, audit_choices, audit_csv, audit_entries, claim_summary, count_entries
 from flywheel.auth import require_role
+from pages._charts import show_table
 from pages._ui import as_text, current_user, database
 
 PAGE = 200
@@ -57,7 +58,7 @@ if entries:
     frame = pd.DataFrame(entries, dtype=object)[
         ["at", "actor", "action", "trace_id", "entity", "entity_id", "detail"]
     ]
-    st.dataframe(
+    show_table(
         as_text(frame),
         hide_index=True,
         column_config={
@@ -81,4 +82,4 @@ if not claims and (not actions or set(actions) & {"claim", "release_claim"}):
     summary = claim_summary(db, user, where)
     if summary:
         st.subheader("Claims per labeler and day")
-        st.dataframe(as_text(pd.DataFrame(summary, dtype=object)), hide_index=True)
+        show_table(as_text(pd.DataFrame(summary, dtype=object)), hide_index=True)

@@ -6,6 +6,7 @@ from flywheel.auth import require_role
 from flywheel.config import PROJECT_ROOT, load_config
 from flywheel.errors import FlywheelError
 from flywheel.sampling import saved_plans
+from pages._charts import show_table
 from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
@@ -88,7 +89,7 @@ if history:
                 **{name: steps.get(name, {}).get("status", "") for name in cycle.STEPS},
             }
         )
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    show_table(pd.DataFrame(rows), hide_index=True)
     picked = st.selectbox("Details of cycle", [item["id"] for item in history])
     chosen = next(item for item in history if item["id"] == picked)
     for name, step in ((chosen["report"] or {}).get("steps") or {}).items():

@@ -1,11 +1,11 @@
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
 from flywheel import drift
 from flywheel.auth import require_role
 from flywheel.sampling import sample_weeks
+from pages._charts import BLUE, GREY, ORANGE, line, marks, show, show_table
 from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
@@ -75,46 +75,39 @@ else:
     st.success(f"No alarm: {why}", icon=":material/check_circle:")
 
 
-def _with_interval(column: str, low: str, high: str, name: str, **style) -> go.Scatter:
-    """One measure over the windows with its 95% interval as error bars."""
-    return go.Scatter(
-        x=series["window"],
-        y=series[column],
-        mode="lines+markers",
-        name=name,
-        error_y={
-            "type": "data",
-            "symmetric": False,
-            "array": series[high] - series[column],
-            "arrayminus": series[column] - series[low],
-        },
-        **style,
-    )
+def _with_interval(column: str, low: str, high: str, name: str, colour: str) -> list:
+    """One measure over the windows with its 95% interval as a named band."""
+    return line(series["window"], series[column], name, colour, series[low], series[high])
 
 
-alarm_marks = {"color": ["#d62728" if a else "#1f77b4" for a in series["alarm"]], "size": 9}
 figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
-figure.add_trace(
-    _with_interval("share_beyond", "share_lo", "share_hi", "share beyond τ", marker=alarm_marks), 1, 1
-)
-figure.add_trace(_with_interval("mean_distance", "mean_lo", "mean_hi", "mean distance"), 2, 1)
+for trace in _with_interval("share_beyond", "share_lo", "share_hi", "share beyond τ", BLUE):
+    figure.add_trace(trace, 1, 1)
+alarms = series[series["alarm"].astype(bool)]
+if len(alarms):
+    alarm = marks(alarms["window"], alarms["share_beyond"], "alarm: beyond τ above the reference")
+    figure.add_trace(alarm, 1, 1)
+for trace in _with_interval("mean_distance", "mean_lo", "mean_hi", "mean distance", ORANGE):
+    figure.add_trace(trace, 2, 1)
 figure.add_hline(
-    y=float(latest["ref_share"]), line_dash="dot", annotation_text="reference share", row=1, col=1
+    y=float(latest["ref_share"]),
+    line={"dash": "dot", "color": GREY},
+    annotation_text="reference share",
+    annotation_position="bottom right",
+    row=1,
+    col=1,
 )
 versions = series["eval_version"].tolist()
 for i in range(1, len(versions)):
     if versions[i] != versions[i - 1]:
-        figure.add_vline(x=i - 0.5, line_dash="dash", line_color="gray")
+        figure.add_vline(x=i - 0.5, line_dash="dash", line_color=GREY)
         figure.add_annotation(x=series["window"].iloc[i], y=1, yref="paper", text=f"eval set v{versions[i]}")
-figure.update_yaxes(title_text="share beyond τ", tickformat=".0%", row=1, col=1)
-figure.update_yaxes(title_text="mean distance", row=2, col=1)
-figure.update_layout(height=520, showlegend=False, margin={"t": 20})
-st.plotly_chart(figure, width="stretch")
+show(figure, "ISO week", ["Share beyond τ (%)", "Mean cosine distance"], [True, False], height=560)
 
 columns = ["window", "n", "mean_distance", "share_beyond", "ref_share", "far_share", "far_ref_share"]
 table = series[[*columns, "p_value", "alarm", "eval_version", "tau", "far_tau"]]
 with st.expander("Series as a table"):
-    st.dataframe(table, hide_index=True)
+    show_table(table, percent=["share_beyond", "ref_share", "far_share", "far_ref_share"])
 
 st.subheader("Traffic the eval set does not cover")
 st.caption(
@@ -127,7 +120,7 @@ found = drift.clusters(db, latest["id"], window)
 if not found:
     st.info("No trace of this window is far from the eval set.")
 else:
-    st.dataframe(
+    show_table(
         pd.DataFrame(
             [
                 {
@@ -165,7 +158,7 @@ else:
             db, user, latest["id"], window, int(count), int(per_cluster), control / 100
         )
         st.success(f"Batch {batch.id}: {batch.sampled} traces of {md(batch.week)} sent to the scrubber.")
-        st.dataframe(pd.DataFrame(batch.reasons.items(), columns=["reason", "traces"]), hide_index=True)
+        show_table(pd.DataFrame(batch.reasons.items(), columns=["reason", "traces"]))
 
 with st.expander("Reference window"):
     st.caption(

@@ -5,7 +5,8 @@ from flywheel import evalsets, exports, runs
 from flywheel.auth import require_role
 from flywheel.config import load_config
 from flywheel.errors import FlywheelError
-from pages._ui import as_text, current_user, database, md
+from pages._charts import show_table
+from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, "lead")
@@ -34,7 +35,7 @@ def _rows_table(rows: list[dict]) -> None:
     columns = ["id", "state", "code", "coverage", "adversarial_kind", "input", "expected", "criterion"]
     columns += ["pass_check", "source"]
     columns.append("trace_id")
-    st.dataframe(frame[[c for c in columns if c in frame]], hide_index=True)
+    show_table(frame[[c for c in columns if c in frame]], hide_index=True)
 
 
 def _reason_key(item: str) -> str:
@@ -86,7 +87,7 @@ def _flash() -> None:
 def _preview_table(preview: evalsets.FoldPreview) -> None:
     frame = pd.DataFrame([item.as_dict() for item in preview.items])
     frame["foldable"] = frame["foldable"].map({True: "yes", False: "no"})
-    st.dataframe(as_text(frame[PREVIEW_COLUMNS]), hide_index=True)
+    show_table(frame[PREVIEW_COLUMNS], hide_index=True)
 
 
 def _diff_tables(diff: dict) -> None:
@@ -96,7 +97,7 @@ def _diff_tables(diff: dict) -> None:
     for name in ("added", "retired", "withdrawn"):
         if content[name]:
             st.subheader(f"{name.capitalize()} ({len(content[name])})")
-            st.dataframe(as_text(pd.DataFrame(content[name])), hide_index=True)
+            show_table(pd.DataFrame(content[name]), hide_index=True)
     if content["changed"]:
         st.subheader(f"Changed ({len(content['changed'])})")
         changes = [
@@ -104,7 +105,7 @@ def _diff_tables(diff: dict) -> None:
             for c in content["changed"]
             for field in c["fields"]
         ]
-        st.dataframe(as_text(pd.DataFrame(changes)), hide_index=True)
+        show_table(pd.DataFrame(changes), hide_index=True)
 
 
 def _create_set() -> None:
@@ -137,7 +138,7 @@ def _sets_tab(sets: list[dict], chosen: str | None) -> None:
         "nothing is folded in, edited, withdrawn or retired. Version numbers are unique across sets."
     )
     if sets:
-        st.dataframe(as_text(pd.DataFrame(sets)), hide_index=True)
+        show_table(pd.DataFrame(sets), hide_index=True)
     left, right = st.columns(2)
     left.text_input("New set name (a-z, 0-9, - and _)", key="new_set_name")
     right.text_input("What it is for", key="new_set_note")
@@ -220,7 +221,7 @@ with fold:
         for item in open_[:20]:
             with st.container(border=True):
                 st.text(f"Trace {item['trace_id']}")
-                st.dataframe(pd.DataFrame(item["labels"]), hide_index=True)
+                show_table(pd.DataFrame(item["labels"]), hide_index=True)
                 choices = {label["id"]: label for label in item["labels"]}
                 picked = st.selectbox(
                     "Fold which label",
@@ -252,7 +253,7 @@ with starter:
             change = evalsets.import_evalset(db, user, data, name, note=suite_note or None, eval_set=chosen)
         except evalsets.BadRows as error:
             st.error(f"{md(upload.name)}: {len(error.problems)} bad rows, nothing imported")
-            st.dataframe(pd.DataFrame(error.problems, columns=["line", "reason"]), hide_index=True)
+            show_table(pd.DataFrame(error.problems, columns=["line", "reason"]), hide_index=True)
         except FlywheelError as error:
             _error(error)
         else:
@@ -263,7 +264,7 @@ with history:
     if not versions:
         st.info("No eval-set version yet: import a starter suite or fold in labeled failures.")
     else:
-        st.dataframe(pd.DataFrame(versions), hide_index=True)
+        show_table(pd.DataFrame(versions), hide_index=True)
         numbers = [v["version"] for v in versions]
         left, right = st.columns(2)
         a = left.selectbox("From version", numbers, index=min(1, len(numbers) - 1), key="diff_a")
@@ -324,7 +325,7 @@ with retire:
     )
     if proposals:
         frame = pd.DataFrame(proposals)[["row_id", "code", "passing_since", "last_run", "results", "input"]]
-        st.dataframe(frame, hide_index=True)
+        show_table(frame, hide_index=True)
         picked = st.multiselect("Retire", [p["row_id"] for p in proposals], key="retire_pick")
         if picked and st.button("Confirm retirement", key="retire_confirm"):
             try:
@@ -338,8 +339,8 @@ with retire:
     done = runs.retirements(db)
     if done:
         st.subheader("Retired rows")
-        st.dataframe(pd.DataFrame(done), hide_index=True)
+        show_table(pd.DataFrame(done), hide_index=True)
     flagged = runs.retired_failing(db)
     if flagged:
         st.warning(f"{len(flagged)} retired rows fail again: see Pass rate.")
-        st.dataframe(pd.DataFrame(flagged), hide_index=True)
+        show_table(pd.DataFrame(flagged), hide_index=True)

@@ -6,6 +6,7 @@ import streamlit as st
 from flywheel import evalsets, runs
 from flywheel.auth import require_role
 from flywheel.errors import FlywheelError
+from pages._charts import show_table
 from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
@@ -114,7 +115,7 @@ if verdict["flaky"]:
 st.subheader("Flipped rows")
 flips = runs.flipped_rows(db, verdict)
 if flips:
-    st.dataframe(pd.DataFrame(flips), hide_index=True)
+    show_table(pd.DataFrame(flips), hide_index=True)
 else:
     st.caption("No row flipped between the two systems.")
 
@@ -142,7 +143,7 @@ if decisions:
     table["waived"] = [json.dumps(d["waived"], ensure_ascii=False) for d in decisions]
     table = table.rename(columns={"criteria": "failed criteria"})
     columns = ["id", "decided_at", "decided_by", "version", "baseline", "challenger", "verdict"]
-    st.dataframe(table[[*columns, "failed criteria", "waived"]], hide_index=True)
+    show_table(table[[*columns, "failed criteria", "waived"]], hide_index=True)
 st.code(
     f"python -m flywheel gate --db PATH --version {version} --baseline SYS --challenger SYS"
     " [--waive ROW_ID=REASON] [--require-improvement] --json",

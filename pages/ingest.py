@@ -6,6 +6,7 @@ from flywheel.config import load_config
 from flywheel.errors import FlywheelError
 from flywheel.formats import INGEST_FORMATS
 from flywheel.ingest import ingest_runs, ingest_upload, quarantined_lines
+from pages._charts import show_table
 from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
@@ -50,7 +51,7 @@ if not runs:
     st.info("No imports yet.")
     st.stop()
 st.subheader("Recent imports")
-st.dataframe(
+show_table(
     pd.DataFrame(runs)[
         [
             "id",
@@ -70,6 +71,6 @@ st.dataframe(
 run_id = st.selectbox("Quarantine of run", [r["id"] for r in runs])
 bad = quarantined_lines(db, user, run_id)
 if bad:
-    st.dataframe(pd.DataFrame(bad)[["file", "line_no", "reason", "raw"]], hide_index=True)
+    show_table(pd.DataFrame(bad)[["file", "line_no", "reason", "raw"]], hide_index=True)
 else:
     st.caption("Nothing quarantined in this run.")

@@ -8,6 +8,7 @@ from flywheel import calibration, judge, rubrics
 from flywheel.auth import require_role
 from flywheel.judge_demo import DEMO_GRADER_MODEL
 from flywheel.sampling import saved_plans
+from pages._charts import show_table
 from pages._ui import current_user, database, md, show_conversation
 
 NEW_RUBRIC = "(new rubric)"
@@ -108,7 +109,7 @@ with run_tab:
             st.text(report.summary())
     st.subheader("Recent runs")
     if runs:
-        st.dataframe(pd.DataFrame(runs).drop(columns=["rubric_id", "base_url"]), hide_index=True)
+        show_table(pd.DataFrame(runs).drop(columns=["rubric_id", "base_url"]), hide_index=True)
     else:
         st.caption("No judge run yet.")
 
@@ -142,7 +143,7 @@ with calibration_tab:
     metrics[2].metric("judged by both", result.n)
     metrics[3].metric("TNR (passes let through)", fmt(result.tnr))
     c = result.confusion
-    st.dataframe(
+    show_table(
         pd.DataFrame(
             {"judge fail": [c["tp"], c["fp"]], "judge pass": [c["fn"], c["tn"]]},
             index=["human fail", "human pass"],
@@ -153,7 +154,7 @@ with calibration_tab:
     st.subheader("Disagreements")
     if result.disagreements:
         table = pd.DataFrame(result.disagreements)
-        picked = st.dataframe(
+        picked = show_table(
             table, hide_index=True, on_select="rerun", selection_mode="single-row", key="disagree"
         )
         if picked.selection.rows:

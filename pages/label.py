@@ -31,6 +31,7 @@ from flywheel.labels import (
 from flywheel.sampling import sample_batches
 from flywheel.taxonomy import active_entries, check_code, example_rows
 from flywheel.traces import exchange
+from pages._charts import show_table
 from pages._ui import as_text, current_user, database, md, show_conversation, turns_text
 
 user = current_user()
@@ -647,7 +648,7 @@ if user.role == "lead":
             st.caption("No item of this batch has two labels yet.")
         else:
             st.metric(f"{result.method.title()}'s kappa over {result.items} items", f"{result.kappa:.2f}")
-            st.dataframe(
+            show_table(
                 {"code or kind": list(result.per_category), "kappa": list(result.per_category.values())}
             )
     else:

@@ -9,7 +9,8 @@ from flywheel.auth import require_role
 from flywheel.errors import FlywheelError, NotFound
 from flywheel.judge import judge_runs
 from flywheel.judge_demo import DEMO_GRADER_MODEL
-from pages._ui import current_user, database, md
+from pages._charts import BLUE, GREY, ORANGE, band, in_units, line, marks, show, show_table
+from pages._ui import chart_text, current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, "lead")
@@ -61,42 +62,25 @@ with signals_tab:
         )
         shown = series[series["cohort"] == cohort]
         for signal, part in shown.groupby("signal", sort=False):
+            rate = signal not in signal_alerts.VALUE_SIGNALS
+            banded = part.dropna(subset=["low", "high"])
             figure = go.Figure(
                 [
-                    go.Scatter(
-                        x=part["period"],
-                        y=part["high"],
-                        line={"width": 0},
-                        name="band high",
-                        showlegend=False,
-                    ),
-                    go.Scatter(
-                        x=part["period"],
-                        y=part["low"],
-                        fill="tonexty",
-                        line={"width": 0},
-                        name="control band",
-                    ),
-                    go.Scatter(
-                        x=part["period"],
-                        y=part["value"],
-                        mode="lines+markers",
-                        line={"color": "#1c3d6e"},
-                        name="value",
-                    ),
-                    go.Scatter(
-                        x=part.loc[part["alert"], "period"],
-                        y=part.loc[part["alert"], "value"],
-                        mode="markers",
-                        marker={"color": "red", "size": 11},
-                        name="alert",
+                    *band(banded["period"], banded["low"], banded["high"], "control band (± 3 σ)", GREY),
+                    *line(part["period"], part["value"], chart_text(signal), BLUE),
+                    marks(
+                        part.loc[part["alert"], "period"],
+                        part.loc[part["alert"], "value"],
+                        "alert: outside the control band",
                     ),
                 ]
             )
-            figure.update_layout(title=signal, height=260, margin={"t": 40, "b": 20})
-            st.plotly_chart(figure, width="stretch")
+            unit = "Share of traces (%)" if rate else "Milliseconds" if "ms" in signal else "US dollars"
+            show(figure, period.title(), unit, rate, height=280, title=signal)
         st.subheader("Alerts")
-        st.dataframe(alerts.drop(columns=["alert"]).iloc[::-1], hide_index=True)
+        rates = ~alerts["signal"].isin(signal_alerts.VALUE_SIGNALS)
+        shown = in_units(alerts, ["value", "centre", "low", "high"], rates.tolist())
+        show_table(shown.drop(columns=["alert"]).iloc[::-1], hide_index=True)
 
 with parity_tab:
     try:
@@ -120,28 +104,33 @@ with parity_tab:
             st.info("No judged traces from the random part of a sample yet.")
         elif not weeks.empty:
             figure = go.Figure(
-                go.Scatter(
-                    x=weeks["week"],
-                    y=weeks["rate"],
-                    error_y={
-                        "type": "data",
-                        "array": weeks["high"] - weeks["rate"],
-                        "arrayminus": weeks["rate"] - weeks["low"],
-                    },
-                    mode="markers+lines",
-                    name="production (judge, random sample)",
+                line(
+                    weeks["week"],
+                    weeks["rate"],
+                    "production (judge, random sample)",
+                    BLUE,
+                    weeks["low"],
+                    weeks["high"],
                 )
             )
             if lab is not None and result["assessable"]:
-                figure.add_hline(y=lab["rate"], line_dash="dash", annotation_text="lab pass rate")
-            figure.update_layout(
-                title="Pass rate: production estimate beside the lab", yaxis_tickformat=".0%"
+                figure.add_hline(
+                    y=lab["rate"],
+                    line={"dash": "dash", "color": ORANGE},
+                    annotation_text="lab pass rate",
+                    annotation_position="bottom right",
+                )
+            show(
+                figure,
+                "ISO week",
+                "Pass rate (%)",
+                percent=True,
+                title="Pass rate: production estimate beside the lab",
             )
-            st.plotly_chart(figure, width="stretch")
             flagged = weeks[weeks["flagged"]]
             if not flagged.empty:
                 st.warning(f"{len(flagged)} week(s) with a gap beyond {result['threshold']:.0%}.")
-            st.dataframe(weeks, hide_index=True)
+            show_table(weeks, hide_index=True)
         st.caption(f"Judge: {md(result['rubric'])}; the gap threshold is set on the Judge page.")
 
 with ab_tab:
@@ -153,7 +142,7 @@ with ab_tab:
     if len(arms) < 2:
         st.info("Fewer than two values of that field in the traces: nothing to compare.")
     else:
-        st.dataframe(pd.DataFrame(arms), hide_index=True)
+        show_table(pd.DataFrame(arms), hide_index=True)
         declared = experiments.declared_experiments(db, user)
         describe = "(none: describe two arms)"
         choice = st.selectbox("Experiment", [e.name for e in declared] + [describe])
@@ -186,7 +175,7 @@ with ab_tab:
                 st.info(
                     f"Verdict on the primary metric, {md(result['primary_metric'])}: {md(result['verdict'])}"
                 )
-            st.dataframe(
+            show_table(
                 pd.DataFrame(result["metrics"]),
                 hide_index=True,
                 column_config={"verdict": st.column_config.TextColumn(width="large")},
@@ -196,7 +185,7 @@ with ab_tab:
                     "Secondary rates carry Holm-adjusted p-values (`p_holm`) and no verdict. Design as"
                     " observed since the start:"
                 )
-                st.dataframe(pd.DataFrame([result["design"]]), hide_index=True)
+                show_table(pd.DataFrame([result["design"]]), hide_index=True)
     with st.expander("Declare an experiment", expanded=not names), st.form("declare_experiment"):
         cols = st.columns(3)
         new_name = cols[0].text_input("Experiment name")
@@ -268,11 +257,11 @@ with ab_tab:
                 st.error(
                     f"Canary alarm: {len(alarms)} rate(s) worse than the stable release beyond the interval."
                 )
-                st.dataframe(pd.DataFrame(alarms), hide_index=True)
+                show_table(pd.DataFrame(alarms), hide_index=True)
             else:
                 st.success("No rate of the canary is worse than the stable release beyond its interval.")
             window = experiments.arm_rates(db, user, key, (stable, canary), hours=hours, rubric_id=rubric_id)
-            st.dataframe(pd.DataFrame(window), hide_index=True)
+            show_table(pd.DataFrame(window), hide_index=True)
 
 with shadow_tab:
     shadow_key = st.text_input("Metadata field holding the shadow reply", "shadow_reply")

@@ -1,5 +1,3 @@
-import html
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -7,7 +5,9 @@ import streamlit as st
 from flywheel import evalsets, runs
 from flywheel.auth import require_role
 from flywheel.errors import FlywheelError
-from pages._ui import current_user, database, md
+from flywheel.taxonomy import taxonomy_entries
+from pages._charts import colours, line, show, show_table
+from pages._ui import chart_text, current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, "lead")
@@ -48,7 +48,7 @@ with st.expander("Import results", expanded=not runs.systems(db)):
                 )
             except evalsets.BadRows as error:
                 st.error(f"{md(upload.name)}: {len(error.problems)} bad lines, nothing imported")
-                st.dataframe(pd.DataFrame(error.problems, columns=["line", "reason"]), hide_index=True)
+                show_table(pd.DataFrame(error.problems, columns=["line", "reason"]), hide_index=True)
             except FlywheelError as error:
                 st.error(md(error))
             else:
@@ -60,34 +60,27 @@ if not rates:
     st.stop()
 
 figure = go.Figure()
+hues = colours(r["system"] for r in rates)
 for system in sorted({r["system"] for r in rates}):
     points = [r for r in rates if r["system"] == system and r["rate"] is not None]
-    figure.add_trace(
-        go.Scatter(
-            x=[f"v{r['version']}" for r in points],
-            y=[r["rate"] for r in points],
-            name=html.escape(system),
-            mode="lines+markers",
-            error_y={
-                "type": "data",
-                "array": [r["ci"][1] - r["rate"] for r in points],
-                "arrayminus": [r["rate"] - r["ci"][0] for r in points],
-            },
-            customdata=[[r["passed"], r["total"], r["ci"][0], r["ci"][1]] for r in points],
-            hovertemplate="%{x}: %{y:.1%} (%{customdata[0]}/%{customdata[1]} rows, "
-            "95% CI %{customdata[2]:.1%}–%{customdata[3]:.1%})<extra>%{fullData.name}</extra>",
-        )
-    )
-figure.update_layout(
-    title="Pass rate per eval-set version",
-    yaxis={"tickformat": ".0%", "range": [0, 1.05]},
-    xaxis={
-        "categoryorder": "array",
-        "categoryarray": [f"v{v}" for v in sorted({r["version"] for r in rates})],
-    },
-    xaxis_title=None,
+    for trace in line(
+        [f"v{r['version']}" for r in points],
+        [r["rate"] for r in points],
+        chart_text(system),
+        hues[system],
+        [r["ci"][0] for r in points],
+        [r["ci"][1] for r in points],
+        customdata=[[r["passed"], r["total"], r["ci"][0], r["ci"][1]] for r in points],
+        hovertemplate="%{x}: %{y:.1%} (%{customdata[0]}/%{customdata[1]} rows, "
+        "95% CI %{customdata[2]:.1%}–%{customdata[3]:.1%})<extra>%{fullData.name}</extra>",
+    ):
+        figure.add_trace(trace)
+figure.update_xaxes(
+    type="category",
+    categoryorder="array",
+    categoryarray=[f"v{v}" for v in sorted({r["version"] for r in rates})],
 )
-st.plotly_chart(figure, width="stretch")
+show(figure, "Eval-set version", "Pass rate (%)", percent=True, title="Pass rate per eval-set version")
 table = pd.DataFrame(
     [
         {
@@ -106,7 +99,7 @@ table = pd.DataFrame(
         for r in rates
     ]
 )
-st.dataframe(
+show_table(
     table,
     hide_index=True,
     column_config={
@@ -167,8 +160,9 @@ codes = pd.DataFrame(runs.per_code(db, code_version, system))
 if not codes.empty:
     codes["stage"] = codes["code"].map(lambda c: stages.get(c, {}).get("stage", "no results"))
     codes["ci"] = codes["ci"].map(lambda ci: f"{ci[0]:.1%} – {ci[1]:.1%}")
-    st.dataframe(
+    show_table(
         codes[["code", "stage", "passed", "total", "rate", "ci", "flaky"]],
+        codes={e["code"]: e["name"] for e in taxonomy_entries(db)},
         hide_index=True,
         column_config={"rate": st.column_config.NumberColumn(format="percent")},
     )
@@ -181,6 +175,6 @@ flagged = runs.retired_failing(db)
 st.subheader("Retired rows that fail again")
 if flagged:
     st.warning(f"{len(flagged)} retired rows failed again after they were archived.")
-    st.dataframe(pd.DataFrame(flagged), hide_index=True)
+    show_table(pd.DataFrame(flagged), hide_index=True)
 else:
     st.caption("No retired row has failed again.")

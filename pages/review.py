@@ -31,9 +31,10 @@ from flywheel.review import (
     scrub_view,
     skip_scrub,
 )
+from pages._charts import BLUE, GREY, VERMILLION, show, show_table
 from pages._ui import current_user, database, md
 
-RESIDUE_COLOURS = dict(zip(RESIDUE_KINDS.values(), ("#e8590c", "#1971c2", "#868e96"), strict=True))
+RESIDUE_COLOURS = dict(zip(RESIDUE_KINDS.values(), (VERMILLION, BLUE, GREY), strict=True))
 LONG_TRACE = 1500  # characters; longer traces scroll inside a box under fixed Raw/Scrubbed headers
 
 db, user = database(), current_user()
@@ -188,7 +189,7 @@ def _redactions(view, scrub_id: int) -> None:
     if not spans:
         return
     table = pd.DataFrame(spans.values())[["id", "field", "label", "detector", "text"]]
-    st.dataframe(table, hide_index=True)
+    show_table(table, hide_index=True)
     pick_key = f"pick_{scrub_id}"
     if any(i not in spans for i in st.session_state.get(pick_key, [])):
         st.session_state[pick_key] = [i for i in st.session_state[pick_key] if i in spans]
@@ -346,8 +347,8 @@ else:
         category_orders={"label": list(LABELS), "what": list(RESIDUE_KINDS.values())},
         labels={"label": "class", "fixes": "fixes", "what": "fix"},
     )
-    st.plotly_chart(figure, width="stretch")
-    st.dataframe(fixes[["week", "what", "label", "detector", "fixes"]], hide_index=True)
+    show(figure, "PII class", "Reviewer fixes (count)")
+    show_table(fixes[["week", "what", "label", "detector", "fixes"]], hide_index=True)
 
 if user.role == "lead":
     names = known_names(db, user)
@@ -357,4 +358,4 @@ if user.role == "lead":
         if st.button("Add names") and added.strip():
             st.toast(f"Added {add_known_names(db, user, added.splitlines())} new name(s)")
             st.rerun()
-        st.dataframe(pd.DataFrame({"name": names}), hide_index=True)
+        show_table(pd.DataFrame({"name": names}), hide_index=True)

@@ -5,7 +5,8 @@ import streamlit as st
 from flywheel import sampling
 from flywheel.auth import require_role
 from flywheel.errors import BadInput
-from pages._ui import current_user, database, md
+from pages._charts import show, show_table
+from pages._ui import chart_text, current_user, database, md
 
 NEW_PLAN = "(new plan)"
 ENGINES = {"sqlite": "SQLite (this store)", "duckdb": "DuckDB", "spark": "Spark SQL"}
@@ -118,7 +119,7 @@ else:
             f"The anomalies alone exceed the cap of {shown.cap}: the batch would hold all of them"
             f" ({preview.over_cap} over the cap) and no stratified or random pick."
         )
-    st.dataframe(pd.DataFrame(preview.rules), hide_index=True)
+    show_table(pd.DataFrame(preview.rules), hide_index=True)
     rare = next((s for s in shown.strata if s.key == "intent" and s.rare_share), None)
     if rare:
         st.caption(
@@ -186,7 +187,7 @@ st.subheader("Batches")
 table = pd.DataFrame(batches)
 table["source"] = table["source"].fillna("this store")
 table["engine"] = table["engine"].fillna("sqlite")
-st.dataframe(
+show_table(
     table[["id", "plan_name", "week", "seed", "source", "engine", "created_by", "created_at"]].join(
         table[["window", "sampled", "dropped"]].fillna(0).astype(int)
     ),
@@ -208,7 +209,7 @@ if chosen.over_cap:
     st.warning(f"Batch {batch_id}: {chosen.cap_note()}.")
 ledger = pd.DataFrame(sampling.batch_ledger(db, batch_id)).drop(columns="kind")
 ledger["quota"] = ledger["quota"].map(lambda q: "all" if pd.isna(q) else f"{int(q)}")
-st.dataframe(
+show_table(
     ledger,
     hide_index=True,
     column_config={
@@ -221,11 +222,12 @@ st.dataframe(
     },
 )
 reasons = sampling.batch_rule_counts(db, batch_id)
-st.plotly_chart(
-    px.bar(x=list(reasons.values()), y=list(reasons), orientation="h", title="Picks per rule").update_layout(
-        xaxis_title="traces", yaxis_title=None, yaxis={"autorange": "reversed"}
-    ),
-    width="stretch",
+show(
+    px.bar(
+        x=list(reasons.values()), y=[chart_text(r) for r in reasons], orientation="h", title="Picks per rule"
+    ).update_layout(yaxis={"autorange": "reversed"}),
+    "Traces picked (count)",
+    "Rule",
 )
 with st.expander("Plan of this batch"):
     st.json(next(b["plan"] for b in batches if b["id"] == batch_id))

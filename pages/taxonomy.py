@@ -13,7 +13,8 @@ from flywheel.taxonomy import (
     retire_code,
     taxonomy_entries,
 )
-from pages._ui import current_user, database, md
+from pages._charts import show, show_table
+from pages._ui import chart_frame, current_user, database, md
 
 db, user = database(), current_user()
 st.title("Failure taxonomy")
@@ -54,13 +55,17 @@ if not entries:
 else:
     table = pd.DataFrame(entries)[["code", "name", "status", "labels", "merged_into", "definition"]]
     table["merged_into"] = table["merged_into"].fillna("")
-    st.dataframe(table, hide_index=True)
+    show_table(table, hide_index=True)
     counts = code_counts(db)
     if not counts.empty:
         chart = px.bar(
-            counts, x="week", y="labels", color="code", title="Labels per code and production week"
+            chart_frame(counts, "week", "code"),
+            x="week",
+            y="labels",
+            color="code",
+            title="Labels per code and production week",
         )
-        st.plotly_chart(chart, width="stretch")
+        show(chart, "ISO week", "Labels (count)")
 
     by_code = {e["code"]: e for e in entries}
     if "taxonomy_keep" in st.session_state:
@@ -86,7 +91,7 @@ else:
     if not examples:
         st.caption("No labels carry this code.")
     with st.expander("Definition history"):
-        st.dataframe(pd.DataFrame(entry_history(db, code)), hide_index=True)
+        show_table(pd.DataFrame(entry_history(db, code)), hide_index=True)
 
     if user.role == "lead" and chosen["status"] == "active":
         st.divider()

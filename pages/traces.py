@@ -15,6 +15,7 @@ from flywheel.traces import (
     page_key,
     raw_trace,
 )
+from pages._charts import show_table
 from pages._ui import as_text, current_user, database, md, show_conversation
 
 SORTS = {
@@ -117,7 +118,7 @@ if not rows:
 frame = pd.DataFrame(rows, dtype=object)
 frame["flags"] = frame["flags"].map(", ".join)
 frame["scrub"] = frame["scrub"].map(lambda status: SCRUB_STATES.get(status, status))
-selection = st.dataframe(
+selection = show_table(
     as_text(frame[shown], FORMATS),
     hide_index=True,
     column_config={column: st.column_config.TextColumn(label) for column, label in COLUMNS.items()},
