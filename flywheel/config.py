@@ -43,6 +43,11 @@ SETTINGS = (
     Setting("gate_adversarial_pct", 90, "Adversarial pass rate (percent) the release gate asks for"),
     Setting("drift_reference_weeks", 2, "First weeks of traffic that calibrate drift's threshold by default"),
     Setting("drift_max_traces", 1000, "Traces per week a drift run measures (a seeded sample above that)"),
+    Setting(
+        "signals",
+        str(PROJECT_ROOT / "data" / "signals.toml"),
+        "TOML file of declared signals: name, kind, field and when it is bad",
+    ),
 )
 
 
@@ -68,6 +73,7 @@ class Config:
     gate_adversarial_pct: int
     drift_reference_weeks: int
     drift_max_traces: int
+    signals: str
 
     def replace(self, **changes: object) -> Config:
         """A copy with some settings changed."""
