@@ -56,7 +56,7 @@ def language(text: str) -> str:
         if _identifier is None:
             from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-            _identifier = LanguageIdentifier.from_pickled_model(MODEL_FILE)
+            _identifier = LanguageIdentifier.from_model_file(MODEL_FILE)
         return _identifier.classify(plain)[0]
 
 
@@ -109,8 +109,10 @@ def compare(reference: list[dict], window: list[dict]) -> list[dict]:
     for result in results:
         p = result["p_value"]
         result["p_adjusted"] = None if p is None else min(1.0, p * len(TESTS))
-        result["alarm"] = p is not None and result["p_adjusted"] < ALPHA and (
-            result["effect"] >= MIN_EFFECT[result["test"]]
+        result["alarm"] = (
+            p is not None
+            and result["p_adjusted"] < ALPHA
+            and (result["effect"] >= MIN_EFFECT[result["test"]])
         )
         result["n"], result["reference_n"] = len(window), len(reference)
     return results
@@ -141,7 +143,9 @@ def week_requests(db: Database, week: str, limit: int) -> list[dict]:
 def reference_weeks(db: Database, config: Config) -> list[str]:
     """The weeks input drift compares with: the current eval-set version's reference window when a lead
     set one, else the first ``drift_reference_weeks`` weeks of traffic."""
-    weeks = [r[0] for r in db.execute("SELECT DISTINCT week FROM traces WHERE week IS NOT NULL ORDER BY week")]
+    weeks = [
+        r[0] for r in db.execute("SELECT DISTINCT week FROM traces WHERE week IS NOT NULL ORDER BY week")
+    ]
     if not weeks:
         raise BadInput("there are no traces to measure input drift on; import some first")
     row = db.execute(
@@ -162,7 +166,9 @@ def run_input_drift(
 
     config = config or load_config()
     reference = reference_weeks(db, config)
-    weeks = [r[0] for r in db.execute("SELECT DISTINCT week FROM traces WHERE week IS NOT NULL ORDER BY week")]
+    weeks = [
+        r[0] for r in db.execute("SELECT DISTINCT week FROM traces WHERE week IS NOT NULL ORDER BY week")
+    ]
     if week == "all-weeks":
         targets = [w for w in weeks if w > reference[-1]]
     else:

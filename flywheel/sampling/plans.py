@@ -256,11 +256,11 @@ class SignalStratum(Stratum):
 
     def check(self) -> None:
         names = _labels(self.names, f"stratum {self.key!r} names")
-        if not names:
-            raise BadInput(f"stratum {self.key!r} names: name at least one signal")
         object.__setattr__(self, "names", _anomaly_signals(names))
 
     def population(self, d: Dialect) -> str:
+        if not self.names:
+            raise BadInput(f"stratum {self.key!r} names no signal: name at least one")
         return "\nUNION ALL\n".join(
             f"SELECT trace_id, {d.quote('signal=' + name)} AS stratum FROM {d.window}"
             f" WHERE {signal_predicate(name)}"
@@ -318,6 +318,8 @@ class Plan:
         object.__setattr__(self, "anomaly", _anomaly_signals(self.anomaly))
         object.__setattr__(self, "strata", tuple(self.strata))
         keys = [s.key for s in self.strata]
+        if any(isinstance(s, SignalStratum) and not s.names for s in self.strata):
+            raise BadInput("stratum 'signal' names no signal: name at least one")
         if len(set(keys)) < len(keys):
             raise BadInput(f"stratum keys {keys!r}: each key may appear once")
         if self.week is not None:
