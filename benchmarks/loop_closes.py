@@ -88,14 +88,82 @@ def run_seed(seed: int, by_intent: dict, clusters: int, per_cluster: int) -> dic
     }
 
 
+def run_weekly(seed: int, by_intent: dict, clusters: int, per_cluster: int) -> dict:
+    """The loop as the weekly cycle runs it: each week drift is measured against the current version;
+    an alarmed week's far traces are sent, labeled and folded in before the next week arrives."""
+    rng = np.random.default_rng(seed)
+    intents = sorted(by_intent)
+    held_out = [str(i) for i in rng.choice(intents, 15, replace=False)]
+    covered = [i for i in intents if i not in held_out]
+    rows, pools = split(rng, by_intent, set(held_out), 20)
+    weeks = weeks_of(rng, pools, covered, held_out, "shift")
+    truth = {f"t-{n + 1:06d}": item[2] for n, item in enumerate(i for week in weeks for i in week)}
+    lines = list(_lines(weeks, 0))
+    per_week = len(weeks[0])
+    shares, alarms, added, first = {}, set(), [], None
+    with tempfile.TemporaryDirectory() as folder:
+        db = open_db(Path(folder) / "loop.db")
+        drift.add_starter_suite(db, rows, LEAD.name)
+        for w in range(len(weeks)):
+            ingest_lines(db, iter(lines[w * per_week : (w + 1) * per_week]), f"week-{w}.jsonl", LEAD.name)
+            if w < 2:
+                continue
+            run = drift.run_drift(db, LEAD.name)
+            window = run.as_json()[0]
+            shares[window["window"]] = window["share_beyond"]
+            if window["alarm"]:
+                alarms.add(window["window"])
+                first = first or window["window"]
+                added.append(_fold(db, run.id, window["window"], truth, clusters, per_cluster, seed))
+        if first is not None:
+            without = drift.run_drift(db, LEAD.name, drift.ALL_WEEKS)  # every week, the final version
+        db.close()
+    return {
+        "seed": seed,
+        "first": first,
+        "shares": shares,
+        "alarms": alarms,
+        "added": added,
+        "final": without,
+    }
+
+
+def _fold(db, run_id: int, window: str, truth: dict, clusters: int, per_cluster: int, seed: int) -> int:
+    batch = drift.send_to_sampling(db, LEAD, run_id, window, clusters, per_cluster, 0.1, seed)
+    gaps = []
+    for (trace_id,) in db.execute(
+        "SELECT trace_id FROM batch_items WHERE batch_id = ?", [batch.id]
+    ).fetchall():
+        scrub_id, text = db.execute(
+            "SELECT id, input FROM scrubs WHERE trace_id = ? AND is_current = 1", [trace_id]
+        ).fetchone()
+        review.approve_scrub(db, LEAD, scrub_id)
+        if truth[trace_id]:
+            gaps.append(text)
+    if gaps:
+        drift.add_starter_suite(db, gaps, LEAD.name, note=f"coverage from drift batch {batch.id}")
+    return len(gaps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--clusters", type=int, default=10, help="clusters sent to sampling")
     parser.add_argument("--per-cluster", type=int, default=5, help="farthest traces per cluster")
+    parser.add_argument(
+        "--weekly", action="store_true", help="run the loop every alarmed week, as the cycle does"
+    )
     args = parser.parse_args()
     by_intent = banking77()
+    if args.weekly:
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            r = run_weekly(seed, by_intent, args.clusters, args.per_cluster)
+            print(f"seed {seed}: first alarm {r['first']}; rows folded in per alarmed week {r['added']}")
+            for week, share in sorted(r["shares"].items()):
+                mark = " ALARM (sent, labeled, folded in)" if week in r["alarms"] else ""
+                print(f"  {week} share beyond τ against the version current then {share:6.1%}{mark}")
+        return
     print(f"{WEEKS} weeks x 300 traces; held-out share 0,0,0,0 then +5%/week to 40%")
     print(
         f"{'seed':>4} {'alarm':>9} {'sent':>5} {'novel':>5} {'rows':>5} {'beyond τ before':>16}"
