@@ -54,6 +54,11 @@ SETTINGS = (
     Setting("drift_reference_weeks", 2, "First weeks of traffic that calibrate drift's threshold by default"),
     Setting("drift_max_traces", 1000, "Traces per week a drift run measures (a seeded sample above that)"),
     Setting("retention_days", 0, "Days raw trace text is kept before retention purges it (0: forever)", 0),
+    Setting(
+        "signals",
+        str(PROJECT_ROOT / "data" / "signals.toml"),
+        "TOML file of declared signals: name, kind, field and when it is bad",
+    ),
 )
 
 
@@ -81,6 +86,7 @@ class Config:
     drift_reference_weeks: int
     drift_max_traces: int
     retention_days: int
+    signals: str
 
     def replace(self, **changes: object) -> Config:
         """A copy with some settings changed."""

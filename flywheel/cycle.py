@@ -190,11 +190,13 @@ def _sample(db: Database, plan, actor: str, progress: Progress | None) -> tuple[
 
 
 def _drift(db: Database, actor: str, week: str | None, progress: Progress | None) -> Step:
-    from flywheel import drift
+    from flywheel import drift, input_drift
     from flywheel.evalsets import current_version
 
+    # input drift needs no eval set: what users send can move before there is a suite to cover it
+    inputs = {"input_alarms": input_drift.alarm_reasons(input_drift.run_input_drift(db, actor, week))}
     if current_version(db) is None:
-        return Step("drift", "skipped", "there is no eval set yet to measure drift against")
+        return Step("drift", "skipped", "there is no eval set yet to measure drift against", inputs)
     tick = (lambda stage, done, total: progress(f"drift {stage}", done, total)) if progress else None
     run = drift.run_drift(db, actor, week, progress=tick)
     window = run.as_json()[0]
@@ -203,7 +205,7 @@ def _drift(db: Database, actor: str, week: str | None, progress: Progress | None
         f"{window['window']}: {window['share_beyond']:.1%} of {window['n']} traces beyond tau"
         f" {window['tau']:.3f} (p={window['p_value']:.2g}) vs version {window['eval_version']}: {state}"
     )
-    return Step("drift", "done", detail, {"run_id": run.id, **window})
+    return Step("drift", "done", detail, {"run_id": run.id, **window, **inputs})
 
 
 def _fold_in(db: Database, actor: str, week: str | None, settings: dict) -> Step:
@@ -370,6 +372,8 @@ def _attention(steps: list[Step]) -> list[str]:
     for step in steps:
         if step.name == "drift" and step.data.get("alarm"):
             reasons.append(f"drift alarm: {step.detail}")
+        if step.name == "drift":
+            reasons += step.data.get("input_alarms", [])
         if step.name == "gate" and step.data.get("verdict") == "block":
             reasons.append(f"release gate blocks: {step.detail}")
     return reasons

@@ -15,6 +15,7 @@ child process (``flywheel.model_process``), loaded when the worker starts.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -29,7 +30,7 @@ from flywheel.auth import User, require_role
 from flywheel.config import Config
 from flywheel.errors import BadInput
 from flywheel.model_process import ModelProcess
-from flywheel.store import format_ts, now, query_rows, write
+from flywheel.store import audit, format_ts, now, query_rows, write
 from flywheel.traces import approved_scrub, exchange
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -363,3 +364,151 @@ def _with_labels(db: Database, rows: list[dict]) -> list[dict]:
         )
         row["labels"] = sorted({r[0] for r in labels})
     return rows
+
+
+# Siblings over the month's traffic -------------------------------------------------------------------
+
+MONTH_SQL = """
+    SELECT t.trace_id, t.input, t.output, t.messages, s.status, s.input AS s_input, s.output AS s_output,
+           s.messages AS s_messages
+    FROM traces t LEFT JOIN scrubs s ON s.trace_id = t.trace_id AND s.is_current = 1
+    WHERE t.ts >= :since AND t.trace_id != :trace AND (s.status IS NULL OR s.status != 'rejected')
+    ORDER BY s.status = 'approved' DESC, t.ts DESC LIMIT :cap"""
+NEEDS_REVIEW = "needs review"
+_machine_texts: dict[tuple, str] = {}
+
+
+def month_siblings(
+    db: Database,
+    user: User,
+    trace_id: str,
+    limit: int = 10,
+    days: int = 30,
+    encoder: Encoder | None = None,
+    model: str = MODEL_NAME,
+) -> list[dict]:
+    """The traces of the last ``days`` of traffic most like ``trace_id``, sampled or not.
+
+    Candidates are the month's traces, approved scrubs first: an approved one is compared on its scrub,
+    one whose scrub awaits review on that scrub, one never scrubbed on a machine scrub made for the
+    search (kept in memory only). Only an approved candidate carries text (``turns``); every other one
+    comes as ``needs review`` with no text, since no reviewer has signed off what it would show.
+    """
+    require_role(user, "labeler", "reviewer", "lead")
+    if not 1 <= limit <= 50 or not 1 <= days <= 366:
+        raise BadInput(f"limit {limit} / days {days}: expected 1..50 and 1..366")
+    anchor = _anchor_vector(db, trace_id, "exchange", encoder, model)
+    latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
+    since = format_ts(datetime.fromisoformat(latest) - timedelta(days=days))
+    rows = query_rows(db, MONTH_SQL, {"since": since, "trace": trace_id, "cap": MAX_CANDIDATES})
+    if not rows:
+        return []
+    vectors = embed(db, _candidate_texts(db, rows), encoder, model)
+    top, scores = nearest(anchor[None, :], vectors, limit)
+    picked = []
+    for i, score in zip(top[0], scores[0], strict=True):
+        row = rows[i]
+        approved = row["status"] == "approved"
+        picked.append(
+            {
+                "trace_id": row["trace_id"],
+                "similarity": float(score),
+                "status": "approved" if approved else NEEDS_REVIEW,
+                "turns": exchange(approved_scrub(db, row["trace_id"])) if approved else None,
+            }
+        )
+    return _with_labels(db, picked)
+
+
+def _candidate_texts(db: Database, rows: list[dict]) -> list[str]:
+    """Each candidate's scrubbed exchange: its scrub's, else a machine scrub of the raw exchange."""
+    from flywheel.review import machine_scrubber
+    from flywheel.scrub import SCRUBBER_VERSION
+
+    texts: list[str | None] = []
+    raw: dict[int, str] = {}
+    for i, row in enumerate(rows):
+        if row["status"] is not None:
+            scrub = {"input": row["s_input"], "output": row["s_output"], "messages": row["s_messages"]}
+            texts.append(part_text(scrub))
+            continue
+        key = (str(db.conn), row["trace_id"], SCRUBBER_VERSION)
+        texts.append(_machine_texts.get(key))
+        if texts[-1] is None:
+            raw[i] = part_text({"input": row["input"], "output": row["output"], "messages": row["messages"]})
+    if raw:
+        results = machine_scrubber(db).scrub_many(list(raw.values()))
+        for i, result in zip(raw, results, strict=True):
+            texts[i] = result.text
+            _machine_texts[(str(db.conn), rows[i]["trace_id"], SCRUBBER_VERSION)] = result.text
+    return texts
+
+
+def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str]) -> int | None:
+    """Put the siblings no batch holds yet into a new sampling batch (reason ``sibling``) and hand them
+    to the scrubber, so they reach labelers only through review like any trace; return the batch id
+    (None when every one was in a batch already). Audited."""
+    require_role(user, "labeler", "reviewer", "lead")
+    from flywheel.review import scrub_traces
+    from flywheel.sampling import week_order
+
+    ids = list(dict.fromkeys(trace_ids))
+    if not ids or len(ids) > 50:
+        raise BadInput(f"{len(ids)} siblings: expected 1..50")
+    marks = ",".join("?" * len(ids))
+    found = dict(db.execute(f"SELECT trace_id, week FROM traces WHERE trace_id IN ({marks})", ids).fetchall())
+    unknown = [t for t in ids if t not in found]
+    if unknown:
+        raise BadInput(f"no trace {unknown[0]!r} to add as a sibling")
+    held = {r[0] for r in db.execute(f"SELECT trace_id FROM batch_items WHERE trace_id IN ({marks})", ids)}
+    new = [t for t in ids if t not in held]
+    if not new:
+        return None
+    week = max((found[t] for t in new), key=week_order)
+    reasons = {"sibling": len(new)}
+    with write(db):
+        batch_id = (
+            db["sample_batches"]
+            .insert(
+                {
+                    "plan_name": "siblings",
+                    "plan": json.dumps({"name": "siblings", "anchor": anchor, "added_by": user.name}),
+                    "seed": 0,
+                    "week": week,
+                    "created_by": user.name,
+                    "created_at": now(),
+                    "window": len(ids),
+                    "selected": len(ids),
+                    "sampled": len(new),
+                    "dropped": 0,
+                    "reasons": json.dumps(reasons),
+                }
+            )
+            .last_pk
+        )
+        db["batch_items"].insert_all(
+            {
+                "batch_id": batch_id,
+                "trace_id": t,
+                "reasons": json.dumps(["sibling"]),
+                "stratum": "sibling",
+                "priority": 1,
+            }
+            for t in new
+        )
+        db["batch_strata"].insert(
+            {
+                "batch_id": batch_id,
+                "kind": "sibling",
+                "rule": "sibling",
+                "stratum": "siblings of a label",
+                "quota": len(ids),
+                "population": len(ids),
+                "selected": len(new),
+                "dropped": 0,
+                "in_batch": len(new),
+            }
+        )
+        audit(db, user.name, "pull_siblings", "sample_batch", batch_id, anchor=anchor, traces=new)
+    scrub_traces(db, new, user.name)
+    return batch_id

@@ -32,6 +32,7 @@ from flywheel.errors import BadInput, NotFound
 from flywheel.judge import json_path, metadata_key
 from flywheel.rollups import advance_watermark, cached, pending_rowids
 from flywheel.signal_alerts import RATE_SIGNALS, SUMS, signal_definition
+from flywheel.signals import Declared, declared_signals
 from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store import audit, format_ts, now, query_one, query_rows, write
 
@@ -183,6 +184,7 @@ def arm_rates(
     out = []
     for arm, n, *counts in rows:
         out += [_rate(arm, name, x, n) for name, x in zip(RATE_SIGNALS, counts, strict=True)]
+    out += _declared_rates(db, where, params, arm_sql, arms)
     if rubric_id is not None:  # judged traces are few: walk the judgments, look each trace up
         judged = db.execute(
             f"SELECT {arm_sql} AS arm, count(*), sum(j.verdict = 'fail') FROM judgments j CROSS JOIN traces t"
@@ -192,6 +194,42 @@ def arm_rates(
         ).fetchall()
         out += [_rate(arm, "judge fail", x, n) for arm, n, x in judged]
     return sorted(out, key=lambda r: (arms.index(r["arm"]), r["metric"]))
+
+
+def _trials_sql(signal: Declared) -> str:
+    """Per trace, 1 when it is a trial of the signal: it carries a value, or any trace for an event."""
+    return "1" if signal.over_all_traces else f"CASE WHEN {signal.value_sql()} IS NOT NULL THEN 1 ELSE 0 END"
+
+
+def _declared_rates(
+    db: Database, where: str, params: list, arm_sql: str, arms: tuple[str, ...]
+) -> list[dict]:
+    """Per arm, each declared signal's rate; a signal no trace of the arms carries is left out."""
+    signals = declared_signals()
+    if not signals:
+        return []
+    terms = ", ".join(
+        f"sum({_trials_sql(s)}), count({s.value_sql()}),"
+        f" sum(CASE WHEN {s.fires(s.value_sql())} THEN 1 ELSE 0 END)"
+        for s in signals
+    )
+    marks = ",".join("?" * len(arms))
+    sql = (
+        f"SELECT {arm_sql} AS arm, {terms} FROM traces WHERE {where} AND {arm_sql} IN ({marks}) GROUP BY arm"
+    )
+    values = [params[0], *params, params[0], *arms]
+    rows = cached(
+        db,
+        f"declared_rates:{values}:{[s.describe() for s in signals]}",
+        lambda: db.execute(sql, values).fetchall(),
+    )
+    out = []
+    for arm, *counts in rows:
+        for i, signal in enumerate(signals):
+            trials, known, fired = counts[3 * i : 3 * i + 3]
+            if known:
+                out.append(_rate(arm, signal.name, fired or 0, trials))
+    return out
 
 
 def refresh_arm_rollup(db: Database, key: str) -> None:
@@ -315,8 +353,9 @@ def declare_experiment(
         _number(treatment_share) and 0 < treatment_share < 1,
         f"treatment share {treatment_share!r}: expected 0 < share < 1",
     )
+    metrics = (*METRICS, *(d.name for d in declared_signals()))
     _check(
-        primary_metric in METRICS, f"primary metric {primary_metric!r}: expected one of {', '.join(METRICS)}"
+        primary_metric in metrics, f"primary metric {primary_metric!r}: expected one of {', '.join(metrics)}"
     )
     _check(
         isinstance(min_days, int) and 1 <= min_days <= 365,
@@ -530,7 +569,30 @@ def _experiment_counts(db: Database, exp: Experiment, rubric_id: int | None) -> 
             metrics[metric][arm] = UnitCounts(groups, n, x, xx, xn, nn)
     if rubric_id is not None:
         metrics["judge fail"] = _judged_counts(db, exp, rubric_id, arms)
+    for signal in declared_signals():
+        metrics[signal.name] = _declared_unit_counts(db, exp, signal, arms)
     return {"arms": arms, "metrics": metrics}
+
+
+def _declared_unit_counts(db: Database, exp: Experiment, signal: Declared, arms: dict) -> dict:
+    """One declared signal's unit sums per arm since the experiment's start; no trials at all when no
+    trace of the arms carries the signal (its data is absent, not zero)."""
+    arm_sql, path = "CAST(json_extract(metadata, ?) AS TEXT)", json_path(metadata_key(exp.key))
+    unit_sql, unit_params = _unit_sql(exp.unit)
+    value = signal.value_sql()
+    rows = db.execute(
+        "SELECT arm, count(*), sum(n), sum(x), sum(x * x), sum(x * n), sum(n * n), sum(k) FROM ("
+        f" SELECT {arm_sql} AS arm, {unit_sql} AS unit, sum({_trials_sql(signal)}) AS n,"
+        f" sum(CASE WHEN {signal.fires(value)} THEN 1 ELSE 0 END) AS x, count({value}) AS k FROM traces"
+        f" WHERE {arm_sql} IN (?, ?) AND ts >= ? GROUP BY arm, unit) WHERE n > 0 GROUP BY arm",
+        [path, *unit_params, path, exp.control, exp.treatment, exp.start],
+    ).fetchall()
+    counts = {arm: UnitCounts() for arm in arms}
+    if not sum(row[7] or 0 for row in rows):
+        return counts
+    for arm, groups, n, x, xx, xn, nn, _ in rows:
+        counts[arm] = UnitCounts(groups, n, x, xx, xn, nn)
+    return counts
 
 
 def _judged_counts(db: Database, exp: Experiment, rubric_id: int, arms: dict) -> dict:

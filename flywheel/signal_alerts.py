@@ -19,7 +19,8 @@ import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.errors import BadInput
-from flywheel.rollups import advance_watermark, pending_rowids
+from flywheel.rollups import advance_watermark, cached, pending_rowids
+from flywheel.signals import Declared, declared_signals
 from flywheel.store import query_rows
 
 RATE_SIGNALS = {
@@ -200,6 +201,14 @@ def signal_series(
             history = series[max(0, i - trailing) : i]
             enough = len(history) >= min_history
             out += _points(row, history, cohort, enough, sigmas)
+    periods = sorted({row["period"] for row in rows})
+    for (cohort, label), series in _declared_series(db, period).items():
+        series = [r for r in series if not periods or r["period"] >= periods[0]]
+        for i, row in enumerate(series):
+            history = series[max(0, i - trailing) : i]
+            past = [(h["x"], h["n"]) for h in history]
+            band = binomial_band(past, row["n"], sigmas) if len(history) >= min_history else (math.nan,) * 3
+            out.append(_point(row, cohort, label, row["x"] / row["n"], band))
     columns = ["period", "cohort", "signal", "value", "n", "centre", "low", "high", "alert", "direction"]
     return pd.DataFrame(out, columns=columns)
 
@@ -237,6 +246,68 @@ def _point(row: dict, cohort: str, name: str, value: float, band: tuple[float, f
         "alert": direction is not None,
         "direction": direction,
     }
+
+
+def declared_counts(
+    db: Database, period: str = "week", signals: tuple[Declared, ...] | None = None
+) -> list[dict]:
+    """Per period, cohort (and ``(all)``) and declared signal: traces, traces carrying a value and
+    traces where it fires. Kept per data version (traces are only appended)."""
+    p, signals = _period(period), declared_signals() if signals is None else signals
+    if not signals:
+        return []
+    terms = ", ".join(
+        f"count({s.value_sql()}), coalesce(sum(CASE WHEN {s.fires(s.value_sql())} THEN 1 ELSE 0 END), 0)"
+        for s in signals
+    )
+    sql = f"SELECT {p}, coalesce(cohort, '(none)'), count(*), {terms} FROM traces GROUP BY 1, 2"
+    key = f"declared_counts:{period}:" + "|".join(f"{s.name}={s.describe()}" for s in signals)
+    rows = cached(db, key, lambda: db.execute(sql).fetchall())
+    totals: dict[tuple, list] = {}
+    for period_value, cohort, n, *counts in rows:
+        for key_ in ((period_value, cohort), (period_value, ALL)):
+            acc = totals.setdefault(key_, [0] * (1 + len(counts)))
+            for i, value in enumerate((n, *counts)):
+                acc[i] += value
+    out = []
+    for (period_value, cohort), (n, *counts) in sorted(totals.items()):
+        for i, s in enumerate(signals):
+            known, fired = counts[2 * i], counts[2 * i + 1]
+            out.append(
+                {
+                    "period": period_value,
+                    "cohort": cohort,
+                    "signal": s.name,
+                    "label": s.label,
+                    "traces": n,
+                    "known": known,
+                    "fired": fired,
+                    # events count over every trace (no value: no event), once the signal is logged at all
+                    "n": (n if s.over_all_traces else known) if known else 0,
+                }
+            )
+    return out
+
+
+def declared_status(db: Database) -> list[dict]:
+    """Each declared signal over all traffic: traces with data, traces where it fires, or "no data"."""
+    from flywheel.signals import signal_presence
+
+    signals = declared_signals()
+    key = "declared_status:" + "|".join(f"{s.name}={s.describe()}" for s in signals)
+    return cached(db, key, lambda: signal_presence(db, signals))
+
+
+def _declared_series(db: Database, period: str) -> dict[tuple[str, str], list[dict]]:
+    """Each declared signal's rate per cohort as a series of periods; a period without data is left
+    out, so a missing signal is absent from the chart rather than drawn as zero."""
+    series: dict[tuple[str, str], list[dict]] = {}
+    for row in declared_counts(db, period):
+        if row["n"]:
+            series.setdefault((row["cohort"], row["label"]), []).append(
+                {"period": row["period"], "n": row["n"], "x": row["fired"]}
+            )
+    return series
 
 
 def _judge_counts(db: Database, period: str) -> list[dict]:

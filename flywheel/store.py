@@ -1398,3 +1398,31 @@ def m260_label_edits_and_lead_review(db: Database) -> None:
     db["label_settings"].create(
         {"name": str, "value": int, "set_by": str, "set_at": str}, pk="name", not_null={"value"}
     )
+
+
+@migrations()
+def m240_input_drift(db: Database) -> None:
+    # Input drift beside coverage drift: per run, week and test (input length, language mix, intent
+    # mix) the statistic, the p-value and its Bonferroni adjustment across the three, the effect size
+    # and the alarm, with the reference weeks the week was compared with.
+    db["input_drift"].create(
+        {
+            "id": int,
+            "run_at": str,
+            "actor": str,
+            "week": str,
+            "test": str,
+            "n": int,
+            "reference_n": int,
+            "reference": str,
+            "statistic": float,
+            "p_value": float,
+            "p_adjusted": float,
+            "effect": float,
+            "alarm": int,
+            "detail": str,
+        },
+        pk="id",
+        not_null={"run_at", "week", "test", "n", "reference_n", "alarm"},
+    )
+    db["input_drift"].create_index(["week", "test", "id"])

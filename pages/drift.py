@@ -1,12 +1,13 @@
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from flywheel import drift
+from flywheel import drift, input_drift
 from flywheel.auth import require_role
 from flywheel.sampling import sample_weeks
 from pages._charts import BLUE, GREY, ORANGE, line, marks, show, show_table
-from pages._ui import current_user, database, md
+from pages._ui import chart_text, current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, "lead")
@@ -35,14 +36,60 @@ if start:
     def report(stage: str, done: int, total: int) -> None:
         bar.progress(done / max(total, 1), text=f"{stage} {done:,} of {total:,} texts")
 
+    input_drift.run_input_drift(db, user.name, choice)
     run = drift.run_drift(db, user.name, choice, progress=report)
     bar.empty()
     st.success(f"Drift run {run.id}: {run.embedded:,} texts embedded, {run.scrubbed:,} machine-scrubbed.")
+
+
+def _input_drift_section() -> None:
+    """What users send, per week, against the reference weeks: length, language mix, intent mix."""
+    st.subheader("Input drift")
+    st.caption(
+        "Whether what users send has moved, eval set or not: request length (KS test), language mix"
+        " (identified offline on scrubbed text) and intent mix (chi-square tests) of each week against"
+        f" the reference weeks; p-values Bonferroni-adjusted across the three, an alarm needs adjusted"
+        f" p < {input_drift.ALPHA} and an effect of at least"
+        f" {', '.join(f'{v:g} ({k})' for k, v in input_drift.MIN_EFFECT.items())}."
+    )
+    rows = input_drift.input_drift_series(db)
+    if not rows:
+        st.info("No input drift measured yet: Run drift above measures it too.")
+        return
+    for reason in input_drift.alarm_reasons([r for r in rows if r["week"] == rows[-1]["week"]]):
+        st.warning(md(reason), icon=":material/warning:")
+    frame = pd.DataFrame(rows)
+    figure = go.Figure()
+    for test, part in frame.groupby("test", sort=False):
+        figure.add_trace(
+            go.Scatter(x=part["week"], y=part["effect"], mode="lines+markers", name=chart_text(test))
+        )
+    figure.update_layout(height=260)
+    show(figure, x="ISO week", y="Effect size (KS D or total variation, 0–1)")
+    moved = [
+        {
+            "week": r["week"],
+            "test": r["test"],
+            "value": m["value"],
+            "reference": m["reference"],
+            "week share": m["week"],
+        }
+        for r in rows
+        if r["alarm"]
+        for m in r["detail"].get("moved", [])[:3]
+    ]
+    columns = ["week", "test", "n", "reference_n", "statistic", "p_value", "p_adjusted", "effect", "alarm"]
+    with st.expander("Input drift as a table"):
+        st.dataframe(frame[columns], hide_index=True)
+        if moved:
+            st.dataframe(pd.DataFrame(moved), hide_index=True)
+
 
 series = pd.DataFrame(drift.drift_series(db))
 latest = drift.latest_run(db)
 if series.empty or latest is None:
     st.info("No drift run yet: run one above (it needs an eval set and traces).")
+    _input_drift_section()
     st.stop()
 
 last = series.iloc[-1]
@@ -176,3 +223,5 @@ with st.expander("Reference window"):
         if st.form_submit_button("Set reference window"):
             drift.set_reference_window(db, user, int(latest["eval_version"]), first, to)
             st.success(f"Reference window {md(first)}..{md(to)} set; run drift again to recalibrate.")
+
+_input_drift_section()

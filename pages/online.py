@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from flywheel import calibration, experiments, parity, rubrics, signal_alerts
+from flywheel import calibration, experiments, parity, rubrics, signal_alerts, signals
 from flywheel.auth import require_role
 from flywheel.errors import FlywheelError, NotFound
 from flywheel.judge import judge_runs
@@ -81,6 +81,15 @@ with signals_tab:
         rates = ~alerts["signal"].isin(signal_alerts.VALUE_SIGNALS)
         shown = in_units(alerts, ["value", "centre", "low", "high"], rates.tolist())
         show_table(shown.drop(columns=["alert"]).iloc[::-1], hide_index=True)
+    declared = signal_alerts.declared_status(db)
+    if declared:
+        st.subheader("Declared signals")
+        st.caption(
+            "Signals the product logs beyond the built-in ones, declared in the signals file"
+            " (FLYWHEEL_SIGNALS). Booleans and numbers are rated over the traces that carry a value, events"
+            " over every trace once any carries one; a signal no trace carries is shown as no data, not 0."
+        )
+        show_table(pd.DataFrame(declared), hide_index=True)
 
 with parity_tab:
     try:
@@ -198,7 +207,9 @@ with ab_tab:
         new_treatment = cols[1].text_input("Treatment arm", names[1] if len(names) > 1 else "")
         new_share = cols[2].number_input("Planned treatment share", 0.01, 0.99, 0.5)
         cols = st.columns(3)
-        new_metric = cols[0].selectbox("Primary metric", experiments.METRICS)
+        new_metric = cols[0].selectbox(
+            "Primary metric", [*experiments.METRICS, *(d.name for d in signals.declared_signals())]
+        )
         new_days = cols[1].number_input("Minimum duration, days", 1, 365, experiments.DEFAULT_MIN_DAYS)
         new_start = cols[2].date_input("Start (UTC)")
         cols = st.columns(3)

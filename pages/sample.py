@@ -5,6 +5,7 @@ import streamlit as st
 from flywheel import sampling
 from flywheel.auth import require_role
 from flywheel.errors import BadInput
+from flywheel.signals import signal_names
 from pages._charts import show, show_table
 from pages._ui import chart_text, current_user, database, md
 
@@ -49,6 +50,8 @@ def stratum_row(key: str) -> dict | None:
         body["low"], body["high"] = right.slider("judge score band", 0.0, 1.0, (current.low, current.high))
     elif key == "long_conversation":
         body["min_turns"] = right.number_input("turns at least", 1, 1000, current.min_turns)
+    elif key == "signal":
+        body["names"] = right.multiselect("signals", signal_names(), default=current.names)
     else:
         share = right.number_input(
             f"top % of the week by {current.column}", 0.1, 100.0, float(current.top_share) * 100, key=key
@@ -73,7 +76,9 @@ with st.expander("Edit plan", expanded=plan is None), st.form(f"plan-{choice}"):
     random_on = left.checkbox("Random", value=base.random_rate is not None)
     rate = right.number_input("Random rate, %", 0.01, 100.0, float(base.random_rate or 0.02) * 100, step=0.5)
     anomaly = st.multiselect(
-        "Anomaly signals (100% of flagged traces)", list(sampling.ANOMALY_SIGNALS), default=list(base.anomaly)
+        "Anomaly signals (100% of flagged traces; declared signals too)",
+        list(signal_names()),
+        default=list(base.anomaly),
     )
     st.markdown("**Strata** — quotas per stratum")
     strata = [row for key in sampling.STRATUM_KEYS if (row := stratum_row(key))]
@@ -118,6 +123,10 @@ else:
         st.warning(
             f"The anomalies alone exceed the cap of {shown.cap}: the batch would hold all of them"
             f" ({preview.over_cap} over the cap) and no stratified or random pick."
+        )
+    if preview.absent:
+        st.info(
+            f"No trace of {preview.week} carries these declared signals yet: {md(', '.join(preview.absent))}"
         )
     show_table(pd.DataFrame(preview.rules), hide_index=True)
     rare = next((s for s in shown.strata if s.key == "intent" and s.rare_share), None)

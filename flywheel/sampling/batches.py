@@ -101,6 +101,12 @@ class Outcome:
     strata: list[tuple]  # kind, rule, stratum, quota, population, selected
     members: list[tuple]  # trace_id, kind, rule, stratum, reason, priority, picked, over_cap (batch only)
     anomalies: int = 0  # traces the anomaly rules picked (all of them are in the batch, cap or not)
+    known: dict[str, int] = dataclasses.field(default_factory=dict)  # declared signal: traces with data
+
+    @property
+    def absent(self) -> list[str]:
+        """The declared signals the plan reads that no trace of the window carries."""
+        return [name for name, count in self.known.items() if not count]
 
     @property
     def trace_ids(self) -> set[str]:
@@ -143,6 +149,19 @@ class Outcome:
                 "over_cap": over_cap[rule, stratum],
             }
             for kind, rule, stratum, quota, population, selected in sorted(self.strata, key=lambda r: r[1:3])
+        ] + [
+            {
+                "kind": "no data",
+                "rule": f"signal:{name}",
+                "stratum": f"{name}: no trace of the week carries it",
+                "quota": None,
+                "population": 0,
+                "selected": 0,
+                "dropped": 0,
+                "in_batch": 0,
+                "over_cap": 0,
+            }
+            for name in self.absent
         ]
 
 
@@ -157,7 +176,9 @@ def run_compiled(engine: Engine, compiled: PlanSQL, progress: Progress | None = 
     if progress:
         progress(total, total)
     (window, selected, anomalies), *_ = answers["counts"]
-    return Outcome(int(window), int(selected), answers["ledger"], answers["members"], int(anomalies))
+    known = {str(name): int(count or 0) for name, count in answers.get("known", [])}
+    members = answers["members"]
+    return Outcome(int(window), int(selected), answers["ledger"], members, int(anomalies), known)
 
 
 # The SQLite engine -----------------------------------------------------------------------------------
@@ -199,7 +220,7 @@ def _ceil(value: float | None) -> int | None:
 
 def store_sql(plan: Plan, week: str) -> PlanSQL:
     """The statements the SQLite engine runs for ``plan`` on ``week`` of the store."""
-    return compile_plan(plan, DIALECTS["sqlite"], store_window(parse_week(week)))
+    return compile_plan(plan, DIALECTS["sqlite"], store_window(parse_week(week), plan))
 
 
 # Preview ------------------------------------------------------------------------------------------
@@ -215,6 +236,7 @@ class Preview:
     selected: int
     capped: int
     over_cap: int = 0
+    absent: tuple[str, ...] = ()  # declared signals the plan reads that no trace of the week carries
 
 
 _PREVIEWS: dict[tuple, Preview] = {}
@@ -251,7 +273,9 @@ def _preview(plan: Plan, week: str, outcome: Outcome) -> Preview:
         row["picks"] += int(selected)
     over = over_cap(plan.cap, outcome.anomalies)
     capped = min(outcome.selected, plan.cap + over) if plan.cap else outcome.selected
-    return Preview(week, outcome.window, list(rules.values()), outcome.selected, capped, over)
+    return Preview(
+        week, outcome.window, list(rules.values()), outcome.selected, capped, over, tuple(outcome.absent)
+    )
 
 
 def over_cap(cap: int | None, anomalies: int) -> int:
@@ -366,6 +390,8 @@ def record_batch(
     if not items:
         where = f" at {source}" if source else ""
         lost = f"; {quarantined} picked rows were quarantined" if quarantined else ""
+        if outcome.absent:
+            lost += f"; no trace carries the signal(s) {', '.join(outcome.absent)}"
         raise NothingSampled(
             f"plan {plan.name!r} picked no trace among the {outcome.window} traces of {week}{where}{lost};"
             " no batch was written"

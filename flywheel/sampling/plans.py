@@ -24,6 +24,7 @@ from typing import ClassVar
 from sqlite_utils import Database
 
 from flywheel.errors import BadInput, NotFound
+from flywheel.signals import Declared, declared, signal_names
 from flywheel.store import audit, now, write
 
 ANOMALY_SIGNALS = {
@@ -103,8 +104,9 @@ class Stratum:
                 f"stratum {key!r} has unknown field(s) {sorted(unknown)};"
                 f" expected {sorted(allowed | {'key'})}"
             )
-        if "values" in fields:
-            fields["values"] = _labels(fields["values"], f"stratum {key!r} values")
+        for name in ("values", "names"):
+            if name in fields:
+                fields[name] = _labels(fields[name], f"stratum {key!r} {name}")
         return kind(**fields)
 
 
@@ -246,6 +248,39 @@ class LatencyTailStratum(_Tail):
     column: ClassVar[str] = "latency_ms"
 
 
+@dataclass(frozen=True)
+class SignalStratum(Stratum):
+    """One stratum per named signal: up to the quota of the traces where it fires (a declared signal
+    too frequent to take whole, or a built-in one taken as a quota instead of every trace)."""
+
+    key: ClassVar[str] = "signal"
+    help: ClassVar[str] = "up to the quota from the traces where each named signal fires"
+    names: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        names = _labels(self.names, f"stratum {self.key!r} names")
+        object.__setattr__(self, "names", _anomaly_signals(names))
+
+    def population(self, d: Dialect) -> str:
+        if not self.names:
+            raise BadInput(f"stratum {self.key!r} names no signal: name at least one")
+        return "\nUNION ALL\n".join(
+            f"SELECT trace_id, {d.quote('signal=' + name)} AS stratum FROM {d.window}"
+            f" WHERE {signal_predicate(name)}"
+            for name in self.names
+        )
+
+
+def signal_predicate(name: str) -> str:
+    """The SQL predicate (any engine) over the window that says the signal ``name`` fires."""
+    if name in ANOMALY_SIGNALS:
+        return ANOMALY_SIGNALS[name]
+    found = declared(name)
+    if found is None:
+        raise BadInput(f"unknown anomaly signal {name!r}; expected one of {', '.join(signal_names())}")
+    return found.fires(found.column)
+
+
 STRATA: dict[str, type[Stratum]] = {
     kind.key: kind
     for kind in (
@@ -255,6 +290,7 @@ STRATA: dict[str, type[Stratum]] = {
         LongConversationStratum,
         CostTailStratum,
         LatencyTailStratum,
+        SignalStratum,
     )
 }
 STRATUM_KEYS = tuple(STRATA)
@@ -286,6 +322,8 @@ class Plan:
         object.__setattr__(self, "anomaly", _anomaly_signals(self.anomaly))
         object.__setattr__(self, "strata", tuple(self.strata))
         keys = [s.key for s in self.strata]
+        if any(isinstance(s, SignalStratum) and not s.names for s in self.strata):
+            raise BadInput("stratum 'signal' names no signal: name at least one")
         if len(set(keys)) < len(keys):
             raise BadInput(f"stratum keys {keys!r}: each key may appear once")
         if self.week is not None:
@@ -331,6 +369,13 @@ class Plan:
         body["strata"] = [s.as_dict() for s in self.strata]
         return body
 
+    @property
+    def declared(self) -> tuple[Declared, ...]:
+        """The declared signals the plan's rules read (their values join the window)."""
+        names = [*self.anomaly, *(n for s in self.strata if isinstance(s, SignalStratum) for n in s.names)]
+        found = [declared(name) for name in dict.fromkeys(names) if name not in ANOMALY_SIGNALS]
+        return tuple(d for d in found if d is not None)
+
     def as_json(self) -> str:
         """The plan as one canonical JSON text (a batch stores it; equal plans give equal text)."""
         return json.dumps(self.as_dict(), sort_keys=True)
@@ -370,10 +415,11 @@ def _check_text(value: str, what: str) -> None:
 
 def _anomaly_signals(signals: object) -> tuple[str, ...]:
     signals = tuple(_list(signals, "anomaly"))
+    known = signal_names()
     for signal in signals:
-        if not isinstance(signal, str) or signal not in ANOMALY_SIGNALS:
-            raise BadInput(f"unknown anomaly signal {signal!r}; expected one of {', '.join(ANOMALY_SIGNALS)}")
-    return tuple(s for s in ANOMALY_SIGNALS if s in signals)  # canonical order, no repeats
+        if signal not in known:
+            raise BadInput(f"unknown anomaly signal {signal!r}; expected one of {', '.join(known)}")
+    return tuple(s for s in known if s in signals)  # canonical order, no repeats
 
 
 def _not_number(value: object) -> bool:

@@ -30,6 +30,7 @@ from flywheel.sampling.batches import (
 )
 from flywheel.sampling.plans import Plan, parse_week, week_bounds
 from flywheel.sampling.sql import RULE_COLUMNS, DuckDBDialect, PlanSQL, SparkDialect, compile_plan
+from flywheel.signals import declared_signals
 from flywheel.traces import BOOL_SIGNALS, SIGNALS
 
 FIELDS = ("trace_id", "timestamp", "input", "output", "messages", "cohort", "intent", *SIGNALS, "metadata")
@@ -152,6 +153,12 @@ def resolve_columns(
         paths[field] = (
             _path(described, mapping.get(field)) if field in mapping else _default(described, field)
         )
+    for signal in declared_signals():  # found by their field; absent ones stay NULL and say so
+        head, _, key = signal.field.partition(".")
+        if f"{head}.{key}" in described:
+            paths[f"signal:{signal.name}"] = (f"{head}.{key}",)
+        elif key in described.get(head, []):
+            paths[f"signal:{signal.name}"] = (head, key)
     for required in ("trace_id", "input"):
         if paths[required] is None:
             raise BadInput(
@@ -206,14 +213,22 @@ def source_sql(
     ts = d.timestamp(column["timestamp"])
     in_week = f"{ts} >= {d.instant(start)} AND {ts} < {d.instant(end)}"
     trace_id = f"trim({d.cast(column['trace_id'], d.types[0])})"
-    window = ", ".join(f"{_cast(d, name, column[name])} AS {name}" for name in RULE_COLUMNS)
-    window = f"SELECT {window} FROM fw_source WHERE {in_week} AND {trace_id} IS NOT NULL"
+    window = [f"{_cast(d, name, column[name])} AS {name}" for name in RULE_COLUMNS]
+    window += [
+        f"{d.cast(column.get('signal:' + s.name, 'NULL'), d.types[2])} AS {s.column}" for s in plan.declared
+    ]
+    window = f"SELECT {', '.join(window)} FROM fw_source WHERE {in_week} AND {trace_id} IS NOT NULL"
     compiled = compile_plan(plan, d, window, d.setup(source, source_format(source)))
-    rows = ", ".join(f"{column[name]} AS {d.ident(name)}" for name in FIELDS)
+    rows = ", ".join(f"{column[name]} AS {d.ident(name)}" for name in row_fields(paths))
     compiled.queries["rows"] = (
         f"SELECT {rows} FROM fw_source WHERE {in_week} AND {trace_id} IN (SELECT trace_id FROM fw_batch)"
     )
     return compiled
+
+
+def row_fields(paths: dict[str, tuple]) -> list[str]:
+    """The fields a picked row brings along: ours, then the declared signals the source carries."""
+    return [*FIELDS, *(name for name in paths if name.startswith("signal:"))]
 
 
 def source_paths(source: str, columns: dict[str, str] | None = None) -> dict[str, tuple]:
@@ -382,7 +397,7 @@ def sample_source(
         rows = runner.fetch(compiled.queries["rows"])
     finally:
         runner.close()
-    report = ingest_lines(db, _trace_lines(rows), source, actor)
+    report = ingest_lines(db, _trace_lines(rows, row_fields(paths)), source, actor)
     kept = _stored(db, outcome.trace_ids)
     log = ";\n\n".join(runner.log) + ";"
     batch = record_batch(db, plan, week, outcome, actor, engine, log, source, kept, report.quarantined)
@@ -398,18 +413,29 @@ def _latest_week(runner, d, paths: dict[str, tuple]) -> str:
     return f"{year}-W{week:02d}"
 
 
-def _trace_lines(rows: list[tuple]) -> Iterator[bytes]:
+def _trace_lines(rows: list[tuple], fields: list[str] = FIELDS) -> Iterator[bytes]:
     """The picked rows as trace JSON lines, in our format, for ``ingest``."""
+    extra = {name: declared_field(name) for name in fields if name.startswith("signal:")}
     for row in rows:
-        values = dict(zip(FIELDS, row, strict=True))
+        values = dict(zip(fields, row, strict=True))
         signals = {name: _bool(name, values.pop(name)) for name in SIGNALS}
+        parked = {field: values.pop(name) for name, field in extra.items()}
         trace = {k: _json_value(v) for k, v in values.items() if v is not None}
         trace["signals"] = {k: _json_value(v) for k, v in signals.items() if v is not None}
         for name in ("messages", "metadata"):
             if isinstance(trace.get(name), str):
                 with contextlib.suppress(ValueError):  # else ingest quarantines it with the reason
                     trace[name] = json.loads(trace[name])
+        for field, value in parked.items():
+            head, _, key = field.partition(".")
+            if value is not None and (head == "signals" or isinstance(trace.get("metadata", {}), dict)):
+                trace.setdefault(head, {})[key] = _json_value(value)
         yield json.dumps(trace, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+
+
+def declared_field(name: str) -> str:
+    """The field (``signals.KEY`` or ``metadata.KEY``) of the declared signal behind a row column."""
+    return next(s.field for s in declared_signals() if f"signal:{s.name}" == name)
 
 
 def _bool(name: str, value: object) -> object:

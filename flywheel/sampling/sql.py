@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flywheel.sampling.plans import ANOMALY_SIGNALS, PRIORITY, Dialect, Plan
+from flywheel.sampling.plans import PRIORITY, Dialect, Plan, signal_predicate
 
 HASH_SPACE = 16**8  # the random predicate compares the first 8 hex digits of an MD5
 RULE_COLUMNS = (
@@ -138,7 +138,7 @@ def pool_select(plan: Plan, d: Dialect) -> str:
             f"'anomaly:{signal}'",
             no_quota,
             "1",
-            f"{d.window} WHERE {ANOMALY_SIGNALS[signal]}",
+            f"{d.window} WHERE {signal_predicate(signal)}",
         )
         for signal in plan.anomaly
     ]
@@ -198,9 +198,15 @@ def compile_plan(plan: Plan, d: Dialect, window: str, setup: list[str] = ()) -> 
         "members": "SELECT p.trace_id, p.kind, p.rule, p.stratum, p.reason, p.priority, p.picked, b.over_cap"
         " FROM fw_pool p JOIN fw_batch b ON b.trace_id = p.trace_id",
     }
+    if plan.declared:  # how many traces carry each declared signal: absent data is said, not read as 0
+        queries["known"] = " UNION ALL ".join(
+            f"SELECT '{s.name}' AS signal, count({s.column}) AS known FROM fw_window" for s in plan.declared
+        )
     return PlanSQL(d.name, statements, queries)
 
 
-def store_window(week: str) -> str:
-    """The week's traces in the store (the SQLite engine's window)."""
-    return f"SELECT {', '.join(RULE_COLUMNS)} FROM traces WHERE week = '{week}'"
+def store_window(week: str, plan: Plan | None = None) -> str:
+    """The week's traces in the store (the SQLite engine's window), with the value of every declared
+    signal the plan reads."""
+    values = [f"{s.value_sql()} AS {s.column}" for s in (plan.declared if plan else ())]
+    return f"SELECT {', '.join([*RULE_COLUMNS, *values])} FROM traces WHERE week = '{week}'"
