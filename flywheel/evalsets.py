@@ -21,7 +21,7 @@ from flywheel.auth import User, require_role
 from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.labels import NOT_A_BUG
-from flywheel.store import audit, query_one, query_rows, write
+from flywheel.store import audit, query_one, query_rows, write, write_chunks
 from flywheel.traces import approved_scrub
 
 ROW_STATES = ("active", "archived")
@@ -218,12 +218,17 @@ def import_evalset(
     require_role(user, "lead")
     rows = parse_suite(data, name)
     stamp = _stamp(now)
+    for row in rows:
+        row.update(source="import", source_file=Path(name).name, labeled_by=user.name, labeled_at=stamp)
+    # Rows no version names yet are read by nobody, so they go in chunks that leave room for other
+    # users' changes; the version that links them in is one short write. A failed import leaves them
+    # unlinked (rows are never deleted).
+    inserted: list[str] = []
+    write_chunks(db, rows, lambda db, chunk: inserted.extend(_insert_rows(db, chunk, stamp)))
     with write(db):
         members = _members(db, current_version(db))
         carried = sum(state == "active" for state in members.values())
-        for row in rows:
-            row.update(source="import", source_file=Path(name).name, labeled_by=user.name, labeled_at=stamp)
-        for row_id in _insert_rows(db, rows, stamp):
+        for row_id in inserted:
             members[row_id] = "active"
         retired, changed = _apply_pending(db, members)
         counts = {"added": len(rows) + changed, "retired": retired, "carried": carried - retired - changed}

@@ -13,14 +13,15 @@ import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlite_utils import Database, Migrations
 
 from flywheel.config import Config, load_config
-from flywheel.errors import ForeignDatabase, StoreError
+from flywheel.errors import ForeignDatabase, NewerDatabase, StoreBusy, StoreError
 
 migrations = Migrations("flywheel")
 
@@ -98,15 +99,14 @@ def open_db(
     """Open (creating if needed) the database at ``path`` with WAL, a busy timeout, foreign keys
     and every pending migration applied.
 
-    A file that is read-only, or a non-empty SQLite database of another application, is refused
-    with a StoreError before anything is written to it. ``any_thread``: the connection may be used
-    from other threads than the one that opened it, by one thread at a time.
+    A file that is read-only, a non-empty SQLite database of another application, or a database a
+    newer Flywheel upgraded is refused with a StoreError before anything is written to it.
+    ``any_thread``: the connection may be used from other threads than the one that opened it, by one
+    thread at a time.
     """
     config = config or load_config()
     path = Path(path or config.db)
-    if not path.parent.is_dir():
-        raise StoreError(f"cannot open database {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    _check_writable(path)
+    check_location(path)
     try:
         conn = sqlite3.connect(
             str(path),
@@ -131,7 +131,12 @@ def open_db(
     return db
 
 
-def _check_writable(path: Path) -> None:
+def check_location(path: str | Path) -> None:
+    """Raise StoreError unless a database can live at ``path``: its folder exists and is writable, and
+    the path is not a folder or a read-only file."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot open database {str(path)!r}: folder {str(path.parent)!r} does not exist")
     if path.is_dir():
         raise StoreError(f"cannot open database {str(path)!r}: it is a folder")
     if path.exists() and not os.access(path, os.W_OK):
@@ -141,18 +146,23 @@ def _check_writable(path: Path) -> None:
 
 
 def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse a SQLite file that holds tables but was never migrated by flywheel."""
+    """Refuse a SQLite file that holds tables but was never migrated by flywheel, or that a newer
+    flywheel migrated past the migrations this code knows (its tables may mean something else now)."""
     tables = {
         row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
     }
     if not tables:
         return
     if Migrations.migrations_table in tables:
-        marked = conn.execute(
-            f"SELECT 1 FROM [{Migrations.migrations_table}] WHERE migration_set = ? LIMIT 1",
-            [migrations.name],
-        ).fetchone()
-        if marked:
+        applied = [
+            row[0]
+            for row in conn.execute(
+                f"SELECT name FROM [{Migrations.migrations_table}] WHERE migration_set = ?",
+                [migrations.name],
+            )
+        ]
+        if applied:
+            _check_not_newer(conn, path, applied)
             return
     conn.close()
     raise ForeignDatabase(
@@ -161,21 +171,32 @@ def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
     )
 
 
+def _check_not_newer(conn: sqlite3.Connection, path: Path, applied: list[str]) -> None:
+    known = {migration.name for migration in migrations._migrations}
+    unknown = sorted(set(applied) - known)
+    if not unknown:
+        return
+    conn.close()
+    raise NewerDatabase(
+        f"cannot open database {str(path)!r}: a newer Flywheel upgraded it to {unknown[-1]}"
+        f" ({len(unknown)} migration(s) this version does not know: {', '.join(unknown[:5])}); this"
+        f" version knows up to {max(known)}. Open it with the newer Flywheel; nothing was changed"
+    )
+
+
 @contextlib.contextmanager
 def write(db: Database) -> Iterator[Database]:
     """A write transaction: all or nothing, one writer at a time.
 
-    The outermost ``write`` takes the lock with BEGIN IMMEDIATE; a ``write`` inside another is a
-    SAVEPOINT, so a helper that writes can be called alone or as part of a larger change.
+    The outermost ``write`` takes the lock with BEGIN IMMEDIATE, waiting for it up to the connection's
+    busy timeout (then StoreBusy); a ``write`` inside another is a SAVEPOINT, so a helper that writes
+    can be called alone or as part of a larger change.
     """
     if db.conn.in_transaction:
         with _savepoint(db):
             yield db
         return
-    try:
-        db.conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as error:
-        raise StoreError(f"database is not writable: {error}") from None
+    _begin(db.conn)
     try:
         yield db
         db.conn.execute("COMMIT")
@@ -183,8 +204,80 @@ def write(db: Database) -> Iterator[Database]:
         if db.conn.in_transaction:
             db.conn.execute("ROLLBACK")
         if isinstance(error, sqlite3.OperationalError) and _is_store_fault(error):
-            raise StoreError(f"database is not writable: {error}") from None
+            raise store_error(error) from None
         raise
+
+
+# A waiting writer tries for the lock this often. SQLite's own wait backs off to a try every 100 ms,
+# which would mostly miss the short pause a long import leaves between its chunks.
+_POLL_SECONDS = 0.005
+CHUNK_PAUSE_SECONDS = 0.025  # several polls long, so a waiting writer gets in between two chunks
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    (timeout_ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    deadline = time.monotonic() + timeout_ms / 1000
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if not is_busy(error) or time.monotonic() >= deadline:
+                    raise store_error(error, timeout_ms) from None
+            time.sleep(_POLL_SECONDS)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+
+
+def write_chunks(
+    db: Database,
+    rows: Sequence,
+    write_rows: Callable[[Database, list], object],
+    size: int | None = None,
+) -> None:
+    """Write ``rows`` in transactions of ``size`` rows (the ``write_chunk`` setting) with a pause
+    between them, so a long import never holds the lock long enough to turn another user away.
+
+    Readers must not see the rows before a last, short write links them in (a version, a run); inside an
+    open transaction the caller holds the lock already and it all stays one write.
+    """
+    size = size or load_config().write_chunk
+    for start in range(0, len(rows), size):
+        if start and not db.conn.in_transaction:
+            time.sleep(CHUNK_PAUSE_SECONDS)
+        with write(db):
+            write_rows(db, list(rows[start : start + size]))
+
+
+@contextlib.contextmanager
+def parents_written_last(db: Database) -> Iterator[None]:
+    """Rows written inside may name a parent row (their foreign key) that a later write adds.
+
+    Across chunked transactions foreign keys are off until the block ends (the caller checks the
+    parent's key itself); inside an open transaction they are checked at its commit instead.
+    """
+    if db.conn.in_transaction:
+        db.conn.execute("PRAGMA defer_foreign_keys = ON")  # switches itself off at the commit
+        yield
+        return
+    db.conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        db.conn.execute("PRAGMA foreign_keys = ON")
+
+
+def delete_chunks(db: Database, table: str, where: str, params: list) -> None:
+    """Delete the rows of ``table`` that match ``where``, a chunk per transaction (see write_chunks)."""
+    size = load_config().write_chunk
+    sql = f"DELETE FROM [{table}] WHERE rowid IN (SELECT rowid FROM [{table}] WHERE {where} LIMIT {size})"
+    while True:
+        with write(db):
+            if db.execute(sql, params).rowcount < size:
+                return
+        time.sleep(CHUNK_PAUSE_SECONDS)
 
 
 @contextlib.contextmanager
@@ -208,6 +301,24 @@ _STORE_FAULTS = ("readonly", "read-only", "locked", "disk i/o", "database or dis
 def _is_store_fault(error: sqlite3.OperationalError) -> bool:
     """Faults of the file or the lock, as opposed to a wrong statement (which stays a bug)."""
     return any(fault in str(error).lower() for fault in _STORE_FAULTS)
+
+
+def is_busy(error: BaseException) -> bool:
+    """Whether a SQLite error means another connection holds the lock."""
+    return isinstance(error, sqlite3.OperationalError) and (
+        "database is locked" in str(error) or "database is busy" in str(error)
+    )
+
+
+def store_error(error: sqlite3.OperationalError, waited_ms: int | None = None) -> StoreError:
+    """The StoreError for a fault of the file or the lock: StoreBusy, in plain words, for a lock."""
+    if is_busy(error):
+        waited = "" if waited_ms is None else f" for {waited_ms / 1000:g} s"
+        return StoreBusy(
+            f"the database is not writable right now: another change (a large import, perhaps) kept it"
+            f" busy{waited}. Nothing was saved; try again in a moment"
+        )
+    return StoreError(f"database is not writable: {error}")
 
 
 def query_rows(db: Database, sql: str, params: list | dict = ()) -> list[dict]:
