@@ -1,11 +1,14 @@
 """Flywheel: the entry point. Page config, who the user is, which pages their role gets, and the one
 place where library errors become messages."""
 
+import sqlite3
+
 import streamlit as st
 
 from flywheel.auth import (
     SIGN_IN_HELP,
     User,
+    check_sign_in_settings,
     least_privileged,
     load_users,
     reachable_beyond_loopback,
@@ -16,6 +19,7 @@ from flywheel.demo_db import ensure_demo_db
 from flywheel.embeddings import start_background_embedding
 from flywheel.errors import FlywheelError
 from flywheel.rollups import warm_in_background
+from flywheel.store import check_location, is_busy, store_error
 from pages._nav import PAGES
 from pages._ui import md
 
@@ -90,6 +94,9 @@ def _navigation(user: User):
 
 try:
     config = load_config()
+    # A broken [auth] section must stop the start: Streamlit would drop it and leave sign-in off.
+    check_sign_in_settings(st.get_option("secrets.files"))
+    check_location(config.db)
     user = _signed_in_user(load_users(config.users))
     if user is not None:
         st.session_state["user"] = user
@@ -104,3 +111,7 @@ try:
         page.run()
 except FlywheelError as error:
     st.error(md(error))
+except sqlite3.OperationalError as error:
+    if not is_busy(error):  # a wrong statement stays a bug
+        raise
+    st.error(md(store_error(error)))  # a read or a single statement that waited out the busy timeout

@@ -188,17 +188,30 @@ def _eval_parsers(commands) -> None:
             cmd.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _lead(args: argparse.Namespace):
+def _lead(args: argparse.Namespace, create: bool = False):
     from flywheel.auth import User
+
+    return _open(args.db, create), User(args.actor, "lead")
+
+
+def _open(path: str, create: bool = False):
+    """The database at ``path``. Commands that begin a project's data (``create``) make a new one in an
+    existing folder and say so on stderr; commands that read one refuse a path that does not exist."""
     from flywheel.store import open_db
 
-    return open_db(_existing(args.db)), User(args.actor, "lead")
+    if not create:
+        return open_db(_existing(path))
+    new = not Path(path).exists()
+    db = open_db(path)
+    if new:
+        print(f"flywheel: created a new database {path!r}", file=sys.stderr)
+    return db
 
 
 def _import_evalset(args: argparse.Namespace) -> int:
     from flywheel import evalsets
 
-    db, user = _lead(args)
+    db, user = _lead(args, create=True)
     change = evalsets.import_evalset_file(db, user, args.file, note=args.note)
     print(json.dumps(change.as_json()) if args.json else change.summary())
     return 0
@@ -327,9 +340,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from flywheel import ingest
     from flywheel.progress import ProgressBar
-    from flywheel.store import open_db
 
-    db, bar = open_db(args.db), ProgressBar("ingest")
+    db, bar = _open(args.db, create=True), ProgressBar("ingest")
     progress = lambda lines, done, total: bar.update(done, total, lines)  # noqa: E731
     try:
         report = ingest.ingest_files(
@@ -357,10 +369,9 @@ def _scrub(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from flywheel import sampling
-    from flywheel.store import open_db
 
     plan = sampling.plan_from_options(args.plan, args.random, args.anomaly, args.seed)
-    db = open_db(_existing(args.db))
+    db = _open(args.db, create=bool(args.source))  # sampling at the source can begin a project's data
     options = {"week": args.week, "again": args.again, "progress": _stderr_progress}
     if args.source:
         from flywheel.sampling.source import parse_columns, sample_source

@@ -7,6 +7,7 @@ Raw trace text lives only in the ``traces`` table (and, for lines that could not
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import itertools
@@ -208,10 +209,10 @@ def write(db: Database) -> Iterator[Database]:
         raise
 
 
-# A waiting writer tries for the lock this often. SQLite's own wait backs off to a try every 100 ms,
-# which would mostly miss the short pause a long import leaves between its chunks.
+# A waiting writer tries for the lock this often (SQLite's own wait backs off to a try every 100 ms).
 _POLL_SECONDS = 0.005
-CHUNK_PAUSE_SECONDS = 0.025  # several polls long, so a waiting writer gets in between two chunks
+# How long a long import, between two chunks, lets writers that wait for the lock go first.
+_MOST_YIELD_SECONDS = 2.0
 
 
 def _begin(conn: sqlite3.Connection) -> None:
@@ -219,16 +220,64 @@ def _begin(conn: sqlite3.Connection) -> None:
     deadline = time.monotonic() + timeout_ms / 1000
     conn.execute("PRAGMA busy_timeout = 0")
     try:
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if not is_busy(error) or time.monotonic() >= deadline:
-                    raise store_error(error, timeout_ms) from None
-            time.sleep(_POLL_SECONDS)
+        with _waiting(conn) as announce:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as error:
+                    if not is_busy(error) or time.monotonic() >= deadline:
+                        raise store_error(error, timeout_ms) from None
+                announce()
+                time.sleep(_POLL_SECONDS)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+
+
+def _waiting_file(conn: sqlite3.Connection) -> Path | None:
+    """The file beside the database on which writers waiting for its lock hold a shared flock."""
+    name = conn.execute("PRAGMA database_list").fetchone()[2]
+    return Path(f"{name}-waiting") if name else None
+
+
+@contextlib.contextmanager
+def _waiting(conn: sqlite3.Connection) -> Iterator[Callable[[], None]]:
+    """Yield ``announce``: once called, this writer is known to wait until the block ends, so a long
+    import lets it in between two chunks instead of racing it for the lock (SQLite is not fair)."""
+    held: list = []
+
+    def announce() -> None:
+        if held:
+            return
+        held.append(None)
+        path = _waiting_file(conn)
+        if path is not None:
+            with contextlib.suppress(OSError):  # a folder we cannot write: the race stays, nothing breaks
+                held[0] = path.open("a")
+                fcntl.flock(held[0], fcntl.LOCK_SH)
+
+    try:
+        yield announce
+    finally:
+        if held and held[0] is not None:
+            held[0].close()  # releases the flock
+
+
+def _let_waiting_writers_in(conn: sqlite3.Connection) -> None:
+    """Between two chunks of a long import: wait (a bounded time) until no writer waits for the lock."""
+    path = _waiting_file(conn)
+    if path is None or not path.exists():
+        return
+    deadline = time.monotonic() + _MOST_YIELD_SECONDS
+    with contextlib.suppress(OSError), path.open("a") as handle:
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                time.sleep(_POLL_SECONDS)
+                continue
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return
 
 
 def write_chunks(
@@ -237,8 +286,8 @@ def write_chunks(
     write_rows: Callable[[Database, list], object],
     size: int | None = None,
 ) -> None:
-    """Write ``rows`` in transactions of ``size`` rows (the ``write_chunk`` setting) with a pause
-    between them, so a long import never holds the lock long enough to turn another user away.
+    """Write ``rows`` in transactions of ``size`` rows (the ``write_chunk`` setting), letting writers
+    that wait for the lock in between, so a long import never holds it long enough to turn a user away.
 
     Readers must not see the rows before a last, short write links them in (a version, a run); inside an
     open transaction the caller holds the lock already and it all stays one write.
@@ -246,7 +295,7 @@ def write_chunks(
     size = size or load_config().write_chunk
     for start in range(0, len(rows), size):
         if start and not db.conn.in_transaction:
-            time.sleep(CHUNK_PAUSE_SECONDS)
+            _let_waiting_writers_in(db.conn)
         with write(db):
             write_rows(db, list(rows[start : start + size]))
 
@@ -277,7 +326,7 @@ def delete_chunks(db: Database, table: str, where: str, params: list) -> None:
         with write(db):
             if db.execute(sql, params).rowcount < size:
                 return
-        time.sleep(CHUNK_PAUSE_SECONDS)
+        _let_waiting_writers_in(db.conn)
 
 
 @contextlib.contextmanager
