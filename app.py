@@ -21,7 +21,7 @@ from flywheel.errors import FlywheelError
 from flywheel.rollups import warm_in_background
 from flywheel.store import check_location, is_busy, store_error
 from pages._nav import PAGES
-from pages._ui import md
+from pages._ui import database, md
 
 st.set_page_config(page_title="Flywheel", page_icon=":material/cyclone:", layout="wide")
 # The first run of a fresh server goes through Streamlit's own listing of the files in pages/ until
@@ -103,6 +103,7 @@ try:
         page = _navigation(user)  # before the (slow) first build, so the menu is ours from the start
         with st.spinner("Creating the demo database (first start only)..."):
             ensure_demo_db(config)
+        database()  # the session's connection: a database that cannot be used is refused here, once
         # Background threads, started with the server's first session: rollups and the Sample preview are
         # brought up to date, and the embedding worker loads the model long before anyone opens a siblings
         # panel; later runs find them running.

@@ -8,6 +8,7 @@ in short polls, so the labeler sees no error and nothing is lost on either side.
 import csv
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,7 +21,9 @@ from flywheel import label_queue
 from flywheel.auth import User
 from flywheel.config import load_config
 from flywheel.errors import StoreBusy
+from flywheel.evalsets import import_evalset
 from flywheel.labels import claim_next, record_label
+from flywheel.runs import import_results
 from flywheel.store import open_db, write, write_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,3 +170,66 @@ def test_a_waiting_writer_gets_in_between_two_chunks(tmp_path):
     # Twelve chunks hold the lock for 1.8 s; a labeler that only got in at the end would wait that long.
     assert len(waits) == 3 and max(waits) < 0.15 + 0.5, waits
     assert importer["audit_log"].count == 12 + 3
+
+
+def _small_suite(rows: int) -> bytes:
+    return "\n".join(json.dumps({"id": f"s-{n}", "input": f"question {n}"}) for n in range(rows)).encode()
+
+
+def _small_results(rows: int, repeats: int) -> bytes:
+    lines = (
+        json.dumps({"row_id": f"r-{n:06d}", "passed": n % 2 == 0, "repeat": r})
+        for r in range(repeats)
+        for n in range(1, rows + 1)
+    )
+    return "\n".join(lines).encode()
+
+
+def _counts(db) -> tuple[int, ...]:
+    tables = ("eval_versions", "eval_version_rows", "eval_runs", "eval_results", "audit_log")
+    return tuple(db[table].count for table in tables)
+
+
+def test_imports_in_chunks_reconcile_and_name_their_run(db, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_WRITE_CHUNK", "100")  # many chunks on a small file
+    lead = User("ana", "lead")
+    version = import_evalset(db, lead, _small_suite(450), "suite.jsonl")
+    assert (version.version, version.rows) == (1, 450)
+    run = import_results(db, lead, 1, "sys-a", _small_results(450, 3), "a.jsonl")
+    assert (run.stored, run.rows_read, run.flaky) == (1350, 1350, 0)
+    again = import_results(db, lead, 1, "sys-b", _small_results(450, 1), "b.jsonl")
+    assert again.run_id == run.run_id + 1
+    assert _counts(db) == (1, 450, 2, 1350 + 450, 3)
+    ids = db.execute("SELECT DISTINCT run_id FROM eval_results ORDER BY 1").fetchall()
+    assert ids == [(run.run_id,), (again.run_id,)]
+
+
+def test_a_results_import_that_fails_at_the_end_leaves_nothing(db, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_WRITE_CHUNK", "100")
+    lead = User("ana", "lead")
+    import_evalset(db, lead, _small_suite(300), "suite.jsonl")
+    before = _counts(db)
+    db.execute(  # the run row's write fails as a full disk would, after every chunk was written
+        "CREATE TEMP TRIGGER no_run BEFORE INSERT ON eval_runs BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    with pytest.raises(sqlite3.DatabaseError, match="disk full"):
+        import_results(db, lead, 1, "sys-a", _small_results(300, 2), "a.jsonl")
+    assert _counts(db) == before, "a failed import left results or a run behind"
+    db.execute("DROP TRIGGER no_run")
+    assert import_results(db, lead, 1, "sys-a", _small_results(300, 2), "a.jsonl").stored == 600
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_imports_inside_a_larger_write_are_one_transaction(db, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_WRITE_CHUNK", "100")
+    lead = User("ana", "lead")
+    with pytest.raises(RuntimeError), write(db):
+        import_evalset(db, lead, _small_suite(250), "suite.jsonl")
+        import_results(db, lead, 1, "sys-a", _small_results(250, 2), "a.jsonl")
+        raise RuntimeError("the larger change fails")
+    assert _counts(db) == (0, 0, 0, 0, 0) and db["eval_rows"].count == 0
+    with write(db):
+        import_evalset(db, lead, _small_suite(250), "suite.jsonl")
+        import_results(db, lead, 1, "sys-a", _small_results(250, 2), "a.jsonl")
+    assert _counts(db) == (1, 250, 1, 500, 2)
+    assert db.execute("PRAGMA foreign_keys").fetchone() == (1,)
