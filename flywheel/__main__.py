@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -20,11 +21,35 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    _created.clear()
     try:
-        return args.run(args)
+        code = args.run(args)
     except FlywheelError as error:
+        _drop_unused(_created)
         print(f"flywheel {args.command}: {error}", file=sys.stderr)
         return 2
+    for path in _created:
+        print(f"flywheel {args.command}: created a new database {path!r}", file=sys.stderr)
+    return code
+
+
+_created: list[str] = []  # databases this command created (said once it succeeds)
+
+
+def _drop_unused(paths: list[str]) -> None:
+    """Remove a database this command created when the command failed before changing anything: a
+    refused first import leaves no empty store behind (every change writes an audit entry)."""
+    import sqlite3
+
+    for path in paths:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+                if conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]:
+                    continue
+        except sqlite3.Error:
+            continue  # cannot tell: keep it
+        for suffix in ("", "-wal", "-shm", "-waiting"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -196,7 +221,8 @@ def _lead(args: argparse.Namespace, create: bool = False):
 
 def _open(path: str, create: bool = False):
     """The database at ``path``. Commands that begin a project's data (``create``) make a new one in an
-    existing folder and say so on stderr; commands that read one refuse a path that does not exist."""
+    existing folder (``main`` says so once they succeed); commands that read one refuse a path that
+    does not exist."""
     from flywheel.store import open_db
 
     if not create:
@@ -204,7 +230,7 @@ def _open(path: str, create: bool = False):
     new = not Path(path).exists()
     db = open_db(path)
     if new:
-        print(f"flywheel: created a new database {path!r}", file=sys.stderr)
+        _created.append(path)
     return db
 
 

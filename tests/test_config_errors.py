@@ -199,6 +199,28 @@ def test_import_evalset_begins_a_new_store_and_says_so(tmp_path, capsys):
     assert "created" not in capsys.readouterr().err, "an existing store is not new"
 
 
+@pytest.mark.parametrize(
+    "argv, reason",
+    [
+        (["import-evalset", "BAD_SUITE"], "line 2"),
+        (["import-evalset", "MISSING"], "cannot read"),
+        (["ingest", "MISSING"], "no such file"),
+        (["sample", "--random", "0.5", "--source", "MISSING"], "MISSING"),
+    ],
+    ids=["bad-suite", "missing-suite", "missing-traces", "missing-source"],
+)
+def test_a_refused_first_command_leaves_no_store_and_one_line(tmp_path, capsys, argv, reason):
+    path = tmp_path / "new.db"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("input,code\n,X\n")
+    values = {"BAD_SUITE": str(bad), "MISSING": str(tmp_path / "missing.jsonl")}
+    assert main([argv[0], "--db", str(path), *(values.get(a, a) for a in argv[1:])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "created" not in err, err
+    assert reason.replace("MISSING", "missing") in err
+    assert list(tmp_path.glob("new.db*")) == [], "a refused command left a store behind"
+
+
 def test_ingest_begins_a_new_store_and_says_so(tmp_path, capsys):
     path = tmp_path / "new.db"
     traces = jsonl(tmp_path / "t.jsonl", [trace(n) for n in range(3)])

@@ -102,7 +102,7 @@ def _label_until_done(db, importing: subprocess.Popen) -> tuple[list[int], list[
             shown.append(f"{type(error).__name__}: {error}")
         else:
             during += writing
-        time.sleep(0.1)  # a quick labeler; the imports run meanwhile
+        time.sleep(0.25)  # a very quick labeler; the imports run meanwhile
     return saved, shown, during
 
 
@@ -110,7 +110,7 @@ def _label_until_done(db, importing: subprocess.Popen) -> tuple[list[int], list[
 def test_a_labeler_sees_no_lock_error_while_a_lead_imports_a_suite_and_results(tmp_path):
     db_path = tmp_path / "flywheel.db"
     db = open_db(db_path)
-    _queue(db, 6000)
+    _queue(db, 8000)
     importing = _imports(db_path, _suite(tmp_path / "suite.csv"), _results(tmp_path / "results.jsonl"))
     try:
         saved, shown, during = _label_until_done(db, importing)
