@@ -75,15 +75,17 @@ def _results(path: Path) -> Path:
 
 
 def _imports(db_path: Path, suite: Path, results: Path) -> subprocess.Popen:
+    """Both imports, one after the other, as a lead runs them; their output goes to files beside the
+    database (a pipe nobody reads while the labeler works would fill up and stop them)."""
     flywheel = f"{sys.executable} -m flywheel"
     script = (
         f"{flywheel} import-evalset --db {db_path} {suite} --json"
         f" && {flywheel} import-results --db {db_path} --version 1 --system sys-a {results} --json"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
-    return subprocess.Popen(
-        ["sh", "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    out, err = (db_path.with_name(name).open("w") for name in ("imports.out", "imports.err"))
+    with out, err:
+        return subprocess.Popen(["sh", "-c", script], cwd=ROOT, env=env, stdout=out, stderr=err)
 
 
 def _label_until_done(db, importing: subprocess.Popen) -> tuple[list[int], list[str], int]:
@@ -115,7 +117,8 @@ def test_a_labeler_sees_no_lock_error_while_a_lead_imports_a_suite_and_results(t
     try:
         saved, shown, during = _label_until_done(db, importing)
     finally:
-        out, err = importing.communicate(timeout=600)
+        importing.wait(timeout=600)
+    out, err = ((tmp_path / name).read_text() for name in ("imports.out", "imports.err"))
     assert importing.returncode == 0, err
     assert shown == [], f"the labeler was shown {len(shown)} error(s), e.g. {shown[:3]}"
     assert during >= 20, f"only {during} labels were saved while the import wrote: the test proves nothing"
