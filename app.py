@@ -1,11 +1,14 @@
 """Flywheel: the entry point. Page config, who the user is, which pages their role gets, and the one
 place where library errors become messages."""
 
+import sqlite3
+
 import streamlit as st
 
 from flywheel.auth import (
     SIGN_IN_HELP,
     User,
+    check_sign_in_settings,
     least_privileged,
     load_users,
     reachable_beyond_loopback,
@@ -16,8 +19,9 @@ from flywheel.demo_db import demo_status, ensure_demo_db
 from flywheel.embeddings import start_background_embedding
 from flywheel.errors import FlywheelError
 from flywheel.rollups import warm_in_background
+from flywheel.store import check_location, is_busy, store_error
 from pages._nav import PAGES
-from pages._ui import md
+from pages._ui import database, md
 
 st.set_page_config(page_title="Flywheel", page_icon=":material/cyclone:", layout="wide")
 # The first run of a fresh server goes through Streamlit's own listing of the files in pages/ until
@@ -107,12 +111,16 @@ def _navigation(user: User):
 
 try:
     config = load_config()
+    # A broken [auth] section must stop the start: Streamlit would drop it and leave sign-in off.
+    check_sign_in_settings(st.get_option("secrets.files"))
+    check_location(config.db)
     user = _signed_in_user(load_users(config.users))
     if user is not None:
         st.session_state["user"] = user
         page = _navigation(user)  # before the (slow) first build, so the menu is ours from the start
         with st.spinner("Creating the demo database (first start only, a few seconds)..."):
             ensure_demo_db(config)
+        database()  # the session's connection: a database that cannot be used is refused here, once
         if demo_status().get("running"):
             with st.sidebar:
                 _demo_progress()
@@ -124,3 +132,7 @@ try:
         page.run()
 except FlywheelError as error:
     st.error(md(error))
+except sqlite3.OperationalError as error:
+    if not is_busy(error):  # a wrong statement stays a bug
+        raise
+    st.error(md(store_error(error)))  # a read or a single statement that waited out the busy timeout

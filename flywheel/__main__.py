@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -20,11 +21,35 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    _created.clear()
     try:
-        return args.run(args)
+        code = args.run(args)
     except FlywheelError as error:
+        _drop_unused(_created)
         print(f"flywheel {args.command}: {error}", file=sys.stderr)
         return 2
+    for path in _created:
+        print(f"flywheel {args.command}: created a new database {path!r}", file=sys.stderr)
+    return code
+
+
+_created: list[str] = []  # databases this command created (said once it succeeds)
+
+
+def _drop_unused(paths: list[str]) -> None:
+    """Remove a database this command created when the command failed before changing anything: a
+    refused first import leaves no empty store behind (every change writes an audit entry)."""
+    import sqlite3
+
+    for path in paths:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+                if conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]:
+                    continue
+        except sqlite3.Error:
+            continue  # cannot tell: keep it
+        for suffix in ("", "-wal", "-shm", "-waiting"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -224,11 +249,25 @@ def _eval_parsers(commands) -> None:
             cmd.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _lead(args: argparse.Namespace):
+def _lead(args: argparse.Namespace, create: bool = False):
     from flywheel.auth import User
+
+    return _open(args.db, create), User(args.actor, "lead")
+
+
+def _open(path: str, create: bool = False):
+    """The database at ``path``. Commands that begin a project's data (``create``) make a new one in an
+    existing folder (``main`` says so once they succeed); commands that read one refuse a path that
+    does not exist."""
     from flywheel.store import open_db
 
-    return open_db(_existing(args.db)), User(args.actor, "lead")
+    if not create:
+        return open_db(_existing(path))
+    new = not Path(path).exists()
+    db = open_db(path)
+    if new:
+        _created.append(path)
+    return db
 
 
 def _set_to_write(db, args: argparse.Namespace) -> str | None:
@@ -249,7 +288,7 @@ def _version_of_set(db, args: argparse.Namespace) -> int:
 def _import_evalset(args: argparse.Namespace) -> int:
     from flywheel import evalsets
 
-    db, user = _lead(args)
+    db, user = _lead(args, create=True)
     eval_set = _set_to_write(db, args)
     change = evalsets.import_evalset_file(db, user, args.file, note=args.note, eval_set=eval_set)
     print(json.dumps(change.as_json()) if args.json else change.summary())
@@ -454,9 +493,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from flywheel import ingest
     from flywheel.progress import ProgressBar
-    from flywheel.store import open_db
 
-    db, bar = open_db(args.db), ProgressBar("ingest")
+    db, bar = _open(args.db, create=True), ProgressBar("ingest")
     progress = lambda lines, done, total: bar.update(done, total, lines)  # noqa: E731
     try:
         report = ingest.ingest_files(
@@ -484,10 +522,9 @@ def _scrub(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from flywheel import sampling
-    from flywheel.store import open_db
 
     plan = sampling.plan_from_options(args.plan, args.random, args.anomaly, args.seed)
-    db = open_db(_existing(args.db))
+    db = _open(args.db, create=bool(args.source))  # sampling at the source can begin a project's data
     options = {"week": args.week, "again": args.again, "progress": _stderr_progress}
     if args.source:
         from flywheel.sampling.source import parse_columns, sample_source

@@ -16,6 +16,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput
+from flywheel.exports import spreadsheet_row
 from flywheel.store import query_rows
 
 CLAIM_ACTIONS = ("claim", "release_claim")
@@ -146,7 +147,8 @@ def audit_choices(db: Database, user: User) -> dict[str, list[str]]:
 
 
 def audit_csv(db: Database, user: User, where: AuditFilter = AuditFilter()) -> str:
-    """Every matching entry as CSV (full detail JSON), newest first."""
+    """Every matching entry as CSV (full detail JSON), newest first; cells a spreadsheet would run as a
+    formula are quoted (``exports.spreadsheet_cell``)."""
     require_role(user, "lead")
     clause, params = where.sql()
     cursor = db.execute(
@@ -157,5 +159,5 @@ def audit_csv(db: Database, user: User, where: AuditFilter = AuditFilter()) -> s
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([d[0] for d in cursor.description])
-    writer.writerows(cursor)
+    writer.writerows(spreadsheet_row(row) for row in cursor)
     return out.getvalue()

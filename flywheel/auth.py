@@ -51,20 +51,27 @@ class User:
 def load_users(path: str | Path) -> list[User]:
     """Local users from a TOML file of ``[users.NAME]`` tables with ``role`` and optional ``email``."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"users file {str(path)!r} does not exist") from None
-    except OSError as error:
-        raise BadInput(f"users file {str(path)!r} cannot be read: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise BadInput(f"users file {str(path)!r} is not UTF-8 (byte {error.start})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise BadInput(f"users file {str(path)!r} is not valid TOML: {error}") from None
+    data = _toml_file(path, "users file")
     users = data.get("users")
     if not isinstance(users, dict) or not users:
         raise BadInput(f"users file {str(path)!r} has no [users.NAME] tables")
     return [_user(name, entry, path) for name, entry in users.items()]
+
+
+def _toml_file(path: Path, what: str) -> dict:
+    """A TOML file's tables; BadInput naming the file and what is wrong with it."""
+    if path.is_dir():
+        raise BadInput(f"{what} {str(path)!r} is a folder; expected a TOML file")
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{what} {str(path)!r} does not exist") from None
+    except OSError as error:
+        raise BadInput(f"{what} {str(path)!r} cannot be read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise BadInput(f"{what} {str(path)!r} is not UTF-8 text (byte {error.start})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise BadInput(f"{what} {str(path)!r} is not valid TOML: {error}") from None
 
 
 def _user(name: str, entry: object, path: Path) -> User:
@@ -76,6 +83,51 @@ def _user(name: str, entry: object, path: Path) -> User:
     if not name.strip() or not name.isprintable():
         raise BadInput(f"users file {str(path)!r}: user name {name!r}: expected printable text")
     return User(name=name, role=entry["role"], email=email)
+
+
+AUTH_KEYS = ("redirect_uri", "cookie_secret")
+PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
+
+
+def check_sign_in_settings(secrets_files: list[str]) -> bool:
+    """Whether sign-in (an ``[auth]`` section, read by st.login) is configured in the secrets files.
+
+    A secrets file that cannot be read or parsed, or an ``[auth]`` section without the keys sign-in
+    needs, raises BadInput with the reason: Streamlit would ignore such a file and start with sign-in
+    off, and anyone who reaches the server could then pick a user. Files merge as Streamlit merges them
+    (a later file's table replaces an earlier one's); a path that is no ``.toml`` file (a folder of
+    secrets) is Streamlit's own to read.
+    """
+    merged: dict = {}
+    for name in secrets_files:
+        path = Path(name)
+        if name.endswith(".toml") and (path.exists() or path.is_symlink()):
+            merged.update(_toml_file(path, "secrets file"))
+    auth = merged.get("auth")
+    if auth is None:
+        return False
+    if not isinstance(auth, dict):
+        raise BadInput(
+            "the [auth] setting in the secrets file must be a table: sign-in cannot start; make it a table"
+            " (see st.login) or remove it"
+        )
+    _require_keys(auth, AUTH_KEYS, "[auth]")
+    # The sign-in button calls st.login() without a provider: [auth.default], else [auth]'s own keys.
+    default = auth.get("default")
+    if isinstance(default, dict):
+        _require_keys(default, PROVIDER_KEYS, "[auth.default]")
+    else:
+        _require_keys(auth, PROVIDER_KEYS, "[auth]")
+    return True
+
+
+def _require_keys(table: dict, keys: tuple[str, ...], section: str) -> None:
+    missing = [key for key in keys if not table.get(key)]
+    if missing:
+        raise BadInput(
+            f"the {section} section of the secrets file lacks {', '.join(missing)}: sign-in cannot start;"
+            " complete it (see st.login) or remove the [auth] section"
+        )
 
 
 def least_privileged(users: list[User]) -> User:

@@ -26,8 +26,11 @@ class Setting:
 SETTINGS = (
     Setting("db", str(PROJECT_ROOT / "data" / "flywheel.db"), "Path of the SQLite database file"),
     Setting("users", str(PROJECT_ROOT / "data" / "users.toml"), "TOML file of local users and roles"),
-    Setting("busy_timeout_ms", 5000, "How long a writer waits for a lock before failing"),
+    Setting(
+        "busy_timeout_ms", 5000, "How long a writer waits for a lock before it says the database is busy"
+    ),
     Setting("ingest_batch", 5000, "Lines committed per ingest transaction"),
+    Setting("write_chunk", 5000, "Rows a suite or results import commits per transaction", 100),
     Setting(
         "max_line_bytes",
         1_000_000,
@@ -68,6 +71,7 @@ class Config:
     users: str
     busy_timeout_ms: int
     ingest_batch: int
+    write_chunk: int
     max_line_bytes: int
     max_text_chars: int
     max_bad_lines: int

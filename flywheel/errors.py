@@ -12,7 +12,9 @@
     ├── JudgeError            the LLM judge cannot run (no key, refused, unavailable)
     ├── EmbeddingError        the embedding model's process failed or could not load the model
     ├── StoreError            the database cannot be opened or written
-    │   └── ForeignDatabase   the file is a database of another application
+    │   ├── ForeignDatabase   the file is a database of another application
+    │   ├── NewerDatabase     a newer Flywheel upgraded the database past what this code knows
+    │   └── StoreBusy         another change held the database longer than a writer waits
     ├── AlreadyReviewed       another reviewer decided on this scrub first
     ├── ScrubClaimed          another reviewer holds the scrub
     └── StaleClaim            a lapsed claim that someone else has since taken over
@@ -63,6 +65,14 @@ class StoreError(FlywheelError):
 
 class ForeignDatabase(StoreError):
     """The file is a SQLite database of another application; it is never migrated."""
+
+
+class NewerDatabase(StoreError):
+    """A newer Flywheel upgraded the database with migrations this code does not know; never used."""
+
+
+class StoreBusy(StoreError):
+    """Another change (a large import) held the database longer than a writer waits; nothing was saved."""
 
 
 class AlreadyReviewed(FlywheelError):

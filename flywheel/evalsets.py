@@ -31,7 +31,7 @@ from flywheel.checks import describe_check, dump_check, load_check, parse_check
 from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.labels import NOT_A_BUG, review_step, unreviewed_traces
-from flywheel.store import audit, query_one, query_rows, write
+from flywheel.store import audit, query_one, query_rows, write, write_chunks
 from flywheel.traces import approved_scrub, storable
 
 ROW_STATES = ("active", "archived")
@@ -397,14 +397,20 @@ def import_evalset(
             " ORDER BY version",
             [digest, eval_set],
         )
-        if done:  # a retry after a kill that landed just after the commit imports nothing twice
-            return VersionChange(done["version"], False, 0, 0, 0, done["rows"], already_imported=True)
+    if done:  # a retry after a kill that landed just after the commit imports nothing twice
+        return VersionChange(done["version"], False, 0, 0, 0, done["rows"], already_imported=True)
+    for row in rows:
+        row.update(source="import", source_file=Path(name).name, labeled_by=user.name, labeled_at=stamp)
+        row["eval_set"] = eval_set
+    # Rows no version names yet are read by nobody, so they go in chunks that leave room for other
+    # users' changes; the version that links them in is one short write. A failed import leaves them
+    # unlinked (rows are never deleted).
+    inserted: list[str] = []
+    write_chunks(db, rows, lambda db, chunk: inserted.extend(_insert_rows(db, chunk, stamp)))
+    with write(db):
         members = _members(db, current_version(db, eval_set))
         carried = sum(state == "active" for state in members.values())
-        for row in rows:
-            row.update(source="import", source_file=Path(name).name, labeled_by=user.name, labeled_at=stamp)
-            row["eval_set"] = eval_set
-        for row_id in _insert_rows(db, rows, stamp):
+        for row_id in inserted:
             members[row_id] = "active"
         retired, changed = _apply_pending(db, members)
         counts = {"added": len(rows) + changed, "retired": retired, "carried": carried - retired - changed}

@@ -4,7 +4,9 @@ Every format carries the row id (``r-000123``) so results come back by id. Rows 
 cursor and written one at a time, so memory stays flat however large the version. Archived (retired)
 rows are written only when asked for.
 
-- ``jsonl``/``csv``: every field of the row.
+- ``jsonl``/``csv``: every field of the row. CSV is for spreadsheets: a text cell that starts with
+  ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` so a spreadsheet shows it
+  as text instead of running it as a formula (OWASP's rule for CSV injection); JSONL is written as is.
 - ``inspect``: Inspect ``Sample`` JSONL (``id``, ``input`` as text or chat messages, ``target``,
   ``metadata``), read by ``inspect_ai.dataset.json_dataset`` as is. A row's code check is in
   ``metadata["check"]``, graded by ``flywheel.checks.inspect_scorer``.
@@ -53,6 +55,20 @@ CSV_COLUMNS = (
     "eval_set",
 )
 SYSTEM_PROMPT = "You are the support assistant being evaluated."
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as written: text that it would read as a formula gets a leading
+    single quote (customer text reaches eval rows and the audit log); other values are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def spreadsheet_row(row: Iterable[object]) -> list[object]:
+    """Every cell of a CSV row through ``spreadsheet_cell``."""
+    return [spreadsheet_cell(value) for value in row]
 
 
 def export_version(
@@ -193,7 +209,7 @@ def _csv_line(row: dict) -> list:
     plain["tags"] = ",".join(plain["tags"])
     plain["coverage"] = int(plain["coverage"])
     plain["check"] = describe_check(plain["check"])
-    return ["" if plain[c] is None else plain[c] for c in CSV_COLUMNS]
+    return spreadsheet_row("" if plain[c] is None else plain[c] for c in CSV_COLUMNS)
 
 
 def _inspect(row: dict, version: int) -> dict:

@@ -14,13 +14,14 @@ flips with the exact McNemar test (``flywheel.stats``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +43,15 @@ from flywheel.evalsets import (
     is_frozen,
 )
 from flywheel.stats import mcnemar_exact, rate
-from flywheel.store import audit, query_one, query_rows, write
+from flywheel.store import (
+    audit,
+    delete_chunks,
+    parents_written_last,
+    query_one,
+    query_rows,
+    write,
+    write_chunks,
+)
 
 RESULT_FORMATS = ("jsonl", "csv", "promptfoo", "inspect")
 MAX_OUTPUT = 20_000
@@ -343,40 +352,21 @@ def import_results(
         raise BadInput(f"{name}: no results")
     stamp = _stamp(now)
     digest = hashlib.sha256(data).hexdigest()
-    with write(db):
-        _require_version(db, version)
-        members = _members(db, version)
-        known = grade_by_checks(db, [r for r in results if r.row_id in members])
-        unknown = sorted({r.row_id for r in results if r.row_id not in members})
-        if done := _same_file_run(db, version, system, digest):
-            report = _report(db, done, version, system, fmt, known, unknown)
-            refused = len(results) - len(known)
-            return replace(
-                report, rows_read=len(results), stored=len(known), refused=refused, already_imported=True
-            )
-        if not known:
-            raise BadInput(
-                f"{name}: none of its {len(results)} row ids is in version {version} (e.g. {unknown[0]!r})"
-            )
-        run_id = (
-            db["eval_runs"]
-            .insert(
-                {
-                    "version": version,
-                    "system": system,
-                    "run_label": (run_label or "").strip()[:200] or None,
-                    "source_file": Path(name).name,
-                    "format": fmt,
-                    "imported_by": user.name,
-                    "imported_at": stamp,
-                    "ran_at": stamp,
-                    "unknown_ids": json.dumps(unknown) if unknown else None,
-                    "source_sha256": digest,
-                }
-            )
-            .last_pk
+    _require_version(db, version)
+    members = _members(db, version)  # a version's membership never changes
+    known = grade_by_checks(db, [r for r in results if r.row_id in members])
+    unknown = sorted({r.row_id for r in results if r.row_id not in members})
+    if done := _same_file_run(db, version, system, digest):  # a retry after a kill imports nothing twice
+        report = _report(db, done, version, system, fmt, known, unknown)
+        refused = len(results) - len(known)
+        return replace(
+            report, rows_read=len(results), stored=len(known), refused=refused, already_imported=True
         )
-        db["eval_results"].insert_all(_numbered(run_id, known))
+    if not known:
+        raise BadInput(
+            f"{name}: none of its {len(results)} row ids is in version {version} (e.g. {unknown[0]!r})"
+        )
+    with _pending_results(db, known) as run_id:
         report = _report(db, run_id, version, system, fmt, known, unknown)
         stored = db.execute("SELECT count(*) FROM eval_results WHERE run_id = ?", [run_id]).fetchone()[0]
         counts = Counter(r.row_id for r in results)
@@ -393,7 +383,23 @@ def import_results(
                 f"{name}: {report.rows_read} results read but {report.stored} stored"
                 f" + {report.refused} refused; nothing imported"
             )
-        audit(db, user.name, "import_results", "eval_run", run_id, **report.as_json())
+        with write(db):
+            db["eval_runs"].insert(
+                {
+                    "id": run_id,
+                    "version": version,
+                    "system": system,
+                    "run_label": (run_label or "").strip()[:200] or None,
+                    "source_file": Path(name).name,
+                    "format": fmt,
+                    "imported_by": user.name,
+                    "imported_at": stamp,
+                    "ran_at": stamp,
+                    "unknown_ids": json.dumps(unknown) if unknown else None,
+                    "source_sha256": digest,
+                }
+            )
+            audit(db, user.name, "import_results", "eval_run", run_id, **report.as_json())
     return report
 
 
@@ -405,6 +411,40 @@ def _same_file_run(db: Database, version: int, system: str, digest: str) -> int 
         [version, system, digest],
     )
     return row["id"] if row else None
+
+
+@contextlib.contextmanager
+def _pending_results(db: Database, known: list[Result]) -> Iterator[int]:
+    """Write an import's results under the run id it yields, before the run row exists.
+
+    Nobody reads results without their run row (every reader joins it), so they go in chunks that leave
+    room for other users' changes, and the run row written in the block links them all in at once. A
+    block that fails takes the results out again.
+    """
+    run_ids: list[int] = []
+    nested = db.conn.in_transaction
+    try:
+        with parents_written_last(db):
+            write_chunks(db, _numbered(0, known), lambda db, chunk: _insert_results(db, chunk, run_ids))
+        yield run_ids[0]
+    except BaseException:
+        if run_ids and not nested:
+            delete_chunks(db, "eval_results", "run_id = ?", run_ids[:1])
+        raise
+
+
+def _insert_results(db: Database, chunk: list[dict], run_ids: list[int]) -> None:
+    if not run_ids:  # past every run and every other import's pending results: the run row cannot collide
+        top = db.execute(
+            "SELECT max(coalesce((SELECT max(id) FROM eval_runs), 0),"
+            " coalesce((SELECT max(run_id) FROM eval_results), 0))"
+        )
+        run_ids.append(top.fetchone()[0] + 1)
+    columns = ("run_id", "row_id", "repeat", "passed", "score", "output", "graded_by")
+    db.conn.executemany(
+        f"INSERT INTO eval_results ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        [(run_ids[0], *(row[c] for c in columns[1:])) for row in chunk],
+    )
 
 
 def import_results_file(
@@ -464,8 +504,12 @@ def _numbered(run_id: int, results: list[Result]) -> list[dict]:
 
 
 def _report(db, run_id, version, system, fmt, known, unknown) -> RunImport:
-    outcomes = _outcomes(db, "WHERE e.run_id = ?", [run_id])
-    flaky = sum(o.flaky for o in outcomes.values())
+    # Read from the stored results before their run row links them in, so outside the write lock.
+    flaky = db.execute(
+        "SELECT count(*) FROM (SELECT sum(passed = 1) AS passes, count(passed) AS graded FROM eval_results"
+        " WHERE run_id = ? GROUP BY row_id) WHERE passes > 0 AND passes < graded",
+        [run_id],
+    ).fetchone()[0]
     return RunImport(
         run_id,
         version,

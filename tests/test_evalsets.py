@@ -73,8 +73,8 @@ def test_cli_import_exits_2_listing_bad_lines(tmp_path, capsys):
     path = tmp_path / "db.sqlite"
     suite = tmp_path / "suite.csv"
     suite.write_text("input,code\n,X\nfine,Y\n,Z\n")
-    assert main(["import-evalset", "--db", str(path), str(suite)]) == 2  # no database yet
-    assert "does not exist" in capsys.readouterr().err
+    assert main(["import-evalset", "--db", str(path), str(suite)]) == 2  # no database yet: none is left
+    assert "line 2:" in capsys.readouterr().err and not path.exists()
     open_db(path).close()
     assert main(["import-evalset", "--db", str(path), str(suite)]) == 2
     err = capsys.readouterr().err
