@@ -202,7 +202,8 @@ def test_imports_in_chunks_reconcile_and_name_their_run(db, monkeypatch):
     assert (run.stored, run.rows_read, run.flaky) == (1350, 1350, 0)
     again = import_results(db, lead, 1, "sys-b", _small_results(450, 1), "b.jsonl")
     assert again.run_id == run.run_id + 1
-    assert _counts(db) == (1, 450, 2, 1350 + 450, 3)
+    # audit: the store's first set (made by the first import), the suite and the two runs
+    assert _counts(db) == (1, 450, 2, 1350 + 450, 4)
     ids = db.execute("SELECT DISTINCT run_id FROM eval_results ORDER BY 1").fetchall()
     assert ids == [(run.run_id,), (again.run_id,)]
 
@@ -234,5 +235,5 @@ def test_imports_inside_a_larger_write_are_one_transaction(db, monkeypatch):
     with write(db):
         import_evalset(db, lead, _small_suite(250), "suite.jsonl")
         import_results(db, lead, 1, "sys-a", _small_results(250, 2), "a.jsonl")
-    assert _counts(db) == (1, 250, 1, 500, 2)
+    assert _counts(db) == (1, 250, 1, 500, 3)  # audit: the first set, the suite and the run
     assert db.execute("PRAGMA foreign_keys").fetchone() == (1,)
