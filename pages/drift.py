@@ -80,9 +80,9 @@ def _input_drift_section() -> None:
     ]
     columns = ["week", "test", "n", "reference_n", "statistic", "p_value", "p_adjusted", "effect", "alarm"]
     with st.expander("Input drift as a table"):
-        st.dataframe(frame[columns], hide_index=True)
+        show_table(frame[columns], hide_index=True)
         if moved:
-            st.dataframe(pd.DataFrame(moved), hide_index=True)
+            show_table(pd.DataFrame(moved), hide_index=True)
 
 
 series = pd.DataFrame(drift.drift_series(db))

@@ -32,7 +32,7 @@ from flywheel.sampling import sample_batches
 from flywheel.taxonomy import active_entries, check_code, example_rows
 from flywheel.traces import exchange
 from pages._charts import show_table
-from pages._ui import as_text, current_user, database, md, show_conversation, turns_text
+from pages._ui import current_user, database, md, show_conversation, turns_text
 
 user = current_user()
 config = load_config()
@@ -337,7 +337,7 @@ def _recent(db: Database) -> None:
              "at": r["created_at"][:16].replace("T", " ")}
             for r in recent
         ]  # fmt: skip
-        st.dataframe(as_text(pd.DataFrame(table)), hide_index=True, height=180)
+        show_table(pd.DataFrame(table), hide_index=True, height=180)
         by_id = {r["id"]: r for r in recent}
         label_id = st.selectbox(
             "Label to edit",
@@ -583,7 +583,10 @@ def _labelers(db: Database) -> None:
         " over 10 minutes ends a session), edits, labels a lead corrected, labels undone, labels waiting"
         " for review."
     )
-    st.dataframe(as_text(pd.DataFrame(stats), {"per_hour": "{:.1f}"}), hide_index=True)
+    frame = pd.DataFrame(stats)
+    if "per_hour" in frame:
+        frame["per_hour"] = frame["per_hour"].map(lambda v: "" if v is None or v != v else f"{v:.1f}")
+    show_table(frame.rename(columns={"per_hour": "labels per hour"}), hide_index=True)
 
 
 def _accept(label_ids: list[int]) -> None:

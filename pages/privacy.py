@@ -7,6 +7,7 @@ from flywheel.errors import FlywheelError
 from flywheel.retention import apply_retention, retention_plan
 from flywheel.review import add_never_redact, never_redact, remove_never_redact, rescrub_pending
 from flywheel.subjects import erase_subject, find_subject
+from pages._charts import show_table
 from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
@@ -19,7 +20,7 @@ st.caption(
 
 
 def _table(rows: list[dict], columns: list[str]) -> None:
-    st.dataframe(pd.DataFrame(rows, columns=columns), hide_index=True)
+    show_table(pd.DataFrame(rows, columns=columns), hide_index=True)
 
 
 st.subheader("Find a data subject")

@@ -145,7 +145,7 @@ slice_version = st.selectbox(
 if slice_version is not None:
     slices = pd.DataFrame(runs.pass_rate_slices(db, slice_version, system))
     slices["ci"] = slices["ci"].map(lambda ci: f"{ci[0]:.1%} – {ci[1]:.1%}")
-    st.dataframe(
+    show_table(
         slices[["slice", "rows", "passed", "total", "rate", "ci", "flaky"]],
         hide_index=True,
         column_config={"rate": st.column_config.NumberColumn(format="percent")},
