@@ -3,7 +3,7 @@ import streamlit as st
 from sqlite_utils import Database
 
 from flywheel.config import load_config
-from flywheel.embeddings import PARTS, background_encoder, pending_scrubs, similar_traces
+from flywheel.embeddings import NEEDS_REVIEW, background_encoder, month_siblings, pull_siblings
 from flywheel.errors import FlywheelError
 from flywheel.labels import (
     ADVERSARIAL,
@@ -216,6 +216,14 @@ def _add_siblings(label_id: int, picked: list[str], code: str) -> None:
         st.session_state.pop("siblings_for", None)
 
 
+def _send_siblings(anchor: str, trace_ids: list[str]) -> None:
+    batch_id = _act(pull_siblings, anchor, trace_ids)
+    if batch_id is not None:
+        _say(f"Siblings sent for review in batch {batch_id}")
+    elif "label_error" not in st.session_state:
+        _say("They are already in a batch, waiting for review")
+
+
 def _signals(view: dict) -> None:
     s = view["signals"]
     parts = [s["ts"][:16].replace("T", " "), s["cohort"], s["intent"]]
@@ -424,18 +432,15 @@ def _siblings_panel(db: Database, pending: dict) -> None:
     code = pending["code"]
     st.subheader(f"Siblings for {md(code)}")
     st.caption(
-        "The most similar approved traces of the last month. Tick 3–5 that show the same failure — "
-        "the same mistake in the reply, not only the same question."
+        "The most similar traces of the last month, sampled or not. Tick 3–5 approved ones that show the "
+        "same failure — the same mistake in the reply, not only the same question. A trace no reviewer "
+        "has approved shows no text: send it for review, and it reaches the queue once approved."
     )
-    part = st.radio("Compare by", list(PARTS), format_func=PARTS.get, horizontal=True, key="siblings_part")
-    # a trace approved a moment ago may not have its vector yet: the worker's model encodes it
+    # the worker's model, so a request does not load a second copy of it
     encoder = background_encoder(config)
-    rows = similar_traces(db, user, pending["trace_id"], limit=10, part=part, encoder=encoder)
-    waiting = pending_scrubs(db, part)
-    if waiting:
-        st.caption(f"{waiting} approved trace(s) are still being embedded and are not compared yet.")
+    rows = month_siblings(db, user, pending["trace_id"], limit=10, encoder=encoder)
     picked = []
-    for row in rows:
+    for row in (r for r in rows if r["status"] == "approved"):
         labelled = f" · labeled {', '.join(row['labels'])}" if row["labels"] else ""
         with st.container(border=True):
             if st.checkbox(
@@ -444,15 +449,26 @@ def _siblings_panel(db: Database, pending: dict) -> None:
             ):
                 picked.append(row["trace_id"])
             st.text(turns_text(row["turns"]))
+    # never their text: no reviewer has signed off what it would show
+    unreviewed = [r["trace_id"] for r in rows if r["status"] == NEEDS_REVIEW]
+    for row in (r for r in rows if r["status"] == NEEDS_REVIEW):
+        st.text(f"{NEEDS_REVIEW}: {row['trace_id']}, similarity {row['similarity']:.2f}")
     if not rows:
-        st.info("No approved traces of the last month to compare with.")
-    add, done = st.columns(2)
+        st.info("No traces of the last month to compare with.")
+    add, send, done = st.columns(3)
     add.button(
         f"Add {len(picked)} selected to {md(code)}",
         on_click=_add_siblings,
         args=(pending["label_id"], picked, code),
         disabled=not picked,
         type="primary",
+        width="stretch",
+    )
+    send.button(
+        f"Send {len(unreviewed)} for review as siblings",
+        on_click=_send_siblings,
+        args=(pending["trace_id"], unreviewed),
+        disabled=not unreviewed,
         width="stretch",
     )
     done.button(

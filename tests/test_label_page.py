@@ -8,7 +8,7 @@ from test_labels import LENA, RAW_ONLY, T0, TOM, add_code, seed_queue
 from test_pages import app, open_page
 
 from flywheel import label_queue
-from flywheel.embeddings import embed_all
+from flywheel.embeddings import embed_all, month_siblings
 from flywheel.labels import claim_next, record_label
 from flywheel.store import open_db, write
 from pages._ui import md
@@ -24,6 +24,7 @@ def label_db(tmp_path):
     seed_queue(db, 8, batches={1: list(range(8))}, approve=lambda n: n != 7)
     add_code(db)
     embed_all(db, encoder=bag_of_words)  # what the background worker does in the app
+    month_siblings(db, LENA, "t-00000", encoder=bag_of_words)  # the month's other texts, same encoder
     db.close()
     return path
 
