@@ -17,7 +17,8 @@ PICKER = "Redactions to remove or reclassify"
 def review_db(tmp_path):
     path = tmp_path / "r.db"
     db = open_db(path)
-    items = [trace(1, input="I'm Maria Gonzalez, call 07700 900123 about the kettle lane branch", output="ok")]
+    text = "I'm Maria Gonzalez, call 07700 900123 about the kettle lane branch"
+    items = [trace(1, input=text, output="ok")]
     ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)])
     scrub_traces(db, ["t-000001"], actor="ana")
     return path
