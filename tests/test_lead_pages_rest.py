@@ -2,11 +2,14 @@
 import names its conflicting traces, the gate shows flipped rows whole, drift says its alarm in a sentence
 and sends a cluster once, parity starts on the newest version and the live system."""
 
+import json
+
 import pytest
 from conftest import jsonl, trace
 from test_pages import app, open_page
 
-from flywheel.ingest import ingest_files
+from flywheel.__main__ import main
+from flywheel.ingest import conflicting_traces, ingest_files
 from flywheel.review import scrub_traces
 from flywheel.store import open_db
 
@@ -44,3 +47,69 @@ def test_a_removed_redaction_leaves_the_picker_under_a_new_key(review_db, monkey
     assert after.key != before.key
     assert after.value == [] and len(after.options) == len(table) - 1
     assert not [o for o in after.options if o.startswith(f"#{gone} ")], after.options
+
+
+@pytest.fixture
+def conflict_db(tmp_path):
+    path = tmp_path / "c.db"
+    db = open_db(path)
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), trace(2), trace(3)])])
+    odd_id = "t-000002 <b>*[x](http://evil)*</b>"
+    second = [
+        trace(1, input="edited"),
+        trace(2),
+        trace(3, input="edited too"),
+        {**trace(4), "trace_id": odd_id},
+    ]
+    ingest_files(db, [jsonl(tmp_path / "b.jsonl", second)])
+    ingest_files(db, [jsonl(tmp_path / "c.jsonl", [{**trace(4, input="other"), "trace_id": odd_id}])])
+    return path
+
+
+def test_an_import_report_names_each_conflicting_trace(tmp_path, db):
+    first = ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), trace(2)])])
+    assert first.conflicts == []
+    again = ingest_files(
+        db, [jsonl(tmp_path / "b.jsonl", [trace(2), trace(1, input="edited"), trace(2, input="x")])]
+    )
+    file = "b.jsonl"
+    expected = [
+        {"file": file, "line": 2, "trace_id": "t-000001"},
+        {"file": file, "line": 3, "trace_id": "t-000002"},
+    ]
+    assert again.conflicts == expected and again.changed == 2
+    assert conflicting_traces(db, again.run_id) == expected
+    assert conflicting_traces(db, first.run_id) == []
+
+
+def test_the_cli_text_report_lists_conflicts_and_the_json_keeps_its_keys(tmp_path, capsys):
+    path = str(tmp_path / "c.db")
+    assert main(["ingest", "--db", path, str(jsonl(tmp_path / "a.jsonl", [trace(1)]))]) == 0
+    capsys.readouterr()
+    changed = str(jsonl(tmp_path / "b.jsonl", [trace(1, input="edited")]))
+    assert main(["ingest", "--db", path, changed]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "conflict: b.jsonl line 1: trace 't-000001' differs from the stored one"
+    assert main(["ingest", "--db", path, changed, "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {
+        "run_id",
+        "lines_read",
+        "ingested",
+        "duplicates",
+        "quarantined",
+    }
+
+
+def test_the_import_page_lists_conflicting_trace_ids_literally(conflict_db, monkeypatch):
+    at = open_page(app(conflict_db, monkeypatch), "pages/ingest.py")
+    runs = next(s for s in at.selectbox if s.label.startswith("Quarantine"))
+    runs.select(2).run()
+    tables = [d.value for d in at.dataframe if "trace_id" in d.value.columns]
+    assert len(tables) == 1
+    assert list(tables[0]["trace_id"]) == ["t-000001", "t-000003"]
+    assert list(tables[0]["line"].astype(int)) == [1, 3]
+    runs.select(3).run()
+    tables = [d.value for d in at.dataframe if "trace_id" in d.value.columns]
+    assert list(tables[0]["trace_id"]) == ["t-000002 <b>*[x](http://evil)*</b>"]
+    runs.select(1).run()
+    assert not [d for d in at.dataframe if "trace_id" in d.value.columns]
