@@ -6,11 +6,14 @@ import json
 
 import pytest
 from conftest import jsonl, trace
+from evalset_helpers import LEAD
 from test_pages import app, open_page
 
 from flywheel.__main__ import main
+from flywheel.evalsets import import_evalset
 from flywheel.ingest import conflicting_traces, ingest_files
 from flywheel.review import scrub_traces
+from flywheel.runs import import_results
 from flywheel.store import open_db
 
 PICKER = "Redactions to remove or reclassify"
@@ -113,3 +116,43 @@ def test_the_import_page_lists_conflicting_trace_ids_literally(conflict_db, monk
     assert list(tables[0]["trace_id"]) == ["t-000002 <b>*[x](http://evil)*</b>"]
     runs.select(1).run()
     assert not [d for d in at.dataframe if "trace_id" in d.value.columns]
+
+
+LONG = "# not a heading\n\n[1]: http://example.com/x $x$ " + "word " * 300 + "end."
+
+
+def _gate_db(path):
+    db = open_db(path)
+    rows = [
+        {"id": f"q{n}", "input": f"question {n} " + LONG, "expected": f"expected {n} " + LONG, "code": "A"}
+        for n in range(1, 4)
+    ]
+    import_evalset(db, LEAD, "\n".join(json.dumps(r) for r in rows).encode() + b"\n", "suite.jsonl")
+
+    def results(outcomes, who):
+        lines = [
+            {"row_id": f"r-{n:06d}", "passed": ok, "output": f"{who} answer {n} " + LONG}
+            for n, ok in enumerate(outcomes, 1)
+        ]
+        return "\n".join(json.dumps(line) for line in lines).encode() + b"\n"
+
+    import_results(db, LEAD, 1, "base", results([True, False, True], "base"), "base.jsonl")
+    import_results(db, LEAD, 1, "new", results([False, True, True], "new"), "new.jsonl")
+    return path
+
+
+def test_the_gate_shows_each_flipped_row_whole_side_by_side(tmp_path, monkeypatch):
+    at = app(_gate_db(tmp_path / "g.db"), monkeypatch)
+    at.switch_page("pages/gate.py").run()
+    assert not at.exception and at.error[0].value.startswith("**BLOCK**")
+    labels = [e.label for e in at.expander]
+    assert any(label.startswith("r\\-000001 · pass→fail · blocks") for label in labels), labels
+    assert any(label.startswith("r\\-000002 · fail→pass") for label in labels), labels
+    texts = [t.value for t in at.text]
+    for n, who in ((1, "base"), (1, "new"), (2, "base"), (2, "new")):
+        assert f"{who} answer {n} " + LONG in texts, (who, n)
+    for n in (1, 2):
+        assert f"question {n} " + LONG in texts and f"expected {n} " + LONG in texts
+    assert not any("answer 3" in t for t in texts)  # a row that did not flip is not shown
+    table = next(d.value for d in at.dataframe if "flip" in d.value.columns)
+    assert list(table["row_id"]) == ["r-000001", "r-000002"] and "input" not in table.columns
