@@ -9,12 +9,17 @@ from conftest import jsonl, trace
 from evalset_helpers import LEAD
 from test_pages import app, open_page
 
+from flywheel import drift
 from flywheel.__main__ import main
+from flywheel.auth import User
 from flywheel.evalsets import import_evalset
 from flywheel.ingest import conflicting_traces, ingest_files
 from flywheel.review import scrub_traces
 from flywheel.runs import import_results
 from flywheel.store import open_db
+from pages._ui import md
+
+ANA = User("ana", "lead")
 
 PICKER = "Redactions to remove or reclassify"
 
@@ -156,3 +161,65 @@ def test_the_gate_shows_each_flipped_row_whole_side_by_side(tmp_path, monkeypatc
     assert not any("answer 3" in t for t in texts)  # a row that did not flip is not shown
     table = next(d.value for d in at.dataframe if "flip" in d.value.columns)
     assert list(table["row_id"]) == ["r-000001", "r-000002"] and "input" not in table.columns
+
+
+def test_the_drift_page_says_its_verdict_in_a_sentence_with_the_statistics_a_click_away(
+    demo_copy, monkeypatch
+):
+    last = drift.drift_series(open_db(demo_copy))[-1]
+    at = open_page(app(demo_copy, monkeypatch), "pages/drift.py")
+    (banner,) = at.warning  # the demo's last week alarms
+    share, normal = f"{last['share_beyond']:.0%}", f"{last['ref_share']:.0%}"
+    assert banner.value == (
+        f"**Alarm**: In {md(last['window'])}, {share} of traffic is farther from every eval row than 80% of"
+        f" covered traffic is (normally {normal}): the eval set does not cover what users now ask."
+    )
+    assert "τ" not in banner.value and "p =" not in banner.value
+    (box,) = [e for e in at.expander if e.label == "The statistics behind it"]
+    (stats,) = [m.value for m in box.markdown]
+    assert "τ =" in stats and "p =" in stats and f"{last['share_beyond']:.1%}" in stats
+
+
+def test_a_week_without_alarm_says_so_in_the_same_sentence(demo_copy, monkeypatch):
+    db = open_db(demo_copy)
+    with db.conn:
+        db.execute("UPDATE drift_windows SET alarm = 0")
+    db.close()
+    at = open_page(app(demo_copy, monkeypatch), "pages/drift.py")
+    assert not at.warning
+    assert at.success[0].value.startswith("No alarm: In ")
+    assert "of traffic is farther from every eval row than 80% of covered traffic is (normally" in (
+        at.success[0].value
+    )
+    assert "the eval set still covers what users ask." in at.success[0].value
+
+
+def test_sending_the_same_clusters_twice_makes_one_batch(demo_copy):
+    db = open_db(demo_copy)
+    run = drift.latest_run(db)
+    batches = db["sample_batches"].count
+    first = drift.send_to_sampling(db, ANA, run["id"], clusters_sent=2)
+    again = drift.send_to_sampling(db, ANA, run["id"], clusters_sent=2, per_cluster=3)
+    assert not first.already_sent and again.already_sent
+    assert (again.id, again.sampled, again.reasons) == (first.id, first.sampled, first.reasons)
+    assert db["sample_batches"].count == batches + 1
+    sends = "SELECT count(*) FROM audit_log WHERE action = 'sample' AND entity_id = ?"
+    assert db.execute(sends, [str(first.id)]).fetchone()[0] == 1
+    assert "already sent as batch" in again.summary()
+    other = drift.send_to_sampling(db, ANA, run["id"], clusters_sent=3)  # a third cluster: a new batch
+    assert not other.already_sent and other.id != first.id
+    assert db["sample_batches"].count == batches + 2
+
+
+def test_a_second_send_from_the_drift_page_makes_no_second_batch(demo_copy, monkeypatch):
+    db = open_db(demo_copy)
+    batches = db["sample_batches"].count
+    at = open_page(app(demo_copy, monkeypatch), "pages/drift.py")
+    at.button(key="FormSubmitter:send-Send to sampling").click().run()
+    assert at.success[-1].value.startswith("Batch ")
+    at.button(key="FormSubmitter:send-Send to sampling").click().run()
+    assert not at.exception
+    assert any(
+        i.value.startswith("Already sent: these clusters of this run went out as batch") for i in at.info
+    )
+    assert db["sample_batches"].count == batches + 1
