@@ -9,13 +9,13 @@ from conftest import jsonl, trace
 from evalset_helpers import LEAD
 from test_pages import app, open_page
 
-from flywheel import drift
+from flywheel import drift, parity
 from flywheel.__main__ import main
 from flywheel.auth import User
-from flywheel.evalsets import import_evalset
+from flywheel.evalsets import current_version, import_evalset
 from flywheel.ingest import conflicting_traces, ingest_files
 from flywheel.review import scrub_traces
-from flywheel.runs import import_results
+from flywheel.runs import gate, import_results, live_system, record_decision
 from flywheel.store import open_db
 from pages._ui import md
 
@@ -129,7 +129,13 @@ LONG = "# not a heading\n\n[1]: http://example.com/x $x$ " + "word " * 300 + "en
 def _gate_db(path):
     db = open_db(path)
     rows = [
-        {"id": f"q{n}", "input": f"question {n} " + LONG, "expected": f"expected {n} " + LONG, "code": "A"}
+        {
+            "id": f"q{n}",
+            "input": f"question {n} " + LONG,
+            "expected": f"expected {n} " + LONG,
+            "code": "A",
+            "adversarial": n == 3,
+        }
         for n in range(1, 4)
     ]
     import_evalset(db, LEAD, "\n".join(json.dumps(r) for r in rows).encode() + b"\n", "suite.jsonl")
@@ -223,3 +229,31 @@ def test_a_second_send_from_the_drift_page_makes_no_second_batch(demo_copy, monk
         i.value.startswith("Already sent: these clusters of this run went out as batch") for i in at.info
     )
     assert db["sample_batches"].count == batches + 1
+
+
+def test_parity_reads_the_newest_version_and_the_live_system(demo_copy, monkeypatch):
+    db = open_db(demo_copy)
+    live, newest = live_system(db), current_version(db)
+    # the demo's frozen regression set holds the highest number; parity reads the refreshed set
+    newest_of = "SELECT max(v.version) FROM eval_versions v JOIN eval_sets s ON s.name = v.eval_set WHERE "
+    refreshed, frozen = newest_of + "NOT s.frozen", newest_of + "s.frozen"
+    assert live is not None and newest == db.execute(refreshed).fetchone()[0]
+    assert db.execute(frozen).fetchone()[0] > newest
+    at = open_page(app(demo_copy, monkeypatch), "pages/online.py")
+    lab = [c.value for c in at.caption if c.value.startswith("Lab: the live system")]
+    assert len(lab) == 1
+    decision = f"(release decision {live['decision']})"
+    assert lab[0].startswith(f"Lab: the live system {md(live['system'])} {decision} on eval-set v{newest}:")
+
+
+def test_parity_has_no_lab_figure_until_a_system_ships_then_reads_it(tmp_path):
+    db = open_db(_gate_db(tmp_path / "g.db"))
+    assert parity.lab_pass_rate(db) is None
+    assert "no live system" in parity.lab_missing(db)
+    perfect = "\n".join(json.dumps({"row_id": f"r-{n:06d}", "passed": True}) for n in (1, 2, 3)) + "\n"
+    import_results(db, LEAD, 1, "best", perfect.encode(), "best.jsonl")
+    verdict = gate(db, 1, "new", "best", 0.0)
+    assert verdict["verdict"] == "ship"
+    record_decision(db, LEAD, verdict)
+    lab = parity.lab_pass_rate(db)
+    assert (lab["system"], lab["version"], lab["n"], lab["rate"]) == ("best", 1, 3, 1.0)
