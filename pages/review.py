@@ -50,7 +50,9 @@ SHORTCUT_GUARD = """<script>
     if (el && el !== document.body && el.blur) el.blur();
   };
   window.addEventListener("click", (event) => {
-    if (event.target.closest && event.target.closest("[role=option]")) setTimeout(leave, 0);
+    const option = event.target.closest && event.target.closest("[role=option]");
+    const several = option && option.closest("[aria-multiselectable=true]");  // picks go on
+    if (option && !several) setTimeout(leave, 0);
   }, true);
   window.addEventListener("keydown", (event) => {
     const el = document.activeElement;
