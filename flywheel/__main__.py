@@ -503,6 +503,11 @@ def _ingest(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(json.dumps(report.as_json()) if args.json else report.summary())
+    if not args.json:
+        for c in report.conflicts:
+            print(
+                f"conflict: {c['file']} line {c['line']}: trace {c['trace_id']!r} differs from the stored one"
+            )
     return 0
 
 

@@ -868,6 +868,19 @@ def cluster_examples(
 # Back to sampling -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DriftBatch(Batch):
+    """A drift-driven batch; ``already_sent`` when these clusters of this run went out before (the
+    earlier batch is returned, and nothing new is sent)."""
+
+    already_sent: bool = False
+
+    def summary(self) -> str:
+        """The batch's report, headed by a note when it was sent before."""
+        note = f"these clusters were already sent as batch {self.id}: nothing new sent\n"
+        return (note if self.already_sent else "") + super().summary()
+
+
 def send_to_sampling(
     db: Database,
     user: User,
@@ -877,13 +890,15 @@ def send_to_sampling(
     per_cluster: int = 3,
     control_share: float = 0.1,
     seed: int = 7,
-) -> Batch:
+) -> DriftBatch:
     """Put the farthest traces of a window's biggest clusters (and a seeded random control of the
     window) into a drift-driven sampling batch, reason ``drift:cluster-<n>``, and scrub them for review.
 
     A cluster pick is traffic the eval set does not cover: its label card proposes "handled well — add
     as coverage" by default (``flywheel.labels.COVERAGE_REASON``), so a drift alarm can be answered with
-    coverage rows even when the model handles that traffic well; the control picks propose nothing."""
+    coverage rows even when the model handles that traffic well; the control picks propose nothing.
+    Sending the same clusters of the same run and window again returns the first batch, marked
+    ``already_sent`` (a double submit must not put the same traces in front of labelers twice)."""
     require_role(user, "lead")
     if not 1 <= clusters_sent <= 50 or not 1 <= per_cluster <= 20 or not 0 <= control_share <= 1:
         raise BadInput(
@@ -900,11 +915,32 @@ def send_to_sampling(
     control = _control_picks(
         db, window, {p["trace_id"] for p in picks}, math.ceil(control_share * len(picks)), seed
     )
-    with write(db):
+    with write(db):  # the check and the insert in one transaction: two quick sends cannot both pass it
+        earlier = _sent_batch(db, run_id, window, {p["stratum"] for p in picks})
+        if earlier is not None:
+            return earlier
         batch = _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, seed)
         audit(db, user.name, "sample", "sample_batch", batch.id, drift_run=run_id, **batch.as_json())
     review.scrub_traces(db, [p["trace_id"] for p in picks + control], user.name)
     return batch
+
+
+def _sent_batch(db: Database, run_id: int, window: str, strata: set[str]) -> DriftBatch | None:
+    rows = query_rows(
+        db,
+        """SELECT id, seed, window, selected, sampled, dropped, reasons FROM sample_batches
+           WHERE plan_name = 'drift' AND week = ? AND json_extract(plan, '$.drift_run') = ? ORDER BY id""",
+        [window, run_id],
+    )
+    for row in rows:
+        sent = db.execute(
+            "SELECT DISTINCT stratum FROM batch_items WHERE batch_id = ? AND priority = 1", [row["id"]]
+        )
+        if {r[0] for r in sent} == strata:
+            counts = (row["window"], row["selected"], row["sampled"], row["dropped"])
+            reasons = json.loads(row["reasons"])
+            return DriftBatch(row["id"], "drift", window, row["seed"], *counts, reasons, already_sent=True)
+    return None
 
 
 def _cluster_picks(db: Database, run_id: int, window: str, count: int, per_cluster: int) -> list[dict]:
@@ -939,14 +975,14 @@ def _control_picks(db: Database, window: str, taken: set[str], count: int, seed:
     return [{"trace_id": t, "stratum": "all traces"} for t in ids]
 
 
-def _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, seed) -> Batch:
+def _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, seed) -> DriftBatch:
     size = db.execute("SELECT count(*) FROM traces WHERE week = ?", [window]).fetchone()[0]
     plan = {"name": "drift", "seed": seed, "week": window, "drift_run": run_id, "per_cluster": per_cluster}
     items = [(p, f"drift:{p['stratum']}", 1) for p in picks] + [
         (c, "random:drift-control", 2) for c in control
     ]
     reasons = dict(Counter(reason for _, reason, _ in items).most_common())
-    batch = Batch(0, "drift", window, seed, size, len(items), len(items), 0, reasons)
+    batch = DriftBatch(0, "drift", window, seed, size, len(items), len(items), 0, reasons)
     batch_id = (
         db["sample_batches"]
         .insert(
@@ -1005,7 +1041,7 @@ def _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, s
                 "in_batch": len(control),
             }
         )
-    return Batch(batch_id, batch.plan, batch.week, seed, size, batch.selected, batch.sampled, 0, reasons)
+    return DriftBatch(batch_id, batch.plan, batch.week, seed, size, batch.selected, batch.sampled, 0, reasons)
 
 
 # Demo -----------------------------------------------------------------------------------------------

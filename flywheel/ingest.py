@@ -70,6 +70,8 @@ class IngestReport:
     blank_lines: int = 0
     physical_lines: int = 0
     sources: list[str] = field(default_factory=list)
+    # each changed duplicate as (file, line, trace id): "2 differ" alone leaves a lead nothing to look up
+    conflicts: list[dict] = field(default_factory=list)
 
     def as_json(self) -> dict:
         """The report's contract for scripts: the four counts and the run id."""
@@ -609,6 +611,7 @@ def _commit_batch(run: _Run, batch: list[_Line], source: str) -> None:
         for key, value in counts.items():
             setattr(report, key, getattr(report, key) + value)
         report.lines_read += len(batch)
+        report.conflicts.extend(_conflict_entry(row) for row in conflicts)
         _save_counts(db, report)
         audit(
             db, run.actor, "ingest_batch", "ingest_run", report.run_id, file=source,
@@ -672,6 +675,10 @@ def _quarantine_row(run_id: int, source: str, line: _Line) -> dict:
 
 def _conflict_row(run_id: int, source: str, line: _Line) -> dict:
     return {"run_id": run_id, "file": source, "line_no": line.line_no, "trace_id": line.row["trace_id"]}
+
+
+def _conflict_entry(row: dict) -> dict:
+    return {"file": row["file"], "line": row["line_no"], "trace_id": row["trace_id"]}
 
 
 def _start_run(
@@ -794,6 +801,14 @@ def ingest_runs(
         if row["status"] == "running" and (row.get("heartbeat_at") or row["started_at"]) < stale:
             row["status"] = "interrupted"
     return rows
+
+
+def conflicting_traces(db: Database, run_id: int, limit: int = 500) -> list[dict]:
+    """The run's changed duplicates as (file, line, trace id), in file and line order."""
+    rows = db["ingest_conflicts"].rows_where(
+        "run_id = ?", [run_id], select="file, line_no, trace_id", order_by="file, line_no", limit=limit
+    )
+    return [_conflict_entry(row) for row in rows]
 
 
 def quarantined_lines(db: Database, user: User, run_id: int | None = None, limit: int = 200) -> list[dict]:

@@ -5,6 +5,7 @@ from plotly.subplots import make_subplots
 
 from flywheel import drift, input_drift
 from flywheel.auth import require_role
+from flywheel.errors import FlywheelError
 from flywheel.sampling import sample_weeks
 from pages._charts import BLUE, GREY, ORANGE, line, marks, show, show_table
 from pages._ui import chart_text, current_user, database, md
@@ -116,10 +117,26 @@ if pd.notna(last.get("far_share")):
 else:
     why += f" (p = {last['p_value']:.2g})."
 
+
+def _sentence(window: pd.Series) -> str:
+    """The verdict in words a lead can repeat; the statistics stay one click away."""
+    normal = window.get("ref_share")
+    normal = window["run_ref_share"] if normal is None or pd.isna(normal) else normal
+    said = (
+        f"In {md(window['window'])}, {window['share_beyond']:.0%} of traffic is farther from every eval row"
+        f" than {drift.QUANTILE:.0%} of covered traffic is (normally {normal:.0%})"
+    )
+    if window["alarm"]:
+        return f"{said}: the eval set does not cover what users now ask."
+    return f"{said}: the eval set still covers what users ask."
+
+
 if last["alarm"]:
-    st.warning(f"**Alarm**: {why} The eval set has fallen behind this traffic.", icon=":material/warning:")
+    st.warning(f"**Alarm**: {_sentence(last)}", icon=":material/warning:")
 else:
-    st.success(f"No alarm: {why}", icon=":material/check_circle:")
+    st.success(f"No alarm: {_sentence(last)}", icon=":material/check_circle:")
+with st.expander("The statistics behind it"):
+    st.markdown(why)
 
 
 def _with_interval(column: str, low: str, high: str, name: str, colour: str) -> list:
@@ -201,11 +218,23 @@ else:
         control = cols[2].number_input("Random control, %", 0, 100, 10)
         send = st.form_submit_button("Send to sampling")
     if send:
-        batch = drift.send_to_sampling(
-            db, user, latest["id"], window, int(count), int(per_cluster), control / 100
-        )
-        st.success(f"Batch {batch.id}: {batch.sampled} traces of {md(batch.week)} sent to the scrubber.")
-        show_table(pd.DataFrame(batch.reasons.items(), columns=["reason", "traces"]))
+        try:
+            batch = drift.send_to_sampling(
+                db, user, latest["id"], window, int(count), int(per_cluster), control / 100
+            )
+        except FlywheelError as error:
+            st.error(md(error))
+        else:
+            if batch.already_sent:
+                st.info(
+                    f"Already sent: these clusters of this run went out as batch {batch.id}"
+                    f" ({batch.sampled} traces of {md(batch.week)}); nothing new was sent."
+                )
+            else:
+                st.success(
+                    f"Batch {batch.id}: {batch.sampled} traces of {md(batch.week)} sent to the scrubber."
+                )
+            show_table(pd.DataFrame(batch.reasons.items(), columns=["reason", "traces"]))
 
 with st.expander("Reference window"):
     st.caption(

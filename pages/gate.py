@@ -112,10 +112,28 @@ if verdict["flaky"]:
     st.text("Flaky rows (mixed results; listed apart, they neither block alone nor hide): ")
     st.text(", ".join(verdict["flaky"]))
 
+
+def _side_by_side(flip: dict) -> None:
+    """One flipped row in full: a lead judges the flip by reading both outputs against the expectation."""
+    blocks = " · blocks" if flip["blocks"] else ""
+    with st.expander(f"{md(flip['row_id'])} · {flip['flip']}{blocks} · {md(flip['code'] or 'no code')}"):
+        st.caption("Scrubbed input")
+        st.text(flip["input"])
+        st.caption("Expected behaviour")
+        st.text(flip["expected"] or "(none)")
+        base, chal = st.columns(2)
+        for col, side in ((base, "baseline"), (chal, "challenger")):
+            with col.container(border=True):
+                st.caption(f"{side}: {md(verdict[side]['system'])}")
+                st.text(flip[f"{side}_output"] if flip[f"{side}_output"] is not None else "(no output)")
+
+
 st.subheader("Flipped rows")
 flips = runs.flipped_rows(db, verdict)
 if flips:
-    show_table(pd.DataFrame(flips), hide_index=True)
+    show_table(pd.DataFrame(flips)[["row_id", "flip", "blocks", "code", "adversarial"]], hide_index=True)
+    for flip in flips:
+        _side_by_side(flip)
 else:
     st.caption("No row flipped between the two systems.")
 

@@ -5,7 +5,7 @@ from flywheel.auth import require_role
 from flywheel.config import load_config
 from flywheel.errors import FlywheelError
 from flywheel.formats import INGEST_FORMATS
-from flywheel.ingest import ingest_runs, ingest_upload, quarantined_lines
+from flywheel.ingest import conflicting_traces, ingest_runs, ingest_upload, quarantined_lines
 from pages._charts import show_table
 from pages._ui import current_user, database, md
 
@@ -24,6 +24,15 @@ fmt = st.selectbox(
     ["detect", *INGEST_FORMATS],
     help="detect: told by the file name and its first record; name the format when detection guesses wrong",
 )
+
+
+def _conflicts(rows: list[dict]) -> None:
+    """Each trace whose stored content differs from the file's: the lead looks these up by id."""
+    if rows:
+        st.caption(f"{len(rows):,} trace(s) already stored with other content; the stored version was kept:")
+        show_table(pd.DataFrame(rows, columns=["file", "line", "trace_id"]), hide_index=True)
+
+
 if upload is not None and st.button("Import", type="primary"):
     bar = st.progress(0.0, text=f"Importing {md(upload.name)}...")
 
@@ -43,6 +52,7 @@ if upload is not None and st.button("Import", type="primary"):
         st.error(md(error))
     else:
         st.success(report.summary())
+        _conflicts(report.conflicts)
     finally:
         bar.empty()
 
@@ -68,7 +78,8 @@ show_table(
     ],
     hide_index=True,
 )
-run_id = st.selectbox("Quarantine of run", [r["id"] for r in runs])
+run_id = st.selectbox("Quarantine and conflicts of run", [r["id"] for r in runs])
+_conflicts(conflicting_traces(db, run_id))
 bad = quarantined_lines(db, user, run_id)
 if bad:
     show_table(pd.DataFrame(bad)[["file", "line_no", "reason", "raw"]], hide_index=True)

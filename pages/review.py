@@ -1,3 +1,5 @@
+import zlib
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -36,6 +38,30 @@ from pages._ui import current_user, database, md
 
 RESIDUE_COLOURS = dict(zip(RESIDUE_KINDS.values(), (VERMILLION, BLUE, GREY), strict=True))
 LONG_TRACE = 1500  # characters; longer traces scroll inside a box under fixed Raw/Scrubbed headers
+# A pick in the jump box (or any select) must hand the keyboard back to the page, else A/N/X type into
+# the box; Esc leaves whatever field holds the focus. Letters typed into text fields stay theirs.
+SHORTCUT_GUARD = """<script>
+(() => {
+  if (window.flywheelReviewGuard) return;
+  window.flywheelReviewGuard = true;
+  const PICKERS = "[role=combobox], input[aria-autocomplete], [role=listbox], [role=option]";
+  const leave = () => {
+    const el = document.activeElement;
+    if (el && el !== document.body && el.blur) el.blur();
+  };
+  window.addEventListener("click", (event) => {
+    const option = event.target.closest && event.target.closest("[role=option]");
+    const several = option && option.closest("[aria-multiselectable=true]");  // picks go on
+    if (option && !several) setTimeout(leave, 0);
+  }, true);
+  window.addEventListener("keydown", (event) => {
+    const el = document.activeElement;
+    if (!el || !el.matches || el === document.body) return;
+    if (event.key === "Escape") { leave(); return; }
+    if (event.key === "Enter" && el.matches(PICKERS)) setTimeout(leave, 0);
+  }, true);
+})();
+</script>"""
 
 db, user = database(), current_user()
 require_role(user, *RAW_TEXT_ROLES)
@@ -190,9 +216,10 @@ def _redactions(view, scrub_id: int) -> None:
         return
     table = pd.DataFrame(spans.values())[["id", "field", "label", "detector", "text"]]
     show_table(table, hide_index=True)
-    pick_key = f"pick_{scrub_id}"
-    if any(i not in spans for i in st.session_state.get(pick_key, [])):
-        st.session_state[pick_key] = [i for i in st.session_state[pick_key] if i in spans]
+    # The key follows the redactions: once one is removed or reclassified the widget is new, so the
+    # browser drops chips that name redactions no longer there.
+    state = repr(sorted((i, s["label"]) for i, s in spans.items())).encode()
+    pick_key = f"pick_{scrub_id}_{zlib.crc32(state):08x}"
     chosen = st.multiselect(
         "Redactions to remove or reclassify",
         list(spans),
@@ -278,9 +305,10 @@ def _review(scrub_id: int) -> None:
     _texts(view, scrub_id)
     _add_form(scrub_id)
     _redactions(view, scrub_id)
-    st.caption("Shortcuts: A approve · X reject (asks to confirm) · N skip.")
+    st.caption("Shortcuts: A approve · X reject (asks to confirm) · N skip · Esc leaves a field.")
 
 
+st.html(SHORTCUT_GUARD, unsafe_allow_javascript=True)
 free = review_queue(db, user, limit=500, free_only=True)
 if free:
     labels = {q["scrub_id"]: q["trace_id"] for q in free}

@@ -76,6 +76,11 @@ def scrub_id(path, trace_id: str) -> int:
     return open_db(path).execute("SELECT id FROM scrubs WHERE trace_id = ?", [trace_id]).fetchone()[0]
 
 
+def picker(at):
+    """The redaction picker; its key follows the scrub's redactions, so it is found by its label."""
+    return next(m for m in at.multiselect if m.label == "Redactions to remove or reclassify")
+
+
 def click(at, label: str):
     next(b for b in at.button if b.label == label).click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -175,7 +180,7 @@ def test_redactions_are_chosen_by_id_and_the_last_one_removes_cleanly(review_db,
     table = at.dataframe[0].value
     assert len(table) >= 2
     last = int(table.iloc[-1]["id"])
-    at.multiselect(key=f"pick_{sid}").set_value([last]).run()
+    picker(at).set_value([last]).run()
     if at.checkbox:  # a verified redaction asks first
         assert next(b for b in at.button if b.label.startswith("Remove")).disabled
         at.checkbox(key=f"confirm_{sid}").check().run()
@@ -183,7 +188,7 @@ def test_redactions_are_chosen_by_id_and_the_last_one_removes_cleanly(review_db,
     assert not at.error
     remaining = at.dataframe[0].value
     assert last not in set(remaining["id"]) and len(remaining) == len(table) - 1
-    assert at.multiselect(key=f"pick_{sid}").value == []  # no tick slides onto another row
+    assert picker(at).value == []  # no tick slides onto another row
     assert next(b for b in at.button if b.label.startswith("Remove")).disabled
     assert any(b.label == "Approve" for b in at.button)
 
@@ -193,7 +198,7 @@ def test_removing_a_detected_email_asks_for_confirmation(review_db, monkeypatch)
     sid = scrub_id(review_db, "t-000001")
     table = at.dataframe[0].value
     email = int(table[table["label"] == "EMAIL"].iloc[0]["id"])
-    at.multiselect(key=f"pick_{sid}").set_value([email]).run()
+    picker(at).set_value([email]).run()
     assert next(b for b in at.button if b.label.startswith("Remove")).disabled
     at.checkbox(key=f"confirm_{sid}").check().run()
     click(at, "Remove 1 selected redaction(s)")
@@ -206,7 +211,7 @@ def test_a_redaction_class_can_be_changed(review_db, monkeypatch):
     sid = scrub_id(review_db, "t-000001")
     table = at.dataframe[0].value
     person = int(table[table["label"] == "PERSON"].iloc[0]["id"])
-    at.multiselect(key=f"pick_{sid}").set_value([person]).run()
+    picker(at).set_value([person]).run()
     at.selectbox(key=f"relabel_{sid}").select("CUSTOMER").run()
     click(at, "Change class")
     stored = open_db(review_db).execute("SELECT input FROM scrubs WHERE id = ?", [sid]).fetchone()[0]
