@@ -91,7 +91,7 @@ def test_the_lead_reads_throughput_turns_on_review_and_accepts_and_corrects(labe
     _label(label_db, TOM, "known", **fee)
     at = open_page(app(label_db, monkeypatch, "ana"), "pages/label.py")
     table = at.dataframe[-1].value
-    assert list(table["labeler"]) == ["lena", "tom"] and list(table["labels"]) == ["1", "1"]
+    assert list(table["labeler"]) == ["lena", "tom"] and list(table["labels"]) == [1, 1]
     assert not [b for b in at.button if b.label.startswith("Accept")], "review is off: nothing to accept"
     at.toggle(key="review_on").set_value(True).run()
     assert rows(label_db, "SELECT value FROM label_settings") == [(1,)]

@@ -281,7 +281,7 @@ def test_a_users_file_is_refused_in_one_line(tmp_path, data, reason):
     path.write_bytes(data)
     with pytest.raises(BadInput, match=reason):
         load_users(path)
-    with pytest.raises(BadInput, match="cannot be read"):
+    with pytest.raises(BadInput, match="is a folder"):
         load_users(tmp_path)
 
 
