@@ -19,23 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flywheel.sampling.plans import PRIORITY, Dialect, Plan, signal_predicate
+from flywheel.signals import SIGNAL_KEYS
 
 HASH_SPACE = 16**8  # the random predicate compares the first 8 hex digits of an MD5
-RULE_COLUMNS = (
-    "trace_id",
-    "cohort",
-    "intent",
-    "thumbs",
-    "regenerated",
-    "retried",
-    "escalated",
-    "guardrail_tripped",
-    "schema_valid",
-    "judge_score",
-    "turns",
-    "latency_ms",
-    "cost_usd",
-)
+RULE_COLUMNS = ("trace_id", "cohort", "intent", *SIGNAL_KEYS)  # what a plan's rules read
 
 
 class SQLiteDialect(Dialect):
