@@ -50,7 +50,8 @@ def test_gate_page_shows_the_verdict_and_the_flipped_rows(demo_copy, monkeypatch
     assert at.selectbox(key="gate_challenger").value == DEMO_SYSTEMS[1]
     assert next(s.value for s in at.success).startswith("**SHIP**")
     flips = at.dataframe[0].value
-    assert set(flips["flip"]) == {"fail→pass"} and {"input", "expected", "challenger_output"} <= set(flips)
+    assert set(flips["flip"]) == {"fail→pass"} and {"row_id", "flip"} <= set(flips)
+    assert len(at.expander) >= len(flips)  # each flipped row in full, its outputs side by side
     # the older system as challenger: its adversarial rows fall below the threshold
     at.selectbox(key="gate_baseline").set_value(DEMO_SYSTEMS[1]).run()
     assert at.selectbox(key="gate_challenger").value == DEMO_SYSTEMS[0]
