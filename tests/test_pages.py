@@ -180,4 +180,6 @@ def test_import_page_reports_and_shows_the_quarantine(demo_db, monkeypatch):
     at = open_page(app(demo_db, monkeypatch, "ana"), "pages/ingest.py")
     runs = at.dataframe[0].value
     assert runs.iloc[0]["quarantined"] > 0
-    assert len(at.dataframe[1].value) == runs.iloc[0]["quarantined"]
+    quarantine = [d.value for d in at.dataframe if "raw" in [str(c).lower() for c in d.value.columns]]
+    assert len(quarantine) == 1, "the run's quarantine is not shown as one table"
+    assert len(quarantine[0]) == runs.iloc[0]["quarantined"]
