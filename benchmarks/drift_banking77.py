@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flywheel import drift
 from flywheel.ingest import ingest_lines
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 ROOT = Path(__file__).resolve().parent.parent
 WEEKS, PER_WEEK, REFERENCE_WEEKS = 12, 300, 2

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from browser_support import ROOT, VIEWPORT, chromium, free_port
 
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 
 def one_run() -> tuple[float, float]:

@@ -28,7 +28,7 @@ from flywheel import label_queue
 from flywheel.auth import User
 from flywheel.embeddings import MODEL_NAME, PARTS, similar_traces
 from flywheel.labels import claim_next, label_card, record_label
-from flywheel.store import open_db, write
+from flywheel.store.db import open_db, write
 from flywheel.taxonomy import add_entry
 
 WORDS = [

@@ -70,7 +70,7 @@ def run_one(engine: str, parquet: str, db_path: str) -> dict:
     """One engine's run, in this process: what it picked and how long it took."""
     from flywheel import sampling
     from flywheel.sampling.source import sample_source
-    from flywheel.store import open_db
+    from flywheel.store.db import open_db
 
     plan = sampling.Plan.from_dict(PLAN)
     db = open_db(db_path)

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flywheel.auth import User
-from flywheel.store import open_db, write
+from flywheel.store.db import open_db, write
 from flywheel.subjects import find_subject, refresh_index
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -259,7 +259,7 @@ def _open(path: str, create: bool = False):
     """The database at ``path``. Commands that begin a project's data (``create``) make a new one in an
     existing folder (``main`` says so once they succeed); commands that read one refuse a path that
     does not exist."""
-    from flywheel.store import open_db
+    from flywheel.store.db import open_db
 
     if not create:
         return open_db(_existing(path))
@@ -548,7 +548,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _drift(args: argparse.Namespace) -> int:
     from flywheel import drift
     from flywheel.auth import User
-    from flywheel.store import open_db
+    from flywheel.store.db import open_db
 
     db = open_db(_existing(args.db))
     run = drift.run_drift(
@@ -569,7 +569,7 @@ def _cycle(args: argparse.Namespace) -> int:
     from flywheel.cycle import run_cycle
     from flywheel.progress import ProgressBar
     from flywheel.sampling import load_plan_file
-    from flywheel.store import open_db
+    from flywheel.store.db import open_db
 
     plan = load_plan_file(args.plan)
     bars: list[tuple[str, ProgressBar]] = []
@@ -590,7 +590,7 @@ def _cycle(args: argparse.Namespace) -> int:
 
 def _judge(args: argparse.Namespace) -> int:
     from flywheel import judge
-    from flywheel.store import open_db
+    from flywheel.store.db import open_db
 
     db = open_db(_existing(args.db))
     chosen = {"batch": args.batch, "week": args.week, "run": args.run_id}
@@ -624,7 +624,7 @@ def _clear_progress() -> None:
 def _embed(args: argparse.Namespace) -> int:
     from flywheel.embeddings import embed_all
     from flywheel.progress import ProgressBar
-    from flywheel.store import open_db
+    from flywheel.store.db import open_db
 
     bar = ProgressBar("embedding approved scrubs", unit="texts")
     done = embed_all(open_db(_existing(args.db)), progress=lambda n: bar.update(n, 0, n))

@@ -15,7 +15,9 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, NotFound
-from flywheel.store import audit, now, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import write
 
 
 @dataclass(frozen=True)

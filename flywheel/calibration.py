@@ -27,7 +27,9 @@ from flywheel.errors import BadInput, NotFound
 from flywheel.labels import cohen_kappa
 from flywheel.rubrics import Rubric, rubric
 from flywheel.sampling import Stratum, saved_plan
-from flywheel.store import audit, now, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import query_rows, write
 
 # The lead's thresholds: name -> (default, lowest, highest, help).
 THRESHOLDS = {

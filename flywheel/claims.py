@@ -16,7 +16,9 @@ from sqlite_utils import Database
 from flywheel.auth import User, require_role
 from flywheel.config import SETTINGS
 from flywheel.errors import BadInput, NotFound, PermissionDenied
-from flywheel.store import audit, format_ts, query_one, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import format_ts
+from flywheel.store.db import query_one, write
 
 LABEL_ROLES = ("labeler", "reviewer", "lead")
 CLAIM_MINUTES = next(s.default for s in SETTINGS if s.name == "claim_minutes")

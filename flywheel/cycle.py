@@ -23,7 +23,9 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, FlywheelError
-from flywheel.store import audit, beat, now, process_mark, query_one, query_rows, sweep_interrupted, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import beat, process_mark, query_one, query_rows, sweep_interrupted, write
 
 STEPS = ("ingest", "sample", "drift", "fold_in", "gate", "retention")
 Progress = Callable[[str, int, int], None]

@@ -25,7 +25,7 @@ from flywheel.judge_demo import add_demo_judgments
 from flywheel.labels import add_demo_labels
 from flywheel.runs import add_demo_eval_history
 from flywheel.sampling import DEMO_PLAN, sample_and_scrub, sample_weeks, save_plan, week_order
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 MAX_DEMO_TRACES = 1_000_000
 DEMO_SAMPLED_WEEKS = 6

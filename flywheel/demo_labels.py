@@ -9,7 +9,7 @@ from sqlite_utils import Database
 from flywheel.auth import User
 from flywheel.claims import claim_next
 from flywheel.labels import ADVERSARIAL, NOT_A_BUG, record_label
-from flywheel.store import write
+from flywheel.store.db import write
 from flywheel.taxonomy import add_entry
 
 DEMO_CODES = (

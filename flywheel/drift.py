@@ -78,7 +78,9 @@ from flywheel.errors import BadInput, NotFound
 from flywheel.sampling import Batch, parse_week, register_md5
 from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber
 from flywheel.stats import wilson
-from flywheel.store import audit, now, query_one, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import query_one, query_rows, write
 
 ALPHA = 0.01
 MIN_EXCESS = 0.02

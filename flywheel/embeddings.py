@@ -30,7 +30,9 @@ from flywheel.auth import User, require_role
 from flywheel.config import Config
 from flywheel.errors import BadInput
 from flywheel.model_process import ModelProcess
-from flywheel.store import audit, format_ts, now, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import format_ts, now
+from flywheel.store.db import query_rows, write
 from flywheel.traces import approved_scrub, exchange
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -222,7 +224,7 @@ class EmbeddingWorker(threading.Thread):
         self._wake, self._halt = threading.Event(), threading.Event()
 
     def run(self) -> None:
-        from flywheel.store import open_db  # the store opens connections; this thread needs its own
+        from flywheel.store.db import open_db  # the store opens connections; this thread needs its own
 
         try:
             if self._model is not None:

@@ -31,7 +31,8 @@ from flywheel.checks import describe_check, dump_check, load_check, parse_check
 from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.labels import NOT_A_BUG, review_step, unreviewed_traces
-from flywheel.store import audit, query_one, query_rows, write, write_chunks
+from flywheel.store.audit import audit
+from flywheel.store.db import query_one, query_rows, write, write_chunks
 from flywheel.traces import approved_scrub, storable
 
 ROW_STATES = ("active", "archived")

@@ -34,7 +34,9 @@ from flywheel.rollups import advance_watermark, cached, pending_rowids
 from flywheel.signal_alerts import RATE_SIGNALS, SUMS, signal_definition
 from flywheel.signals import Declared, declared_signals
 from flywheel.stats import NO_TRIALS, wilson
-from flywheel.store import audit, format_ts, now, query_one, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import format_ts, now
+from flywheel.store.db import query_one, query_rows, write
 
 NORMAL = NormalDist()
 LOWER_IS_BETTER = True  # every rate compared here counts something going wrong

@@ -33,7 +33,9 @@ from flywheel.checks import describe_check, load_check, promptfoo_asserts
 from flywheel.errors import BadInput
 from flywheel.evalsets import iter_version_rows
 from flywheel.formats import EXPORT_FORMATS
-from flywheel.store import audit, now, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import write
 
 FORMATS = EXPORT_FORMATS
 CSV_COLUMNS = (

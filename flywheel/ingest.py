@@ -36,7 +36,10 @@ from flywheel.csvfiles import PhysicalLines, Record
 from flywheel.csvfiles import records as csv_records
 from flywheel.errors import BadInput
 from flywheel.formats import INGEST_FORMATS
-from flywheel.store import audit, now, process_mark, quarantine_hash, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import process_mark, write
+from flywheel.store.migrations import quarantine_hash
 from flywheel.traces import TimeRange, iso_week, normalize_trace
 
 # Called after each committed batch with (records read, bytes of input consumed, input size or 0).

@@ -32,7 +32,9 @@ from sqlite_utils import Database
 
 from flywheel.config import Config, load_config
 from flywheel.errors import BadInput
-from flywheel.store import audit, now, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import query_rows, write
 
 TESTS = ("length", "language", "intent")
 ALPHA = 0.01

@@ -34,7 +34,9 @@ from flywheel.config import Setting, read_settings
 from flywheel.errors import BadInput, JudgeError, NotFound
 from flywheel.review import mask_redacted
 from flywheel.rubrics import Rubric, rubric
-from flywheel.store import audit, now, process_mark, query_one, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import process_mark, query_one, query_rows, write
 from flywheel.traces import approved_scrub
 
 VERDICT_TOOL = "record_verdict"

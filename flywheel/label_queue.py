@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from flywheel.store import now
+from flywheel.store.clock import now
 
 NO_BATCH_RANK = 9223372036854775807  # after every batch id
 NO_BATCH_PRIORITY = 3

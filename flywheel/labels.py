@@ -45,7 +45,8 @@ from flywheel.claims import (
     take,
 )
 from flywheel.errors import BadInput, NotFound, NothingToUndo, PermissionDenied, StaleClaim
-from flywheel.store import audit, query_one, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.db import query_one, query_rows, write
 from flywheel.taxonomy import add_entry, resolve_code
 from flywheel.traces import SIGNAL_COLUMNS, approved_scrub
 

@@ -24,7 +24,7 @@ from flywheel.signal_alerts import ALL as SIGNALS_ALL
 from flywheel.signal_alerts import RATE_SIGNALS, signal_counts
 from flywheel.signals import ANOMALIES
 from flywheel.stats import NO_TRIALS, wilson
-from flywheel.store import query_one, query_rows
+from flywheel.store.db import query_one, query_rows
 from flywheel.traces import iso_week
 
 

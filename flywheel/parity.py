@@ -18,7 +18,7 @@ from flywheel.evalsets import _members, current_version
 from flywheel.rubrics import rubric
 from flywheel.runs import live_system, outcomes
 from flywheel.stats import NO_TRIALS, wilson
-from flywheel.store import query_rows
+from flywheel.store.db import query_rows
 
 
 def lab_pass_rate(db: Database) -> dict | None:

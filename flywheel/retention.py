@@ -17,7 +17,9 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput
-from flywheel.store import audit, format_ts, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import format_ts
+from flywheel.store.db import write
 from flywheel.subjects import purge_traces, secure_deletes, wipe_free_space
 
 CHUNK = 5000

@@ -40,7 +40,9 @@ from flywheel.errors import (
 )
 from flywheel.scrub import LABELS, MARKED, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, marked_name, render
 from flywheel.scrub.normalise import normalise, to_original
-from flywheel.store import audit, format_ts, now, query_one, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import format_ts, now
+from flywheel.store.db import query_one, query_rows, write
 
 CHUNK = 200
 STATUSES = ("pending", "approved", "rejected")

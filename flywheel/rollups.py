@@ -19,7 +19,7 @@ from typing import TypeVar
 from sqlite_utils import Database
 
 from flywheel.signals import ANOMALIES, Signal
-from flywheel.store import write
+from flywheel.store.db import write
 
 T = TypeVar("T")
 ROLLUP = "traces"
@@ -173,7 +173,7 @@ def _warm(path: str) -> None:
     from flywheel.experiments import ARM_KEY, refresh_arm_rollup
     from flywheel.sampling import preview_plan, sample_weeks, saved_plans
     from flywheel.signal_alerts import refresh_signal_rollup
-    from flywheel.store import open_db  # this thread needs its own connection
+    from flywheel.store.db import open_db  # this thread needs its own connection
 
     try:
         db = open_db(path)

@@ -17,7 +17,9 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, NotFound
-from flywheel.store import audit, now, query_one, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import query_one, query_rows, write
 from flywheel.traces import storable
 
 SCALES = {"pass_fail": ("pass", "fail"), "three_level": ("excellent", "adequate", "poor")}

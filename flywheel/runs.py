@@ -43,15 +43,8 @@ from flywheel.evalsets import (
     is_frozen,
 )
 from flywheel.stats import mcnemar_exact, rate
-from flywheel.store import (
-    audit,
-    delete_chunks,
-    parents_written_last,
-    query_one,
-    query_rows,
-    write,
-    write_chunks,
-)
+from flywheel.store.audit import audit
+from flywheel.store.db import delete_chunks, parents_written_last, query_one, query_rows, write, write_chunks
 
 RESULT_FORMATS = ("jsonl", "csv", "promptfoo", "inspect")
 MAX_OUTPUT = 20_000

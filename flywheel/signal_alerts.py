@@ -21,7 +21,7 @@ from sqlite_utils import Database
 from flywheel.errors import BadInput
 from flywheel.rollups import advance_watermark, cached, pending_rowids
 from flywheel.signals import Declared, declared_signals
-from flywheel.store import query_rows
+from flywheel.store.db import query_rows
 
 RATE_SIGNALS = {
     "regenerated or retried": "(regenerated = 1 OR retried = 1)",

@@ -34,7 +34,9 @@ from flywheel.auth import User, require_role
 from flywheel.embeddings import text_hash
 from flywheel.errors import BadInput
 from flywheel.scrub.normalise import INVISIBLE, normalise
-from flywheel.store import audit, format_ts, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import format_ts
+from flywheel.store.db import query_rows, write
 
 INDEX_STATE = "subject_index"
 INDEX_CHUNK = 5000

@@ -19,8 +19,9 @@ from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
 from flywheel.rollups import rollup_count, rollup_values
 from flywheel.signals import ANOMALIES, flag_columns, flags, signal
 from flywheel.signals import SIGNALS as SIGNALS_TABLE
-from flywheel.store import format_ts, now, query_one, query_rows
-from flywheel.store import iso_week as iso_week  # the week key lives with now(); re-exported here
+from flywheel.store.clock import format_ts, now
+from flywheel.store.clock import iso_week as iso_week  # the week key lives with now(); re-exported here
+from flywheel.store.db import query_one, query_rows
 
 BOOL_SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped", "schema_valid")
 NUMBER_SIGNALS = ("judge_score", "latency_ms", "cost_usd")

@@ -11,7 +11,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User
 from flywheel.config import load_config
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 from flywheel.traces import exchange
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from flywheel.demo_db import build_demo
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from conftest import trace
 
 from flywheel.auth import User
 from flywheel.ingest import ingest_lines
-from flywheel.store import write
+from flywheel.store.db import write
 from flywheel.taxonomy import add_entry
 
 LEAD = User("ana", "lead")

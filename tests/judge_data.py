@@ -7,7 +7,8 @@ import json
 from flywheel.auth import User
 from flywheel.ingest import ingest_lines
 from flywheel.rubrics import STARTER_RUBRIC, save_rubric
-from flywheel.store import now, write
+from flywheel.store.clock import now
+from flywheel.store.db import write
 
 LEAD = User("ana", "lead")
 NAMES = ("Jane Doe", "Omar Haddad", "Li Wei", "Sven Berg")

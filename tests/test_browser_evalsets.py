@@ -11,7 +11,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from flywheel.demo_db import build_demo
 from flywheel.evalsets import current_version, iter_version_rows
 from flywheel.runs import gate
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 pytestmark = pytest.mark.browser
 

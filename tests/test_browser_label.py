@@ -13,7 +13,7 @@ from browser_support import go, open_app, serve_app, settle, sign_in_as
 
 from flywheel.demo_db import build_demo
 from flywheel.embeddings import pending_scrubs
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 SENTENCE = "Answer the question asked."
 

@@ -11,7 +11,7 @@ from test_browser_label import _card, _label_state
 
 from flywheel.demo_db import build_demo
 from flywheel.labels import most_used_codes
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 pytestmark = pytest.mark.browser
 LAPTOP = {"width": 1280, "height": 720}

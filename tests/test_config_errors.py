@@ -15,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 from flywheel.__main__ import main
 from flywheel.auth import check_sign_in_settings, load_users
 from flywheel.errors import BadInput, NewerDatabase
-from flywheel.store import migrations, open_db
+from flywheel.store.db import open_db
+from flywheel.store.migrations import migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.connectors import sniff_format
 from flywheel.ingest import ingest_files, quarantined_lines
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 LEAD = User("ana", "lead")
 T0 = 1_779_000_000_000_000_000  # 2026-05-17, in nanoseconds

@@ -10,7 +10,7 @@ from test_pages import app, open_page
 
 from flywheel.evalsets import create_eval_set, freeze_eval_set, import_evalset
 from flywheel.runs import import_results
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 SUITE = b'{"input": "Fees?", "criterion": "Names the schedule.", "check": "contains: schedule"}\n'
 

@@ -13,7 +13,7 @@ from flywheel.evalsets import disagreements, fold_in, fold_preview, import_evals
 from flywheel.exports import export_text
 from flywheel.labels import claim_next, label_card, record_label
 from flywheel.runs import import_results, pass_rate_slices, pass_rates
-from flywheel.store import write
+from flywheel.store.db import write
 
 LENA, TOM = User("lena", "labeler"), User("tom", "labeler")
 COVER = {"expected": "Gives the delivery window.", "pass_criterion": "States 3-5 business days."}

@@ -20,7 +20,9 @@ from flywheel.auth import User
 from flywheel.evalsets import import_evalset
 from flywheel.review import scrub_traces
 from flywheel.runs import import_results
-from flywheel.store import _audit_old_scrubs, now, open_db, process_mark, query_rows, sweep_interrupted, write
+from flywheel.store.clock import now
+from flywheel.store.db import open_db, process_mark, query_rows, sweep_interrupted, write
+from flywheel.store.migrations import _audit_old_scrubs
 
 ROOT = Path(__file__).resolve().parent.parent
 LEAD = User("ana", "lead")

@@ -18,7 +18,8 @@ from flywheel.audit import audit_csv
 from flywheel.auth import User
 from flywheel.evalsets import import_evalset
 from flywheel.exports import export_text, export_version, spreadsheet_cell
-from flywheel.store import audit, write
+from flywheel.store.audit import audit
+from flywheel.store.db import write
 
 ANA = User("ana", "lead")
 PAGES = Path(__file__).resolve().parent.parent / "pages"

@@ -13,7 +13,7 @@ from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput
 from flywheel.evalsets import import_evalset, parse_suite
 from flywheel.runs import import_results, parse_results
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 KNOWN = [f"r-{n:06d}" for n in range(1, 31)]
 LINE = re.compile(r"line \d+")

@@ -9,7 +9,7 @@ from flywheel.cycle import cycle_settings, cycles, new_inbox_files, set_cycle_se
 from flywheel.errors import PermissionDenied
 from flywheel.evalsets import current_version, version_rows
 from flywheel.runs import DEMO_SYSTEMS, import_results
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 from tests.conftest import jsonl, trace
 
 LEAD = User("ana", "lead")

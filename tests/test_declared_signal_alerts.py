@@ -11,7 +11,7 @@ from conftest import jsonl
 from flywheel import experiments, signal_alerts
 from flywheel.auth import User
 from flywheel.ingest import ingest_files
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 LEAD = User("ana", "lead")
 START = dt.date(2026, 3, 2)  # a Monday

@@ -15,7 +15,7 @@ from flywheel.ingest import ingest_files
 from flywheel.sampling import Plan, Stratum
 from flywheel.sampling.source import sample_source
 from flywheel.signals import Declared, declared_signals, parse_declarations, signal_presence
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 WEEK = "2026-W19"
 N = 600

@@ -416,7 +416,7 @@ def test_first_start_publishes_the_demo_then_computes_its_drift_series(tmp_path)
     """The app's first start opens on a demo without its slow drift series; the series follows in the
     background, once, and a database that is not a demo is never touched."""
     from flywheel.demo_db import build_demo, demo_drift_pending, demo_status, finish_demo
-    from flywheel.store import open_db
+    from flywheel.store.db import open_db
 
     path = tmp_path / "demo.db"
     build_demo(path, seed=5, traces=1000, drift=False)

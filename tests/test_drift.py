@@ -16,7 +16,8 @@ from flywheel.auth import User
 from flywheel.config import PROJECT_ROOT
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest import ingest_files
-from flywheel.store import now, open_db, write
+from flywheel.store.clock import now
+from flywheel.store.db import open_db, write
 
 ANA, LENA = User("ana", "lead"), User("lena", "labeler")
 COVERED = ("card_arrival", "exchange_rate", "top_up_failed", "lost_or_stolen_card", "pin_blocked")

@@ -6,7 +6,7 @@ import pytest
 from test_pages import app, open_page
 
 from flywheel import drift
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 from pages._ui import md
 
 

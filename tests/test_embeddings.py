@@ -23,7 +23,7 @@ from flywheel.embeddings import (
 )
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.model_process import CHUNK, ModelProcess
-from flywheel.store import open_db, write
+from flywheel.store.db import open_db, write
 
 TEXTS = {
     "t-fee": "Why was I charged a fee on my card payment?",

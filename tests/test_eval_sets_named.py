@@ -25,7 +25,8 @@ from flywheel.evalsets import (
     withdraw_row,
 )
 from flywheel.runs import confirm_retirements, import_results, retirement_proposals
-from flywheel.store import migrations, open_db
+from flywheel.store.db import open_db
+from flywheel.store.migrations import migrations
 
 SUITE = b'{"input": "Where is my card?", "criterion": "Gives the window."}\n{"input": "Fees?"}\n'
 T0 = datetime(2026, 1, 5, tzinfo=UTC)

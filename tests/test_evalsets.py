@@ -24,7 +24,7 @@ from flywheel.evalsets import (
     version_rows,
 )
 from flywheel.exports import FORMATS, export_version
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 SUITE = (
     "id,input,expected,criterion,code,adversarial,tags\n"

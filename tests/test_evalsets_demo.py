@@ -7,7 +7,7 @@ from flywheel.demo import demo_samples
 from flywheel.evalsets import eval_set_versions, eval_sets, fold_in
 from flywheel.exports import FORMATS, export_version
 from flywheel.runs import DEMO_SYSTEMS, carried_vs_new, gate, pass_rates, retired_failing
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 
 def test_demo_has_a_living_eval_set(demo_copy):

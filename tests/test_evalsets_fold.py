@@ -20,7 +20,7 @@ from flywheel.evalsets import (
     version_rows,
     withdraw_row,
 )
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 SUITE = b'{"input": "How do I top up?", "expected": "Explain top-up.", "criterion": "Names the steps."}\n'
 

@@ -5,7 +5,7 @@ from evalset_helpers import LEAD, add_traces, label
 from test_pages import app, open_page
 
 from flywheel.evalsets import current_version, fold_in, import_evalset, version_rows
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 PAGE = "pages/evalsets.py"
 SUITE = b'{"input": "How do I top up?", "expected": "Explain top-up.", "criterion": "Names the steps."}\n'

@@ -5,7 +5,7 @@ from test_pages import app, open_page
 
 from flywheel.evalsets import current_version
 from flywheel.runs import DEMO_SYSTEMS
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 PAGES = ("pages/evalsets.py", "pages/quality.py", "pages/gate.py")
 

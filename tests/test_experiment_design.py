@@ -22,7 +22,7 @@ from flywheel.experiments import (
     holm,
     srm_test,
 )
-from flywheel.store import write
+from flywheel.store.db import write
 
 LEAD, REVIEWER, LABELER = User("ana", "lead"), User("ravi", "reviewer"), User("lena", "labeler")
 START = datetime(2026, 11, 2)
@@ -377,7 +377,7 @@ def _declare_as(db, user):
 
 
 def test_the_demo_declares_its_canary_and_the_design_holds(demo_copy):
-    from flywheel.store import open_db
+    from flywheel.store.db import open_db
 
     db = open_db(demo_copy)
     (exp,) = declared_experiments(db, LEAD)

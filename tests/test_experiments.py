@@ -19,7 +19,7 @@ from flywheel.experiments import (
 )
 from flywheel.judge import Target, load_judge_settings, make_client, run_judge
 from flywheel.stats import NO_TRIALS, wilson
-from flywheel.store import open_db, write
+from flywheel.store.db import open_db, write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import add_traces, starter_rubric
 

@@ -14,7 +14,7 @@ from flywheel.__main__ import main
 from flywheel.errors import BadInput, NotFound
 from flywheel.evalsets import import_evalset
 from flywheel.runs import GATE_KEYS, gate, import_results, live_system, record_decision, release_decisions
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 CODES = ["A"] * 8 + ["B"] * 8 + ["C"] * 2 + ["SAFE"] * 2
 ROWS = [f"r-{n:06d}" for n in range(1, 21)]

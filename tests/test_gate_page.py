@@ -4,7 +4,7 @@ from test_gate_decisions import BASE, build, changed
 from test_pages import app
 
 from flywheel.runs import live_system, release_decisions
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 
 def test_the_gate_page_shows_the_criteria_and_records_a_waived_decision(tmp_path, monkeypatch):

@@ -28,7 +28,8 @@ from flywheel.demo_db import ensure_demo_db
 from flywheel.errors import BadInput, ForeignDatabase, PermissionDenied, StoreError
 from flywheel.ingest import ingest_files, ingest_runs, ingest_upload, quarantined_lines
 from flywheel.overview import loop_counts
-from flywheel.store import iso_week, open_db, write
+from flywheel.store.clock import iso_week
+from flywheel.store.db import open_db, write
 
 LEAD = User("ana", "lead")
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from conftest import jsonl
 from flywheel import input_drift
 from flywheel.cycle import _attention, _drift
 from flywheel.ingest import ingest_files
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 ENGLISH = [
     "my card has not arrived yet",

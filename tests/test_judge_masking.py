@@ -15,7 +15,8 @@ from flywheel.ingest import ingest_lines, quarantined_lines
 from flywheel.judge import Target, load_judge_settings, make_client, run_judge
 from flywheel.rubrics import STARTER_RUBRIC, Rubric, save_rubric
 from flywheel.scrub import Scrubber, Span
-from flywheel.store import now, write
+from flywheel.store.clock import now
+from flywheel.store.db import write
 from flywheel.traces import TraceFilter, approved_scrub, find_traces, raw_trace
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import LEAD, label

@@ -23,7 +23,7 @@ from flywheel.signal_alerts import (
     signal_counts,
     signal_series,
 )
-from flywheel.store import write
+from flywheel.store.db import write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import LEAD, add_traces, label, starter_rubric
 

@@ -9,7 +9,7 @@ from test_pages import app, open_page
 
 from flywheel.embeddings import embed_all
 from flywheel.labels import claim_next, record_label
-from flywheel.store import open_db, write
+from flywheel.store.db import open_db, write
 from flywheel.taxonomy import add_entry
 
 

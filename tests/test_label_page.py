@@ -10,7 +10,7 @@ from test_pages import app, open_page
 from flywheel import label_queue
 from flywheel.embeddings import embed_all, month_siblings
 from flywheel.labels import claim_next, record_label
-from flywheel.store import open_db, write
+from flywheel.store.db import open_db, write
 from pages._ui import md
 
 CODE_PICKER = "Failure code (type to search, Enter to pick)"

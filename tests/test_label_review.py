@@ -19,7 +19,7 @@ from flywheel.labels import (
     set_review_step,
     undo_last_label,
 )
-from flywheel.store import write
+from flywheel.store.db import write
 from flywheel.taxonomy import add_entry
 
 FIX = {"expected": "Quote the real schedule", "pass_criterion": "Only fees in the schedule"}

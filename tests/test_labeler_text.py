@@ -21,7 +21,8 @@ from flywheel.embeddings import embed_scrubs, similar_traces
 from flywheel.ingest import ingest_files
 from flywheel.labels import claim_next, label_card, record_label
 from flywheel.review import add_redaction_text, approve_scrub, claim_scrub, scrub_traces
-from flywheel.store import now, open_db, write
+from flywheel.store.clock import now
+from flywheel.store.db import open_db, write
 from flywheel.taxonomy import example_rows
 from flywheel.traces import TraceFilter, count_traces, find_traces
 

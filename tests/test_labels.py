@@ -27,7 +27,7 @@ from flywheel.labels import (
     undo_last_label,
 )
 from flywheel.review import approve_scrub
-from flywheel.store import open_db, write
+from flywheel.store.db import open_db, write
 from flywheel.taxonomy import add_entry
 
 LENA, TOM, UMA = User("lena", "labeler"), User("tom", "labeler"), User("uma", "labeler")
@@ -495,7 +495,7 @@ def test_sampling_a_week_moves_queued_traces_into_the_new_batch(queue_db):
 def test_an_upgraded_database_loses_the_queue_triggers_and_keeps_its_queue(tmp_path):
     from sqlite_utils import Database
 
-    from flywheel.store import migrations
+    from flywheel.store.migrations import migrations
 
     path = tmp_path / "old.db"
     old = Database(sqlite3.connect(path, isolation_level=None))

@@ -4,7 +4,7 @@ takes the inbox folder, pass rate opens on the live system."""
 from test_pages import app, open_page
 
 from flywheel.runs import live_system, systems
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 
 def test_saving_a_plan_confirms_it_and_the_sql_sits_in_an_expander(demo_copy, monkeypatch):

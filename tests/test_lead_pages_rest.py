@@ -16,7 +16,7 @@ from flywheel.evalsets import current_version, import_evalset
 from flywheel.ingest import conflicting_traces, ingest_files
 from flywheel.review import scrub_traces
 from flywheel.runs import gate, import_results, live_system, record_decision
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 from pages._ui import md
 
 ANA = User("ana", "lead")

@@ -24,7 +24,7 @@ from flywheel.errors import StoreBusy
 from flywheel.evalsets import import_evalset
 from flywheel.labels import claim_next, record_label
 from flywheel.runs import import_results
-from flywheel.store import open_db, write, write_chunks
+from flywheel.store.db import open_db, write, write_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
 LENA = User("lena", "labeler")

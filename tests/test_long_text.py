@@ -16,7 +16,8 @@ from flywheel.review import scrub_traces
 from flywheel.sampling import load_plan_file
 from flywheel.scrub import Scrubber
 from flywheel.scrub.ner import SpacyEntityDetector, load_pipeline, text_pieces
-from flywheel.store import now, open_db, query_rows, write
+from flywheel.store.clock import now
+from flywheel.store.db import open_db, query_rows, write
 
 NAMES = ("Helena Schmidt", "Derek Novak", "Sari Paavolainen", "Tom Becker", "Maria Lopez")
 FILLER = "the transfer did not arrive and the app keeps showing it as pending since yesterday. "

@@ -13,7 +13,7 @@ from flywheel.config import load_config
 from flywheel.evalsets import current_version, fold_in, fold_preview, version_rows
 from flywheel.labels import record_label
 from flywheel.review import approve_scrub
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from test_labels import LENA, RAW_ONLY
 from flywheel import label_queue
 from flywheel.embeddings import NEEDS_REVIEW, month_siblings, pull_siblings
 from flywheel.errors import BadInput, PermissionDenied
-from flywheel.store import write
+from flywheel.store.db import write
 
 TEXTS = {
     "t-fee": ("approved", "Why was I charged a fee on my card payment?"),

@@ -4,7 +4,7 @@ import datetime as dt
 
 from streamlit.testing.v1 import AppTest
 
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 from tests.test_experiment_design import _traffic, _unique_users
 
 

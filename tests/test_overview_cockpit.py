@@ -13,7 +13,7 @@ from flywheel.auth import User
 from flywheel.evalsets import import_evalset
 from flywheel.ingest import ingest_files
 from flywheel.runs import gate, import_results, record_decision
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 LEAD = User("ana", "lead")
 MONDAY = datetime(2026, 3, 2, 10)

@@ -5,7 +5,7 @@ from conftest import jsonl, trace
 from streamlit.testing.v1 import AppTest
 
 from flywheel.ingest import ingest_files
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 PAGES_BY_ROLE = {
     "lena": ["pages/overview.py", "pages/traces.py", "pages/label.py", "pages/taxonomy.py"],

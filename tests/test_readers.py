@@ -17,7 +17,7 @@ from flywheel.errors import BadInput
 from flywheel.ingest import SizePolicy, ingest_files, ingest_upload
 from flywheel.rubrics import Rubric
 from flywheel.sampling.plans import load_plan_file
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 LONG = 1_560_000  # the span that broke scrubbing of its week
 

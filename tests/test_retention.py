@@ -22,7 +22,7 @@ from flywheel.review import (
     scrubber_version,
 )
 from flywheel.scrub import Scrubber
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 from flywheel.subjects import find_subject
 from pages._nav import PAGES
 

@@ -32,7 +32,7 @@ from flywheel.review import (
     scrub_view,
     skip_scrub,
 )
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 from flywheel.traces import approved_scrub
 
 LEAD, REVIEWER, LABELER = User("ana", "lead"), User("ravi", "reviewer"), User("lena", "labeler")
@@ -359,7 +359,7 @@ def test_known_names_and_removed_names_are_for_reviewers_and_leads(db):
 
 
 def test_old_audit_entries_holding_removed_names_move_to_the_history(tmp_path):
-    from flywheel.store import migrations
+    from flywheel.store.migrations import migrations
 
     path = tmp_path / "old.db"
     db = open_db(path)

@@ -8,7 +8,7 @@ from browser_support import VIEWPORT, serve_app, settle, sign_in_as
 
 from flywheel.ingest import ingest_lines
 from flywheel.review import scrub_traces
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 pytestmark = pytest.mark.browser
 TRICKY = (

@@ -11,7 +11,7 @@ from test_pages import app, open_page
 from flywheel.auth import User
 from flywheel.ingest import ingest_files
 from flywheel.review import approve_scrub, scrub_traces
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 MARKDOWN_INPUT = "Q?\n\n[1]: http://example.com/secret (pin X)\n[zz]: /x\n\nThanks"
 TRICKY_INPUT = (

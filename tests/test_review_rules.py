@@ -22,7 +22,7 @@ from flywheel.review import (
     scrub_traces,
     scrub_view,
 )
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 LEAD, RAVI, MIRA, LENA = (
     User("ana", "lead"),

@@ -25,7 +25,7 @@ from flywheel.runs import (
     retirement_proposals,
     set_adversarial_threshold,
 )
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 T0 = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 

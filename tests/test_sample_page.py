@@ -4,7 +4,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from flywheel import sampling
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from flywheel.__main__ import main
 from flywheel.errors import BadInput
 from flywheel.ingest import ingest_files
 from flywheel.sampling.source import parse_columns, sample_source, source_sql
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 from flywheel.traces import SIGNALS
 
 # 282 picks in the week, 230 of them anomalies. The cap bites stratified and random picks only: at 250

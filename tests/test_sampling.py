@@ -14,8 +14,9 @@ from flywheel.__main__ import main
 from flywheel.errors import BadInput, NotFound
 from flywheel.ingest import ingest_files
 from flywheel.sampling import Plan, Stratum
-from flywheel.store import audit_entries, open_db
-from flywheel.store import write as store_write
+from flywheel.store.audit import audit_entries
+from flywheel.store.db import open_db
+from flywheel.store.db import write as store_write
 
 WEEK, OTHER_WEEK = "2026-W19", "2026-W20"  # 4-10 May and 11-17 May 2026
 N = 1500

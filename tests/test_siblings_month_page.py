@@ -10,7 +10,7 @@ from test_labels import LENA, RAW_ONLY, add_code, seed_queue
 from test_pages import app, open_page
 
 from flywheel.embeddings import embed_all, month_siblings
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 
 UNSAMPLED = "Only the raw text says card 99 has not arrived, Zed Unsampled"
 

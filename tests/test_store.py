@@ -9,7 +9,9 @@ from sqlite_utils import Database
 from flywheel import errors
 from flywheel.config import load_config
 from flywheel.errors import BadInput, FlywheelError, StoreError
-from flywheel.store import format_ts, iso_week, migrations, now, open_db, write
+from flywheel.store.clock import format_ts, iso_week, now
+from flywheel.store.db import open_db, write
+from flywheel.store.migrations import migrations
 
 
 def test_a_write_inside_a_write_is_a_savepoint(db):

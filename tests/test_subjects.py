@@ -10,7 +10,7 @@ from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest import ingest_files
-from flywheel.store import open_db
+from flywheel.store.db import open_db
 from flywheel.subjects import erase_subject, find_subject, probe
 
 LEAD = User("ana", "lead")

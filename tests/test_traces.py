@@ -4,7 +4,7 @@ from conftest import jsonl, trace
 from flywheel.auth import User, least_privileged, load_users, reachable_beyond_loopback, user_for_email
 from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
 from flywheel.ingest import ingest_files
-from flywheel.store import write
+from flywheel.store.db import write
 from flywheel.traces import (
     TraceFilter,
     TraceSort,
@@ -173,7 +173,8 @@ def test_bad_users_file_is_named(tmp_path, text, message):
 def test_store_runs_in_wal_with_foreign_keys_and_migrates_once(db, tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    from flywheel.store import migrations, open_db
+    from flywheel.store.db import open_db
+    from flywheel.store.migrations import migrations
 
     again = open_db(tmp_path / "flywheel.db")
     names = [m.name for m in migrations.applied(again)]

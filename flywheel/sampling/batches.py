@@ -25,7 +25,9 @@ from flywheel import label_queue
 from flywheel.errors import BadInput
 from flywheel.sampling.plans import Plan, parse_week
 from flywheel.sampling.sql import DIALECTS, PlanSQL, compile_plan, store_window
-from flywheel.store import audit, now, query_rows, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import query_rows, write
 
 Progress = Callable[[int, int], None]
 

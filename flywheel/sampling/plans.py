@@ -25,7 +25,9 @@ from sqlite_utils import Database
 
 from flywheel.errors import BadInput, NotFound
 from flywheel.signals import Declared, declared, signal_names
-from flywheel.store import audit, now, write
+from flywheel.store.audit import audit
+from flywheel.store.clock import now
+from flywheel.store.db import write
 
 ANOMALY_SIGNALS = {
     "guardrail_tripped": "guardrail_tripped = 1",

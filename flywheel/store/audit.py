@@ -1,0 +1,28 @@
+"""The audit log's writer: who changed what, one entry per user-visible change."""
+
+from __future__ import annotations
+
+import json
+
+from sqlite_utils import Database
+
+from flywheel.store.clock import now
+
+
+def audit(db: Database, actor: str, action: str, entity: str, entity_id: object, **detail: object) -> None:
+    """Record who did what to which entity; call inside the write transaction of the change itself."""
+    db["audit_log"].insert(
+        {
+            "at": now(),
+            "actor": actor,
+            "action": action,
+            "entity": entity,
+            "entity_id": str(entity_id),
+            "detail": json.dumps(detail, default=str),
+        }
+    )
+
+
+def audit_entries(db: Database, limit: int = 50) -> list[dict]:
+    """The most recent audit entries, newest first."""
+    return list(db["audit_log"].rows_where(order_by="id desc", limit=limit))
