@@ -32,7 +32,7 @@ from drift_banking77 import WEEKS, _lines, banking77, split, weeks_of
 
 from flywheel import drift, review
 from flywheel.auth import User
-from flywheel.ingest import ingest_lines
+from flywheel.ingest.run import ingest_lines
 from flywheel.store.db import open_db
 
 LEAD = User("bench", "lead")

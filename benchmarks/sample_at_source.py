@@ -100,7 +100,7 @@ def _ingest_parquet(db, parquet: str) -> None:
     """Every row into the store through ingest, as JSON lines (the path a team without DuckDB takes)."""
     import duckdb
 
-    from flywheel.ingest import ingest_lines
+    from flywheel.ingest.run import ingest_lines
     from flywheel.sampling.source import FIELDS, _trace_lines
 
     con = duckdb.connect()

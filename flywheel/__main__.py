@@ -491,7 +491,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from flywheel import ingest
+    from flywheel.ingest import run as ingest
     from flywheel.progress import ProgressBar
 
     db, bar = _open(args.db, create=True), ProgressBar("ingest")

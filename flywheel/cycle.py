@@ -144,7 +144,7 @@ def new_inbox_files(db: Database, inbox: str | Path) -> list[tuple[Path, str]]:
 
 
 def _ingest_inbox(db: Database, inbox: str | Path, actor: str, progress: Progress | None) -> Step:
-    from flywheel.ingest import ingest_files
+    from flywheel.ingest.run import ingest_files
 
     fresh = new_inbox_files(db, inbox)
     if not fresh:

@@ -20,7 +20,7 @@ from flywheel.demo import demo_lines, demo_samples
 from flywheel.drift import DEMO_MIN_TRACES, add_demo_drift
 from flywheel.errors import BadInput
 from flywheel.experiments import add_demo_experiment
-from flywheel.ingest import ingest_lines
+from flywheel.ingest.run import ingest_lines
 from flywheel.judge_demo import add_demo_judgments
 from flywheel.labels import add_demo_labels
 from flywheel.runs import add_demo_eval_history

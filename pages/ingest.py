@@ -5,7 +5,7 @@ from flywheel.auth import require_role
 from flywheel.config import load_config
 from flywheel.errors import FlywheelError
 from flywheel.formats import INGEST_FORMATS
-from flywheel.ingest import conflicting_traces, ingest_runs, ingest_upload, quarantined_lines
+from flywheel.ingest.run import conflicting_traces, ingest_runs, ingest_upload, quarantined_lines
 from pages._charts import show_table
 from pages._ui import current_user, database, md
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from conftest import trace
 
 from flywheel.auth import User
-from flywheel.ingest import ingest_lines
+from flywheel.ingest.run import ingest_lines
 from flywheel.store.db import write
 from flywheel.taxonomy import add_entry
 

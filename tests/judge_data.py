@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from flywheel.auth import User
-from flywheel.ingest import ingest_lines
+from flywheel.ingest.run import ingest_lines
 from flywheel.rubrics import STARTER_RUBRIC, save_rubric
 from flywheel.store.clock import now
 from flywheel.store.db import write

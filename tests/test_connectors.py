@@ -20,8 +20,8 @@ from opentelemetry.trace import Status, StatusCode
 
 from flywheel.__main__ import main
 from flywheel.auth import User
-from flywheel.connectors import sniff_format
-from flywheel.ingest import ingest_files, quarantined_lines
+from flywheel.ingest.readers import sniff_format
+from flywheel.ingest.run import ingest_files, quarantined_lines
 from flywheel.store.db import open_db
 
 LEAD = User("ana", "lead")

@@ -10,7 +10,7 @@ from conftest import jsonl
 
 from flywheel import experiments, signal_alerts
 from flywheel.auth import User
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.store.db import open_db
 
 LEAD = User("ana", "lead")

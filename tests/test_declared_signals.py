@@ -11,7 +11,7 @@ from conftest import jsonl
 
 from flywheel import sampling
 from flywheel.errors import BadInput
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.sampling import Plan, Stratum
 from flywheel.sampling.source import sample_source
 from flywheel.signals import Declared, declared_signals, parse_declarations, signal_presence

@@ -15,7 +15,7 @@ from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.config import PROJECT_ROOT
 from flywheel.errors import BadInput, PermissionDenied
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.store.clock import now
 from flywheel.store.db import open_db, write
 

@@ -14,7 +14,7 @@ from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.config import load_config
 from flywheel.errors import BadInput
-from flywheel.ingest import ingest_files, ingest_lines, quarantined_lines
+from flywheel.ingest.run import ingest_files, ingest_lines, quarantined_lines
 from flywheel.store.db import open_db
 from flywheel.traces import normalize_trace
 

@@ -26,7 +26,7 @@ from flywheel.auth import User
 from flywheel.config import load_config
 from flywheel.demo_db import ensure_demo_db
 from flywheel.errors import BadInput, ForeignDatabase, PermissionDenied, StoreError
-from flywheel.ingest import ingest_files, ingest_runs, ingest_upload, quarantined_lines
+from flywheel.ingest.run import ingest_files, ingest_runs, ingest_upload, quarantined_lines
 from flywheel.overview import loop_counts
 from flywheel.store.clock import iso_week
 from flywheel.store.db import open_db, write

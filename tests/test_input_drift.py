@@ -10,7 +10,7 @@ from conftest import jsonl
 
 from flywheel import input_drift
 from flywheel.cycle import _attention, _drift
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.store.db import open_db
 
 ENGLISH = [

@@ -11,7 +11,7 @@ import pytest
 from flywheel import review
 from flywheel.auth import User
 from flywheel.errors import PermissionDenied
-from flywheel.ingest import ingest_lines, quarantined_lines
+from flywheel.ingest.run import ingest_lines, quarantined_lines
 from flywheel.judge import Target, load_judge_settings, make_client, run_judge
 from flywheel.rubrics import STARTER_RUBRIC, Rubric, save_rubric
 from flywheel.scrub import Scrubber, Span

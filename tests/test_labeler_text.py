@@ -18,7 +18,7 @@ from test_pages import app, open_page
 from flywheel import drift
 from flywheel.auth import User
 from flywheel.embeddings import embed_scrubs, similar_traces
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.labels import claim_next, label_card, record_label
 from flywheel.review import add_redaction_text, approve_scrub, claim_scrub, scrub_traces
 from flywheel.store.clock import now

@@ -11,7 +11,7 @@ from conftest import jsonl, trace
 from flywheel import drift
 from flywheel.cycle import run_cycle
 from flywheel.errors import BadInput
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.review import scrub_traces
 from flywheel.sampling import load_plan_file
 from flywheel.scrub import Scrubber

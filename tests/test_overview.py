@@ -1,6 +1,6 @@
 from conftest import jsonl, trace
 
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.overview import intent_mix, loop_counts, weekly_signal_rates, weekly_traffic
 from flywheel.rollups import warm_in_background
 

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from flywheel import overview
 from flywheel.auth import User
 from flywheel.evalsets import import_evalset
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.runs import gate, import_results, record_decision
 from flywheel.store.db import open_db
 

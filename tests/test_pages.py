@@ -4,7 +4,7 @@ import pytest
 from conftest import jsonl, trace
 from streamlit.testing.v1 import AppTest
 
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.store.db import open_db
 
 PAGES_BY_ROLE = {

@@ -12,9 +12,9 @@ from flywheel import runs
 from flywheel.__main__ import main
 from flywheel.auth import load_users
 from flywheel.config import load_config
-from flywheel.connectors import sniff_format
 from flywheel.errors import BadInput
-from flywheel.ingest import SizePolicy, ingest_files, ingest_upload
+from flywheel.ingest.readers import sniff_format
+from flywheel.ingest.run import SizePolicy, ingest_files, ingest_upload
 from flywheel.rubrics import Rubric
 from flywheel.sampling.plans import load_plan_file
 from flywheel.store.db import open_db

@@ -13,7 +13,7 @@ from flywheel import runs
 from flywheel.auth import load_users
 from flywheel.config import load_config
 from flywheel.errors import FlywheelError
-from flywheel.ingest import ingest_upload
+from flywheel.ingest.run import ingest_upload
 from flywheel.rubrics import Rubric
 from flywheel.sampling.plans import load_plan_file
 

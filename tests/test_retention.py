@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.errors import BadInput, PermissionDenied
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.retention import apply_retention, raw_text_gone, retention_plan
 from flywheel.review import (
     add_never_redact,

@@ -5,7 +5,7 @@ from conftest import jsonl, trace
 
 from flywheel.auth import User
 from flywheel.errors import BadInput, NeedsConfirmation, NotFound, PermissionDenied, ScrubClaimed
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.review import (
     AlreadyReviewed,
     add_known_names,

@@ -6,7 +6,7 @@ import json
 import pytest
 from browser_support import VIEWPORT, serve_app, settle, sign_in_as
 
-from flywheel.ingest import ingest_lines
+from flywheel.ingest.run import ingest_lines
 from flywheel.review import scrub_traces
 from flywheel.store.db import open_db
 

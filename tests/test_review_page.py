@@ -9,7 +9,7 @@ from conftest import jsonl, trace
 from test_pages import app, open_page
 
 from flywheel.auth import User
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.review import approve_scrub, scrub_traces
 from flywheel.store.db import open_db
 

@@ -10,7 +10,7 @@ from test_review_page import sides
 
 from flywheel.auth import User
 from flywheel.errors import BadInput, NotFound, PermissionDenied
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.review import (
     approve_scrub,
     claim_scrub,

@@ -14,7 +14,7 @@ from test_sampling import EVERYTHING, WEEK, N, make_traces
 from flywheel import sampling
 from flywheel.__main__ import main
 from flywheel.errors import BadInput
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.sampling.source import parse_columns, sample_source, source_sql
 from flywheel.store.db import open_db
 from flywheel.traces import SIGNALS

@@ -12,7 +12,7 @@ from conftest import jsonl
 from flywheel import sampling
 from flywheel.__main__ import main
 from flywheel.errors import BadInput, NotFound
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.sampling import Plan, Stratum
 from flywheel.store.audit import audit_entries
 from flywheel.store.db import open_db

@@ -9,7 +9,7 @@ from conftest import jsonl, trace
 from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.errors import BadInput, PermissionDenied
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.store.db import open_db
 from flywheel.subjects import erase_subject, find_subject, probe
 

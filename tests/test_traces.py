@@ -3,7 +3,7 @@ from conftest import jsonl, trace
 
 from flywheel.auth import User, least_privileged, load_users, reachable_beyond_loopback, user_for_email
 from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
-from flywheel.ingest import ingest_files
+from flywheel.ingest.run import ingest_files
 from flywheel.store.db import write
 from flywheel.traces import (
     TraceFilter,

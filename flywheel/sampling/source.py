@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from sqlite_utils import Database
 
 from flywheel.errors import BadInput
-from flywheel.ingest import ingest_lines
+from flywheel.ingest.run import ingest_lines
 from flywheel.sampling.batches import (
     Progress,
     SampleRun,

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from flywheel import ingest
 from flywheel.errors import BadInput
+from flywheel.ingest import run as ingest
 from flywheel.traces import TimeRange
 
 SNIFF_BYTES = 8192  # enough for a CSV header line; JSON inputs are read until their first record decides

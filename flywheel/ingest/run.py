@@ -302,7 +302,7 @@ def _named(records: Iterator[_Line], name: str) -> Iterator[_Line]:
 
 
 def _read_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> None:
-    from flywheel.connectors import open_records  # the one dispatch point over input formats
+    from flywheel.ingest.readers import open_records  # the one dispatch point over input formats
 
     position = _position_of(stream)
     stream = _decompressed(stream, name)

@@ -1,0 +1,1 @@
+"""Ingest: production traces read from files (JSONL, CSV, OTLP, OpenInference, Langfuse) into the store."""
