@@ -33,7 +33,7 @@ from flywheel.model_process import ModelProcess
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts, now
 from flywheel.store.db import query_rows, write
-from flywheel.traces import approved_scrub, exchange
+from flywheel.traces.queries import approved_scrub, exchange
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_CANDIDATES = 5000

@@ -33,7 +33,7 @@ from flywheel.errors import BadInput, NotFound
 from flywheel.labels import NOT_A_BUG, review_step, unreviewed_traces
 from flywheel.store.audit import audit
 from flywheel.store.db import query_one, query_rows, write, write_chunks
-from flywheel.traces import approved_scrub, storable
+from flywheel.traces.queries import approved_scrub, storable
 
 ROW_STATES = ("active", "archived")
 DEFAULT_SET = "default"

@@ -30,13 +30,13 @@ from sqlite_utils import Database
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.errors import BadInput, NotFound
 from flywheel.judge import json_path, metadata_key
-from flywheel.rollups import advance_watermark, cached, pending_rowids
 from flywheel.signal_alerts import RATE_SIGNALS, SUMS, signal_definition
-from flywheel.signals import Declared, declared_signals
 from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts, now
 from flywheel.store.db import query_one, query_rows, write
+from flywheel.traces.rollups import advance_watermark, cached, pending_rowids
+from flywheel.traces.signals import Declared, declared_signals
 
 NORMAL = NormalDist()
 LOWER_IS_BETTER = True  # every rate compared here counts something going wrong

@@ -37,7 +37,7 @@ from flywheel.rubrics import Rubric, rubric
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import process_mark, query_one, query_rows, write
-from flywheel.traces import approved_scrub
+from flywheel.traces.queries import approved_scrub
 
 VERDICT_TOOL = "record_verdict"
 PREFERENCE_TOOL = "record_preference"

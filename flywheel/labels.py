@@ -48,7 +48,7 @@ from flywheel.errors import BadInput, NotFound, NothingToUndo, PermissionDenied,
 from flywheel.store.audit import audit
 from flywheel.store.db import query_one, query_rows, write
 from flywheel.taxonomy import add_entry, resolve_code
-from flywheel.traces import SIGNAL_COLUMNS, approved_scrub
+from flywheel.traces.queries import SIGNAL_COLUMNS, approved_scrub
 
 __all__ = [
     "ADVERSARIAL",

@@ -18,14 +18,14 @@ from flywheel.claims import LABEL_ROLES, stamp
 from flywheel.cycle import cycles
 from flywheel.drift import drift_series
 from flywheel.evalsets import _members, current_version, fold_preview
-from flywheel.rollups import ALL, cached, refresh_rollups
 from flywheel.runs import live_system, release_decisions, retirement_proposals
 from flywheel.signal_alerts import ALL as SIGNALS_ALL
 from flywheel.signal_alerts import RATE_SIGNALS, signal_counts
-from flywheel.signals import ANOMALIES
 from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store.db import query_one, query_rows
-from flywheel.traces import iso_week
+from flywheel.traces.queries import iso_week
+from flywheel.traces.rollups import ALL, cached, refresh_rollups
+from flywheel.traces.signals import ANOMALIES
 
 
 def loop_counts(db: Database) -> dict[str, int]:

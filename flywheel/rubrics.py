@@ -20,7 +20,7 @@ from flywheel.errors import BadInput, NotFound
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import query_one, query_rows, write
-from flywheel.traces import storable
+from flywheel.traces.queries import storable
 
 SCALES = {"pass_fail": ("pass", "fail"), "three_level": ("excellent", "adequate", "poor")}
 # A verdict per level: what the metric's level means for the trace as a whole.

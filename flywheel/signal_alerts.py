@@ -19,9 +19,9 @@ import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.errors import BadInput
-from flywheel.rollups import advance_watermark, cached, pending_rowids
-from flywheel.signals import Declared, declared_signals
 from flywheel.store.db import query_rows
+from flywheel.traces.rollups import advance_watermark, cached, pending_rowids
+from flywheel.traces.signals import Declared, declared_signals
 
 RATE_SIGNALS = {
     "regenerated or retried": "(regenerated = 1 OR retried = 1)",
@@ -291,7 +291,7 @@ def declared_counts(
 
 def declared_status(db: Database) -> list[dict]:
     """Each declared signal over all traffic: traces with data, traces where it fires, or "no data"."""
-    from flywheel.signals import signal_presence
+    from flywheel.traces.signals import signal_presence
 
     signals = declared_signals()
     key = "declared_status:" + "|".join(f"{s.name}={s.describe()}" for s in signals)

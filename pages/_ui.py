@@ -12,7 +12,7 @@ from sqlite_utils import Database
 from flywheel.auth import User
 from flywheel.config import load_config
 from flywheel.store.db import open_db
-from flywheel.traces import exchange
+from flywheel.traces.queries import exchange
 
 
 def current_user() -> User:

@@ -30,7 +30,7 @@ from flywheel.labels import (
 )
 from flywheel.sampling import sample_batches
 from flywheel.taxonomy import active_entries, check_code, example_rows
-from flywheel.traces import exchange
+from flywheel.traces.queries import exchange
 from pages._charts import show_table
 from pages._ui import current_user, database, md, show_conversation, turns_text
 

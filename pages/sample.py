@@ -5,7 +5,7 @@ import streamlit as st
 from flywheel import sampling
 from flywheel.auth import require_role
 from flywheel.errors import BadInput
-from flywheel.signals import signal_names
+from flywheel.traces.signals import signal_names
 from pages._charts import show, show_table
 from pages._ui import chart_text, current_user, database, md
 

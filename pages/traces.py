@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from flywheel.config import load_config
-from flywheel.traces import (
+from flywheel.traces.queries import (
     SIGNAL_FILTERS,
     TraceFilter,
     TraceSort,

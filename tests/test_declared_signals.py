@@ -14,8 +14,8 @@ from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_files
 from flywheel.sampling import Plan, Stratum
 from flywheel.sampling.source import sample_source
-from flywheel.signals import Declared, declared_signals, parse_declarations, signal_presence
 from flywheel.store.db import open_db
+from flywheel.traces.signals import Declared, declared_signals, parse_declarations, signal_presence
 
 WEEK = "2026-W19"
 N = 600

@@ -23,7 +23,7 @@ from flywheel.demo import (
     luhn_check_digit,
 )
 from flywheel.errors import BadInput
-from flywheel.traces import normalize_trace
+from flywheel.traces.queries import normalize_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 6000

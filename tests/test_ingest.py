@@ -16,7 +16,7 @@ from flywheel.config import load_config
 from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_files, ingest_lines, quarantined_lines
 from flywheel.store.db import open_db
-from flywheel.traces import normalize_trace
+from flywheel.traces.queries import normalize_trace
 
 LEAD = User("ana", "lead")
 PLUS_2 = timezone(timedelta(hours=2))

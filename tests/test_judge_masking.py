@@ -17,7 +17,7 @@ from flywheel.rubrics import STARTER_RUBRIC, Rubric, save_rubric
 from flywheel.scrub import Scrubber, Span
 from flywheel.store.clock import now
 from flywheel.store.db import write
-from flywheel.traces import TraceFilter, approved_scrub, find_traces, raw_trace
+from flywheel.traces.queries import TraceFilter, approved_scrub, find_traces, raw_trace
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import LEAD, label
 

@@ -24,7 +24,7 @@ from flywheel.review import add_redaction_text, approve_scrub, claim_scrub, scru
 from flywheel.store.clock import now
 from flywheel.store.db import open_db, write
 from flywheel.taxonomy import example_rows
-from flywheel.traces import TraceFilter, count_traces, find_traces
+from flywheel.traces.queries import TraceFilter, count_traces, find_traces
 
 HANDLE = "orbitfern"  # a login name the scrubber's detectors and NER leave alone in these sentences
 LENA, RAVI = User("lena", "labeler"), User("ravi", "reviewer")

@@ -33,7 +33,7 @@ from flywheel.review import (
     skip_scrub,
 )
 from flywheel.store.db import open_db
-from flywheel.traces import approved_scrub
+from flywheel.traces.queries import approved_scrub
 
 LEAD, REVIEWER, LABELER = User("ana", "lead"), User("ravi", "reviewer"), User("lena", "labeler")
 PII_INPUT = "Hi, I'm Maria Gonzalez, email maria.g@example.com or call +44 7700 900123. Order ORD-55812."

@@ -17,7 +17,7 @@ from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_files
 from flywheel.sampling.source import parse_columns, sample_source, source_sql
 from flywheel.store.db import open_db
-from flywheel.traces import SIGNALS
+from flywheel.traces.queries import SIGNALS
 
 # 282 picks in the week, 230 of them anomalies. The cap bites stratified and random picks only: at 250
 # it drops 32 of those; at 150 the anomalies alone exceed it and the batch holds all 230, nothing else.

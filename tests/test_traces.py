@@ -5,7 +5,7 @@ from flywheel.auth import User, least_privileged, load_users, reachable_beyond_l
 from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
 from flywheel.ingest.run import ingest_files
 from flywheel.store.db import write
-from flywheel.traces import (
+from flywheel.traces.queries import (
     TraceFilter,
     TraceSort,
     count_traces,

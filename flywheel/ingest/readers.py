@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 from flywheel.errors import BadInput
 from flywheel.ingest import run as ingest
-from flywheel.traces import TimeRange
+from flywheel.traces.queries import TimeRange
 
 SNIFF_BYTES = 8192  # enough for a CSV header line; JSON inputs are read until their first record decides
 LANGFUSE_KEYS = ("observations", "sessionId", "projectId", "scores", "totalCost", "userId", "latency")

@@ -40,7 +40,7 @@ from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import process_mark, write
 from flywheel.store.migrations import quarantine_hash
-from flywheel.traces import TimeRange, iso_week, normalize_trace
+from flywheel.traces.queries import TimeRange, iso_week, normalize_trace
 
 # Called after each committed batch with (records read, bytes of input consumed, input size or 0).
 Progress = Callable[[int, int, int], None]

@@ -24,10 +24,10 @@ from typing import ClassVar
 from sqlite_utils import Database
 
 from flywheel.errors import BadInput, NotFound
-from flywheel.signals import Declared, declared, signal_names
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import write
+from flywheel.traces.signals import Declared, declared, signal_names
 
 ANOMALY_SIGNALS = {
     "guardrail_tripped": "guardrail_tripped = 1",

@@ -30,8 +30,8 @@ from flywheel.sampling.batches import (
 )
 from flywheel.sampling.plans import Plan, parse_week, week_bounds
 from flywheel.sampling.sql import RULE_COLUMNS, DuckDBDialect, PlanSQL, SparkDialect, compile_plan
-from flywheel.signals import declared_signals
-from flywheel.traces import BOOL_SIGNALS, SIGNALS
+from flywheel.traces.queries import BOOL_SIGNALS, SIGNALS
+from flywheel.traces.signals import declared_signals
 
 FIELDS = ("trace_id", "timestamp", "input", "output", "messages", "cohort", "intent", *SIGNALS, "metadata")
 ENGINES = ("duckdb", "spark")

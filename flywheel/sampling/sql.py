@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flywheel.sampling.plans import PRIORITY, Dialect, Plan, signal_predicate
-from flywheel.signals import SIGNAL_KEYS
+from flywheel.traces.signals import SIGNAL_KEYS
 
 HASH_SPACE = 16**8  # the random predicate compares the first 8 hex digits of an MD5
 RULE_COLUMNS = ("trace_id", "cohort", "intent", *SIGNAL_KEYS)  # what a plan's rules read

@@ -18,8 +18,8 @@ from typing import TypeVar
 
 from sqlite_utils import Database
 
-from flywheel.signals import ANOMALIES, Signal
 from flywheel.store.db import write
+from flywheel.traces.signals import ANOMALIES, Signal
 
 T = TypeVar("T")
 ROLLUP = "traces"

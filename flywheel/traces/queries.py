@@ -16,12 +16,12 @@ from sqlite_utils.db import NotFoundError
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
-from flywheel.rollups import rollup_count, rollup_values
-from flywheel.signals import ANOMALIES, flag_columns, flags, signal
-from flywheel.signals import SIGNALS as SIGNALS_TABLE
 from flywheel.store.clock import format_ts, now
 from flywheel.store.clock import iso_week as iso_week  # the week key lives with now(); re-exported here
 from flywheel.store.db import query_one, query_rows
+from flywheel.traces.rollups import rollup_count, rollup_values
+from flywheel.traces.signals import ANOMALIES, flag_columns, flags, signal
+from flywheel.traces.signals import SIGNALS as SIGNALS_TABLE
 
 BOOL_SIGNALS = ("regenerated", "retried", "escalated", "guardrail_tripped", "schema_valid")
 NUMBER_SIGNALS = ("judge_score", "latency_ms", "cost_usd")
