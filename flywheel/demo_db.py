@@ -13,7 +13,6 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from flywheel import review
 from flywheel.auth import User
 from flywheel.config import Config
 from flywheel.demo import demo_lines, demo_samples
@@ -23,6 +22,7 @@ from flywheel.experiments import add_demo_experiment
 from flywheel.ingest.run import ingest_lines
 from flywheel.judge_demo import add_demo_judgments
 from flywheel.labels import add_demo_labels
+from flywheel.review import scrubs as review
 from flywheel.runs import add_demo_eval_history
 from flywheel.sampling import DEMO_PLAN, sample_and_scrub, sample_weeks, save_plan, week_order
 from flywheel.store.db import open_db

@@ -7,8 +7,8 @@ import random
 from sqlite_utils import Database
 
 from flywheel.auth import User
-from flywheel.claims import claim_next
 from flywheel.labels import ADVERSARIAL, NOT_A_BUG, record_label
+from flywheel.review.claims import claim_next
 from flywheel.store.db import write
 from flywheel.taxonomy import add_entry
 

@@ -424,7 +424,7 @@ def month_siblings(
 
 def _candidate_texts(db: Database, rows: list[dict]) -> list[str]:
     """Each candidate's scrubbed exchange: its scrub's, else a machine scrub of the raw exchange."""
-    from flywheel.review import machine_scrubber
+    from flywheel.review.scrubs import machine_scrubber
     from flywheel.scrub import SCRUBBER_VERSION
 
     texts: list[str | None] = []
@@ -451,7 +451,7 @@ def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str
     to the scrubber, so they reach labelers only through review like any trace; return the batch id
     (None when every one was in a batch already). Audited."""
     require_role(user, "labeler", "reviewer", "lead")
-    from flywheel.review import scrub_traces
+    from flywheel.review.scrubs import scrub_traces
     from flywheel.sampling import week_order
 
     ids = list(dict.fromkeys(trace_ids))

@@ -32,7 +32,7 @@ from sqlite_utils import Database
 
 from flywheel.config import Setting, read_settings
 from flywheel.errors import BadInput, JudgeError, NotFound
-from flywheel.review import mask_redacted
+from flywheel.review.scrubs import mask_redacted
 from flywheel.rubrics import Rubric, rubric
 from flywheel.store.audit import audit
 from flywheel.store.clock import now

@@ -30,7 +30,8 @@ from flywheel.agreement import (
 )
 from flywheel.auth import User, require_role
 from flywheel.checks import dump_check, parse_check
-from flywheel.claims import (
+from flywheel.errors import BadInput, NotFound, NothingToUndo, PermissionDenied, StaleClaim
+from flywheel.review.claims import (
     CLAIM_MINUTES,
     LABEL_ROLES,
     Claim,
@@ -44,7 +45,6 @@ from flywheel.claims import (
     stamp,
     take,
 )
-from flywheel.errors import BadInput, NotFound, NothingToUndo, PermissionDenied, StaleClaim
 from flywheel.store.audit import audit
 from flywheel.store.db import query_one, query_rows, write
 from flywheel.taxonomy import add_entry, resolve_code

@@ -5,7 +5,7 @@ from plotly.subplots import make_subplots
 
 from flywheel import overview
 from flywheel.labels import my_labels
-from flywheel.review import review_progress
+from flywheel.review.scrubs import review_progress
 from flywheel.signal_alerts import VALUE_SIGNALS, current_alerts
 from flywheel.taxonomy import taxonomy_entries
 from pages._charts import (

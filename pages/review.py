@@ -7,7 +7,7 @@ import streamlit as st
 from flywheel.auth import RAW_TEXT_ROLES, require_role
 from flywheel.config import load_config
 from flywheel.errors import BadInput, FlywheelError
-from flywheel.review import (
+from flywheel.review.scrubs import (
     LABELS,
     RESIDUE_KINDS,
     VERIFIED_DETECTORS,

@@ -9,7 +9,7 @@ from browser_support import assert_signed_in_as, go, open_app, serve_app, settle
 
 from flywheel.demo_db import build_demo
 from flywheel.ingest.run import ingest_lines
-from flywheel.review import scrub_traces
+from flywheel.review.scrubs import scrub_traces
 from flywheel.store.db import open_db
 from pages._nav import titles_for
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from test_labels import LENA, RAW_ONLY
 
-from flywheel import label_queue
 from flywheel.embeddings import (
     MODEL_NAME,
     embed,
@@ -23,6 +22,7 @@ from flywheel.embeddings import (
 )
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.model_process import CHUNK, ModelProcess
+from flywheel.review import label_queue
 from flywheel.store.db import open_db, write
 
 TEXTS = {

@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from flywheel import review
 from flywheel.auth import User
 from flywheel.errors import PermissionDenied
 from flywheel.ingest.run import ingest_lines, quarantined_lines
 from flywheel.judge import Target, load_judge_settings, make_client, run_judge
+from flywheel.review import scrubs as review
 from flywheel.rubrics import STARTER_RUBRIC, Rubric, save_rubric
 from flywheel.scrub import Scrubber, Span
 from flywheel.store.clock import now

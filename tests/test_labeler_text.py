@@ -20,7 +20,7 @@ from flywheel.auth import User
 from flywheel.embeddings import embed_scrubs, similar_traces
 from flywheel.ingest.run import ingest_files
 from flywheel.labels import claim_next, label_card, record_label
-from flywheel.review import add_redaction_text, approve_scrub, claim_scrub, scrub_traces
+from flywheel.review.scrubs import add_redaction_text, approve_scrub, claim_scrub, scrub_traces
 from flywheel.store.clock import now
 from flywheel.store.db import open_db, write
 from flywheel.taxonomy import example_rows
@@ -259,7 +259,7 @@ def test_taxonomy_examples_are_approved_scrubs_only(planted, monkeypatch):
 
 
 def test_a_reopened_scrub_takes_its_example_off_the_taxonomy_page(planted):
-    from flywheel.review import reopen_scrub
+    from flywheel.review.scrubs import reopen_scrub
 
     db = open_db(planted)
     label_with_new_code(db)

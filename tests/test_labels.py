@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flywheel import claims, label_queue, labels
+from flywheel import labels
 from flywheel.auth import User
 from flywheel.errors import FlywheelError, PermissionDenied
 from flywheel.labels import (
@@ -26,7 +26,8 @@ from flywheel.labels import (
     set_overlap,
     undo_last_label,
 )
-from flywheel.review import approve_scrub
+from flywheel.review import claims, label_queue
+from flywheel.review.scrubs import approve_scrub
 from flywheel.store.db import open_db, write
 from flywheel.taxonomy import add_entry
 

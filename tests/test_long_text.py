@@ -12,7 +12,7 @@ from flywheel import drift
 from flywheel.cycle import run_cycle
 from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_files
-from flywheel.review import scrub_traces
+from flywheel.review.scrubs import scrub_traces
 from flywheel.sampling import load_plan_file
 from flywheel.scrub import Scrubber
 from flywheel.scrub.ner import SpacyEntityDetector, load_pipeline, text_pieces

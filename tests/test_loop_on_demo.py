@@ -8,11 +8,11 @@ import pytest
 
 from flywheel import drift
 from flywheel.auth import User
-from flywheel.claims import claim_next, skip_claim
 from flywheel.config import load_config
 from flywheel.evalsets import current_version, fold_in, fold_preview, version_rows
 from flywheel.labels import record_label
-from flywheel.review import approve_scrub
+from flywheel.review.claims import claim_next, skip_claim
+from flywheel.review.scrubs import approve_scrub
 from flywheel.store.db import open_db
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ import pytest
 from test_drift import hashing_encoder
 from test_labels import LENA, RAW_ONLY
 
-from flywheel import label_queue
 from flywheel.embeddings import NEEDS_REVIEW, month_siblings, pull_siblings
 from flywheel.errors import BadInput, PermissionDenied
+from flywheel.review import label_queue
 from flywheel.store.db import write
 
 TEXTS = {

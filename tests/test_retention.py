@@ -12,7 +12,7 @@ from flywheel.auth import User
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest.run import ingest_files
 from flywheel.retention import apply_retention, raw_text_gone, retention_plan
-from flywheel.review import (
+from flywheel.review.scrubs import (
     add_never_redact,
     approve_scrub,
     claim_scrub,

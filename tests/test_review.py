@@ -6,7 +6,7 @@ from conftest import jsonl, trace
 from flywheel.auth import User
 from flywheel.errors import BadInput, NeedsConfirmation, NotFound, PermissionDenied, ScrubClaimed
 from flywheel.ingest.run import ingest_files
-from flywheel.review import (
+from flywheel.review.scrubs import (
     AlreadyReviewed,
     add_known_names,
     add_redaction,
@@ -300,7 +300,7 @@ def test_reopen_takes_the_approval_back_and_the_trace_out_of_the_label_queue(scr
 
 
 def test_a_newer_scrubber_version_rescrubs_and_the_current_scrub_is_read(scrubbed, monkeypatch):
-    import flywheel.review as review
+    import flywheel.review.scrubs as review
 
     old = scrub_id(scrubbed, "t-000001")
     approve_scrub(scrubbed, REVIEWER, old)

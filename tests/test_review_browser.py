@@ -7,7 +7,7 @@ import pytest
 from browser_support import VIEWPORT, serve_app, settle, sign_in_as
 
 from flywheel.ingest.run import ingest_lines
-from flywheel.review import scrub_traces
+from flywheel.review.scrubs import scrub_traces
 from flywheel.store.db import open_db
 
 pytestmark = pytest.mark.browser

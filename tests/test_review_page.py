@@ -10,7 +10,7 @@ from test_pages import app, open_page
 
 from flywheel.auth import User
 from flywheel.ingest.run import ingest_files
-from flywheel.review import approve_scrub, scrub_traces
+from flywheel.review.scrubs import approve_scrub, scrub_traces
 from flywheel.store.db import open_db
 
 MARKDOWN_INPUT = "Q?\n\n[1]: http://example.com/secret (pin X)\n[zz]: /x\n\nThanks"

@@ -11,7 +11,7 @@ from test_review_page import sides
 from flywheel.auth import User
 from flywheel.errors import BadInput, NotFound, PermissionDenied
 from flywheel.ingest.run import ingest_files
-from flywheel.review import (
+from flywheel.review.scrubs import (
     approve_scrub,
     claim_scrub,
     reject_scrub,

@@ -533,7 +533,7 @@ def test_weeks_sort_by_time_not_as_text(sdb):
 
 
 def test_the_same_plan_week_and_seed_reuse_their_batch_and_resume_its_scrubbing(sdb):
-    from flywheel.review import scrub_traces
+    from flywheel.review.scrubs import scrub_traces
 
     plan = Plan(name="small", anomaly=("escalated",))
     batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)

@@ -83,7 +83,7 @@ def test_zero_is_a_valid_seed_and_bounds_are_named():
 
 def test_every_error_class_lives_in_errors_and_old_names_still_import():
     from flywheel.labels import NothingToUndo, StaleClaim
-    from flywheel.review import AlreadyReviewed
+    from flywheel.review.scrubs import AlreadyReviewed
     from flywheel.taxonomy import CodeExists, CodeNotFound
 
     for cls in (NothingToUndo, StaleClaim, AlreadyReviewed, CodeExists, CodeNotFound):

@@ -27,7 +27,6 @@ from functools import lru_cache
 import pandas as pd
 from sqlite_utils import Database
 
-from flywheel import label_queue
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.config import load_config
 from flywheel.errors import (
@@ -38,6 +37,7 @@ from flywheel.errors import (
     PermissionDenied,
     ScrubClaimed,
 )
+from flywheel.review import label_queue
 from flywheel.scrub import LABELS, MARKED, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, marked_name, render
 from flywheel.scrub.normalise import normalise, to_original
 from flywheel.store.audit import audit
