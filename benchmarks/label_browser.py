@@ -124,7 +124,7 @@ def prepare(db: str | None, folder: Path) -> Path:
 
             label_speed.build(Path(db), 1_000_000, 6000)
         _copy_db(Path(db), path)
-    from flywheel.embeddings import embed_all
+    from flywheel.vectors.embeddings import embed_all
 
     started = time.perf_counter()
     done = embed_all(open_db(path))

@@ -622,9 +622,9 @@ def _clear_progress() -> None:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from flywheel.embeddings import embed_all
     from flywheel.progress import ProgressBar
     from flywheel.store.db import open_db
+    from flywheel.vectors.embeddings import embed_all
 
     bar = ProgressBar("embedding approved scrubs", unit="texts")
     done = embed_all(open_db(_existing(args.db)), progress=lambda n: bar.update(n, 0, n))

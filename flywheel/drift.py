@@ -73,7 +73,6 @@ from sqlite_utils import Database
 from flywheel import evalsets
 from flywheel.auth import User, require_role
 from flywheel.config import Config, load_config
-from flywheel.embeddings import MODEL_NAME, encode, normalise, text_hash
 from flywheel.errors import BadInput, NotFound
 from flywheel.review import scrubs as review
 from flywheel.sampling import Batch, parse_week, register_md5
@@ -82,6 +81,7 @@ from flywheel.stats import wilson
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import query_one, query_rows, write
+from flywheel.vectors.embeddings import MODEL_NAME, encode, normalise, text_hash
 
 ALPHA = 0.01
 MIN_EXCESS = 0.02

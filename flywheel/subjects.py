@@ -31,12 +31,12 @@ from datetime import UTC, datetime
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.embeddings import text_hash
 from flywheel.errors import BadInput
 from flywheel.scrub.normalise import INVISIBLE, normalise
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts
 from flywheel.store.db import query_rows, write
+from flywheel.vectors.embeddings import text_hash
 
 INDEX_STATE = "subject_index"
 INDEX_CHUNK = 5000

@@ -14,11 +14,11 @@ import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.embeddings import exchange
 from flywheel.errors import BadInput, CodeExists, CodeNotFound
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import query_one, query_rows, write
+from flywheel.vectors.embeddings import exchange
 
 STATUSES = ("active", "merged", "retired")
 CODE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{2,39}$")

@@ -3,7 +3,6 @@ import streamlit as st
 from sqlite_utils import Database
 
 from flywheel.config import load_config
-from flywheel.embeddings import NEEDS_REVIEW, background_encoder, month_siblings, pull_siblings
 from flywheel.errors import FlywheelError
 from flywheel.labels import (
     ADVERSARIAL,
@@ -31,6 +30,7 @@ from flywheel.labels import (
 from flywheel.sampling import sample_batches
 from flywheel.taxonomy import active_entries, check_code, example_rows
 from flywheel.traces.queries import exchange
+from flywheel.vectors.embeddings import NEEDS_REVIEW, background_encoder, month_siblings, pull_siblings
 from pages._charts import show_table
 from pages._ui import current_user, database, md, show_conversation, turns_text
 

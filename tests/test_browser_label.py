@@ -12,8 +12,8 @@ import pytest
 from browser_support import go, open_app, serve_app, settle, sign_in_as
 
 from flywheel.demo_db import build_demo
-from flywheel.embeddings import pending_scrubs
 from flywheel.store.db import open_db
+from flywheel.vectors.embeddings import pending_scrubs
 
 SENTENCE = "Answer the question asked."
 

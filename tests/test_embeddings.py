@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 from test_labels import LENA, RAW_ONLY
 
-from flywheel.embeddings import (
+from flywheel.errors import BadInput, PermissionDenied
+from flywheel.review import label_queue
+from flywheel.store.db import open_db, write
+from flywheel.vectors.embeddings import (
     MODEL_NAME,
     embed,
     embed_all,
@@ -20,10 +23,7 @@ from flywheel.embeddings import (
     similar_traces,
     start_worker,
 )
-from flywheel.errors import BadInput, PermissionDenied
-from flywheel.model_process import CHUNK, ModelProcess
-from flywheel.review import label_queue
-from flywheel.store.db import open_db, write
+from flywheel.vectors.model_process import CHUNK, ModelProcess
 
 TEXTS = {
     "t-fee": "Why was I charged a fee on my card payment?",

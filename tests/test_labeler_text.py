@@ -17,7 +17,6 @@ from test_pages import app, open_page
 
 from flywheel import drift
 from flywheel.auth import User
-from flywheel.embeddings import embed_scrubs, similar_traces
 from flywheel.ingest.run import ingest_files
 from flywheel.labels import claim_next, label_card, record_label
 from flywheel.review.scrubs import add_redaction_text, approve_scrub, claim_scrub, scrub_traces
@@ -25,6 +24,7 @@ from flywheel.store.clock import now
 from flywheel.store.db import open_db, write
 from flywheel.taxonomy import example_rows
 from flywheel.traces.queries import TraceFilter, count_traces, find_traces
+from flywheel.vectors.embeddings import embed_scrubs, similar_traces
 
 HANDLE = "orbitfern"  # a login name the scrubber's detectors and NER leave alone in these sentences
 LENA, RAVI = User("lena", "labeler"), User("ravi", "reviewer")

@@ -6,10 +6,10 @@ import pytest
 from test_drift import hashing_encoder
 from test_labels import LENA, RAW_ONLY
 
-from flywheel.embeddings import NEEDS_REVIEW, month_siblings, pull_siblings
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.review import label_queue
 from flywheel.store.db import write
+from flywheel.vectors.embeddings import NEEDS_REVIEW, month_siblings, pull_siblings
 
 TEXTS = {
     "t-fee": ("approved", "Why was I charged a fee on my card payment?"),

@@ -9,8 +9,8 @@ from test_label_page import NEW_DEFINITION, button, shown_text, widget
 from test_labels import LENA, RAW_ONLY, add_code, seed_queue
 from test_pages import app, open_page
 
-from flywheel.embeddings import embed_all, month_siblings
 from flywheel.store.db import open_db
+from flywheel.vectors.embeddings import embed_all, month_siblings
 
 UNSAMPLED = "Only the raw text says card 99 has not arrived, Zed Unsampled"
 

@@ -29,11 +29,11 @@ from sqlite_utils import Database
 from flywheel.auth import User, require_role
 from flywheel.config import Config
 from flywheel.errors import BadInput
-from flywheel.model_process import ModelProcess
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts, now
 from flywheel.store.db import query_rows, write
 from flywheel.traces.queries import approved_scrub, exchange
+from flywheel.vectors.model_process import ModelProcess
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_CANDIDATES = 5000

@@ -78,7 +78,7 @@ class ModelProcess:
     def _running(self) -> subprocess.Popen:
         if self._child is not None and self._child.poll() is None:
             return self._child
-        command = [sys.executable, "-m", "flywheel.model_process"]
+        command = [sys.executable, "-m", "flywheel.vectors.model_process"]
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         self._child = subprocess.Popen(
             command, cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -113,7 +113,7 @@ def _read(stream: BinaryIO, size: int) -> bytes:
 
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
     """The child's loop: load the model, say READY, then answer requests until ``requests`` ends."""
-    from flywheel.embeddings import encode, load_model
+    from flywheel.vectors.embeddings import encode, load_model
 
     load_model()
     replies.write(READY)

@@ -1,0 +1,1 @@
+"""Vectors: the embedding model, its process, and one cache of embeddings of approved text."""
