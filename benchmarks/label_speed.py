@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 
 from flywheel.auth import User
-from flywheel.labels import claim_next, label_card, record_label
+from flywheel.labeling.labels import claim_next, label_card, record_label
+from flywheel.labeling.taxonomy import add_entry
 from flywheel.review import label_queue
 from flywheel.store.db import open_db, write
-from flywheel.taxonomy import add_entry
 from flywheel.vectors.embeddings import MODEL_NAME, PARTS, similar_traces
 
 WORDS = [

@@ -21,7 +21,7 @@ from flywheel.errors import BadInput
 from flywheel.experiments import add_demo_experiment
 from flywheel.ingest.run import ingest_lines
 from flywheel.judge_demo import add_demo_judgments
-from flywheel.labels import add_demo_labels
+from flywheel.labeling.labels import add_demo_labels
 from flywheel.review import scrubs as review
 from flywheel.runs import add_demo_eval_history
 from flywheel.sampling import DEMO_PLAN, sample_and_scrub, sample_weeks, save_plan, week_order

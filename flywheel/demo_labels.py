@@ -7,10 +7,10 @@ import random
 from sqlite_utils import Database
 
 from flywheel.auth import User
-from flywheel.labels import ADVERSARIAL, NOT_A_BUG, record_label
+from flywheel.labeling.labels import ADVERSARIAL, NOT_A_BUG, record_label
+from flywheel.labeling.taxonomy import add_entry
 from flywheel.review.claims import claim_next
 from flywheel.store.db import write
-from flywheel.taxonomy import add_entry
 
 DEMO_CODES = (
     (

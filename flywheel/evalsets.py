@@ -27,10 +27,10 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.checks import describe_check, dump_check, load_check, parse_check
 from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput, NotFound
-from flywheel.labels import NOT_A_BUG, review_step, unreviewed_traces
+from flywheel.labeling.checks import describe_check, dump_check, load_check, parse_check
+from flywheel.labeling.labels import NOT_A_BUG, review_step, unreviewed_traces
 from flywheel.store.audit import audit
 from flywheel.store.db import query_one, query_rows, write, write_chunks
 from flywheel.traces.queries import approved_scrub, storable

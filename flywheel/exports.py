@@ -29,10 +29,10 @@ from typing import TextIO
 from sqlite_utils import Database
 
 from flywheel.auth import User
-from flywheel.checks import describe_check, load_check, promptfoo_asserts
 from flywheel.errors import BadInput
 from flywheel.evalsets import iter_version_rows
 from flywheel.formats import EXPORT_FORMATS
+from flywheel.labeling.checks import describe_check, load_check, promptfoo_asserts
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import write

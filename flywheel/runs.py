@@ -29,7 +29,6 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.checks import grade, load_check
 from flywheel.config import load_config
 from flywheel.csvfiles import read_table
 from flywheel.errors import BadInput, NotFound
@@ -42,6 +41,7 @@ from flywheel.evalsets import (
     eval_set_versions,
     is_frozen,
 )
+from flywheel.labeling.checks import grade, load_check
 from flywheel.stats import mcnemar_exact, rate
 from flywheel.store.audit import audit
 from flywheel.store.db import delete_chunks, parents_written_last, query_one, query_rows, write, write_chunks

@@ -4,7 +4,7 @@ from sqlite_utils import Database
 
 from flywheel.config import load_config
 from flywheel.errors import FlywheelError
-from flywheel.labels import (
+from flywheel.labeling.labels import (
     ADVERSARIAL,
     Claim,
     accept_labels,
@@ -27,8 +27,8 @@ from flywheel.labels import (
     skip_claim,
     undo_last_label,
 )
+from flywheel.labeling.taxonomy import active_entries, check_code, example_rows
 from flywheel.sampling import sample_batches
-from flywheel.taxonomy import active_entries, check_code, example_rows
 from flywheel.traces.queries import exchange
 from flywheel.vectors.embeddings import NEEDS_REVIEW, background_encoder, month_siblings, pull_siblings
 from pages._charts import show_table

@@ -4,10 +4,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from flywheel import overview
-from flywheel.labels import my_labels
+from flywheel.labeling.labels import my_labels
+from flywheel.labeling.taxonomy import taxonomy_entries
 from flywheel.review.scrubs import review_progress
 from flywheel.signal_alerts import VALUE_SIGNALS, current_alerts
-from flywheel.taxonomy import taxonomy_entries
 from pages._charts import (
     ALARM,
     BLUE,

@@ -5,7 +5,7 @@ import streamlit as st
 from flywheel import evalsets, runs
 from flywheel.auth import require_role
 from flywheel.errors import FlywheelError
-from flywheel.taxonomy import taxonomy_entries
+from flywheel.labeling.taxonomy import taxonomy_entries
 from pages._charts import colours, line, show, show_table
 from pages._ui import chart_text, current_user, database, md
 

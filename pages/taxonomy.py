@@ -3,7 +3,7 @@ import plotly.express as px
 import streamlit as st
 
 from flywheel.errors import BadInput
-from flywheel.taxonomy import (
+from flywheel.labeling.taxonomy import (
     code_counts,
     create_entry,
     edit_entry,

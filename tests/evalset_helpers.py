@@ -7,8 +7,8 @@ from conftest import trace
 
 from flywheel.auth import User
 from flywheel.ingest.run import ingest_lines
+from flywheel.labeling.taxonomy import add_entry
 from flywheel.store.db import write
-from flywheel.taxonomy import add_entry
 
 LEAD = User("ana", "lead")
 CODES = ("WRONG_POLICY", "MISSED_ESCALATION", "HALLUCINATED_FEE")

@@ -10,7 +10,7 @@ from browser_support import go, open_app, serve_app, settle, sign_in_as
 from test_browser_label import _card, _label_state
 
 from flywheel.demo_db import build_demo
-from flywheel.labels import most_used_codes
+from flywheel.labeling.labels import most_used_codes
 from flywheel.store.db import open_db
 
 pytestmark = pytest.mark.browser

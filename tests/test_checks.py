@@ -5,11 +5,11 @@ import json
 import pytest
 from evalset_helpers import LEAD
 
-from flywheel.checks import describe_check, grade, parse_check, promptfoo_asserts
 from flywheel.csvfiles import BadRows
 from flywheel.errors import BadInput
 from flywheel.evalsets import edit_row, fold_in, import_evalset, version_rows
 from flywheel.exports import export_text
+from flywheel.labeling.checks import describe_check, grade, parse_check, promptfoo_asserts
 from flywheel.runs import import_results, outcomes
 
 SCHEMA = {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}

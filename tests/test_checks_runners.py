@@ -16,9 +16,9 @@ import pytest
 from evalset_helpers import LEAD
 from test_runs_runners import _promptfoo
 
-from flywheel.checks import grade, load_check
 from flywheel.evalsets import import_evalset, version_rows
 from flywheel.exports import export_version
+from flywheel.labeling.checks import grade, load_check
 from flywheel.runs import import_results_file, outcomes
 
 SCHEMA = {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}

@@ -10,7 +10,7 @@ from flywheel.auth import User
 from flywheel.errors import BadInput
 from flywheel.evalsets import disagreements, fold_in, fold_preview, import_evalset, version_rows
 from flywheel.exports import export_text
-from flywheel.labels import claim_next, label_card, record_label
+from flywheel.labeling.labels import claim_next, label_card, record_label
 from flywheel.review import label_queue
 from flywheel.runs import import_results, pass_rate_slices, pass_rates
 from flywheel.store.db import write

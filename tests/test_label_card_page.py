@@ -7,9 +7,9 @@ from test_label_page import CODE_PICKER, button, rows, widget
 from test_labels import LENA, T0, TOM, add_code, seed_queue
 from test_pages import app, open_page
 
-from flywheel.labels import claim_next, record_label
+from flywheel.labeling.labels import claim_next, record_label
+from flywheel.labeling.taxonomy import add_entry
 from flywheel.store.db import open_db, write
-from flywheel.taxonomy import add_entry
 from flywheel.vectors.embeddings import embed_all
 
 

@@ -7,7 +7,7 @@ from test_embeddings import bag_of_words
 from test_labels import LENA, RAW_ONLY, T0, TOM, add_code, seed_queue
 from test_pages import app, open_page
 
-from flywheel.labels import claim_next, record_label
+from flywheel.labeling.labels import claim_next, record_label
 from flywheel.review import label_queue
 from flywheel.store.db import open_db, write
 from flywheel.vectors.embeddings import embed_all, month_siblings

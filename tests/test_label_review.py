@@ -7,7 +7,7 @@ from test_labels import ANA, LENA, T0, TOM, add_code, known, seed_queue
 
 from flywheel.errors import BadInput, NotFound, PermissionDenied
 from flywheel.evalsets import fold_in, fold_preview, version_rows
-from flywheel.labels import (
+from flywheel.labeling.labels import (
     accept_labels,
     annotator_stats,
     claim_next,
@@ -19,8 +19,8 @@ from flywheel.labels import (
     set_review_step,
     undo_last_label,
 )
+from flywheel.labeling.taxonomy import add_entry
 from flywheel.store.db import write
-from flywheel.taxonomy import add_entry
 
 FIX = {"expected": "Quote the real schedule", "pass_criterion": "Only fees in the schedule"}
 

@@ -18,11 +18,11 @@ from test_pages import app, open_page
 from flywheel import drift
 from flywheel.auth import User
 from flywheel.ingest.run import ingest_files
-from flywheel.labels import claim_next, label_card, record_label
+from flywheel.labeling.labels import claim_next, label_card, record_label
+from flywheel.labeling.taxonomy import example_rows
 from flywheel.review.scrubs import add_redaction_text, approve_scrub, claim_scrub, scrub_traces
 from flywheel.store.clock import now
 from flywheel.store.db import open_db, write
-from flywheel.taxonomy import example_rows
 from flywheel.traces.queries import TraceFilter, count_traces, find_traces
 from flywheel.vectors.embeddings import embed_scrubs, similar_traces
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flywheel import labels
 from flywheel.auth import User
 from flywheel.errors import FlywheelError, PermissionDenied
-from flywheel.labels import (
+from flywheel.labeling import labels
+from flywheel.labeling.labels import (
     Claim,
     StaleClaim,
     add_siblings,
@@ -26,10 +26,10 @@ from flywheel.labels import (
     set_overlap,
     undo_last_label,
 )
+from flywheel.labeling.taxonomy import add_entry
 from flywheel.review import claims, label_queue
 from flywheel.review.scrubs import approve_scrub
 from flywheel.store.db import open_db, write
-from flywheel.taxonomy import add_entry
 
 LENA, TOM, UMA = User("lena", "labeler"), User("tom", "labeler"), User("uma", "labeler")
 ANA, RAVI = User("ana", "lead"), User("ravi", "reviewer")
@@ -536,7 +536,8 @@ def test_the_claim_window_is_the_argument_not_the_environment(queue_db, monkeypa
 
 
 def test_the_split_modules_are_still_importable_from_labels():
-    from flywheel import agreement, demo_labels
+    from flywheel import demo_labels
+    from flywheel.labeling import agreement
 
     assert labels.agreement_of is agreement.agreement_of
     assert labels.add_demo_labels is demo_labels.add_demo_labels

@@ -270,7 +270,7 @@ def test_a_redaction_changes_class_and_counts_as_residue(scrubbed):
 
 
 def test_reopen_takes_the_approval_back_and_the_trace_out_of_the_label_queue(scrubbed):
-    from flywheel.labels import claim_next
+    from flywheel.labeling.labels import claim_next
 
     sid = scrub_id(scrubbed, "t-000001")
     approve_scrub(scrubbed, REVIEWER, sid)

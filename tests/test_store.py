@@ -82,9 +82,9 @@ def test_zero_is_a_valid_seed_and_bounds_are_named():
 
 
 def test_every_error_class_lives_in_errors_and_old_names_still_import():
-    from flywheel.labels import NothingToUndo, StaleClaim
+    from flywheel.labeling.labels import NothingToUndo, StaleClaim
+    from flywheel.labeling.taxonomy import CodeExists, CodeNotFound
     from flywheel.review.scrubs import AlreadyReviewed
-    from flywheel.taxonomy import CodeExists, CodeNotFound
 
     for cls in (NothingToUndo, StaleClaim, AlreadyReviewed, CodeExists, CodeNotFound):
         assert cls.__module__ == "flywheel.errors" and issubclass(cls, FlywheelError)

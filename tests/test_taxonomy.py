@@ -4,8 +4,8 @@ import pytest
 from test_labels import ANA, DEFINITION, LENA, RAW_ONLY, T0, add_code, known, seed_queue
 
 from flywheel.errors import BadInput, PermissionDenied
-from flywheel.labels import claim_next, record_label
-from flywheel.taxonomy import (
+from flywheel.labeling.labels import claim_next, record_label
+from flywheel.labeling.taxonomy import (
     active_codes,
     check_definition,
     code_counts,

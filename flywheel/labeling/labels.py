@@ -18,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
 
-from flywheel.agreement import (
+from flywheel.auth import User, require_role
+from flywheel.errors import BadInput, NotFound, NothingToUndo, PermissionDenied, StaleClaim
+from flywheel.labeling.agreement import (
     Agreement,
     agreement,
     agreement_of,
@@ -28,9 +30,8 @@ from flywheel.agreement import (
     overlap,
     set_overlap,
 )
-from flywheel.auth import User, require_role
-from flywheel.checks import dump_check, parse_check
-from flywheel.errors import BadInput, NotFound, NothingToUndo, PermissionDenied, StaleClaim
+from flywheel.labeling.checks import dump_check, parse_check
+from flywheel.labeling.taxonomy import add_entry, resolve_code
 from flywheel.review.claims import (
     CLAIM_MINUTES,
     LABEL_ROLES,
@@ -47,7 +48,6 @@ from flywheel.review.claims import (
 )
 from flywheel.store.audit import audit
 from flywheel.store.db import query_one, query_rows, write
-from flywheel.taxonomy import add_entry, resolve_code
 from flywheel.traces.queries import SIGNAL_COLUMNS, approved_scrub
 
 __all__ = [

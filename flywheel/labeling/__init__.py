@@ -1,0 +1,1 @@
+"""Labeling: labels, label claims, agreement between labelers, the taxonomy, code checks."""
