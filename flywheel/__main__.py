@@ -272,21 +272,21 @@ def _open(path: str, create: bool = False):
 
 def _set_to_write(db, args: argparse.Namespace) -> str | None:
     """The set a version-writing command names; on a store without sets, the name it will start."""
-    from flywheel import evalsets
+    from flywheel.evals import versions as evalsets
 
     return evalsets.resolve_set(db, args.eval_set) if evalsets.set_names(db) else args.eval_set
 
 
 def _version_of_set(db, args: argparse.Namespace) -> int:
     """``--version``, checked to be a version of ``--set`` (or of the one set there is)."""
-    from flywheel import evalsets
+    from flywheel.evals import versions as evalsets
 
     evalsets.require_in_set(db, args.version, evalsets.resolve_set(db, args.eval_set))
     return args.version
 
 
 def _import_evalset(args: argparse.Namespace) -> int:
-    from flywheel import evalsets
+    from flywheel.evals import versions as evalsets
 
     db, user = _lead(args, create=True)
     eval_set = _set_to_write(db, args)
@@ -296,7 +296,7 @@ def _import_evalset(args: argparse.Namespace) -> int:
 
 
 def _fold_in(args: argparse.Namespace) -> int:
-    from flywheel import evalsets
+    from flywheel.evals import versions as evalsets
 
     db, user = _lead(args)
     eval_set = _set_to_write(db, args)
@@ -339,7 +339,7 @@ def _quoted(value: object) -> str:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from flywheel import evalsets
+    from flywheel.evals import versions as evalsets
 
     db, _ = _lead(args)
     eval_set = evalsets.resolve_set(db, args.eval_set)
@@ -367,7 +367,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _withdraw(args: argparse.Namespace) -> int:
-    from flywheel import evalsets
+    from flywheel.evals import versions as evalsets
 
     db, user = _lead(args)
     eval_set = evalsets.resolve_set(db, args.eval_set)
@@ -378,7 +378,7 @@ def _withdraw(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from flywheel import exports
+    from flywheel.evals import exports
 
     db, user = _lead(args)
     version = _version_of_set(db, args)
@@ -429,7 +429,7 @@ def _retention(args: argparse.Namespace) -> int:
 
 
 def _import_results(args: argparse.Namespace) -> int:
-    from flywheel import runs
+    from flywheel.evals import runs
 
     db, user = _lead(args)
     version = _version_of_set(db, args)
@@ -439,7 +439,7 @@ def _import_results(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from flywheel import runs
+    from flywheel.evals import runs
 
     db, user = _lead(args)
     verdict = runs.gate(
@@ -460,7 +460,7 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _eval_sets(args: argparse.Namespace) -> int:
-    from flywheel import evalsets
+    from flywheel.evals import versions as evalsets
 
     db, user = _lead(args)
     if args.create:

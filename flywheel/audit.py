@@ -16,7 +16,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput
-from flywheel.exports import spreadsheet_row
+from flywheel.evals.exports import spreadsheet_row
 from flywheel.store.db import query_rows
 
 CLAIM_ACTIONS = ("claim", "release_claim")

@@ -193,7 +193,7 @@ def _sample(db: Database, plan, actor: str, progress: Progress | None) -> tuple[
 
 def _drift(db: Database, actor: str, week: str | None, progress: Progress | None) -> Step:
     from flywheel import drift, input_drift
-    from flywheel.evalsets import current_version
+    from flywheel.evals.versions import current_version
 
     # input drift needs no eval set: what users send can move before there is a suite to cover it
     inputs = {"input_alarms": input_drift.alarm_reasons(input_drift.run_input_drift(db, actor, week))}
@@ -211,7 +211,7 @@ def _drift(db: Database, actor: str, week: str | None, progress: Progress | None
 
 
 def _fold_in(db: Database, actor: str, week: str | None, settings: dict) -> Step:
-    from flywheel.evalsets import fold_in
+    from flywheel.evals.versions import fold_in
 
     if not settings["fold_in"]:
         return Step("fold_in", "skipped", "folding in is off in the lead's cycle settings")
@@ -225,8 +225,8 @@ def _fold_in(db: Database, actor: str, week: str | None, settings: dict) -> Step
 
 
 def _gate(db: Database, since: str | None, settings: dict) -> Step:
-    from flywheel.evalsets import current_version
-    from flywheel.runs import GATE_KEYS, gate
+    from flywheel.evals.runs import GATE_KEYS, gate
+    from flywheel.evals.versions import current_version
 
     version, baseline = current_version(db), settings["baseline"]
     if version is None:

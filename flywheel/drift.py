@@ -70,10 +70,10 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 from sqlite_utils import Database
 
-from flywheel import evalsets
 from flywheel.auth import User, require_role
 from flywheel.config import Config, load_config
 from flywheel.errors import BadInput, NotFound
+from flywheel.evals import versions as evalsets
 from flywheel.review import scrubs as review
 from flywheel.sampling import Batch, parse_week, register_md5
 from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber

@@ -16,9 +16,9 @@ from sqlite_utils import Database
 from flywheel.auth import User, require_role
 from flywheel.cycle import cycles
 from flywheel.drift import drift_series
-from flywheel.evalsets import _members, current_version, fold_preview
+from flywheel.evals.runs import live_system, release_decisions, retirement_proposals
+from flywheel.evals.versions import _members, current_version, fold_preview
 from flywheel.review.claims import LABEL_ROLES, stamp
-from flywheel.runs import live_system, release_decisions, retirement_proposals
 from flywheel.signal_alerts import ALL as SIGNALS_ALL
 from flywheel.signal_alerts import RATE_SIGNALS, signal_counts
 from flywheel.stats import NO_TRIALS, wilson

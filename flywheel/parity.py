@@ -14,9 +14,9 @@ from __future__ import annotations
 from sqlite_utils import Database
 
 from flywheel.calibration import judge_trusted, threshold
-from flywheel.evalsets import _members, current_version
+from flywheel.evals.runs import live_system, outcomes
+from flywheel.evals.versions import _members, current_version
 from flywheel.rubrics import rubric
-from flywheel.runs import live_system, outcomes
 from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store.db import query_rows
 

@@ -656,7 +656,7 @@ def _withdraw_rows(
     db: Database, user: User, rows: list[dict], why: str, stamp: str
 ) -> tuple[list[str], list[int], list[str]]:
     """Tombstone the rows and leave them out of a new version; return (withdrawn, versions, tombstoned)."""
-    from flywheel.evalsets import (
+    from flywheel.evals.versions import (
         _make_version,
         _members,
         _record_withdrawal,

@@ -1,10 +1,11 @@
 import pandas as pd
 import streamlit as st
 
-from flywheel import evalsets, exports, runs
 from flywheel.auth import require_role
 from flywheel.config import load_config
 from flywheel.errors import FlywheelError
+from flywheel.evals import exports, runs
+from flywheel.evals import versions as evalsets
 from pages._charts import show_table
 from pages._ui import current_user, database, md
 

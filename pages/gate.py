@@ -3,9 +3,10 @@ import json
 import pandas as pd
 import streamlit as st
 
-from flywheel import evalsets, runs
 from flywheel.auth import require_role
 from flywheel.errors import FlywheelError
+from flywheel.evals import runs
+from flywheel.evals import versions as evalsets
 from pages._charts import show_table
 from pages._ui import current_user, database, md
 

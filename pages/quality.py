@@ -2,9 +2,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from flywheel import evalsets, runs
 from flywheel.auth import require_role
 from flywheel.errors import FlywheelError
+from flywheel.evals import runs
+from flywheel.evals import versions as evalsets
 from flywheel.labeling.taxonomy import taxonomy_entries
 from pages._charts import colours, line, show, show_table
 from pages._ui import chart_text, current_user, database, md

@@ -7,10 +7,10 @@ from evalset_helpers import LEAD
 
 from flywheel.csvfiles import BadRows
 from flywheel.errors import BadInput
-from flywheel.evalsets import edit_row, fold_in, import_evalset, version_rows
-from flywheel.exports import export_text
+from flywheel.evals.exports import export_text
+from flywheel.evals.runs import import_results, outcomes
+from flywheel.evals.versions import edit_row, fold_in, import_evalset, version_rows
 from flywheel.labeling.checks import describe_check, grade, parse_check, promptfoo_asserts
-from flywheel.runs import import_results, outcomes
 
 SCHEMA = {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}
 TOOL = {"type": "tool_use", "name": "lookup_fee", "input": {"fee": "atm"}}

@@ -16,10 +16,10 @@ import pytest
 from evalset_helpers import LEAD
 from test_runs_runners import _promptfoo
 
-from flywheel.evalsets import import_evalset, version_rows
-from flywheel.exports import export_version
+from flywheel.evals.exports import export_version
+from flywheel.evals.runs import import_results_file, outcomes
+from flywheel.evals.versions import import_evalset, version_rows
 from flywheel.labeling.checks import grade, load_check
-from flywheel.runs import import_results_file, outcomes
 
 SCHEMA = {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}
 TOOL_CALL = json.dumps({"input": {"fee": "atm"}, "name": "lookup_fee", "type": "tool_use"})

@@ -8,8 +8,8 @@ from test_label_page import button, widget
 from test_labels import seed_queue
 from test_pages import app, open_page
 
-from flywheel.evalsets import create_eval_set, freeze_eval_set, import_evalset
-from flywheel.runs import import_results
+from flywheel.evals.runs import import_results
+from flywheel.evals.versions import create_eval_set, freeze_eval_set, import_evalset
 from flywheel.store.db import open_db
 
 SUITE = b'{"input": "Fees?", "criterion": "Names the schedule.", "check": "contains: schedule"}\n'

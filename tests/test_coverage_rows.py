@@ -8,11 +8,11 @@ from evalset_helpers import LEAD, add_traces, label, results_file, undo
 
 from flywheel.auth import User
 from flywheel.errors import BadInput
-from flywheel.evalsets import disagreements, fold_in, fold_preview, import_evalset, version_rows
-from flywheel.exports import export_text
+from flywheel.evals.exports import export_text
+from flywheel.evals.runs import import_results, pass_rate_slices, pass_rates
+from flywheel.evals.versions import disagreements, fold_in, fold_preview, import_evalset, version_rows
 from flywheel.labeling.labels import claim_next, label_card, record_label
 from flywheel.review import label_queue
-from flywheel.runs import import_results, pass_rate_slices, pass_rates
 from flywheel.store.db import write
 
 LENA, TOM = User("lena", "labeler"), User("tom", "labeler")

@@ -17,9 +17,9 @@ from test_pages import app, open_page
 
 from flywheel.__main__ import main
 from flywheel.auth import User
-from flywheel.evalsets import import_evalset
+from flywheel.evals.runs import import_results
+from flywheel.evals.versions import import_evalset
 from flywheel.review.scrubs import scrub_traces
-from flywheel.runs import import_results
 from flywheel.store.clock import now
 from flywheel.store.db import open_db, process_mark, query_rows, sweep_interrupted, write
 from flywheel.store.migrations import _audit_old_scrubs

@@ -16,8 +16,8 @@ import pytest
 from flywheel.__main__ import main
 from flywheel.audit import audit_csv
 from flywheel.auth import User
-from flywheel.evalsets import import_evalset
-from flywheel.exports import export_text, export_version, spreadsheet_cell
+from flywheel.evals.exports import export_text, export_version, spreadsheet_cell
+from flywheel.evals.versions import import_evalset
 from flywheel.store.audit import audit
 from flywheel.store.db import write
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from flywheel.__main__ import main
 from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput
-from flywheel.evalsets import import_evalset, parse_suite
-from flywheel.runs import import_results, parse_results
+from flywheel.evals.runs import import_results, parse_results
+from flywheel.evals.versions import import_evalset, parse_suite
 from flywheel.store.db import open_db
 
 KNOWN = [f"r-{n:06d}" for n in range(1, 31)]

@@ -7,8 +7,8 @@ from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.cycle import cycle_settings, cycles, new_inbox_files, set_cycle_settings
 from flywheel.errors import PermissionDenied
-from flywheel.evalsets import current_version, version_rows
-from flywheel.runs import DEMO_SYSTEMS, import_results
+from flywheel.evals.runs import DEMO_SYSTEMS, import_results
+from flywheel.evals.versions import current_version, version_rows
 from flywheel.store.db import open_db
 from tests.conftest import jsonl, trace
 

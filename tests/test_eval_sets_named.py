@@ -9,7 +9,8 @@ from evalset_helpers import LEAD, add_traces, label, results_file
 
 from flywheel.__main__ import main
 from flywheel.errors import BadInput, NotFound
-from flywheel.evalsets import (
+from flywheel.evals.runs import confirm_retirements, import_results, retirement_proposals
+from flywheel.evals.versions import (
     create_eval_set,
     current_version,
     diff_versions,
@@ -24,7 +25,6 @@ from flywheel.evalsets import (
     version_rows,
     withdraw_row,
 )
-from flywheel.runs import confirm_retirements, import_results, retirement_proposals
 from flywheel.store.db import open_db
 from flywheel.store.migrations import migrations
 

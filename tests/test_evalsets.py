@@ -11,7 +11,8 @@ from evalset_helpers import LEAD, RAW_NAME, add_traces, label, undo
 from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.errors import BadInput, NotFound, PermissionDenied
-from flywheel.evalsets import (
+from flywheel.evals.exports import FORMATS, export_version
+from flywheel.evals.versions import (
     BadRows,
     current_version,
     diff_versions,
@@ -23,7 +24,6 @@ from flywheel.evalsets import (
     settle_disagreement,
     version_rows,
 )
-from flywheel.exports import FORMATS, export_version
 from flywheel.store.db import open_db
 
 SUITE = (

@@ -8,7 +8,7 @@ from evalset_helpers import LEAD, add_traces, label, undo
 from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.errors import BadInput, NotFound, PermissionDenied
-from flywheel.evalsets import (
+from flywheel.evals.versions import (
     StalePreview,
     current_version,
     diff_versions,

@@ -3,8 +3,8 @@
 import pytest
 from test_pages import app, open_page
 
-from flywheel.evalsets import current_version
-from flywheel.runs import DEMO_SYSTEMS
+from flywheel.evals.runs import DEMO_SYSTEMS
+from flywheel.evals.versions import current_version
 from flywheel.store.db import open_db
 
 PAGES = ("pages/evalsets.py", "pages/quality.py", "pages/gate.py")

@@ -12,8 +12,15 @@ from evalset_helpers import LEAD
 
 from flywheel.__main__ import main
 from flywheel.errors import BadInput, NotFound
-from flywheel.evalsets import import_evalset
-from flywheel.runs import GATE_KEYS, gate, import_results, live_system, record_decision, release_decisions
+from flywheel.evals.runs import (
+    GATE_KEYS,
+    gate,
+    import_results,
+    live_system,
+    record_decision,
+    release_decisions,
+)
+from flywheel.evals.versions import import_evalset
 from flywheel.store.db import open_db
 
 CODES = ["A"] * 8 + ["B"] * 8 + ["C"] * 2 + ["SAFE"] * 2

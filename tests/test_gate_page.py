@@ -3,7 +3,7 @@
 from test_gate_decisions import BASE, build, changed
 from test_pages import app
 
-from flywheel.runs import live_system, release_decisions
+from flywheel.evals.runs import live_system, release_decisions
 from flywheel.store.db import open_db
 
 

@@ -6,7 +6,7 @@ import pytest
 from test_labels import ANA, LENA, T0, TOM, add_code, known, seed_queue
 
 from flywheel.errors import BadInput, NotFound, PermissionDenied
-from flywheel.evalsets import fold_in, fold_preview, version_rows
+from flywheel.evals.versions import fold_in, fold_preview, version_rows
 from flywheel.labeling.labels import (
     accept_labels,
     annotator_stats,

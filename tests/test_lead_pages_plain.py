@@ -3,7 +3,7 @@ takes the inbox folder, pass rate opens on the live system."""
 
 from test_pages import app, open_page
 
-from flywheel.runs import live_system, systems
+from flywheel.evals.runs import live_system, systems
 from flywheel.store.db import open_db
 
 

@@ -12,10 +12,10 @@ from test_pages import app, open_page
 from flywheel import drift, parity
 from flywheel.__main__ import main
 from flywheel.auth import User
-from flywheel.evalsets import current_version, import_evalset
+from flywheel.evals.runs import gate, import_results, live_system, record_decision
+from flywheel.evals.versions import current_version, import_evalset
 from flywheel.ingest.run import conflicting_traces, ingest_files
 from flywheel.review.scrubs import scrub_traces
-from flywheel.runs import gate, import_results, live_system, record_decision
 from flywheel.store.db import open_db
 from pages._ui import md
 

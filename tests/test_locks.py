@@ -20,10 +20,10 @@ import pytest
 from flywheel.auth import User
 from flywheel.config import load_config
 from flywheel.errors import StoreBusy
-from flywheel.evalsets import import_evalset
+from flywheel.evals.runs import import_results
+from flywheel.evals.versions import import_evalset
 from flywheel.labeling.labels import claim_next, record_label
 from flywheel.review import label_queue
-from flywheel.runs import import_results
 from flywheel.store.db import open_db, write, write_chunks
 
 ROOT = Path(__file__).resolve().parent.parent

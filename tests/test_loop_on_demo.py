@@ -9,7 +9,7 @@ import pytest
 from flywheel import drift
 from flywheel.auth import User
 from flywheel.config import load_config
-from flywheel.evalsets import current_version, fold_in, fold_preview, version_rows
+from flywheel.evals.versions import current_version, fold_in, fold_preview, version_rows
 from flywheel.labeling.labels import record_label
 from flywheel.review.claims import claim_next, skip_claim
 from flywheel.review.scrubs import approve_scrub

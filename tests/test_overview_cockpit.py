@@ -10,9 +10,9 @@ from streamlit.testing.v1 import AppTest
 
 from flywheel import overview
 from flywheel.auth import User
-from flywheel.evalsets import import_evalset
+from flywheel.evals.runs import gate, import_results, record_decision
+from flywheel.evals.versions import import_evalset
 from flywheel.ingest.run import ingest_files
-from flywheel.runs import gate, import_results, record_decision
 from flywheel.store.db import open_db
 
 LEAD = User("ana", "lead")

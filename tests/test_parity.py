@@ -6,10 +6,10 @@ import json
 import pytest
 
 from flywheel.calibration import set_threshold
-from flywheel.evalsets import import_evalset
+from flywheel.evals.runs import gate, import_results, live_system, record_decision
+from flywheel.evals.versions import import_evalset
 from flywheel.judge import Target, load_judge_settings, make_client, run_judge
 from flywheel.parity import parity
-from flywheel.runs import gate, import_results, live_system, record_decision
 from flywheel.store.db import write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import LEAD, add_traces, label, starter_rubric

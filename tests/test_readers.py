@@ -8,11 +8,11 @@ import pytest
 from conftest import jsonl, trace
 from streamlit.testing.v1 import AppTest
 
-from flywheel import runs
 from flywheel.__main__ import main
 from flywheel.auth import load_users
 from flywheel.config import load_config
 from flywheel.errors import BadInput
+from flywheel.evals import runs
 from flywheel.ingest.readers import sniff_format
 from flywheel.ingest.run import SizePolicy, ingest_files, ingest_upload
 from flywheel.rubrics import Rubric
@@ -414,8 +414,8 @@ DEEP = b"[" * 100_000 + b"]" * 100_000
     ],
 )
 def test_a_suite_with_deep_nesting_or_a_lone_surrogate_is_refused_with_its_line(db, data, reason):
-    from flywheel import evalsets
     from flywheel.auth import User
+    from flywheel.evals import versions as evalsets
 
     with pytest.raises(evalsets.BadRows, match=f"line 1: .*{reason}"):
         evalsets.import_evalset(db, User("ana", "lead"), data, "suite.jsonl")
@@ -424,8 +424,8 @@ def test_a_suite_with_deep_nesting_or_a_lone_surrogate_is_refused_with_its_line(
 
 @pytest.mark.parametrize("data", [DEEP, b'{"row_id": ' + DEEP + b"}\n"])
 def test_deeply_nested_results_are_refused_with_their_line(db, data):
-    from flywheel import evalsets
     from flywheel.auth import User
+    from flywheel.evals import versions as evalsets
 
     lead = User("ana", "lead")
     evalsets.import_evalset(db, lead, b'{"input": "a question"}\n', "suite.jsonl")

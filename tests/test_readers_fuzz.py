@@ -9,10 +9,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flywheel import runs
 from flywheel.auth import load_users
 from flywheel.config import load_config
 from flywheel.errors import FlywheelError
+from flywheel.evals import runs
 from flywheel.ingest.run import ingest_upload
 from flywheel.rubrics import Rubric
 from flywheel.sampling.plans import load_plan_file

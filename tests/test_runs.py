@@ -8,9 +8,8 @@ from evalset_helpers import LEAD, add_traces, label, results_file
 
 from flywheel.__main__ import main
 from flywheel.errors import BadInput
-from flywheel.evalsets import BadRows, current_version, fold_in, import_evalset, iter_version_rows
-from flywheel.exports import export_version
-from flywheel.runs import (
+from flywheel.evals.exports import export_version
+from flywheel.evals.runs import (
     GATE_KEYS,
     carried_vs_new,
     confirm_retirements,
@@ -25,6 +24,7 @@ from flywheel.runs import (
     retirement_proposals,
     set_adversarial_threshold,
 )
+from flywheel.evals.versions import BadRows, current_version, fold_in, import_evalset, iter_version_rows
 from flywheel.store.db import open_db
 
 T0 = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from evalset_helpers import LEAD, add_traces, label
 
-from flywheel.evalsets import fold_in, import_evalset
-from flywheel.exports import export_version
-from flywheel.runs import import_results_file, outcomes
+from flywheel.evals.exports import export_version
+from flywheel.evals.runs import import_results_file, outcomes
+from flywheel.evals.versions import fold_in, import_evalset
 
 NODE_DIR = Path(__file__).parent / "node"
 SUITE = "\n".join(

@@ -30,7 +30,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User
 from flywheel.errors import BadInput
-from flywheel.evalsets import iter_version_rows
+from flywheel.evals.versions import iter_version_rows
 from flywheel.formats import EXPORT_FORMATS
 from flywheel.labeling.checks import describe_check, load_check, promptfoo_asserts
 from flywheel.store.audit import audit

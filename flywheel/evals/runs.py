@@ -32,7 +32,7 @@ from flywheel.auth import User, require_role
 from flywheel.config import load_config
 from flywheel.csvfiles import read_table
 from flywheel.errors import BadInput, NotFound
-from flywheel.evalsets import (
+from flywheel.evals.versions import (
     DEFAULT_SET,
     BadRows,
     _members,
@@ -1115,7 +1115,7 @@ def _last_output(db: Database, version: int, system: str, row_id: str) -> str | 
 
 # Demo ------------------------------------------------------------------------------------------------
 
-DEMO_SUITE = Path(__file__).resolve().parent.parent / "data" / "evalsets" / "starter_suite.csv"
+DEMO_SUITE = Path(__file__).resolve().parent.parent.parent / "data" / "evalsets" / "starter_suite.csv"
 DEMO_SYSTEMS = ("support-bot-2026.04", "support-bot-2026.05")
 DEMO_LEAD = User("ana", "lead")
 
@@ -1126,7 +1126,7 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
     harder version reads lower without any regression; one retired row that fails again) beside a
     frozen ``regression`` set. Rows with a code check are graded by it. Labels of the last batches stay
     unfolded for a lead to fold in. Deterministic."""
-    from flywheel.evalsets import create_eval_set, fold_in, import_evalset
+    from flywheel.evals.versions import create_eval_set, fold_in, import_evalset
 
     rng = random.Random(seed)
     end = _demo_end(db)
@@ -1171,7 +1171,7 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
 
 def _demo_regression_set(db: Database, skill: dict, moment: datetime) -> None:
     """The spreadsheet's rows as a ``regression`` set, run by both systems and frozen: it never changes."""
-    from flywheel.evalsets import create_eval_set, freeze_eval_set, import_evalset
+    from flywheel.evals.versions import create_eval_set, freeze_eval_set, import_evalset
 
     create_eval_set(db, DEMO_LEAD, "regression", "the support spreadsheet, fixed for good", now=moment)
     change = import_evalset(
