@@ -49,7 +49,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flywheel import drift
+from flywheel.drift import run as drift
 from flywheel.ingest.run import ingest_lines
 from flywheel.store.db import open_db
 

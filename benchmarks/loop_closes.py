@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from drift_banking77 import WEEKS, _lines, banking77, split, weeks_of
 
-from flywheel import drift
 from flywheel.auth import User
+from flywheel.drift import run as drift
 from flywheel.ingest.run import ingest_lines
 from flywheel.review import scrubs as review
 from flywheel.store.db import open_db

@@ -546,8 +546,8 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _drift(args: argparse.Namespace) -> int:
-    from flywheel import drift
     from flywheel.auth import User
+    from flywheel.drift import run as drift
     from flywheel.store.db import open_db
 
     db = open_db(_existing(args.db))

@@ -192,7 +192,8 @@ def _sample(db: Database, plan, actor: str, progress: Progress | None) -> tuple[
 
 
 def _drift(db: Database, actor: str, week: str | None, progress: Progress | None) -> Step:
-    from flywheel import drift, input_drift
+    from flywheel.drift import inputs as input_drift
+    from flywheel.drift import run as drift
     from flywheel.evals.versions import current_version
 
     # input drift needs no eval set: what users send can move before there is a suite to cover it

@@ -16,7 +16,7 @@ from sqlite_utils import Database
 from flywheel.auth import User
 from flywheel.config import Config
 from flywheel.demo import demo_lines, demo_samples
-from flywheel.drift import DEMO_MIN_TRACES, add_demo_drift
+from flywheel.drift.run import DEMO_MIN_TRACES, add_demo_drift
 from flywheel.errors import BadInput
 from flywheel.evals.runs import add_demo_eval_history
 from flywheel.experiments import add_demo_experiment

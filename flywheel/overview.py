@@ -15,7 +15,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.cycle import cycles
-from flywheel.drift import drift_series
+from flywheel.drift.run import drift_series
 from flywheel.evals.runs import live_system, release_decisions, retirement_proposals
 from flywheel.evals.versions import _members, current_version, fold_preview
 from flywheel.review.claims import LABEL_ROLES, stamp

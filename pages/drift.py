@@ -3,8 +3,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from flywheel import drift, input_drift
 from flywheel.auth import require_role
+from flywheel.drift import inputs as input_drift
+from flywheel.drift import run as drift
 from flywheel.errors import FlywheelError
 from flywheel.sampling import sample_weeks
 from pages._charts import BLUE, GREY, ORANGE, line, marks, show, show_table

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import jsonl, trace
 
-from flywheel import drift
 from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.config import PROJECT_ROOT
+from flywheel.drift import run as drift
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest.run import ingest_files
 from flywheel.store.clock import now

@@ -1,6 +1,6 @@
 """Cluster names a lead can read: distinctive phrases, no stop words or fragments, no word twice."""
 
-from flywheel import drift
+from flywheel.drift import run as drift
 
 BACKGROUND = ["where is my card", "my card was declined", "my account balance", "top up my account"]
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from test_pages import app, open_page
 
-from flywheel import drift
+from flywheel.drift import run as drift
 from flywheel.store.db import open_db
 from pages._ui import md
 

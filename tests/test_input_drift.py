@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from conftest import jsonl
 
-from flywheel import input_drift
 from flywheel.cycle import _attention, _drift
+from flywheel.drift import inputs as input_drift
 from flywheel.ingest.run import ingest_files
 from flywheel.store.db import open_db
 

@@ -15,8 +15,8 @@ from conftest import jsonl, trace
 from test_drift import ANA, add_eval_version, banking77, hashing_encoder
 from test_pages import app, open_page
 
-from flywheel import drift
 from flywheel.auth import User
+from flywheel.drift import run as drift
 from flywheel.ingest.run import ingest_files
 from flywheel.labeling.labels import claim_next, label_card, record_label
 from flywheel.labeling.taxonomy import example_rows

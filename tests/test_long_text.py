@@ -8,8 +8,8 @@ import json
 import pytest
 from conftest import jsonl, trace
 
-from flywheel import drift
 from flywheel.cycle import run_cycle
+from flywheel.drift import run as drift
 from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_files
 from flywheel.review.scrubs import scrub_traces

@@ -6,9 +6,9 @@ uses the same sample size, so it measures the same traces against the new eval-s
 
 import pytest
 
-from flywheel import drift
 from flywheel.auth import User
 from flywheel.config import load_config
+from flywheel.drift import run as drift
 from flywheel.evals.versions import current_version, fold_in, fold_preview, version_rows
 from flywheel.labeling.labels import record_label
 from flywheel.review.claims import claim_next, skip_claim

@@ -1191,7 +1191,7 @@ def _demo_suite(faq: bool = True) -> bytes:
     """The demo's starter suite: the spreadsheet's rows plus plain questions of every intent the early
     weeks' traffic holds (the FAQ sheet), so drift measures the later weeks against covered traffic."""
     from flywheel.demo_labels import DEMO_CHECKS
-    from flywheel.drift import demo_coverage_rows
+    from flywheel.drift.run import demo_coverage_rows
 
     table = read_table(DEMO_SUITE.read_text(encoding="utf-8-sig"), DEMO_SUITE.name, key="id")
     fields, rows = [*table.header, "check"], [row for _, row in table.rows]

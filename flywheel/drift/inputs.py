@@ -126,7 +126,7 @@ def compare(reference: list[dict], window: list[dict]) -> list[dict]:
 def week_requests(db: Database, week: str, limit: int) -> list[dict]:
     """Length, language and intent of up to ``limit`` requests of a week (coverage drift's seeded
     sample), from scrubbed text only."""
-    from flywheel.drift import scrubbed_requests, window_traces
+    from flywheel.drift.run import scrubbed_requests, window_traces
 
     ids = window_traces(db, week, limit)
     texts, _ = scrubbed_requests(db, ids)
