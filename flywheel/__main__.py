@@ -589,7 +589,7 @@ def _cycle(args: argparse.Namespace) -> int:
 
 
 def _judge(args: argparse.Namespace) -> int:
-    from flywheel import judge
+    from flywheel.online import judge
     from flywheel.store.db import open_db
 
     db = open_db(_existing(args.db))

@@ -19,10 +19,10 @@ from flywheel.demo import demo_lines, demo_samples
 from flywheel.drift.run import DEMO_MIN_TRACES, add_demo_drift
 from flywheel.errors import BadInput
 from flywheel.evals.runs import add_demo_eval_history
-from flywheel.experiments import add_demo_experiment
 from flywheel.ingest.run import ingest_lines
 from flywheel.judge_demo import add_demo_judgments
 from flywheel.labeling.labels import add_demo_labels
+from flywheel.online.experiments import add_demo_experiment
 from flywheel.review import scrubs as review
 from flywheel.sampling import DEMO_PLAN, sample_and_scrub, sample_weeks, save_plan, week_order
 from flywheel.store.db import open_db

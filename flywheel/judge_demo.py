@@ -17,8 +17,8 @@ from sqlite_utils import Database
 
 from flywheel.auth import User
 from flywheel.demo import COMPLIANT_FAILURES, FAILING_REPLIES, REPLIES
-from flywheel.judge import Target, load_judge_settings, make_client, run_judge
-from flywheel.rubrics import STARTER_RUBRIC, save_rubric
+from flywheel.online.judge import Target, load_judge_settings, make_client, run_judge
+from flywheel.online.rubrics import STARTER_RUBRIC, save_rubric
 
 DEMO_GRADER_MODEL = "demo-offline-grader"
 DEMO_GRADER_URL = "http://demo-offline-grader.invalid"

@@ -18,9 +18,9 @@ from flywheel.cycle import cycles
 from flywheel.drift.run import drift_series
 from flywheel.evals.runs import live_system, release_decisions, retirement_proposals
 from flywheel.evals.versions import _members, current_version, fold_preview
+from flywheel.online.signal_alerts import ALL as SIGNALS_ALL
+from flywheel.online.signal_alerts import RATE_SIGNALS, signal_counts
 from flywheel.review.claims import LABEL_ROLES, stamp
-from flywheel.signal_alerts import ALL as SIGNALS_ALL
-from flywheel.signal_alerts import RATE_SIGNALS, signal_counts
 from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store.db import query_one, query_rows
 from flywheel.traces.queries import iso_week

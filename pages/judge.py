@@ -4,9 +4,9 @@ import math
 import pandas as pd
 import streamlit as st
 
-from flywheel import calibration, judge, rubrics
 from flywheel.auth import require_role
 from flywheel.judge_demo import DEMO_GRADER_MODEL
+from flywheel.online import calibration, judge, rubrics
 from flywheel.sampling import saved_plans
 from pages._charts import show_table
 from pages._ui import current_user, database, md, show_conversation

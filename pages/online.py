@@ -4,11 +4,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from flywheel import calibration, experiments, parity, rubrics, signal_alerts
 from flywheel.auth import require_role
 from flywheel.errors import FlywheelError, NotFound
-from flywheel.judge import judge_runs
 from flywheel.judge_demo import DEMO_GRADER_MODEL
+from flywheel.online import calibration, experiments, parity, rubrics, signal_alerts
+from flywheel.online.judge import judge_runs
 from flywheel.traces import signals
 from pages._charts import BLUE, GREY, ORANGE, band, in_units, line, marks, show, show_table
 from pages._ui import chart_text, current_user, database, md

@@ -6,8 +6,8 @@ from plotly.subplots import make_subplots
 from flywheel import overview
 from flywheel.labeling.labels import my_labels
 from flywheel.labeling.taxonomy import taxonomy_entries
+from flywheel.online.signal_alerts import VALUE_SIGNALS, current_alerts
 from flywheel.review.scrubs import review_progress
-from flywheel.signal_alerts import VALUE_SIGNALS, current_alerts
 from pages._charts import (
     ALARM,
     BLUE,

@@ -6,7 +6,7 @@ import json
 
 from flywheel.auth import User
 from flywheel.ingest.run import ingest_lines
-from flywheel.rubrics import STARTER_RUBRIC, save_rubric
+from flywheel.online.rubrics import STARTER_RUBRIC, save_rubric
 from flywheel.store.clock import now
 from flywheel.store.db import write
 

@@ -8,9 +8,9 @@ import random
 import pytest
 from conftest import jsonl
 
-from flywheel import experiments, signal_alerts
 from flywheel.auth import User
 from flywheel.ingest.run import ingest_files
+from flywheel.online import experiments, signal_alerts
 from flywheel.store.db import open_db
 
 LEAD = User("ana", "lead")

@@ -7,7 +7,7 @@ import pytest
 
 from flywheel.auth import User
 from flywheel.errors import BadInput, NotFound, PermissionDenied
-from flywheel.experiments import (
+from flywheel.online.experiments import (
     NO_EXPERIMENT,
     SECONDARY,
     UnitCounts,

@@ -5,7 +5,7 @@ import pytest
 
 from flywheel.auth import User
 from flywheel.errors import BadInput
-from flywheel.experiments import (
+from flywheel.online.experiments import (
     arm_rates,
     arm_values,
     canary_alarms,
@@ -17,7 +17,7 @@ from flywheel.experiments import (
     shadow_preference,
     two_proportion_test,
 )
-from flywheel.judge import Target, load_judge_settings, make_client, run_judge
+from flywheel.online.judge import Target, load_judge_settings, make_client, run_judge
 from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store.db import open_db, write
 from tests.fake_anthropic import FakeAnthropic

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from flywheel import judge
 from flywheel.__main__ import main
 from flywheel.errors import JudgeError, NotFound
-from flywheel.judge import Target, load_judge_settings, make_client, run_judge
+from flywheel.online import judge
+from flywheel.online.judge import Target, load_judge_settings, make_client, run_judge
 from flywheel.store.db import open_db, query_rows
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import NAMES, add_traces, raw_input, raw_output, starter_rubric

@@ -11,9 +11,9 @@ import pytest
 from flywheel.auth import User
 from flywheel.errors import PermissionDenied
 from flywheel.ingest.run import ingest_lines, quarantined_lines
-from flywheel.judge import Target, load_judge_settings, make_client, run_judge
+from flywheel.online.judge import Target, load_judge_settings, make_client, run_judge
+from flywheel.online.rubrics import STARTER_RUBRIC, Rubric, save_rubric
 from flywheel.review import scrubs as review
-from flywheel.rubrics import STARTER_RUBRIC, Rubric, save_rubric
 from flywheel.scrub import Scrubber, Span
 from flywheel.store.clock import now
 from flywheel.store.db import write

@@ -38,7 +38,7 @@ def test_without_a_key_the_judge_page_says_how_to_enable_it_and_shows_demo_calib
 
 
 def test_a_lead_grades_a_batch_from_the_app_against_a_local_fake(tmp_path, monkeypatch):
-    from flywheel.rubrics import STARTER_RUBRIC, save_rubric
+    from flywheel.online.rubrics import STARTER_RUBRIC, save_rubric
     from tests.judge_data import LEAD, add_traces
 
     path = tmp_path / "app.db"

@@ -3,7 +3,8 @@ import math
 import pytest
 
 from flywheel.auth import User
-from flywheel.calibration import (
+from flywheel.errors import BadInput, PermissionDenied
+from flywheel.online.calibration import (
     adopt_judge,
     calibrate,
     calibration_of,
@@ -11,11 +12,9 @@ from flywheel.calibration import (
     set_threshold,
     threshold,
 )
-from flywheel.errors import BadInput, PermissionDenied
-from flywheel.judge import Target, load_judge_settings, make_client, run_judge
-from flywheel.rubrics import STARTER_RUBRIC, Metric, Rubric, rubric_versions, save_rubric
-from flywheel.sampling import DEMO_PLAN, save_plan, saved_plan
-from flywheel.signal_alerts import (
+from flywheel.online.judge import Target, load_judge_settings, make_client, run_judge
+from flywheel.online.rubrics import STARTER_RUBRIC, Metric, Rubric, rubric_versions, save_rubric
+from flywheel.online.signal_alerts import (
     binomial_band,
     current_alerts,
     individuals_band,
@@ -23,6 +22,7 @@ from flywheel.signal_alerts import (
     signal_counts,
     signal_series,
 )
+from flywheel.sampling import DEMO_PLAN, save_plan, saved_plan
 from flywheel.store.db import write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import LEAD, add_traces, label, starter_rubric

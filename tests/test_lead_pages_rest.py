@@ -9,13 +9,13 @@ from conftest import jsonl, trace
 from evalset_helpers import LEAD
 from test_pages import app, open_page
 
-from flywheel import parity
 from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.drift import run as drift
 from flywheel.evals.runs import gate, import_results, live_system, record_decision
 from flywheel.evals.versions import current_version, import_evalset
 from flywheel.ingest.run import conflicting_traces, ingest_files
+from flywheel.online import parity
 from flywheel.review.scrubs import scrub_traces
 from flywheel.store.db import open_db
 from pages._ui import md

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from flywheel.calibration import set_threshold
 from flywheel.evals.runs import gate, import_results, live_system, record_decision
 from flywheel.evals.versions import import_evalset
-from flywheel.judge import Target, load_judge_settings, make_client, run_judge
-from flywheel.parity import parity
+from flywheel.online.calibration import set_threshold
+from flywheel.online.judge import Target, load_judge_settings, make_client, run_judge
+from flywheel.online.parity import parity
 from flywheel.store.db import write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import LEAD, add_traces, label, starter_rubric

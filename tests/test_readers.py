@@ -15,7 +15,7 @@ from flywheel.errors import BadInput
 from flywheel.evals import runs
 from flywheel.ingest.readers import sniff_format
 from flywheel.ingest.run import SizePolicy, ingest_files, ingest_upload
-from flywheel.rubrics import Rubric
+from flywheel.online.rubrics import Rubric
 from flywheel.sampling.plans import load_plan_file
 from flywheel.store.db import open_db
 

@@ -14,7 +14,7 @@ from flywheel.config import load_config
 from flywheel.errors import FlywheelError
 from flywheel.evals import runs
 from flywheel.ingest.run import ingest_upload
-from flywheel.rubrics import Rubric
+from flywheel.online.rubrics import Rubric
 from flywheel.sampling.plans import load_plan_file
 
 # Small bounds so that generated inputs cross them: a record of 4 KB, a text of 300 characters.

@@ -170,9 +170,9 @@ def warm_in_background(path: str | Path) -> threading.Thread:
 
 
 def _warm(path: str) -> None:
-    from flywheel.experiments import ARM_KEY, refresh_arm_rollup
+    from flywheel.online.experiments import ARM_KEY, refresh_arm_rollup
+    from flywheel.online.signal_alerts import refresh_signal_rollup
     from flywheel.sampling import preview_plan, sample_weeks, saved_plans
-    from flywheel.signal_alerts import refresh_signal_rollup
     from flywheel.store.db import open_db  # this thread needs its own connection
 
     try:

@@ -25,7 +25,7 @@ from sqlite_utils import Database
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, NotFound
 from flywheel.labeling.labels import cohen_kappa
-from flywheel.rubrics import Rubric, rubric
+from flywheel.online.rubrics import Rubric, rubric
 from flywheel.sampling import Stratum, saved_plan
 from flywheel.store.audit import audit
 from flywheel.store.clock import now

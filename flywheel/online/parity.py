@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from flywheel.calibration import judge_trusted, threshold
 from flywheel.evals.runs import live_system, outcomes
 from flywheel.evals.versions import _members, current_version
-from flywheel.rubrics import rubric
+from flywheel.online.calibration import judge_trusted, threshold
+from flywheel.online.rubrics import rubric
 from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store.db import query_rows
 

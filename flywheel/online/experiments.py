@@ -29,8 +29,8 @@ from sqlite_utils import Database
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.errors import BadInput, NotFound
-from flywheel.judge import json_path, metadata_key
-from flywheel.signal_alerts import RATE_SIGNALS, SUMS, signal_definition
+from flywheel.online.judge import json_path, metadata_key
+from flywheel.online.signal_alerts import RATE_SIGNALS, SUMS, signal_definition
 from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts, now

@@ -32,8 +32,8 @@ from sqlite_utils import Database
 
 from flywheel.config import Setting, read_settings
 from flywheel.errors import BadInput, JudgeError, NotFound
+from flywheel.online.rubrics import Rubric, rubric
 from flywheel.review.scrubs import mask_redacted
-from flywheel.rubrics import Rubric, rubric
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import process_mark, query_one, query_rows, write
@@ -550,7 +550,7 @@ def _judged(db: Database, rubric_id: int) -> set[tuple[str, str, str]]:
 
 
 def _examples(db: Database, chosen: Rubric) -> list[dict]:
-    from flywheel.calibration import human_verdicts
+    from flywheel.online.calibration import human_verdicts
 
     verdicts = human_verdicts(db, chosen, chosen.examples)
     return [

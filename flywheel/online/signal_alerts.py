@@ -312,8 +312,8 @@ def _declared_series(db: Database, period: str) -> dict[tuple[str, str], list[di
 
 def _judge_counts(db: Database, period: str) -> list[dict]:
     """Judge fail counts per period and cohort, only while the judge is trusted."""
-    from flywheel.calibration import judge_trusted
-    from flywheel.rubrics import rubric
+    from flywheel.online.calibration import judge_trusted
+    from flywheel.online.rubrics import rubric
 
     trusted, _ = judge_trusted(db)
     if not trusted:

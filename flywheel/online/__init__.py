@@ -1,0 +1,1 @@
+"""Online quality: the LLM judge, rubrics and their calibration, signal alerts, experiments, parity."""
