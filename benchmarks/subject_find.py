@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flywheel.auth import User
+from flywheel.privacy.subjects import find_subject, refresh_index
 from flywheel.store.db import open_db, write
-from flywheel.subjects import find_subject, refresh_index
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST = ["Lan", "Tom", "Ana", "Ravi", "Mara", "Jonas", "Aiko", "Femi", "Ines", "Omar", "Lena", "Kofi"]

@@ -389,7 +389,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _subject_find(args: argparse.Namespace) -> int:
-    from flywheel import subjects
+    from flywheel.privacy import subjects
 
     db, user = _lead(args)
     report = subjects.find_subject(db, user, args.value)
@@ -398,7 +398,7 @@ def _subject_find(args: argparse.Namespace) -> int:
 
 
 def _subject_erase(args: argparse.Namespace) -> int:
-    from flywheel import subjects
+    from flywheel.privacy import subjects
 
     db, user = _lead(args)
     report = subjects.erase_subject(db, user, args.value, args.reason)
@@ -415,8 +415,8 @@ def _subject_erase(args: argparse.Namespace) -> int:
 
 
 def _retention(args: argparse.Namespace) -> int:
-    from flywheel import retention
     from flywheel.config import load_config
+    from flywheel.privacy import retention
 
     db, user = _lead(args)
     days = load_config().retention_days

@@ -353,7 +353,7 @@ def interrupted_cycles(db: Database, before: int | None = None) -> list[int]:
 
 def _retention(db: Database, actor: str) -> Step:
     from flywheel.config import load_config
-    from flywheel.retention import apply_retention
+    from flywheel.privacy.retention import apply_retention
 
     days = load_config().retention_days
     if not days:

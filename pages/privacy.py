@@ -4,9 +4,9 @@ import streamlit as st
 from flywheel.auth import require_role
 from flywheel.config import load_config
 from flywheel.errors import FlywheelError
-from flywheel.retention import apply_retention, retention_plan
+from flywheel.privacy.retention import apply_retention, retention_plan
+from flywheel.privacy.subjects import erase_subject, find_subject
 from flywheel.review.scrubs import add_never_redact, never_redact, remove_never_redact, rescrub_pending
-from flywheel.subjects import erase_subject, find_subject
 from pages._charts import show_table
 from pages._ui import current_user, database, md
 

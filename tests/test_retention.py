@@ -11,7 +11,8 @@ from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest.run import ingest_files
-from flywheel.retention import apply_retention, raw_text_gone, retention_plan
+from flywheel.privacy.retention import apply_retention, raw_text_gone, retention_plan
+from flywheel.privacy.subjects import find_subject
 from flywheel.review.scrubs import (
     add_never_redact,
     approve_scrub,
@@ -23,7 +24,6 @@ from flywheel.review.scrubs import (
 )
 from flywheel.scrub import Scrubber
 from flywheel.store.db import open_db
-from flywheel.subjects import find_subject
 from pages._nav import PAGES
 
 LEAD = User("ana", "lead")

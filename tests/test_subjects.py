@@ -10,8 +10,8 @@ from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest.run import ingest_files
+from flywheel.privacy.subjects import erase_subject, find_subject, probe
 from flywheel.store.db import open_db
-from flywheel.subjects import erase_subject, find_subject, probe
 
 LEAD = User("ana", "lead")
 SUBJECT_TRACES = [

@@ -17,10 +17,10 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput
+from flywheel.privacy.subjects import purge_traces, secure_deletes, wipe_free_space
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts
 from flywheel.store.db import write
-from flywheel.subjects import purge_traces, secure_deletes, wipe_free_space
 
 CHUNK = 5000
 

@@ -1,0 +1,1 @@
+"""Privacy: finding and erasing a data subject, retention of raw text."""
