@@ -15,7 +15,7 @@ from flywheel.auth import (
     user_for_email,
 )
 from flywheel.config import load_config
-from flywheel.demo_db import demo_status, ensure_demo_db
+from flywheel.demo.build import demo_status, ensure_demo_db
 from flywheel.errors import FlywheelError
 from flywheel.store.db import check_location, is_busy, store_error
 from flywheel.traces.rollups import warm_in_background

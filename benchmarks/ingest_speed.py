@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flywheel.demo import demo_lines, demo_traces
+from flywheel.demo.traffic import demo_lines, demo_traces
 
 
 def _write_inputs(folder: Path, lines: int) -> tuple[Path, Path]:

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from playwright.async_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 from playwright.async_api import async_playwright  # noqa: E402
 
-from flywheel.demo_db import build_demo  # noqa: E402
+from flywheel.demo.build import build_demo  # noqa: E402
 from flywheel.store.db import open_db  # noqa: E402
 from tests.browser_support import CHROMIUM, LAUNCH_ARGS, VIEWPORT, serve_app  # noqa: E402
 

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flywheel.demo_db import build_demo  # noqa: E402
+from flywheel.demo.build import build_demo  # noqa: E402
 from pages._nav import titles_for  # noqa: E402
 from tests.browser_support import CHROMIUM, LAUNCH_ARGS, serve_app  # noqa: E402
 

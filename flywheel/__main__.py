@@ -481,7 +481,7 @@ def _eval_sets(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from flywheel.demo_db import build_demo
+    from flywheel.demo.build import build_demo
 
     summary = build_demo(
         args.db, seed=args.seed, traces=args.traces, force=args.force, progress=_stderr_progress

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from flywheel.auth import require_role
-from flywheel.judge_demo import DEMO_GRADER_MODEL
+from flywheel.demo.judgments import DEMO_GRADER_MODEL
 from flywheel.online import calibration, judge, rubrics
 from flywheel.sampling import saved_plans
 from pages._charts import show_table

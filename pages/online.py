@@ -5,8 +5,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from flywheel.auth import require_role
+from flywheel.demo.judgments import DEMO_GRADER_MODEL
 from flywheel.errors import FlywheelError, NotFound
-from flywheel.judge_demo import DEMO_GRADER_MODEL
 from flywheel.online import calibration, experiments, parity, rubrics, signal_alerts
 from flywheel.online.judge import judge_runs
 from flywheel.traces import signals

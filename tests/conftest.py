@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.demo_db import build_demo
+from flywheel.demo.build import build_demo
 from flywheel.store.db import open_db
 
 

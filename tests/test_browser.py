@@ -7,7 +7,7 @@ import time
 import pytest
 from browser_support import assert_signed_in_as, go, open_app, serve_app, settle, sign_in_as
 
-from flywheel.demo_db import build_demo
+from flywheel.demo.build import build_demo
 from flywheel.ingest.run import ingest_lines
 from flywheel.review.scrubs import scrub_traces
 from flywheel.store.db import open_db

@@ -8,7 +8,7 @@ import pytest
 from browser_support import VIEWPORT, go, open_app, serve_app, settle, sign_in_as
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from flywheel.demo_db import build_demo
+from flywheel.demo.build import build_demo
 from flywheel.evals.runs import gate
 from flywheel.evals.versions import current_version, iter_version_rows
 from flywheel.store.db import open_db

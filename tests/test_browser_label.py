@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from browser_support import go, open_app, serve_app, settle, sign_in_as
 
-from flywheel.demo_db import build_demo
+from flywheel.demo.build import build_demo
 from flywheel.store.db import open_db
 from flywheel.vectors.embeddings import pending_scrubs
 

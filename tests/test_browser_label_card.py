@@ -9,7 +9,7 @@ import pytest
 from browser_support import go, open_app, serve_app, settle, sign_in_as
 from test_browser_label import _card, _label_state
 
-from flywheel.demo_db import build_demo
+from flywheel.demo.build import build_demo
 from flywheel.labeling.labels import most_used_codes
 from flywheel.store.db import open_db
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.demo import (
+from flywheel.demo.traffic import (
     BAD_LINE_KINDS,
     DATA_DIR,
     RISING_INTENTS,
@@ -415,7 +415,7 @@ def test_bad_arguments_are_refused_at_the_call(kwargs, message):
 def test_first_start_publishes_the_demo_then_computes_its_drift_series(tmp_path):
     """The app's first start opens on a demo without its slow drift series; the series follows in the
     background, once, and a database that is not a demo is never touched."""
-    from flywheel.demo_db import build_demo, demo_drift_pending, demo_status, finish_demo
+    from flywheel.demo.build import build_demo, demo_drift_pending, demo_status, finish_demo
     from flywheel.store.db import open_db
 
     path = tmp_path / "demo.db"

@@ -3,7 +3,7 @@
 import json
 
 from flywheel.auth import User
-from flywheel.demo import demo_samples
+from flywheel.demo.traffic import demo_samples
 from flywheel.evals.exports import FORMATS, export_version
 from flywheel.evals.runs import DEMO_SYSTEMS, carried_vs_new, gate, pass_rates, retired_failing
 from flywheel.evals.versions import eval_set_versions, eval_sets, fold_in

@@ -24,7 +24,7 @@ from sqlite_utils import Database
 from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.config import load_config
-from flywheel.demo_db import ensure_demo_db
+from flywheel.demo.build import ensure_demo_db
 from flywheel.errors import BadInput, ForeignDatabase, PermissionDenied, StoreError
 from flywheel.ingest.run import ingest_files, ingest_runs, ingest_upload, quarantined_lines
 from flywheel.overview import loop_counts

@@ -3,7 +3,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from flywheel.judge_demo import DEMO_GRADER_MODEL
+from flywheel.demo.judgments import DEMO_GRADER_MODEL
 from flywheel.store.db import open_db
 from tests.fake_anthropic import FakeAnthropic
 

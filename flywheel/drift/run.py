@@ -1067,7 +1067,7 @@ def demo_coverage_rows() -> list[tuple[str, str]]:
     Banking77 test queries of every intent that does not rise late."""
     import csv
 
-    from flywheel.demo import DATA_DIR, RISING_INTENTS
+    from flywheel.demo.traffic import DATA_DIR, RISING_INTENTS
 
     by_intent: dict[str, list[str]] = {}
     with open(DATA_DIR / "test.csv", newline="", encoding="utf-8") as f:

@@ -1190,7 +1190,7 @@ def _demo_regression_set(db: Database, skill: dict, moment: datetime) -> None:
 def _demo_suite(faq: bool = True) -> bytes:
     """The demo's starter suite: the spreadsheet's rows plus plain questions of every intent the early
     weeks' traffic holds (the FAQ sheet), so drift measures the later weeks against covered traffic."""
-    from flywheel.demo_labels import DEMO_CHECKS
+    from flywheel.demo.labels import DEMO_CHECKS
     from flywheel.drift.run import demo_coverage_rows
 
     table = read_table(DEMO_SUITE.read_text(encoding="utf-8-sig"), DEMO_SUITE.name, key="id")

@@ -120,7 +120,7 @@ class Undone:
 
 def __getattr__(name: str):
     if name == "add_demo_labels" or name.startswith("DEMO_"):  # demo seeding imports this module
-        from flywheel import demo_labels
+        from flywheel.demo import labels as demo_labels
 
         return getattr(demo_labels, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ import httpx2
 from sqlite_utils import Database
 
 from flywheel.auth import User
-from flywheel.demo import COMPLIANT_FAILURES, FAILING_REPLIES, REPLIES
+from flywheel.demo.traffic import COMPLIANT_FAILURES, FAILING_REPLIES, REPLIES
 from flywheel.online.judge import Target, load_judge_settings, make_client, run_judge
 from flywheel.online.rubrics import STARTER_RUBRIC, save_rubric
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from flywheel.errors import BadInput
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "banking77"
+DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "banking77"
 DEFAULT_END = dt.date(2026, 11, 20)
 WEEKS = 12
 LATE_WEEKS = 4
@@ -79,7 +79,7 @@ def _frozen(value: object) -> object:
 
 
 _BANKS = _frozen(
-    json.loads(resources.files("flywheel").joinpath("demo_text.json").read_text(encoding="utf-8"))
+    json.loads(resources.files("flywheel.demo").joinpath("demo_text.json").read_text(encoding="utf-8"))
 )
 
 NAMES = _BANKS["NAMES"]
