@@ -18,8 +18,8 @@ from flywheel.config import load_config
 from flywheel.demo.build import demo_status, ensure_demo_db
 from flywheel.errors import FlywheelError
 from flywheel.store.db import check_location, is_busy, store_error
-from flywheel.traces.rollups import warm_in_background
 from flywheel.vectors.embeddings import start_background_embedding
+from flywheel.warmup import warm_in_background
 from pages._nav import PAGES
 from pages._ui import database, md
 

@@ -29,7 +29,8 @@ from flywheel.labeling.labels import claim_next, label_card, record_label
 from flywheel.labeling.taxonomy import add_entry
 from flywheel.review import label_queue
 from flywheel.store.db import open_db, write
-from flywheel.vectors.embeddings import MODEL_NAME, PARTS, similar_traces
+from flywheel.vectors.embeddings import PARTS, similar_traces
+from flywheel.vectors.model import MODEL_NAME
 
 WORDS = [
     "card",

@@ -22,7 +22,15 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
+from flywheel.config import load_config
+from flywheel.drift import inputs as input_drift
+from flywheel.drift import run as drift
 from flywheel.errors import BadInput, FlywheelError
+from flywheel.evals.runs import GATE_KEYS, gate
+from flywheel.evals.versions import current_version, fold_in
+from flywheel.ingest.run import ingest_files
+from flywheel.privacy.retention import apply_retention
+from flywheel.sampling import resolve_week, sample_and_scrub
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import beat, process_mark, query_one, query_rows, sweep_interrupted, write
@@ -144,7 +152,6 @@ def new_inbox_files(db: Database, inbox: str | Path) -> list[tuple[Path, str]]:
 
 
 def _ingest_inbox(db: Database, inbox: str | Path, actor: str, progress: Progress | None) -> Step:
-    from flywheel.ingest.run import ingest_files
 
     fresh = new_inbox_files(db, inbox)
     if not fresh:
@@ -172,7 +179,6 @@ def _ingest_inbox(db: Database, inbox: str | Path, actor: str, progress: Progres
 
 
 def _sample(db: Database, plan, actor: str, progress: Progress | None) -> tuple[Step, str | None]:
-    from flywheel.sampling import resolve_week, sample_and_scrub
 
     week = resolve_week(db, plan.week)
     tick = (lambda done, total: progress("scrub", done, total)) if progress else None
@@ -192,9 +198,6 @@ def _sample(db: Database, plan, actor: str, progress: Progress | None) -> tuple[
 
 
 def _drift(db: Database, actor: str, week: str | None, progress: Progress | None) -> Step:
-    from flywheel.drift import inputs as input_drift
-    from flywheel.drift import run as drift
-    from flywheel.evals.versions import current_version
 
     # input drift needs no eval set: what users send can move before there is a suite to cover it
     inputs = {"input_alarms": input_drift.alarm_reasons(input_drift.run_input_drift(db, actor, week))}
@@ -212,7 +215,6 @@ def _drift(db: Database, actor: str, week: str | None, progress: Progress | None
 
 
 def _fold_in(db: Database, actor: str, week: str | None, settings: dict) -> Step:
-    from flywheel.evals.versions import fold_in
 
     if not settings["fold_in"]:
         return Step("fold_in", "skipped", "folding in is off in the lead's cycle settings")
@@ -226,8 +228,6 @@ def _fold_in(db: Database, actor: str, week: str | None, settings: dict) -> Step
 
 
 def _gate(db: Database, since: str | None, settings: dict) -> Step:
-    from flywheel.evals.runs import GATE_KEYS, gate
-    from flywheel.evals.versions import current_version
 
     version, baseline = current_version(db), settings["baseline"]
     if version is None:
@@ -352,8 +352,6 @@ def interrupted_cycles(db: Database, before: int | None = None) -> list[int]:
 
 
 def _retention(db: Database, actor: str) -> Step:
-    from flywheel.config import load_config
-    from flywheel.privacy.retention import apply_retention
 
     days = load_config().retention_days
     if not days:

@@ -17,7 +17,7 @@ from flywheel.auth import User, require_role
 from flywheel.cycle import cycles
 from flywheel.drift.run import drift_series
 from flywheel.evals.runs import live_system, release_decisions, retirement_proposals
-from flywheel.evals.versions import _members, current_version, fold_preview
+from flywheel.evals.versions import current_version, fold_preview, version_members
 from flywheel.online.signal_alerts import ALL as SIGNALS_ALL
 from flywheel.online.signal_alerts import RATE_SIGNALS, signal_counts
 from flywheel.review.claims import LABEL_ROLES, stamp
@@ -272,7 +272,7 @@ def suite_points(db: Database, system: str) -> list[dict]:
     )
     points = []
     for run in runs:
-        active = {r for r, s in _members(db, run["version"]).items() if s == "active"}
+        active = {r for r, s in version_members(db, run["version"]).items() if s == "active"}
         graded = db.execute(
             "SELECT row_id, sum(passed = 1) * 2 > count(passed) FROM eval_results"
             " WHERE run_id = ? AND passed IS NOT NULL GROUP BY row_id",

@@ -6,8 +6,9 @@ import pytest
 from flywheel.__main__ import main
 from flywheel.auth import User
 from flywheel.cycle import cycle_settings, cycles, new_inbox_files, set_cycle_settings
+from flywheel.demo.history import DEMO_SYSTEMS
 from flywheel.errors import PermissionDenied
-from flywheel.evals.runs import DEMO_SYSTEMS, import_results
+from flywheel.evals.runs import import_results
 from flywheel.evals.versions import current_version, version_rows
 from flywheel.store.db import open_db
 from tests.conftest import jsonl, trace

@@ -5,6 +5,7 @@ import json
 import pytest
 from test_pages import app, open_page
 
+from flywheel.demo.drift import DEMO_MAX_TRACES
 from flywheel.drift import run as drift
 from flywheel.store.db import open_db
 from pages._ui import md
@@ -73,7 +74,7 @@ def test_stored_weeks_render_literally(demo_copy, monkeypatch):
 
 
 def test_a_lead_runs_drift_on_a_week_from_the_page_and_a_warm_run_embeds_nothing(demo_copy, monkeypatch):
-    monkeypatch.setenv("FLYWHEEL_DRIFT_MAX_TRACES", str(drift.DEMO_MAX_TRACES))  # the demo's sample: cached
+    monkeypatch.setenv("FLYWHEEL_DRIFT_MAX_TRACES", str(DEMO_MAX_TRACES))  # the demo's sample: cached
     db = open_db(demo_copy)
     runs = db["drift_runs"].count
     at = open_page(app(demo_copy, monkeypatch, "ana"), "pages/drift.py")

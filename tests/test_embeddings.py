@@ -11,18 +11,16 @@ from flywheel.errors import BadInput, PermissionDenied
 from flywheel.review import label_queue
 from flywheel.store.db import open_db, write
 from flywheel.vectors.embeddings import (
-    MODEL_NAME,
     embed,
     embed_all,
-    encode,
     exchange,
-    load_model,
     nearest,
     part_text,
     pending_scrubs,
     similar_traces,
     start_worker,
 )
+from flywheel.vectors.model import MODEL_NAME, encode, load_model
 from flywheel.vectors.model_process import CHUNK, ModelProcess
 
 TEXTS = {

@@ -3,9 +3,10 @@
 import json
 
 from flywheel.auth import User
+from flywheel.demo.history import DEMO_SYSTEMS
 from flywheel.demo.traffic import demo_samples
 from flywheel.evals.exports import FORMATS, export_version
-from flywheel.evals.runs import DEMO_SYSTEMS, carried_vs_new, gate, pass_rates, retired_failing
+from flywheel.evals.runs import carried_vs_new, gate, pass_rates, retired_failing
 from flywheel.evals.versions import eval_set_versions, eval_sets, fold_in
 from flywheel.store.db import open_db
 

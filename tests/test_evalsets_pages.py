@@ -3,7 +3,7 @@
 import pytest
 from test_pages import app, open_page
 
-from flywheel.evals.runs import DEMO_SYSTEMS
+from flywheel.demo.history import DEMO_SYSTEMS
 from flywheel.evals.versions import current_version
 from flywheel.store.db import open_db
 

@@ -536,10 +536,8 @@ def test_the_claim_window_is_the_argument_not_the_environment(queue_db, monkeypa
 
 
 def test_the_split_modules_are_still_importable_from_labels():
-    from flywheel.demo import labels as demo_labels
     from flywheel.labeling import agreement
 
     assert labels.agreement_of is agreement.agreement_of
-    assert labels.add_demo_labels is demo_labels.add_demo_labels
     assert labels.claim_next is claims.claim_next
     assert set(labels.__all__) <= set(dir(labels))

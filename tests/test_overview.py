@@ -2,7 +2,7 @@ from conftest import jsonl, trace
 
 from flywheel.ingest.run import ingest_files
 from flywheel.overview import intent_mix, loop_counts, weekly_signal_rates, weekly_traffic
-from flywheel.traces.rollups import warm_in_background
+from flywheel.warmup import warm_in_background
 
 
 def test_counts_and_weekly_views_follow_the_data(db, tmp_path):

@@ -14,7 +14,8 @@ from flywheel.config import load_config
 from flywheel.errors import BadInput
 from flywheel.evals import runs
 from flywheel.ingest.readers import sniff_format
-from flywheel.ingest.run import SizePolicy, ingest_files, ingest_upload
+from flywheel.ingest.records import SizePolicy
+from flywheel.ingest.run import ingest_files, ingest_upload
 from flywheel.online.rubrics import Rubric
 from flywheel.sampling.plans import load_plan_file
 from flywheel.store.db import open_db

@@ -15,13 +15,13 @@ from sqlite_utils import Database
 
 from flywheel.auth import User
 from flywheel.config import Config
+from flywheel.demo.drift import DEMO_MIN_TRACES, add_demo_drift
+from flywheel.demo.history import add_demo_eval_history
 from flywheel.demo.judgments import add_demo_judgments
+from flywheel.demo.labels import add_demo_labels
 from flywheel.demo.traffic import demo_lines, demo_samples
-from flywheel.drift.run import DEMO_MIN_TRACES, add_demo_drift
 from flywheel.errors import BadInput
-from flywheel.evals.runs import add_demo_eval_history
 from flywheel.ingest.run import ingest_lines
-from flywheel.labeling.labels import add_demo_labels
 from flywheel.online.experiments import add_demo_experiment
 from flywheel.review import scrubs as review
 from flywheel.sampling import DEMO_PLAN, sample_and_scrub, sample_weeks, save_plan, week_order

@@ -31,7 +31,9 @@ from scipy import stats as scipy_stats
 from sqlite_utils import Database
 
 from flywheel.config import Config, load_config
+from flywheel.drift.run import scrubbed_requests, window_traces
 from flywheel.errors import BadInput
+from flywheel.sampling import parse_week
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import query_rows, write
@@ -126,7 +128,6 @@ def compare(reference: list[dict], window: list[dict]) -> list[dict]:
 def week_requests(db: Database, week: str, limit: int) -> list[dict]:
     """Length, language and intent of up to ``limit`` requests of a week (coverage drift's seeded
     sample), from scrubbed text only."""
-    from flywheel.drift.run import scrubbed_requests, window_traces
 
     ids = window_traces(db, week, limit)
     texts, _ = scrubbed_requests(db, ids)
@@ -164,7 +165,6 @@ def run_input_drift(
 ) -> list[dict]:
     """Test ``week`` (default the latest; ``all-weeks`` for every week after the reference) against the
     reference weeks; store and audit the results and return them, one row per week and test."""
-    from flywheel.sampling import parse_week
 
     config = config or load_config()
     reference = reference_weeks(db, config)

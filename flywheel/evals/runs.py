@@ -15,15 +15,12 @@ flips with the exact McNemar test (``flywheel.stats``).
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
 import json
-import random
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -35,11 +32,10 @@ from flywheel.errors import BadInput, NotFound
 from flywheel.evals.versions import (
     DEFAULT_SET,
     BadRows,
-    _members,
-    _require_version,
     current_version,
-    eval_set_versions,
     is_frozen,
+    require_version,
+    version_members,
 )
 from flywheel.labeling.checks import grade, load_check
 from flywheel.stats import mcnemar_exact, rate
@@ -340,13 +336,13 @@ def import_results(
     system = (system or "").strip()
     if not system or len(system) > 200:
         raise BadInput(f"system name {system[:40]!r}: expected 1..200 characters")
-    fmt, results = parse_results(data, name, _members(db, version))
+    fmt, results = parse_results(data, name, version_members(db, version))
     if not results:
         raise BadInput(f"{name}: no results")
     stamp = _stamp(now)
     digest = hashlib.sha256(data).hexdigest()
-    _require_version(db, version)
-    members = _members(db, version)  # a version's membership never changes
+    require_version(db, version)
+    members = version_members(db, version)  # a version's membership never changes
     known = grade_by_checks(db, [r for r in results if r.row_id in members])
     unknown = sorted({r.row_id for r in results if r.row_id not in members})
     if done := _same_file_run(db, version, system, digest):  # a retry after a kill imports nothing twice
@@ -564,7 +560,7 @@ def systems(db: Database, version: int | None = None) -> list[str]:
     ]
 
 
-def _row_info(db: Database) -> dict[str, dict]:
+def row_info(db: Database) -> dict[str, dict]:
     return {
         r["id"]: r
         for r in query_rows(
@@ -585,12 +581,12 @@ def _tally(rows: list[str], found: dict[str, Outcome]) -> dict:
 def pass_rates(db: Database) -> list[dict]:
     """Pass rate per version and system with its interval, the rows behind it, flaky rows, its set,
     and the adversarial and coverage slices; active rows only."""
-    info = _row_info(db)
+    info = row_info(db)
     all_outcomes = _outcomes(db, "", [])
     sets = dict(db.execute("SELECT version, eval_set FROM eval_versions"))
     out = []
     for version in sorted({v for v, _, _ in all_outcomes}):
-        members = _members(db, version)
+        members = version_members(db, version)
         active = [r for r, s in members.items() if s == "active"]
         adversarial = [r for r in active if info[r]["adversarial"]]
         coverage = [r for r in active if info[r]["coverage"]]
@@ -625,10 +621,10 @@ SLICES = {
 def pass_rate_slices(db: Database, version: int, system: str) -> list[dict]:
     """Pass rate of one system on one version per slice of its active rows: starter, failure and
     coverage rows (a trace the model handled well), adversarial and code-checked rows."""
-    _require_version(db, version)
-    info = _row_info(db)
+    require_version(db, version)
+    info = row_info(db)
     found = outcomes(db, version, system)
-    active = sorted(r for r, s in _members(db, version).items() if s == "active")
+    active = sorted(r for r, s in version_members(db, version).items() if s == "active")
     out = []
     for name, keep in SLICES.items():
         rows = [r for r in active if keep(info[r])]
@@ -643,8 +639,8 @@ def carried_vs_new(db: Database, version: int, system: str) -> dict | None:
     if not earlier:
         return None
     previous = earlier[-1]
-    now_rows = {r for r, s in _members(db, version).items() if s == "active"}
-    before_rows = {r for r, s in _members(db, previous).items() if s == "active"}
+    now_rows = {r for r, s in version_members(db, version).items() if s == "active"}
+    before_rows = {r for r, s in version_members(db, previous).items() if s == "active"}
     carried, new = sorted(now_rows & before_rows), sorted(now_rows - before_rows)
     found_now, found_before = outcomes(db, version, system), outcomes(db, previous, system)
     paired = [r for r in carried if r in found_now and r in found_before]
@@ -672,10 +668,10 @@ def _versions_run(db: Database, system: str) -> list[int]:
 
 def per_code(db: Database, version: int, system: str) -> list[dict]:
     """Pass rate per taxonomy code on one version for one system (rows without a code as '(none)')."""
-    info = _row_info(db)
+    info = row_info(db)
     found = outcomes(db, version, system)
     groups: dict[str, list[str]] = defaultdict(list)
-    for row_id, state in _members(db, version).items():
+    for row_id, state in version_members(db, version).items():
         if state == "active":
             groups[info[row_id]["code"] or "(none)"].append(row_id)
     return [{"code": code, **_tally(rows, found)} for code, rows in sorted(groups.items())]
@@ -688,7 +684,7 @@ def lifecycle(db: Database, up_to: int | None = None, systems_: list[str] | None
     *saturated* — 100% in each of the last ``saturated_versions`` versions run: a candidate to retire.
     """
     needed = load_config().saturated_versions
-    info = _row_info(db)
+    info = row_info(db)
     series: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for (version, system, row_id), outcome in _outcomes(db, "", []).items():
         if (
@@ -718,7 +714,7 @@ def retired_failing(db: Database) -> list[dict]:
         FROM eval_results e JOIN eval_runs r ON r.id = e.run_id
         JOIN eval_version_rows m ON m.version = r.version AND m.row_id = e.row_id AND m.state = 'archived'
         GROUP BY r.version, r.system, e.row_id HAVING failures > 0 ORDER BY r.version, e.row_id"""
-    info = _row_info(db)
+    info = row_info(db)
     return [
         {**row, "code": info[row["row_id"]]["code"], "input": info[row["row_id"]]["input"]}
         for row in query_rows(db, sql)
@@ -752,7 +748,7 @@ def retirement_proposals(
     version = current_version(db, eval_set)
     if version is None or is_frozen(db, _set_of(db, version)):
         return []
-    active = [r for r, s in _members(db, version).items() if s == "active"]
+    active = [r for r, s in version_members(db, version).items() if s == "active"]
     confirmed = {r[0] for r in db.execute("SELECT row_id FROM eval_retirements")}
     history: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for row_id, ran_at, passed in db.execute(
@@ -762,7 +758,7 @@ def retirement_proposals(
         [_stamp(moment)],
     ):
         history[row_id].append((ran_at, passed))
-    info = _row_info(db)
+    info = row_info(db)
     proposals = []
     for row_id in active:
         runs = sorted(history.get(row_id, []))
@@ -864,15 +860,15 @@ def gate(
     with ``require_improvement``). A row with mixed results on either side is flaky: listed apart, it
     neither blocks alone nor hides. ``regressions``/``improvements`` list every flipped row id.
     """
-    _require_version(db, version)
+    require_version(db, version)
     if baseline == challenger:
         raise BadInput(f"baseline and challenger are both {baseline!r}: expected two systems")
     threshold = adversarial_threshold(db) if adversarial_min is None else adversarial_min
     if isinstance(threshold, bool) or not 0 <= threshold <= 1:
         raise BadInput(f"adversarial threshold {threshold!r}: expected 0..1")
     base, chal = (_graded(db, version, system) for system in (baseline, challenger))
-    info = _row_info(db)
-    active = sorted(r for r, s in _members(db, version).items() if s == "active")
+    info = row_info(db)
+    active = sorted(r for r, s in version_members(db, version).items() if s == "active")
     adversarial_rows = [r for r in active if info[r]["adversarial"]]
     paired = [r for r in active if r in base and r in chal]
     flaky = [r for r in paired if base[r].flaky or chal[r].flaky]
@@ -1114,154 +1110,6 @@ def _last_output(db: Database, version: int, system: str, row_id: str) -> str | 
 
 
 # Demo ------------------------------------------------------------------------------------------------
-
-DEMO_SUITE = Path(__file__).resolve().parent.parent.parent / "data" / "evalsets" / "starter_suite.csv"
-DEMO_SYSTEMS = ("support-bot-2026.04", "support-bot-2026.05")
-DEMO_LEAD = User("ana", "lead")
-
-
-def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
-    """Give the demo an eval-set history: a ``quality`` set refreshed from production (the starter
-    suite as v1, two folds with failure and coverage rows, two systems' results per version: a later,
-    harder version reads lower without any regression; one retired row that fails again) beside a
-    frozen ``regression`` set. Rows with a code check are graded by it. Labels of the last batches stay
-    unfolded for a lead to fold in. Deterministic."""
-    from flywheel.evals.versions import create_eval_set, fold_in, import_evalset
-
-    rng = random.Random(seed)
-    end = _demo_end(db)
-    clock = [end - timedelta(days=days) for days in (120, 90, 60, 10, 5)]
-    create_eval_set(db, DEMO_LEAD, "quality", "refreshed from production every week", now=clock[0])
-    import_evalset(
-        db,
-        DEMO_LEAD,
-        _demo_suite(),
-        DEMO_SUITE.name,
-        note="starter suite from the support spreadsheet",
-        now=clock[0],
-        eval_set="quality",
-    )
-    skill = {"rng": rng, "draws": {}}
-    _demo_runs(db, 1, skill, clock[0])
-    batches = [
-        r[0] for r in db.execute("SELECT DISTINCT batch_id FROM labels WHERE batch_id IS NOT NULL ORDER BY 1")
-    ]
-    if batches:
-        fold_in(db, DEMO_LEAD, note="first production failures", batches=batches[:1], now=clock[1])
-        _demo_runs(db, 2, skill, clock[1])
-        _demo_runs(db, 2, skill, clock[2], label="rerun")
-    proposals = retirement_proposals(db, now=clock[3])
-    confirm_retirements(db, DEMO_LEAD, [p["row_id"] for p in proposals[:4]], now=clock[3])
-    if len(batches) > 1:
-        fold_in(
-            db,
-            DEMO_LEAD,
-            note="second batch of failures; four saturated rows retired",
-            batches=batches[1:2],
-            now=clock[3],
-        )
-    else:
-        fold_in(db, DEMO_LEAD, note="four saturated rows retired", now=clock[3])
-    version = current_version(db)
-    _demo_runs(db, version, skill, clock[4], include_archive=True)
-    record_decision(db, DEMO_LEAD, gate(db, version, *DEMO_SYSTEMS), now=clock[4] + timedelta(hours=2))
-    _demo_regression_set(db, skill, clock[4])
-    return {"versions": len(eval_set_versions(db)), "runs": len(query_rows(db, "SELECT id FROM eval_runs"))}
-
-
-def _demo_regression_set(db: Database, skill: dict, moment: datetime) -> None:
-    """The spreadsheet's rows as a ``regression`` set, run by both systems and frozen: it never changes."""
-    from flywheel.evals.versions import create_eval_set, freeze_eval_set, import_evalset
-
-    create_eval_set(db, DEMO_LEAD, "regression", "the support spreadsheet, fixed for good", now=moment)
-    change = import_evalset(
-        db,
-        DEMO_LEAD,
-        _demo_suite(faq=False),
-        DEMO_SUITE.name,
-        note="fixed regression suite",
-        now=moment,
-        eval_set="regression",
-    )
-    _demo_runs(db, change.version, skill, moment)
-    freeze_eval_set(db, DEMO_LEAD, "regression", now=moment)
-
-
-def _demo_suite(faq: bool = True) -> bytes:
-    """The demo's starter suite: the spreadsheet's rows plus plain questions of every intent the early
-    weeks' traffic holds (the FAQ sheet), so drift measures the later weeks against covered traffic."""
-    from flywheel.demo.labels import DEMO_CHECKS
-    from flywheel.drift.run import demo_coverage_rows
-
-    table = read_table(DEMO_SUITE.read_text(encoding="utf-8-sig"), DEMO_SUITE.name, key="id")
-    fields, rows = [*table.header, "check"], [row for _, row in table.rows]
-    for row in rows:
-        row["check"] = DEMO_CHECKS.get(row["code"], "")
-    for number, (intent, text) in enumerate(demo_coverage_rows() if faq else [], start=1):
-        rows.append(
-            {"id": f"faq-{number:03d}", "input": text, "adversarial": "false", "tags": f"faq,{intent}"}
-        )
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue().encode()
-
-
-def _demo_end(db: Database) -> datetime:
-    latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
-    if latest is None:
-        return datetime(2026, 6, 1, tzinfo=UTC)
-    return datetime.fromisoformat(latest.replace("Z", "+00:00"))
-
-
-def _demo_runs(db, version, skill, moment, label=None, include_archive=False) -> None:
-    """Results of both demo systems. Each row draws once how hard it is; a system passes it when the
-    draw is below its level: starter rows are easy, production failures harder, the newer system a
-    little better (on adversarial rows too), so carried rows never fall between versions."""
-    info = _row_info(db)
-    members = _members(db, version)
-    draws = skill["draws"]
-    failing_retired = sorted(r for r, s in members.items() if s == "archived")[:1] if include_archive else []
-    for index, system in enumerate(DEMO_SYSTEMS):
-        lines = []
-        for row_id, state in sorted(members.items()):
-            if state == "archived" and not include_archive:
-                continue
-            if row_id not in draws:
-                draws[row_id] = skill["rng"].random()
-            row = info[row_id]
-            level = (0.93 if row["source"] == "import" or row["coverage"] else 0.62) + (
-                0.06 if index else 0.0
-            )
-            if row["adversarial"]:
-                level = 0.97 if index else 0.7
-            passed = draws[row_id] < level
-            if row_id in failing_retired and index == 1:
-                passed = False
-            lines.append(json.dumps(_demo_result(row, passed)))
-        data = ("\n".join(lines) + "\n").encode()
-        import_results(db, DEMO_LEAD, version, system, data, f"{system}-v{version}.jsonl", label, now=moment)
-
-
-# What a demo system answers on a row with a code check: the check grades it here (no "passed").
-DEMO_CHECK_OUTPUTS = {
-    "contains": ("Card payments are free; see the fee schedule in the app.", "A small fee applies."),
-    "regex": ("It arrives within 3 to 5 business days.", "It is on its way."),
-    "tool-call": (
-        '{"type": "tool_use", "name": "start_verification", "input": {}}',
-        "Send us a photo of your passport.",
-    ),
-}
-
-
-def _demo_result(row: dict, passed: bool) -> dict:
-    check = load_check(row["pass_check"])
-    if check and check["type"] in DEMO_CHECK_OUTPUTS:
-        good, bad = DEMO_CHECK_OUTPUTS[check["type"]]
-        return {"row_id": row["id"], "output": good if passed else bad}
-    output = "Reply that meets the criterion." if passed else "Reply that misses the criterion."
-    return {"row_id": row["id"], "passed": passed, "output": output}
 
 
 def gate_summary(verdict: dict) -> str:

@@ -305,13 +305,14 @@ def _insert_rows(db: Database, rows: list[dict], stamp: str) -> list[str]:
     return ids
 
 
-def _members(db: Database, version: int | None) -> dict[str, str]:
+def version_members(db: Database, version: int | None) -> dict[str, str]:
+    """Row id -> state (active, retired, ...) of every row in ``version``; none for no version."""
     if version is None:
         return {}
     return dict(db.execute("SELECT row_id, state FROM eval_version_rows WHERE version = ?", [version]))
 
 
-def _make_version(
+def make_version(
     db: Database,
     user: User,
     kind: str,
@@ -409,7 +410,7 @@ def import_evalset(
     inserted: list[str] = []
     write_chunks(db, rows, lambda db, chunk: inserted.extend(_insert_rows(db, chunk, stamp)))
     with write(db):
-        members = _members(db, current_version(db, eval_set))
+        members = version_members(db, current_version(db, eval_set))
         carried = sum(state == "active" for state in members.values())
         for row_id in inserted:
             members[row_id] = "active"
@@ -417,7 +418,7 @@ def import_evalset(
         counts = {"added": len(rows) + changed, "retired": retired, "carried": carried - retired - changed}
         counts.update(changed=changed, withdrawn=0, source_sha256=digest)
         note = note or f"starter suite {Path(name).name}"
-        version = _make_version(db, user, "import", note, stamp, members, counts, eval_set)
+        version = make_version(db, user, "import", note, stamp, members, counts, eval_set)
     return VersionChange(
         version, True, counts["added"], retired, counts["carried"], _active(members), changed
     )
@@ -811,7 +812,7 @@ def fold_preview(db: Database, batches: list[int] | None = None, eval_set: str |
     """
     eval_set = _set_to_fold(db, eval_set)
     previous = current_version(db, eval_set)
-    members = _members(db, previous)
+    members = version_members(db, previous)
     items, disputed = _trace_items(db, members, batches, eval_set)
     simulated = dict(members)
     for item in items:
@@ -1022,12 +1023,12 @@ def fold_in(
         if unknown:
             raise BadInput(f"not in the fold-in preview: {', '.join(map(repr, unknown[:10]))}")
         folding = [item for item in plan.foldable if item.key not in reasons]
-        members = _members(db, plan.after)
+        members = version_members(db, plan.after)
         version, counts = None, {}
         if folding:
             target = _set_to_write(db, user, plan.eval_set, stamp)
             counts = _apply_items(db, members, folding, stamp, plan.after)
-            version = _make_version(db, user, "fold_in", note, stamp, members, counts, target)
+            version = make_version(db, user, "fold_in", note, stamp, members, counts, target)
             _record_withdrawals(db, user, [i for i in folding if i.action == "withdraw"], stamp, version)
         _record_leave_outs(db, user, plan, reasons, stamp, version)
     extra = {"disagreements": plan.disagreements, "left_out": len(reasons), "blocked": len(plan.blocked)}
@@ -1087,10 +1088,10 @@ def _apply_items(
 
 def _record_withdrawals(db: Database, user: User, items: list[FoldItem], stamp: str, version: int) -> None:
     for item in items:
-        _record_withdrawal(db, user, item.row_id, item.trace_id, item.reason, "fold_in", stamp, version)
+        record_withdrawal(db, user, item.row_id, item.trace_id, item.reason, "fold_in", stamp, version)
 
 
-def _record_withdrawal(
+def record_withdrawal(
     db: Database,
     user: User,
     row_id: str,
@@ -1159,14 +1160,14 @@ def withdraw_row(
         home = _row_set(db, row, eval_set)
         _refuse_frozen(db, home, f"is never changed: row {row_id!r} cannot be withdrawn")
         previous = current_version(db, home)
-        members = _members(db, previous)
+        members = version_members(db, previous)
         _require_active(db, row_id, members.get(row_id), previous)
         del members[row_id]
         active = _active(members)
         counts = {"added": 0, "retired": 0, "carried": active, "changed": 0, "withdrawn": 1}
         note = f"withdrew {row_id}: {text}"
-        version = _make_version(db, user, "withdraw", note, stamp, members, counts, home)
-        _record_withdrawal(db, user, row_id, row["trace_id"], text, "withdraw", stamp, version)
+        version = make_version(db, user, "withdraw", note, stamp, members, counts, home)
+        record_withdrawal(db, user, row_id, row["trace_id"], text, "withdraw", stamp, version)
     return VersionChange(version, True, 0, 0, active, active, 0, 1)
 
 
@@ -1238,7 +1239,7 @@ def eval_row(db: Database, row_id: str) -> dict:
 
 def iter_version_rows(db: Database, version: int, include_archive: bool = False) -> Iterator[dict]:
     """The rows of a version one at a time (a cursor, not a list), by row id."""
-    _require_version(db, version)
+    require_version(db, version)
     states = ROW_STATES if include_archive else ("active",)
     cursor = db.execute(
         f"""SELECT r.*, m.state FROM eval_version_rows m JOIN eval_rows r ON r.id = m.row_id
@@ -1250,21 +1251,21 @@ def iter_version_rows(db: Database, version: int, include_archive: bool = False)
         yield dict(zip(names, values, strict=True))
 
 
-def _require_version(db: Database, version: int) -> None:
+def require_version(db: Database, version: int) -> None:
     if query_one(db, "SELECT 1 AS x FROM eval_versions WHERE version = ?", [version]) is None:
         raise NotFound(f"eval-set version {version} does not exist")
 
 
 def diff_versions(db: Database, a: int, b: int) -> dict:
     """Rows added, retired, changed (old id -> new id) and withdrawn between versions ``a`` and ``b``."""
-    _require_version(db, a)
-    _require_version(db, b)
+    require_version(db, a)
+    require_version(db, b)
     if version_set(db, a) != version_set(db, b):
         raise BadInput(
             f"versions {a} ({version_set(db, a)!r}) and {b} ({version_set(db, b)!r}) are of different"
             " eval sets: a diff compares two versions of one set"
         )
-    old, new = _members(db, a), _members(db, b)
+    old, new = version_members(db, a), version_members(db, b)
     replaces = dict(db.execute("SELECT id, replaces FROM eval_rows WHERE replaces IS NOT NULL"))
     changed = []
     for row_id in sorted(r for r in new if r not in old):

@@ -30,14 +30,14 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from flywheel.errors import BadInput
-from flywheel.ingest import run as ingest
+from flywheel.ingest import records
 from flywheel.traces.queries import TimeRange
 
 SNIFF_BYTES = 8192  # enough for a CSV header line; JSON inputs are read until their first record decides
 LANGFUSE_KEYS = ("observations", "sessionId", "projectId", "scores", "totalCost", "userId", "latency")
 STATUS_ERROR = "ERROR"
 THUMBS_SCORES = ("thumbs", "user-feedback", "user_feedback", "userfeedback", "feedback", "user feedback")
-_Line = ingest._Line
+Line = records.Line
 # What a record's own content can raise while it is mapped: it is quarantined, never a crash.
 _RECORD_FAULTS = (BadInput, RecursionError, ValueError, TypeError, OverflowError)
 
@@ -47,11 +47,11 @@ def open_records(
     stream: BinaryIO,
     name: str,
     fmt: str | None,
-    sizes: ingest.SizePolicy,
+    sizes: records.SizePolicy,
     ts_range: TimeRange,
-    report: ingest.IngestReport,
+    report: records.IngestReport,
     prices: dict | None = None,
-) -> Iterator[Iterator[_Line]]:
+) -> Iterator[Iterator[Line]]:
     """The records of one input stream, read by the reader its format calls for."""
     base = name[:-3] if name.lower().endswith(".gz") else name
     is_csv = base.lower().endswith(".csv")
@@ -62,15 +62,15 @@ def open_records(
         fmt, stream = _sniffed(stream, name, sizes.max_record_bytes)
     context = _Context(sizes, ts_range, report, prices or {})
     if fmt == "csv":
-        reader = ingest.csv_lines(stream, sizes, ts_range, report)
+        reader = records.csv_lines(stream, sizes, ts_range, report)
     elif fmt == "langfuse" and is_csv:
         reader = _langfuse_csv(stream, context)
     elif fmt == "jsonl":
-        reader = ingest.jsonl_lines(stream, sizes, ts_range, report)
+        reader = records.jsonl_lines(stream, sizes, ts_range, report)
     elif fmt in ("otlp-json", "openinference", "langfuse"):
         reader = _documents(stream, context, fmt)
     else:
-        raise BadInput(f"format {fmt!r}: expected one of {', '.join(ingest.FORMATS)}")
+        raise BadInput(f"format {fmt!r}: expected one of {', '.join(records.FORMATS)}")
     try:
         yield reader
     finally:
@@ -138,17 +138,17 @@ def _format_by_keys(text: str) -> str | None:
 
 class _Context:
     def __init__(
-        self, sizes: ingest.SizePolicy, ts_range: TimeRange, report: ingest.IngestReport, prices: dict
+        self, sizes: records.SizePolicy, ts_range: TimeRange, report: records.IngestReport, prices: dict
     ):
         self.sizes, self.ts_range, self.report, self.prices = sizes, ts_range, report, prices
         self.max_bytes = sizes.max_record_bytes
 
-    def record(self, line_no: int, obj: object, raw: object) -> _Line:
+    def record(self, line_no: int, obj: object, raw: object) -> Line:
         """A record from an assembled trace object (validated like a JSONL line, sizes included)."""
-        return ingest.validated(_Line(line_no, self.raw(raw)), obj, self.ts_range, self.sizes)
+        return records.validated(Line(line_no, self.raw(raw)), obj, self.ts_range, self.sizes)
 
-    def bad(self, line_no: int, raw: object, reason: str) -> _Line:
-        return _Line(line_no, self.raw(raw), reason=reason)
+    def bad(self, line_no: int, raw: object, reason: str) -> Line:
+        return Line(line_no, self.raw(raw), reason=reason)
 
     def raw(self, value: object) -> bytes:
         if isinstance(value, bytes):
@@ -163,7 +163,7 @@ class _Context:
 # Documents: a whole JSON document, or one JSON value per line ---------------------------------------
 
 
-def _documents(stream: BinaryIO, context: _Context, fmt: str) -> Iterator[_Line]:
+def _documents(stream: BinaryIO, context: _Context, fmt: str) -> Iterator[Line]:
     """Parse the input as a whole document or as JSON lines, then hand the values to the format."""
     values, bad = _json_values(stream, context)
     read = _langfuse_records if fmt == "langfuse" else _span_records
@@ -175,11 +175,11 @@ def _documents(stream: BinaryIO, context: _Context, fmt: str) -> Iterator[_Line]
         yield line
 
 
-def _json_values(stream: BinaryIO, context: _Context) -> tuple[list[tuple[int, object]], list[_Line]]:
+def _json_values(stream: BinaryIO, context: _Context) -> tuple[list[tuple[int, object]], list[Line]]:
     data = stream.read()
     context.report.physical_lines += data.count(b"\n") + (bool(data) and not data.endswith(b"\n"))
     with contextlib.suppress(ValueError, RecursionError):  # one document, perhaps over many lines
-        whole = json.loads(data.decode("utf-8-sig"), parse_constant=ingest._reject_constant)
+        whole = json.loads(data.decode("utf-8-sig"), parse_constant=records.reject_constant)
         if isinstance(whole, (dict, list)) and b"\n" in data.strip():
             return [(1, item) for item in (whole if isinstance(whole, list) else [whole])], []
     values, bad = [], []
@@ -189,7 +189,7 @@ def _json_values(stream: BinaryIO, context: _Context) -> tuple[list[tuple[int, o
             context.report.blank_lines += line_no <= data.count(b"\n")
             continue
         try:
-            value = json.loads(content.decode("utf-8"), parse_constant=ingest._reject_constant)
+            value = json.loads(content.decode("utf-8"), parse_constant=records.reject_constant)
         except UnicodeDecodeError as error:
             bad.append(context.bad(line_no, content, f"invalid UTF-8 at byte {error.start}"))
         except RecursionError:
@@ -204,9 +204,9 @@ def _json_values(stream: BinaryIO, context: _Context) -> tuple[list[tuple[int, o
 # Spans (OTLP JSON and OpenInference) ---------------------------------------------------------------
 
 
-def _span_records(values: list[tuple[int, object]], context: _Context, fmt: str) -> list[_Line]:
+def _span_records(values: list[tuple[int, object]], context: _Context, fmt: str) -> list[Line]:
     traces: dict[str, list[dict]] = {}
-    bad: list[_Line] = []
+    bad: list[Line] = []
     spans = _otlp_spans(values, context, bad) if fmt == "otlp-json" else _phoenix_spans(values, context, bad)
     for span in spans:
         traces.setdefault(span["trace_id"], []).append(span)
@@ -223,7 +223,7 @@ def _span_records(values: list[tuple[int, object]], context: _Context, fmt: str)
     return bad + records
 
 
-def _otlp_spans(values: list[tuple[int, object]], context: _Context, bad: list[_Line]) -> Iterator[dict]:
+def _otlp_spans(values: list[tuple[int, object]], context: _Context, bad: list[Line]) -> Iterator[dict]:
     for line_no, export in values:
         if not isinstance(export, dict) or not isinstance(export.get("resourceSpans"), list):
             bad.append(context.bad(line_no, export, "not an OTLP export: no 'resourceSpans' array"))
@@ -267,7 +267,7 @@ def _otlp_span(span: object) -> dict:
     }
 
 
-def _phoenix_spans(values: list[tuple[int, object]], context: _Context, bad: list[_Line]) -> Iterator[dict]:
+def _phoenix_spans(values: list[tuple[int, object]], context: _Context, bad: list[Line]) -> Iterator[dict]:
     for line_no, span in values:
         try:
             yield {**_phoenix_span(span), "resource": {}, "line_no": line_no, "raw": span}
@@ -598,7 +598,7 @@ def _json_text(text: str, name: str) -> object:
 # Langfuse -----------------------------------------------------------------------------------------
 
 
-def _langfuse_records(values: list[tuple[int, object]], context: _Context, fmt: str) -> Iterator[_Line]:
+def _langfuse_records(values: list[tuple[int, object]], context: _Context, fmt: str) -> Iterator[Line]:
     for line_no, value in values:
         if isinstance(value, dict) and isinstance(value.get("data"), list):  # an API page: {"data": [...]}
             for item in value["data"]:
@@ -607,7 +607,7 @@ def _langfuse_records(values: list[tuple[int, object]], context: _Context, fmt: 
             yield _langfuse_record(line_no, value, context)
 
 
-def _langfuse_record(line_no: int, value: object, context: _Context) -> _Line:
+def _langfuse_record(line_no: int, value: object, context: _Context) -> Line:
     try:
         obj = trace_from_langfuse(value)
     except _RECORD_FAULTS as error:
@@ -757,7 +757,7 @@ def _langfuse_csv_header(head: bytes) -> bool:
     )
 
 
-def _langfuse_csv(stream: BinaryIO, context: _Context) -> Iterator[_Line]:
+def _langfuse_csv(stream: BinaryIO, context: _Context) -> Iterator[Line]:
     """The Langfuse traces table export as CSV: one trace per record; JSON cells are decoded."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
     csv.field_size_limit(context.max_bytes + 1)
@@ -766,7 +766,7 @@ def _langfuse_csv(stream: BinaryIO, context: _Context) -> Iterator[_Line]:
         header = [LANGFUSE_COLUMNS.get(h.strip().lower(), h.strip()) for h in next(reader, [])]
         line_no = reader.line_num
         for cells in _csv_rows(reader, context):
-            if isinstance(cells, _Line):
+            if isinstance(cells, Line):
                 yield cells
                 continue
             start, line_no = line_no + 1, reader.line_num
@@ -787,7 +787,7 @@ def _langfuse_csv(stream: BinaryIO, context: _Context) -> Iterator[_Line]:
         text.detach()
 
 
-def _csv_rows(reader: Iterable[list[str]], context: _Context) -> Iterator[list[str] | _Line]:
+def _csv_rows(reader: Iterable[list[str]], context: _Context) -> Iterator[list[str] | Line]:
     iterator = iter(reader)
     while True:
         try:
@@ -836,7 +836,7 @@ def _sniffed(stream: BinaryIO, name: str, limit: int) -> tuple[str, BinaryIO]:
         if want >= limit:
             raise BadInput(
                 f"{name}: cannot tell the format from its first {len(head):,} bytes (no whole first record);"
-                f" name it with --format ({', '.join(ingest.FORMATS)})"
+                f" name it with --format ({', '.join(records.FORMATS)})"
             )
         want = min(want * 8, max(limit, SNIFF_BYTES))
 

@@ -32,21 +32,17 @@ from sqlite_utils import Database
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.config import Config, load_config
-from flywheel.csvfiles import PhysicalLines, Record
-from flywheel.csvfiles import records as csv_records
 from flywheel.errors import BadInput
-from flywheel.formats import INGEST_FORMATS
+from flywheel.ingest.readers import open_records
+from flywheel.ingest.records import FORMATS, IngestReport, Line, SizePolicy
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import process_mark, write
 from flywheel.store.migrations import quarantine_hash
-from flywheel.traces.queries import TimeRange, iso_week, normalize_trace
+from flywheel.traces.queries import TimeRange, iso_week
 
 # Called after each committed batch with (records read, bytes of input consumed, input size or 0).
 Progress = Callable[[int, int, int], None]
-FORMATS = INGEST_FORMATS
-# spaCy refuses a longer text (its nlp.max_length): a stored trace longer than this could never be scrubbed.
-SCRUBBABLE_CHARS = 1_000_000
 _GZIP_FAULTS = (gzip.BadGzipFile, EOFError, zlib.error)
 # Errors of one row's values at insert time (a type or size SQLite cannot hold), not of the store.
 _ROW_FAULTS = (
@@ -58,92 +54,6 @@ _ROW_FAULTS = (
     ValueError,
     TypeError,
 )
-
-
-@dataclass
-class IngestReport:
-    """What an import did; always ``lines_read == ingested + duplicates + quarantined``."""
-
-    run_id: int
-    lines_read: int = 0
-    ingested: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    changed: int = 0
-    blank_lines: int = 0
-    physical_lines: int = 0
-    sources: list[str] = field(default_factory=list)
-    # each changed duplicate as (file, line, trace id): "2 differ" alone leaves a lead nothing to look up
-    conflicts: list[dict] = field(default_factory=list)
-
-    def as_json(self) -> dict:
-        """The report's contract for scripts: the four counts and the run id."""
-        return {
-            "run_id": self.run_id,
-            "lines_read": self.lines_read,
-            "ingested": self.ingested,
-            "duplicates": self.duplicates,
-            "quarantined": self.quarantined,
-        }
-
-    def summary(self) -> str:
-        """One human-readable line."""
-        text = (
-            f"run {self.run_id}: {self.lines_read} lines read = {self.ingested} ingested"
-            f" + {self.duplicates} duplicates + {self.quarantined} quarantined"
-        )
-        if self.changed:
-            text += f" ({self.changed} duplicates differ from the stored trace and were not applied)"
-        return text
-
-
-@dataclass(frozen=True)
-class SizePolicy:
-    """How large one record may be, and one text of it: every reader applies it before storage.
-
-    A record is measured as stored (input, output, messages and metadata, in UTF-8 bytes), so a trace
-    assembled from spans is held to the same bound as a JSONL line; a text is the input, the output or
-    one message, in characters, the unit the scrubber's NER counts.
-    """
-
-    max_record_bytes: int
-    max_text_chars: int
-
-    @classmethod
-    def of(cls, config: Config) -> SizePolicy:
-        """The policy the settings ask for (FLYWHEEL_MAX_LINE_BYTES, FLYWHEEL_MAX_TEXT_CHARS)."""
-        if config.max_text_chars > SCRUBBABLE_CHARS:
-            raise BadInput(
-                f"FLYWHEEL_MAX_TEXT_CHARS={config.max_text_chars}: expected at most {SCRUBBABLE_CHARS:,}"
-                " (the longest text the scrubber's NER reads)"
-            )
-        return cls(config.max_line_bytes, config.max_text_chars)
-
-    def fault(self, row: dict, obj: dict) -> str | None:
-        """Why a normalized trace row is too large to store, or None."""
-        for key in ("input", "output"):
-            if row[key] is not None and len(row[key]) > self.max_text_chars:
-                return f"oversized text: '{key}' is {len(row[key]):,} characters > {self.max_text_chars:,}"
-        if row["messages"] is not None and len(row["messages"]) > self.max_text_chars:
-            for i, message in enumerate(obj["messages"]):
-                if len(message["content"]) > self.max_text_chars:
-                    size = len(message["content"])
-                    return f"oversized text: 'messages[{i}]' is {size:,} characters > {self.max_text_chars:,}"
-        texts = [t for t in (row["input"], row["output"], row["messages"], row["metadata"]) if t]
-        if sum(map(len, texts)) * 4 > self.max_record_bytes:  # else no UTF-8 encoding of them can exceed it
-            size = sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
-            if size > self.max_record_bytes:
-                return f"oversized record: {size:,} bytes > {self.max_record_bytes:,}"
-        return None
-
-
-@dataclass(slots=True)
-class _Line:
-    line_no: int
-    raw: bytes
-    row: dict | None = None
-    reason: str | None = None
-    part: int = 0  # which record of its line, when one line holds several (span exports)
 
 
 @dataclass
@@ -293,7 +203,7 @@ def _ingest_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> N
         raise BadInput(f"{name}: not a readable gzip file ({error})") from None
 
 
-def _named(records: Iterator[_Line], name: str) -> Iterator[_Line]:
+def _named(records: Iterator[Line], name: str) -> Iterator[Line]:
     """A reader's records; a reader that gives up on the whole input says which input it was."""
     try:
         yield from records
@@ -302,11 +212,10 @@ def _named(records: Iterator[_Line], name: str) -> Iterator[_Line]:
 
 
 def _read_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> None:
-    from flywheel.ingest.readers import open_records  # the one dispatch point over input formats
 
     position = _position_of(stream)
     stream = _decompressed(stream, name)
-    batch: list[_Line] = []
+    batch: list[Line] = []
     bad = run.report.quarantined
     with open_records(stream, name, fmt, run.sizes, run.ts_range, run.report, run.prices) as records:
         for line in _named(records, name):
@@ -364,226 +273,13 @@ def _starts_with(stream: BinaryIO, magic: bytes) -> bool:
 # JSONL -------------------------------------------------------------------------------------------
 
 
-def jsonl_lines(
-    stream: BinaryIO, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
-) -> Iterator[_Line]:
-    """Records of a JSONL stream, one per non-blank physical line."""
-    max_bytes = sizes.max_record_bytes
-    line_no = 0
-    while True:
-        raw = stream.readline(max_bytes + 2)
-        if not raw:
-            return
-        line_no += 1
-        report.physical_lines += 1
-        if len(raw) > max_bytes and not raw.endswith(b"\n"):
-            size = len(raw) + _skip_rest_of_line(stream)
-            yield _Line(line_no, raw[:max_bytes], reason=f"oversized line: {size} bytes > {max_bytes}")
-            continue
-        content = raw.rstrip(b"\r\n")
-        if line_no == 1:
-            content = content.removeprefix(b"\xef\xbb\xbf")
-        if not content.strip():
-            report.blank_lines += 1
-            continue
-        if len(content) > max_bytes:
-            yield _Line(line_no, content, reason=f"oversized line: {len(content)} bytes > {max_bytes}")
-            continue
-        yield parse_json_line(line_no, content, ts_range, sizes)
-
-
-def _skip_rest_of_line(stream: BinaryIO) -> int:
-    skipped = 0
-    while True:
-        chunk = stream.readline(1 << 20)
-        skipped += len(chunk)
-        if not chunk or chunk.endswith(b"\n"):
-            return skipped
-
-
-def parse_json_line(
-    line_no: int, content: bytes, ts_range: TimeRange | None = None, sizes: SizePolicy | None = None
-) -> _Line:
-    """One JSONL line as a record: a trace row, or the reason it is quarantined."""
-    line = _Line(line_no, content)
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line.reason = f"invalid UTF-8 at byte {error.start}"
-        return line
-    try:
-        obj = _decode_json(text)
-    except RecursionError:
-        line.reason = "not JSON: nested too deeply"
-        return line
-    except ValueError as error:
-        line.reason = f"not JSON: {str(error)[:120] or type(error).__name__}"
-        return line
-    return validated(line, obj, ts_range, sizes)
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads builds one per call
-
-
-def _decode_json(text: str) -> object:
-    """``json.loads(text, parse_constant=_reject_constant)``, with the decoder built once."""
-    if text.startswith("\ufeff"):
-        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-    return _JSON.decode(text)
-
-
-def validated(line: _Line, obj: object, ts_range: TimeRange | None, sizes: SizePolicy | None = None) -> _Line:
-    """Fill in the line's row from a decoded object, or its reason when the object is not a trace
-    (or is larger than ``sizes`` allows)."""
-    try:
-        line.row = normalize_trace(obj, ts_range)
-    except BadInput as error:
-        line.reason = str(error)
-        return line
-    reason = sizes.fault(line.row, obj) if sizes else None
-    if reason:
-        line.row, line.reason = None, reason
-    return line
-
-
 # CSV ---------------------------------------------------------------------------------------------
-
-
-def csv_lines(
-    stream: BinaryIO, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
-) -> Iterator[_Line]:
-    """Records of a CSV stream (``flywheel.csvfiles``); a bad record is quarantined by its first line.
-
-    A quoted field may span lines, up to ``max_bytes`` and never past the end; a record whose quote is
-    not closed within that bound costs its first physical line, not every line after it.
-    """
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    try:
-        lines = PhysicalLines(text, sizes.max_record_bytes, on_line=lambda: _count_line(report))
-        header = _csv_header(lines)
-        if header is None:
-            return
-        yield from _csv_records(lines, header, ts_range, report, sizes)
-    finally:
-        text.detach()  # the byte stream stays open: it belongs to the caller
-
-
-def _count_line(report: IngestReport) -> None:
-    report.physical_lines += 1
-
-
-def csv_header_of(cells: list[str]) -> list[str]:
-    """The checked header of a CSV trace file."""
-    header = [h.strip() for h in cells]
-    if "trace_id" not in header or "input" not in header:
-        raise BadInput(f"CSV header {header[:12]!r} lacks the required columns 'trace_id' and 'input'")
-    repeated = sorted({h for h in header if header.count(h) > 1})
-    if repeated:
-        raise BadInput(f"CSV header repeats the column(s) {repeated!r}")
-    return header
-
-
-def _csv_header(lines: PhysicalLines) -> list[str] | None:
-    for record in csv_records(lines):
-        if record.problem:
-            raise BadInput(f"CSV header cannot be read: {record.problem}")
-        if not record.blank:
-            return csv_header_of(record.cells)
-    return None
-
-
-def _csv_records(
-    lines: PhysicalLines, header: list[str], ts_range: TimeRange, report: IngestReport, sizes: SizePolicy
-) -> Iterator[_Line]:
-    for record in csv_records(lines, len(header)):
-        if record.problem is None and record.blank:
-            report.blank_lines += len(record.parts)
-            continue
-        yield _csv_record(record, header, ts_range, sizes)
-
-
-def _csv_line(line_no: int, text: str, reason: str) -> _Line:
-    return _Line(line_no, text.rstrip("\r\n").encode("utf-8", "surrogateescape"), reason=reason)
-
-
-def _csv_record(record: Record, header: list[str], ts_range: TimeRange, sizes: SizePolicy) -> _Line:
-    line = _csv_line(record.line, record.text, None)
-    if record.problem:
-        line.reason = f"CSV {record.problem}"
-    elif any("\udc80" <= ch <= "\udcff" for cell in record.cells for ch in cell):
-        line.reason = "invalid UTF-8"
-    else:
-        try:
-            obj = csv_object(dict(zip(header, record.cells, strict=True)))
-        except BadInput as error:
-            line.reason = str(error)
-            return line
-        return validated(line, obj, ts_range, sizes)
-    return line
-
-
-def csv_object(record: dict[str, str]) -> dict:
-    """A trace object from one CSV record: ``signals.x`` columns and JSON columns folded in."""
-    obj: dict = {}
-    signals = _json_cell(record.pop("signals", ""), "signals")
-    if signals is None:
-        signals = {}
-    if not isinstance(signals, dict):
-        raise BadInput("column 'signals' must hold a JSON object")
-    for key, cell in record.items():
-        if key.startswith("signals."):
-            _set_signal(signals, key.removeprefix("signals."), _csv_scalar(cell))
-        elif key in ("messages", "metadata"):
-            obj[key] = _json_cell(cell, key)
-        elif key in ("trace_id", "input") or cell != "":
-            obj[key] = cell
-    if signals:
-        obj["signals"] = signals
-    return obj
-
-
-def _set_signal(signals: dict, name: str, value: object) -> None:
-    if value is None:
-        return
-    if name in signals and signals[name] != value:
-        raise BadInput(f"signal {name!r} is given twice, differently: in 'signals' and in 'signals.{name}'")
-    signals[name] = value
-
-
-def _json_cell(cell: str, key: str) -> object:
-    if not cell.strip():
-        return None
-    try:
-        return json.loads(cell, parse_constant=_reject_constant)
-    except RecursionError:
-        raise BadInput(f"column '{key}' is nested too deeply") from None
-    except ValueError as error:
-        raise BadInput(f"column '{key}' is not JSON: {str(error)[:120]}") from None
-
-
-def _csv_scalar(cell: str) -> object:
-    value = cell.strip()
-    lowered = value.lower()
-    if lowered in ("", "null", "none"):
-        return None
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for parse in (int, float):
-        try:
-            return parse(value)
-        except ValueError:
-            pass
-    return value
 
 
 # Writing -----------------------------------------------------------------------------------------
 
 
-def _commit_batch(run: _Run, batch: list[_Line], source: str) -> None:
+def _commit_batch(run: _Run, batch: list[Line], source: str) -> None:
     if not batch:
         return
     report, db = run.report, run.db
@@ -622,7 +318,7 @@ def _commit_batch(run: _Run, batch: list[_Line], source: str) -> None:
         )  # fmt: skip
 
 
-def _insert_traces(db: Database, run_id: int, lines: list[_Line]) -> int:
+def _insert_traces(db: Database, run_id: int, lines: list[Line]) -> int:
     """Insert the batch's new traces; a row whose values the store refuses is quarantined instead."""
     rows = [_trace_row(run_id, line.row) for line in lines]  # the lines' own dicts, completed in place
     try:
@@ -665,7 +361,7 @@ def _trace_row(run_id: int, row: dict) -> dict:
     return row
 
 
-def _quarantine_row(run_id: int, source: str, line: _Line) -> dict:
+def _quarantine_row(run_id: int, source: str, line: Line) -> dict:
     return {
         "run_id": run_id,
         "file": source,
@@ -676,7 +372,7 @@ def _quarantine_row(run_id: int, source: str, line: _Line) -> dict:
     }
 
 
-def _conflict_row(run_id: int, source: str, line: _Line) -> dict:
+def _conflict_row(run_id: int, source: str, line: Line) -> dict:
     return {"run_id": run_id, "file": source, "line_no": line.line_no, "trace_id": line.row["trace_id"]}
 
 

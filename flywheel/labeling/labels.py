@@ -1,10 +1,11 @@
 """Labels: what a labeler decides about a claimed item, undo, siblings, and what the card shows.
 
-The queue (``flywheel.label_queue``) holds every trace whose scrub a reviewer approved; a labeler
-claims one item at a time (``flywheel.claims``). A label sent on a lapsed claim that someone else has
-meanwhile claimed or labeled is refused (``StaleClaim``), never written over theirs. Labelers only ever
-read a trace through its approved scrub. Agreement maths live in ``flywheel.agreement``, demo seeding in
-``flywheel.demo_labels``; both stay importable from here.
+The queue (``flywheel.review.label_queue``) holds every trace whose scrub a reviewer approved; a
+labeler claims one item at a time (``flywheel.review.claims``). A label sent on a lapsed claim that
+someone else has meanwhile claimed or labeled is refused (``StaleClaim``), never written over theirs.
+Labelers only ever read a trace through its approved scrub. Agreement maths live in
+``flywheel.labeling.agreement`` and stay importable from here; demo seeding lives in
+``flywheel.demo.labels``.
 """
 
 from __future__ import annotations
@@ -116,14 +117,6 @@ class Undone:
         extra = f" and its {self.siblings} sibling label(s)" if self.siblings else ""
         back = "" if self.claim else "; someone else holds the trace now"
         return f"Undid your label on trace {self.trace_id}: {what}{extra}{back}"
-
-
-def __getattr__(name: str):
-    if name == "add_demo_labels" or name.startswith("DEMO_"):  # demo seeding imports this module
-        from flywheel.demo import labels as demo_labels
-
-        return getattr(demo_labels, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Labels -----------------------------------------------------------------------------------------

@@ -32,8 +32,10 @@ from sqlite_utils import Database
 
 from flywheel.config import Setting, read_settings
 from flywheel.errors import BadInput, JudgeError, NotFound
+from flywheel.online.calibration import human_verdicts
 from flywheel.online.rubrics import Rubric, rubric
 from flywheel.review.scrubs import mask_redacted
+from flywheel.scrub import Scrubber
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import process_mark, query_one, query_rows, write
@@ -241,7 +243,6 @@ def _run_subjects(db: Database, run_id: int) -> list[Subject]:
 
 def shadow_subjects(db: Database, trace_ids: list[str], key: str) -> list[Subject]:
     """Both orders of each (production, shadow) pair; the shadow reply scrubbed before it goes anywhere."""
-    from flywheel.scrub import Scrubber  # loads the NLP stack: only when shadow pairs are graded
 
     if not trace_ids:
         return []
@@ -550,7 +551,6 @@ def _judged(db: Database, rubric_id: int) -> set[tuple[str, str, str]]:
 
 
 def _examples(db: Database, chosen: Rubric) -> list[dict]:
-    from flywheel.online.calibration import human_verdicts
 
     verdicts = human_verdicts(db, chosen, chosen.examples)
     return [

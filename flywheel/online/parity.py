@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlite_utils import Database
 
 from flywheel.evals.runs import live_system, outcomes
-from flywheel.evals.versions import _members, current_version
+from flywheel.evals.versions import current_version, version_members
 from flywheel.online.calibration import judge_trusted, threshold
 from flywheel.online.rubrics import rubric
 from flywheel.stats import NO_TRIALS, wilson
@@ -28,7 +28,7 @@ def lab_pass_rate(db: Database) -> dict | None:
     if version is None or live is None:
         return None
     found = outcomes(db, version, live["system"])
-    active = [r for r, s in _members(db, version).items() if s == "active" and r in found]
+    active = [r for r, s in version_members(db, version).items() if s == "active" and r in found]
     if not active:
         return None
     n, passed = len(active), sum(found[r].passed for r in active)

@@ -19,9 +19,11 @@ import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.errors import BadInput
+from flywheel.online.calibration import judge_trusted
+from flywheel.online.rubrics import rubric
 from flywheel.store.db import query_rows
 from flywheel.traces.rollups import advance_watermark, cached, pending_rowids
-from flywheel.traces.signals import Declared, declared_signals
+from flywheel.traces.signals import Declared, declared_signals, signal_presence
 
 RATE_SIGNALS = {
     "regenerated or retried": "(regenerated = 1 OR retried = 1)",
@@ -291,7 +293,6 @@ def declared_counts(
 
 def declared_status(db: Database) -> list[dict]:
     """Each declared signal over all traffic: traces with data, traces where it fires, or "no data"."""
-    from flywheel.traces.signals import signal_presence
 
     signals = declared_signals()
     key = "declared_status:" + "|".join(f"{s.name}={s.describe()}" for s in signals)
@@ -312,8 +313,6 @@ def _declared_series(db: Database, period: str) -> dict[tuple[str, str], list[di
 
 def _judge_counts(db: Database, period: str) -> list[dict]:
     """Judge fail counts per period and cohort, only while the judge is trusted."""
-    from flywheel.online.calibration import judge_trusted
-    from flywheel.online.rubrics import rubric
 
     trusted, _ = judge_trusted(db)
     if not trusted:

@@ -32,6 +32,14 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput
+from flywheel.evals.versions import (
+    content_hash,
+    current_version,
+    is_frozen,
+    make_version,
+    record_withdrawal,
+    version_members,
+)
 from flywheel.scrub.normalise import INVISIBLE, normalise
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts
@@ -656,14 +664,6 @@ def _withdraw_rows(
     db: Database, user: User, rows: list[dict], why: str, stamp: str
 ) -> tuple[list[str], list[int], list[str]]:
     """Tombstone the rows and leave them out of a new version; return (withdrawn, versions, tombstoned)."""
-    from flywheel.evals.versions import (
-        _make_version,
-        _members,
-        _record_withdrawal,
-        content_hash,
-        current_version,
-        is_frozen,
-    )
 
     if not rows:
         return [], [], []
@@ -683,7 +683,7 @@ def _withdraw_rows(
     for eval_set in sorted(set(sets.values())):
         if is_frozen(db, eval_set):
             continue  # a frozen set takes no new version: its rows keep only their tombstones
-        members = _members(db, current_version(db, eval_set))
+        members = version_members(db, current_version(db, eval_set))
         leaving = [r for r in row_ids if sets[r] == eval_set and r in members]
         if not leaving:
             continue
@@ -692,9 +692,9 @@ def _withdraw_rows(
         active = sum(state == "active" for state in members.values())
         counts = {"added": 0, "retired": 0, "carried": active, "changed": 0, "withdrawn": len(leaving)}
         note = f"withdrew {len(leaving)} row(s): {why}"
-        version = _make_version(db, user, "erasure", note, stamp, members, counts, eval_set)
+        version = make_version(db, user, "erasure", note, stamp, members, counts, eval_set)
         for row_id in leaving:
-            _record_withdrawal(db, user, row_id, traces[row_id], why, "erasure", stamp, version)
+            record_withdrawal(db, user, row_id, traces[row_id], why, "erasure", stamp, version)
         withdrawn += leaving
         versions.append(version)
     return withdrawn, versions, row_ids

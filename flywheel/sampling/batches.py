@@ -23,6 +23,7 @@ from sqlite_utils import Database
 
 from flywheel.errors import BadInput
 from flywheel.review import label_queue
+from flywheel.review.scrubs import scrub_traces
 from flywheel.sampling.plans import Plan, parse_week
 from flywheel.sampling.sql import DIALECTS, PlanSQL, compile_plan, store_window
 from flywheel.store.audit import audit
@@ -523,7 +524,6 @@ def sample_and_scrub(
 
 def scrub_batch(db: Database, batch_id: int, actor: str, progress: Progress | None = None) -> int:
     """Scrub the batch's traces that have no scrub yet (so a stopped run resumes); how many were scrubbed."""
-    from flywheel.review.scrubs import scrub_traces  # the scrubber's NLP stack loads only when needed
 
     return scrub_traces(db, batch_trace_ids(db, batch_id), actor, progress=progress)
 

