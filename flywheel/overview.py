@@ -22,8 +22,8 @@ from flywheel.online.signal_alerts import ALL as SIGNALS_ALL
 from flywheel.online.signal_alerts import RATE_SIGNALS, signal_counts
 from flywheel.review.claims import LABEL_ROLES, stamp
 from flywheel.stats import NO_TRIALS, wilson
+from flywheel.store.clock import iso_week
 from flywheel.store.db import query_one, query_rows
-from flywheel.traces.queries import iso_week
 from flywheel.traces.rollups import ALL, cached, refresh_rollups
 from flywheel.traces.signals import ANOMALIES
 

@@ -36,10 +36,10 @@ from flywheel.errors import BadInput
 from flywheel.ingest.readers import open_records
 from flywheel.ingest.records import FORMATS, IngestReport, Line, SizePolicy
 from flywheel.store.audit import audit
-from flywheel.store.clock import now
+from flywheel.store.clock import iso_week, now
 from flywheel.store.db import process_mark, write
 from flywheel.store.migrations import quarantine_hash
-from flywheel.traces.queries import TimeRange, iso_week
+from flywheel.traces.queries import TimeRange
 
 # Called after each committed batch with (records read, bytes of input consumed, input size or 0).
 Progress = Callable[[int, int, int], None]

@@ -17,7 +17,6 @@ from sqlite_utils.db import NotFoundError
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
 from flywheel.store.clock import format_ts, now
-from flywheel.store.clock import iso_week as iso_week  # the week key lives with now(); re-exported here
 from flywheel.store.db import query_one, query_rows
 from flywheel.traces.rollups import rollup_count, rollup_values
 from flywheel.traces.signals import ANOMALIES, flag_columns, flags, signal
