@@ -19,7 +19,7 @@ of each shifted week, and how many held-out intents the clusters reach (in the 4
 and the farthest 3 traces of the 5 biggest, as sent to sampling). Six alarms side by side: ours (the
 counts beyond the 80% and the 95% points of the reference reweighted to the week's mix of eval-set
 regions, each with the exact exceedance test at the weighted reference's effective size, the smaller
-p doubled; flywheel/drift.py), the 95% point alone (the method before), the 80% point alone, both
+p doubled; flywheel/drift/run.py), the 95% point alone (the method before), the 80% point alone, both
 points with one τ for every mix, a binomial test of the share beyond that τ against the reference's
 share, and a z-test of the mean distance against the reference's mean.
 

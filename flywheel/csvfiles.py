@@ -11,7 +11,7 @@ of its own (its id column names another row), is a stray quote too: its first li
 reading goes on with the next one.
 
 Strict files (suites, results) are refused whole when any record is bad; trace ingest instead
-quarantines each bad record with its line number (``flywheel.ingest``). Either way every physical
+quarantines each bad record with its line number (``flywheel.ingest.run``). Either way every physical
 line is accounted for: header + records + blank lines + lines inside multi-line fields.
 """
 

@@ -1,7 +1,7 @@
 """What the overview page shows: whether the suite keeps up with production, what waits at each
 station of the loop, and how much traffic arrives week by week.
 
-Per-week figures come from the trace rollup (``flywheel.rollups``), never from a walk over every trace.
+Per-week figures come from the trace rollup (``flywheel.traces.rollups``), never from a walk over every trace.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Input drift: whether what users send has moved, beside whether the eval set still covers it.
 
-Coverage drift (``flywheel.drift``) asks how far a week's traffic lies from the eval set; it needs an
+Coverage drift (``flywheel.drift.run``) asks how far a week's traffic lies from the eval set; it needs an
 eval set and an embedding. Input drift needs neither: per ISO week it compares three plain properties
 of the requests with the reference weeks (the first ``drift_reference_weeks`` weeks of traffic, or the
 lead's reference window for the current eval-set version):

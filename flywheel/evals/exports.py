@@ -9,7 +9,7 @@ rows are written only when asked for.
   as text instead of running it as a formula (OWASP's rule for CSV injection); JSONL is written as is.
 - ``inspect``: Inspect ``Sample`` JSONL (``id``, ``input`` as text or chat messages, ``target``,
   ``metadata``), read by ``inspect_ai.dataset.json_dataset`` as is. A row's code check is in
-  ``metadata["check"]``, graded by ``flywheel.checks.inspect_scorer``.
+  ``metadata["check"]``, graded by ``flywheel.labeling.checks.inspect_scorer``.
 - ``promptfoo``: test cases, one JSON object per line (``description``, ``vars``, ``assert``,
   ``metadata``), for ``tests: file://cases.jsonl``; the prompt reads ``{{input}}``. A row with a code
   check is asserted natively (``contains``, ``regex``, ``is-json`` ...), the others by ``llm-rubric``.

@@ -11,7 +11,7 @@ written; an edit is a new row that replaces the old one in the next version.
 
 Rows come from a starter file, from failure labels, and from *coverage* labels: a trace the model
 handled well that a labeler proposes to keep covered (a not-a-bug label with expected behaviour and
-pass criterion). A row's pass criterion may carry a code check (``flywheel.checks``).
+pass criterion). A row's pass criterion may carry a code check (``flywheel.labeling.checks``).
 """
 
 from __future__ import annotations

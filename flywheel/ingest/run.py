@@ -10,7 +10,7 @@ re-running it completes the rest. A run that stops on any exception is marked fa
 reason; one killed outright stops beating and is shown as interrupted.
 
 A record is one line of JSONL, one CSV record (which may span physical lines inside quotes), or,
-for span exports (see ``flywheel.connectors``), one trace assembled from its spans.
+for span exports (see ``flywheel.ingest.readers``), one trace assembled from its spans.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Prod-lab parity: the lab pass rate beside the production quality estimate, week by week.
 
 The lab figure is the live system's pass rate on the current eval-set version: the live system is
-the one the newest shipped release decision named (``flywheel.runs.live_system``), so a blocked
+the one the newest shipped release decision named (``flywheel.evals.runs.live_system``), so a blocked
 challenger never stands in for production. The production estimate is the judge's pass share on the
 *random* part of each week's sample only (the anomaly and stratified picks over-represent trouble by
 design), with a Wilson interval, and only while the judge meets the calibration bar the Judge page

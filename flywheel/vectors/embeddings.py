@@ -9,7 +9,7 @@ The failure lives in the reply, so a trace is embedded as its whole exchange (ev
 role) and, separately, as its reply alone; ``scrub_vectors`` says which cached vector holds which part
 of which scrub. A background worker (``start_worker``) embeds approved scrubs as they are approved, so
 the siblings panel only reads vectors and never waits for the model; the worker's model lives in a
-child process (``flywheel.model_process``), loaded when the worker starts.
+child process (``flywheel.vectors.model_process``), loaded when the worker starts.
 """
 
 from __future__ import annotations
