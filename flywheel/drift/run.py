@@ -899,8 +899,9 @@ def send_to_sampling(
     window) into a drift-driven sampling batch, reason ``drift:cluster-<n>``, and scrub them for review.
 
     A cluster pick is traffic the eval set does not cover: its label card proposes "handled well — add
-    as coverage" by default (``flywheel.labeling.labels.COVERAGE_REASON``), so a drift alarm can be answered with
-    coverage rows even when the model handles that traffic well; the control picks propose nothing.
+    as coverage" by default (``flywheel.labeling.labels.COVERAGE_REASON``), so a drift alarm can be
+    answered with coverage rows even when the model handles that traffic well; the control picks propose
+    nothing.
     Sending the same clusters of the same run and window again returns the first batch, marked
     ``already_sent`` (a double submit must not put the same traces in front of labelers twice)."""
     require_role(user, "lead")

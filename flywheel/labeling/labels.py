@@ -145,7 +145,8 @@ def record_label(
     entry ``code``/``name``/``definition`` it creates first; ``not_a_bug`` takes an optional ``note``.
     ``coverage`` (not a bug only): the trace was handled well and should stay covered, so it becomes an
     eval row at the next fold-in; it needs ``expected`` and ``pass_criterion`` like a failure.
-    ``pass_check``: a code check for the pass criterion (``flywheel.labeling.checks``), on a label that makes a row.
+    ``pass_check``: a code check for the pass criterion (``flywheel.labeling.checks``), on a label that
+    makes a row.
     """
     require_role(user, *LABEL_ROLES)
     values = _label_values(kind, expected, pass_criterion, note, adversarial, coverage, pass_check)
