@@ -40,6 +40,7 @@ from flywheel.evals.versions import (
     current_version,
     eval_set_versions,
     is_frozen,
+    jsonl_records,
 )
 from flywheel.labeling.checks import grade, load_check
 from flywheel.stats import mcnemar_exact, rate
@@ -101,7 +102,7 @@ def parse_results(data: bytes, name: str, known: Collection[str] = ()) -> tuple[
             document = None  # one JSON object per line: our JSONL
         if isinstance(document, dict) and "row_id" not in document:
             return _runner_results(document, name)
-    return "jsonl", _rows(_jsonl(text), name)
+    return "jsonl", _rows(jsonl_records(text), name)
 
 
 def _csv(text: str, name: str, known: Collection[str]) -> list[tuple[int, object]]:
@@ -110,19 +111,6 @@ def _csv(text: str, name: str, known: Collection[str]) -> list[tuple[int, object
             raise BadInput(f"header {header!r}: expected columns row_id and passed")
 
     return read_table(text, name, key="row_id", known_keys=known, check_header=check).rows
-
-
-def _jsonl(text: str) -> list[tuple[int, object]]:
-    records = []
-    for line, raw in enumerate(text.splitlines(), 1):
-        if raw.strip():
-            try:
-                records.append((line, json.loads(raw)))
-            except json.JSONDecodeError as error:
-                records.append((line, BadInput(f"not JSON: {error.msg}")))
-            except RecursionError:
-                records.append((line, BadInput("not JSON we read: nested too deeply")))
-    return records
 
 
 def _rows(records: list[tuple[int, object]], name: str) -> list[Result]:

@@ -450,7 +450,7 @@ def parse_suite(data: bytes, name: str) -> list[dict]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise BadInput(f"{name}: not UTF-8 (byte {error.start})") from None
-    records = _csv_records(text, name) if name.lower().endswith(".csv") else _jsonl_records(text)
+    records = _csv_records(text, name) if name.lower().endswith(".csv") else jsonl_records(text)
     rows, problems, seen = [], [], {}
     for line, record in records:
         try:
@@ -483,7 +483,9 @@ def _csv_records(text: str, name: str) -> list[tuple[int, object]]:
     return read_table(text, name, key="id", check_header=check).rows
 
 
-def _jsonl_records(text: str) -> list[tuple[int, object]]:
+def jsonl_records(text: str) -> list[tuple[int, object]]:
+    """(line, object) for each non-blank line of a suite or results JSONL text; a line that is not JSON
+    gives (line, BadInput), so the caller refuses the file naming every bad line."""
     records = []
     for line, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():

@@ -44,6 +44,7 @@ from flywheel.sampling.batches import (
     store_sql,
     unscrubbed_count,
     week_order,
+    write_batch,
 )
 from flywheel.sampling.plans import (
     ANOMALY_SIGNALS,
@@ -123,4 +124,5 @@ __all__ = [
     "unscrubbed_count",
     "week_bounds",
     "week_order",
+    "write_batch",
 ]

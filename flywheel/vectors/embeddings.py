@@ -452,7 +452,7 @@ def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str
     (None when every one was in a batch already). Audited."""
     require_role(user, "labeler", "reviewer", "lead")
     from flywheel.review.scrubs import scrub_traces
-    from flywheel.sampling import week_order
+    from flywheel.sampling import week_order, write_batch
 
     ids = list(dict.fromkeys(trace_ids))
     if not ids or len(ids) > 50:
@@ -468,49 +468,32 @@ def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str
         return None
     week = max((found[t] for t in new), key=week_order)
     reasons = {"sibling": len(new)}
+    header = {
+        "plan_name": "siblings",
+        "plan": json.dumps({"name": "siblings", "anchor": anchor, "added_by": user.name}),
+        "seed": 0,
+        "week": week,
+        "created_by": user.name,
+        "created_at": now(),
+        "window": len(ids),
+        "selected": len(ids),
+        "sampled": len(new),
+        "dropped": 0,
+        "reasons": json.dumps(reasons),
+    }
+    items = [{"trace_id": t, "reasons": ["sibling"], "stratum": "sibling", "priority": 1} for t in new]
+    ledger = {
+        "kind": "sibling",
+        "rule": "sibling",
+        "stratum": "siblings of a label",
+        "quota": len(ids),
+        "population": len(ids),
+        "selected": len(new),
+        "dropped": 0,
+        "in_batch": len(new),
+    }
     with write(db):
-        batch_id = (
-            db["sample_batches"]
-            .insert(
-                {
-                    "plan_name": "siblings",
-                    "plan": json.dumps({"name": "siblings", "anchor": anchor, "added_by": user.name}),
-                    "seed": 0,
-                    "week": week,
-                    "created_by": user.name,
-                    "created_at": now(),
-                    "window": len(ids),
-                    "selected": len(ids),
-                    "sampled": len(new),
-                    "dropped": 0,
-                    "reasons": json.dumps(reasons),
-                }
-            )
-            .last_pk
-        )
-        db["batch_items"].insert_all(
-            {
-                "batch_id": batch_id,
-                "trace_id": t,
-                "reasons": json.dumps(["sibling"]),
-                "stratum": "sibling",
-                "priority": 1,
-            }
-            for t in new
-        )
-        db["batch_strata"].insert(
-            {
-                "batch_id": batch_id,
-                "kind": "sibling",
-                "rule": "sibling",
-                "stratum": "siblings of a label",
-                "quota": len(ids),
-                "population": len(ids),
-                "selected": len(new),
-                "dropped": 0,
-                "in_batch": len(new),
-            }
-        )
+        batch_id = write_batch(db, header, items, [ledger])
         audit(db, user.name, "pull_siblings", "sample_batch", batch_id, anchor=anchor, traces=new)
     scrub_traces(db, new, user.name)
     return batch_id
