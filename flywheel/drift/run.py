@@ -1079,3 +1079,16 @@ def add_demo_drift(
         add_starter_suite(db, texts, actor, note="starter suite: Banking77 test queries of the early intents")
     config = load_config().replace(drift_max_traces=max_traces)
     return run_drift(db, actor, ALL_WEEKS, progress=progress, config=config)
+
+
+def drop_drift_texts(db: Database, trace_ids: list[str]) -> set[str]:
+    """Forget the scrubbed request texts drift kept for these traces; return their text hashes."""
+    marks = ",".join("?" * len(trace_ids))
+    texts = [r[0] for r in db.execute(f"SELECT text FROM drift_texts WHERE trace_id IN ({marks})", trace_ids)]
+    db.execute(f"DELETE FROM drift_texts WHERE trace_id IN ({marks})", trace_ids)
+    return {text_hash(t) for t in texts}
+
+
+def drop_drift_vectors(db: Database, hashes: set[str]) -> None:
+    """Forget drift's cached vectors of these text hashes (their text was erased)."""
+    db.conn.executemany("DELETE FROM drift_vectors WHERE text_hash = ?", [(h,) for h in hashes])

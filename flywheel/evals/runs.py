@@ -1273,3 +1273,11 @@ def gate_summary(verdict: dict) -> str:
         lines.append(f"flaky (mixed results, listed apart): {_listed(verdict['flaky'])}")
     lines += [f"waived {row_id}: {reason}" for row_id, reason in verdict["waived"].items()]
     return "\n".join(lines)
+
+
+def grade_result(db: Database, result_id: int, passed: bool, score: float | None, graded_by: str) -> None:
+    """Record a grader's verdict on a stored result (the judge grading it); call inside its ``write``."""
+    db.execute(
+        "UPDATE eval_results SET passed = ?, score = ?, graded_by = ? WHERE id = ?",
+        [int(passed), score, graded_by, result_id],
+    )

@@ -62,6 +62,7 @@ from flywheel.sampling.plans import (
     save_plan,
     saved_plan,
     saved_plans,
+    store_plan,
     week_bounds,
 )
 from flywheel.sampling.sql import DIALECTS, HASH_SPACE, PlanSQL, compile_plan, random_predicate_sql, threshold
@@ -119,6 +120,7 @@ __all__ = [
     "saved_plan",
     "saved_plans",
     "scrub_batch",
+    "store_plan",
     "store_sql",
     "threshold",
     "unscrubbed_count",

@@ -497,3 +497,19 @@ def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str
         audit(db, user.name, "pull_siblings", "sample_batch", batch_id, anchor=anchor, traces=new)
     scrub_traces(db, new, user.name)
     return batch_id
+
+
+def drop_scrub_vectors(db: Database, scrub_ids: list[int]) -> set[str]:
+    """Forget the vectors of these scrubs; return the text hashes they pointed at."""
+    marks = ",".join("?" * len(scrub_ids))
+    hashes = {
+        r[0]
+        for r in db.execute(f"SELECT text_hash FROM scrub_vectors WHERE scrub_id IN ({marks})", scrub_ids)
+    }
+    db.execute(f"DELETE FROM scrub_vectors WHERE scrub_id IN ({marks})", scrub_ids)
+    return hashes
+
+
+def drop_embeddings(db: Database, hashes: set[str]) -> None:
+    """Forget the cached embeddings of these text hashes (their text was erased)."""
+    db.conn.executemany("DELETE FROM embeddings WHERE text_hash = ?", [(h,) for h in hashes])
