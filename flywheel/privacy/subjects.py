@@ -635,7 +635,10 @@ _SKIP_TABLES = {
 
 
 def _blank_copies(db: Database, found: Probe) -> int:
-    """Blank every other text cell that holds the value; return how many."""
+    """Blank every other text cell that holds the value; return how many.
+
+    The one write here into tables other stations own: it sweeps every text column of every table,
+    including tables added after this code, so no station's writer can be asked for it by name."""
     blanked = 0
     for table in _tables(db):
         for column in _text_columns(db, table):
