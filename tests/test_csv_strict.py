@@ -70,6 +70,26 @@ def test_a_field_over_the_csv_modules_limit_is_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "line 2" in err and "Traceback" not in err
 
 
+def test_a_results_field_over_the_csv_modules_limit_is_one_line(tmp_path, capsys):
+    path = tmp_path / "g.db"
+    import_evalset(open_db(path), LEAD, b'{"input": "a"}\n', "s.jsonl")
+    results = tmp_path / "big.csv"
+    results.write_text("row_id,passed,output\nr-000001,1," + "x" * (128 * 1024 + 1) + "\n")
+    args = ["import-results", "--db", str(path), "--version", "1", "--system", "s", str(results)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "line 2: field 'output'" in err and "Traceback" not in err
+    assert open_db(path)["eval_results"].count == 0
+
+
+@pytest.mark.parametrize("reader", [parse_results, parse_suite])
+def test_results_and_suites_name_every_line_that_is_not_json(reader):
+    with pytest.raises(BadRows) as error:
+        reader(b'{"input": "a", "row_id": "r-000001", "passed": true}\n{oops\n\n[1,\n', "f.jsonl")
+    problems = dict(error.value.problems)
+    assert problems[2].startswith("not JSON") and problems[4].startswith("not JSON") and 3 not in problems
+
+
 def test_imports_reconcile_read_stored_and_refused(db):
     import_evalset(db, LEAD, b'{"input": "a"}\n{"input": "b"}\n', "s.jsonl")
     data = b"row_id,passed\nr-000001,1\nr-000001,0\nr-000002,1\nr-999999,1\n"

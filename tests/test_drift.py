@@ -304,6 +304,22 @@ def test_the_farthest_traces_of_the_biggest_clusters_go_to_a_drift_batch(drift_d
     assert drift_db.execute("SELECT count(*) FROM audit_log WHERE action = 'sample'").fetchone()[0] == 1
 
 
+def test_a_trace_approved_before_drift_sent_it_joins_the_drift_batch_in_the_label_queue(drift_db):
+    from flywheel.review import scrubs as review
+
+    model = drift.Model("bag-of-words", "1", hashing_encoder())
+    run = drift.run_drift(drift_db, "ana", "2026-W13", model=model)
+    top = drift.clusters(drift_db, run.id, "2026-W13")[0]
+    early = drift.cluster_examples(drift_db, ANA, run.id, "2026-W13", top["cluster"], limit=1)[0]["trace_id"]
+    review.scrub_traces(drift_db, [early], "ana")
+    scrub_id = drift_db.execute("SELECT id FROM scrubs WHERE trace_id = ?", [early]).fetchone()[0]
+    review.approve_scrub(drift_db, ANA, scrub_id)
+    queued = "SELECT batch_id, priority FROM label_queue WHERE trace_id = ?"
+    assert drift_db.execute(queued, [early]).fetchone() == (None, 3)  # approved, no batch yet
+    batch = drift.send_to_sampling(drift_db, ANA, run.id, clusters_sent=1, per_cluster=3)
+    assert drift_db.execute(queued, [early]).fetchone() == (batch.id, 1)
+
+
 def test_cli_prints_exactly_the_contract_keys(drift_db, tmp_path, capsys):
     path = str(tmp_path / "flywheel.db")
     assert main(["drift", "--db", path, "--json"]) == 0

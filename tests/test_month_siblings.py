@@ -73,6 +73,13 @@ def test_adding_a_sibling_pulls_it_into_a_batch_for_review(month_db):
         pull_siblings(month_db, LENA, "t-fee", ["t-nope"])
 
 
+def test_an_approved_sibling_joins_its_siblings_batch_in_the_label_queue(month_db):
+    queued = "SELECT batch_id, priority FROM label_queue WHERE trace_id = 't-fee-approved'"
+    assert month_db.execute(queued).fetchone() == (None, 3)  # approved, sampled by no batch yet
+    batch = pull_siblings(month_db, LENA, "t-fee", ["t-fee-approved"])
+    assert month_db.execute(queued).fetchone() == (batch, 1)
+
+
 def test_an_anchor_a_labeler_may_not_read_is_refused(month_db):
     with pytest.raises(PermissionDenied):
         month_siblings(month_db, LENA, "t-fee-pending", encoder=hashing_encoder())

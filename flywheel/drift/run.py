@@ -75,7 +75,7 @@ from flywheel.config import Config, load_config
 from flywheel.errors import BadInput, NotFound
 from flywheel.evals import versions as evalsets
 from flywheel.review import scrubs as review
-from flywheel.sampling import Batch, parse_week, register_md5
+from flywheel.sampling import Batch, parse_week, register_md5, write_batch
 from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber
 from flywheel.stats import wilson
 from flywheel.store.audit import audit
@@ -988,39 +988,26 @@ def _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, s
     ]
     reasons = dict(Counter(reason for _, reason, _ in items).most_common())
     batch = DriftBatch(0, "drift", window, seed, size, len(items), len(items), 0, reasons)
-    batch_id = (
-        db["sample_batches"]
-        .insert(
-            {
-                "plan_name": "drift",
-                "plan": json.dumps(plan),
-                "seed": seed,
-                "week": window,
-                "created_by": user.name,
-                "created_at": now(),
-                "window": size,
-                "selected": len(items),
-                "sampled": len(items),
-                "dropped": 0,
-                "reasons": json.dumps(reasons),
-            }
-        )
-        .last_pk
-    )
-    db["batch_items"].insert_all(
-        {
-            "batch_id": batch_id,
-            "trace_id": p["trace_id"],
-            "reasons": json.dumps([reason]),
-            "stratum": p["stratum"],
-            "priority": priority,
-        }
+    header = {
+        "plan_name": "drift",
+        "plan": json.dumps(plan),
+        "seed": seed,
+        "week": window,
+        "created_by": user.name,
+        "created_at": now(),
+        "window": size,
+        "selected": len(items),
+        "sampled": len(items),
+        "dropped": 0,
+        "reasons": json.dumps(reasons),
+    }
+    rows = [
+        {"trace_id": p["trace_id"], "reasons": [reason], "stratum": p["stratum"], "priority": priority}
         for p, reason, priority in items
-    )
+    ]
     strata = Counter((p["ledger"], p["population"]) for p in picks)
-    db["batch_strata"].insert_all(
+    ledger = [
         {
-            "batch_id": batch_id,
             "kind": "drift",
             "rule": "drift",
             "stratum": name,
@@ -1031,11 +1018,10 @@ def _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, s
             "in_batch": k,
         }
         for (name, population), k in strata.items()
-    )
+    ]
     if control:
-        db["batch_strata"].insert(
+        ledger.append(
             {
-                "batch_id": batch_id,
                 "kind": "random",
                 "rule": "drift:control",
                 "stratum": "all traces",
@@ -1046,6 +1032,7 @@ def _insert_drift_batch(db, user, run_id, window, picks, control, per_cluster, s
                 "in_batch": len(control),
             }
         )
+    batch_id = write_batch(db, header, rows, ledger)
     return DriftBatch(batch_id, batch.plan, batch.week, seed, size, batch.selected, batch.sampled, 0, reasons)
 
 
@@ -1057,3 +1044,16 @@ def add_starter_suite(db: Database, texts: Sequence[str], actor: str, note: str 
     lines = "".join(json.dumps({"input": text}) + "\n" for text in texts).encode()
     change = evalsets.import_evalset(db, User(actor, "lead"), lines, "starter_suite.jsonl", note=note)
     return change.version
+
+
+def drop_drift_texts(db: Database, trace_ids: list[str]) -> set[str]:
+    """Forget the scrubbed request texts drift kept for these traces; return their text hashes."""
+    marks = ",".join("?" * len(trace_ids))
+    texts = [r[0] for r in db.execute(f"SELECT text FROM drift_texts WHERE trace_id IN ({marks})", trace_ids)]
+    db.execute(f"DELETE FROM drift_texts WHERE trace_id IN ({marks})", trace_ids)
+    return {text_hash(t) for t in texts}
+
+
+def drop_drift_vectors(db: Database, hashes: set[str]) -> None:
+    """Forget drift's cached vectors of these text hashes (their text was erased)."""
+    db.conn.executemany("DELETE FROM drift_vectors WHERE text_hash = ?", [(h,) for h in hashes])

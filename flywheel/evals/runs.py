@@ -34,6 +34,7 @@ from flywheel.evals.versions import (
     BadRows,
     current_version,
     is_frozen,
+    jsonl_records,
     require_version,
     version_members,
 )
@@ -97,7 +98,7 @@ def parse_results(data: bytes, name: str, known: Collection[str] = ()) -> tuple[
             document = None  # one JSON object per line: our JSONL
         if isinstance(document, dict) and "row_id" not in document:
             return _runner_results(document, name)
-    return "jsonl", _rows(_jsonl(text), name)
+    return "jsonl", _rows(jsonl_records(text), name)
 
 
 def _csv(text: str, name: str, known: Collection[str]) -> list[tuple[int, object]]:
@@ -106,19 +107,6 @@ def _csv(text: str, name: str, known: Collection[str]) -> list[tuple[int, object
             raise BadInput(f"header {header!r}: expected columns row_id and passed")
 
     return read_table(text, name, key="row_id", known_keys=known, check_header=check).rows
-
-
-def _jsonl(text: str) -> list[tuple[int, object]]:
-    records = []
-    for line, raw in enumerate(text.splitlines(), 1):
-        if raw.strip():
-            try:
-                records.append((line, json.loads(raw)))
-            except json.JSONDecodeError as error:
-                records.append((line, BadInput(f"not JSON: {error.msg}")))
-            except RecursionError:
-                records.append((line, BadInput("not JSON we read: nested too deeply")))
-    return records
 
 
 def _rows(records: list[tuple[int, object]], name: str) -> list[Result]:
@@ -1133,3 +1121,11 @@ def gate_summary(verdict: dict) -> str:
         lines.append(f"flaky (mixed results, listed apart): {_listed(verdict['flaky'])}")
     lines += [f"waived {row_id}: {reason}" for row_id, reason in verdict["waived"].items()]
     return "\n".join(lines)
+
+
+def grade_result(db: Database, result_id: int, passed: bool, score: float | None, graded_by: str) -> None:
+    """Record a grader's verdict on a stored result (the judge grading it); call inside its ``write``."""
+    db.execute(
+        "UPDATE eval_results SET passed = ?, score = ?, graded_by = ? WHERE id = ?",
+        [int(passed), score, graded_by, result_id],
+    )

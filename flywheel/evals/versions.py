@@ -451,7 +451,7 @@ def parse_suite(data: bytes, name: str) -> list[dict]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise BadInput(f"{name}: not UTF-8 (byte {error.start})") from None
-    records = _csv_records(text, name) if name.lower().endswith(".csv") else _jsonl_records(text)
+    records = _csv_records(text, name) if name.lower().endswith(".csv") else jsonl_records(text)
     rows, problems, seen = [], [], {}
     for line, record in records:
         try:
@@ -484,7 +484,9 @@ def _csv_records(text: str, name: str) -> list[tuple[int, object]]:
     return read_table(text, name, key="id", check_header=check).rows
 
 
-def _jsonl_records(text: str) -> list[tuple[int, object]]:
+def jsonl_records(text: str) -> list[tuple[int, object]]:
+    """(line, object) for each non-blank line of a suite or results JSONL text; a line that is not JSON
+    gives (line, BadInput), so the caller refuses the file naming every bad line."""
     records = []
     for line, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
@@ -1337,3 +1339,45 @@ def _withdrawn_view(row: dict, withdrawal: dict | None) -> dict:
         "withdrawn_by": withdrawal.get("withdrawn_by"),
         "withdrawn_in": withdrawal.get("version"),
     }
+
+
+def withdraw_rows(
+    db: Database, user: User, rows: list[dict], why: str, stamp: str
+) -> tuple[list[str], list[int], list[str]]:
+    """Tombstone eval rows that held an erased data subject's text (``rows``: dicts with ``row_id`` and
+    ``trace_id``) and leave them out of a new version of each set; return (withdrawn, versions,
+    tombstoned). Call inside the erasing transaction."""
+    if not rows:
+        return [], [], []
+    tombstone = f"[erased on {stamp[:10]}: this row held a data subject's text]"
+    row_ids = [r["row_id"] for r in rows]
+    marks = ",".join("?" * len(row_ids))
+    for row_id in row_ids:
+        db["eval_row_tombstones"].insert(
+            {"row_id": row_id, "text": tombstone, "reason": why, "erased_by": user.name, "erased_at": stamp}
+        )
+        blank = {"input": tombstone, "messages": None, "expected": None, "criterion": None, "tags": None}
+        blank["content_hash"] = content_hash(blank)
+        db["eval_rows"].update(row_id, blank)
+    db.execute(f"UPDATE eval_results SET output = NULL WHERE row_id IN ({marks})", row_ids)
+    traces = {r["row_id"]: r["trace_id"] for r in rows}
+    sets = dict(db.execute(f"SELECT id, eval_set FROM eval_rows WHERE id IN ({marks})", row_ids))
+    withdrawn, versions = [], []
+    for eval_set in sorted(set(sets.values())):
+        if is_frozen(db, eval_set):
+            continue  # a frozen set takes no new version: its rows keep only their tombstones
+        members = version_members(db, current_version(db, eval_set))
+        leaving = [r for r in row_ids if sets[r] == eval_set and r in members]
+        if not leaving:
+            continue
+        for row_id in leaving:
+            del members[row_id]
+        active = sum(state == "active" for state in members.values())
+        counts = {"added": 0, "retired": 0, "carried": active, "changed": 0, "withdrawn": len(leaving)}
+        note = f"withdrew {len(leaving)} row(s): {why}"
+        version = make_version(db, user, "erasure", note, stamp, members, counts, eval_set)
+        for row_id in leaving:
+            record_withdrawal(db, user, row_id, traces[row_id], why, "erasure", stamp, version)
+        withdrawn += leaving
+        versions.append(version)
+    return withdrawn, versions, row_ids

@@ -517,3 +517,32 @@ def quarantined_lines(db: Database, user: User, run_id: int | None = None, limit
     where, args = ("last_run_id = ?", [run_id]) if run_id is not None else (None, [])
     rows = db["quarantine"].rows_where(where, args, order_by="last_run_id desc, file, line_no", limit=limit)
     return [{**row, "raw": row["raw"].decode("utf-8", "replace") if row["raw"] else ""} for row in rows]
+
+
+def blank_raw_text(db: Database, rows: list[tuple[int, str]], marker: str, keep_metadata: bool) -> None:
+    """Replace the raw text of traces given as (rowid, trace_id) by ``marker`` (retention, erasure);
+    call inside the caller's ``write``."""
+    metadata = "metadata" if keep_metadata else "NULL"
+    db.conn.executemany(
+        f"UPDATE traces SET input = ?, output = NULL, messages = NULL, metadata = {metadata} WHERE rowid = ?",
+        [(marker, rowid) for rowid, _ in rows],
+    )
+
+
+def blank_quarantined(db: Database, ids: list[int]) -> None:
+    """Drop the raw bytes of quarantined lines, keeping their line numbers and reasons; call inside
+    the caller's ``write``."""
+    db.conn.executemany("UPDATE quarantine SET raw = X'' WHERE id = ?", [(i,) for i in ids])
+
+
+def copy_judge_scores(db: Database, rubric_id: int) -> int:
+    """Set ``traces.judge_score`` from the rubric's ok judgments of traces (a calibrated judge was
+    adopted); return how many traces changed. Call inside the adopting transaction."""
+    return db.execute(
+        """UPDATE traces SET judge_score = (
+               SELECT score FROM judgments j WHERE j.rubric_id = :rubric AND j.subject_kind = 'trace'
+               AND j.status = 'ok' AND j.subject_id = traces.trace_id)
+           WHERE trace_id IN (SELECT subject_id FROM judgments WHERE rubric_id = :rubric
+               AND subject_kind = 'trace' AND status = 'ok')""",
+        {"rubric": rubric_id},
+    ).rowcount

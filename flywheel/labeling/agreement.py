@@ -15,6 +15,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, NotFound
+from flywheel.review import label_queue
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import write
@@ -52,10 +53,7 @@ def set_overlap(db: Database, user: User, batch_id: int, labels_per_item: int) -
             },
             pk="batch_id",
         )
-        db.execute(
-            "UPDATE label_queue SET needed = ?, is_open = (done < ?) WHERE batch_id = ?",
-            [labels_per_item, labels_per_item, batch_id],
-        )
+        label_queue.set_needed(db, batch_id, labels_per_item)
         audit(db, user.name, "set_overlap", "sample_batch", batch_id, labels_per_item=labels_per_item)
 
 

@@ -33,6 +33,7 @@ from flywheel.labeling.agreement import (
 )
 from flywheel.labeling.checks import dump_check, parse_check
 from flywheel.labeling.taxonomy import add_entry, resolve_code
+from flywheel.review import label_queue
 from flywheel.review.claims import (
     CLAIM_MINUTES,
     LABEL_ROLES,
@@ -42,6 +43,7 @@ from flywheel.review.claims import (
     claim_row,
     end_claim,
     held_claim,
+    lapse_claim,
     release_claim,
     skip_claim,
     stamp,
@@ -244,7 +246,7 @@ def _check_claim(db: Database, user: User, claim: dict, at: str) -> dict:
             f" from you {away}. Trace {trace_id!r}."
         )
     if taken:  # the other claim lapsed too: this label stands, and theirs is over
-        db.execute("UPDATE claims SET state = 'lapsed' WHERE id = ?", [queued["claim_id"]])
+        lapse_claim(db, queued["claim_id"])
     return queued
 
 
@@ -280,12 +282,7 @@ def _insert_label(
 
 
 def _count(db: Database, trace_id: str, step: int) -> None:
-    """Move an item's label count; it is open while it has fewer labels than its batch asks for."""
-    db.execute(
-        "UPDATE label_queue SET done = max(done + ?, 0), is_open = (max(done + ?, 0) < needed)"
-        " WHERE trace_id = ?",
-        [step, step, trace_id],
-    )
+    label_queue.count_label(db, trace_id, step)
 
 
 def add_siblings(
@@ -636,3 +633,13 @@ def _active_hours(db: Database, labeler: str, since: str) -> float:
     # the first label of a session took time too: count it as an average label's
     seconds = sum(g.total_seconds() for g in gaps) + (60.0 if moments else 0.0)
     return seconds / 3600
+
+
+def erase_label_text(db: Database, trace_ids: list[str]) -> None:
+    """Blank what labelers wrote about these traces (expected behaviour, criterion, note); the verdicts
+    stay. Call inside the erasing transaction."""
+    marks = ",".join("?" * len(trace_ids))
+    db.execute(
+        f"UPDATE labels SET expected = NULL, pass_criterion = NULL, note = NULL WHERE trace_id IN ({marks})",
+        trace_ids,
+    )

@@ -14,7 +14,6 @@ borderline band into a saved sampling plan as a ``judge_band`` stratum.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -24,9 +23,10 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, NotFound
+from flywheel.ingest.run import copy_judge_scores
 from flywheel.labeling.labels import cohen_kappa
 from flywheel.online.rubrics import Rubric, rubric
-from flywheel.sampling import Stratum, saved_plan
+from flywheel.sampling import Stratum, saved_plan, store_plan
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import query_rows, write
@@ -196,19 +196,9 @@ def adopt_judge(
     stratum = borderline_stratum(db, quota)
     strata = (*(s for s in plan.strata if s.key != "judge_band"), stratum)
     with write(db):
-        updated = db.execute(
-            """UPDATE traces SET judge_score = (
-                   SELECT score FROM judgments j WHERE j.rubric_id = :rubric AND j.subject_kind = 'trace'
-                   AND j.status = 'ok' AND j.subject_id = traces.trace_id)
-               WHERE trace_id IN (SELECT subject_id FROM judgments WHERE rubric_id = :rubric
-                   AND subject_kind = 'trace' AND status = 'ok')""",
-            {"rubric": chosen.id},
-        ).rowcount
+        updated = copy_judge_scores(db, chosen.id)
         body = plan.replace(strata=strata).as_dict()
-        db["sampling_plans"].upsert(
-            {"name": plan.name, "body": json.dumps(body), "updated_at": now(), "updated_by": user.name},
-            pk="name",
-        )
+        store_plan(db, plan.replace(strata=strata), user.name)
         audit(db, user.name, "adopt_judge", "rubric", chosen.id, scores=updated, plan=body, reason=why)
     return {
         "rubric": chosen.label,

@@ -32,6 +32,7 @@ from sqlite_utils import Database
 
 from flywheel.config import Setting, read_settings
 from flywheel.errors import BadInput, JudgeError, NotFound
+from flywheel.evals.runs import grade_result
 from flywheel.online.calibration import human_verdicts
 from flywheel.online.rubrics import Rubric, rubric
 from flywheel.review.scrubs import mask_redacted
@@ -671,14 +672,12 @@ def _record(
                 ignore=True,  # another run graded it meanwhile: the unique index keeps theirs
             )
         if subject.kind == "eval_result" and outcome.status == "ok":
-            db.execute(
-                "UPDATE eval_results SET passed = ?, score = ?, graded_by = ? WHERE id = ?",
-                [
-                    int(answer["verdict"] == "pass"),
-                    answer["score"],
-                    f"judge:{chosen.label}:{settings.model}",
-                    int(subject.id),
-                ],
+            grade_result(
+                db,
+                int(subject.id),
+                answer["verdict"] == "pass",
+                answer["score"],
+                f"judge:{chosen.label}:{settings.model}",
             )
         _save_counters(db, report)
 
@@ -756,3 +755,14 @@ def default_target(db: Database) -> Target:
     if row is None or row["id"] is None:
         raise BadInput("nothing to grade: no sample batch yet; pass --week or --run")
     return Target("batch", str(row["id"]))
+
+
+def erase_trace_judgments(db: Database, trace_ids: list[str]) -> None:
+    """Blank the judge's payloads about these traces (reason, metrics, error); the verdicts stay.
+    Call inside the erasing transaction."""
+    marks = ",".join("?" * len(trace_ids))
+    db.execute(
+        "UPDATE judgments SET reason = NULL, metrics = NULL, error = NULL"
+        f" WHERE subject_kind = 'trace' AND subject_id IN ({marks})",
+        trace_ids,
+    )

@@ -17,6 +17,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput
+from flywheel.ingest.run import blank_quarantined
 from flywheel.privacy.subjects import purge_traces, secure_deletes, wipe_free_space
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts
@@ -112,7 +113,7 @@ def _purge(db: Database, user: User, plan: RetentionReport, reason: str, stamp: 
         purged += len(rows)
     with write(db):
         ids = [r[0] for r in db.execute(f"SELECT q.id {_EXPIRED_LINES}", [plan.cutoff]).fetchall()]
-        db.conn.executemany("UPDATE quarantine SET raw = X'' WHERE id = ?", [(i,) for i in ids])
+        blank_quarantined(db, ids)
         audit(
             db,
             user.name,

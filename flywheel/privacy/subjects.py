@@ -31,22 +31,22 @@ from datetime import UTC, datetime
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
+from flywheel.drift.run import drop_drift_texts, drop_drift_vectors
 from flywheel.errors import BadInput
-from flywheel.evals.versions import (
-    content_hash,
-    current_version,
-    is_frozen,
-    make_version,
-    record_withdrawal,
-    version_members,
-)
+from flywheel.evals.versions import withdraw_rows
+from flywheel.ingest.run import blank_quarantined, blank_raw_text
+from flywheel.labeling.labels import erase_label_text
+from flywheel.online.judge import erase_trace_judgments
+from flywheel.review.scrubs import erase_scrubs, set_aside_unapproved
 from flywheel.scrub.normalise import INVISIBLE, normalise
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts
 from flywheel.store.db import query_rows, write
-from flywheel.vectors.embeddings import text_hash
+from flywheel.traces.rollups import advance_watermark, pending_rowids
+from flywheel.vectors.embeddings import drop_embeddings, drop_scrub_vectors, text_hash
 
 INDEX_STATE = "subject_index"
+INDEX_DEFINITION = "keyed token hashes of raw trace text"
 INDEX_CHUNK = 5000
 MIN_DIGITS = 7  # a phone or card number: shorter digit runs are amounts, dates, codes
 ERASED = "[erased]"
@@ -235,12 +235,12 @@ def refresh_index(db: Database, progress: Callable[[int], None] | None = None) -
         }
         if len(keys) > 100_000:  # repeated texts (canned replies) and words are hashed once
             keys.clear()
-        with write(db):
+
+        def add_postings(postings: set = postings) -> None:
             db.conn.executemany("INSERT OR IGNORE INTO subject_index VALUES (?, ?)", sorted(postings))
-            db.execute(
-                "INSERT OR REPLACE INTO rollup_state (name, definition, upto_rowid) VALUES (?, ?, ?)",
-                [INDEX_STATE, "keyed token hashes of raw trace text", last],
-            )
+
+        if not advance_watermark(db, INDEX_STATE, INDEX_DEFINITION, upto, last, add_postings):
+            continue  # another session indexed these rows meanwhile
         done += len(rows)
         if progress:
             progress(done)
@@ -249,8 +249,7 @@ def refresh_index(db: Database, progress: Callable[[int], None] | None = None) -
 
 
 def _indexed_upto(db: Database) -> int:
-    row = db.execute("SELECT upto_rowid FROM rollup_state WHERE name = ?", [INDEX_STATE]).fetchone()
-    return row[0] if row else 0
+    return pending_rowids(db, INDEX_STATE, INDEX_DEFINITION)[0]
 
 
 def drop_from_index(db: Database, rowids: Iterable[int]) -> None:
@@ -508,27 +507,20 @@ def purge_traces(
     if not rows:
         return 0
     marker = purge_marker(reason)
-    metadata = "metadata" if keep_metadata else "NULL"
-    db.conn.executemany(
-        f"UPDATE traces SET input = ?, output = NULL, messages = NULL, metadata = {metadata} WHERE rowid = ?",
-        [(marker, rowid) for rowid, _ in rows],
-    )
+    blank_raw_text(db, rows, marker, keep_metadata)
     db.conn.executemany(
         "INSERT OR REPLACE INTO raw_purges (trace_id, reason, purged_by, purged_at) VALUES (?, ?, ?, ?)",
         [(trace_id, reason, actor, stamp) for _, trace_id in rows],
     )
-    db.conn.executemany(
-        "UPDATE scrubs SET status = CASE status WHEN 'pending' THEN 'set_aside' ELSE status END,"
-        " note = CASE status WHEN 'pending' THEN ? ELSE note END, claimed_by = NULL, claim_expires = NULL,"
-        " input = ?, output = NULL, messages = NULL WHERE trace_id = ? AND status <> 'approved'",
-        [(f"set aside: {reason}", marker, trace_id) for _, trace_id in rows],
-    )
+    set_aside_unapproved(db, [trace_id for _, trace_id in rows], reason, marker)
     drop_from_index(db, [rowid for rowid, _ in rows])
     return len(rows)
 
 
 def _erase_derived(db: Database, trace_ids: list[str], marker: str) -> None:
-    """What the loop derived from erased traces: scrubbed text, label text, embeddings, judge payloads."""
+    """What the loop derived from erased traces: scrubbed text, label text, embeddings, judge payloads.
+
+    Each table is changed by the station that writes it, inside this one transaction."""
     for start in range(0, len(trace_ids), 500):
         part = trace_ids[start : start + 500]
         marks = _in_ids(part)
@@ -537,49 +529,20 @@ def _erase_derived(db: Database, trace_ids: list[str], marker: str) -> None:
         )
         hashes = {text_hash(t) for s in scrubs for t in (s["input"], s["output"], s["messages"]) if t}
         hashes |= {text_hash(t) for s in scrubs for t in _message_texts(s["messages"])}
-        drift = query_rows(db, f"SELECT text FROM drift_texts WHERE trace_id IN ({marks})", part)
-        hashes |= {text_hash(d["text"]) for d in drift}
+        hashes |= drop_drift_texts(db, part)
         scrub_ids = [s["id"] for s in scrubs]
         if scrub_ids:
-            smarks = _in_ids(scrub_ids)
-            hashes |= {
-                r[0]
-                for r in db.execute(
-                    f"SELECT text_hash FROM scrub_vectors WHERE scrub_id IN ({smarks})", scrub_ids
-                )
-            }
-            db.execute(f"DELETE FROM scrub_vectors WHERE scrub_id IN ({smarks})", scrub_ids)
-        _drop_vectors(db, hashes)
-        db.execute(
-            f"UPDATE scrubs SET status = 'erased', input = ?, output = NULL, messages = NULL, note = NULL,"
-            f" claimed_by = NULL, claim_expires = NULL WHERE trace_id IN ({marks})",
-            [marker, *part],
-        )
-        db.execute(f"DELETE FROM drift_texts WHERE trace_id IN ({marks})", part)
-        db.execute(f"DELETE FROM label_queue WHERE trace_id IN ({marks})", part)
-        db.execute(
-            f"UPDATE claims SET state = 'withdrawn' WHERE state = 'open' AND trace_id IN ({marks})", part
-        )
-        db.execute(
-            "UPDATE labels SET expected = NULL, pass_criterion = NULL, note = NULL"
-            f" WHERE trace_id IN ({marks})",
-            part,
-        )
-        db.execute(
-            "UPDATE judgments SET reason = NULL, metrics = NULL, error = NULL"
-            f" WHERE subject_kind = 'trace' AND subject_id IN ({marks})",
-            part,
-        )
+            hashes |= drop_scrub_vectors(db, scrub_ids)
+        drop_embeddings(db, hashes)
+        drop_drift_vectors(db, hashes)
+        erase_scrubs(db, part, marker)
+        erase_label_text(db, part)
+        erase_trace_judgments(db, part)
 
 
 def _message_texts(messages: str | None) -> list[str]:
     parsed = _json(messages)
     return [str(m.get("content")) for m in parsed if isinstance(m, dict)] if isinstance(parsed, list) else []
-
-
-def _drop_vectors(db: Database, hashes: set[str]) -> None:
-    for table in ("embeddings", "drift_vectors"):
-        db.conn.executemany(f"DELETE FROM {table} WHERE text_hash = ?", [(h,) for h in hashes])
 
 
 # Erase -----------------------------------------------------------------------------------------------
@@ -637,8 +600,8 @@ def erase_subject(
             purge_traces(db, user.name, rows, why, stamp, keep_metadata=False)
             _erase_derived(db, ids, purge_marker(why))
             quarantined = [q["id"] for q in report.quarantined]
-            db.conn.executemany("UPDATE quarantine SET raw = X'' WHERE id = ?", [(i,) for i in quarantined])
-            withdrawn, versions, tombstoned = _withdraw_rows(db, user, report.eval_rows, why, stamp)
+            blank_quarantined(db, quarantined)
+            withdrawn, versions, tombstoned = withdraw_rows(db, user, report.eval_rows, why, stamp)
             cells = _blank_copies(db, found)
             audit(
                 db,
@@ -660,46 +623,6 @@ def erase_subject(
     )
 
 
-def _withdraw_rows(
-    db: Database, user: User, rows: list[dict], why: str, stamp: str
-) -> tuple[list[str], list[int], list[str]]:
-    """Tombstone the rows and leave them out of a new version; return (withdrawn, versions, tombstoned)."""
-
-    if not rows:
-        return [], [], []
-    tombstone = f"[erased on {stamp[:10]}: this row held a data subject's text]"
-    row_ids = [r["row_id"] for r in rows]
-    for row_id in row_ids:
-        db["eval_row_tombstones"].insert(
-            {"row_id": row_id, "text": tombstone, "reason": why, "erased_by": user.name, "erased_at": stamp}
-        )
-        blank = {"input": tombstone, "messages": None, "expected": None, "criterion": None, "tags": None}
-        blank["content_hash"] = content_hash(blank)
-        db["eval_rows"].update(row_id, blank)
-    db.execute(f"UPDATE eval_results SET output = NULL WHERE row_id IN ({_in_ids(row_ids)})", row_ids)
-    traces = {r["row_id"]: r["trace_id"] for r in rows}
-    sets = dict(db.execute(f"SELECT id, eval_set FROM eval_rows WHERE id IN ({_in_ids(row_ids)})", row_ids))
-    withdrawn, versions = [], []
-    for eval_set in sorted(set(sets.values())):
-        if is_frozen(db, eval_set):
-            continue  # a frozen set takes no new version: its rows keep only their tombstones
-        members = version_members(db, current_version(db, eval_set))
-        leaving = [r for r in row_ids if sets[r] == eval_set and r in members]
-        if not leaving:
-            continue
-        for row_id in leaving:
-            del members[row_id]
-        active = sum(state == "active" for state in members.values())
-        counts = {"added": 0, "retired": 0, "carried": active, "changed": 0, "withdrawn": len(leaving)}
-        note = f"withdrew {len(leaving)} row(s): {why}"
-        version = make_version(db, user, "erasure", note, stamp, members, counts, eval_set)
-        for row_id in leaving:
-            record_withdrawal(db, user, row_id, traces[row_id], why, "erasure", stamp, version)
-        withdrawn += leaving
-        versions.append(version)
-    return withdrawn, versions, row_ids
-
-
 # Copies outside the raw-text tables: a scrub that missed the value, a reason, a cluster name.
 _SKIP_TABLES = {
     "traces",
@@ -712,7 +635,10 @@ _SKIP_TABLES = {
 
 
 def _blank_copies(db: Database, found: Probe) -> int:
-    """Blank every other text cell that holds the value; return how many."""
+    """Blank every other text cell that holds the value; return how many.
+
+    The one write here into tables other stations own: it sweeps every text column of every table,
+    including tables added after this code, so no station's writer can be asked for it by name."""
     blanked = 0
     for table in _tables(db):
         for column in _text_columns(db, table):

@@ -157,3 +157,9 @@ def claim_row(db: Database, user: User, claim: Claim | int | str) -> dict:
     if row["labeler"] != user.name:
         raise PermissionDenied(f"claim {row['id']} belongs to {row['labeler']}, not {user.name}")
     return row
+
+
+def lapse_claim(db: Database, claim_id: int) -> None:
+    """End a claim that lapsed while another labeler's label on the item stands; call inside the
+    labeling transaction."""
+    db.execute("UPDATE claims SET state = 'lapsed' WHERE id = ?", [claim_id])

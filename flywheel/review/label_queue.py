@@ -74,3 +74,31 @@ def enqueue_approved(db: Database) -> int:
         )
     ]
     return sum(enqueue_scrub(db, scrub_id) for scrub_id in ids)
+
+
+def withdraw_traces(db: Database, trace_ids: list[str]) -> None:
+    """``withdraw_trace`` for many traces at once (an erasure); call inside its transaction."""
+    marks = ",".join("?" * len(trace_ids))
+    db.execute(f"DELETE FROM label_queue WHERE trace_id IN ({marks})", trace_ids)
+    db.execute(
+        f"UPDATE claims SET state = 'withdrawn' WHERE state = 'open' AND trace_id IN ({marks})", trace_ids
+    )
+
+
+def count_label(db: Database, trace_id: str, step: int) -> None:
+    """Move an item's label count by ``step``; it is open while it has fewer labels than its batch asks
+    for. Call inside the labeling transaction."""
+    db.execute(
+        "UPDATE label_queue SET done = max(done + ?, 0), is_open = (max(done + ?, 0) < needed)"
+        " WHERE trace_id = ?",
+        [step, step, trace_id],
+    )
+
+
+def set_needed(db: Database, batch_id: int, labels_per_item: int) -> None:
+    """Ask for ``labels_per_item`` labels on every queued item of a batch; call inside the caller's
+    ``write``."""
+    db.execute(
+        "UPDATE label_queue SET needed = ?, is_open = (done < ?) WHERE batch_id = ?",
+        [labels_per_item, labels_per_item, batch_id],
+    )

@@ -1030,3 +1030,27 @@ def _occurrences(text: str, needle: str) -> list[int]:
 
 def _covered(redactions: Iterable[dict], start: int, end: int) -> bool:
     return any(r["start"] <= start and end <= r["end"] for r in redactions)
+
+
+def set_aside_unapproved(db: Database, trace_ids: list[str], reason: str, marker: str) -> None:
+    """The raw text of these traces is gone: a pending scrub is set aside with ``reason`` (nobody can
+    review it without the raw text) and every unapproved scrub's text becomes ``marker``; call inside
+    the purging transaction."""
+    db.conn.executemany(
+        "UPDATE scrubs SET status = CASE status WHEN 'pending' THEN 'set_aside' ELSE status END,"
+        " note = CASE status WHEN 'pending' THEN ? ELSE note END, claimed_by = NULL, claim_expires = NULL,"
+        " input = ?, output = NULL, messages = NULL WHERE trace_id = ? AND status <> 'approved'",
+        [(f"set aside: {reason}", marker, trace_id) for trace_id in trace_ids],
+    )
+
+
+def erase_scrubs(db: Database, trace_ids: list[str], marker: str) -> None:
+    """Every scrub of these traces becomes an erased one reading ``marker``, and leaves the label queue;
+    call inside the erasing transaction."""
+    marks = ",".join("?" * len(trace_ids))
+    db.execute(
+        f"UPDATE scrubs SET status = 'erased', input = ?, output = NULL, messages = NULL, note = NULL,"
+        f" claimed_by = NULL, claim_expires = NULL WHERE trace_id IN ({marks})",
+        [marker, *trace_ids],
+    )
+    label_queue.withdraw_traces(db, trace_ids)

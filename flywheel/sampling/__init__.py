@@ -44,6 +44,7 @@ from flywheel.sampling.batches import (
     store_sql,
     unscrubbed_count,
     week_order,
+    write_batch,
 )
 from flywheel.sampling.plans import (
     ANOMALY_SIGNALS,
@@ -61,6 +62,7 @@ from flywheel.sampling.plans import (
     save_plan,
     saved_plan,
     saved_plans,
+    store_plan,
     week_bounds,
 )
 from flywheel.sampling.sql import DIALECTS, HASH_SPACE, PlanSQL, compile_plan, random_predicate_sql, threshold
@@ -118,9 +120,11 @@ __all__ = [
     "saved_plan",
     "saved_plans",
     "scrub_batch",
+    "store_plan",
     "store_sql",
     "threshold",
     "unscrubbed_count",
     "week_bounds",
     "week_order",
+    "write_batch",
 ]

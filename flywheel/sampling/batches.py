@@ -400,31 +400,21 @@ def record_batch(
             " no batch was written"
         )
     with write(db):
-        batch_id = (
-            db["sample_batches"]
-            .insert(
-                {
-                    "plan_name": plan.name,
-                    "plan": plan.as_json(),
-                    "seed": plan.seed,
-                    "week": week,
-                    "created_by": actor,
-                    "created_at": now(),
-                    "source": source,
-                    "engine": engine,
-                    "sql": sql,
-                    "quarantined": quarantined,
-                    "cap": plan.cap,
-                    "anomalies": outcome.anomalies,
-                }
-            )
-            .last_pk
-        )
-        db["batch_items"].insert_all(
-            {**item, "batch_id": batch_id, "reasons": json.dumps(item["reasons"])} for item in items
-        )
-        label_queue.join_batch(db, batch_id)
-        db["batch_strata"].insert_all({**row, "batch_id": batch_id} for row in outcome.ledger(kept))
+        header = {
+            "plan_name": plan.name,
+            "plan": plan.as_json(),
+            "seed": plan.seed,
+            "week": week,
+            "created_by": actor,
+            "created_at": now(),
+            "source": source,
+            "engine": engine,
+            "sql": sql,
+            "quarantined": quarantined,
+            "cap": plan.cap,
+            "anomalies": outcome.anomalies,
+        }
+        batch_id = write_batch(db, header, items, outcome.ledger(kept))
         batch = _count_batch(db, batch_id, plan, week, outcome, len(items))
         db["sample_batches"].update(batch_id, {"reasons": json.dumps(batch.reasons)})
         batch = dataclasses.replace(
@@ -437,6 +427,21 @@ def record_batch(
         )
         audit(db, actor, "sample", "sample_batch", batch_id, **batch.as_json())
     return batch
+
+
+def write_batch(db: Database, header: dict, items: list[dict], ledger: list[dict]) -> int:
+    """Write a batch row, its items (``reasons`` a list) and its ledger rows; return the batch id.
+
+    The one writer of the batch tables, for plans, drift and siblings alike: queued traces the batch
+    picks join it here, so the label queue ranks every sampled trace the same way. Call inside ``write``.
+    """
+    batch_id = db["sample_batches"].insert(header).last_pk
+    db["batch_items"].insert_all(
+        {**item, "batch_id": batch_id, "reasons": json.dumps(item["reasons"])} for item in items
+    )
+    label_queue.join_batch(db, batch_id)
+    db["batch_strata"].insert_all({**row, "batch_id": batch_id} for row in ledger)
+    return batch_id
 
 
 def _count_batch(db: Database, batch_id: int, plan: Plan, week: str, outcome: Outcome, sampled: int) -> Batch:

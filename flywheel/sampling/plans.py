@@ -517,11 +517,16 @@ def plan_from_options(
 def save_plan(db: Database, plan: Plan, actor: str) -> None:
     """Store a plan under its name, replacing an earlier version."""
     with write(db):
-        db["sampling_plans"].upsert(
-            {"name": plan.name, "body": json.dumps(plan.as_dict()), "updated_at": now(), "updated_by": actor},
-            pk="name",
-        )
+        store_plan(db, plan, actor)
         audit(db, actor, "save_plan", "sampling_plan", plan.name, plan=plan.as_dict())
+
+
+def store_plan(db: Database, plan: Plan, actor: str) -> None:
+    """Write a plan under its name, replacing an earlier version; the caller audits, inside ``write``."""
+    db["sampling_plans"].upsert(
+        {"name": plan.name, "body": json.dumps(plan.as_dict()), "updated_at": now(), "updated_by": actor},
+        pk="name",
+    )
 
 
 def delete_plan(db: Database, name: str, actor: str) -> None:

@@ -29,7 +29,7 @@ from flywheel.auth import User, require_role
 from flywheel.config import Config
 from flywheel.errors import BadInput
 from flywheel.review.scrubs import machine_scrubber, scrub_traces
-from flywheel.sampling import week_order
+from flywheel.sampling import week_order, write_batch
 from flywheel.scrub import SCRUBBER_VERSION
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts, now
@@ -442,49 +442,48 @@ def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str
         return None
     week = max((found[t] for t in new), key=week_order)
     reasons = {"sibling": len(new)}
+    header = {
+        "plan_name": "siblings",
+        "plan": json.dumps({"name": "siblings", "anchor": anchor, "added_by": user.name}),
+        "seed": 0,
+        "week": week,
+        "created_by": user.name,
+        "created_at": now(),
+        "window": len(ids),
+        "selected": len(ids),
+        "sampled": len(new),
+        "dropped": 0,
+        "reasons": json.dumps(reasons),
+    }
+    items = [{"trace_id": t, "reasons": ["sibling"], "stratum": "sibling", "priority": 1} for t in new]
+    ledger = {
+        "kind": "sibling",
+        "rule": "sibling",
+        "stratum": "siblings of a label",
+        "quota": len(ids),
+        "population": len(ids),
+        "selected": len(new),
+        "dropped": 0,
+        "in_batch": len(new),
+    }
     with write(db):
-        batch_id = (
-            db["sample_batches"]
-            .insert(
-                {
-                    "plan_name": "siblings",
-                    "plan": json.dumps({"name": "siblings", "anchor": anchor, "added_by": user.name}),
-                    "seed": 0,
-                    "week": week,
-                    "created_by": user.name,
-                    "created_at": now(),
-                    "window": len(ids),
-                    "selected": len(ids),
-                    "sampled": len(new),
-                    "dropped": 0,
-                    "reasons": json.dumps(reasons),
-                }
-            )
-            .last_pk
-        )
-        db["batch_items"].insert_all(
-            {
-                "batch_id": batch_id,
-                "trace_id": t,
-                "reasons": json.dumps(["sibling"]),
-                "stratum": "sibling",
-                "priority": 1,
-            }
-            for t in new
-        )
-        db["batch_strata"].insert(
-            {
-                "batch_id": batch_id,
-                "kind": "sibling",
-                "rule": "sibling",
-                "stratum": "siblings of a label",
-                "quota": len(ids),
-                "population": len(ids),
-                "selected": len(new),
-                "dropped": 0,
-                "in_batch": len(new),
-            }
-        )
+        batch_id = write_batch(db, header, items, [ledger])
         audit(db, user.name, "pull_siblings", "sample_batch", batch_id, anchor=anchor, traces=new)
     scrub_traces(db, new, user.name)
     return batch_id
+
+
+def drop_scrub_vectors(db: Database, scrub_ids: list[int]) -> set[str]:
+    """Forget the vectors of these scrubs; return the text hashes they pointed at."""
+    marks = ",".join("?" * len(scrub_ids))
+    hashes = {
+        r[0]
+        for r in db.execute(f"SELECT text_hash FROM scrub_vectors WHERE scrub_id IN ({marks})", scrub_ids)
+    }
+    db.execute(f"DELETE FROM scrub_vectors WHERE scrub_id IN ({marks})", scrub_ids)
+    return hashes
+
+
+def drop_embeddings(db: Database, hashes: set[str]) -> None:
+    """Forget the cached embeddings of these text hashes (their text was erased)."""
+    db.conn.executemany("DELETE FROM embeddings WHERE text_hash = ?", [(h,) for h in hashes])
