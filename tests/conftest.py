@@ -82,10 +82,17 @@ def page(browser):
     context.close()
 
 
-# The fast tier (`pytest -m "not slow"`): tests that build a demo, drive Chromium, start processes or Spark
-# are slow by what they use, so no one has to remember the marker on each of them.
-SLOW_FIXTURES = {"demo_template", "demo_copy", "browser", "page", "server", "server_db"}
-SLOW_MODULES = {"test_sample_source", "test_runs_runners", "test_crash_recovery", "test_long_text"}
+# The fast tier (`pytest -m "not slow"`): tests that build a demo, load the embedding model, drive Chromium
+# or start Spark are slow by what they use, so no one has to remember the marker on each of them. A test
+# that starts processes of its own (a pool, a subprocess, the command line's model) carries the marker.
+SLOW_FIXTURES = {"demo_template", "demo_copy", "browser", "page", "server", "server_db", "model"}
+SLOW_MODULES = {
+    "test_sample_source",
+    "test_runs_runners",
+    "test_checks_runners",
+    "test_crash_recovery",
+    "test_long_text",
+}
 
 
 def pytest_collection_modifyitems(config, items):

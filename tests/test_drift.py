@@ -303,6 +303,7 @@ def test_the_farthest_traces_of_the_biggest_clusters_go_to_a_drift_batch(drift_d
     assert drift_db.execute("SELECT count(*) FROM audit_log WHERE action = 'sample'").fetchone()[0] == 1
 
 
+@pytest.mark.slow  # the command line loads the real embedding model
 def test_cli_prints_exactly_the_contract_keys(drift_db, tmp_path, capsys):
     path = str(tmp_path / "flywheel.db")
     assert main(["drift", "--db", path, "--json"]) == 0

@@ -58,7 +58,8 @@ def open_page(at: AppTest, page: str) -> AppTest:
 
 
 @pytest.mark.parametrize("user", list(PAGES_BY_ROLE))
-@pytest.mark.parametrize("which", ["empty_db", "demo_db"])
+# demo_db comes through getfixturevalue, out of sight of conftest's fixture rule: marked here
+@pytest.mark.parametrize("which", ["empty_db", pytest.param("demo_db", marks=pytest.mark.slow)])
 def test_every_page_renders_for_every_role(request, monkeypatch, user, which):
     at = app(request.getfixturevalue(which), monkeypatch, user)
     assert not at.exception
