@@ -102,12 +102,60 @@ def chromium():
             browser.close()
 
 
+# Counts, in the page, the script runs the app was asked for (a BackMsg whose first field is rerun_script,
+# tag 0x5A) and the ScriptFinished messages (ForwardMsg field 6) that answer them. The running indicator
+# alone cannot say a run is over: Streamlit draws it only after half a second of running.
+RUN_TRACKER = """() => {
+  if (window.flywheelRuns) return;
+  const runs = (window.flywheelRuns = {asked: 0, answered: 0});
+  const send = WebSocket.prototype.send;
+  const finished = (bytes) => {
+    let at = 0;
+    const varint = () => {
+      let value = 0, shift = 0, byte;
+      do { byte = bytes[at++]; value += (byte & 0x7f) * 2 ** shift; shift += 7; } while (byte & 0x80);
+      return value;
+    };
+    while (at < bytes.length) {
+      const tag = varint();
+      if (tag >>> 3 === 6) return true;
+      const wire = tag & 7;
+      if (wire === 0) varint();
+      else if (wire === 2) at += varint();
+      else if (wire === 1) at += 8;
+      else if (wire === 5) at += 4;
+      else return false;
+    }
+    return false;
+  };
+  WebSocket.prototype.send = function (data) {
+    if (!this.flywheelTracked) {
+      this.flywheelTracked = true;
+      this.addEventListener("message", (event) => {
+        if (event.data instanceof ArrayBuffer && finished(new Uint8Array(event.data))) {
+          runs.answered = runs.asked;
+        }
+      });
+    }
+    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data)
+      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null;
+    if (bytes && bytes[0] === 0x5a) runs.asked += 1;
+    return send.call(this, data);
+  };
+}"""
+
+IDLE = """() => {
+  const runs = window.flywheelRuns, app = document.querySelector('[data-testid="stApp"]');
+  return runs.answered >= runs.asked && app !== null && app.dataset.testScriptState === "notRunning"
+    && !document.querySelector('[data-testid="stStatusWidget"]');
+}"""
+
+
 def settle(page) -> None:
-    """Wait until the script run triggered by the last action has finished."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
-    )
+    """Wait until the script runs triggered so far have finished: every run the page asked for was
+    answered, the app says it is not running, and the running indicator is gone."""
+    page.evaluate(RUN_TRACKER)  # idempotent; after a navigation it starts counting again
+    page.wait_for_function(IDLE, timeout=60_000)
 
 
 SIGNED_IN_AS = (
@@ -123,25 +171,25 @@ def signed_in_as(page) -> list[str]:
 def assert_signed_in_as(page, label: str, seconds: float = 10) -> None:
     """The sidebar shows ``label`` as the one signed-in user (a stale picker of a finished run may linger
     for a moment while the next run draws)."""
-    deadline = time.monotonic() + seconds
-    while (shown := signed_in_as(page)) != [label] and time.monotonic() < deadline:
-        page.wait_for_timeout(200)
-    assert shown == [label], f"signed in as {shown}, not {label}"
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    shown = f"({SIGNED_IN_AS}.map(input => input.value))()"
+    with contextlib.suppress(PlaywrightTimeout):  # the assertion below names what is shown instead
+        page.wait_for_function(
+            f"(label) => {{ const shown = {shown}; return shown.length === 1 && shown[0] === label; }}",
+            arg=label,
+            timeout=seconds * 1000,
+        )
+    assert signed_in_as(page) == [label], f"signed in as {signed_in_as(page)}, not {label}"
 
 
 def sign_in_as(page, label: str) -> None:
     """Pick the local user ``label`` (e.g. 'ana (lead)') in the sidebar; wait until the app runs as them."""
-    picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox")
-    for _ in range(4):  # a click that lands while a script run is still going can be lost
-        if signed_in_as(page) == [label]:
-            break
-        try:
-            picker.click(timeout=20_000)
-            page.get_by_role("option", name=label).click(timeout=20_000)
-        except Exception:  # retried; the check below names the failure
-            page.keyboard.press("Escape")
+    settle(page)  # a click that lands while a script run redraws the picker is lost
+    if signed_in_as(page) != [label]:
+        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click(timeout=20_000)
+        page.get_by_role("option", name=label).click(timeout=20_000)
         settle(page)
-    settle(page)
     assert_signed_in_as(page, label)
     role = label.split("(")[1].rstrip(")")
     page.get_by_test_id("stSidebar").get_by_text(f"Role: {role}").wait_for(timeout=10_000)

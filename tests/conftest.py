@@ -8,9 +8,20 @@ from flywheel.demo.build import build_demo
 from flywheel.store.db import open_db
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory):
+    """An empty store with every migration applied, made once: migrating a new file for each test costs
+    a quarter of a second, copying this one a hundredth."""
+    path = tmp_path_factory.mktemp("store") / "flywheel.db"
+    open_db(path).close()  # the last connection's close checkpoints the WAL: the file is whole
+    return path
+
+
 @pytest.fixture
-def db(tmp_path):
-    database = open_db(tmp_path / "flywheel.db")
+def db(tmp_path, migrated_store):
+    path = tmp_path / "flywheel.db"
+    shutil.copy(migrated_store, path)
+    database = open_db(path)
     yield database
     database.close()
 
@@ -82,10 +93,17 @@ def page(browser):
     context.close()
 
 
-# The fast tier (`pytest -m "not slow"`): tests that build a demo, drive Chromium, start processes or Spark
-# are slow by what they use, so no one has to remember the marker on each of them.
-SLOW_FIXTURES = {"demo_template", "demo_copy", "browser", "page", "server", "server_db"}
-SLOW_MODULES = {"test_sample_source", "test_runs_runners", "test_crash_recovery", "test_long_text"}
+# The fast tier (`pytest -m "not slow"`): tests that build a demo, load the embedding model, drive Chromium
+# or start Spark are slow by what they use, so no one has to remember the marker on each of them. A test
+# that starts processes of its own (a pool, a subprocess, the command line's model) carries the marker.
+SLOW_FIXTURES = {"demo_template", "demo_copy", "browser", "page", "server", "server_db", "model"}
+SLOW_MODULES = {
+    "test_sample_source",
+    "test_runs_runners",
+    "test_checks_runners",
+    "test_crash_recovery",
+    "test_long_text",
+}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from browser_support import VIEWPORT, go, open_app, serve_app, settle, sign_in_as
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from flywheel.demo.build import build_demo
 from flywheel.evals.runs import gate
@@ -66,13 +65,9 @@ def _import(page, system: str, path: Path) -> None:
     if not box.is_visible():
         page.get_by_test_id("stExpander").filter(has_text="Import results").locator("summary").click()
         box.wait_for(timeout=30_000)
-    for _ in range(3):  # a file set while a rerun redraws the uploader can be dropped: set it again
-        page.locator("input[type=file]").set_input_files(str(path))
-        try:
-            page.get_by_text(path.name).first.wait_for(timeout=15_000)  # the uploaded file's chip
-            break
-        except PlaywrightTimeout:
-            settle(page)
+    settle(page)  # a file set while a rerun redraws the uploader is dropped
+    page.locator("input[type=file]").set_input_files(str(path))
+    page.get_by_text(path.name).first.wait_for(timeout=30_000)  # the uploaded file's chip
     settle(page)
     box.fill(system)
     box.press("Enter")

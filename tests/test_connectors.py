@@ -296,7 +296,6 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
-TRIED = {"mutated otlp exports": 0, "mutated langfuse traces": 0}
 
 
 def _paths(value, prefix=()):
@@ -350,7 +349,6 @@ def test_an_otlp_resource_that_is_not_an_object_is_quarantined(tmp_path_factory,
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_mutated_otlp_exports_never_crash(tmp_path_factory, otlp_export, data):
-    TRIED["mutated otlp exports"] += 1
     text = json.dumps(_mutated(otlp_export, data)) + "\n" + json.dumps(otlp_export) + "\n"
     _reconciles(tmp_path_factory, "spans.json", text, "otlp-json")
 
@@ -358,10 +356,26 @@ def test_mutated_otlp_exports_never_crash(tmp_path_factory, otlp_export, data):
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_mutated_langfuse_traces_never_crash(tmp_path_factory, data):
-    TRIED["mutated langfuse traces"] += 1
     text = json.dumps([_mutated(LANGFUSE_TRACE, data)], indent=1)
     _reconciles(tmp_path_factory, "lf.json", text, "langfuse")
 
 
-def test_print_tried():
-    print(f"\nmutated exports tried: {TRIED}")
+def test_the_mutations_are_real_and_reach_both_the_traces_and_the_quarantine(tmp_path, otlp_export):
+    """The fuzz above proves something only if its mutations do: drawn documents differ from the export
+    and from each other, and importing them stores some traces and quarantines others."""
+    drawn = []
+
+    @settings(max_examples=40, deadline=None, database=None, derandomize=True)
+    @given(st.data())
+    def draw(data):
+        drawn.append(json.dumps(_mutated(otlp_export, data)))
+
+    draw()
+    original = json.dumps(otlp_export)
+    changed = set(drawn) - {original}
+    assert len(changed) >= len(drawn) // 2, f"only {len(changed)} of {len(drawn)} drawn exports differ"
+    path = tmp_path / "spans.json"
+    path.write_text("\n".join(sorted(changed)) + "\n")
+    report = ingest_files(open_db(tmp_path / "m.db"), [path], fmt="otlp-json", max_bad=10**6)
+    assert report.quarantined > 0, "no mutation was refused: the fuzz never reaches the quarantine"
+    assert report.ingested > 0, "every mutation was refused: the fuzz never reaches the traces table"

@@ -202,6 +202,7 @@ def test_duckdb_picks_declared_signals_exactly_as_the_store(source, tmp_path, na
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a Java runtime")
+@pytest.mark.slow
 def test_spark_picks_declared_signals_exactly_as_the_store(source, tmp_path):
     pytest.importorskip("pyspark")
     db = open_db(tmp_path / "k.db")

@@ -111,6 +111,7 @@ def test_same_seed_gives_identical_lines(lines):
     assert list(demo_lines(seed=7, n=N)) == lines
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_lines_in_another_process(lines):
     # nothing in a demo line may hang on a per-process value (string hashes, the hash of None)
     script = (

@@ -320,6 +320,7 @@ def test_a_trace_approved_before_drift_sent_it_joins_the_drift_batch_in_the_labe
     assert drift_db.execute(queued, [early]).fetchone() == (batch.id, 1)
 
 
+@pytest.mark.slow  # the command line loads the real embedding model
 def test_cli_prints_exactly_the_contract_keys(drift_db, tmp_path, capsys):
     path = str(tmp_path / "flywheel.db")
     assert main(["drift", "--db", path, "--json"]) == 0

@@ -251,6 +251,7 @@ def _ingest_in_process(db_path: str, file_path: str) -> dict:
     return ingest_files(open_db(db_path), [file_path]).as_json()
 
 
+@pytest.mark.slow
 def test_concurrent_imports_of_one_file_store_each_trace_once(tmp_path):
     path = jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(3000)] + [b"not json"] * 7)
     db_path = str(tmp_path / "shared.db")

@@ -185,6 +185,7 @@ def test_a_run_without_heartbeat_shows_as_interrupted(db):
     ]
 
 
+@pytest.mark.slow
 def test_a_killed_import_leaves_an_audited_batch_for_every_committed_trace(tmp_path):
     path = jsonl(tmp_path / "big.jsonl", [trace(n) for n in range(40_000)])
     db_path = tmp_path / "k.db"
@@ -281,6 +282,7 @@ def test_a_write_on_a_read_only_connection_is_a_store_error(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+@pytest.mark.slow
 def test_cli_on_a_read_only_database_is_one_line_and_exit_2(tmp_path):
     path = tmp_path / "r.db"
     open_db(path).close()

@@ -150,6 +150,7 @@ def test_a_second_run_grades_nothing_twice_and_limit_caps_a_run(db, fake):
     assert len(fake.bodies) == 5 and len(_judgments(db)) == 5
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
     path = tmp_path / "kill.db"
     db = open_db(path)

@@ -436,6 +436,7 @@ def _claim_and_label(path: str, name: str, count: int) -> list[tuple[str, int]]:
     return done
 
 
+@pytest.mark.slow
 def test_four_processes_claiming_at_once_never_share_an_item_or_lose_a_label(tmp_path):
     path = tmp_path / "busy.db"
     db = open_db(path)

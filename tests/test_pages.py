@@ -4,29 +4,19 @@ import pytest
 from conftest import jsonl, trace
 from streamlit.testing.v1 import AppTest
 
+from flywheel.auth import ROLES, User, load_users
+from flywheel.config import PROJECT_ROOT, load_config
 from flywheel.ingest.run import ingest_files
 from flywheel.store.db import open_db
+from pages._nav import PAGES
 
-PAGES_BY_ROLE = {
-    "lena": ["pages/overview.py", "pages/traces.py", "pages/label.py", "pages/taxonomy.py"],
-    "ravi": [
-        "pages/overview.py",
-        "pages/traces.py",
-        "pages/review.py",
-        "pages/label.py",
-        "pages/taxonomy.py",
-    ],
-    "ana": [
-        "pages/overview.py",
-        "pages/traces.py",
-        "pages/sample.py",
-        "pages/review.py",
-        "pages/label.py",
-        "pages/taxonomy.py",
-        "pages/ingest.py",
-        "pages/audit.py",
-    ],
-}
+USERS = {user.name: user for user in load_users(load_config().users)}
+WALKED = ["lena", "ravi", "ana"]  # one user of each role
+
+
+def pages_for(user: User) -> list[str]:
+    """The page files app.py's navigation gives ``user``, chosen as app.py chooses them."""
+    return [path for pages in PAGES.values() for path, _, _, roles in pages if user.may(*roles)]
 
 
 @pytest.fixture
@@ -57,12 +47,23 @@ def open_page(at: AppTest, page: str) -> AppTest:
     return at
 
 
-@pytest.mark.parametrize("user", list(PAGES_BY_ROLE))
-@pytest.mark.parametrize("which", ["empty_db", "demo_db"])
+def test_the_walk_covers_every_page_file_and_every_lead_page():
+    files = {f"pages/{path.name}" for path in (PROJECT_ROOT / "pages").glob("[!_]*.py")}
+    listed = [path for pages in PAGES.values() for path, *_ in pages]
+    assert sorted(listed) == sorted(files), "a page file is missing from the navigation, or listed twice"
+    assert sorted(USERS[name].role for name in WALKED) == sorted(ROLES)
+    walked = {page for name in WALKED for page in pages_for(USERS[name])}
+    assert walked == files, f"no role walks {sorted(files - walked)}"
+    assert len(pages_for(USERS["ana"])) >= 15
+
+
+@pytest.mark.parametrize("user", WALKED)
+# demo_db comes through getfixturevalue, out of sight of conftest's fixture rule: marked here
+@pytest.mark.parametrize("which", ["empty_db", pytest.param("demo_db", marks=pytest.mark.slow)])
 def test_every_page_renders_for_every_role(request, monkeypatch, user, which):
     at = app(request.getfixturevalue(which), monkeypatch, user)
     assert not at.exception
-    for page in PAGES_BY_ROLE[user]:
+    for page in pages_for(USERS[user]):
         open_page(at, page)
         assert at.title[0].value
 

@@ -431,6 +431,7 @@ NOT_FOR_SCRUBBING = (
 )
 
 
+@pytest.mark.slow
 def test_scrub_command_imports_only_the_scrubber(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -464,6 +465,7 @@ def test_scrub_command_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) 
     assert err.count("\n") == 0 and err.startswith("flywheel scrub: ") and "in.jsonl:1" in err
 
 
+@pytest.mark.slow
 def test_spacy_command_line_and_scrubadub_stay_whole_after_the_scrubber_loads() -> None:
     import subprocess
     import sys
