@@ -1,6 +1,7 @@
 """The Label and Taxonomy pages through app.py: each action writes the right rows, no raw text shows."""
 
 import json
+from datetime import datetime, timedelta
 
 import pytest
 from test_embeddings import bag_of_words
@@ -124,7 +125,7 @@ def test_lead_sets_overlap_and_reads_agreement(label_db, monkeypatch):
     # lena and tom label the same four items: agree on three (not a bug), differ on one
     for n in range(4):
         for user in (LENA, TOM):
-            claim = claim_next(db, user, now=T0)
+            claim = claim_next(db, user, now=T0, minutes=10)
             disagree = n == 3 and user is TOM
             kind = {"kind": "known", "code": "HALLUCINATED_FEE", "expected": "x", "pass_criterion": "y"}
             record_label(db, user, claim, **(kind if disagree else {"kind": "not_a_bug"}), now=T0)
@@ -208,7 +209,7 @@ def test_a_stale_claim_is_refused_in_plain_words_shown_literally_and_cleared_on_
     assert at.subheader[0].value == f"Trace {md(MARKDOWN_ID)}"
     # lena's hold lapses while she is away; tom gets the trace and labels it
     db.execute("UPDATE label_queue SET claim_expires = '2000-01-01' WHERE claimed_by = 'lena'")
-    record_label(db, TOM, claim_next(db, TOM), "not_a_bug")
+    record_label(db, TOM, claim_next(db, TOM, minutes=10), "not_a_bug")
     button(at, "Not a bug").click().run()
     assert len(at.error) == 1
     message = at.error[0].value
@@ -298,3 +299,16 @@ def test_a_multi_turn_card_ends_with_the_reply_being_judged(label_db, monkeypatc
     shown = [t.value for t in at.text if t.value in {m["content"] for m in messages} | {reply}]
     assert shown == [m["content"] for m in messages] + [reply]
     assert "Reply being judged" in [c.value for c in at.caption]
+
+
+def test_the_labelers_claim_follows_the_configured_minutes(label_db, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_CLAIM_MINUTES", "3")
+    at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
+    button(at, "Not a bug").click().run()
+    button(at, "Undo").click().run()
+    assert not at.exception and not at.error
+    taken = rows(label_db, "SELECT claimed_at, expires_at FROM claims WHERE labeler = 'lena'")
+    assert len(taken) >= 3, "a claim, the next item's claim, the undone item's claim again"
+    for claimed_at, expires in taken:
+        window = datetime.fromisoformat(expires) - datetime.fromisoformat(claimed_at)
+        assert window == timedelta(minutes=3), f"claim {claimed_at} .. {expires} is not 3 minutes"

@@ -133,7 +133,7 @@ def page_text(at) -> str:
 
 def test_the_label_card_withholds_a_drift_reason_that_carries_words(planted):
     db = open_db(planted)
-    claim = claim_next(db, LENA)
+    claim = claim_next(db, LENA, minutes=10)
     assert claim.trace_id == "t-000001"  # the batch's item, its drift reason naming the handle
     card = label_card(db, LENA, claim)
     assert card["reasons"] == ["drift (name withheld)", "anomaly:thumbs_down", "drift:cluster-2"]
@@ -180,7 +180,7 @@ def test_a_drift_batch_reaches_the_label_card_without_the_cluster_words(drift_pl
     for trace_id, _, _ in items:
         redact_and_approve(db, trace_id)
     seen = []
-    while (claim := claim_next(db, LENA)) is not None:
+    while (claim := claim_next(db, LENA, minutes=10)) is not None:
         card = label_card(db, LENA, claim)
         assert HANDLE not in json.dumps(card), card
         seen += card["reasons"]
@@ -232,7 +232,7 @@ def test_the_trace_detail_shows_a_labeler_the_approved_conversation(planted, mon
 
 
 def label_with_new_code(db) -> None:
-    claim = claim_next(db, LENA)
+    claim = claim_next(db, LENA, minutes=10)
     assert claim.trace_id == "t-000001"
     record_label(
         db,

@@ -274,7 +274,7 @@ def test_reopen_takes_the_approval_back_and_the_trace_out_of_the_label_queue(scr
 
     sid = scrub_id(scrubbed, "t-000001")
     approve_scrub(scrubbed, REVIEWER, sid)
-    held = claim_next(scrubbed, User("lena", "labeler"))
+    held = claim_next(scrubbed, User("lena", "labeler"), minutes=10)
     assert held.trace_id == "t-000001"
     with pytest.raises(PermissionDenied, match="only ravi or a lead"):
         reopen_scrub(scrubbed, OTHER, sid, "missed a name")
@@ -288,7 +288,7 @@ def test_reopen_takes_the_approval_back_and_the_trace_out_of_the_label_queue(scr
     )
     with pytest.raises(PermissionDenied, match="pending"):
         approved_scrub(scrubbed, "t-000001")
-    assert claim_next(scrubbed, User("lena", "labeler")) is None
+    assert claim_next(scrubbed, User("lena", "labeler"), minutes=10) is None
     entry = scrubbed.execute("SELECT actor, detail FROM audit_log WHERE action = 'reopen_scrub'").fetchone()
     assert entry[0] == "ravi" and json.loads(entry[1])["reason"] == "missed a name"
     approve_scrub(scrubbed, LEAD, sid)  # approved again: back in the queue

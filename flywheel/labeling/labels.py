@@ -33,7 +33,6 @@ from flywheel.labeling.agreement import (
 from flywheel.labeling.checks import dump_check, parse_check
 from flywheel.labeling.taxonomy import add_entry, resolve_code
 from flywheel.review.claims import (
-    CLAIM_MINUTES,
     LABEL_ROLES,
     Claim,
     check_minutes,
@@ -52,7 +51,6 @@ from flywheel.traces.queries import SIGNAL_COLUMNS, approved_scrub
 
 __all__ = [
     "ADVERSARIAL",
-    "CLAIM_MINUTES",
     "KINDS",
     "NOT_A_BUG",
     "Agreement",
@@ -337,9 +335,7 @@ def _add_sibling(db: Database, user: User, parent: dict, trace_id: str, at: str)
     return label_id
 
 
-def undo_last_label(
-    db: Database, user: User, now: datetime | None = None, minutes: int = CLAIM_MINUTES
-) -> Undone:
+def undo_last_label(db: Database, user: User, now: datetime | None = None, *, minutes: int) -> Undone:
     """Undo the user's last label (with the siblings added from it) and hand its item back to them.
 
     Asks nothing: returns what was undone, so the page can say so, with the claim on the item again

@@ -14,14 +14,12 @@ from datetime import UTC, datetime, timedelta
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.config import SETTINGS
 from flywheel.errors import BadInput, NotFound, PermissionDenied
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts
 from flywheel.store.db import query_one, write
 
 LABEL_ROLES = ("labeler", "reviewer", "lead")
-CLAIM_MINUTES = next(s.default for s in SETTINGS if s.name == "claim_minutes")
 
 
 @dataclass(frozen=True)
@@ -48,9 +46,7 @@ def check_minutes(minutes: int) -> int:
     return minutes
 
 
-def claim_next(
-    db: Database, user: User, now: datetime | None = None, minutes: int = CLAIM_MINUTES
-) -> Claim | None:
+def claim_next(db: Database, user: User, now: datetime | None = None, *, minutes: int) -> Claim | None:
     """The item the user holds, else a claim on the next free one; None when the queue is empty.
 
     Items the user skipped come last: they are served again only when nothing else is free.
