@@ -31,7 +31,7 @@ from typing import BinaryIO
 from sqlite_utils import Database
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
-from flywheel.config import Config, load_config
+from flywheel.config import Config
 from flywheel.csvfiles import PhysicalLines, Record
 from flywheel.csvfiles import records as csv_records
 from flywheel.errors import BadInput
@@ -167,7 +167,8 @@ def ingest_files(
     db: Database,
     paths: Iterable[str | Path],
     actor: str = "cli",
-    config: Config | None = None,
+    *,
+    config: Config,
     progress: Progress | None = None,
     max_bad: int | None = None,
     fmt: str | None = None,
@@ -192,7 +193,8 @@ def ingest_upload(
     stream: BinaryIO,
     name: str,
     actor: str,
-    config: Config | None = None,
+    *,
+    config: Config,
     progress: Progress | None = None,
     max_bad: int | None = None,
     fmt: str | None = None,
@@ -209,11 +211,11 @@ def ingest_upload(
 
 
 def ingest_lines(
-    db: Database, lines: Iterable[bytes], name: str, actor: str, config: Config | None = None
+    db: Database, lines: Iterable[bytes], name: str, actor: str, *, config: Config
 ) -> IngestReport:
     """Import JSONL lines given as bytes, each ending in a newline or not (generated traffic comes here)."""
     ended = (line if line.endswith(b"\n") else line + b"\n" for line in lines)
-    return ingest_upload(db, _LineStream(ended), name, actor, config)
+    return ingest_upload(db, _LineStream(ended), name, actor, config=config)
 
 
 def _opened(path: Path) -> BinaryIO:
@@ -685,9 +687,8 @@ def _conflict_entry(row: dict) -> dict:
 
 
 def _start_run(
-    db: Database, actor: str, sources: list[str], config: Config | None, max_bad: int | None, fmt: str | None
+    db: Database, actor: str, sources: list[str], config: Config, max_bad: int | None, fmt: str | None
 ) -> _Run:
-    config = config or load_config()
     if max_bad is not None and max_bad < 0:
         raise BadInput(f"--max-bad {max_bad}: expected 0 or more")
     if fmt is not None and fmt not in FORMATS:

@@ -28,7 +28,6 @@ import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
-from flywheel.config import load_config
 from flywheel.errors import (
     AlreadyReviewed,
     BadInput,
@@ -352,12 +351,12 @@ def claim_scrub(
     user: User,
     scrub_id: int | None = None,
     moment: datetime | None = None,
-    minutes: int | None = None,
+    *,
+    minutes: int,
 ) -> int | None:
     """The scrub the reviewer holds (its claim renewed), else a claim on the next free pending scrub
     they did not skip; or a claim on ``scrub_id``. Returns the scrub id, or None when nothing is free."""
     require_role(user, *RAW_TEXT_ROLES)
-    minutes = load_config().claim_minutes if minutes is None else minutes
     if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
         raise BadInput(f"claim minutes {minutes!r}: expected a positive integer")
     moment = moment or datetime.now(UTC)
