@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlite_utils import Database
@@ -22,6 +22,7 @@ from flywheel.online.signal_alerts import ALL as SIGNALS_ALL
 from flywheel.online.signal_alerts import RATE_SIGNALS, signal_counts
 from flywheel.review.claims import LABEL_ROLES, stamp
 from flywheel.stats import NO_TRIALS, wilson
+from flywheel.store.clock import now_utc, parse_ts
 from flywheel.store.db import query_one, query_rows
 from flywheel.traces.queries import iso_week
 from flywheel.traces.rollups import ALL, cached, refresh_rollups
@@ -367,7 +368,7 @@ def _newest_system(db: Database) -> str | None:
 
 def station_backlog(db: Database, now: datetime | None = None) -> list[dict]:
     """What waits at each station, how long the oldest has waited, and the page that resolves it."""
-    moment = now or datetime.now(UTC)
+    moment = now or now_utc()
     one = lambda sql: tuple(db.execute(sql).fetchone())  # noqa: E731
     review = one("SELECT count(*), min(created_at) FROM scrubs WHERE status = 'pending'")
     labels = one(
@@ -410,8 +411,7 @@ def _oldest_label(db: Database, trace_ids: list[str]) -> str | None:
 def _age(stamp: str | None, moment: datetime) -> float | None:
     if not stamp:
         return None
-    then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    then = then if then.tzinfo else then.replace(tzinfo=UTC)
+    then = parse_ts(stamp)
     return max(0.0, (moment - then).total_seconds() / 86400)
 
 
@@ -446,7 +446,7 @@ def last_gate(db: Database) -> dict | None:
 def queue_for(db: Database, user: User, now: datetime | None = None) -> dict:
     """A labeler's (or reviewer's) own view: traces open for labeling, and their labels, all and recent."""
     require_role(user, *LABEL_ROLES)
-    since = stamp((now or datetime.now(UTC)) - timedelta(days=7))
+    since = stamp((now or now_utc()) - timedelta(days=7))
     one = lambda sql, *params: db.execute(sql, params).fetchone()[0]  # noqa: E731
     mine = "SELECT count(*) FROM labels WHERE labeler = ? AND undone_at IS NULL"
     return {

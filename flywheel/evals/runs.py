@@ -44,6 +44,7 @@ from flywheel.evals.versions import (
 from flywheel.labeling.checks import grade, load_check
 from flywheel.stats import mcnemar_exact, rate
 from flywheel.store.audit import audit
+from flywheel.store.clock import format_ts, now_utc, parse_ts
 from flywheel.store.db import delete_chunks, parents_written_last, query_one, query_rows, write, write_chunks
 
 RESULT_FORMATS = ("jsonl", "csv", "promptfoo", "inspect")
@@ -64,8 +65,7 @@ PASS_WORDS = {
 
 
 def _stamp(moment: datetime | None) -> str:
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_ts(moment or now_utc())
 
 
 # Reading result files ------------------------------------------------------------------------------
@@ -747,7 +747,7 @@ def retirement_proposals(
     ``months`` months (setting ``retire_months``) and still run: proposed for the archive. A frozen
     set retires nothing."""
     months = load_config().retire_months if months is None else months
-    moment = now or datetime.now(UTC)
+    moment = now or now_utc()
     since = _stamp(months_before(moment, months))
     version = current_version(db, eval_set)
     if version is None or is_frozen(db, _set_of(db, version)):
@@ -1212,7 +1212,7 @@ def _demo_end(db: Database) -> datetime:
     latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
     if latest is None:
         return datetime(2026, 6, 1, tzinfo=UTC)
-    return datetime.fromisoformat(latest.replace("Z", "+00:00"))
+    return parse_ts(latest)
 
 
 def _demo_runs(db, version, skill, moment, label=None, include_archive=False) -> None:

@@ -24,7 +24,7 @@ import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,7 +37,7 @@ from flywheel.csvfiles import records as csv_records
 from flywheel.errors import BadInput
 from flywheel.formats import INGEST_FORMATS
 from flywheel.store.audit import audit
-from flywheel.store.clock import now
+from flywheel.store.clock import format_ts, now, now_utc
 from flywheel.store.db import process_mark, write
 from flywheel.store.migrations import quarantine_hash
 from flywheel.traces.queries import TimeRange, iso_week, normalize_trace
@@ -798,8 +798,7 @@ def ingest_runs(
 ) -> list[dict]:
     """Recent import runs, newest first; a "running" run with no heartbeat for ``stale_after`` seconds
     is shown as interrupted (its process was killed: what it committed stays, re-running completes it)."""
-    cutoff = (moment or datetime.now(UTC)) - timedelta(seconds=stale_after)
-    stale = cutoff.strftime("%Y-%m-%dT%H:%M:%S")
+    stale = format_ts((moment or now_utc()) - timedelta(seconds=stale_after))
     rows = list(db["ingest_runs"].rows_where(order_by="id desc", limit=limit))
     for row in rows:
         if row["status"] == "running" and (row.get("heartbeat_at") or row["started_at"]) < stale:

@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
@@ -46,6 +46,7 @@ from flywheel.review.claims import (
     take,
 )
 from flywheel.store.audit import audit
+from flywheel.store.clock import now_utc, parse_ts
 from flywheel.store.db import query_one, query_rows, write
 from flywheel.traces.queries import SIGNAL_COLUMNS, approved_scrub
 
@@ -342,7 +343,7 @@ def undo_last_label(db: Database, user: User, now: datetime | None = None, *, mi
     (None if another labeler holds it meanwhile). A code the label created stays in the taxonomy.
     """
     require_role(user, *LABEL_ROLES)
-    moment = now or datetime.now(UTC)
+    moment = now or now_utc()
     expires = stamp(moment + timedelta(minutes=check_minutes(minutes)))
     with write(db):
         last = query_one(
@@ -599,7 +600,7 @@ def annotator_stats(db: Database, user: User, days: int = 7, now: datetime | Non
     require_role(user, "lead")
     if days < 1:
         raise BadInput(f"days {days}: expected at least 1")
-    since = stamp((now or datetime.now(UTC)) - timedelta(days=days))
+    since = stamp((now or now_utc()) - timedelta(days=days))
     sql = """
         SELECT labeler, count(*) FILTER (WHERE undone_at IS NULL),
                count(*) FILTER (WHERE undone_at IS NULL AND created_at >= ?),
@@ -633,7 +634,7 @@ def _active_hours(db: Database, labeler: str, since: str) -> float:
     sql = """
         SELECT created_at FROM labels WHERE labeler = ? AND via = 'card' AND created_at >= ?
         AND replaced_by IS NULL ORDER BY created_at"""
-    moments = [datetime.fromisoformat(t) for (t,) in db.execute(sql, [labeler, since])]
+    moments = [parse_ts(t) for (t,) in db.execute(sql, [labeler, since])]
     gaps = [min(b - a, ACTIVE_GAP) for a, b in itertools.pairwise(moments)]
     # the first label of a session took time too: count it as an average label's
     seconds = sum(g.total_seconds() for g in gaps) + (60.0 if moments else 0.0)

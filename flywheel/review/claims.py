@@ -9,14 +9,14 @@ the one who skipped it only when nothing else is left for them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.errors import BadInput, NotFound, PermissionDenied
 from flywheel.store.audit import audit
-from flywheel.store.clock import format_ts
+from flywheel.store.clock import format_ts, now_utc
 from flywheel.store.db import query_one, write
 
 LABEL_ROLES = ("labeler", "reviewer", "lead")
@@ -36,7 +36,7 @@ class Claim:
 
 def stamp(moment: datetime | None) -> str:
     """A moment as the store writes it; ``None`` is now. Tests pass moments to move the clock."""
-    return format_ts(moment or datetime.now(UTC))
+    return format_ts(moment or now_utc())
 
 
 def check_minutes(minutes: int) -> int:
@@ -52,7 +52,7 @@ def claim_next(db: Database, user: User, now: datetime | None = None, *, minutes
     Items the user skipped come last: they are served again only when nothing else is free.
     """
     require_role(user, *LABEL_ROLES)
-    moment = now or datetime.now(UTC)
+    moment = now or now_utc()
     at = stamp(moment)
     expires = stamp(moment + timedelta(minutes=check_minutes(minutes)))
     with write(db):

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 import pandas as pd
@@ -40,7 +40,7 @@ from flywheel.review import label_queue
 from flywheel.scrub import LABELS, MARKED, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, marked_name, render
 from flywheel.scrub.normalise import normalise, to_original
 from flywheel.store.audit import audit
-from flywheel.store.clock import format_ts, now
+from flywheel.store.clock import format_ts, now, now_utc
 from flywheel.store.db import query_one, query_rows, write
 
 CHUNK = 200
@@ -343,7 +343,7 @@ def _value_pattern(value: str) -> re.Pattern:
 
 
 def _stamp(moment: datetime | None = None) -> str:
-    return format_ts(moment or datetime.now(UTC))
+    return format_ts(moment or now_utc())
 
 
 def claim_scrub(
@@ -359,7 +359,7 @@ def claim_scrub(
     require_role(user, *RAW_TEXT_ROLES)
     if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
         raise BadInput(f"claim minutes {minutes!r}: expected a positive integer")
-    moment = moment or datetime.now(UTC)
+    moment = moment or now_utc()
     stamp, expires = _stamp(moment), _stamp(moment + timedelta(minutes=minutes))
     with write(db):
         if scrub_id is not None:
