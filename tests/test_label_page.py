@@ -1,7 +1,7 @@
 """The Label and Taxonomy pages through app.py: each action writes the right rows, no raw text shows."""
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from test_embeddings import bag_of_words
@@ -10,6 +10,7 @@ from test_pages import app, open_page
 
 from flywheel.labeling.labels import claim_next, record_label
 from flywheel.review import label_queue
+from flywheel.store.clock import format_ts
 from flywheel.store.db import open_db, write
 from flywheel.vectors.embeddings import embed_all, month_siblings
 from pages._ui import md
@@ -301,14 +302,14 @@ def test_a_multi_turn_card_ends_with_the_reply_being_judged(label_db, monkeypatc
     assert "Reply being judged" in [c.value for c in at.caption]
 
 
-def test_the_labelers_claim_follows_the_configured_minutes(label_db, monkeypatch):
+def test_the_labelers_claim_follows_the_configured_minutes(label_db, monkeypatch, clock):
     monkeypatch.setenv("FLYWHEEL_CLAIM_MINUTES", "3")
     at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
     button(at, "Not a bug").click().run()
+    clock.advance(minutes=1)
     button(at, "Undo").click().run()
     assert not at.exception and not at.error
-    taken = rows(label_db, "SELECT claimed_at, expires_at FROM claims WHERE labeler = 'lena'")
-    assert len(taken) >= 3, "a claim, the next item's claim, the undone item's claim again"
-    for claimed_at, expires in taken:
-        window = datetime.fromisoformat(expires) - datetime.fromisoformat(claimed_at)
-        assert window == timedelta(minutes=3), f"claim {claimed_at} .. {expires} is not 3 minutes"
+    taken = rows(label_db, "SELECT claimed_at, expires_at FROM claims WHERE labeler = 'lena' ORDER BY id")
+    start, undone = clock.moment - timedelta(minutes=1), clock.moment
+    held = [(format_ts(start), format_ts(start + timedelta(minutes=3)))] * 2
+    assert taken == [*held, (format_ts(undone), format_ts(undone + timedelta(minutes=3)))]

@@ -200,3 +200,13 @@ def test_an_older_store_holds_every_timestamp_in_the_one_format_after_opening(tm
     ]
     assert db.execute("SELECT count(*) FROM audit_log WHERE at = 'not a time'").fetchone()[0] == 1
     assert not migrations.pending(db)
+
+
+def test_the_frozen_clock_reaches_every_module_however_it_imported_now(db, clock):
+    from flywheel.review.claims import stamp
+    from flywheel.store import audit
+
+    assert now() == stamp(None) == clock.now() == "2026-05-04T09:00:00.000Z"
+    clock.advance(hours=1)
+    audit.audit(db, "ana", "check", "store", "x")
+    assert db.execute("SELECT at FROM audit_log").fetchone()[0] == "2026-05-04T10:00:00.000Z"
