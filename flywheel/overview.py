@@ -366,7 +366,7 @@ def _newest_system(db: Database) -> str | None:
 # Each station's backlog ------------------------------------------------------------------------------
 
 
-def station_backlog(db: Database, now: datetime | None = None) -> list[dict]:
+def station_backlog(db: Database, now: datetime | None = None, *, retire_months: int) -> list[dict]:
     """What waits at each station, how long the oldest has waited, and the page that resolves it."""
     moment = now or now_utc()
     one = lambda sql: tuple(db.execute(sql).fetchone())  # noqa: E731
@@ -378,7 +378,7 @@ def station_backlog(db: Database, now: datetime | None = None) -> list[dict]:
     preview = fold_preview(db)
     traces = [i.trace_id for i in preview.foldable if i.action in ("add", "change") and i.trace_id]
     folds = (len(traces), _oldest_label(db, traces))
-    proposals = retirement_proposals(db, now=moment)
+    proposals = retirement_proposals(db, now=moment, months=retire_months)
     retire = (len(proposals), min((p["passing_since"] for p in proposals), default=None))
     rows = [
         ("Traces awaiting scrub review", review, "pages/review.py", "Review scrubs", "oldest scrub made"),

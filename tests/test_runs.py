@@ -116,14 +116,14 @@ def test_retirement_over_a_simulated_timeline(db, tmp_path):
     run(db, 1, "b", {**steady, "r-000004": False}, when=T0 + timedelta(days=20))  # r-4 fails once
     run(db, 1, "a", steady, when=T0 + timedelta(days=40))
     # six weeks in: nobody has passed for two months yet
-    assert retirement_proposals(db, now=T0 + timedelta(days=45)) == []
+    assert retirement_proposals(db, now=T0 + timedelta(days=45), months=2) == []
     at = T0 + timedelta(days=65)  # two months and a few days after the first run
-    proposed = [p["row_id"] for p in retirement_proposals(db, now=at)]
+    proposed = [p["row_id"] for p in retirement_proposals(db, now=at, months=2)]
     assert proposed == ["r-000001", "r-000002", "r-000003"]  # r-4 failed 45 days ago
     with pytest.raises(Exception, match="not proposed"):
-        confirm_retirements(db, LEAD, ["r-000004"], now=at)
-    assert confirm_retirements(db, LEAD, ["r-000001", "r-000002"], now=at) == 2
-    assert [p["row_id"] for p in retirement_proposals(db, now=at)] == ["r-000003"]
+        confirm_retirements(db, LEAD, ["r-000004"], now=at, months=2)
+    assert confirm_retirements(db, LEAD, ["r-000001", "r-000002"], now=at, months=2) == 2
+    assert [p["row_id"] for p in retirement_proposals(db, now=at, months=2)] == ["r-000003"]
     ids_ = add_traces(db, 1)
     label(db, ids_[0], "lena")
     change = fold_in(db, LEAD, now=at)
@@ -153,8 +153,7 @@ def test_months_before_clamps_to_the_end_of_the_month():
     assert months_before(datetime(2026, 1, 15, tzinfo=UTC), 2) == datetime(2025, 11, 15, tzinfo=UTC)
 
 
-def test_lifecycle_stages_per_code(db, monkeypatch):
-    monkeypatch.setenv("FLYWHEEL_SATURATED_VERSIONS", "2")
+def test_lifecycle_stages_per_code(db):
     rows = suite(10, "CLIMB") + suite(10, "STAY", start=11) + suite(2, "DONE", start=21)
     import_evalset(db, LEAD, rows, "v1.jsonl")
     import_evalset(db, LEAD, suite(1, "DONE", start=23), "v2.jsonl")
@@ -162,7 +161,7 @@ def test_lifecycle_stages_per_code(db, monkeypatch):
         members = [r["id"] for r in iter_version_rows(db, version)]
         outcome = {r: not (r <= "r-000006" or r == "r-000011") for r in members}  # CLIMB 4/10, STAY 9/10
         run(db, version, "bot", outcome)
-    stages = {code: s["stage"] for code, s in lifecycle(db).items()}
+    stages = {code: s["stage"] for code, s in lifecycle(db, saturated_versions=2).items()}
     assert stages == {"CLIMB": "capability", "STAY": "regression", "DONE": "saturated"}
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.config import load_config
+from flywheel.config import default_config, load_config
 from flywheel.csvfiles import read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.evals.versions import (
@@ -681,13 +681,15 @@ def per_code(db: Database, version: int, system: str) -> list[dict]:
     return [{"code": code, **_tally(rows, found)} for code, rows in sorted(groups.items())]
 
 
-def lifecycle(db: Database, up_to: int | None = None, systems_: list[str] | None = None) -> dict[str, dict]:
+def lifecycle(
+    db: Database, up_to: int | None = None, systems_: list[str] | None = None, *, saturated_versions: int
+) -> dict[str, dict]:
     """Each code's metric stage from its pass rate per version (pooled over systems, or some):
 
     *capability* — still low, the hill to climb; *regression* — at least ``REGRESSION_MIN``, must stay;
     *saturated* — 100% in each of the last ``saturated_versions`` versions run: a candidate to retire.
     """
-    needed = load_config().saturated_versions
+    needed = saturated_versions
     info = _row_info(db)
     series: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for (version, system, row_id), outcome in _outcomes(db, "", []).items():
@@ -741,12 +743,11 @@ def months_before(moment: datetime, months: int) -> datetime:
 
 
 def retirement_proposals(
-    db: Database, now: datetime | None = None, months: int | None = None, eval_set: str | None = None
+    db: Database, now: datetime | None = None, *, months: int, eval_set: str | None = None
 ) -> list[dict]:
     """Active rows of the set's current version that passed in every run of every system for
     ``months`` months (setting ``retire_months``) and still run: proposed for the archive. A frozen
     set retires nothing."""
-    months = load_config().retire_months if months is None else months
     moment = now or now_utc()
     since = _stamp(months_before(moment, months))
     version = current_version(db, eval_set)
@@ -789,9 +790,16 @@ def _set_of(db: Database, version: int) -> str:
 
 
 def confirm_retirements(
-    db: Database, user: User, row_ids: list[str], now: datetime | None = None, eval_set: str | None = None
+    db: Database,
+    user: User,
+    row_ids: list[str],
+    now: datetime | None = None,
+    eval_set: str | None = None,
+    *,
+    months: int,
 ) -> int:
-    """A lead confirms proposed rows; they move to the archive in the next version. Return how many."""
+    """A lead confirms rows proposed after ``months`` passing; they move to the archive in the next
+    version. Return how many."""
     require_role(user, "lead")
     frozen = [
         (row_id, name)
@@ -804,7 +812,7 @@ def confirm_retirements(
     if frozen:
         row_id, name = frozen[0]
         raise BadInput(f"eval set {name!r} is frozen: nothing in it retires (row {row_id!r})")
-    proposed = {p["row_id"]: p for p in retirement_proposals(db, now, eval_set=eval_set)}
+    proposed = {p["row_id"]: p for p in retirement_proposals(db, now, months=months, eval_set=eval_set)}
     missing = [r for r in row_ids if r not in proposed]
     if missing:
         raise BadInput(f"not proposed for retirement: {', '.join(missing[:10])}")
@@ -1150,8 +1158,9 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
         fold_in(db, DEMO_LEAD, note="first production failures", batches=batches[:1], now=clock[1])
         _demo_runs(db, 2, skill, clock[1])
         _demo_runs(db, 2, skill, clock[2], label="rerun")
-    proposals = retirement_proposals(db, now=clock[3])
-    confirm_retirements(db, DEMO_LEAD, [p["row_id"] for p in proposals[:4]], now=clock[3])
+    months = default_config().retire_months  # the demo is the same whatever the settings say
+    proposals = retirement_proposals(db, now=clock[3], months=months)
+    confirm_retirements(db, DEMO_LEAD, [p["row_id"] for p in proposals[:4]], now=clock[3], months=months)
     if len(batches) > 1:
         fold_in(
             db,
