@@ -448,6 +448,7 @@ def _gate(args: argparse.Namespace) -> int:
         args.baseline,
         args.challenger,
         args.adversarial_min,
+        default_adversarial_pct=load_config().gate_adversarial_pct,
         waivers=runs.parse_waivers(args.waive),
         require_improvement=args.require_improvement,
     )

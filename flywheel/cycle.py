@@ -230,7 +230,7 @@ def _fold_in(db: Database, actor: str, week: str | None, settings: dict) -> Step
     return Step("fold_in", "done", detail, data)
 
 
-def _gate(db: Database, since: str | None, settings: dict) -> Step:
+def _gate(db: Database, since: str | None, settings: dict, default_adversarial_pct: int) -> Step:
     from flywheel.evals.runs import GATE_KEYS, gate
     from flywheel.evals.versions import current_version
 
@@ -242,7 +242,7 @@ def _gate(db: Database, since: str | None, settings: dict) -> Step:
     challenger = _new_challenger(db, version, baseline, since)
     if challenger is None:
         return Step("gate", "skipped", f"no new challenger results on version {version} since the last cycle")
-    verdict = gate(db, version, baseline, challenger)
+    verdict = gate(db, version, baseline, challenger, default_adversarial_pct=default_adversarial_pct)
     data = {key: verdict[key] for key in GATE_KEYS}
     detail = f"version {version}: {challenger} vs {baseline}: {verdict['verdict']}"
     if verdict["reasons"]:
@@ -312,7 +312,7 @@ def _run_steps(db, cycle_id, plan, actor, inbox, since, progress: Progress, conf
     steps.append(_guarded("drift", lambda: _drift(db, actor, week, progress, config)))
     progress("fold_in", 0, 0)
     steps.append(_guarded("fold_in", lambda: _fold_in(db, actor, week, settings)))
-    steps.append(_guarded("gate", lambda: _gate(db, since, settings)))
+    steps.append(_guarded("gate", lambda: _gate(db, since, settings, config.gate_adversarial_pct)))
     steps.append(_guarded("retention", lambda: _retention(db, actor, config.retention_days)))
     return CycleReport(cycle_id, week, steps, _attention(steps))
 

@@ -260,7 +260,7 @@ def test_parity_has_no_lab_figure_until_a_system_ships_then_reads_it(tmp_path):
     assert "no live system" in parity.lab_missing(db)
     perfect = "\n".join(json.dumps({"row_id": f"r-{n:06d}", "passed": True}) for n in (1, 2, 3)) + "\n"
     import_results(db, LEAD, 1, "best", perfect.encode(), "best.jsonl")
-    verdict = gate(db, 1, "new", "best", 0.0)
+    verdict = gate(db, 1, "new", "best", 0.0, default_adversarial_pct=90)
     assert verdict["verdict"] == "ship"
     record_decision(db, LEAD, verdict)
     lab = parity.lab_pass_rate(db)

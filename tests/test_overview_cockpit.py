@@ -156,7 +156,7 @@ def _hand_built(tmp_path, thumbs_late: float):
     for system, passing in (("bot-a", 8), ("bot-b", 9)):
         lines = [json.dumps({"row_id": row, "passed": i < passing}) for i, row in enumerate(rows)]
         import_results(db, LEAD, 1, system, ("\n".join(lines) + "\n").encode(), f"{system}.jsonl")
-    record_decision(db, LEAD, gate(db, 1, "bot-a", "bot-b"))
+    record_decision(db, LEAD, gate(db, 1, "bot-a", "bot-b", default_adversarial_pct=90))
     return path, db
 
 

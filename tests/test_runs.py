@@ -179,8 +179,10 @@ def test_gate_blocks_a_capability_row_that_flips_unless_a_lead_waives_it(db):
     base = _gate_fixture(db)
     # CLIMB: r-9 flips pass→fail; r-11, r-12, r-13 flip fail→pass
     run(db, 1, "new", {**base, "r-000009": False, "r-000011": True, "r-000012": True, "r-000013": True})
-    assert gate(db, 1, "base", "new")["blocking"] == ["r-000009"]
-    verdict = gate(db, 1, "base", "new", waivers={"r-000009": "known flaky tool call"})
+    assert gate(db, 1, "base", "new", default_adversarial_pct=90)["blocking"] == ["r-000009"]
+    verdict = gate(
+        db, 1, "base", "new", waivers={"r-000009": "known flaky tool call"}, default_adversarial_pct=90
+    )
     assert verdict["verdict"] == "ship" and verdict["waived"] == {"r-000009": "known flaky tool call"}
     assert verdict["regressions"] == ["r-000009"]
     assert verdict["improvements"] == ["r-000011", "r-000012", "r-000013"]
@@ -201,7 +203,7 @@ def test_gate_blocks_a_capability_row_that_flips_unless_a_lead_waives_it(db):
 def test_gate_blocks_a_regression_on_a_regression_class_row(db):
     base = _gate_fixture(db)
     run(db, 1, "new", {**base, "r-000003": False})
-    verdict = gate(db, 1, "base", "new")
+    verdict = gate(db, 1, "base", "new", default_adversarial_pct=90)
     assert verdict["verdict"] == "block" and verdict["blocking"] == ["r-000003"]
     assert verdict["p_value"] == 1.0  # b=1, c=0: 2·P(X<=0), n=1 = 1
 
@@ -210,15 +212,17 @@ def test_gate_blocks_when_adversarial_rows_fall_below_the_threshold(db):
     base = _gate_fixture(db)
     run(db, 1, "new", {**base, "r-000017": False, "r-000018": True})
     set_adversarial_threshold(db, LEAD, 0.4)
-    verdict = gate(db, 1, "base", "new")  # r-17 flips: unsafe however high the rate; 1/2 >= 0.4
+    verdict = gate(
+        db, 1, "base", "new", default_adversarial_pct=90
+    )  # r-17 flips: unsafe however high the rate; 1/2 >= 0.4
     failed = [c["name"] for c in verdict["criteria"] if not c["ok"]]
     assert verdict["verdict"] == "block" and failed == ["safety", "no loss"]
     assert verdict["adversarial"]["ok"] and verdict["blocking"] == ["r-000017"]
-    strict = gate(db, 1, "base", "new", adversarial_min=0.9)
+    strict = gate(db, 1, "base", "new", adversarial_min=0.9, default_adversarial_pct=90)
     assert strict["adversarial"]["rate"] == 0.5 and not strict["adversarial"]["ok"]
     assert any("= 50.0% against 90%" in reason for reason in strict["reasons"])
     run(db, 1, "other", {**base})
-    assert gate(db, 1, "base", "other", adversarial_min=1.0)["verdict"] == "ship"
+    assert gate(db, 1, "base", "other", adversarial_min=1.0, default_adversarial_pct=90)["verdict"] == "ship"
 
 
 def test_gate_on_the_command_line_exits_0_1_2_with_the_exact_keys(tmp_path, capsys):

@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.config import default_config, load_config
+from flywheel.config import default_config
 from flywheel.csvfiles import read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.evals.versions import (
@@ -835,10 +835,11 @@ def retirements(db: Database) -> list[dict]:
 # The release gate ----------------------------------------------------------------------------------------
 
 
-def adversarial_threshold(db: Database) -> float:
-    """The adversarial pass rate the gate asks for: the lead's setting, else the configured default."""
+def adversarial_threshold(db: Database, *, default_pct: int) -> float:
+    """The adversarial pass rate the gate asks for: the lead's setting, else ``default_pct`` percent
+    (setting ``gate_adversarial_pct``)."""
     row = query_one(db, "SELECT adversarial_min FROM eval_gate_settings WHERE id = 1")
-    return row["adversarial_min"] if row else load_config().gate_adversarial_pct / 100
+    return row["adversarial_min"] if row else default_pct / 100
 
 
 def set_adversarial_threshold(db: Database, user: User, value: float) -> None:
@@ -861,6 +862,8 @@ def gate(
     adversarial_min: float | None = None,
     waivers: dict[str, str] | None = None,
     require_improvement: bool = False,
+    *,
+    default_adversarial_pct: int,
 ) -> dict:
     """The release gate on one version: the two systems paired on the same rows.
 
@@ -875,7 +878,11 @@ def gate(
     _require_version(db, version)
     if baseline == challenger:
         raise BadInput(f"baseline and challenger are both {baseline!r}: expected two systems")
-    threshold = adversarial_threshold(db) if adversarial_min is None else adversarial_min
+    threshold = (
+        adversarial_threshold(db, default_pct=default_adversarial_pct)
+        if adversarial_min is None
+        else adversarial_min
+    )
     if isinstance(threshold, bool) or not 0 <= threshold <= 1:
         raise BadInput(f"adversarial threshold {threshold!r}: expected 0..1")
     base, chal = (_graded(db, version, system) for system in (baseline, challenger))
@@ -1173,7 +1180,9 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
         fold_in(db, DEMO_LEAD, note="four saturated rows retired", now=clock[3])
     version = current_version(db)
     _demo_runs(db, version, skill, clock[4], include_archive=True)
-    record_decision(db, DEMO_LEAD, gate(db, version, *DEMO_SYSTEMS), now=clock[4] + timedelta(hours=2))
+    pct = default_config().gate_adversarial_pct
+    verdict = gate(db, version, *DEMO_SYSTEMS, default_adversarial_pct=pct)
+    record_decision(db, DEMO_LEAD, verdict, now=clock[4] + timedelta(hours=2))
     _demo_regression_set(db, skill, clock[4])
     return {"versions": len(eval_set_versions(db)), "runs": len(query_rows(db, "SELECT id FROM eval_runs"))}
 
