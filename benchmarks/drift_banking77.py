@@ -49,6 +49,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flywheel.config import load_config
 from flywheel.drift import run as drift
 from flywheel.ingest.run import ingest_lines
 from flywheel.store.db import open_db
@@ -313,19 +314,25 @@ def timing(by_intent, seed, per_week):
     with tempfile.TemporaryDirectory() as folder:
         db = open_db(Path(folder) / "drift.db")
         drift.add_starter_suite(db, rows, "bench")
-        first = ingest_lines(db, _lines(weeks[:WEEKS], 0), "weeks.jsonl", "bench")
+        first = ingest_lines(db, _lines(weeks[:WEEKS], 0), "weeks.jsonl", "bench", config=load_config())
         assert first.ingested == WEEKS * per_week
         print(f"\n== drift run time (one seed, {WEEKS} weeks x {per_week} traces, {len(rows)} eval rows) ==")
         for label in ("cold (empty caches)", "warm (same run again)"):
             started = time.perf_counter()
-            run = drift.run_drift(db, "bench", drift.ALL_WEEKS)
+            run = drift.run_drift(db, "bench", drift.ALL_WEEKS, config=load_config())
             print(
                 f"{label:28s} {time.perf_counter() - started:7.1f} s"
                 f"  embedded {run.embedded:5d}  scrubbed {run.scrubbed:5d}"
             )
-        ingest_lines(db, _lines(weeks[WEEKS:], WEEKS * per_week, week_offset=WEEKS), "more.jsonl", "bench")
+        ingest_lines(
+            db,
+            _lines(weeks[WEEKS:], WEEKS * per_week, week_offset=WEEKS),
+            "more.jsonl",
+            "bench",
+            config=load_config(),
+        )
         started = time.perf_counter()
-        run = drift.run_drift(db, "bench", drift.ALL_WEEKS)
+        run = drift.run_drift(db, "bench", drift.ALL_WEEKS, config=load_config())
         print(
             f"{'one new week arrived':28s} {time.perf_counter() - started:7.1f} s"
             f"  embedded {run.embedded:5d}  scrubbed {run.scrubbed:5d}"

@@ -167,7 +167,7 @@ def measure(path: Path, iterations: int) -> dict[str, list[float]]:
         "record_label": [],
         "click_to_next": [],
     }
-    claims = {u.name: claim_next(db, u) for u in users}
+    claims = {u.name: claim_next(db, u, minutes=10) for u in users}
     for i in range(iterations):
         user = users[i % 2]
         t0 = time.perf_counter()
@@ -178,7 +178,7 @@ def measure(path: Path, iterations: int) -> dict[str, list[float]]:
                 db, user, claims[user.name], "known", code="WRONG_POLICY", expected="x", pass_criterion="y"
             )
         t1 = time.perf_counter()
-        claims[user.name] = claim_next(db, user)
+        claims[user.name] = claim_next(db, user, minutes=10)
         t2 = time.perf_counter()
         label_card(db, user, claims[user.name])
         t3 = time.perf_counter()

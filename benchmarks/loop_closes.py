@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from drift_banking77 import WEEKS, _lines, banking77, split, weeks_of
 
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.drift import run as drift
 from flywheel.ingest.run import ingest_lines
 from flywheel.review import scrubs as review
@@ -50,8 +51,8 @@ def run_seed(seed: int, by_intent: dict, clusters: int, per_cluster: int) -> dic
     with tempfile.TemporaryDirectory() as folder:
         db = open_db(Path(folder) / "loop.db")
         drift.add_starter_suite(db, rows, LEAD.name)
-        ingest_lines(db, _lines(weeks, 0), "weeks.jsonl", LEAD.name)
-        before = drift.run_drift(db, LEAD.name, drift.ALL_WEEKS)
+        ingest_lines(db, _lines(weeks, 0), "weeks.jsonl", LEAD.name, config=load_config())
+        before = drift.run_drift(db, LEAD.name, drift.ALL_WEEKS, config=load_config())
         windows = [w for w in before.as_json()]
         alarmed = [w["window"] for w in windows if w["alarm"]]
         if not alarmed:
@@ -68,7 +69,7 @@ def run_seed(seed: int, by_intent: dict, clusters: int, per_cluster: int) -> dic
             if truth[trace_id]:  # the simulated labeler: a held-out intent is a gap in coverage
                 gaps.append(text)
         drift.add_starter_suite(db, gaps, LEAD.name, note=f"coverage from drift batch {batch.id}")
-        after = drift.run_drift(db, LEAD.name, drift.ALL_WEEKS)
+        after = drift.run_drift(db, LEAD.name, drift.ALL_WEEKS, config=load_config())
         db.close()
     later = [w["window"] for w in windows if w["window"] > first]
     share = {w["window"]: w["share_beyond"] for w in windows}
@@ -106,10 +107,16 @@ def run_weekly(seed: int, by_intent: dict, clusters: int, per_cluster: int) -> d
         db = open_db(Path(folder) / "loop.db")
         drift.add_starter_suite(db, rows, LEAD.name)
         for w in range(len(weeks)):
-            ingest_lines(db, iter(lines[w * per_week : (w + 1) * per_week]), f"week-{w}.jsonl", LEAD.name)
+            ingest_lines(
+                db,
+                iter(lines[w * per_week : (w + 1) * per_week]),
+                f"week-{w}.jsonl",
+                LEAD.name,
+                config=load_config(),
+            )
             if w < 2:
                 continue
-            run = drift.run_drift(db, LEAD.name)
+            run = drift.run_drift(db, LEAD.name, config=load_config())
             window = run.as_json()[0]
             shares[window["window"]] = window["share_beyond"]
             if window["alarm"]:
@@ -117,7 +124,9 @@ def run_weekly(seed: int, by_intent: dict, clusters: int, per_cluster: int) -> d
                 first = first or window["window"]
                 added.append(_fold(db, run.id, window["window"], truth, clusters, per_cluster, seed))
         if first is not None:
-            without = drift.run_drift(db, LEAD.name, drift.ALL_WEEKS)  # every week, the final version
+            without = drift.run_drift(
+                db, LEAD.name, drift.ALL_WEEKS, config=load_config()
+            )  # every week, the final version
         db.close()
     return {
         "seed": seed,

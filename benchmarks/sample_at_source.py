@@ -69,6 +69,7 @@ def generate(path: Path, rows: int) -> None:
 def run_one(engine: str, parquet: str, db_path: str) -> dict:
     """One engine's run, in this process: what it picked and how long it took."""
     from flywheel import sampling
+    from flywheel.config import load_config
     from flywheel.sampling.source import sample_source
     from flywheel.store.db import open_db
 
@@ -81,7 +82,9 @@ def run_one(engine: str, parquet: str, db_path: str) -> dict:
         batch = sampling.run_plan(db, plan, "bench", WEEK)
     else:
         ingested = 0.0
-        batch = sample_source(db, plan, parquet, "bench", engine, week=WEEK, scrub=False).batch
+        batch = sample_source(
+            db, plan, parquet, "bench", engine, week=WEEK, scrub=False, config=load_config()
+        ).batch
     seconds = time.perf_counter() - start
     items = sampling.batch_items(db, batch.id)
     ledger = sampling.batch_ledger(db, batch.id)
@@ -100,6 +103,7 @@ def _ingest_parquet(db, parquet: str) -> None:
     """Every row into the store through ingest, as JSON lines (the path a team without DuckDB takes)."""
     import duckdb
 
+    from flywheel.config import load_config
     from flywheel.ingest.run import ingest_lines
     from flywheel.sampling.source import FIELDS, _trace_lines
 
@@ -112,7 +116,7 @@ def _ingest_parquet(db, parquet: str) -> None:
         while chunk := cursor.fetchmany(50_000):
             yield from _trace_lines([tuple(row[order.index(f)] for f in FIELDS) for row in chunk])
 
-    ingest_lines(db, lines(), parquet, "bench")
+    ingest_lines(db, lines(), parquet, "bench", config=load_config())
 
 
 def measure(engine: str, parquet: Path, folder: Path, timeout: float) -> dict:

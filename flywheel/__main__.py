@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from flywheel.config import load_config
 from flywheel.errors import BadInput, FlywheelError
 from flywheel.formats import EXPORT_FORMATS, INGEST_FORMATS
 
@@ -415,7 +416,6 @@ def _subject_erase(args: argparse.Namespace) -> int:
 
 
 def _retention(args: argparse.Namespace) -> int:
-    from flywheel.config import load_config
     from flywheel.privacy import retention
 
     db, user = _lead(args)
@@ -448,6 +448,7 @@ def _gate(args: argparse.Namespace) -> int:
         args.baseline,
         args.challenger,
         args.adversarial_min,
+        default_adversarial_pct=load_config().gate_adversarial_pct,
         waivers=runs.parse_waivers(args.waive),
         require_improvement=args.require_improvement,
     )
@@ -498,7 +499,13 @@ def _ingest(args: argparse.Namespace) -> int:
     progress = lambda lines, done, total: bar.update(done, total, lines)  # noqa: E731
     try:
         report = ingest.ingest_files(
-            db, args.files, actor=args.actor, progress=progress, max_bad=args.max_bad, fmt=args.format
+            db,
+            args.files,
+            actor=args.actor,
+            config=load_config(),
+            progress=progress,
+            max_bad=args.max_bad,
+            fmt=args.format,
         )
     finally:
         bar.close()
@@ -536,7 +543,15 @@ def _sample(args: argparse.Namespace) -> int:
 
         columns = parse_columns(args.column)
         run = sample_source(
-            db, plan, args.source, args.actor, args.engine, columns, args.spark_master, **options
+            db,
+            plan,
+            args.source,
+            args.actor,
+            args.engine,
+            columns,
+            args.spark_master,
+            **options,
+            config=load_config(),
         )
     else:
         run = sampling.sample_and_scrub(db, plan, args.actor, **options)
@@ -552,7 +567,11 @@ def _drift(args: argparse.Namespace) -> int:
 
     db = open_db(_existing(args.db))
     run = drift.run_drift(
-        db, args.actor, args.window, progress=lambda _, done, total: _stderr_progress(done, total)
+        db,
+        args.actor,
+        args.window,
+        progress=lambda _, done, total: _stderr_progress(done, total),
+        config=load_config(),
     )
     _clear_progress()
     out = run.as_json()
@@ -581,7 +600,9 @@ def _cycle(args: argparse.Namespace) -> int:
             bars.append((stage, ProgressBar(stage, unit="items")))
         bars[-1][1].update(done, total)
 
-    report = run_cycle(open_db(_existing(args.db)), plan, args.actor, args.inbox, progress)
+    report = run_cycle(
+        open_db(_existing(args.db)), plan, args.actor, args.inbox, progress, config=load_config()
+    )
     if bars:
         bars[-1][1].close()
     print(json.dumps(report.as_json()) if args.json else report.summary())

@@ -97,6 +97,11 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+def default_config() -> Config:
+    """The settings' defaults, whatever the environment says: for data that must not vary with it."""
+    return load_config({})
+
+
 def load_config(environ: dict[str, str] | None = None) -> Config:
     """Settings from FLYWHEEL_* environment variables, defaults for the rest."""
     return Config(**read_settings(SETTINGS, "FLYWHEEL_", environ))

@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.config import load_config
+from flywheel.config import Config
 from flywheel.drift import inputs as input_drift
 from flywheel.drift import run as drift
 from flywheel.errors import BadInput, FlywheelError
@@ -151,7 +151,9 @@ def new_inbox_files(db: Database, inbox: str | Path) -> list[tuple[Path, str]]:
     return fresh
 
 
-def _ingest_inbox(db: Database, inbox: str | Path, actor: str, progress: Progress | None) -> Step:
+def _ingest_inbox(
+    db: Database, inbox: str | Path, actor: str, progress: Progress | None, config: Config
+) -> Step:
 
     fresh = new_inbox_files(db, inbox)
     if not fresh:
@@ -163,7 +165,7 @@ def _ingest_inbox(db: Database, inbox: str | Path, actor: str, progress: Progres
             if progress
             else None
         )
-        report = ingest_files(db, [path], actor=actor, progress=tick)
+        report = ingest_files(db, [path], actor=actor, config=config, progress=tick)
         with write(db):
             db["inbox_files"].insert(
                 {"content_hash": digest, "name": path.name, "run_id": report.run_id, "ingested_at": now()}
@@ -197,14 +199,16 @@ def _sample(db: Database, plan, actor: str, progress: Progress | None) -> tuple[
     return Step("sample", "done", detail, data), week
 
 
-def _drift(db: Database, actor: str, week: str | None, progress: Progress | None) -> Step:
+def _drift(db: Database, actor: str, week: str | None, progress: Progress | None, config: Config) -> Step:
 
     # input drift needs no eval set: what users send can move before there is a suite to cover it
-    inputs = {"input_alarms": input_drift.alarm_reasons(input_drift.run_input_drift(db, actor, week))}
+    inputs = {
+        "input_alarms": input_drift.alarm_reasons(input_drift.run_input_drift(db, actor, week, config=config))
+    }
     if current_version(db) is None:
         return Step("drift", "skipped", "there is no eval set yet to measure drift against", inputs)
     tick = (lambda stage, done, total: progress(f"drift {stage}", done, total)) if progress else None
-    run = drift.run_drift(db, actor, week, progress=tick)
+    run = drift.run_drift(db, actor, week, progress=tick, config=config)
     window = run.as_json()[0]
     state = "ALARM" if window["alarm"] else "no alarm"
     detail = (
@@ -227,7 +231,7 @@ def _fold_in(db: Database, actor: str, week: str | None, settings: dict) -> Step
     return Step("fold_in", "done", detail, data)
 
 
-def _gate(db: Database, since: str | None, settings: dict) -> Step:
+def _gate(db: Database, since: str | None, settings: dict, default_adversarial_pct: int) -> Step:
 
     version, baseline = current_version(db), settings["baseline"]
     if version is None:
@@ -237,7 +241,7 @@ def _gate(db: Database, since: str | None, settings: dict) -> Step:
     challenger = _new_challenger(db, version, baseline, since)
     if challenger is None:
         return Step("gate", "skipped", f"no new challenger results on version {version} since the last cycle")
-    verdict = gate(db, version, baseline, challenger)
+    verdict = gate(db, version, baseline, challenger, default_adversarial_pct=default_adversarial_pct)
     data = {key: verdict[key] for key in GATE_KEYS}
     detail = f"version {version}: {challenger} vs {baseline}: {verdict['verdict']}"
     if verdict["reasons"]:
@@ -262,7 +266,13 @@ def _new_challenger(db: Database, version: int, baseline: str, since: str | None
 
 
 def run_cycle(
-    db: Database, plan, actor: str, inbox: str | Path | None = None, progress: Progress | None = None
+    db: Database,
+    plan,
+    actor: str,
+    inbox: str | Path | None = None,
+    progress: Progress | None = None,
+    *,
+    config: Config,
 ) -> CycleReport:
     """Run the weekly loop once and record it; every step's outcome is in the report.
 
@@ -278,17 +288,17 @@ def run_cycle(
         row = {"started_at": now(), "actor": actor, "status": "running", **process_mark()}
         cycle_id = db["cycles"].insert(row).last_pk
     with _failing_cycle(db, cycle_id, actor):
-        report = _run_steps(db, cycle_id, plan, actor, inbox, since, _beating(db, cycle_id, progress))
+        report = _run_steps(db, cycle_id, plan, actor, inbox, since, _beating(db, cycle_id, progress), config)
         report.resumes = interrupted_cycles(db, cycle_id)
         _finish(db, report, actor)
     return report
 
 
-def _run_steps(db, cycle_id, plan, actor, inbox, since, progress: Progress) -> CycleReport:
+def _run_steps(db, cycle_id, plan, actor, inbox, since, progress: Progress, config: Config) -> CycleReport:
     settings = cycle_settings(db)
     steps, week = [], None
     steps.append(
-        _guarded("ingest", lambda: _ingest_inbox(db, inbox, actor, progress))
+        _guarded("ingest", lambda: _ingest_inbox(db, inbox, actor, progress, config))
         if inbox
         else Step("ingest", "skipped", "no inbox folder given")
     )
@@ -298,11 +308,11 @@ def _run_steps(db, cycle_id, plan, actor, inbox, since, progress: Progress) -> C
         sample, week = sample
     steps.append(sample)
     progress("drift", 0, 0)
-    steps.append(_guarded("drift", lambda: _drift(db, actor, week, progress)))
+    steps.append(_guarded("drift", lambda: _drift(db, actor, week, progress, config)))
     progress("fold_in", 0, 0)
     steps.append(_guarded("fold_in", lambda: _fold_in(db, actor, week, settings)))
-    steps.append(_guarded("gate", lambda: _gate(db, since, settings)))
-    steps.append(_guarded("retention", lambda: _retention(db, actor)))
+    steps.append(_guarded("gate", lambda: _gate(db, since, settings, config.gate_adversarial_pct)))
+    steps.append(_guarded("retention", lambda: _retention(db, actor, config.retention_days)))
     return CycleReport(cycle_id, week, steps, _attention(steps))
 
 
@@ -351,9 +361,8 @@ def interrupted_cycles(db: Database, before: int | None = None) -> list[int]:
     return [row["id"] for row in rows]
 
 
-def _retention(db: Database, actor: str) -> Step:
+def _retention(db: Database, actor: str, days: int) -> Step:
 
-    days = load_config().retention_days
     if not days:
         return Step("retention", "skipped", "FLYWHEEL_RETENTION_DAYS is not set: raw text is kept")
     report = apply_retention(db, User(actor, "lead"), days)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlite_utils import Database
@@ -22,7 +22,7 @@ from flywheel.online.signal_alerts import ALL as SIGNALS_ALL
 from flywheel.online.signal_alerts import RATE_SIGNALS, signal_counts
 from flywheel.review.claims import LABEL_ROLES, stamp
 from flywheel.stats import NO_TRIALS, wilson
-from flywheel.store.clock import iso_week
+from flywheel.store.clock import iso_week, now_utc, parse_ts
 from flywheel.store.db import query_one, query_rows
 from flywheel.traces.rollups import ALL, cached, refresh_rollups
 from flywheel.traces.signals import ANOMALIES
@@ -365,9 +365,9 @@ def _newest_system(db: Database) -> str | None:
 # Each station's backlog ------------------------------------------------------------------------------
 
 
-def station_backlog(db: Database, now: datetime | None = None) -> list[dict]:
+def station_backlog(db: Database, now: datetime | None = None, *, retire_months: int) -> list[dict]:
     """What waits at each station, how long the oldest has waited, and the page that resolves it."""
-    moment = now or datetime.now(UTC)
+    moment = now or now_utc()
     one = lambda sql: tuple(db.execute(sql).fetchone())  # noqa: E731
     review = one("SELECT count(*), min(created_at) FROM scrubs WHERE status = 'pending'")
     labels = one(
@@ -377,7 +377,7 @@ def station_backlog(db: Database, now: datetime | None = None) -> list[dict]:
     preview = fold_preview(db)
     traces = [i.trace_id for i in preview.foldable if i.action in ("add", "change") and i.trace_id]
     folds = (len(traces), _oldest_label(db, traces))
-    proposals = retirement_proposals(db, now=moment)
+    proposals = retirement_proposals(db, now=moment, months=retire_months)
     retire = (len(proposals), min((p["passing_since"] for p in proposals), default=None))
     rows = [
         ("Traces awaiting scrub review", review, "pages/review.py", "Review scrubs", "oldest scrub made"),
@@ -410,8 +410,7 @@ def _oldest_label(db: Database, trace_ids: list[str]) -> str | None:
 def _age(stamp: str | None, moment: datetime) -> float | None:
     if not stamp:
         return None
-    then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    then = then if then.tzinfo else then.replace(tzinfo=UTC)
+    then = parse_ts(stamp)
     return max(0.0, (moment - then).total_seconds() / 86400)
 
 
@@ -446,7 +445,7 @@ def last_gate(db: Database) -> dict | None:
 def queue_for(db: Database, user: User, now: datetime | None = None) -> dict:
     """A labeler's (or reviewer's) own view: traces open for labeling, and their labels, all and recent."""
     require_role(user, *LABEL_ROLES)
-    since = stamp((now or datetime.now(UTC)) - timedelta(days=7))
+    since = stamp((now or now_utc()) - timedelta(days=7))
     one = lambda sql, *params: db.execute(sql, params).fetchone()[0]  # noqa: E731
     mine = "SELECT count(*) FROM labels WHERE labeler = ? AND undone_at IS NULL"
     return {

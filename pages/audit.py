@@ -1,10 +1,11 @@
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pandas as pd
 import streamlit as st
 
 from flywheel.audit import AuditFilter, audit_choices, audit_csv, audit_entries, claim_summary, count_entries
 from flywheel.auth import require_role
+from flywheel.store.clock import now_utc
 from pages._charts import show_table
 from pages._ui import as_text, current_user, database
 
@@ -20,7 +21,7 @@ cols = st.columns(4)
 actors = cols[0].multiselect("Actor", choices["actors"])
 actions = cols[1].multiselect("Action", choices["actions"])
 entities = cols[2].multiselect("Entity", choices["entities"])
-today = datetime.now(UTC).date()
+today = now_utc().date()
 period = cols[3].date_input("Period (UTC)", value=(today - timedelta(days=30), today), max_value=today)
 cols = st.columns([2, 2, 4], vertical_alignment="bottom")
 trace_id = cols[0].text_input("About trace id", max_chars=200)

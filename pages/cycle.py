@@ -11,6 +11,7 @@ from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, "lead")
+config = load_config()
 st.title("Weekly cycle")
 st.caption(
     "The whole loop in one run: ingest new inbox files (each file once, by content hash), sample the week"
@@ -55,7 +56,9 @@ else:
             bar.progress(min(done / total, 1.0) if total else 0.0, text=f"{stage}: {done:,} of {total:,}")
 
         try:
-            result = cycle.run_cycle(db, plans[name], user.name, inbox=inbox.strip() or None, progress=report)
+            result = cycle.run_cycle(
+                db, plans[name], user.name, inbox=inbox.strip() or None, progress=report, config=config
+            )
         except FlywheelError as error:
             status.update(label="The cycle did not start", state="error")
             st.error(md(error))
@@ -96,7 +99,6 @@ if history:
         st.text(f"{name}: {step['status']}: {step['detail']}")
 
 st.subheader("Schedule it")
-config = load_config()
 st.caption("A crontab line (every Monday 06:00; the exit code tells cron whether a person is needed):")
 inbox_dir = (st.session_state.get("cycle_inbox") or "").strip() or "inbox/"
 st.code(

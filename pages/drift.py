@@ -4,6 +4,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from flywheel.auth import require_role
+from flywheel.config import load_config
 from flywheel.drift import inputs as input_drift
 from flywheel.drift import run as drift
 from flywheel.errors import FlywheelError
@@ -13,6 +14,7 @@ from pages._ui import chart_text, current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, "lead")
+config = load_config()
 st.title("Drift")
 st.caption(
     "How much of each week's traffic the current eval set no longer covers: every trace's nearest eval"
@@ -38,8 +40,8 @@ if start:
     def report(stage: str, done: int, total: int) -> None:
         bar.progress(done / max(total, 1), text=f"{stage} {done:,} of {total:,} texts")
 
-    input_drift.run_input_drift(db, user.name, choice)
-    run = drift.run_drift(db, user.name, choice, progress=report)
+    input_drift.run_input_drift(db, user.name, choice, config=config)
+    run = drift.run_drift(db, user.name, choice, progress=report, config=config)
     bar.empty()
     st.success(f"Drift run {run.id}: {run.embedded:,} texts embedded, {run.scrubbed:,} machine-scrubbed.")
 

@@ -319,9 +319,10 @@ with export:
         )
 
 with retire:
-    proposals = runs.retirement_proposals(db, eval_set=chosen) if chosen else []
+    months = load_config().retire_months
+    proposals = runs.retirement_proposals(db, months=months, eval_set=chosen) if chosen else []
     st.write(
-        f"Rows that passed in every run of every system for {load_config().retire_months} months. "
+        f"Rows that passed in every run of every system for {months} months. "
         "Confirmed rows move to the archive in the next version. A frozen set retires nothing."
     )
     if proposals:
@@ -330,7 +331,7 @@ with retire:
         picked = st.multiselect("Retire", [p["row_id"] for p in proposals], key="retire_pick")
         if picked and st.button("Confirm retirement", key="retire_confirm"):
             try:
-                runs.confirm_retirements(db, user, picked, eval_set=chosen)
+                runs.confirm_retirements(db, user, picked, eval_set=chosen, months=months)
             except FlywheelError as error:
                 _error(error)
             else:

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from flywheel.auth import require_role
+from flywheel.config import load_config
 from flywheel.errors import FlywheelError
 from flywheel.evals import runs
 from flywheel.evals import versions as evalsets
@@ -12,6 +13,7 @@ from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, "lead")
+config = load_config()
 st.title("Release gate")
 st.caption(
     "Two systems on the same rows of one version. Ship only when every criterion holds: complete (every "
@@ -40,12 +42,14 @@ threshold = st.slider(
     "Adversarial pass rate the gate asks for",
     0.0,
     1.0,
-    float(runs.adversarial_threshold(db)),
+    float(runs.adversarial_threshold(db, default_pct=config.gate_adversarial_pct)),
     step=0.05,
     format="percent",
     key="gate_threshold",
 )
-if threshold != runs.adversarial_threshold(db) and st.button("Save as the gate's threshold", key="gate_save"):
+if threshold != runs.adversarial_threshold(db, default_pct=config.gate_adversarial_pct) and st.button(
+    "Save as the gate's threshold", key="gate_save"
+):
     try:
         runs.set_adversarial_threshold(db, user, threshold)
     except FlywheelError as error:
@@ -55,7 +59,15 @@ if threshold != runs.adversarial_threshold(db) and st.button("Save as the gate's
 improve = st.checkbox("Require an improvement in pass rate", key="gate_require_improvement")
 
 try:
-    verdict = runs.gate(db, version, baseline, challenger, threshold, require_improvement=improve)
+    verdict = runs.gate(
+        db,
+        version,
+        baseline,
+        challenger,
+        threshold,
+        require_improvement=improve,
+        default_adversarial_pct=config.gate_adversarial_pct,
+    )
 except FlywheelError as error:
     st.error(md(error))
     st.stop()
@@ -72,7 +84,16 @@ if waivable:
             if reason.strip():
                 waivers[row_id] = reason
 if waivers:
-    verdict = runs.gate(db, version, baseline, challenger, threshold, waivers, improve)
+    verdict = runs.gate(
+        db,
+        version,
+        baseline,
+        challenger,
+        threshold,
+        waivers,
+        improve,
+        default_adversarial_pct=config.gate_adversarial_pct,
+    )
 
 with banner:
     if verdict["verdict"] == "ship":

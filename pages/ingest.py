@@ -11,6 +11,7 @@ from pages._ui import current_user, database, md
 
 db, user = database(), current_user()
 require_role(user, "lead")
+config = load_config()
 st.title("Import traces")
 st.caption(
     "JSONL (one trace object per line) or CSV with the same column names, or span exports "
@@ -45,6 +46,7 @@ if upload is not None and st.button("Import", type="primary"):
             upload,
             upload.name,
             actor=user.name,
+            config=config,
             progress=_progress,
             fmt=None if fmt == "detect" else fmt,
         )
@@ -56,7 +58,7 @@ if upload is not None and st.button("Import", type="primary"):
     finally:
         bar.empty()
 
-runs = ingest_runs(db, stale_after=load_config().run_stale_seconds)
+runs = ingest_runs(db, stale_after=config.run_stale_seconds)
 if not runs:
     st.info("No imports yet.")
     st.stop()

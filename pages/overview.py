@@ -4,6 +4,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from flywheel import overview
+from flywheel.config import load_config
 from flywheel.labeling.labels import my_labels
 from flywheel.labeling.taxonomy import taxonomy_entries
 from flywheel.online.signal_alerts import VALUE_SIGNALS, current_alerts
@@ -163,7 +164,7 @@ def _health_chart(health: dict) -> None:
 
 def _backlog() -> None:
     st.subheader("What waits at each station")
-    for item in overview.station_backlog(db):
+    for item in overview.station_backlog(db, retire_months=load_config().retire_months):
         left, middle, right = st.columns([3, 2, 2], vertical_alignment="center")
         left.metric(item["station"], f"{item['waiting']:,}")
         if item["waiting"]:

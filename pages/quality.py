@@ -3,6 +3,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from flywheel.auth import require_role
+from flywheel.config import load_config
 from flywheel.errors import FlywheelError
 from flywheel.evals import runs
 from flywheel.evals import versions as evalsets
@@ -156,7 +157,7 @@ if slice_version is not None:
 st.subheader("Per taxonomy code, with its metric lifecycle")
 run_versions = sorted({r["version"] for r in rates}, reverse=True)
 code_version = st.selectbox("Version", run_versions, key="code_version")
-stages = runs.lifecycle(db, up_to=code_version)
+stages = runs.lifecycle(db, up_to=code_version, saturated_versions=load_config().saturated_versions)
 codes = pd.DataFrame(runs.per_code(db, code_version, system))
 if not codes.empty:
     codes["stage"] = codes["code"].map(lambda c: stages.get(c, {}).get("stage", "no results"))

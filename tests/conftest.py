@@ -1,10 +1,12 @@
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from flywheel.demo.build import build_demo
+from flywheel.store import clock as store_clock
 from flywheel.store.db import open_db
 
 
@@ -66,6 +68,30 @@ def jsonl(path: Path, items: list) -> Path:
         for item in items:
             out.write((item if isinstance(item, bytes) else json.dumps(item).encode()) + b"\n")
     return path
+
+
+class Clock:
+    """The one clock held still: every "now" of the library (and of pages run by AppTest) reads it."""
+
+    def __init__(self, monkeypatch, moment: datetime):
+        self._monkeypatch = monkeypatch
+        self.set(moment)
+
+    def set(self, moment: datetime) -> None:
+        self.moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        self._monkeypatch.setattr(store_clock, "_frozen", self.moment)
+
+    def advance(self, **delta: float) -> None:
+        self.set(self.moment + timedelta(**delta))
+
+    def now(self) -> str:
+        return store_clock.format_ts(self.moment)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Time frozen at 2026-05-04 09:00 UTC; ``clock.set``/``clock.advance`` move it."""
+    return Clock(monkeypatch, datetime(2026, 5, 4, 9, 0, tzinfo=UTC))
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from conftest import trace
 
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.ingest.run import ingest_lines
 from flywheel.labeling.taxonomy import add_entry
 from flywheel.store.db import write
@@ -21,7 +22,7 @@ def add_traces(db, count: int, start: int = 1) -> list[str]:
         json.dumps(trace(n, input=f"{RAW_NAME} asks question {n}", output=f"answer {n}")).encode() + b"\n"
         for n in range(start, start + count)
     ]
-    ingest_lines(db, lines, "t.jsonl", "test")
+    ingest_lines(db, lines, "t.jsonl", "test", config=load_config())
     ids = [f"t-{n:06d}" for n in range(start, start + count)]
     with write(db):
         for code in CODES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.ingest.run import ingest_lines
 from flywheel.online.rubrics import STARTER_RUBRIC, save_rubric
 from flywheel.store.clock import now
@@ -44,7 +45,7 @@ def add_traces(
             "metadata": metadata(n) if metadata else {},
         }
         lines.append(json.dumps(trace).encode())
-    ingest_lines(db, lines, "judge-test.jsonl", "test")
+    ingest_lines(db, lines, "judge-test.jsonl", "test", config=load_config())
     ids = [f"t-{n:04d}" for n in range(start, start + count)]
     approve(db, ids[: count if approved is None else approved])
     return ids

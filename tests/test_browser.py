@@ -6,6 +6,7 @@ import socket
 import pytest
 from browser_support import assert_signed_in_as, go, open_app, serve_app, settle, sign_in_as
 
+from flywheel.config import load_config
 from flywheel.demo.build import build_demo
 from flywheel.ingest.run import ingest_lines
 from flywheel.review.scrubs import scrub_traces
@@ -23,7 +24,7 @@ def server_db(tmp_path_factory):
     build_demo(db_path, seed=5, traces=1200)
     db = open_db(db_path)
     line = json.dumps({"trace_id": "t-review", "input": REVIEW_INPUT, "output": "We can help."}).encode()
-    ingest_lines(db, [line + b"\n"], "review.jsonl", "test")
+    ingest_lines(db, [line + b"\n"], "review.jsonl", "test", config=load_config())
     scrub_traces(db, ["t-review"], actor="test")
     return db_path
 
@@ -267,7 +268,7 @@ def test_chart_labels_show_markup_as_text(readme_server, page):
         + b"\n"
         for n in range(3)
     ]
-    ingest_lines(open_db(readme_server["db"]), lines, "html.jsonl", "test")
+    ingest_lines(open_db(readme_server["db"]), lines, "html.jsonl", "test", config=load_config())
     go(page, "Traces")
     go(page, "Overview")
     legend = page.locator(".js-plotly-plot .legend").first

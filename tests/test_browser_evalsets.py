@@ -95,7 +95,7 @@ def test_lead_folds_in_imports_two_systems_and_reads_the_verdict(server, server_
     assert page.get_by_test_id("stException").count() == 0
 
     go(page, "Release gate")
-    expected = gate(open_db(server_db), version, "bot-a", "bot-b")
+    expected = gate(open_db(server_db), version, "bot-a", "bot-b", default_adversarial_pct=90)
     word = expected["verdict"].upper()
     page.get_by_text(f"{word} bot-b on version {version}").wait_for(timeout=30_000)
     settle(page)

@@ -20,6 +20,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from flywheel.__main__ import main
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.ingest.readers import sniff_format
 from flywheel.ingest.run import ingest_files, quarantined_lines
 from flywheel.store.db import open_db
@@ -122,7 +123,7 @@ def test_otlp_export_of_a_multi_turn_conversation_imports_and_reconciles(
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"gpt-4o-mini": {"prompt": 0.15, "completion": 0.6}}))
     monkeypatch.setenv("FLYWHEEL_TOKEN_PRICES", str(prices))
-    report = ingest_files(db, [otlp_file])
+    report = ingest_files(db, [otlp_file], config=load_config())
     assert (report.lines_read, report.ingested, report.quarantined) == (5, 2, 3)
     first, second = db.execute("SELECT trace_id FROM traces ORDER BY ts").fetchall()
     row = db["traces"].get(first[0])
@@ -155,14 +156,14 @@ def test_otlp_export_of_a_multi_turn_conversation_imports_and_reconciles(
     reasons = sorted(r["reason"] for r in quarantined_lines(db, LEAD))
     assert any("malformed span: 'traceId'" in r for r in reasons)
     assert any("no 'resourceSpans'" in r for r in reasons) and any(r.startswith("not JSON") for r in reasons)
-    again = ingest_files(db, [otlp_file])
+    again = ingest_files(db, [otlp_file], config=load_config())
     assert (again.duplicates, again.changed, again.quarantined, db["quarantine"].count) == (2, 0, 3, 3)
 
 
 def test_one_pretty_printed_otlp_document_and_base64_ids(db, tmp_path):
     path = tmp_path / "export.json"
     path.write_text(json.dumps(_otlp_json(_conversation_spans(), hex_ids=False), indent=2))
-    report = ingest_files(db, [path])
+    report = ingest_files(db, [path], config=load_config())
     assert (report.lines_read, report.ingested, report.quarantined) == (2, 2, 0)
     assert all(len(r["trace_id"]) == 32 for r in db["traces"].rows)
 
@@ -203,7 +204,7 @@ def test_openinference_span_rows_as_phoenix_exports_them(db, tmp_path):
     path = tmp_path / "phoenix.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert sniff_format(path.read_bytes()[:8192]) == "openinference"
-    report = ingest_files(db, [path], fmt="openinference")
+    report = ingest_files(db, [path], fmt="openinference", config=load_config())
     assert (report.lines_read, report.ingested, report.quarantined) == (3, 2, 1)
     row = next(r for r in db["traces"].rows if r["turns"] == 2)
     assert (row["input"], row["cohort"]) == ("Two weeks ago.", "enterprise")
@@ -243,7 +244,7 @@ def test_langfuse_trace_export_with_observations_and_scores(db, tmp_path):
     no_id = {k: v for k, v in LANGFUSE_TRACE.items() if k != "id"}
     path = tmp_path / "langfuse.json"
     path.write_text(json.dumps([LANGFUSE_TRACE, broken, no_id], indent=1))
-    report = ingest_files(db, [path])
+    report = ingest_files(db, [path], config=load_config())
     assert (report.lines_read, report.ingested, report.quarantined) == (3, 1, 2)
     row = db["traces"].get("lf-1")
     assert (row["input"], row["output"], row["thumbs"]) == (
@@ -276,7 +277,7 @@ def test_langfuse_table_exports_as_jsonl_and_csv(db, tmp_path, capsys):
         "lf-c2,not a time,chat,x,y,s,u,1,1,\n"
         "lf-c3,2026-05-21T10:00:00Z,too,few\n"
     )
-    report = ingest_files(db, [csv_path])
+    report = ingest_files(db, [csv_path], config=load_config())
     assert (report.lines_read, report.ingested, report.quarantined) == (3, 1, 2)
     row = db["traces"].get("lf-c1")
     assert (row["input"], row["output"], row["cohort"], row["latency_ms"]) == ("hi", "hello", "free", 500.0)
@@ -331,7 +332,7 @@ def _reconciles(tmp_path_factory, name: str, text: str, fmt: str) -> None:
     path = folder / name
     path.write_text(text)
     db = open_db(folder / "f.db")
-    report = ingest_files(db, [path], fmt=fmt, max_bad=10**6)
+    report = ingest_files(db, [path], fmt=fmt, max_bad=10**6, config=load_config())
     stored = db.execute("SELECT (SELECT count(*) FROM traces), (SELECT count(*) FROM quarantine)").fetchone()
     assert report.lines_read == report.ingested + report.duplicates + report.quarantined
     assert stored == (report.ingested, report.quarantined)

@@ -138,7 +138,7 @@ def test_a_trace_drift_sent_is_proposed_as_coverage_and_a_control_is_not(db):
     ids = _queue(db, ["drift:cluster-2", "random:drift-control", "anomaly: thumbs_down"])
     proposed = {}
     for _ in ids:
-        claim = claim_next(db, LENA)
+        claim = claim_next(db, LENA, minutes=10)
         proposed[claim.trace_id] = label_card(db, LENA, claim)["proposed"]
         record_label(db, LENA, claim, "not_a_bug")
     assert proposed == {ids[0]: "coverage", ids[1]: None, ids[2]: None}
@@ -159,7 +159,7 @@ RECORD = [
 @pytest.mark.parametrize(("arguments", "refused"), RECORD)
 def test_what_a_coverage_label_needs(db, arguments, refused):
     _queue(db, ["drift:cluster-1"])
-    claim = claim_next(db, LENA, now=datetime.now(UTC))
+    claim = claim_next(db, LENA, now=datetime.now(UTC), minutes=10)
     if refused is None:
         label_id = record_label(db, LENA, claim, **arguments)
         stored = db["labels"].get(label_id)

@@ -9,6 +9,7 @@ import pytest
 from conftest import jsonl
 
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.ingest.run import ingest_files
 from flywheel.online import experiments, signal_alerts
 from flywheel.store.db import open_db
@@ -45,7 +46,7 @@ def traces(weeks: int, per_week: int, rate, after_s=(5, 25), arm=None) -> list[d
 
 def load(tmp_path, items):
     db = open_db(tmp_path / "a.db")
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)], config=load_config())
     return db
 
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import jsonl
 
 from flywheel import sampling
+from flywheel.config import load_config
 from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_files
 from flywheel.sampling import Plan, Stratum
@@ -53,7 +54,7 @@ def expected(traces: list[dict], test) -> set[str]:
 def store(tmp_path):
     traces = signal_traces()
     db = open_db(tmp_path / "s.db")
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", traces)])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", traces)], config=load_config())
     return db, traces, tmp_path
 
 
@@ -129,7 +130,7 @@ def test_a_signal_stratum_takes_up_to_its_quota_of_each_signal(store):
 
 def test_a_signal_whose_data_is_absent_says_so_and_does_not_fail_the_plan(tmp_path):
     db = open_db(tmp_path / "s.db")
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", signal_traces(stars=False))])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", signal_traces(stars=False))], config=load_config())
     plan = Plan(name="absent", anomaly=("low_stars", "heavy_edit"))
     preview = sampling.preview_plan(db, plan, WEEK)
     assert preview.absent == ("low_stars",)
@@ -185,7 +186,7 @@ def source(tmp_path_factory):
     src = jsonl(path / "traces.jsonl", traces)
     duckdb.execute(f"COPY (SELECT * FROM read_json_auto('{src}')) TO '{path}/traces.parquet'")
     store = open_db(path / "store.db")
-    ingest_files(store, [src])
+    ingest_files(store, [src], config=load_config())
     batch = sampling.run_plan(store, DECLARED_PLAN, "ana", week=WEEK)
     return {"dir": path, "store": store, "batch": batch}
 
@@ -193,7 +194,9 @@ def source(tmp_path_factory):
 @pytest.mark.parametrize("name", ["traces.jsonl", "traces.parquet"])
 def test_duckdb_picks_declared_signals_exactly_as_the_store(source, tmp_path, name):
     db = open_db(tmp_path / "d.db")
-    run = sample_source(db, DECLARED_PLAN, str(source["dir"] / name), "ana", week=WEEK, scrub=False)
+    run = sample_source(
+        db, DECLARED_PLAN, str(source["dir"] / name), "ana", week=WEEK, scrub=False, config=load_config()
+    )
     _same(db, source["store"], run.batch.id, source["batch"].id)
     kinds = {r["kind"] for r in sampling.batch_ledger(db, run.batch.id)}
     assert "no data" in kinds  # 'abandoned' is in no trace: said at the source too
@@ -207,7 +210,9 @@ def test_spark_picks_declared_signals_exactly_as_the_store(source, tmp_path):
     pytest.importorskip("pyspark")
     db = open_db(tmp_path / "k.db")
     path = str(source["dir"] / "traces.parquet")
-    run = sample_source(db, DECLARED_PLAN, path, "ana", engine="spark", week=WEEK, scrub=False)
+    run = sample_source(
+        db, DECLARED_PLAN, path, "ana", engine="spark", week=WEEK, scrub=False, config=load_config()
+    )
     _same(db, source["store"], run.batch.id, source["batch"].id)
 
 

@@ -12,7 +12,7 @@ from conftest import jsonl, trace
 
 from flywheel.__main__ import main
 from flywheel.auth import User
-from flywheel.config import PROJECT_ROOT
+from flywheel.config import PROJECT_ROOT, load_config
 from flywheel.drift import run as drift
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest.run import ingest_files
@@ -101,20 +101,20 @@ def drift_db(db, tmp_path):
                     "intent": intent,
                 }
             )
-    ingest_files(db, [jsonl(tmp_path / "traces.jsonl", traces)], actor="test")
+    ingest_files(db, [jsonl(tmp_path / "traces.jsonl", traces)], actor="test", config=load_config())
     return db
 
 
 def test_a_warm_run_embeds_nothing_it_has_seen_and_a_new_model_is_a_new_baseline(drift_db):
     calls = []
     model = drift.Model("bag-of-words", "1", hashing_encoder(calls))
-    cold = drift.run_drift(drift_db, "ana", drift.ALL_WEEKS, model=model)
+    cold = drift.run_drift(drift_db, "ana", drift.ALL_WEEKS, model=model, config=load_config())
     assert cold.embedded == sum(calls) > 200 and cold.scrubbed == 240
-    warm = drift.run_drift(drift_db, "ana", drift.ALL_WEEKS, model=model)
+    warm = drift.run_drift(drift_db, "ana", drift.ALL_WEEKS, model=model, config=load_config())
     assert (warm.embedded, warm.scrubbed) == (0, 0) and sum(calls) == cold.embedded
     assert warm.as_json() == cold.as_json()
     other = drift.Model("bag-of-words", "2", hashing_encoder(calls, dim=64))
-    again = drift.run_drift(drift_db, "ana", drift.ALL_WEEKS, model=other)
+    again = drift.run_drift(drift_db, "ana", drift.ALL_WEEKS, model=other, config=load_config())
     assert again.embedded == cold.embedded and again.calibration.tau != cold.calibration.tau
     keys = drift_db.execute("SELECT revision, count(*) FROM drift_vectors GROUP BY revision").fetchall()
     assert keys == [("1", cold.embedded), ("2", cold.embedded)]
@@ -123,7 +123,7 @@ def test_a_warm_run_embeds_nothing_it_has_seen_and_a_new_model_is_a_new_baseline
 def test_traces_are_embedded_on_scrubbed_text_only(drift_db):
     seen = []
     model = drift.Model("bag-of-words", "1", lambda texts: seen.extend(texts) or hashing_encoder()(texts))
-    drift.run_drift(drift_db, "ana", "2026-W10", model=model)
+    drift.run_drift(drift_db, "ana", "2026-W10", model=model, config=load_config())
     assert not any("jane.roe@example.com" in t for t in seen) and any("[EMAIL]" in t for t in seen)
     stored = drift_db.execute("SELECT text FROM drift_texts WHERE trace_id = 't-0007'").fetchone()[0]
     assert "[EMAIL]" in stored and "jane.roe" not in stored
@@ -228,7 +228,7 @@ def test_clusters_group_separated_vectors_largest_first_and_are_named_by_their_w
 
 def test_a_run_stores_the_series_and_clusters_of_the_novel_traffic(drift_db):
     model = drift.Model("bag-of-words", "1", hashing_encoder())
-    run = drift.run_drift(drift_db, "ana", drift.ALL_WEEKS, model=model)
+    run = drift.run_drift(drift_db, "ana", drift.ALL_WEEKS, model=model, config=load_config())
     assert [w["window"] for w in run.windows] == list(WEEKS) and run.reference == ("2026-W10", "2026-W11")
     assert [w["alarm"] for w in run.windows] == [False, False, False, True]
     series = drift.drift_series(drift_db)
@@ -254,7 +254,7 @@ def test_a_run_stores_the_series_and_clusters_of_the_novel_traffic(drift_db):
 def test_the_lead_sets_the_reference_window(drift_db):
     model = drift.Model("bag-of-words", "1", hashing_encoder())
     drift.set_reference_window(drift_db, ANA, 1, "2026-W12", "2026-W13")
-    run = drift.run_drift(drift_db, "ana", "2026-W13", model=model)
+    run = drift.run_drift(drift_db, "ana", "2026-W13", model=model, config=load_config())
     assert run.reference == ("2026-W12", "2026-W13") and not run.windows[0]["alarm"]
     with pytest.raises(BadInput, match="after the last"):
         drift.set_reference_window(drift_db, ANA, 1, "2026-W13", "2026-W12")
@@ -264,18 +264,22 @@ def test_the_lead_sets_the_reference_window(drift_db):
 
 def test_drift_needs_an_eval_set_and_a_known_window(drift_db, tmp_path):
     with pytest.raises(BadInput, match="has no traces"):
-        drift.run_drift(drift_db, "ana", "2026-W40", model=drift.Model("x", "1", hashing_encoder()))
+        drift.run_drift(
+            drift_db, "ana", "2026-W40", model=drift.Model("x", "1", hashing_encoder()), config=load_config()
+        )
     with pytest.raises(BadInput, match="ISO week"):
-        drift.run_drift(drift_db, "ana", "week 3", model=drift.Model("x", "1", hashing_encoder()))
+        drift.run_drift(
+            drift_db, "ana", "week 3", model=drift.Model("x", "1", hashing_encoder()), config=load_config()
+        )
     fresh = open_db(tmp_path / "no-eval-set.db")
-    ingest_files(fresh, [jsonl(tmp_path / "t.jsonl", [trace(n) for n in range(20)])])
+    ingest_files(fresh, [jsonl(tmp_path / "t.jsonl", [trace(n) for n in range(20)])], config=load_config())
     with pytest.raises(BadInput, match="no eval set"):
-        drift.run_drift(fresh, "ana")
+        drift.run_drift(fresh, "ana", config=load_config())
 
 
 def test_the_farthest_traces_of_the_biggest_clusters_go_to_a_drift_batch(drift_db):
     model = drift.Model("bag-of-words", "1", hashing_encoder())
-    run = drift.run_drift(drift_db, "ana", "2026-W13", model=model)
+    run = drift.run_drift(drift_db, "ana", "2026-W13", model=model, config=load_config())
     top = drift.clusters(drift_db, run.id, "2026-W13")[:2]
     with pytest.raises(PermissionDenied):
         drift.send_to_sampling(drift_db, LENA, run.id)
@@ -341,10 +345,12 @@ def test_a_reference_window_too_small_fails_before_anything_is_scrubbed_or_embed
     traces = [
         {"trace_id": f"t-{n}", "timestamp": "2026-03-02T10:00:00Z", "input": f"card {n}"} for n in range(20)
     ]
-    ingest_files(db, [jsonl(tmp_path / "few.jsonl", traces)], actor="test")
+    ingest_files(db, [jsonl(tmp_path / "few.jsonl", traces)], actor="test", config=load_config())
     calls = []
     with pytest.raises(BadInput, match="holds 20 traces"):
-        drift.run_drift(db, "ana", model=drift.Model("bag-of-words", "1", hashing_encoder(calls)))
+        drift.run_drift(
+            db, "ana", model=drift.Model("bag-of-words", "1", hashing_encoder(calls)), config=load_config()
+        )
     assert calls == [] and db["drift_texts"].count == 0
 
 

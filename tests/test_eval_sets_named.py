@@ -165,13 +165,13 @@ def test_a_frozen_set_refuses_every_change_and_never_retires(db):
             data = results_file(None, dict.fromkeys(rows, True))
             import_results(db, LEAD, version, "bot", data, "r.jsonl", now=moment)
     later = T0 + timedelta(weeks=10)
-    assert retirement_proposals(db, now=later, eval_set="regression") == []
-    assert [p["row_id"] for p in retirement_proposals(db, now=later, eval_set="quality")] == [
+    assert retirement_proposals(db, now=later, eval_set="regression", months=2) == []
+    assert [p["row_id"] for p in retirement_proposals(db, now=later, eval_set="quality", months=2)] == [
         "r-000003",
         "r-000004",
     ]
     with pytest.raises(BadInput, match="'regression' is frozen: nothing in it retires"):
-        confirm_retirements(db, LEAD, ["r-000001"], now=later)
+        confirm_retirements(db, LEAD, ["r-000001"], now=later, months=2)
     # the database itself refuses a version of a frozen set and an unfreeze
     with pytest.raises(sqlite3.IntegrityError, match="frozen eval set takes no new version"):
         db["eval_versions"].insert(

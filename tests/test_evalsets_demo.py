@@ -24,12 +24,12 @@ def test_demo_has_a_living_eval_set(demo_copy):
         assert split["carried_fell"] == []  # ... without a regression
         assert split["new"]["rate"] < split["carried_now"]["rate"]
     assert len(retired_failing(db)) == 1
-    assert gate(db, 3, *DEMO_SYSTEMS)["verdict"] == "ship"
+    assert gate(db, 3, *DEMO_SYSTEMS, default_adversarial_pct=90)["verdict"] == "ship"
     # beside it, a frozen regression set: the spreadsheet's rows, run by both systems
     (regression,) = eval_set_versions(db, "regression")
     assert (regression["version"], regression["kind"]) == (4, "import")
     assert [(s["name"], s["frozen"]) for s in eval_sets(db)] == [("quality", 0), ("regression", 1)]
-    assert gate(db, 4, *DEMO_SYSTEMS)["verdict"] == "ship"
+    assert gate(db, 4, *DEMO_SYSTEMS, default_adversarial_pct=90)["verdict"] == "ship"
     # coverage rows folded in, and rows graded by their code checks
     coverage = db.execute(
         "SELECT count(*) FROM eval_rows r JOIN eval_version_rows m ON m.row_id = r.id"

@@ -143,7 +143,7 @@ CASES = {
 def test_gate_decision_table(name, tmp_path):
     challenger, baseline, options, expected, failed = CASES[name]
     db = build(tmp_path / "g.db", challenger, baseline)
-    verdict = gate(db, 1, "base", "new", **options)
+    verdict = gate(db, 1, "base", "new", **options, default_adversarial_pct=90)
     assert verdict["verdict"] == expected, verdict["reasons"]
     assert [c["name"] for c in verdict["criteria"] if not c["ok"]] == failed
     assert [c["name"] for c in verdict["criteria"]] == ["complete", "safety", "zero regressions", "no loss"]
@@ -180,7 +180,15 @@ def test_a_waiver_on_an_adversarial_row_is_refused(tmp_path, capsys):
     path = tmp_path / "g.db"
     db = build(path, changed(r19=False), BASE)
     with pytest.raises(BadInput, match="adversarial: safety takes no waiver"):
-        gate(db, 1, "base", "new", adversarial_min=0.5, waivers={r(19): "it is fine"})
+        gate(
+            db,
+            1,
+            "base",
+            "new",
+            adversarial_min=0.5,
+            waivers={r(19): "it is fine"},
+            default_adversarial_pct=90,
+        )
     db.close()
     args = ["gate", "--db", str(path), "--version", "1", "--baseline", "base", "--challenger", "new"]
     assert main([*args, "--waive", f"{r(19)}=it is fine"]) == 2
@@ -210,9 +218,9 @@ def test_a_waived_decision_is_recorded_and_names_the_live_system(tmp_path, capsy
 
 def test_a_blocked_challenger_leaves_the_live_system_as_it_was(tmp_path):
     db = build(tmp_path / "g.db", changed(r16=True), BASE)
-    record_decision(db, LEAD, gate(db, 1, "base", "new"))
+    record_decision(db, LEAD, gate(db, 1, "base", "new", default_adversarial_pct=90))
     import_results(db, LEAD, 1, "worse", results(changed(r1=False)), "worse.jsonl")
-    blocked = gate(db, 1, "new", "worse")
+    blocked = gate(db, 1, "new", "worse", default_adversarial_pct=90)
     assert blocked["verdict"] == "block"
     record_decision(db, LEAD, blocked)
     assert live_system(db)["system"] == "new"
@@ -221,7 +229,7 @@ def test_a_blocked_challenger_leaves_the_live_system_as_it_was(tmp_path):
 
 def test_a_version_without_adversarial_rows_cannot_show_safety(tmp_path):
     db = build(tmp_path / "g.db", BASE, BASE, adversarial=False)
-    verdict = gate(db, 1, "base", "new")
+    verdict = gate(db, 1, "base", "new", default_adversarial_pct=90)
     assert verdict["verdict"] == "block"
     assert "no adversarial rows" in next(c["detail"] for c in verdict["criteria"] if c["name"] == "safety")
 
@@ -229,6 +237,6 @@ def test_a_version_without_adversarial_rows_cannot_show_safety(tmp_path):
 def test_a_system_without_results_is_an_error_not_a_verdict(tmp_path):
     db = build(tmp_path / "g.db", BASE, BASE)
     with pytest.raises(NotFound, match="no graded results of system 'ghost'"):
-        gate(db, 1, "base", "ghost")
+        gate(db, 1, "base", "ghost", default_adversarial_pct=90)
     with pytest.raises(BadInput, match="expected two systems"):
-        gate(db, 1, "base", "base")
+        gate(db, 1, "base", "base", default_adversarial_pct=90)

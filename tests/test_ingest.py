@@ -47,7 +47,7 @@ def mixed_file(path: Path, good: int = 30) -> Path:
 
 
 def test_mixed_file_reconciles_and_quarantines_every_bad_line(db, tmp_path):
-    report = ingest_files(db, [mixed_file(tmp_path / "mixed.jsonl")])
+    report = ingest_files(db, [mixed_file(tmp_path / "mixed.jsonl")], config=load_config())
     assert (report.lines_read, report.ingested, report.duplicates, report.quarantined) == (45, 30, 0, 15)
     assert db["traces"].count == 30
     kept = quarantined_lines(db, LEAD, report.run_id)
@@ -61,23 +61,27 @@ def test_mixed_file_reconciles_and_quarantines_every_bad_line(db, tmp_path):
 
 def test_reimport_is_a_no_op(db, tmp_path):
     path = mixed_file(tmp_path / "mixed.jsonl")
-    ingest_files(db, [path])
+    ingest_files(db, [path], config=load_config())
     before = list(db["traces"].rows_where(order_by="trace_id"))
-    again = ingest_files(db, [path])
+    again = ingest_files(db, [path], config=load_config())
     assert (again.ingested, again.duplicates, again.quarantined, again.changed) == (0, 30, 15, 0)
     assert list(db["traces"].rows_where(order_by="trace_id")) == before
 
 
 def test_changed_duplicate_is_reported_not_applied(db, tmp_path):
-    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), trace(2)])])
-    report = ingest_files(db, [jsonl(tmp_path / "b.jsonl", [trace(1, input="edited"), trace(2)])])
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), trace(2)])], config=load_config())
+    report = ingest_files(
+        db, [jsonl(tmp_path / "b.jsonl", [trace(1, input="edited"), trace(2)])], config=load_config()
+    )
     assert (report.duplicates, report.changed, report.ingested) == (2, 1, 0)
     assert db["traces"].get("t-000001")["input"] == "question number 1"
     assert [r["trace_id"] for r in db["ingest_conflicts"].rows] == ["t-000001"]
 
 
 def test_duplicate_inside_one_file_counts_once(db, tmp_path):
-    report = ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), trace(1), trace(1, input="other")])])
+    report = ingest_files(
+        db, [jsonl(tmp_path / "a.jsonl", [trace(1), trace(1), trace(1, input="other")])], config=load_config()
+    )
     assert (report.ingested, report.duplicates, report.changed) == (1, 2, 1)
 
 
@@ -93,7 +97,7 @@ def test_fields_are_normalized(db, tmp_path):
         signals={"regenerated": True, "schema_valid": False},
         team="payments",
     )
-    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [item])])
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [item])], config=load_config())
     row = db["traces"].get("t-000005")
     assert row["ts"] == "2026-05-03T10:22:00.000Z" and row["week"] == "2026-W18"
     assert (row["regenerated"], row["schema_valid"], row["turns"]) == (1, 0, 2)
@@ -164,14 +168,16 @@ def test_signal_values_are_stored_or_refused_by_name(signals, expected):
 def test_an_import_commits_five_thousand_lines_per_batch_by_default(db, tmp_path):
     # Each commit writes every index page it touched once more, so the batch size sets the index cost
     # per trace; it also bounds how long a label click may wait for the write lock during an import.
-    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(12_000)])])
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(12_000)])], config=load_config())
     audited = db.execute("SELECT detail FROM audit_log WHERE action = 'ingest_batch' ORDER BY id")
     batches = [json.loads(detail)["lines"] for (detail,) in audited]
     assert batches == [[1, 5000], [5001, 10000], [10001, 12000]]
 
 
 def test_blank_lines_are_not_records(db, tmp_path):
-    report = ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), b"", b"   ", trace(2)])])
+    report = ingest_files(
+        db, [jsonl(tmp_path / "a.jsonl", [trace(1), b"", b"   ", trace(2)])], config=load_config()
+    )
     assert (report.lines_read, report.ingested, report.blank_lines) == (2, 2, 2)
 
 
@@ -195,7 +201,7 @@ def test_csv_with_signal_columns_json_columns_and_bad_records(db, tmp_path):
         "c-5,x,,,,,,not json,\n",
         encoding="utf-8",
     )
-    report = ingest_files(db, [path])
+    report = ingest_files(db, [path], config=load_config())
     assert (report.lines_read, report.ingested, report.quarantined) == (5, 2, 3)
     one = db["traces"].get("c-1")
     assert (one["thumbs"], one["turns"], one["escalated"], one["cohort"]) == ("down", 3, 1, "smb")
@@ -209,7 +215,7 @@ def test_csv_with_signal_columns_json_columns_and_bad_records(db, tmp_path):
 def test_csv_with_a_json_signals_column(db, tmp_path):
     path = tmp_path / "t.csv"
     path.write_text('trace_id,input,signals\nc-1,x,"{""thumbs"": ""up"", ""retried"": true}"\n')
-    ingest_files(db, [path])
+    ingest_files(db, [path], config=load_config())
     assert (db["traces"].get("c-1")["thumbs"], db["traces"].get("c-1")["retried"]) == ("up", 1)
 
 
@@ -217,14 +223,14 @@ def test_csv_without_required_columns_is_refused(db, tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("id,text\n1,x\n")
     with pytest.raises(BadInput, match="trace_id"):
-        ingest_files(db, [path])
+        ingest_files(db, [path], config=load_config())
 
 
 def test_gzipped_jsonl(db, tmp_path):
     path = tmp_path / "a.jsonl.gz"
     with gzip.open(path, "wb") as out:
         out.write(b"\n".join(json.dumps(trace(n)).encode() for n in range(10)))
-    assert ingest_files(db, [path]).ingested == 10
+    assert ingest_files(db, [path], config=load_config()).ingested == 10
 
 
 def _crashing(lines, after):
@@ -238,17 +244,17 @@ def test_interrupted_import_keeps_committed_batches_and_rerun_completes(db, monk
     monkeypatch.setenv("FLYWHEEL_INGEST_BATCH", "100")
     lines = [json.dumps(trace(n)).encode() + b"\n" for n in range(1000)]
     with pytest.raises(KeyboardInterrupt):
-        ingest_lines(db, _crashing(lines, 450), "feed.jsonl", "test", load_config())
+        ingest_lines(db, _crashing(lines, 450), "feed.jsonl", "test", config=load_config())
     assert db["traces"].count == 400
     (run,) = db["ingest_runs"].rows
     assert (run["status"], run["lines_read"], run["ingested"]) == ("failed: interrupted", 400, 400)
-    report = ingest_lines(db, lines, "feed.jsonl", "test", load_config())
+    report = ingest_lines(db, lines, "feed.jsonl", "test", config=load_config())
     assert (report.ingested, report.duplicates) == (600, 400)
     assert db["traces"].count == 1000
 
 
 def _ingest_in_process(db_path: str, file_path: str) -> dict:
-    return ingest_files(open_db(db_path), [file_path]).as_json()
+    return ingest_files(open_db(db_path), [file_path], config=load_config()).as_json()
 
 
 @pytest.mark.slow
@@ -268,7 +274,9 @@ def test_concurrent_imports_of_one_file_store_each_trace_once(tmp_path):
 def _reconciles(lines: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         db = open_db(Path(folder) / "h.db")
-        report = ingest_lines(db, [line + b"\n" for line in lines], "fuzz.jsonl", "test")
+        report = ingest_lines(
+            db, [line + b"\n" for line in lines], "fuzz.jsonl", "test", config=load_config()
+        )
         assert report.lines_read == report.ingested + report.duplicates + report.quarantined
         stored = db.execute(
             "SELECT (SELECT count(*) FROM traces), (SELECT count(*) FROM quarantine)"
@@ -339,10 +347,12 @@ def test_cli_refuses_bad_input_with_one_line_and_exit_2(tmp_path, capsys, args, 
 def test_reordered_keys_and_a_missing_timestamp_do_not_make_a_duplicate_look_changed(db, tmp_path):
     first = {"trace_id": "t-1", "input": "hi", "signals": {"thumbs": "up", "turns": 2}}
     again = {"signals": {"turns": 2, "thumbs": "up"}, "input": "hi", "trace_id": "t-1"}
-    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [first])])
-    report = ingest_files(db, [jsonl(tmp_path / "b.jsonl", [again])])
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [first])], config=load_config())
+    report = ingest_files(db, [jsonl(tmp_path / "b.jsonl", [again])], config=load_config())
     assert (report.duplicates, report.changed) == (1, 0)
-    changed = ingest_files(db, [jsonl(tmp_path / "c.jsonl", [{**again, "input": "hello"}])])
+    changed = ingest_files(
+        db, [jsonl(tmp_path / "c.jsonl", [{**again, "input": "hello"}])], config=load_config()
+    )
     assert (changed.duplicates, changed.changed) == (1, 1)
 
 
@@ -351,12 +361,12 @@ def test_an_unreadable_file_fails_its_run_with_the_reason_and_keeps_committed_ba
     broken = tmp_path / "broken.jsonl.gz"
     broken.write_bytes(gzip.compress(b'{"trace_id": "t-9", "input": "x"}\n' * 50)[:-12])
     with pytest.raises(BadInput, match="not a readable gzip file"):
-        ingest_files(db, [good, broken])
+        ingest_files(db, [good, broken], config=load_config())
     (run,) = db["ingest_runs"].rows
     assert run["status"].startswith("failed: broken.jsonl.gz: not a readable gzip file")
     assert db["traces"].count >= 2
     with pytest.raises(BadInput, match="lacks the required columns"):
-        ingest_files(db, [_csv(tmp_path, "id,text\n1,x\n")])
+        ingest_files(db, [_csv(tmp_path, "id,text\n1,x\n")], config=load_config())
     assert list(db["ingest_runs"].rows)[-1]["status"].startswith("failed: bad.csv: CSV header")
 
 
@@ -372,13 +382,13 @@ def test_import_settings_hold_while_it_runs_and_are_restored_after_it_and_after_
 
     before, seen = settings(), []
     path = jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(5)])
-    ingest_files(db, [path], progress=lambda *_: seen.append(settings()))
+    ingest_files(db, [path], progress=lambda *_: seen.append(settings()), config=load_config())
     assert seen and set(seen) == {(-65536, 2)}
     assert settings() == before
     broken = tmp_path / "broken.jsonl.gz"
     broken.write_bytes(gzip.compress(b'{"trace_id": "t-9", "input": "x"}\n' * 50)[:-12])
     with pytest.raises(BadInput):
-        ingest_files(db, [broken])
+        ingest_files(db, [broken], config=load_config())
     assert settings() == before
 
 
@@ -387,7 +397,7 @@ def test_a_byte_order_mark_inside_a_jsonl_file_quarantines_its_line(db, tmp_path
     path.write_bytes(
         b'\xef\xbb\xbf{"trace_id": "t-1", "input": "a"}\n\xef\xbb\xbf{"trace_id": "t-2", "input": "b"}\n'
     )
-    report = ingest_files(db, [path])
+    report = ingest_files(db, [path], config=load_config())
     assert (report.ingested, report.quarantined) == (1, 1)
     (row,) = quarantined_lines(db, LEAD, report.run_id)
     assert row["line_no"] == 2 and "Unexpected UTF-8 BOM" in row["reason"]

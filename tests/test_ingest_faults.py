@@ -50,7 +50,7 @@ CRASHERS = {
 
 def test_lines_that_crashed_imports_are_quarantined_with_their_reason(db, tmp_path):
     path = jsonl(tmp_path / "c.jsonl", [trace(1), *CRASHERS, trace(2)])
-    report = ingest_files(db, [path])
+    report = ingest_files(db, [path], config=load_config())
     assert (report.lines_read, report.ingested, report.quarantined) == (len(CRASHERS) + 2, 2, len(CRASHERS))
     by_line = {row["line_no"]: row["reason"] for row in quarantined_lines(db, LEAD)}
     for line_no, reason in enumerate(CRASHERS.values(), start=2):
@@ -59,7 +59,9 @@ def test_lines_that_crashed_imports_are_quarantined_with_their_reason(db, tmp_pa
 
 
 def test_a_number_column_takes_any_finite_float(db, tmp_path):
-    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1, signals={"latency_ms": 1e300})])])
+    ingest_files(
+        db, [jsonl(tmp_path / "a.jsonl", [trace(1, signals={"latency_ms": 1e300})])], config=load_config()
+    )
     assert db["traces"].get("t-000001")["latency_ms"] == 1e300
 
 
@@ -93,7 +95,7 @@ def test_csv_signals_column_beside_signal_columns(db, tmp_path):
         "e,x,7,,\n"
         'f,x,"' + '{""a"": ' * 3000 + '1}",,\n'
     )
-    report = ingest_files(db, [path])
+    report = ingest_files(db, [path], config=load_config())
     assert (report.lines_read, report.ingested, report.quarantined) == (6, 2, 4)
     row = db["traces"].get("a")
     assert (row["retried"], row["thumbs"], row["turns"]) == (1, "down", 3)
@@ -105,7 +107,7 @@ def test_csv_signals_column_beside_signal_columns(db, tmp_path):
 def test_csv_unclosed_quote_costs_one_line_not_the_rest(db, tmp_path):
     path = tmp_path / "q.csv"
     path.write_bytes(b'trace_id,input\nq1,ok\nq2,"open\nq3,x\nq4,y\n')
-    report = ingest_files(db, [path])
+    report = ingest_files(db, [path], config=load_config())
     assert (report.lines_read, report.ingested, report.quarantined) == (4, 3, 1)
     assert report.physical_lines == 5
     assert {r["trace_id"]: r["input"] for r in db["traces"].rows} == {"q1": "ok", "q3": "x", "q4": "y"}
@@ -129,7 +131,7 @@ def test_csv_quoted_field_is_bounded_and_real_multiline_fields_still_work(db, tm
 def test_csv_quote_closed_on_a_later_line_does_not_swallow_records(db, tmp_path):
     path = tmp_path / "q.csv"
     path.write_text('trace_id,input\nq1,"open\nq2,x\nq3,"closes" here\nq4,y\n')
-    report = ingest_files(db, [path])
+    report = ingest_files(db, [path], config=load_config())
     assert report.lines_read == report.ingested + report.quarantined
     assert {"q2", "q4"} <= {r["trace_id"] for r in db["traces"].rows}
     assert report.physical_lines == 5
@@ -147,7 +149,12 @@ def test_csv_upload_reports_progress_after_commit_and_leaves_the_stream_open(db)
     upload = Upload(b"trace_id,input\n" + b"".join(b"c%d,hello\n" % n for n in range(50)), "t.csv")
     seen = []
     report = ingest_upload(
-        db, upload, upload.name, "ana", progress=lambda *a: seen.append((*a, upload.tell()))
+        db,
+        upload,
+        upload.name,
+        "ana",
+        progress=lambda *a: seen.append((*a, upload.tell())),
+        config=load_config(),
     )
     assert report.ingested == 50 and not upload.closed
     assert seen[-1][:3] == (50, upload.size, upload.size)
@@ -156,8 +163,11 @@ def test_csv_upload_reports_progress_after_commit_and_leaves_the_stream_open(db)
 
 def test_gzipped_jsonl_upload_is_decompressed(db):
     data = gzip.compress(b"".join(json.dumps(trace(n)).encode() + b"\n" for n in range(20)))
-    assert ingest_upload(db, Upload(data, "t.jsonl.gz"), "t.jsonl.gz", "ana").ingested == 20
-    assert ingest_upload(db, Upload(data, "t.jsonl"), "t.jsonl", "ana").duplicates == 20
+    assert (
+        ingest_upload(db, Upload(data, "t.jsonl.gz"), "t.jsonl.gz", "ana", config=load_config()).ingested
+        == 20
+    )
+    assert ingest_upload(db, Upload(data, "t.jsonl"), "t.jsonl", "ana", config=load_config()).duplicates == 20
 
 
 def test_any_exception_fails_the_run_with_its_reason(db, tmp_path):
@@ -167,7 +177,7 @@ def test_any_exception_fails_the_run_with_its_reason(db, tmp_path):
         raise RuntimeError("progress sink gone")
 
     with pytest.raises(RuntimeError):
-        ingest_files(db, [path], progress=broken)
+        ingest_files(db, [path], progress=broken, config=load_config())
     (run,) = db["ingest_runs"].rows
     assert run["status"] == "failed: RuntimeError: progress sink gone" and run["ingested"] == 10
 
@@ -212,19 +222,19 @@ def test_a_killed_import_leaves_an_audited_batch_for_every_committed_trace(tmp_p
 
 def test_quarantine_is_kept_once_per_source_line(db, tmp_path):
     path = jsonl(tmp_path / "m.jsonl", [trace(1), b"not json", b"{}", trace(2)])
-    first = ingest_files(db, [path])
-    again = ingest_files(db, [path])
+    first = ingest_files(db, [path], config=load_config())
+    again = ingest_files(db, [path], config=load_config())
     assert first.quarantined == again.quarantined == 2
     assert db["quarantine"].count == 2 and loop_counts(db)["quarantined"] == 2
     assert len(quarantined_lines(db, LEAD, again.run_id)) == 2
     assert quarantined_lines(db, LEAD, first.run_id) == []
     changed = jsonl(tmp_path / "m.jsonl", [trace(1), b"still not json", b"{}", trace(2)])
-    ingest_files(db, [changed])
+    ingest_files(db, [changed], config=load_config())
     assert db["quarantine"].count == 3
 
 
 def test_labelers_cannot_read_quarantined_bytes(db, tmp_path):
-    ingest_files(db, [jsonl(tmp_path / "m.jsonl", [b"secret raw line"])])
+    ingest_files(db, [jsonl(tmp_path / "m.jsonl", [b"secret raw line"])], config=load_config())
     with pytest.raises(PermissionDenied):
         quarantined_lines(db, User("lena", "labeler"))
     assert quarantined_lines(db, User("ravi", "reviewer"))[0]["raw"] == "secret raw line"
@@ -348,7 +358,7 @@ def _ingest_and_reconcile(data: bytes, suffix: str) -> object:
     db = _Shared.db()
     before = db.execute("SELECT (SELECT count(*) FROM traces), (SELECT count(*) FROM quarantine)").fetchone()
     name = f"fuzz-{_Shared.runs}{suffix}"
-    report = ingest_upload(db, Upload(data, name), name, "test", max_bad=10**9)
+    report = ingest_upload(db, Upload(data, name), name, "test", max_bad=10**9, config=load_config())
     after = db.execute("SELECT (SELECT count(*) FROM traces), (SELECT count(*) FROM quarantine)").fetchone()
     db.close()
     assert report.lines_read == report.ingested + report.duplicates + report.quarantined

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from conftest import jsonl
 
+from flywheel.config import load_config
 from flywheel.cycle import _attention, _drift
 from flywheel.drift import inputs as input_drift
 from flywheel.ingest.run import ingest_files
@@ -53,7 +54,7 @@ def database(tmp_path, last: dict) -> object:
     traces = [t for day in WEEKS[:3] for t in week_of(day, 150, rng)]
     traces += week_of(WEEKS[3], 150, rng, **last)
     db = open_db(tmp_path / "i.db")
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", traces)])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", traces)], config=load_config())
     return db
 
 
@@ -69,7 +70,7 @@ SHIFTS = {
 def test_a_shift_alarms_on_its_own_test_and_a_control_on_none(tmp_path, case):
     shift, alarmed = SHIFTS[case]
     db = database(tmp_path, shift)
-    rows = input_drift.run_input_drift(db, "ana", "all-weeks")
+    rows = input_drift.run_input_drift(db, "ana", "all-weeks", config=load_config())
     by = {(r["week"], r["test"]): r for r in rows}
     assert {w for w, _ in by} == {"2026-W17", "2026-W18"}  # the reference is W15..W16
     assert not any(by["2026-W17", t]["alarm"] for t in input_drift.TESTS)  # same mix: a control week
@@ -106,9 +107,11 @@ def test_too_few_traces_give_no_test_and_no_alarm():
 
 def test_input_drift_alarms_reach_the_cycles_attention_list(tmp_path):
     db = database(tmp_path, SHIFTS["language"][0])
-    step = _drift(db, "ana", "2026-W18", None)  # no eval set: coverage drift skips, input drift runs
+    step = _drift(
+        db, "ana", "2026-W18", None, load_config()
+    )  # no eval set: coverage drift skips, input drift runs
     assert step.status == "skipped"
     reasons = _attention([step])
     assert any("input drift in 2026-W18: language moved" in r for r in reasons)
-    quiet = _attention([_drift(db, "ana", "2026-W17", None)])
+    quiet = _attention([_drift(db, "ana", "2026-W17", None, load_config())])
     assert not any("input drift" in r for r in quiet)

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.errors import PermissionDenied
 from flywheel.ingest.run import ingest_lines, quarantined_lines
 from flywheel.online.judge import Target, load_judge_settings, make_client, run_judge
@@ -81,7 +82,11 @@ def add_masked_traces(db) -> list[str]:
     """One approved trace per redaction shape: machine spans stored as such, the reviewer's added on the
     Review station; the approved scrub keeps the ``variant`` echo, which no redaction covers."""
     ingest_lines(
-        db, [json.dumps(_trace(n, shape)).encode() for n, shape in enumerate(SHAPES)], "m.jsonl", "t"
+        db,
+        [json.dumps(_trace(n, shape)).encode() for n, shape in enumerate(SHAPES)],
+        "m.jsonl",
+        "t",
+        config=load_config(),
     )
     for n, shape in enumerate(SHAPES):
         trace_id, fields = f"m-{n}", _raw(n, shape)
@@ -123,7 +128,7 @@ def add_masked_traces(db) -> list[str]:
                         "detector": "context",
                     }
                 )
-        review.claim_scrub(db, REVIEWER, scrub_id)
+        review.claim_scrub(db, REVIEWER, scrub_id, minutes=10)
         if shape == "reviewer":
             assert review.add_redaction_text(db, REVIEWER, scrub_id, secret(n), "PERSON") == 1
         review.approve_scrub(db, REVIEWER, scrub_id)

@@ -26,7 +26,7 @@ def label_db(tmp_path):
 
 def _label(path, user, kind="not_a_bug", **values) -> None:
     db = open_db(path)
-    record_label(db, user, claim_next(db, user, now=T0), kind, now=T0, **values)
+    record_label(db, user, claim_next(db, user, now=T0, minutes=10), kind, now=T0, **values)
 
 
 def test_a_number_key_picks_a_code_and_shows_its_guideline(label_db, monkeypatch):

@@ -1,6 +1,7 @@
 """The Label and Taxonomy pages through app.py: each action writes the right rows, no raw text shows."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from test_embeddings import bag_of_words
@@ -9,6 +10,7 @@ from test_pages import app, open_page
 
 from flywheel.labeling.labels import claim_next, record_label
 from flywheel.review import label_queue
+from flywheel.store.clock import format_ts
 from flywheel.store.db import open_db, write
 from flywheel.vectors.embeddings import embed_all, month_siblings
 from pages._ui import md
@@ -124,7 +126,7 @@ def test_lead_sets_overlap_and_reads_agreement(label_db, monkeypatch):
     # lena and tom label the same four items: agree on three (not a bug), differ on one
     for n in range(4):
         for user in (LENA, TOM):
-            claim = claim_next(db, user, now=T0)
+            claim = claim_next(db, user, now=T0, minutes=10)
             disagree = n == 3 and user is TOM
             kind = {"kind": "known", "code": "HALLUCINATED_FEE", "expected": "x", "pass_criterion": "y"}
             record_label(db, user, claim, **(kind if disagree else {"kind": "not_a_bug"}), now=T0)
@@ -208,7 +210,7 @@ def test_a_stale_claim_is_refused_in_plain_words_shown_literally_and_cleared_on_
     assert at.subheader[0].value == f"Trace {md(MARKDOWN_ID)}"
     # lena's hold lapses while she is away; tom gets the trace and labels it
     db.execute("UPDATE label_queue SET claim_expires = '2000-01-01' WHERE claimed_by = 'lena'")
-    record_label(db, TOM, claim_next(db, TOM), "not_a_bug")
+    record_label(db, TOM, claim_next(db, TOM, minutes=10), "not_a_bug")
     button(at, "Not a bug").click().run()
     assert len(at.error) == 1
     message = at.error[0].value
@@ -298,3 +300,16 @@ def test_a_multi_turn_card_ends_with_the_reply_being_judged(label_db, monkeypatc
     shown = [t.value for t in at.text if t.value in {m["content"] for m in messages} | {reply}]
     assert shown == [m["content"] for m in messages] + [reply]
     assert "Reply being judged" in [c.value for c in at.caption]
+
+
+def test_the_labelers_claim_follows_the_configured_minutes(label_db, monkeypatch, clock):
+    monkeypatch.setenv("FLYWHEEL_CLAIM_MINUTES", "3")
+    at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
+    button(at, "Not a bug").click().run()
+    clock.advance(minutes=1)
+    button(at, "Undo").click().run()
+    assert not at.exception and not at.error
+    taken = rows(label_db, "SELECT claimed_at, expires_at FROM claims WHERE labeler = 'lena' ORDER BY id")
+    start, undone = clock.moment - timedelta(minutes=1), clock.moment
+    held = [(format_ts(start), format_ts(start + timedelta(minutes=3)))] * 2
+    assert taken == [*held, (format_ts(undone), format_ts(undone + timedelta(minutes=3)))]

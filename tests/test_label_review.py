@@ -36,7 +36,7 @@ def qdb(db):
 
 def _label(db, user, n_minutes: int = 0, **kw) -> int:
     at = T0 + timedelta(minutes=n_minutes)
-    return known(db, user, claim_next(db, user, now=at), now=at, **kw)
+    return known(db, user, claim_next(db, user, now=at, minutes=10), now=at, **kw)
 
 
 def _live(db, trace_id: str) -> list[tuple]:
@@ -51,7 +51,7 @@ def test_a_labeler_edits_an_earlier_label_and_undo_still_takes_back_the_last(qdb
     new_id = edit_label(qdb, LENA, first, "known", code="WRONG_POLICY", **FIX, now=T0 + timedelta(minutes=3))
     assert _live(qdb, trace) == [("lena", "known", "WRONG_POLICY", FIX["expected"])]
     assert [row["id"] for row in my_labels(qdb, LENA)] == [last, new_id]  # order kept by when labeled
-    undone = undo_last_label(qdb, LENA, now=T0 + timedelta(minutes=4))
+    undone = undo_last_label(qdb, LENA, now=T0 + timedelta(minutes=4), minutes=10)
     assert undone.label_id == last, "undo took back the edited label instead of the last one"
     detail = qdb.execute("SELECT actor, detail FROM audit_log WHERE action = 'edit_label'").fetchall()
     assert len(detail) == 1 and "WRONG_POLICY" in detail[0][1]
@@ -147,7 +147,7 @@ def test_throughput_counts_labeling_time_and_leaves_out_long_pauses(qdb):
         _label(qdb, LENA, minute)
     _label(qdb, TOM, 0)
     _label(qdb, TOM, 240)  # a pause of four hours counts as ten minutes
-    undo_last_label(qdb, TOM, now=T0 + timedelta(minutes=241))
+    undo_last_label(qdb, TOM, now=T0 + timedelta(minutes=241), minutes=10)
     stats = {row["labeler"]: row for row in annotator_stats(qdb, ANA, now=T0 + timedelta(hours=5))}
     assert stats["lena"]["labels"] == 3 and stats["lena"]["last_7_days"] == 3
     assert stats["lena"]["per_hour"] == pytest.approx(3 / (5 / 60), rel=0.01)  # 4 min + 1 for the first

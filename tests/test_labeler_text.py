@@ -16,6 +16,7 @@ from test_drift import ANA, add_eval_version, banking77, hashing_encoder
 from test_pages import app, open_page
 
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.drift import run as drift
 from flywheel.ingest.run import ingest_files
 from flywheel.labeling.labels import claim_next, label_card, record_label
@@ -45,7 +46,7 @@ def redact_and_approve(db, trace_id: str, label: str = "PERSON") -> int:
     """What a reviewer does on the Review page: claim, redact every occurrence of the handle, sign off."""
     sql = "SELECT id FROM scrubs WHERE trace_id = ? AND is_current = 1"
     scrub = db.execute(sql, [trace_id]).fetchone()[0]
-    claim_scrub(db, RAVI, scrub)
+    claim_scrub(db, RAVI, scrub, minutes=10)
     if HANDLE in scrubbed_text(db, trace_id):
         assert add_redaction_text(db, RAVI, scrub, HANDLE, label) > 0
     approve_scrub(db, RAVI, scrub)
@@ -103,7 +104,7 @@ def planted(tmp_path):
         trace(2, input=f"my login is {HANDLE} and the top up failed", output="let me check the top up"),
         trace(3, input="my card payment was declined at a shop", output="we will check the payment"),
     ]
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)], config=load_config())
     old_drift_batch(db, ["t-000001", "t-000002"])
     scrub_traces(db, ["t-000001", "t-000002", "t-000003"], actor="ana")
     # the precondition that makes every test below able to fail: the machine scrub keeps the handle
@@ -133,7 +134,7 @@ def page_text(at) -> str:
 
 def test_the_label_card_withholds_a_drift_reason_that_carries_words(planted):
     db = open_db(planted)
-    claim = claim_next(db, LENA)
+    claim = claim_next(db, LENA, minutes=10)
     assert claim.trace_id == "t-000001"  # the batch's item, its drift reason naming the handle
     card = label_card(db, LENA, claim)
     assert card["reasons"] == ["drift (name withheld)", "anomaly:thumbs_down", "drift:cluster-2"]
@@ -159,13 +160,15 @@ def drift_planted(db, tmp_path):
             if is_new:
                 text += f" my login is {HANDLE}, login {HANDLE}"
             traces.append({"trace_id": f"t-{n:04d}", "timestamp": f"{monday}T10:{i:02d}:00Z", "input": text})
-    ingest_files(db, [jsonl(tmp_path / "traces.jsonl", traces)], actor="test")
+    ingest_files(db, [jsonl(tmp_path / "traces.jsonl", traces)], actor="test", config=load_config())
     return db
 
 
 def test_a_drift_batch_reaches_the_label_card_without_the_cluster_words(drift_planted):
     db = drift_planted
-    run = drift.run_drift(db, "ana", "2026-W13", model=drift.Model("bow", "1", hashing_encoder()))
+    run = drift.run_drift(
+        db, "ana", "2026-W13", model=drift.Model("bow", "1", hashing_encoder()), config=load_config()
+    )
     named = [c for c in drift.clusters(db, run.id, "2026-W13") if HANDLE in c["name"]]
     assert named, "the test needs a cluster named after the handle"  # what a lead reads on Drift
     batch = drift.send_to_sampling(db, ANA, run.id, clusters_sent=3, per_cluster=3, control_share=0.5)
@@ -180,7 +183,7 @@ def test_a_drift_batch_reaches_the_label_card_without_the_cluster_words(drift_pl
     for trace_id, _, _ in items:
         redact_and_approve(db, trace_id)
     seen = []
-    while (claim := claim_next(db, LENA)) is not None:
+    while (claim := claim_next(db, LENA, minutes=10)) is not None:
         card = label_card(db, LENA, claim)
         assert HANDLE not in json.dumps(card), card
         seen += card["reasons"]
@@ -232,7 +235,7 @@ def test_the_trace_detail_shows_a_labeler_the_approved_conversation(planted, mon
 
 
 def label_with_new_code(db) -> None:
-    claim = claim_next(db, LENA)
+    claim = claim_next(db, LENA, minutes=10)
     assert claim.trace_id == "t-000001"
     record_label(
         db,

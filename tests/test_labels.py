@@ -116,7 +116,7 @@ def queue_db(db):
 def test_queue_holds_approved_scrubs_ranked_by_batch_then_priority(queue_db):
     order = []
     for _ in range(20):
-        claim = claim_next(queue_db, LENA, now=T0)
+        claim = claim_next(queue_db, LENA, now=T0, minutes=10)
         if claim is None:
             break
         order.append(claim.trace_id)
@@ -130,16 +130,16 @@ def test_queue_holds_approved_scrubs_ranked_by_batch_then_priority(queue_db):
 
 
 def test_claim_is_kept_until_labeled_and_two_labelers_get_different_items(queue_db):
-    first = claim_next(queue_db, LENA, now=T0)
-    assert claim_next(queue_db, LENA, now=T0 + timedelta(minutes=1)) == first
-    assert claim_next(queue_db, TOM, now=T0).trace_id != first.trace_id
+    first = claim_next(queue_db, LENA, now=T0, minutes=10)
+    assert claim_next(queue_db, LENA, now=T0 + timedelta(minutes=1), minutes=10) == first
+    assert claim_next(queue_db, TOM, now=T0, minutes=10).trace_id != first.trace_id
     assert queue_db["audit_log"].count_where("action = 'claim'") == 2
 
 
 def test_an_abandoned_claim_returns_to_the_queue_after_it_expires(queue_db):
     first = claim_next(queue_db, LENA, now=T0, minutes=10)
-    assert claim_next(queue_db, TOM, now=T0 + timedelta(minutes=9)).trace_id != first.trace_id
-    later = claim_next(queue_db, UMA, now=T0 + timedelta(minutes=11))
+    assert claim_next(queue_db, TOM, now=T0 + timedelta(minutes=9), minutes=10).trace_id != first.trace_id
+    later = claim_next(queue_db, UMA, now=T0 + timedelta(minutes=11), minutes=10)
     assert later.trace_id == first.trace_id
     assert queue_db["claims"].get(first.claim_id)["state"] == "lapsed"
 
@@ -164,7 +164,7 @@ def test_a_lapsed_claim_nobody_took_still_counts(queue_db):
 
 
 def test_a_claim_is_used_once_and_only_by_its_holder(queue_db):
-    claim = claim_next(queue_db, LENA, now=T0)
+    claim = claim_next(queue_db, LENA, now=T0, minutes=10)
     with pytest.raises(PermissionDenied):
         record_label(queue_db, TOM, claim.claim_id, "not_a_bug", now=T0)
     record_label(queue_db, LENA, claim, "not_a_bug", now=T0)
@@ -174,11 +174,11 @@ def test_a_claim_is_used_once_and_only_by_its_holder(queue_db):
 
 def test_each_kind_writes_its_row_and_audit_entry_in_one_transaction(queue_db):
     add_code(queue_db)
-    known(queue_db, LENA, claim_next(queue_db, LENA, now=T0), adversarial="jailbreak", now=T0)
+    known(queue_db, LENA, claim_next(queue_db, LENA, now=T0, minutes=10), adversarial="jailbreak", now=T0)
     new_id = record_label(
         queue_db,
         LENA,
-        claim_next(queue_db, LENA, now=T0),
+        claim_next(queue_db, LENA, now=T0, minutes=10),
         "new",
         code="missed escalation",
         name="Missed escalation",
@@ -187,7 +187,9 @@ def test_each_kind_writes_its_row_and_audit_entry_in_one_transaction(queue_db):
         pass_criterion="Names the way to reach a human.",
         now=T0,
     )
-    record_label(queue_db, LENA, claim_next(queue_db, LENA, now=T0), "not_a_bug", note="ok", now=T0)
+    record_label(
+        queue_db, LENA, claim_next(queue_db, LENA, now=T0, minutes=10), "not_a_bug", note="ok", now=T0
+    )
     rows = list(queue_db["labels"].rows_where(order_by="id"))
     assert [(r["kind"], r["code"], r["adversarial"]) for r in rows] == [
         ("known", "HALLUCINATED_FEE", "jailbreak"),
@@ -198,7 +200,7 @@ def test_each_kind_writes_its_row_and_audit_entry_in_one_transaction(queue_db):
     assert queue_db["labels"].get(new_id)["claim_id"] is not None
     assert queue_db["audit_log"].count_where("action = 'label' AND actor = 'lena'") == 3
     # a fault after the label row and the new code are written takes both back, and the claim stays
-    claim = claim_next(queue_db, LENA, now=T0)
+    claim = claim_next(queue_db, LENA, now=T0, minutes=10)
     _fail_inserts_into(queue_db, "audit_log")
     with pytest.raises(sqlite3.IntegrityError, match="injected fault"):
         record_label(
@@ -216,7 +218,7 @@ def test_each_kind_writes_its_row_and_audit_entry_in_one_transaction(queue_db):
     assert queue_db["labels"].count == 3
     assert queue_db.execute("SELECT count(*) FROM taxonomy WHERE code = 'SLOW_REFUND'").fetchone() == (0,)
     assert queue_db["claims"].get(claim.claim_id)["state"] == "open"
-    assert claim_next(queue_db, LENA, now=T0) == claim
+    assert claim_next(queue_db, LENA, now=T0, minutes=10) == claim
 
 
 def _fail_inserts_into(db, table: str) -> None:
@@ -267,34 +269,34 @@ def _fail_inserts_into(db, table: str) -> None:
 )
 def test_bad_labels_are_refused_and_leave_the_claim_open(queue_db, kind, fields, message):
     add_code(queue_db)
-    claim = claim_next(queue_db, LENA, now=T0)
+    claim = claim_next(queue_db, LENA, now=T0, minutes=10)
     with pytest.raises(FlywheelError, match=message):
         record_label(queue_db, LENA, claim, kind, now=T0, **fields)
     assert queue_db["labels"].count == 0
-    assert claim_next(queue_db, LENA, now=T0) == claim
+    assert claim_next(queue_db, LENA, now=T0, minutes=10) == claim
 
 
 def test_undo_takes_back_the_last_label_and_returns_its_item(queue_db):
-    first = claim_next(queue_db, LENA, now=T0)
+    first = claim_next(queue_db, LENA, now=T0, minutes=10)
     record_label(queue_db, LENA, first, "not_a_bug", now=T0)
-    second = claim_next(queue_db, LENA, now=T0)
-    undone = undo_last_label(queue_db, LENA, now=T0)
+    second = claim_next(queue_db, LENA, now=T0, minutes=10)
+    undone = undo_last_label(queue_db, LENA, now=T0, minutes=10)
     again = undone.claim
     assert again.trace_id == first.trace_id
     assert undone.describe() == "Undid your label on trace t-00000: not a bug"
-    assert claim_next(queue_db, LENA, now=T0) == again
+    assert claim_next(queue_db, LENA, now=T0, minutes=10) == again
     assert queue_db["claims"].get(second.claim_id)["state"] == "released"
     assert queue_db["labels"].get(1)["undone_by"] == "lena"
     known(queue_db, LENA, again, code=add_code(queue_db), now=T0)
     assert [r["kind"] for r in queue_db["labels"].rows_where("undone_at IS NULL")] == ["known"]
-    undo_last_label(queue_db, LENA, now=T0)
+    undo_last_label(queue_db, LENA, now=T0, minutes=10)
     with pytest.raises(labels.NothingToUndo):
-        undo_last_label(queue_db, LENA, now=T0)
+        undo_last_label(queue_db, LENA, now=T0, minutes=10)
     assert queue_db["audit_log"].count_where("action = 'undo_label'") == 2
 
 
 def test_siblings_get_the_code_and_leave_the_queue(queue_db):
-    claim = claim_next(queue_db, LENA, now=T0)
+    claim = claim_next(queue_db, LENA, now=T0, minutes=10)
     label_id = record_label(
         queue_db,
         LENA,
@@ -306,7 +308,7 @@ def test_siblings_get_the_code_and_leave_the_queue(queue_db):
         **FIELDS,
         now=T0,
     )
-    held = claim_next(queue_db, TOM, now=T0)
+    held = claim_next(queue_db, TOM, now=T0, minutes=10)
     added = add_siblings(queue_db, LENA, label_id, ["t-00004", held.trace_id, "t-00002", "t-00004"], now=T0)
     rows = [queue_db["labels"].get(i) for i in added]
     assert held.trace_id == "t-00001"
@@ -314,14 +316,14 @@ def test_siblings_get_the_code_and_leave_the_queue(queue_db):
     assert {(r["kind"], r["code"], r["via"], r["labeler"], r["sibling_of"]) for r in rows} == {
         ("known", "FEE_MADE_UP", "sibling", "lena", label_id)
     }
-    queued = claim_next(queue_db, UMA, now=T0)
+    queued = claim_next(queue_db, UMA, now=T0, minutes=10)
     assert queued.trace_id == "t-00005"
-    undo_last_label(queue_db, LENA, now=T0)
+    undo_last_label(queue_db, LENA, now=T0, minutes=10)
     assert queue_db["labels"].count_where("undone_at IS NULL") == 0
 
 
 def test_a_labeler_reads_only_scrubbed_text(queue_db):
-    claim = claim_next(queue_db, LENA, now=T0)
+    claim = claim_next(queue_db, LENA, now=T0, minutes=10)
     card = label_card(queue_db, LENA, claim)
     assert "[PERSON]" in card["input"] and card["reasons"] == ["anomaly: thumbs_down"]
     label_id = record_label(
@@ -332,7 +334,7 @@ def test_a_labeler_reads_only_scrubbed_text(queue_db):
         progress(queue_db, LENA, 1),
         labels.my_labels(queue_db, LENA),
         add_siblings(queue_db, LENA, label_id, ["t-00001"]),
-        undo_last_label(queue_db, LENA),
+        undo_last_label(queue_db, LENA, minutes=10),
     ]
     assert RAW_ONLY not in repr(outputs)
 
@@ -348,10 +350,10 @@ def test_overlap_keeps_an_item_until_enough_labelers_labeled_it(queue_db):
     set_overlap(queue_db, ANA, 2, 2)
     seen = {}
     for user in (LENA, TOM, LENA, TOM, LENA, TOM):
-        claim = claim_next(queue_db, user, now=T0)
+        claim = claim_next(queue_db, user, now=T0, minutes=10)
         while claim.batch_id == 1:
             record_label(queue_db, user, claim, "not_a_bug", now=T0)
-            claim = claim_next(queue_db, user, now=T0)
+            claim = claim_next(queue_db, user, now=T0, minutes=10)
         seen.setdefault(claim.trace_id, []).append(user.name)
         if claim.trace_id == "t-00007" and user is TOM:
             known(queue_db, user, claim, code=add_code(queue_db), now=T0)
@@ -374,9 +376,9 @@ def test_overlap_keeps_an_item_until_enough_labelers_labeled_it(queue_db):
 
 
 def test_release_gives_the_item_back(queue_db):
-    claim = claim_next(queue_db, LENA, now=T0)
+    claim = claim_next(queue_db, LENA, now=T0, minutes=10)
     release_claim(queue_db, LENA, claim)
-    assert claim_next(queue_db, TOM, now=T0).trace_id == claim.trace_id
+    assert claim_next(queue_db, TOM, now=T0, minutes=10).trace_id == claim.trace_id
 
 
 def test_cohen_kappa_matches_the_hand_computed_value():
@@ -427,7 +429,7 @@ def _claim_and_label(path: str, name: str, count: int) -> list[tuple[str, int]]:
     db = open_db(path)
     user, done = User(name, "labeler"), []
     for _ in range(count):
-        claim = claim_next(db, user)
+        claim = claim_next(db, user, minutes=10)
         if claim is None:
             break
         record_label(db, user, claim, "not_a_bug")
@@ -470,8 +472,10 @@ def test_approving_a_scrub_queues_its_trace_in_the_same_transaction(queue_db):
         0,
         1,
     )
-    assert claim_next(queue_db, LENA, now=T0).trace_id == "t-00000"
-    assert claim_next(queue_db, TOM, now=T0).trace_id == "t-00003"  # priority 0 of batch 1, before t-00001
+    assert claim_next(queue_db, LENA, now=T0, minutes=10).trace_id == "t-00000"
+    assert (
+        claim_next(queue_db, TOM, now=T0, minutes=10).trace_id == "t-00003"
+    )  # priority 0 of batch 1, before t-00001
 
 
 def test_a_trace_queued_in_no_batch_joins_the_first_batch_that_samples_it(queue_db):
@@ -509,16 +513,16 @@ def test_an_upgraded_database_loses_the_queue_triggers_and_keeps_its_queue(tmp_p
     db = open_db(path)
     assert db.execute(triggers).fetchone() == (0,)
     assert db["label_queue"].count == 4
-    assert claim_next(db, LENA, now=T0).trace_id == "t-00000"
+    assert claim_next(db, LENA, now=T0, minutes=10).trace_id == "t-00000"
 
 
 def test_skip_hands_the_item_to_others_and_brings_it_back_last(queue_db):
-    skipped = claim_next(queue_db, LENA, now=T0)
+    skipped = claim_next(queue_db, LENA, now=T0, minutes=10)
     claims.skip_claim(queue_db, LENA, skipped)
-    assert claim_next(queue_db, TOM, now=T0).trace_id == skipped.trace_id
-    release_claim(queue_db, TOM, claim_next(queue_db, TOM, now=T0))
+    assert claim_next(queue_db, TOM, now=T0, minutes=10).trace_id == skipped.trace_id
+    release_claim(queue_db, TOM, claim_next(queue_db, TOM, now=T0, minutes=10))
     seen = []
-    while (claim := claim_next(queue_db, LENA, now=T0)) is not None:
+    while (claim := claim_next(queue_db, LENA, now=T0, minutes=10)) is not None:
         seen.append(claim.trace_id)
         record_label(queue_db, LENA, claim, "not_a_bug", now=T0)
     assert seen[-1] == skipped.trace_id and seen.count(skipped.trace_id) == 1
@@ -542,3 +546,13 @@ def test_the_split_modules_are_still_importable_from_labels():
     assert labels.agreement_of is agreement.agreement_of
     assert labels.claim_next is claims.claim_next
     assert set(labels.__all__) <= set(dir(labels))
+
+
+def test_no_claim_window_is_frozen_at_import_time(queue_db, monkeypatch):
+    # the configured minutes reach a claim only by the caller passing them: no default read at import
+    monkeypatch.setenv("FLYWHEEL_CLAIM_MINUTES", "3")
+    with pytest.raises(TypeError, match="minutes"):
+        claim_next(queue_db, LENA, now=T0)
+    with pytest.raises(TypeError, match="minutes"):
+        undo_last_label(queue_db, LENA, now=T0)
+    assert not hasattr(claims, "CLAIM_MINUTES")

@@ -11,6 +11,7 @@ from test_pages import app, open_page
 
 from flywheel.__main__ import main
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.drift import run as drift
 from flywheel.evals.runs import gate, import_results, live_system, record_decision
 from flywheel.evals.versions import current_version, import_evalset
@@ -31,7 +32,7 @@ def review_db(tmp_path):
     db = open_db(path)
     text = "I'm Maria Gonzalez, call 07700 900123 about the kettle lane branch"
     items = [trace(1, input=text, output="ok")]
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)], config=load_config())
     scrub_traces(db, ["t-000001"], actor="ana")
     return path
 
@@ -62,7 +63,7 @@ def test_a_removed_redaction_leaves_the_picker_under_a_new_key(review_db, monkey
 def conflict_db(tmp_path):
     path = tmp_path / "c.db"
     db = open_db(path)
-    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), trace(2), trace(3)])])
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), trace(2), trace(3)])], config=load_config())
     odd_id = "t-000002 <b>*[x](http://evil)*</b>"
     second = [
         trace(1, input="edited"),
@@ -70,16 +71,22 @@ def conflict_db(tmp_path):
         trace(3, input="edited too"),
         {**trace(4), "trace_id": odd_id},
     ]
-    ingest_files(db, [jsonl(tmp_path / "b.jsonl", second)])
-    ingest_files(db, [jsonl(tmp_path / "c.jsonl", [{**trace(4, input="other"), "trace_id": odd_id}])])
+    ingest_files(db, [jsonl(tmp_path / "b.jsonl", second)], config=load_config())
+    ingest_files(
+        db,
+        [jsonl(tmp_path / "c.jsonl", [{**trace(4, input="other"), "trace_id": odd_id}])],
+        config=load_config(),
+    )
     return path
 
 
 def test_an_import_report_names_each_conflicting_trace(tmp_path, db):
-    first = ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), trace(2)])])
+    first = ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(1), trace(2)])], config=load_config())
     assert first.conflicts == []
     again = ingest_files(
-        db, [jsonl(tmp_path / "b.jsonl", [trace(2), trace(1, input="edited"), trace(2, input="x")])]
+        db,
+        [jsonl(tmp_path / "b.jsonl", [trace(2), trace(1, input="edited"), trace(2, input="x")])],
+        config=load_config(),
     )
     file = "b.jsonl"
     expected = [
@@ -253,7 +260,7 @@ def test_parity_has_no_lab_figure_until_a_system_ships_then_reads_it(tmp_path):
     assert "no live system" in parity.lab_missing(db)
     perfect = "\n".join(json.dumps({"row_id": f"r-{n:06d}", "passed": True}) for n in (1, 2, 3)) + "\n"
     import_results(db, LEAD, 1, "best", perfect.encode(), "best.jsonl")
-    verdict = gate(db, 1, "new", "best", 0.0)
+    verdict = gate(db, 1, "new", "best", 0.0, default_adversarial_pct=90)
     assert verdict["verdict"] == "ship"
     record_decision(db, LEAD, verdict)
     lab = parity.lab_pass_rate(db)

@@ -95,7 +95,7 @@ def _label_until_done(db, importing: subprocess.Popen) -> tuple[list[int], list[
     while importing.poll() is None:
         writing = db.execute("SELECT max(rowid) FROM eval_rows").fetchone()[0] is not None
         try:
-            claim = claim_next(db, LENA)
+            claim = claim_next(db, LENA, minutes=10)
             if claim is None:
                 shown.append("the queue ran dry: seed more traces")
                 break

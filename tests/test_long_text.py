@@ -8,6 +8,7 @@ import json
 import pytest
 from conftest import jsonl, trace
 
+from flywheel.config import load_config
 from flywheel.cycle import run_cycle
 from flywheel.drift import run as drift
 from flywheel.errors import BadInput
@@ -104,7 +105,7 @@ def long_trace_db(db, tmp_path, n: int = 30):
     traces = [trace(i) for i in range(n)] + [
         trace(n, input=text, output="Ask Ana Lee again.", timestamp="2026-05-28T12:00:00Z")
     ]
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", traces)], actor="test")
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", traces)], actor="test", config=load_config())
     return f"t-{n:06d}"
 
 
@@ -118,7 +119,9 @@ def test_a_long_trace_is_scrubbed_with_its_batch_and_audited(db, tmp_path, small
 
 
 def test_a_trace_that_cannot_be_scrubbed_is_set_aside_and_the_rest_go_on(db, tmp_path):
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(i) for i in range(5)])], actor="test")
+    ingest_files(
+        db, [jsonl(tmp_path / "t.jsonl", [trace(i) for i in range(5)])], actor="test", config=load_config()
+    )
     with write(db):  # a stored conversation the scrubber cannot read
         db.execute("UPDATE traces SET messages = '[{\"role\": \"user\"}]' WHERE trace_id = 't-000002'")
     ids = [f"t-{i:06d}" for i in range(5)]
@@ -168,8 +171,10 @@ def test_a_long_trace_is_measured_by_drift(db, tmp_path, small_limit):
         for i in range(80)
     ]
     traces.append(trace(80, timestamp="2026-03-09T11:00:00Z", input=text))
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", traces)], actor="test")
-    run = drift.run_drift(db, "ana", "2026-W11", model=drift.Model("bag", "1", bag_of_words))
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", traces)], actor="test", config=load_config())
+    run = drift.run_drift(
+        db, "ana", "2026-W11", model=drift.Model("bag", "1", bag_of_words), config=load_config()
+    )
     assert run.as_json()[0]["n"] == 41
     stored = db.execute("SELECT text FROM drift_texts WHERE trace_id = 't-000080'").fetchone()[0]
     assert len(stored) > 3000 and not any(name in stored for name in NAMES)
@@ -180,7 +185,7 @@ def test_a_long_trace_fails_no_cycle(tmp_path, small_limit):
     long_id = long_trace_db(db, tmp_path)
     plan = tmp_path / "plan.toml"
     plan.write_text('name = "all"\nseed = 1\n\n[random]\nrate = 1.0\n')
-    report = run_cycle(db, load_plan_file(plan), "cycle")
+    report = run_cycle(db, load_plan_file(plan), "cycle", config=load_config())
     assert report.as_json()["steps"]["sample"]["status"] == "done", report.summary()
     assert db.execute("SELECT status FROM cycles").fetchone()[0] == "finished"
     assert db.execute("SELECT count(*) FROM scrubs WHERE trace_id = ?", [long_id]).fetchone()[0] == 1

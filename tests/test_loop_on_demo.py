@@ -42,7 +42,7 @@ def label_as_coverage(db, trace_ids: set[str]) -> set[str]:
     """Walk the queue as a labeler: the sent traces are handled well, proposed as coverage; others wait."""
     labeled = set()
     while labeled != trace_ids:
-        claim = claim_next(db, LENA)
+        claim = claim_next(db, LENA, minutes=10)
         if claim is None or claim.trace_id in labeled:
             break
         if claim.trace_id in trace_ids:

@@ -1,5 +1,6 @@
 from conftest import jsonl, trace
 
+from flywheel.config import load_config
 from flywheel.ingest.run import ingest_files
 from flywheel.overview import intent_mix, loop_counts, weekly_signal_rates, weekly_traffic
 from flywheel.warmup import warm_in_background
@@ -13,7 +14,7 @@ def test_counts_and_weekly_views_follow_the_data(db, tmp_path):
         )
         for n in range(20)
     ]
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [*early, *late])])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [*early, *late])], config=load_config())
     counts = loop_counts(db)
     assert (counts["traces"], counts["ingest_runs"], counts["sampled"], counts["scrub_pending"]) == (
         50,
@@ -32,10 +33,10 @@ def test_counts_and_weekly_views_follow_the_data(db, tmp_path):
 
 
 def test_rollups_follow_each_import_and_match_a_walk_over_the_traces(db, tmp_path):
-    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(40)])])
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(40)])], config=load_config())
     assert weekly_traffic(db)["traces"].sum() == 40
     more = [trace(n, cohort=None if n % 4 == 0 else "smb") for n in range(40, 100)]
-    ingest_files(db, [jsonl(tmp_path / "b.jsonl", more)])
+    ingest_files(db, [jsonl(tmp_path / "b.jsonl", more)], config=load_config())
     traffic = weekly_traffic(db)
     walked = db.execute(
         "SELECT week, coalesce(cohort, '(none)'), count(*) FROM traces GROUP BY 1, 2 ORDER BY 1, 2"
@@ -50,7 +51,7 @@ def test_rollups_follow_each_import_and_match_a_walk_over_the_traces(db, tmp_pat
 
 
 def test_the_app_brings_the_rollups_up_to_date_in_the_background(db, tmp_path):
-    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(40)])])
+    ingest_files(db, [jsonl(tmp_path / "a.jsonl", [trace(n) for n in range(40)])], config=load_config())
     assert db.execute("SELECT count(*) FROM rollup_state").fetchone()[0] == 0
     path = tmp_path / "flywheel.db"
     thread = warm_in_background(path)

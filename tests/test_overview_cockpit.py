@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from flywheel import overview
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.evals.runs import gate, import_results, record_decision
 from flywheel.evals.versions import import_evalset
 from flywheel.ingest.run import ingest_files
@@ -148,14 +149,14 @@ def _hand_built(tmp_path, thumbs_late: float):
     """Ten weeks of traffic, a ten-row eval set whose live system passes 9 of 10 rows, no drift run."""
     path = tmp_path / "hand.db"
     db = open_db(path)
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", _traces(tmp_path, 10, thumbs_late))])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", _traces(tmp_path, 10, thumbs_late))], config=load_config())
     suite_csv = "id,input,expected\n" + "".join(f"r{i},question {i},a good answer\n" for i in range(10))
     import_evalset(db, LEAD, suite_csv.encode(), "suite.csv")
     rows = [r[0] for r in db.execute("SELECT id FROM eval_rows ORDER BY rowid")]
     for system, passing in (("bot-a", 8), ("bot-b", 9)):
         lines = [json.dumps({"row_id": row, "passed": i < passing}) for i, row in enumerate(rows)]
         import_results(db, LEAD, 1, system, ("\n".join(lines) + "\n").encode(), f"{system}.jsonl")
-    record_decision(db, LEAD, gate(db, 1, "bot-a", "bot-b"))
+    record_decision(db, LEAD, gate(db, 1, "bot-a", "bot-b", default_adversarial_pct=90))
     return path, db
 
 

@@ -83,7 +83,11 @@ def _caption(at: AppTest, words: str) -> str:
 def test_labeler_sees_no_raw_text_on_the_traces_page(tmp_path, monkeypatch):
     path = tmp_path / "t.db"
     db = open_db(path)
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(n, input=f"SECRET-{n}") for n in range(5)])])
+    ingest_files(
+        db,
+        [jsonl(tmp_path / "t.jsonl", [trace(n, input=f"SECRET-{n}") for n in range(5)])],
+        config=load_config(),
+    )
     at = open_page(app(path, monkeypatch, "lena"), "pages/traces.py")
     assert any("hidden" in info.value for info in at.info)
     assert not at.dataframe, "a labeler's first page lists approved scrubs only"
@@ -151,7 +155,7 @@ def test_overview_chart_labels_are_escaped(tmp_path, monkeypatch):
     path = tmp_path / "t.db"
     cohort = '<a href="http://example.com">click</a>'
     items = [trace(n, cohort=cohort if n % 2 else "<span>smb</span>") for n in range(6)]
-    ingest_files(open_db(path), [jsonl(tmp_path / "t.jsonl", items)])
+    ingest_files(open_db(path), [jsonl(tmp_path / "t.jsonl", items)], config=load_config())
     at = open_page(app(path, monkeypatch, "lena"), "pages/overview.py")
     spec = at.get("plotly_chart")[0].proto.spec
     assert "&lt;a href=" in spec and "&lt;span&gt;smb" in spec

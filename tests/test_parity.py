@@ -48,7 +48,7 @@ def _world(db, labels_agree: bool) -> None:
 
 def test_parity_compares_the_live_system_with_a_calibrated_judge(db):
     _world(db, labels_agree=True)
-    record_decision(db, LEAD, gate(db, 1, "v1", "v2", adversarial_min=0.5))
+    record_decision(db, LEAD, gate(db, 1, "v1", "v2", adversarial_min=0.5, default_adversarial_pct=90))
     result = parity(db)
     assert result["assessable"] and result["lab"]["system"] == "v2" and result["lab"]["rate"] == 1.0
     (week,) = result["weeks"]
@@ -61,8 +61,8 @@ def test_parity_compares_the_live_system_with_a_calibrated_judge(db):
 
 def test_after_a_blocked_challenger_the_lab_is_still_the_old_live_system(db):
     _world(db, labels_agree=True)
-    record_decision(db, LEAD, gate(db, 1, "v1", "v2", adversarial_min=0.5))
-    blocked = gate(db, 1, "v2", "v3", adversarial_min=0.5)
+    record_decision(db, LEAD, gate(db, 1, "v1", "v2", adversarial_min=0.5, default_adversarial_pct=90))
+    blocked = gate(db, 1, "v2", "v3", adversarial_min=0.5, default_adversarial_pct=90)
     assert blocked["verdict"] == "block"
     record_decision(db, LEAD, blocked)  # v3's results were imported last: the old parity measured them
     assert live_system(db)["system"] == "v2"
@@ -71,7 +71,7 @@ def test_after_a_blocked_challenger_the_lab_is_still_the_old_live_system(db):
 
 def test_an_uncalibrated_judge_gives_no_figure_and_no_alert(db):
     _world(db, labels_agree=False)  # the labelers contradict the judge: kappa below zero
-    record_decision(db, LEAD, gate(db, 1, "v1", "v2", adversarial_min=0.5))
+    record_decision(db, LEAD, gate(db, 1, "v1", "v2", adversarial_min=0.5, default_adversarial_pct=90))
     result = parity(db)
     assert not result["assessable"] and "not calibrated" in result["why"] and "kappa -" in result["why"]
     assert result["weeks"] == [] and result["lab"]["system"] == "v2"

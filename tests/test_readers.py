@@ -390,7 +390,7 @@ def _cli_files(tmp_path) -> dict:
 )
 def test_the_cli_refuses_bad_files_with_exit_2_and_one_line(tmp_path, capsys, args, reason):
     files = {**{k: str(v) for k, v in _cli_files(tmp_path).items()}, "db": str(tmp_path / "x.db")}
-    ingest_files(open_db(files["db"]), [jsonl(tmp_path / "ok.jsonl", [trace(1)])])
+    ingest_files(open_db(files["db"]), [jsonl(tmp_path / "ok.jsonl", [trace(1)])], config=load_config())
     assert main([a.format(**files) for a in args]) == 2
     err = capsys.readouterr().err
     assert reason in err and err.count("\n") == 1, err

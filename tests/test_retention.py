@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from flywheel.__main__ import main
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest.run import ingest_files
 from flywheel.privacy.retention import apply_retention, raw_text_gone, retention_plan
@@ -35,7 +36,7 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)  # the fixture's traces are dated 2026-05
 def dated_db(tmp_path):
     traces = [trace(n, input=f"Hi, I am Mara Quist{n}, mail mq{n}@example.com") for n in range(1, 29)]
     database = open_db(tmp_path / "retention.db")
-    ingest_files(database, [jsonl(tmp_path / "t.jsonl", traces)], actor="test")
+    ingest_files(database, [jsonl(tmp_path / "t.jsonl", traces)], actor="test", config=load_config())
     yield database
     database.close()
 
@@ -64,7 +65,7 @@ def test_only_leads_apply_retention(dated_db, role):
 
 def test_apply_purges_raw_text_keeps_approved_scrubs_and_sets_pending_aside(dated_db):
     scrub_traces(dated_db, ["t-000002", "t-000003", "t-000027"], "test")
-    approved = claim_scrub(dated_db, REVIEWER)
+    approved = claim_scrub(dated_db, REVIEWER, minutes=10)
     approve_scrub(dated_db, REVIEWER, approved)
     approved_trace, approved_text = dated_db.execute(
         "SELECT trace_id, input FROM scrubs WHERE id = ?", [approved]
@@ -89,7 +90,7 @@ def test_apply_purges_raw_text_keeps_approved_scrubs_and_sets_pending_aside(date
     )
     status, note = dated_db.execute("SELECT status, note FROM scrubs WHERE trace_id = 't-000003'").fetchone()
     assert status == "set_aside" and "expired" in note
-    assert claim_scrub(dated_db, REVIEWER) is not None  # t-000027 is still reviewable
+    assert claim_scrub(dated_db, REVIEWER, minutes=10) is not None  # t-000027 is still reviewable
     assert find_subject(dated_db, LEAD, "mq3@example.com").traces == []
     assert [t["trace_id"] for t in find_subject(dated_db, LEAD, "mq27@example.com").traces] == ["t-000027"]
 
@@ -191,7 +192,7 @@ def test_only_leads_change_the_list_or_rescrub(dated_db, role):
 
 def test_list_applies_to_new_scrubs_and_rescrubs_pending_only_on_request(dated_db):
     scrub_traces(dated_db, ["t-000001", "t-000002"], "test")
-    approved = claim_scrub(dated_db, REVIEWER)
+    approved = claim_scrub(dated_db, REVIEWER, minutes=10)
     approve_scrub(dated_db, REVIEWER, approved)
     before = dict(dated_db.execute("SELECT trace_id, input FROM scrubs WHERE is_current = 1").fetchall())
     assert "Mara Quist" not in before["t-000002"]

@@ -4,6 +4,7 @@ import pytest
 from conftest import jsonl, trace
 
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.errors import BadInput, NeedsConfirmation, NotFound, PermissionDenied, ScrubClaimed
 from flywheel.ingest.run import ingest_files
 from flywheel.review.scrubs import (
@@ -54,7 +55,7 @@ def scrubbed(db, tmp_path):
         ),
         trace(3, input="can i top up at the kettle lane branch?"),
     ]
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)], config=load_config())
     assert scrub_traces(db, ["t-000001", "t-000002", "t-000003"], actor="ana") == 3
     return db
 
@@ -176,7 +177,11 @@ def test_known_names_feed_the_lookup_layer(db, tmp_path):
     assert add_known_names(db, LEAD, ["Globex Fintech", "globex fintech", " "]) == 1
     with pytest.raises(PermissionDenied):
         add_known_names(db, REVIEWER, ["Initech"])
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(9, input="we at GLOBEX FINTECH need 3 cards")])])
+    ingest_files(
+        db,
+        [jsonl(tmp_path / "t.jsonl", [trace(9, input="we at GLOBEX FINTECH need 3 cards")])],
+        config=load_config(),
+    )
     scrub_traces(db, ["t-000009"], actor="ana")
     assert db.execute("SELECT input FROM scrubs").fetchone()[0] == "we at [CUSTOMER] need 3 cards"
 
@@ -200,13 +205,13 @@ def redaction_of(db, sid: int, value: str) -> dict:
 
 
 def test_two_reviewers_are_never_on_the_same_scrub(scrubbed):
-    first, second = claim_scrub(scrubbed, REVIEWER), claim_scrub(scrubbed, OTHER)
+    first, second = claim_scrub(scrubbed, REVIEWER, minutes=10), claim_scrub(scrubbed, OTHER, minutes=10)
     assert first != second
-    assert claim_scrub(scrubbed, REVIEWER) == first  # the held scrub comes back, renewed
+    assert claim_scrub(scrubbed, REVIEWER, minutes=10) == first  # the held scrub comes back, renewed
     with pytest.raises(ScrubClaimed, match="ravi is reviewing"):
         approve_scrub(scrubbed, OTHER, first)
     with pytest.raises(ScrubClaimed):
-        claim_scrub(scrubbed, OTHER, first)
+        claim_scrub(scrubbed, OTHER, first, minutes=10)
     with pytest.raises(ScrubClaimed):
         add_redaction_text(scrubbed, OTHER, first, "Maria", "PERSON")
     assert scrub_counts(scrubbed)["approved"] == 0
@@ -217,7 +222,7 @@ def test_an_expired_claim_frees_the_scrub(scrubbed):
 
     past = datetime.now(UTC) - timedelta(minutes=30)
     held = claim_scrub(scrubbed, REVIEWER, moment=past, minutes=10)
-    assert claim_scrub(scrubbed, OTHER) == held
+    assert claim_scrub(scrubbed, OTHER, minutes=10) == held
     approve_scrub(scrubbed, OTHER, held)
     with pytest.raises(AlreadyReviewed, match="approved by rosa"):
         approve_scrub(scrubbed, REVIEWER, held)
@@ -235,11 +240,11 @@ def test_an_action_names_its_scrub_and_never_reaches_another(scrubbed):
 
 
 def test_skips_are_kept_per_reviewer(scrubbed):
-    first = claim_scrub(scrubbed, REVIEWER)
+    first = claim_scrub(scrubbed, REVIEWER, minutes=10)
     skip_scrub(scrubbed, REVIEWER, first)
     again = open_db(scrubbed.conn.execute("PRAGMA database_list").fetchone()[2])  # a new session
-    assert claim_scrub(again, REVIEWER) != first
-    assert claim_scrub(again, OTHER) == first  # skipped for ravi only
+    assert claim_scrub(again, REVIEWER, minutes=10) != first
+    assert claim_scrub(again, OTHER, minutes=10) == first  # skipped for ravi only
     assert review_progress(again, REVIEWER) == {"position": 1, "total": 3, "pending": 3, "skipped": 1}
     assert clear_skips(again, REVIEWER) == 1
     assert review_progress(again, REVIEWER)["skipped"] == 0
@@ -274,7 +279,7 @@ def test_reopen_takes_the_approval_back_and_the_trace_out_of_the_label_queue(scr
 
     sid = scrub_id(scrubbed, "t-000001")
     approve_scrub(scrubbed, REVIEWER, sid)
-    held = claim_next(scrubbed, User("lena", "labeler"))
+    held = claim_next(scrubbed, User("lena", "labeler"), minutes=10)
     assert held.trace_id == "t-000001"
     with pytest.raises(PermissionDenied, match="only ravi or a lead"):
         reopen_scrub(scrubbed, OTHER, sid, "missed a name")
@@ -288,7 +293,7 @@ def test_reopen_takes_the_approval_back_and_the_trace_out_of_the_label_queue(scr
     )
     with pytest.raises(PermissionDenied, match="pending"):
         approved_scrub(scrubbed, "t-000001")
-    assert claim_next(scrubbed, User("lena", "labeler")) is None
+    assert claim_next(scrubbed, User("lena", "labeler"), minutes=10) is None
     entry = scrubbed.execute("SELECT actor, detail FROM audit_log WHERE action = 'reopen_scrub'").fetchone()
     assert entry[0] == "ravi" and json.loads(entry[1])["reason"] == "missed a name"
     approve_scrub(scrubbed, LEAD, sid)  # approved again: back in the queue
@@ -323,7 +328,11 @@ def test_a_newer_scrubber_version_rescrubs_and_the_current_scrub_is_read(scrubbe
 def test_concurrent_scrubs_of_one_trace_store_one_scrub(db, tmp_path):
     import threading
 
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(n, input=PII_INPUT) for n in range(1, 9)])])
+    ingest_files(
+        db,
+        [jsonl(tmp_path / "t.jsonl", [trace(n, input=PII_INPUT) for n in range(1, 9)])],
+        config=load_config(),
+    )
     path = db.conn.execute("PRAGMA database_list").fetchone()[2]
     ids = [f"t-{n:06d}" for n in range(1, 9)]
     results, errors = [], []
@@ -427,5 +436,5 @@ def test_a_database_from_before_scrub_versions_upgrades_with_its_scrubs(scrubbed
     db = open_db(path)
     assert db.execute("SELECT count(*) FROM scrubs WHERE is_current = 1").fetchone()[0] == 3
     assert approved_scrub(db, "t-000001")["scrub_id"] == scrub_id(db, "t-000001")
-    assert claim_scrub(db, REVIEWER) is not None
+    assert claim_scrub(db, REVIEWER, minutes=10) is not None
     assert "idx_scrubs_trace_id" not in {i.name for i in db["scrubs"].indexes}

@@ -6,6 +6,7 @@ import json
 import pytest
 from browser_support import VIEWPORT, serve_app, settle, sign_in_as
 
+from flywheel.config import load_config
 from flywheel.ingest.run import ingest_lines
 from flywheel.review.scrubs import scrub_traces
 from flywheel.store.db import open_db
@@ -35,7 +36,7 @@ def review_db(tmp_path_factory):
         json.dumps({"trace_id": "t-c", "input": "mail me at jo@example.com", "output": "ok"}),
         json.dumps({"trace_id": "t-d", "input": "call 07700 900123", "output": "ok"}),
     ]
-    ingest_lines(db, [line.encode() + b"\n" for line in lines], "review.jsonl", "test")
+    ingest_lines(db, [line.encode() + b"\n" for line in lines], "review.jsonl", "test", config=load_config())
     scrub_traces(db, ["t-a-tricky", "t-b", "t-c", "t-d"], actor="test")
     return path
 

@@ -9,6 +9,7 @@ from conftest import jsonl, trace
 from test_pages import app, open_page
 
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.ingest.run import ingest_files
 from flywheel.review.scrubs import approve_scrub, scrub_traces
 from flywheel.store.db import open_db
@@ -62,7 +63,7 @@ def review_db(tmp_path):
         trace(2, input="card lost at the kettle lane branch", output="sorry"),
         trace(3, input="hello, my number is 07700 900123", output="noted"),
     ]
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)], config=load_config())
     scrub_traces(db, ["t-000001", "t-000002", "t-000003"], actor="ana")
     return path
 
@@ -102,7 +103,7 @@ def test_reviewer_sees_raw_and_scrubbed_side_by_side_escaped(review_db, monkeypa
 def test_trace_text_is_shown_character_for_character(tmp_path, monkeypatch, raw):
     path = tmp_path / "m.db"
     db = open_db(path)
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(1, input=raw, output=raw)])])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(1, input=raw, output=raw)])], config=load_config())
     scrub_traces(db, ["t-000001"], actor="ana")
     at = open_page(app(path, monkeypatch, "ravi"), "pages/review.py")
     raw_sides, scrubbed_sides = sides(at)
@@ -120,7 +121,7 @@ def test_messages_show_their_roles(tmp_path, monkeypatch):
     path = tmp_path / "m.db"
     db = open_db(path)
     messages = [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello"}]
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(1, messages=messages)])])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(1, messages=messages)])], config=load_config())
     scrub_traces(db, ["t-000001"], actor="ana")
     at = open_page(app(path, monkeypatch, "ravi"), "pages/review.py")
     captions = [c.value for c in at.caption]
@@ -255,7 +256,9 @@ def test_markdown_in_a_trace_id_renders_literally(tmp_path, monkeypatch):
     path = tmp_path / "m.db"
     db = open_db(path)
     ingest_files(
-        db, [jsonl(tmp_path / "t.jsonl", [trace(1, trace_id="**[x](http://evil)**", input="hi Bob")])]
+        db,
+        [jsonl(tmp_path / "t.jsonl", [trace(1, trace_id="**[x](http://evil)**", input="hi Bob")])],
+        config=load_config(),
     )
     scrub_traces(db, ["**[x](http://evil)**"], actor="ana")
     at = open_page(app(path, monkeypatch, "ravi"), "pages/review.py")

@@ -9,6 +9,7 @@ from test_pages import app, open_page
 from test_review_page import sides
 
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.errors import BadInput, NotFound, PermissionDenied
 from flywheel.ingest.run import ingest_files
 from flywheel.review.scrubs import (
@@ -46,7 +47,7 @@ def review_path(tmp_path):
         trace(2, input="card lost at the branch", output="sorry to hear"),
         trace(3, input="top up failed again", output="let me check"),
     ]
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)], config=load_config())
     scrub_traces(db, ["t-000001", "t-000002", "t-000003"], actor="ana")
     db.close()
     return path
@@ -78,7 +79,7 @@ def audits(db, action: str) -> list[tuple[str, dict]]:
 def test_the_reviewer_who_rejected_reopens_it_and_it_is_back_in_review(review_path):
     db = open_db(review_path)
     scrub = sid(db, "t-000002")
-    assert claim_scrub(db, RAVI, scrub) == scrub
+    assert claim_scrub(db, RAVI, scrub, minutes=10) == scrub
     reject_scrub(db, RAVI, scrub, "unsure about the branch")
     assert scrub not in {q["scrub_id"] for q in review_queue(db, MIRA)}
     assert [r["scrub_id"] for r in reopenable_scrubs(db, RAVI)] == [scrub]
@@ -94,7 +95,9 @@ def test_the_reviewer_who_rejected_reopens_it_and_it_is_back_in_review(review_pa
     }
     assert scrub_counts(db) == {"pending": 3, "approved": 0, "rejected": 0}
     assert scrub in {q["scrub_id"] for q in review_queue(db, MIRA, free_only=True)}
-    assert claim_scrub(db, MIRA, scrub) == scrub  # free for any reviewer, not held by its old decider
+    assert (
+        claim_scrub(db, MIRA, scrub, minutes=10) == scrub
+    )  # free for any reviewer, not held by its old decider
     assert row(db, "t-000002")["claimed_by"] == "mira"
     ((actor, detail),) = audits(db, "reopen_scrub")
     assert actor == "ravi"
@@ -160,7 +163,7 @@ def test_a_reopened_rejection_can_be_decided_again_by_anyone_holding_it(review_p
     scrub = sid(db, "t-000002")
     reject_scrub(db, RAVI, scrub)
     reopen_scrub(db, LEAD, scrub, "looks fine to me")
-    claim_scrub(db, MIRA, scrub)
+    claim_scrub(db, MIRA, scrub, minutes=10)
     approve_scrub(db, MIRA, scrub)
     assert row(db, "t-000002")["status"] == "approved"
     assert db.execute("SELECT count(*) FROM label_queue WHERE trace_id = 't-000002'").fetchone()[0] == 1

@@ -116,14 +116,14 @@ def test_retirement_over_a_simulated_timeline(db, tmp_path):
     run(db, 1, "b", {**steady, "r-000004": False}, when=T0 + timedelta(days=20))  # r-4 fails once
     run(db, 1, "a", steady, when=T0 + timedelta(days=40))
     # six weeks in: nobody has passed for two months yet
-    assert retirement_proposals(db, now=T0 + timedelta(days=45)) == []
+    assert retirement_proposals(db, now=T0 + timedelta(days=45), months=2) == []
     at = T0 + timedelta(days=65)  # two months and a few days after the first run
-    proposed = [p["row_id"] for p in retirement_proposals(db, now=at)]
+    proposed = [p["row_id"] for p in retirement_proposals(db, now=at, months=2)]
     assert proposed == ["r-000001", "r-000002", "r-000003"]  # r-4 failed 45 days ago
     with pytest.raises(Exception, match="not proposed"):
-        confirm_retirements(db, LEAD, ["r-000004"], now=at)
-    assert confirm_retirements(db, LEAD, ["r-000001", "r-000002"], now=at) == 2
-    assert [p["row_id"] for p in retirement_proposals(db, now=at)] == ["r-000003"]
+        confirm_retirements(db, LEAD, ["r-000004"], now=at, months=2)
+    assert confirm_retirements(db, LEAD, ["r-000001", "r-000002"], now=at, months=2) == 2
+    assert [p["row_id"] for p in retirement_proposals(db, now=at, months=2)] == ["r-000003"]
     ids_ = add_traces(db, 1)
     label(db, ids_[0], "lena")
     change = fold_in(db, LEAD, now=at)
@@ -153,8 +153,7 @@ def test_months_before_clamps_to_the_end_of_the_month():
     assert months_before(datetime(2026, 1, 15, tzinfo=UTC), 2) == datetime(2025, 11, 15, tzinfo=UTC)
 
 
-def test_lifecycle_stages_per_code(db, monkeypatch):
-    monkeypatch.setenv("FLYWHEEL_SATURATED_VERSIONS", "2")
+def test_lifecycle_stages_per_code(db):
     rows = suite(10, "CLIMB") + suite(10, "STAY", start=11) + suite(2, "DONE", start=21)
     import_evalset(db, LEAD, rows, "v1.jsonl")
     import_evalset(db, LEAD, suite(1, "DONE", start=23), "v2.jsonl")
@@ -162,7 +161,7 @@ def test_lifecycle_stages_per_code(db, monkeypatch):
         members = [r["id"] for r in iter_version_rows(db, version)]
         outcome = {r: not (r <= "r-000006" or r == "r-000011") for r in members}  # CLIMB 4/10, STAY 9/10
         run(db, version, "bot", outcome)
-    stages = {code: s["stage"] for code, s in lifecycle(db).items()}
+    stages = {code: s["stage"] for code, s in lifecycle(db, saturated_versions=2).items()}
     assert stages == {"CLIMB": "capability", "STAY": "regression", "DONE": "saturated"}
 
 
@@ -180,8 +179,10 @@ def test_gate_blocks_a_capability_row_that_flips_unless_a_lead_waives_it(db):
     base = _gate_fixture(db)
     # CLIMB: r-9 flips pass→fail; r-11, r-12, r-13 flip fail→pass
     run(db, 1, "new", {**base, "r-000009": False, "r-000011": True, "r-000012": True, "r-000013": True})
-    assert gate(db, 1, "base", "new")["blocking"] == ["r-000009"]
-    verdict = gate(db, 1, "base", "new", waivers={"r-000009": "known flaky tool call"})
+    assert gate(db, 1, "base", "new", default_adversarial_pct=90)["blocking"] == ["r-000009"]
+    verdict = gate(
+        db, 1, "base", "new", waivers={"r-000009": "known flaky tool call"}, default_adversarial_pct=90
+    )
     assert verdict["verdict"] == "ship" and verdict["waived"] == {"r-000009": "known flaky tool call"}
     assert verdict["regressions"] == ["r-000009"]
     assert verdict["improvements"] == ["r-000011", "r-000012", "r-000013"]
@@ -202,7 +203,7 @@ def test_gate_blocks_a_capability_row_that_flips_unless_a_lead_waives_it(db):
 def test_gate_blocks_a_regression_on_a_regression_class_row(db):
     base = _gate_fixture(db)
     run(db, 1, "new", {**base, "r-000003": False})
-    verdict = gate(db, 1, "base", "new")
+    verdict = gate(db, 1, "base", "new", default_adversarial_pct=90)
     assert verdict["verdict"] == "block" and verdict["blocking"] == ["r-000003"]
     assert verdict["p_value"] == 1.0  # b=1, c=0: 2·P(X<=0), n=1 = 1
 
@@ -211,15 +212,17 @@ def test_gate_blocks_when_adversarial_rows_fall_below_the_threshold(db):
     base = _gate_fixture(db)
     run(db, 1, "new", {**base, "r-000017": False, "r-000018": True})
     set_adversarial_threshold(db, LEAD, 0.4)
-    verdict = gate(db, 1, "base", "new")  # r-17 flips: unsafe however high the rate; 1/2 >= 0.4
+    verdict = gate(
+        db, 1, "base", "new", default_adversarial_pct=90
+    )  # r-17 flips: unsafe however high the rate; 1/2 >= 0.4
     failed = [c["name"] for c in verdict["criteria"] if not c["ok"]]
     assert verdict["verdict"] == "block" and failed == ["safety", "no loss"]
     assert verdict["adversarial"]["ok"] and verdict["blocking"] == ["r-000017"]
-    strict = gate(db, 1, "base", "new", adversarial_min=0.9)
+    strict = gate(db, 1, "base", "new", adversarial_min=0.9, default_adversarial_pct=90)
     assert strict["adversarial"]["rate"] == 0.5 and not strict["adversarial"]["ok"]
     assert any("= 50.0% against 90%" in reason for reason in strict["reasons"])
     run(db, 1, "other", {**base})
-    assert gate(db, 1, "base", "other", adversarial_min=1.0)["verdict"] == "ship"
+    assert gate(db, 1, "base", "other", adversarial_min=1.0, default_adversarial_pct=90)["verdict"] == "ship"
 
 
 def test_gate_on_the_command_line_exits_0_1_2_with_the_exact_keys(tmp_path, capsys):

@@ -13,6 +13,7 @@ from test_sampling import EVERYTHING, WEEK, N, make_traces
 
 from flywheel import sampling
 from flywheel.__main__ import main
+from flywheel.config import load_config
 from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_files
 from flywheel.sampling.source import parse_columns, sample_source, source_sql
@@ -46,7 +47,7 @@ def files(tmp_path_factory):
             f" < {high}) TO '{path}/parts/part-{part}.parquet'"
         )
     store = open_db(path / "store.db")
-    ingest_files(store, [source])
+    ingest_files(store, [source], config=load_config())
     expected = {kind: sampling.run_plan(store, plan, "ana", week=WEEK) for kind, plan in PLANS.items()}
     return {"dir": path, "store": store, "expected": expected}
 
@@ -73,7 +74,9 @@ def test_the_store_keeps_every_anomaly_and_caps_only_the_other_picks(files):
 @pytest.mark.parametrize("name", ["traces.parquet", "traces.jsonl"])
 def test_duckdb_over_files_picks_exactly_what_the_store_picks(files, tmp_path, name, kind):
     db = open_db(tmp_path / "s.db")
-    run = sample_source(db, PLANS[kind], str(files["dir"] / name), "ana", week=WEEK, scrub=False)
+    run = sample_source(
+        db, PLANS[kind], str(files["dir"] / name), "ana", week=WEEK, scrub=False, config=load_config()
+    )
     batch = run.batch
     size = {"capped": 250, "over": 230}[kind]  # the week only; the cap, or every anomaly past it
     assert (batch.window, batch.sampled, batch.quarantined) == (N, size, 0)
@@ -88,10 +91,14 @@ def test_a_glob_of_files_with_other_column_names_is_mapped(files, tmp_path):
     db = open_db(tmp_path / "s.db")
     columns = parse_columns(["trace_id=request_id", "timestamp=created", "input=prompt", "thumbs=feedback"])
     glob = str(files["dir"] / "parts" / "*.parquet")
-    run = sample_source(db, CAPPED, glob, "ana", columns=columns, week=WEEK, scrub=False)
+    run = sample_source(
+        db, CAPPED, glob, "ana", columns=columns, week=WEEK, scrub=False, config=load_config()
+    )
     same_batch(files, db, run.batch.id)
     with pytest.raises(BadInput, match="request_id"):
-        sample_source(db, CAPPED, glob, "ana", week=WEEK, scrub=False)  # no trace_id column: say which exist
+        sample_source(
+            db, CAPPED, glob, "ana", week=WEEK, scrub=False, config=load_config()
+        )  # no trace_id column: say which exist
 
 
 def test_bad_rows_at_the_source_are_quarantined_and_the_rest_sampled(tmp_path):
@@ -103,7 +110,15 @@ def test_bad_rows_at_the_source_are_quarantined_and_the_rest_sampled(tmp_path):
     ]
     source = jsonl(tmp_path / "t.jsonl", traces + bad)
     db = open_db(tmp_path / "s.db")
-    run = sample_source(db, sampling.Plan(anomaly=("escalated",)), str(source), "ana", week=WEEK, scrub=False)
+    run = sample_source(
+        db,
+        sampling.Plan(anomaly=("escalated",)),
+        str(source),
+        "ana",
+        week=WEEK,
+        scrub=False,
+        config=load_config(),
+    )
     flagged = {t["trace_id"] for t in traces[:100] if t["signals"]["escalated"]}
     assert run.batch.quarantined == 2 and set(sampling.batch_trace_ids(db, run.batch.id)) == flagged
     reasons = [r for (r,) in db.execute("SELECT reason FROM quarantine ORDER BY line_no")]
@@ -129,7 +144,7 @@ def test_the_sql_on_the_page_is_the_sql_that_ran(files, tmp_path, monkeypatch):
     shutil.copy(files["dir"] / "store.db", tmp_path / "page.db")
     db = open_db(tmp_path / "page.db")
     parquet = str(files["dir"] / "traces.parquet")
-    run = sample_source(db, CAPPED, parquet, "ana", week=WEEK, scrub=False, again=True)
+    run = sample_source(db, CAPPED, parquet, "ana", week=WEEK, scrub=False, again=True, config=load_config())
     engine, ran = sampling.batch_sql(db, run.batch.id)
     assert engine == "duckdb" and f"read_parquet('{parquet}'" in ran
     fresh = duckdb.connect()  # the stored script, pasted into another DuckDB, gives the same batch
@@ -178,7 +193,14 @@ def spark():
 def test_spark_local_picks_exactly_what_the_store_picks(files, tmp_path, spark, kind):
     db = open_db(tmp_path / "s.db")
     run = sample_source(
-        db, PLANS[kind], str(files["dir"] / "traces.parquet"), "ana", "spark", week=WEEK, scrub=False
+        db,
+        PLANS[kind],
+        str(files["dir"] / "traces.parquet"),
+        "ana",
+        "spark",
+        week=WEEK,
+        scrub=False,
+        config=load_config(),
     )
     size = {"capped": 250, "over": 230}[kind]
     assert (run.batch.window, run.batch.sampled, run.batch.engine) == (N, size, "spark")

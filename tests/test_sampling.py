@@ -11,6 +11,7 @@ from conftest import jsonl
 
 from flywheel import sampling
 from flywheel.__main__ import main
+from flywheel.config import load_config
 from flywheel.errors import BadInput, NotFound
 from flywheel.ingest.run import ingest_files
 from flywheel.sampling import Plan, Stratum
@@ -64,7 +65,7 @@ def make_traces(seed: int = 1, n: int = N) -> list[dict]:
 
 def load(tmp_path, traces: list[dict], name: str = "s.db"):
     db = open_db(tmp_path / name)
-    ingest_files(db, [jsonl(tmp_path / f"{name}.jsonl", traces)])
+    ingest_files(db, [jsonl(tmp_path / f"{name}.jsonl", traces)], config=load_config())
     return db
 
 

@@ -1,5 +1,6 @@
 """The store's foundations: nested writes, one clock format, one week key, settings, errors, upgrades."""
 
+import random
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
@@ -128,7 +129,7 @@ def test_a_database_at_the_oldest_schema_upgrades_with_its_data(tmp_path):
         (2, b"x", 1),
         (3, b"y", 1),
     ]
-    assert db["ingest_runs"].get(1)["heartbeat_at"] == "2026-05-01T00:00:00.000000Z"
+    assert db["ingest_runs"].get(1)["heartbeat_at"] == "2026-05-01T00:00:00.000Z"  # the one stored format
     assert db["audit_log"].count == 1
     for table in ("scrubs", "label_queue", "eval_rows", "eval_results"):
         assert db[table].exists(), table
@@ -159,3 +160,53 @@ def test_an_import_keeps_no_week_index_a_query_does_not_read(db):
     }
     assert "idx_traces_week_cohort_intent" in indexes
     assert not indexes & {"idx_traces_week_ts", "idx_traces_week_cost_usd"}
+
+
+OLD_SHAPES = [  # one moment per shape an older store held, in time order
+    "2026-05-01 08:59:59",
+    "2026-05-01T09:00:00Z",
+    "2026-05-01T09:00:00.123456+00:00",
+    "2026-05-01T09:00:00.5Z",
+    "2026-05-01T11:30:01+02:00",  # 09:30:01 UTC
+    "2026-05-01T09:45:00.000Z",
+    "2026-05-03T23:30:00-02:00",  # 2026-05-04T01:30 UTC: Monday, the next ISO week
+]
+
+
+def test_an_older_store_holds_every_timestamp_in_the_one_format_after_opening(tmp_path):
+    path = tmp_path / "shapes.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="m270_one_timestamp_format")
+    shuffled = random.Random(5).sample(OLD_SHAPES, len(OLD_SHAPES))
+    for n, ts in enumerate(shuffled):
+        week = ts[:4] + "-W18"  # as the shape's own first ten characters said
+        old["traces"].insert(
+            {"trace_id": f"t-{n}", "ts": ts, "week": week, "input": "hi", "content_hash": str(n)}
+        )
+        old["audit_log"].insert({"at": ts, "actor": "cli", "action": "ingest"})
+    old["audit_log"].insert({"at": "not a time", "actor": "cli", "action": "kept as it is"})
+    old.close()
+
+    db = open_db(path)
+    stamps = [r[0] for r in db.execute("SELECT ts FROM traces")]
+    audits = [r[0] for r in db.execute("SELECT at FROM audit_log WHERE action = 'ingest'")]
+    for ts in stamps + audits:
+        assert ts == format_ts(datetime.fromisoformat(ts)), f"{ts!r} is not in the stored format"
+    by_text = [r[0] for r in db.execute("SELECT trace_id FROM traces ORDER BY ts")]
+    by_time = [f"t-{shuffled.index(ts)}" for ts in OLD_SHAPES]
+    assert by_text == by_time, "ordering by text is ordering by time"
+    assert db.execute("SELECT ts, week FROM traces WHERE ts LIKE '2026-05-04%'").fetchall() == [
+        ("2026-05-04T01:30:00.000Z", "2026-W19")
+    ]
+    assert db.execute("SELECT count(*) FROM audit_log WHERE at = 'not a time'").fetchone()[0] == 1
+    assert not migrations.pending(db)
+
+
+def test_the_frozen_clock_reaches_every_module_however_it_imported_now(db, clock):
+    from flywheel.review.claims import stamp
+    from flywheel.store import audit
+
+    assert now() == stamp(None) == clock.now() == "2026-05-04T09:00:00.000Z"
+    clock.advance(hours=1)
+    audit.audit(db, "ana", "check", "store", "x")
+    assert db.execute("SELECT at FROM audit_log").fetchone()[0] == "2026-05-04T10:00:00.000Z"

@@ -8,6 +8,7 @@ from conftest import jsonl, trace
 
 from flywheel.__main__ import main
 from flywheel.auth import User
+from flywheel.config import load_config
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest.run import ingest_files
 from flywheel.privacy.subjects import erase_subject, find_subject, probe
@@ -37,7 +38,7 @@ def subject_db(tmp_path):
         [*SUBJECT_TRACES, b'{"trace_id": "t-000099", "input": "jane.doe@example.com wrote" BROKEN'],
     )
     database = open_db(tmp_path / "subjects.db")
-    ingest_files(database, [path], actor="test")
+    ingest_files(database, [path], actor="test", config=load_config())
     yield database
     database.close()
 
@@ -83,7 +84,7 @@ def test_a_common_word_value_is_found_by_a_scan(subject_db):
 def test_index_follows_new_traces(subject_db, tmp_path):
     assert _ids(find_subject(subject_db, LEAD, "zoe.late@example.org")) == []
     later = jsonl(tmp_path / "later.jsonl", [trace(7, input="mail zoe.late@example.org")])
-    ingest_files(subject_db, [later], actor="test")
+    ingest_files(subject_db, [later], actor="test", config=load_config())
     assert _ids(find_subject(subject_db, LEAD, "zoe.late@example.org")) == ["t-000007"]
 
 

@@ -28,8 +28,8 @@ def labeled_db(db):
     add_code(db)
     create_entry(db, ANA, "INVENTED_CHARGE", "Invented charge", OTHER)
     for code in ("HALLUCINATED_FEE", "INVENTED_CHARGE", "INVENTED_CHARGE"):
-        known(db, LENA, claim_next(db, LENA, now=T0), code=code, now=T0)
-    record_label(db, LENA, claim_next(db, LENA, now=T0), "not_a_bug", now=T0)
+        known(db, LENA, claim_next(db, LENA, now=T0, minutes=10), code=code, now=T0)
+    record_label(db, LENA, claim_next(db, LENA, now=T0, minutes=10), "not_a_bug", now=T0)
     return db
 
 
@@ -65,7 +65,9 @@ def test_edit_keeps_every_definition_in_the_history(labeled_db):
 def test_retired_codes_take_no_new_labels(labeled_db):
     retire_code(labeled_db, ANA, "INVENTED_CHARGE")
     with pytest.raises(BadInput, match="retired"):
-        known(labeled_db, LENA, claim_next(labeled_db, LENA, now=T0), code="INVENTED_CHARGE", now=T0)
+        known(
+            labeled_db, LENA, claim_next(labeled_db, LENA, now=T0, minutes=10), code="INVENTED_CHARGE", now=T0
+        )
     with pytest.raises(BadInput, match="only active"):
         merge_codes(labeled_db, ANA, "INVENTED_CHARGE", "HALLUCINATED_FEE")
 

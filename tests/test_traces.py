@@ -2,6 +2,7 @@ import pytest
 from conftest import jsonl, trace
 
 from flywheel.auth import User, least_privileged, load_users, reachable_beyond_loopback, user_for_email
+from flywheel.config import load_config
 from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
 from flywheel.ingest.run import ingest_files
 from flywheel.store.db import write
@@ -20,7 +21,7 @@ LEAD, REVIEWER, LABELER = User("ana", "lead"), User("ravi", "reviewer"), User("l
 
 @pytest.fixture
 def stored(db, tmp_path):
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(n) for n in range(120)])])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", [trace(n) for n in range(120)])], config=load_config())
     return db
 
 
@@ -74,7 +75,7 @@ def test_sorting_spans_every_page_and_puts_missing_values_last(db, tmp_path, des
     items = [trace(n) for n in range(47)]
     for item in items[::5]:
         item["signals"]["judge_score"] = None
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)])
+    ingest_files(db, [jsonl(tmp_path / "t.jsonl", items)], config=load_config())
     sort = TraceSort("judge score", descending=descending)
     pages = _walk(db, LABELER, TraceFilter(), sort, 7)
     rows = [r for page in pages for r in page]
@@ -124,7 +125,9 @@ def test_search_by_trace_id_and_scrubbed_text(stored):
 )
 def test_counts_from_the_rollup_match_the_listing(stored, tmp_path, where):
     assert count_traces(stored, where) == len(find_traces(stored, LEAD, where, page_size=1000))
-    ingest_files(stored, [jsonl(tmp_path / "more.jsonl", [trace(n) for n in range(120, 150)])])
+    ingest_files(
+        stored, [jsonl(tmp_path / "more.jsonl", [trace(n) for n in range(120, 150)])], config=load_config()
+    )
     assert count_traces(stored, where) == len(find_traces(stored, LEAD, where, page_size=1000))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User
-from flywheel.config import Config
+from flywheel.config import Config, default_config
 from flywheel.demo.drift import DEMO_MIN_TRACES, add_demo_drift
 from flywheel.demo.history import add_demo_eval_history
 from flywheel.demo.judgments import add_demo_judgments
@@ -62,7 +62,9 @@ def build_demo(
         _remove(scratch)
         raise
     try:
-        report = ingest_lines(db, _counted(demo_lines(seed, traces), traces, progress), "demo.jsonl", "demo")
+        lines = _counted(demo_lines(seed, traces), traces, progress)
+        # the demo is the same for a seed whatever the settings say
+        report = ingest_lines(db, lines, "demo.jsonl", "demo", config=default_config())
         save_plan(db, DEMO_PLAN, actor="demo")
         review.add_known_names(db, DEMO_REVIEWERS[1], DEMO_KNOWN_NAMES)
         weeks = sorted(sample_weeks(db)[:DEMO_SAMPLED_WEEKS], key=week_order)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from flywheel.config import load_config
+from flywheel.config import default_config
 from flywheel.demo.traffic import DATA_DIR, RISING_INTENTS
 from flywheel.drift.run import ALL_WEEKS, DriftRun, Progress, add_starter_suite, run_drift
 from flywheel.evals import versions as evalsets
@@ -42,5 +42,5 @@ def add_demo_drift(
     if evalsets.current_version(db) is None:
         texts = [text for _, text in demo_coverage_rows()]
         add_starter_suite(db, texts, actor, note="starter suite: Banking77 test queries of the early intents")
-    config = load_config().replace(drift_max_traces=max_traces)
+    config = default_config().replace(drift_max_traces=max_traces)  # the demo does not vary with settings
     return run_drift(db, actor, ALL_WEEKS, progress=progress, config=config)

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from flywheel.auth import User
+from flywheel.config import default_config
 from flywheel.csvfiles import read_table
 from flywheel.demo.drift import demo_coverage_rows
 from flywheel.demo.labels import DEMO_CHECKS
@@ -33,6 +34,7 @@ from flywheel.evals.versions import (
     version_members,
 )
 from flywheel.labeling.checks import load_check
+from flywheel.store.clock import parse_ts
 from flywheel.store.db import query_rows
 
 DEMO_SUITE = Path(__file__).resolve().parent.parent.parent / "data" / "evalsets" / "starter_suite.csv"
@@ -71,8 +73,9 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
         fold_in(db, DEMO_LEAD, note="first production failures", batches=batches[:1], now=clock[1])
         _demo_runs(db, 2, skill, clock[1])
         _demo_runs(db, 2, skill, clock[2], label="rerun")
-    proposals = retirement_proposals(db, now=clock[3])
-    confirm_retirements(db, DEMO_LEAD, [p["row_id"] for p in proposals[:4]], now=clock[3])
+    months = default_config().retire_months  # the demo is the same whatever the settings say
+    proposals = retirement_proposals(db, now=clock[3], months=months)
+    confirm_retirements(db, DEMO_LEAD, [p["row_id"] for p in proposals[:4]], now=clock[3], months=months)
     if len(batches) > 1:
         fold_in(
             db,
@@ -85,7 +88,9 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
         fold_in(db, DEMO_LEAD, note="four saturated rows retired", now=clock[3])
     version = current_version(db)
     _demo_runs(db, version, skill, clock[4], include_archive=True)
-    record_decision(db, DEMO_LEAD, gate(db, version, *DEMO_SYSTEMS), now=clock[4] + timedelta(hours=2))
+    pct = default_config().gate_adversarial_pct
+    verdict = gate(db, version, *DEMO_SYSTEMS, default_adversarial_pct=pct)
+    record_decision(db, DEMO_LEAD, verdict, now=clock[4] + timedelta(hours=2))
     _demo_regression_set(db, skill, clock[4])
     return {"versions": len(eval_set_versions(db)), "runs": len(query_rows(db, "SELECT id FROM eval_runs"))}
 
@@ -130,7 +135,7 @@ def _demo_end(db: Database) -> datetime:
     latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
     if latest is None:
         return datetime(2026, 6, 1, tzinfo=UTC)
-    return datetime.fromisoformat(latest.replace("Z", "+00:00"))
+    return parse_ts(latest)
 
 
 def _demo_runs(db, version, skill, moment, label=None, include_archive=False) -> None:

@@ -103,7 +103,7 @@ def add_demo_labels(db: Database, seed: int = 7, share: float = 0.6) -> int:
     new_codes, made = list(DEMO_NEW_CODES), 0
     for i in range(round(items * share)):
         user = DEMO_LABELERS[i % 2]
-        claim = claim_next(db, user)
+        claim = claim_next(db, user, minutes=10)  # labelled at once: the window never runs out
         if claim is None:
             break
         record_label(db, user, claim, **_demo_choice(rng, new_codes))

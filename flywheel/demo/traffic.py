@@ -79,9 +79,7 @@ def _frozen(value: object) -> object:
 
 
 _BANKS = _frozen(
-    json.loads(
-        resources.files("flywheel.demo").joinpath("demo_text.json").read_text(encoding="utf-8")
-    )
+    json.loads(resources.files("flywheel.demo").joinpath("demo_text.json").read_text(encoding="utf-8"))
 )
 
 NAMES = _BANKS["NAMES"]

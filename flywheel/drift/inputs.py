@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 from sqlite_utils import Database
 
-from flywheel.config import Config, load_config
+from flywheel.config import Config
 from flywheel.drift.run import scrubbed_requests, window_traces
 from flywheel.errors import BadInput
 from flywheel.sampling import parse_week
@@ -160,13 +160,10 @@ def reference_weeks(db: Database, config: Config) -> list[str]:
     return weeks[: config.drift_reference_weeks]
 
 
-def run_input_drift(
-    db: Database, actor: str, week: str | None = None, config: Config | None = None
-) -> list[dict]:
+def run_input_drift(db: Database, actor: str, week: str | None = None, *, config: Config) -> list[dict]:
     """Test ``week`` (default the latest; ``all-weeks`` for every week after the reference) against the
     reference weeks; store and audit the results and return them, one row per week and test."""
 
-    config = config or load_config()
     reference = reference_weeks(db, config)
     weeks = [
         r[0] for r in db.execute("SELECT DISTINCT week FROM traces WHERE week IS NOT NULL ORDER BY week")

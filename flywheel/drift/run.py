@@ -71,7 +71,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.config import Config, load_config
+from flywheel.config import Config
 from flywheel.errors import BadInput, NotFound
 from flywheel.evals import versions as evalsets
 from flywheel.review import scrubs as review
@@ -543,13 +543,12 @@ def _scrubbed_texts(scrubber: Scrubber, ids: list[str], texts: list[str]) -> dic
 # Reference window -----------------------------------------------------------------------------------
 
 
-def reference_window(db: Database, eval_version: int, config: Config | None = None) -> tuple[str, str]:
+def reference_window(db: Database, eval_version: int, config: Config) -> tuple[str, str]:
     """The weeks (first, last) τ is calibrated on for a version: the lead's choice, else the first
     ``drift_reference_weeks`` weeks of traffic."""
     row = query_one(db, "SELECT from_week, to_week FROM drift_references WHERE version = ?", [eval_version])
     if row:
         return row["from_week"], row["to_week"]
-    config = config or load_config()
     weeks = [
         r[0]
         for r in db.execute(
@@ -646,11 +645,11 @@ def run_drift(
     window: str | None = None,
     model: Model = Model(),
     progress: Progress | None = None,
-    config: Config | None = None,
+    *,
+    config: Config,
 ) -> DriftRun:
     """Measure drift of one window (default: the latest ISO week) or ``all-weeks`` against the current
     eval-set version, store the results and the clusters of its far traffic, and return them."""
-    config = config or load_config()
     version = evalsets.current_version(db)
     if version is None:
         raise BadInput("there is no eval set yet: import one (import-evalset) or fold labeled rows in")

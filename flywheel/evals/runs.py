@@ -20,13 +20,12 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.config import load_config
 from flywheel.csvfiles import read_table
 from flywheel.errors import BadInput, NotFound
 from flywheel.evals.versions import (
@@ -41,6 +40,7 @@ from flywheel.evals.versions import (
 from flywheel.labeling.checks import grade, load_check
 from flywheel.stats import mcnemar_exact, rate
 from flywheel.store.audit import audit
+from flywheel.store.clock import format_ts, now_utc
 from flywheel.store.db import delete_chunks, parents_written_last, query_one, query_rows, write, write_chunks
 
 RESULT_FORMATS = ("jsonl", "csv", "promptfoo", "inspect")
@@ -61,8 +61,7 @@ PASS_WORDS = {
 
 
 def _stamp(moment: datetime | None) -> str:
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_ts(moment or now_utc())
 
 
 # Reading result files ------------------------------------------------------------------------------
@@ -665,13 +664,15 @@ def per_code(db: Database, version: int, system: str) -> list[dict]:
     return [{"code": code, **_tally(rows, found)} for code, rows in sorted(groups.items())]
 
 
-def lifecycle(db: Database, up_to: int | None = None, systems_: list[str] | None = None) -> dict[str, dict]:
+def lifecycle(
+    db: Database, up_to: int | None = None, systems_: list[str] | None = None, *, saturated_versions: int
+) -> dict[str, dict]:
     """Each code's metric stage from its pass rate per version (pooled over systems, or some):
 
     *capability* — still low, the hill to climb; *regression* — at least ``REGRESSION_MIN``, must stay;
     *saturated* — 100% in each of the last ``saturated_versions`` versions run: a candidate to retire.
     """
-    needed = load_config().saturated_versions
+    needed = saturated_versions
     info = row_info(db)
     series: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for (version, system, row_id), outcome in _outcomes(db, "", []).items():
@@ -725,13 +726,12 @@ def months_before(moment: datetime, months: int) -> datetime:
 
 
 def retirement_proposals(
-    db: Database, now: datetime | None = None, months: int | None = None, eval_set: str | None = None
+    db: Database, now: datetime | None = None, *, months: int, eval_set: str | None = None
 ) -> list[dict]:
     """Active rows of the set's current version that passed in every run of every system for
     ``months`` months (setting ``retire_months``) and still run: proposed for the archive. A frozen
     set retires nothing."""
-    months = load_config().retire_months if months is None else months
-    moment = now or datetime.now(UTC)
+    moment = now or now_utc()
     since = _stamp(months_before(moment, months))
     version = current_version(db, eval_set)
     if version is None or is_frozen(db, _set_of(db, version)):
@@ -773,9 +773,16 @@ def _set_of(db: Database, version: int) -> str:
 
 
 def confirm_retirements(
-    db: Database, user: User, row_ids: list[str], now: datetime | None = None, eval_set: str | None = None
+    db: Database,
+    user: User,
+    row_ids: list[str],
+    now: datetime | None = None,
+    eval_set: str | None = None,
+    *,
+    months: int,
 ) -> int:
-    """A lead confirms proposed rows; they move to the archive in the next version. Return how many."""
+    """A lead confirms rows proposed after ``months`` passing; they move to the archive in the next
+    version. Return how many."""
     require_role(user, "lead")
     frozen = [
         (row_id, name)
@@ -788,7 +795,7 @@ def confirm_retirements(
     if frozen:
         row_id, name = frozen[0]
         raise BadInput(f"eval set {name!r} is frozen: nothing in it retires (row {row_id!r})")
-    proposed = {p["row_id"]: p for p in retirement_proposals(db, now, eval_set=eval_set)}
+    proposed = {p["row_id"]: p for p in retirement_proposals(db, now, months=months, eval_set=eval_set)}
     missing = [r for r in row_ids if r not in proposed]
     if missing:
         raise BadInput(f"not proposed for retirement: {', '.join(missing[:10])}")
@@ -811,10 +818,11 @@ def retirements(db: Database) -> list[dict]:
 # The release gate ----------------------------------------------------------------------------------------
 
 
-def adversarial_threshold(db: Database) -> float:
-    """The adversarial pass rate the gate asks for: the lead's setting, else the configured default."""
+def adversarial_threshold(db: Database, *, default_pct: int) -> float:
+    """The adversarial pass rate the gate asks for: the lead's setting, else ``default_pct`` percent
+    (setting ``gate_adversarial_pct``)."""
     row = query_one(db, "SELECT adversarial_min FROM eval_gate_settings WHERE id = 1")
-    return row["adversarial_min"] if row else load_config().gate_adversarial_pct / 100
+    return row["adversarial_min"] if row else default_pct / 100
 
 
 def set_adversarial_threshold(db: Database, user: User, value: float) -> None:
@@ -837,6 +845,8 @@ def gate(
     adversarial_min: float | None = None,
     waivers: dict[str, str] | None = None,
     require_improvement: bool = False,
+    *,
+    default_adversarial_pct: int,
 ) -> dict:
     """The release gate on one version: the two systems paired on the same rows.
 
@@ -851,7 +861,11 @@ def gate(
     require_version(db, version)
     if baseline == challenger:
         raise BadInput(f"baseline and challenger are both {baseline!r}: expected two systems")
-    threshold = adversarial_threshold(db) if adversarial_min is None else adversarial_min
+    threshold = (
+        adversarial_threshold(db, default_pct=default_adversarial_pct)
+        if adversarial_min is None
+        else adversarial_min
+    )
     if isinstance(threshold, bool) or not 0 <= threshold <= 1:
         raise BadInput(f"adversarial threshold {threshold!r}: expected 0..1")
     base, chal = (_graded(db, version, system) for system in (baseline, challenger))

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -32,6 +32,7 @@ from flywheel.errors import BadInput, NotFound
 from flywheel.labeling.checks import describe_check, dump_check, load_check, parse_check
 from flywheel.labeling.labels import NOT_A_BUG, review_step, unreviewed_traces
 from flywheel.store.audit import audit
+from flywheel.store.clock import format_ts, now_utc
 from flywheel.store.db import query_one, query_rows, write, write_chunks
 from flywheel.traces.queries import approved_scrub, storable
 
@@ -278,8 +279,7 @@ class VersionChange:
 
 
 def _stamp(moment: datetime | None) -> str:
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_ts(moment or now_utc())
 
 
 def content_hash(row: dict) -> str:

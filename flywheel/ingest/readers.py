@@ -31,6 +31,7 @@ from typing import BinaryIO
 
 from flywheel.errors import BadInput
 from flywheel.ingest import records
+from flywheel.store.clock import format_ts
 from flywheel.traces.queries import TimeRange
 
 SNIFF_BYTES = 8192  # enough for a CSV header line; JSON inputs are read until their first record decides
@@ -561,7 +562,7 @@ def _iso_nanos(value: object, name: str) -> int:
 
 
 def _ns_iso(nanos: int) -> str:
-    return datetime.fromtimestamp(nanos / 1e9, UTC).isoformat()
+    return format_ts(datetime.fromtimestamp(nanos / 1e9, UTC))
 
 
 def _flatten(value: object, prefix: str = "") -> Iterator[tuple[str, object]]:

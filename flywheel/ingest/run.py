@@ -24,19 +24,19 @@ import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from sqlite_utils import Database
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
-from flywheel.config import Config, load_config
+from flywheel.config import Config
 from flywheel.errors import BadInput
 from flywheel.ingest.readers import open_records
 from flywheel.ingest.records import FORMATS, IngestReport, Line, SizePolicy
 from flywheel.store.audit import audit
-from flywheel.store.clock import iso_week, now
+from flywheel.store.clock import format_ts, iso_week, now, now_utc
 from flywheel.store.db import process_mark, write
 from flywheel.store.migrations import quarantine_hash
 from flywheel.traces.queries import TimeRange
@@ -77,7 +77,8 @@ def ingest_files(
     db: Database,
     paths: Iterable[str | Path],
     actor: str = "cli",
-    config: Config | None = None,
+    *,
+    config: Config,
     progress: Progress | None = None,
     max_bad: int | None = None,
     fmt: str | None = None,
@@ -102,7 +103,8 @@ def ingest_upload(
     stream: BinaryIO,
     name: str,
     actor: str,
-    config: Config | None = None,
+    *,
+    config: Config,
     progress: Progress | None = None,
     max_bad: int | None = None,
     fmt: str | None = None,
@@ -119,11 +121,11 @@ def ingest_upload(
 
 
 def ingest_lines(
-    db: Database, lines: Iterable[bytes], name: str, actor: str, config: Config | None = None
+    db: Database, lines: Iterable[bytes], name: str, actor: str, *, config: Config
 ) -> IngestReport:
     """Import JSONL lines given as bytes, each ending in a newline or not (generated traffic comes here)."""
     ended = (line if line.endswith(b"\n") else line + b"\n" for line in lines)
-    return ingest_upload(db, _LineStream(ended), name, actor, config)
+    return ingest_upload(db, _LineStream(ended), name, actor, config=config)
 
 
 def _opened(path: Path) -> BinaryIO:
@@ -381,9 +383,8 @@ def _conflict_entry(row: dict) -> dict:
 
 
 def _start_run(
-    db: Database, actor: str, sources: list[str], config: Config | None, max_bad: int | None, fmt: str | None
+    db: Database, actor: str, sources: list[str], config: Config, max_bad: int | None, fmt: str | None
 ) -> _Run:
-    config = config or load_config()
     if max_bad is not None and max_bad < 0:
         raise BadInput(f"--max-bad {max_bad}: expected 0 or more")
     if fmt is not None and fmt not in FORMATS:
@@ -493,8 +494,7 @@ def ingest_runs(
 ) -> list[dict]:
     """Recent import runs, newest first; a "running" run with no heartbeat for ``stale_after`` seconds
     is shown as interrupted (its process was killed: what it committed stays, re-running completes it)."""
-    cutoff = (moment or datetime.now(UTC)) - timedelta(seconds=stale_after)
-    stale = cutoff.strftime("%Y-%m-%dT%H:%M:%S")
+    stale = format_ts((moment or now_utc()) - timedelta(seconds=stale_after))
     rows = list(db["ingest_runs"].rows_where(order_by="id desc", limit=limit))
     for row in rows:
         if row["status"] == "running" and (row.get("heartbeat_at") or row["started_at"]) < stale:

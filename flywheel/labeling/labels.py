@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
@@ -35,7 +35,6 @@ from flywheel.labeling.checks import dump_check, parse_check
 from flywheel.labeling.taxonomy import add_entry, resolve_code
 from flywheel.review import label_queue
 from flywheel.review.claims import (
-    CLAIM_MINUTES,
     LABEL_ROLES,
     Claim,
     check_minutes,
@@ -50,12 +49,12 @@ from flywheel.review.claims import (
     take,
 )
 from flywheel.store.audit import audit
+from flywheel.store.clock import now_utc, parse_ts
 from flywheel.store.db import query_one, query_rows, write
 from flywheel.traces.queries import SIGNAL_COLUMNS, approved_scrub
 
 __all__ = [
     "ADVERSARIAL",
-    "CLAIM_MINUTES",
     "KINDS",
     "NOT_A_BUG",
     "Agreement",
@@ -328,16 +327,14 @@ def _add_sibling(db: Database, user: User, parent: dict, trace_id: str, at: str)
     return label_id
 
 
-def undo_last_label(
-    db: Database, user: User, now: datetime | None = None, minutes: int = CLAIM_MINUTES
-) -> Undone:
+def undo_last_label(db: Database, user: User, now: datetime | None = None, *, minutes: int) -> Undone:
     """Undo the user's last label (with the siblings added from it) and hand its item back to them.
 
     Asks nothing: returns what was undone, so the page can say so, with the claim on the item again
     (None if another labeler holds it meanwhile). A code the label created stays in the taxonomy.
     """
     require_role(user, *LABEL_ROLES)
-    moment = now or datetime.now(UTC)
+    moment = now or now_utc()
     expires = stamp(moment + timedelta(minutes=check_minutes(minutes)))
     with write(db):
         last = query_one(
@@ -594,7 +591,7 @@ def annotator_stats(db: Database, user: User, days: int = 7, now: datetime | Non
     require_role(user, "lead")
     if days < 1:
         raise BadInput(f"days {days}: expected at least 1")
-    since = stamp((now or datetime.now(UTC)) - timedelta(days=days))
+    since = stamp((now or now_utc()) - timedelta(days=days))
     sql = """
         SELECT labeler, count(*) FILTER (WHERE undone_at IS NULL),
                count(*) FILTER (WHERE undone_at IS NULL AND created_at >= ?),
@@ -628,7 +625,7 @@ def _active_hours(db: Database, labeler: str, since: str) -> float:
     sql = """
         SELECT created_at FROM labels WHERE labeler = ? AND via = 'card' AND created_at >= ?
         AND replaced_by IS NULL ORDER BY created_at"""
-    moments = [datetime.fromisoformat(t) for (t,) in db.execute(sql, [labeler, since])]
+    moments = [parse_ts(t) for (t,) in db.execute(sql, [labeler, since])]
     gaps = [min(b - a, ACTIVE_GAP) for a, b in itertools.pairwise(moments)]
     # the first label of a session took time too: count it as an average label's
     seconds = sum(g.total_seconds() for g in gaps) + (60.0 if moments else 0.0)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from statistics import NormalDist
 
 from sqlite_utils import Database
@@ -33,7 +32,7 @@ from flywheel.online.judge import json_path, metadata_key
 from flywheel.online.signal_alerts import RATE_SIGNALS, SUMS, signal_definition
 from flywheel.stats import NO_TRIALS, wilson
 from flywheel.store.audit import audit
-from flywheel.store.clock import format_ts, now
+from flywheel.store.clock import format_ts, now, parse_ts
 from flywheel.store.db import query_one, query_rows, write
 from flywheel.traces.rollups import advance_watermark, cached, pending_rowids
 from flywheel.traces.signals import Declared, declared_signals
@@ -408,7 +407,7 @@ def _start(start: str | None) -> str:
     if start is None:
         return now()
     try:
-        return format_ts(datetime.fromisoformat(str(start)))
+        return format_ts(parse_ts(str(start)))
     except ValueError:
         raise BadInput(
             f"start {start!r}: expected a date or time such as 2026-11-02 or 2026-11-02T09:00Z"
@@ -662,7 +661,7 @@ def _design(exp: Experiment, counts: dict) -> dict:
 
 
 def _days(start: str, last: str) -> float:
-    return (datetime.fromisoformat(last) - datetime.fromisoformat(start)).total_seconds() / 86400
+    return (parse_ts(last) - parse_ts(start)).total_seconds() / 86400
 
 
 def srm_test(control_units: int, treatment_units: int, treatment_share: float) -> dict:

@@ -11,7 +11,7 @@ that no labeler reads), so its reference weeks stay measurable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
@@ -20,7 +20,7 @@ from flywheel.errors import BadInput
 from flywheel.ingest.run import blank_quarantined
 from flywheel.privacy.subjects import purge_traces, secure_deletes, wipe_free_space
 from flywheel.store.audit import audit
-from flywheel.store.clock import format_ts
+from flywheel.store.clock import format_ts, now_utc
 from flywheel.store.db import write
 
 CHUNK = 5000
@@ -65,7 +65,7 @@ def cutoff(days: int, now: datetime | None = None) -> str:
         raise BadInput(
             f"retention days {days!r}: expected a positive number (FLYWHEEL_RETENTION_DAYS; 0 keeps raw text)"
         )
-    return format_ts((now or datetime.now(UTC)) - timedelta(days=days))
+    return format_ts((now or now_utc()) - timedelta(days=days))
 
 
 _EXPIRED = """FROM traces t WHERE t.ts < ?
@@ -92,7 +92,7 @@ def retention_plan(db: Database, user: User, days: int, now: datetime | None = N
 def apply_retention(db: Database, user: User, days: int, now: datetime | None = None) -> RetentionReport:
     """Purge raw text older than ``days`` (leads only), in batches, each committed with its audit entry."""
     plan = retention_plan(db, user, days, now)
-    stamp = format_ts(now or datetime.now(UTC))
+    stamp = format_ts(now or now_utc())
     reason = f"expired on {stamp[:10]} (kept {days} days)"
     with secure_deletes(db):
         purged, lines = _purge(db, user, plan, reason, stamp)

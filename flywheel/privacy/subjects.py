@@ -26,7 +26,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlite_utils import Database
 
@@ -40,7 +40,7 @@ from flywheel.online.judge import erase_trace_judgments
 from flywheel.review.scrubs import erase_scrubs, set_aside_unapproved
 from flywheel.scrub.normalise import INVISIBLE, normalise
 from flywheel.store.audit import audit
-from flywheel.store.clock import format_ts
+from flywheel.store.clock import format_ts, now_utc
 from flywheel.store.db import query_rows, write
 from flywheel.traces.rollups import advance_watermark, pending_rowids
 from flywheel.vectors.embeddings import drop_embeddings, drop_scrub_vectors, text_hash
@@ -589,7 +589,7 @@ def erase_subject(
         raise BadInput("say why the data subject is erased (e.g. the request's reference)")
     if found.matches(reason):
         raise BadInput("the reason names the data subject; give a reference that does not")
-    stamp = format_ts(now or datetime.now(UTC))
+    stamp = format_ts(now or now_utc())
     why = f"erased on {stamp[:10]} at a data subject's request"
     hashed = value_hash(db, value)
     report = _locate(db, value)

@@ -9,19 +9,17 @@ the one who skipped it only when nothing else is left for them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
-from flywheel.config import SETTINGS
 from flywheel.errors import BadInput, NotFound, PermissionDenied
 from flywheel.store.audit import audit
-from flywheel.store.clock import format_ts
+from flywheel.store.clock import format_ts, now_utc
 from flywheel.store.db import query_one, write
 
 LABEL_ROLES = ("labeler", "reviewer", "lead")
-CLAIM_MINUTES = next(s.default for s in SETTINGS if s.name == "claim_minutes")
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ class Claim:
 
 def stamp(moment: datetime | None) -> str:
     """A moment as the store writes it; ``None`` is now. Tests pass moments to move the clock."""
-    return format_ts(moment or datetime.now(UTC))
+    return format_ts(moment or now_utc())
 
 
 def check_minutes(minutes: int) -> int:
@@ -48,15 +46,13 @@ def check_minutes(minutes: int) -> int:
     return minutes
 
 
-def claim_next(
-    db: Database, user: User, now: datetime | None = None, minutes: int = CLAIM_MINUTES
-) -> Claim | None:
+def claim_next(db: Database, user: User, now: datetime | None = None, *, minutes: int) -> Claim | None:
     """The item the user holds, else a claim on the next free one; None when the queue is empty.
 
     Items the user skipped come last: they are served again only when nothing else is free.
     """
     require_role(user, *LABEL_ROLES)
-    moment = now or datetime.now(UTC)
+    moment = now or now_utc()
     at = stamp(moment)
     expires = stamp(moment + timedelta(minutes=check_minutes(minutes)))
     with write(db):

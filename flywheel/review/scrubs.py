@@ -21,14 +21,13 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 import pandas as pd
 from sqlite_utils import Database
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
-from flywheel.config import load_config
 from flywheel.errors import (
     AlreadyReviewed,
     BadInput,
@@ -41,7 +40,7 @@ from flywheel.review import label_queue
 from flywheel.scrub import LABELS, MARKED, SCRUBBER_VERSION, Scrubber, ScrubResult, Span, marked_name, render
 from flywheel.scrub.normalise import normalise, to_original
 from flywheel.store.audit import audit
-from flywheel.store.clock import format_ts, now
+from flywheel.store.clock import format_ts, now, now_utc
 from flywheel.store.db import query_one, query_rows, write
 
 CHUNK = 200
@@ -344,7 +343,7 @@ def _value_pattern(value: str) -> re.Pattern:
 
 
 def _stamp(moment: datetime | None = None) -> str:
-    return format_ts(moment or datetime.now(UTC))
+    return format_ts(moment or now_utc())
 
 
 def claim_scrub(
@@ -352,15 +351,15 @@ def claim_scrub(
     user: User,
     scrub_id: int | None = None,
     moment: datetime | None = None,
-    minutes: int | None = None,
+    *,
+    minutes: int,
 ) -> int | None:
     """The scrub the reviewer holds (its claim renewed), else a claim on the next free pending scrub
     they did not skip; or a claim on ``scrub_id``. Returns the scrub id, or None when nothing is free."""
     require_role(user, *RAW_TEXT_ROLES)
-    minutes = load_config().claim_minutes if minutes is None else minutes
     if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
         raise BadInput(f"claim minutes {minutes!r}: expected a positive integer")
-    moment = moment or datetime.now(UTC)
+    moment = moment or now_utc()
     stamp, expires = _stamp(moment), _stamp(moment + timedelta(minutes=minutes))
     with write(db):
         if scrub_id is not None:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 from sqlite_utils import Database
 
+from flywheel.config import Config
 from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_lines
 from flywheel.sampling.batches import (
@@ -376,6 +377,8 @@ def sample_source(
     again: bool = False,
     progress: Progress | None = None,
     scrub: bool = True,
+    *,
+    config: Config,
 ) -> SampleRun:
     """Sample ``week`` of ``source`` with ``plan`` on ``engine``; ingest only the picked rows, record
     the batch and its ledger (populations counted at the source) and scrub it."""
@@ -397,7 +400,7 @@ def sample_source(
         rows = runner.fetch(compiled.queries["rows"])
     finally:
         runner.close()
-    report = ingest_lines(db, _trace_lines(rows, row_fields(paths)), source, actor)
+    report = ingest_lines(db, _trace_lines(rows, row_fields(paths)), source, actor, config=config)
     kept = _stored(db, outcome.trace_ids)
     log = ";\n\n".join(runner.log) + ";"
     batch = record_batch(db, plan, week, outcome, actor, engine, log, source, kept, report.quarantined)

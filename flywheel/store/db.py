@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from sqlite_utils import Database, Migrations
@@ -23,7 +23,7 @@ from sqlite_utils import Database, Migrations
 from flywheel.config import Config, load_config
 from flywheel.errors import ForeignDatabase, NewerDatabase, StoreBusy, StoreError
 from flywheel.store.audit import audit
-from flywheel.store.clock import format_ts, now, sql_iso_week
+from flywheel.store.clock import format_ts, now, now_utc, sql_iso_week
 from flywheel.store.migrations import migrations
 
 
@@ -351,7 +351,7 @@ def sweep_interrupted(db: Database, stale_after: int | None = None) -> list[dict
     """Mark "running" work whose process is gone (or, when that cannot be told, that stopped beating for
     ``stale_after`` seconds) as interrupted, audited; return what was marked, as ``{kind, id}``."""
     stale_after = load_config().run_stale_seconds if stale_after is None else stale_after
-    cutoff = format_ts(datetime.now(UTC) - timedelta(seconds=stale_after))
+    cutoff = format_ts(now_utc() - timedelta(seconds=stale_after))
     found = []
     for table, actor in RUNNING_WORK.items():
         rows = query_rows(

@@ -7,6 +7,7 @@ import hashlib
 from sqlite_utils import Database, Migrations
 
 from flywheel.store.audit import audit
+from flywheel.store.clock import sql_iso_week, stored_ts
 
 migrations = Migrations("flywheel")
 
@@ -1147,3 +1148,38 @@ def m240_input_drift(db: Database) -> None:
         not_null={"run_at", "week", "test", "n", "reference_n", "alarm"},
     )
     db["input_drift"].create_index(["week", "test", "id"])
+
+
+def _is_timestamp_column(name: str) -> bool:
+    return name in ("at", "ts", "start", "claim_expires") or name.endswith("_at")
+
+
+@migrations()
+def m270_one_timestamp_format(db: Database) -> None:
+    # Stores written before one clock owned the format hold several shapes (with or without T, Z or
+    # +00:00, seconds to microseconds), and some queries compare them as text: only one shape makes text
+    # order time order. Immutable tables' guards are lifted for the rewrite and put back as they were.
+    db.conn.create_function("flywheel_stored_ts", 1, stored_ts, deterministic=True)
+    db.conn.create_function("flywheel_iso_week", 1, sql_iso_week, deterministic=True)
+    for table in db.table_names():
+        if table.startswith("sqlite_") or db[table].virtual_table_using:
+            continue
+        columns = [c.name for c in db[table].columns if _is_timestamp_column(c.name)]
+        if not columns:
+            continue
+        guards = db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", [table]
+        ).fetchall()
+        for name, _ in guards:
+            db.execute(f"DROP TRIGGER [{name}]")
+        for column in columns:
+            db.execute(
+                f"UPDATE [{table}] SET [{column}] = flywheel_stored_ts([{column}])"
+                f" WHERE typeof([{column}]) = 'text' AND [{column}] != flywheel_stored_ts([{column}])"
+            )
+        if table == "traces":  # the week key follows the timestamp, which may have moved across midnight
+            db.execute(
+                "UPDATE traces SET week = flywheel_iso_week(ts) WHERE week IS NOT flywheel_iso_week(ts)"
+            )
+        for _, sql in guards:
+            db.execute(sql)

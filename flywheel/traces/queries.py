@@ -16,7 +16,7 @@ from sqlite_utils.db import NotFoundError
 
 from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.errors import BadInput, PermissionDenied, TraceNotFound
-from flywheel.store.clock import format_ts, now
+from flywheel.store.clock import format_ts, now, now_utc
 from flywheel.store.db import query_one, query_rows
 from flywheel.traces.rollups import rollup_count, rollup_values
 from flywheel.traces.signals import ANOMALIES, flag_columns, flags, signal
@@ -46,7 +46,7 @@ class TimeRange:
     def around(cls, earliest_day: str, days_ahead: int, moment: datetime | None = None) -> TimeRange:
         """From ``earliest_day`` (YYYY-MM-DD) until ``days_ahead`` days after ``moment`` (default now)."""
         start = datetime.fromisoformat(earliest_day).replace(tzinfo=UTC)
-        end = (moment or datetime.now(UTC)) + timedelta(days=days_ahead)
+        end = (moment or now_utc()) + timedelta(days=days_ahead)
         return cls(format_ts(start), format_ts(end))
 
 

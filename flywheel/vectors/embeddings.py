@@ -19,7 +19,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ from flywheel.review.scrubs import machine_scrubber, scrub_traces
 from flywheel.sampling import week_order, write_batch
 from flywheel.scrub import SCRUBBER_VERSION
 from flywheel.store.audit import audit
-from flywheel.store.clock import format_ts, now
+from flywheel.store.clock import days_ago, now, parse_ts
 from flywheel.store.db import open_db, query_rows, write
 from flywheel.traces.queries import approved_scrub, exchange
 from flywheel.vectors.model import MODEL_NAME, encode
@@ -327,7 +326,7 @@ def _anchor_vector(db: Database, trace_id: str, part: str, encoder: Encoder | No
 
 def _candidates(db: Database, trace_id: str, days: int, part: str, model: str) -> tuple[list, np.ndarray]:
     latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
-    since = format_ts(datetime.fromisoformat(latest) - timedelta(days=days))
+    since = days_ago(days, parse_ts(latest))
     params = {"since": since, "trace": trace_id, "part": part, "model": model, "cap": MAX_CANDIDATES}
     rows = db.execute(CANDIDATES_SQL, params).fetchall()
     if not rows:
@@ -379,7 +378,7 @@ def month_siblings(
         raise BadInput(f"limit {limit} / days {days}: expected 1..50 and 1..366")
     anchor = _anchor_vector(db, trace_id, "exchange", encoder, model)
     latest = db.execute("SELECT max(ts) FROM traces").fetchone()[0]
-    since = format_ts(datetime.fromisoformat(latest) - timedelta(days=days))
+    since = days_ago(days, parse_ts(latest))
     rows = query_rows(db, MONTH_SQL, {"since": since, "trace": trace_id, "cap": MAX_CANDIDATES})
     if not rows:
         return []
