@@ -14,7 +14,6 @@ from flywheel.__main__ import main
 from flywheel.errors import BadInput, NotFound
 from flywheel.ingest.run import ingest_files
 from flywheel.sampling import Plan, Stratum
-from flywheel.store.audit import audit_entries
 from flywheel.store.db import open_db
 from flywheel.store.db import write as store_write
 
@@ -96,6 +95,11 @@ def in_week(traces: list[dict]) -> list[dict]:
 
 def items(db, batch_id: int) -> dict[str, dict]:
     return {item["trace_id"]: item for item in sampling.batch_items(db, batch_id)}
+
+
+def audit_entries(db) -> list[dict]:
+    """The audit log as written (detail still JSON), newest first."""
+    return list(db["audit_log"].rows_where(order_by="id desc"))
 
 
 def picked_by(found: dict[str, dict], prefix: str) -> set[str]:
