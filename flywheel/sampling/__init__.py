@@ -15,61 +15,140 @@ first in a seeded MD5 order.
 """
 
 import hashlib
+import importlib
+from typing import TYPE_CHECKING
 
-from flywheel.sampling.batches import (
-    Batch,
-    NothingSampled,
-    Outcome,
-    Preview,
-    SampleRun,
-    batch_items,
-    batch_ledger,
-    batch_reasons,
-    batch_rule_counts,
-    batch_sql,
-    batch_trace_ids,
-    cohort_values,
-    data_version,
-    existing_batch,
-    load_batch,
-    preview_plan,
-    record_batch,
-    register_md5,
-    resolve_week,
-    run_plan,
-    sample_and_scrub,
-    sample_batches,
-    sample_weeks,
-    scrub_batch,
-    store_sql,
-    unscrubbed_count,
-    week_order,
-)
-from flywheel.sampling.plans import (
-    ANOMALY_SIGNALS,
-    DEMO_PLAN,
-    PLAN_KEYS,
-    PRIORITY,
-    STRATA,
-    STRATUM_KEYS,
-    Plan,
-    Stratum,
-    delete_plan,
-    load_plan_file,
-    parse_week,
-    plan_from_options,
-    save_plan,
-    saved_plan,
-    saved_plans,
-    week_bounds,
-)
-from flywheel.sampling.sql import DIALECTS, HASH_SPACE, PlanSQL, compile_plan, random_predicate_sql, threshold
+if TYPE_CHECKING:
+    from flywheel.sampling.batches import (
+        Batch,
+        NothingSampled,
+        Outcome,
+        Preview,
+        SampleRun,
+        batch_items,
+        batch_ledger,
+        batch_reasons,
+        batch_rule_counts,
+        batch_sql,
+        batch_trace_ids,
+        cohort_values,
+        data_version,
+        existing_batch,
+        load_batch,
+        preview_plan,
+        record_batch,
+        register_md5,
+        resolve_week,
+        run_plan,
+        sample_and_scrub,
+        sample_batches,
+        sample_weeks,
+        scrub_batch,
+        store_sql,
+        unscrubbed_count,
+        week_order,
+    )
+    from flywheel.sampling.plans import (
+        ANOMALY_SIGNALS,
+        DEMO_PLAN,
+        PLAN_KEYS,
+        PRIORITY,
+        STRATA,
+        STRATUM_KEYS,
+        Plan,
+        Stratum,
+        delete_plan,
+        load_plan_file,
+        parse_week,
+        plan_from_options,
+        save_plan,
+        saved_plan,
+        saved_plans,
+        week_bounds,
+    )
+    from flywheel.sampling.sql import (
+        DIALECTS,
+        HASH_SPACE,
+        PlanSQL,
+        compile_plan,
+        random_predicate_sql,
+        threshold,
+    )
+
+# The command line imports this package to add ``sample``; its modules open the store (sqlite-utils, which
+# loads pandas), so each name loads on first use instead, and ``python -m flywheel --help`` stays light.
+_HOMES = {
+    "batches": (
+        "Batch",
+        "NothingSampled",
+        "Outcome",
+        "Preview",
+        "SampleRun",
+        "batch_items",
+        "batch_ledger",
+        "batch_reasons",
+        "batch_rule_counts",
+        "batch_sql",
+        "batch_trace_ids",
+        "cohort_values",
+        "data_version",
+        "existing_batch",
+        "load_batch",
+        "preview_plan",
+        "record_batch",
+        "register_md5",
+        "resolve_week",
+        "run_plan",
+        "sample_and_scrub",
+        "sample_batches",
+        "sample_weeks",
+        "scrub_batch",
+        "store_sql",
+        "unscrubbed_count",
+        "week_order",
+    ),
+    "plans": (
+        "ANOMALY_SIGNALS",
+        "DEMO_PLAN",
+        "PLAN_KEYS",
+        "PRIORITY",
+        "STRATA",
+        "STRATUM_KEYS",
+        "Plan",
+        "Stratum",
+        "delete_plan",
+        "load_plan_file",
+        "parse_week",
+        "plan_from_options",
+        "save_plan",
+        "saved_plan",
+        "saved_plans",
+        "week_bounds",
+    ),
+    "sql": (
+        "DIALECTS",
+        "HASH_SPACE",
+        "PlanSQL",
+        "compile_plan",
+        "random_predicate_sql",
+        "threshold",
+    ),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
 
 
 def in_random_sample(trace_id: str, rate: float, seed: int) -> bool:
     """Whether the random rule picks this trace: the Python twin of ``random_predicate_sql``."""
     prefix = int(hashlib.md5(f"{seed}:{trace_id}".encode()).hexdigest()[:8], 16)
-    return prefix < threshold(rate)
+    return prefix < __getattr__("threshold")(rate)
 
 
 __all__ = [
