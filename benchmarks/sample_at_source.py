@@ -68,26 +68,27 @@ def generate(path: Path, rows: int) -> None:
 
 def run_one(engine: str, parquet: str, db_path: str) -> dict:
     """One engine's run, in this process: what it picked and how long it took."""
-    from flywheel import sampling
     from flywheel.config import load_config
+    from flywheel.sampling.batches import batch_items, batch_ledger, run_plan
+    from flywheel.sampling.plans import Plan
     from flywheel.sampling.source import sample_source
     from flywheel.store.db import open_db
 
-    plan = sampling.Plan.from_dict(PLAN)
+    plan = Plan.from_dict(PLAN)
     db = open_db(db_path)
     start = time.perf_counter()
     if engine == "sqlite":
         _ingest_parquet(db, parquet)
         ingested = time.perf_counter() - start
-        batch = sampling.run_plan(db, plan, "bench", WEEK)
+        batch = run_plan(db, plan, "bench", WEEK)
     else:
         ingested = 0.0
         batch = sample_source(
             db, plan, parquet, "bench", engine, week=WEEK, scrub=False, config=load_config()
         ).batch
     seconds = time.perf_counter() - start
-    items = sampling.batch_items(db, batch.id)
-    ledger = sampling.batch_ledger(db, batch.id)
+    items = batch_items(db, batch.id)
+    ledger = batch_ledger(db, batch.id)
     digest = hashlib.sha256(json.dumps([items, ledger], sort_keys=True).encode()).hexdigest()[:12]
     return {
         "seconds": seconds,

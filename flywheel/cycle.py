@@ -30,7 +30,7 @@ from flywheel.evals.runs import GATE_KEYS, gate
 from flywheel.evals.versions import current_version, fold_in
 from flywheel.ingest.run import ingest_files
 from flywheel.privacy.retention import apply_retention
-from flywheel.sampling import resolve_week, sample_and_scrub
+from flywheel.sampling.batches import resolve_week, sample_and_scrub
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import beat, process_mark, query_one, query_rows, sweep_interrupted, write

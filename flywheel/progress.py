@@ -1,10 +1,28 @@
-"""Progress of long command-line jobs: a bar with rate and ETA on a terminal, plain lines otherwise."""
+"""Progress of long command-line jobs on stderr, drawn by tqdm: a bar with rate and ETA on a terminal,
+plain lines otherwise."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
+
+_TERMINAL = "{desc}  [{bar:24}] {percentage:3.0f}%{postfix}  ETA {remaining}"
+_PLAIN = "{desc}  {percentage:.0f}%{postfix}  ETA {remaining}"
+
+
+class _Lines:
+    """A log's view of tqdm's redraws: each frame becomes one plain line (no carriage returns)."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 class ProgressBar:
@@ -22,60 +40,53 @@ class ProgressBar:
         stream: TextIO | None = None,
         every: float = 0.2,
         plain_every: float = 10.0,
-        clock=time.monotonic,
     ):
-        self.label, self.unit = label, unit
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.every = every if self.tty else plain_every
-        self.clock = clock
-        self.started = clock()
-        self.last_shown = None
-        self.last_values = None
+        # tqdm loads on the first bar: its package imports a pandas adapter module, and ``--help`` needs none.
+        from tqdm import tqdm
+
+        self.unit = unit
+        stream = stream or sys.stderr
+        self.tty = stream.isatty()
         self.count = 0
+        self.bar = tqdm(
+            desc=label,
+            file=stream if self.tty else _Lines(stream),
+            bar_format=_TERMINAL if self.tty else _PLAIN,
+            ascii="-#",
+            mininterval=every if self.tty else plain_every,
+            delay=0 if self.tty else plain_every,
+            total=0,
+            dynamic_ncols=False,
+            ncols=200,
+        )
 
     def update(self, done: float, total: float, count: int | None = None) -> None:
         """``done`` of ``total`` (any unit, e.g. bytes); ``count`` is the number of items so far."""
         self.count = count if count is not None else int(done)
-        moment = self.clock()
-        if not self.tty and self.last_shown is None and moment - self.started < self.every:
-            return  # a short job stays quiet in logs: its result says enough
-        if self.last_shown is not None and (moment - self.last_shown < self.every and done < total):
-            return
-        if (done, self.count) == self.last_values:
-            return
-        self.last_values = (done, self.count)
-        self.last_shown = moment
-        self.stream.write(self.line(done, total, moment))
-        self.stream.flush()
-
-    def line(self, done: float, total: float, moment: float) -> str:
-        """The progress text for one update (with ``\\r`` on a terminal, a newline elsewhere)."""
-        elapsed = max(moment - self.started, 1e-9)
-        rate = self.count / elapsed
-        share = min(1.0, done / total) if total else None
-        eta = elapsed * (1 - share) / share if share else None
-        parts = [self.label]
-        if share is not None and self.tty:
-            filled = int(24 * share)
-            parts.append(f"[{'#' * filled}{'-' * (24 - filled)}] {share:4.0%}")
-        elif share is not None:
-            parts.append(f"{share:.0%}")
-        parts.append(f"{self.count:,} {self.unit}, {rate:,.0f}/s")
-        if eta is not None and share < 1:
-            parts.append(f"ETA {_duration(eta)}")
-        text = "  ".join(parts)
-        return f"\r{text}\x1b[K" if self.tty else text + "\n"
+        elapsed = max(self.bar.format_dict["elapsed"], 1e-9)
+        self.bar.total = total or None
+        self.bar.set_postfix_str(f"{self.count:,} {self.unit}, {self.count / elapsed:,.0f}/s", refresh=False)
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
-        """End the bar's line on a terminal."""
-        if self.tty and self.last_shown is not None:
-            self.stream.write("\n")
-            self.stream.flush()
+        """End the bar's line."""
+        self.bar.close()
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+_current: ProgressBar | None = None  # the bar ``stderr_progress`` draws, until ``clear_progress``
+
+
+def stderr_progress(done: int, total: int) -> None:
+    """A ``(done, total)`` progress callback drawing one bar on stderr."""
+    global _current
+    if _current is None:
+        _current = ProgressBar("", unit="items")
+    _current.update(done, total)
+
+
+def clear_progress() -> None:
+    """End the bar ``stderr_progress`` drew."""
+    global _current
+    if _current is not None:
+        _current.close()
+        _current = None

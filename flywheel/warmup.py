@@ -12,7 +12,8 @@ from pathlib import Path
 
 from flywheel.online.experiments import ARM_KEY, refresh_arm_rollup
 from flywheel.online.signal_alerts import refresh_signal_rollup
-from flywheel.sampling import preview_plan, sample_weeks, saved_plans
+from flywheel.sampling.batches import preview_plan, sample_weeks
+from flywheel.sampling.plans import saved_plans
 from flywheel.store.db import open_db
 from flywheel.traces.rollups import refresh_rollups
 

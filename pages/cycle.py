@@ -5,7 +5,7 @@ from flywheel import cycle
 from flywheel.auth import require_role
 from flywheel.config import PROJECT_ROOT, load_config
 from flywheel.errors import FlywheelError
-from flywheel.sampling import saved_plans
+from flywheel.sampling.plans import saved_plans
 from pages._charts import show_table
 from pages._ui import current_user, database, md
 

@@ -8,7 +8,7 @@ from flywheel.config import load_config
 from flywheel.drift import inputs as input_drift
 from flywheel.drift import run as drift
 from flywheel.errors import FlywheelError
-from flywheel.sampling import sample_weeks
+from flywheel.sampling.batches import sample_weeks
 from pages._charts import BLUE, GREY, ORANGE, line, marks, show, show_table
 from pages._ui import chart_text, current_user, database, md
 

@@ -7,7 +7,7 @@ import streamlit as st
 from flywheel.auth import require_role
 from flywheel.demo.judgments import DEMO_GRADER_MODEL
 from flywheel.online import calibration, judge, rubrics
-from flywheel.sampling import saved_plans
+from flywheel.sampling.plans import saved_plans
 from pages._charts import show_table
 from pages._ui import current_user, database, md, show_conversation
 

@@ -28,7 +28,7 @@ from flywheel.labeling.labels import (
     undo_last_label,
 )
 from flywheel.labeling.taxonomy import active_entries, check_code, example_rows
-from flywheel.sampling import sample_batches
+from flywheel.sampling.batches import sample_batches
 from flywheel.traces.queries import exchange
 from flywheel.vectors.embeddings import NEEDS_REVIEW, background_encoder, month_siblings, pull_siblings
 from pages._charts import show_table

@@ -2,9 +2,24 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from flywheel import sampling
 from flywheel.auth import require_role
 from flywheel.errors import BadInput
+from flywheel.sampling.batches import (
+    NothingSampled,
+    batch_ledger,
+    batch_rule_counts,
+    batch_sql,
+    cohort_values,
+    load_batch,
+    preview_plan,
+    sample_and_scrub,
+    sample_batches,
+    sample_weeks,
+    scrub_batch,
+    store_sql,
+    unscrubbed_count,
+)
+from flywheel.sampling.plans import DEMO_PLAN, STRATUM_KEYS, Plan, Stratum, save_plan, saved_plans
 from flywheel.traces.signals import signal_names
 from pages._charts import show, show_table
 from pages._ui import chart_text, current_user, database, md
@@ -20,18 +35,18 @@ st.caption(
     " random share. Each pick keeps its reasons; a batch goes straight to the scrubber."
 )
 
-plans = {plan.name: plan for plan in sampling.saved_plans(db)}
+plans = {plan.name: plan for plan in saved_plans(db)}
 if "select_plan" in st.session_state:  # set by a save on the previous run
     st.session_state["plan_choice"] = st.session_state.pop("select_plan")
 choice = st.selectbox("Plan", [*plans, NEW_PLAN], key="plan_choice")
 plan = plans.get(choice)
-base = plan or sampling.DEMO_PLAN.replace(name="new-plan")
+base = plan or DEMO_PLAN.replace(name="new-plan")
 by_key = {s.key: s for s in base.strata}
 
 
 def stratum_row(key: str) -> dict | None:
     """One stratum's widgets; its plan-file form when switched on."""
-    current = by_key.get(key) or sampling.Stratum.of(key)
+    current = by_key.get(key) or Stratum.of(key)
     left, middle, right = st.columns([2, 1, 3], vertical_alignment="bottom")
     on = left.checkbox(key.replace("_", " "), value=key in by_key, help=current.help)
     body = {"key": key, "quota": middle.number_input("quota", 1, 10_000, current.quota, key=f"q-{key}")}
@@ -60,7 +75,7 @@ def stratum_row(key: str) -> dict | None:
     return body if on else None
 
 
-cohorts = sampling.cohort_values(db)
+cohorts = cohort_values(db)
 with st.expander("Edit plan", expanded=plan is None), st.form(f"plan-{choice}"):
     cols = st.columns(3)
     name = cols[0].text_input("Name", base.name)
@@ -81,7 +96,7 @@ with st.expander("Edit plan", expanded=plan is None), st.form(f"plan-{choice}"):
         default=list(base.anomaly),
     )
     st.markdown("**Strata** — quotas per stratum")
-    strata = [row for key in sampling.STRATUM_KEYS if (row := stratum_row(key))]
+    strata = [row for key in STRATUM_KEYS if (row := stratum_row(key))]
     buttons = st.columns([1, 1, 4])
     previewed = buttons[0].form_submit_button("Preview")
     saved = buttons[1].form_submit_button("Save plan", type="primary")
@@ -89,12 +104,12 @@ if previewed or saved:
     body = {"name": name, "seed": int(seed), "cap": int(cap) or None, "anomaly": anomaly, "strata": strata}
     body["random"] = {"rate": rate / 100} if random_on else None
     try:
-        edited = sampling.Plan.from_dict({**body, "week": base.week})
+        edited = Plan.from_dict({**body, "week": base.week})
     except BadInput as error:
         st.error(f"Plan not {'saved' if saved else 'previewed'}: {md(error)}")
     else:
         if saved:
-            sampling.save_plan(db, edited, user.name)
+            save_plan(db, edited, user.name)
             st.session_state.pop(f"draft-{choice}", None)
             st.session_state["select_plan"] = edited.name
             st.session_state["plan_saved"] = edited.name
@@ -105,7 +120,7 @@ if "plan_saved" in st.session_state:
     st.success(f"Saved plan {md(st.session_state.pop('plan_saved'))}.")
 draft = st.session_state.get(f"draft-{choice}")
 shown = draft or plan
-weeks = sampling.sample_weeks(db)
+weeks = sample_weeks(db)
 if shown is None:
     st.info("Press Preview to see what this plan would pick, or Save plan to keep it.")
 elif not weeks:
@@ -114,7 +129,7 @@ else:
     unsaved = draft is not None and draft != plan
     st.subheader(f"Preview{' (not saved)' if unsaved else ''}: {md(shown.name)}")
     week = st.selectbox("Week", weeks, index=weeks.index(shown.week) if shown.week in weeks else 0)
-    preview = sampling.preview_plan(db, shown, week)
+    preview = preview_plan(db, shown, week)
     cols = st.columns(3)
     cols[0].metric(f"Traces in {preview.week}", f"{preview.window:,}")
     cols[1].metric("Picked by some rule", f"{preview.selected:,}")
@@ -136,7 +151,7 @@ else:
             f" {rare.rare_share:.1%} of its traces."
         )
     with st.expander("The plan as SQL in this store (DuckDB and Spark below)"):
-        st.code(sampling.store_sql(shown, week).text(), language="sql")
+        st.code(store_sql(shown, week).text(), language="sql")
     if st.toggle("Show the SQL for DuckDB and Spark", key="source_sql"):
         from flywheel.sampling.source import source_sql  # DuckDB loads only when asked
 
@@ -158,7 +173,7 @@ else:
         if st.button("Run plan", type="primary"):
             bar = st.progress(0.0, text="Sampling...")
             try:
-                run = sampling.sample_and_scrub(
+                run = sample_and_scrub(
                     db,
                     shown,
                     user.name,
@@ -168,7 +183,7 @@ else:
                         done / total, text=f"Scrubbed {done} of {total}"
                     ),
                 )
-            except sampling.NothingSampled as error:
+            except NothingSampled as error:
                 bar.empty()
                 st.warning(md(error))
             else:
@@ -188,7 +203,7 @@ else:
                     st.warning(f"Batch {run.batch.id}: {run.batch.cap_note()}.")
                 st.session_state["batch_choice"] = run.batch.id
 
-batches = sampling.sample_batches(db)
+batches = sample_batches(db)
 if not batches:
     st.info("No batches yet.")
     st.stop()
@@ -206,17 +221,17 @@ ids = [b["id"] for b in batches]
 if st.session_state.get("batch_choice") not in ids:
     st.session_state["batch_choice"] = ids[0]
 batch_id = st.selectbox("Ledger of batch", ids, key="batch_choice")
-waiting = sampling.unscrubbed_count(db, batch_id)
+waiting = unscrubbed_count(db, batch_id)
 if waiting:
     st.warning(f"{waiting} traces of batch {batch_id} have not been scrubbed yet (a run stopped early).")
     if st.button("Resume scrubbing"):
         with st.spinner("Scrubbing..."):
-            sampling.scrub_batch(db, batch_id, user.name)
+            scrub_batch(db, batch_id, user.name)
         st.rerun()
-chosen = sampling.load_batch(db, batch_id)
+chosen = load_batch(db, batch_id)
 if chosen.over_cap:
     st.warning(f"Batch {batch_id}: {chosen.cap_note()}.")
-ledger = pd.DataFrame(sampling.batch_ledger(db, batch_id)).drop(columns="kind")
+ledger = pd.DataFrame(batch_ledger(db, batch_id)).drop(columns="kind")
 ledger["quota"] = ledger["quota"].map(lambda q: "all" if pd.isna(q) else f"{int(q)}")
 show_table(
     ledger,
@@ -230,7 +245,7 @@ show_table(
         "rate": st.column_config.NumberColumn("in batch / population", format="percent"),
     },
 )
-reasons = sampling.batch_rule_counts(db, batch_id)
+reasons = batch_rule_counts(db, batch_id)
 show(
     px.bar(
         x=list(reasons.values()), y=[chart_text(r) for r in reasons], orientation="h", title="Picks per rule"
@@ -240,7 +255,7 @@ show(
 )
 with st.expander("Plan of this batch"):
     st.json(next(b["plan"] for b in batches if b["id"] == batch_id))
-engine, sql = sampling.batch_sql(db, batch_id)
+engine, sql = batch_sql(db, batch_id)
 with st.expander(f"SQL that made this batch ({ENGINES.get(engine, engine)})"):
     if sql:
         st.code(sql, language="sql")

@@ -9,11 +9,19 @@ import duckdb
 import pytest
 from conftest import jsonl
 
-from flywheel import sampling
 from flywheel.config import load_config
 from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_files
-from flywheel.sampling import Plan, Stratum
+from flywheel.sampling.batches import (
+    NothingSampled,
+    batch_items,
+    batch_ledger,
+    batch_reasons,
+    batch_trace_ids,
+    preview_plan,
+    run_plan,
+)
+from flywheel.sampling.plans import Plan, Stratum
 from flywheel.sampling.source import sample_source
 from flywheel.store.db import open_db
 from flywheel.traces.signals import Declared, declared_signals, parse_declarations, signal_presence
@@ -102,8 +110,8 @@ def test_an_undeclared_name_still_fails_a_plan():
 def test_declared_signals_pick_by_name_in_an_anomaly_rule(store):
     db, traces, _ = store
     plan = Plan(name="declared", anomaly=("heavy_edit", "rephrase_retry", "not_copied"))
-    batch = sampling.run_plan(db, plan, "ana", week=WEEK)
-    picked = set(sampling.batch_trace_ids(db, batch.id))
+    batch = run_plan(db, plan, "ana", week=WEEK)
+    picked = set(batch_trace_ids(db, batch.id))
     want = expected(
         traces,
         lambda s, m: (
@@ -111,7 +119,7 @@ def test_declared_signals_pick_by_name_in_an_anomaly_rule(store):
         ),
     )
     assert picked == want and len(want) > 100
-    reasons = sampling.batch_reasons(db, batch.id)
+    reasons = batch_reasons(db, batch.id)
     within = expected(traces, lambda s, m: 0 <= s.get("rephrased_after_s", -1) <= 30)
     assert reasons["anomaly:rephrase_retry"] == len(within)  # 29 s counts, 31 s does not
 
@@ -119,8 +127,8 @@ def test_declared_signals_pick_by_name_in_an_anomaly_rule(store):
 def test_a_signal_stratum_takes_up_to_its_quota_of_each_signal(store):
     db, traces, _ = store
     plan = Plan(name="strata", strata=(Stratum.of("signal", names=["low_stars", "not_copied"], quota=7),))
-    batch = sampling.run_plan(db, plan, "ana", week=WEEK)
-    ledger = {r["stratum"]: r for r in sampling.batch_ledger(db, batch.id)}
+    batch = run_plan(db, plan, "ana", week=WEEK)
+    ledger = {r["stratum"]: r for r in batch_ledger(db, batch.id)}
     low = expected(traces, lambda s, m: s.get("stars", 9) < 3)
     assert ledger["signal=low_stars"]["population"] == len(low)
     assert ledger["signal=low_stars"]["selected"] == 7
@@ -132,16 +140,16 @@ def test_a_signal_whose_data_is_absent_says_so_and_does_not_fail_the_plan(tmp_pa
     db = open_db(tmp_path / "s.db")
     ingest_files(db, [jsonl(tmp_path / "t.jsonl", signal_traces(stars=False))], config=load_config())
     plan = Plan(name="absent", anomaly=("low_stars", "heavy_edit"))
-    preview = sampling.preview_plan(db, plan, WEEK)
+    preview = preview_plan(db, plan, WEEK)
     assert preview.absent == ("low_stars",)
-    batch = sampling.run_plan(db, plan, "ana", week=WEEK)
-    ledger = sampling.batch_ledger(db, batch.id)
+    batch = run_plan(db, plan, "ana", week=WEEK)
+    ledger = batch_ledger(db, batch.id)
     assert [r["stratum"] for r in ledger if r["kind"] == "no data"] == [
         "low_stars: no trace of the week carries it"
     ]
     alone = Plan(name="alone", anomaly=("low_stars",))
-    with pytest.raises(sampling.NothingSampled, match=r"no trace carries the signal\(s\) low_stars"):
-        sampling.run_plan(db, alone, "ana", week=WEEK)
+    with pytest.raises(NothingSampled, match=r"no trace carries the signal\(s\) low_stars"):
+        run_plan(db, alone, "ana", week=WEEK)
     presence = {p["signal"]: p for p in signal_presence(db)}
     assert presence["low_stars"]["status"] == "no data" and presence["low_stars"]["with_data"] == 0
     assert presence["heavy_edit"]["status"] == "ok" and presence["heavy_edit"]["fired"] > 0
@@ -156,10 +164,8 @@ def test_a_declaration_can_read_metadata_and_the_file_is_read_when_used(store, m
     )
     monkeypatch.setenv("FLYWHEEL_SIGNALS", str(path))
     assert [d.name for d in declared_signals()] == ["carried_on"]
-    batch = sampling.run_plan(db, Plan(name="meta", anomaly=("carried_on",)), "ana", week=WEEK)
-    assert set(sampling.batch_trace_ids(db, batch.id)) == expected(
-        traces, lambda s, m: m["session_continued"]
-    )
+    batch = run_plan(db, Plan(name="meta", anomaly=("carried_on",)), "ana", week=WEEK)
+    assert set(batch_trace_ids(db, batch.id)) == expected(traces, lambda s, m: m["session_continued"])
     with pytest.raises(BadInput, match="unknown anomaly signal 'heavy_edit'"):
         Plan(anomaly=("heavy_edit",))
 
@@ -175,8 +181,8 @@ DECLARED_PLAN = Plan(
 
 
 def _same(db, store, batch_id, expected_id):
-    assert sampling.batch_items(db, batch_id) == sampling.batch_items(store, expected_id)
-    assert sampling.batch_ledger(db, batch_id) == sampling.batch_ledger(store, expected_id)
+    assert batch_items(db, batch_id) == batch_items(store, expected_id)
+    assert batch_ledger(db, batch_id) == batch_ledger(store, expected_id)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +193,7 @@ def source(tmp_path_factory):
     duckdb.execute(f"COPY (SELECT * FROM read_json_auto('{src}')) TO '{path}/traces.parquet'")
     store = open_db(path / "store.db")
     ingest_files(store, [src], config=load_config())
-    batch = sampling.run_plan(store, DECLARED_PLAN, "ana", week=WEEK)
+    batch = run_plan(store, DECLARED_PLAN, "ana", week=WEEK)
     return {"dir": path, "store": store, "batch": batch}
 
 
@@ -198,7 +204,7 @@ def test_duckdb_picks_declared_signals_exactly_as_the_store(source, tmp_path, na
         db, DECLARED_PLAN, str(source["dir"] / name), "ana", week=WEEK, scrub=False, config=load_config()
     )
     _same(db, source["store"], run.batch.id, source["batch"].id)
-    kinds = {r["kind"] for r in sampling.batch_ledger(db, run.batch.id)}
+    kinds = {r["kind"] for r in batch_ledger(db, run.batch.id)}
     assert "no data" in kinds  # 'abandoned' is in no trace: said at the source too
     trace = db.execute("SELECT metadata FROM traces LIMIT 1").fetchone()[0]
     assert "user_edited_chars" in json.loads(trace)["extra_signals"]  # the signal came along

@@ -22,7 +22,7 @@ from flywheel.online.signal_alerts import (
     signal_counts,
     signal_series,
 )
-from flywheel.sampling import DEMO_PLAN, save_plan, saved_plan
+from flywheel.sampling.plans import DEMO_PLAN, save_plan, saved_plan
 from flywheel.store.db import write
 from tests.fake_anthropic import FakeAnthropic
 from tests.judge_data import LEAD, add_traces, label, starter_rubric

@@ -489,7 +489,8 @@ def test_a_trace_queued_in_no_batch_joins_the_first_batch_that_samples_it(queue_
 
 
 def test_sampling_a_week_moves_queued_traces_into_the_new_batch(queue_db):
-    from flywheel.sampling import Plan, run_plan
+    from flywheel.sampling.batches import run_plan
+    from flywheel.sampling.plans import Plan
 
     batch = run_plan(queue_db, Plan(name="all", random_rate=1.0), actor="ana", week="2026-W18")
     loose = queue_db.execute("SELECT count(*) FROM label_queue WHERE batch_id IS NULL").fetchone()[0]

@@ -38,6 +38,7 @@ ORDER = [
     "overview",
     "audit",
     "warmup",
+    "cycle_cli",
     "__main__",
 ]
 
@@ -154,12 +155,17 @@ def test_no_station_imports_one_above_it():
     assert back == []
 
 
+# The command line's handlers import their station when they run: a short command (`scrub`) must not pay
+# for pandas, torch or anthropic at start-up (test_scrub_command_imports_only_the_scrubber).
+LAZY_AT_THE_EDGE = ("cli", "cycle_cli")
+
+
 def test_no_imports_hidden_in_functions():
     hidden = [
         f"{where(module, node)} {target}"
         for module in MODULES
         for node, target, _, top in imports(MODULES[module])
-        if not top
+        if not top and module.rpartition(".")[2] not in LAZY_AT_THE_EDGE
     ]
     assert hidden == []
 

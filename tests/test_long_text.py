@@ -14,7 +14,7 @@ from flywheel.drift import run as drift
 from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_files
 from flywheel.review.scrubs import scrub_traces
-from flywheel.sampling import load_plan_file
+from flywheel.sampling.plans import load_plan_file
 from flywheel.scrub import Scrubber
 from flywheel.scrub.ner import SpacyEntityDetector, load_pipeline, text_pieces
 from flywheel.store.clock import now

@@ -3,7 +3,8 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from flywheel import sampling
+from flywheel.sampling.batches import batch_sql, load_batch, preview_plan, sample_weeks
+from flywheel.sampling.plans import DEMO_PLAN, Plan, Stratum, save_plan
 from flywheel.store.db import open_db
 
 
@@ -69,7 +70,7 @@ def test_running_the_plan_creates_a_batch_and_scrubs_it(demo_db, monkeypatch):
     assert scrubbed == sampled
     assert any(f"Batch {batch_id}" in s.value for s in at.success)
     assert at.selectbox(key="batch_choice").value == batch_id
-    assert at.code[-1].value == sampling.batch_sql(db, batch_id)[1]  # the SQL that ran
+    assert at.code[-1].value == batch_sql(db, batch_id)[1]  # the SQL that ran
     assert "FROM traces WHERE week = '2026-W36'" in at.code[-1].value
     next(b for b in at.button if b.label == "Run plan").click().run()  # the same plan and week again
     assert any(f"already sampled 2026-W36 with seed 7: batch {batch_id}" in i.value for i in at.info)
@@ -93,24 +94,24 @@ def test_a_new_plan_previews_before_it_is_saved_and_the_preview_is_cached(demo_d
     assert db.execute("SELECT count(*) FROM sampling_plans WHERE name = 'draft'").fetchone()[0] == 0
     seen = []
     db.conn.set_trace_callback(seen.append)
-    plan = sampling.Plan.from_dict(at.session_state["draft-(new plan)"].as_dict())
+    plan = Plan.from_dict(at.session_state["draft-(new plan)"].as_dict())
     week = next(s for s in at.selectbox if s.label == "Week").value
-    sampling.preview_plan(db, plan, week)  # the page's run computed it: cached by plan, week and data
+    preview_plan(db, plan, week)  # the page's run computed it: cached by plan, week and data
     assert not any(sql.startswith("CREATE TEMP TABLE fw_pool") for sql in seen)
-    sampling.preview_plan(db, plan.replace(seed=99), week)
-    sampling.preview_plan(db, plan.replace(seed=99), week)
+    preview_plan(db, plan.replace(seed=99), week)
+    preview_plan(db, plan.replace(seed=99), week)
     assert sum(sql.startswith("CREATE TEMP TABLE fw_pool") for sql in seen) == 1
 
 
 def test_the_rare_intent_share_is_the_long_tail_and_the_page_says_so(demo_db, monkeypatch):
     db = open_db(demo_db)
-    week = sampling.sample_weeks(db)[0]
+    week = sample_weeks(db)[0]
     counts = [n for (n,) in db.execute("SELECT count(*) FROM traces WHERE week = ? GROUP BY intent", [week])]
     window = sum(counts)
-    rare = sampling.Plan(strata=(sampling.Stratum.of("intent", quota=1, rare_share=0.02),))
-    picked = sampling.preview_plan(db, rare, week).rules[0]
+    rare = Plan(strata=(Stratum.of("intent", quota=1, rare_share=0.02),))
+    picked = preview_plan(db, rare, week).rules[0]
     assert picked["population"] <= 0.02 * window and picked["strata"] < len(counts) / 2
-    sampling.save_plan(db, rare.replace(name="rare"), "ana")
+    save_plan(db, rare.replace(name="rare"), "ana")
     at = sample_page(demo_db, monkeypatch)
     at.selectbox(key="plan_choice").set_value("rare").run()
     assert any("together make up at most 2.0%" in c.value for c in at.caption)
@@ -119,17 +120,17 @@ def test_the_rare_intent_share_is_the_long_tail_and_the_page_says_so(demo_db, mo
 def test_a_batch_whose_anomalies_exceed_the_cap_says_so_on_the_page(demo_db, monkeypatch):
     db = open_db(demo_db)
     week = "2026-W36"  # a week the demo did not sample
-    tight = sampling.DEMO_PLAN.replace(name="tight", cap=3)
-    preview = sampling.preview_plan(db, tight, week)
+    tight = DEMO_PLAN.replace(name="tight", cap=3)
+    preview = preview_plan(db, tight, week)
     assert preview.over_cap > 0, "the demo week needs more anomalies than the cap"
-    sampling.save_plan(db, tight, "ana")
+    save_plan(db, tight, "ana")
     at = sample_page(demo_db, monkeypatch)
     at.selectbox(key="plan_choice").set_value("tight").run()
     next(s for s in at.selectbox if s.label == "Week").set_value(week).run()
     assert any("alone exceed the cap of 3: the batch would hold all of them" in w.value for w in at.warning)
     next(b for b in at.button if b.label == "Run plan").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    batch = sampling.load_batch(db, at.selectbox(key="batch_choice").value)
+    batch = load_batch(db, at.selectbox(key="batch_choice").value)
     assert (batch.week, batch.cap, batch.over_cap) == (week, 3, preview.over_cap)
     assert batch.sampled == batch.anomalies == preview.capped
     note = f"the {batch.anomalies} anomalies alone exceed the cap of 3: all are kept"

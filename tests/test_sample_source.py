@@ -11,11 +11,19 @@ from conftest import jsonl
 from streamlit.testing.v1 import AppTest
 from test_sampling import EVERYTHING, WEEK, N, make_traces
 
-from flywheel import sampling
 from flywheel.__main__ import main
 from flywheel.config import load_config
 from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_files
+from flywheel.sampling.batches import (
+    batch_items,
+    batch_ledger,
+    batch_sql,
+    batch_trace_ids,
+    load_batch,
+    run_plan,
+)
+from flywheel.sampling.plans import Plan, save_plan
 from flywheel.sampling.source import parse_columns, sample_source, source_sql
 from flywheel.store.db import open_db
 from flywheel.traces.queries import SIGNALS
@@ -48,15 +56,15 @@ def files(tmp_path_factory):
         )
     store = open_db(path / "store.db")
     ingest_files(store, [source], config=load_config())
-    expected = {kind: sampling.run_plan(store, plan, "ana", week=WEEK) for kind, plan in PLANS.items()}
+    expected = {kind: run_plan(store, plan, "ana", week=WEEK) for kind, plan in PLANS.items()}
     return {"dir": path, "store": store, "expected": expected}
 
 
 def same_batch(files, db, batch_id: int, kind: str = "capped") -> None:
     store, expected = files["store"], files["expected"][kind]
-    assert sampling.batch_items(db, batch_id) == sampling.batch_items(store, expected.id)
-    assert sampling.batch_ledger(db, batch_id) == sampling.batch_ledger(store, expected.id)
-    mine = sampling.load_batch(db, batch_id).as_json()
+    assert batch_items(db, batch_id) == batch_items(store, expected.id)
+    assert batch_ledger(db, batch_id) == batch_ledger(store, expected.id)
+    mine = load_batch(db, batch_id).as_json()
     theirs = expected.as_json()
     keys = ("window", "sampled", "dropped", "reasons", "cap", "anomalies", "over_cap")
     assert {k: mine[k] for k in keys} == {k: theirs[k] for k in keys}
@@ -66,8 +74,8 @@ def test_the_store_keeps_every_anomaly_and_caps_only_the_other_picks(files):
     store, capped, over = files["store"], files["expected"]["capped"], files["expected"]["over"]
     assert (capped.selected, capped.anomalies, capped.sampled, capped.over_cap) == (282, 230, 250, 0)
     assert (over.selected, over.anomalies, over.sampled, over.over_cap) == (282, 230, 230, 80)
-    assert {i["priority"] for i in sampling.batch_items(store, over.id)} == {0}
-    assert [i["priority"] for i in sampling.batch_items(store, capped.id)].count(0) == 230
+    assert {i["priority"] for i in batch_items(store, over.id)} == {0}
+    assert [i["priority"] for i in batch_items(store, capped.id)].count(0) == 230
 
 
 @pytest.mark.parametrize("kind", PLANS)
@@ -82,7 +90,7 @@ def test_duckdb_over_files_picks_exactly_what_the_store_picks(files, tmp_path, n
     assert (batch.window, batch.sampled, batch.quarantined) == (N, size, 0)
     assert batch.dropped == batch.selected - size > 0
     same_batch(files, db, batch.id, kind)
-    ledger = {r["stratum"]: r for r in sampling.batch_ledger(db, batch.id)}
+    ledger = {r["stratum"]: r for r in batch_ledger(db, batch.id)}
     assert ledger["cohort=tiny"]["selected"] == 3 and ledger["cohort=free"]["selected"] == 5  # quotas
     assert db["traces"].count == size  # only the sample travelled
 
@@ -112,7 +120,7 @@ def test_bad_rows_at_the_source_are_quarantined_and_the_rest_sampled(tmp_path):
     db = open_db(tmp_path / "s.db")
     run = sample_source(
         db,
-        sampling.Plan(anomaly=("escalated",)),
+        Plan(anomaly=("escalated",)),
         str(source),
         "ana",
         week=WEEK,
@@ -120,10 +128,10 @@ def test_bad_rows_at_the_source_are_quarantined_and_the_rest_sampled(tmp_path):
         config=load_config(),
     )
     flagged = {t["trace_id"] for t in traces[:100] if t["signals"]["escalated"]}
-    assert run.batch.quarantined == 2 and set(sampling.batch_trace_ids(db, run.batch.id)) == flagged
+    assert run.batch.quarantined == 2 and set(batch_trace_ids(db, run.batch.id)) == flagged
     reasons = [r for (r,) in db.execute("SELECT reason FROM quarantine ORDER BY line_no")]
     assert len(reasons) == 2 and "input" in reasons[0] and "thumbs" in reasons[1]
-    row = sampling.batch_ledger(db, run.batch.id)[0]
+    row = batch_ledger(db, run.batch.id)[0]
     assert (row["population"], row["in_batch"]) == (len(flagged) + 2, len(flagged))  # counted at the source
 
 
@@ -131,7 +139,7 @@ def test_cli_samples_a_source_into_a_scrubbed_batch(files, tmp_path, capsys):
     db_path = tmp_path / "cli.db"
     open_db(db_path).close()
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps(sampling.Plan(random_rate=0.01, seed=3).as_dict()))
+    plan.write_text(json.dumps(Plan(random_rate=0.01, seed=3).as_dict()))
     args = ["sample", "--db", str(db_path), "--plan", str(plan), "--week", WEEK, "--json"]
     assert main([*args, "--source", str(files["dir"] / "traces.parquet"), "--engine", "duckdb"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -145,14 +153,14 @@ def test_the_sql_on_the_page_is_the_sql_that_ran(files, tmp_path, monkeypatch):
     db = open_db(tmp_path / "page.db")
     parquet = str(files["dir"] / "traces.parquet")
     run = sample_source(db, CAPPED, parquet, "ana", week=WEEK, scrub=False, again=True, config=load_config())
-    engine, ran = sampling.batch_sql(db, run.batch.id)
+    engine, ran = batch_sql(db, run.batch.id)
     assert engine == "duckdb" and f"read_parquet('{parquet}'" in ran
     fresh = duckdb.connect()  # the stored script, pasted into another DuckDB, gives the same batch
     for sql in ran.rstrip(";").split(";\n\n"):
         fresh.execute(sql)
     picked = {r[0] for r in fresh.execute("SELECT trace_id FROM fw_batch").fetchall()}
-    assert picked == set(sampling.batch_trace_ids(files["store"], files["expected"]["capped"].id))
-    sampling.save_plan(db, CAPPED, "ana")
+    assert picked == set(batch_trace_ids(files["store"], files["expected"]["capped"].id))
+    save_plan(db, CAPPED, "ana")
     monkeypatch.setenv("FLYWHEEL_DB", str(tmp_path / "page.db"))
     at = AppTest.from_file("../app.py", default_timeout=60)
     at.session_state["user_name"] = "ana"
@@ -205,5 +213,5 @@ def test_spark_local_picks_exactly_what_the_store_picks(files, tmp_path, spark, 
     size = {"capped": 250, "over": 230}[kind]
     assert (run.batch.window, run.batch.sampled, run.batch.engine) == (N, size, "spark")
     same_batch(files, db, run.batch.id, kind)
-    engine, ran = sampling.batch_sql(db, run.batch.id)
+    engine, ran = batch_sql(db, run.batch.id)
     assert engine == "spark" and "CACHE TABLE fw_pool" in ran and "USING parquet" in ran

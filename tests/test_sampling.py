@@ -9,13 +9,42 @@ import threading
 import pytest
 from conftest import jsonl
 
-from flywheel import sampling
 from flywheel.__main__ import main
 from flywheel.config import load_config
 from flywheel.errors import BadInput, NotFound
 from flywheel.ingest.run import ingest_files
-from flywheel.sampling import Plan, Stratum
-from flywheel.store.audit import audit_entries
+from flywheel.sampling.batches import (
+    NothingSampled,
+    batch_items,
+    batch_ledger,
+    batch_rule_counts,
+    batch_trace_ids,
+    cohort_values,
+    load_batch,
+    preview_plan,
+    register_md5,
+    resolve_week,
+    run_plan,
+    sample_and_scrub,
+    sample_batches,
+    sample_weeks,
+    unscrubbed_count,
+    week_order,
+)
+from flywheel.sampling.plans import (
+    ANOMALY_SIGNALS,
+    DEMO_PLAN,
+    STRATUM_KEYS,
+    Plan,
+    Stratum,
+    delete_plan,
+    load_plan_file,
+    save_plan,
+    saved_plan,
+    saved_plans,
+)
+from flywheel.sampling.random import in_random_sample
+from flywheel.sampling.sql import random_predicate_sql
 from flywheel.store.db import open_db
 from flywheel.store.db import write as store_write
 
@@ -29,7 +58,7 @@ FLAGS = {
     "guardrail_tripped": lambda s: s["guardrail_tripped"],
     "schema_invalid": lambda s: not s["schema_valid"],
 }
-ALL_ANOMALIES = tuple(sampling.ANOMALY_SIGNALS)
+ALL_ANOMALIES = tuple(ANOMALY_SIGNALS)
 
 
 def make_traces(seed: int = 1, n: int = N) -> list[dict]:
@@ -96,7 +125,12 @@ def in_week(traces: list[dict]) -> list[dict]:
 
 
 def items(db, batch_id: int) -> dict[str, dict]:
-    return {item["trace_id"]: item for item in sampling.batch_items(db, batch_id)}
+    return {item["trace_id"]: item for item in batch_items(db, batch_id)}
+
+
+def audit_entries(db) -> list[dict]:
+    """The audit log as written (detail still JSON), newest first."""
+    return list(db["audit_log"].rows_where(order_by="id desc"))
 
 
 def picked_by(found: dict[str, dict], prefix: str) -> set[str]:
@@ -107,7 +141,7 @@ def picked_by(found: dict[str, dict], prefix: str) -> set[str]:
 
 
 def test_every_anomaly_flagged_trace_in_the_window_is_sampled(sdb, traces):
-    batch = sampling.run_plan(sdb, Plan(anomaly=ALL_ANOMALIES), "ana", week=WEEK)
+    batch = run_plan(sdb, Plan(anomaly=ALL_ANOMALIES), "ana", week=WEEK)
     found = items(sdb, batch.id)
     for signal, flagged in FLAGS.items():
         expected = {t["trace_id"] for t in in_week(traces) if flagged(t["signals"])}
@@ -119,14 +153,14 @@ def test_every_anomaly_flagged_trace_in_the_window_is_sampled(sdb, traces):
 
 
 def test_anomaly_signals_are_switchable(sdb, traces):
-    batch = sampling.run_plan(sdb, Plan(anomaly=("escalated",)), "ana", week=WEEK)
+    batch = run_plan(sdb, Plan(anomaly=("escalated",)), "ana", week=WEEK)
     expected = {t["trace_id"] for t in in_week(traces) if t["signals"]["escalated"]}
     assert set(items(sdb, batch.id)) == expected
     assert batch.reasons == {"anomaly:escalated": len(expected)}
 
 
 def test_the_window_is_one_week_and_defaults_to_the_latest(sdb, traces):
-    batch = sampling.run_plan(sdb, Plan(anomaly=ALL_ANOMALIES), "ana")
+    batch = run_plan(sdb, Plan(anomaly=ALL_ANOMALIES), "ana")
     assert batch.week == OTHER_WEEK and batch.window == 200
     assert all(tid >= f"t-{N:05d}" for tid in items(sdb, batch.id))
 
@@ -137,30 +171,30 @@ def test_the_window_is_one_week_and_defaults_to_the_latest(sdb, traces):
 def test_random_rate_stays_within_binomial_bounds_over_many_seeds(sdb):
     rate, counts = 0.05, []
     for seed in range(40):
-        counts.append(sampling.run_plan(sdb, Plan(seed=seed, random_rate=rate), "ana", week=WEEK).sampled)
+        counts.append(run_plan(sdb, Plan(seed=seed, random_rate=rate), "ana", week=WEEK).sampled)
     mean, sd = N * rate, math.sqrt(N * rate * (1 - rate))
     assert all(abs(c - mean) < 4.5 * sd for c in counts), counts
     assert abs(sum(counts) / len(counts) - mean) < 3 * sd / math.sqrt(len(counts)), counts
 
 
 def test_the_sql_predicate_selects_exactly_what_the_python_path_selects(sdb, traces):
-    sampling.register_md5(sdb)
+    register_md5(sdb)
     ids = [t["trace_id"] for t in traces]
     for seed, rate in [(0, 0.01), (7, 0.05), (123, 0.5), (9, 1.0)]:
         plan = Plan(seed=seed, random_rate=rate)
-        sql = sampling.random_predicate_sql(plan)
+        sql = random_predicate_sql(plan)
         by_sql = {r[0] for r in sdb.execute(f"SELECT trace_id FROM traces WHERE {sql}")}
-        by_python = {i for i in ids if sampling.in_random_sample(i, rate, seed)}
+        by_python = {i for i in ids if in_random_sample(i, rate, seed)}
         assert by_sql == by_python, (seed, rate)
         assert 0 < len(by_python) <= len(ids)
-    assert sampling.random_predicate_sql(Plan(seed=7, random_rate=0.02)) == (
+    assert random_predicate_sql(Plan(seed=7, random_rate=0.02)) == (
         "substr(lower(md5('7:' || trace_id)), 1, 8) < '051eb852'"
     )
 
 
 def test_the_batch_takes_exactly_the_python_random_picks(sdb, traces):
-    batch = sampling.run_plan(sdb, Plan(seed=5, random_rate=0.1), "ana", week=WEEK)
-    expected = {t["trace_id"] for t in in_week(traces) if sampling.in_random_sample(t["trace_id"], 0.1, 5)}
+    batch = run_plan(sdb, Plan(seed=5, random_rate=0.1), "ana", week=WEEK)
+    expected = {t["trace_id"] for t in in_week(traces) if in_random_sample(t["trace_id"], 0.1, 5)}
     assert set(items(sdb, batch.id)) == expected
 
 
@@ -184,19 +218,19 @@ EVERYTHING = Plan(
 
 
 def test_same_seed_and_same_data_give_the_same_batch(tmp_path, sdb, traces):
-    first = sampling.run_plan(sdb, EVERYTHING, "ana", week=WEEK)
-    again = sampling.run_plan(sdb, EVERYTHING, "ana", week=WEEK)
+    first = run_plan(sdb, EVERYTHING, "ana", week=WEEK)
+    again = run_plan(sdb, EVERYTHING, "ana", week=WEEK)
     shuffled = traces[:]
     random.Random(3).shuffle(shuffled)  # same data, stored in another order
     other = load(tmp_path, shuffled, "other.db")
-    elsewhere = sampling.run_plan(other, EVERYTHING, "lena", week=WEEK)
+    elsewhere = run_plan(other, EVERYTHING, "lena", week=WEEK)
     assert items(sdb, first.id) == items(sdb, again.id) == items(other, elsewhere.id)
-    assert sampling.batch_ledger(sdb, first.id) == sampling.batch_ledger(other, elsewhere.id)
+    assert batch_ledger(sdb, first.id) == batch_ledger(other, elsewhere.id)
 
 
 def test_a_different_seed_gives_a_different_batch(sdb):
-    first = sampling.run_plan(sdb, EVERYTHING, "ana", week=WEEK)
-    second = sampling.run_plan(sdb, EVERYTHING.replace(seed=12), "ana", week=WEEK)
+    first = run_plan(sdb, EVERYTHING, "ana", week=WEEK)
+    second = run_plan(sdb, EVERYTHING.replace(seed=12), "ana", week=WEEK)
     one, two = items(sdb, first.id), items(sdb, second.id)
     assert picked_by(one, "anomaly:") == picked_by(two, "anomaly:")  # anomalies do not depend on the seed
     assert picked_by(one, "random") != picked_by(two, "random")
@@ -208,7 +242,7 @@ def test_a_different_seed_gives_a_different_batch(sdb):
 
 
 def test_quotas_are_met_in_large_strata_and_small_strata_are_taken_whole(sdb, traces):
-    batch = sampling.run_plan(sdb, Plan(strata=(Stratum.of("cohort", quota=10),)), "ana", week=WEEK)
+    batch = run_plan(sdb, Plan(strata=(Stratum.of("cohort", quota=10),)), "ana", week=WEEK)
     found = items(sdb, batch.id)
     cohort = {t["trace_id"]: t["cohort"] for t in traces}
     assert batch.reasons == {
@@ -217,7 +251,7 @@ def test_quotas_are_met_in_large_strata_and_small_strata_are_taken_whole(sdb, tr
         "stratified:cohort=tiny": 3,
     }
     assert {tid for tid in found if cohort[tid] == "tiny"} == {"t-00000", "t-00001", "t-00002"}
-    ledger = {row["stratum"]: row for row in sampling.batch_ledger(sdb, batch.id)}
+    ledger = {row["stratum"]: row for row in batch_ledger(sdb, batch.id)}
     population = {c: sum(t["cohort"] == c for t in in_week(traces)) for c in ("free", "smb", "tiny")}
     for c, size in population.items():
         row = ledger[f"cohort={c}"]
@@ -234,7 +268,7 @@ def test_band_turns_tail_and_rare_intent_strata_pick_only_their_members(sdb, tra
             Stratum.of("intent", quota=2, rare_share=0.01),
         )
     )
-    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    batch = run_plan(sdb, plan, "ana", week=WEEK)
     found, by_id = items(sdb, batch.id), {t["trace_id"]: t for t in traces}
     band = picked_by(found, "stratified:judge_score 0.45-0.5")
     assert len(band) == 20 and all(0.45 <= by_id[i]["signals"]["judge_score"] <= 0.5 for i in band)
@@ -244,14 +278,14 @@ def test_band_turns_tail_and_rare_intent_strata_pick_only_their_members(sdb, tra
     tail = picked_by(found, "stratified:cost_usd top 1%")
     assert len(tail) == 5 and all(by_id[i]["signals"]["cost_usd"] >= costs[14] for i in tail)
     assert picked_by(found, "stratified:intent=") == picked_by(found, "stratified:intent=rare_intent")
-    ledger = {row["stratum"]: row for row in sampling.batch_ledger(sdb, batch.id)}
+    ledger = {row["stratum"]: row for row in batch_ledger(sdb, batch.id)}
     assert ledger["cost_usd top 1%"]["population"] == math.ceil(0.01 * N)
     assert ledger["intent=rare_intent"]["population"] == 5
 
 
 def test_no_trace_twice_and_every_reason_kept(sdb, traces):
     plan = Plan(random_rate=1.0, anomaly=ALL_ANOMALIES, strata=(Stratum.of("cohort", quota=3),))
-    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    batch = run_plan(sdb, plan, "ana", week=WEEK)
     total, distinct = sdb.execute(
         "SELECT count(*), count(DISTINCT trace_id) FROM batch_items WHERE batch_id = ?", [batch.id]
     ).fetchone()
@@ -273,13 +307,13 @@ def test_cap_keeps_anomaly_picks_first_then_strata_then_random(sdb, traces):
         strata=(Stratum.of("cohort", quota=2),),
         cap=len(anomalous) + 4,
     )
-    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    batch = run_plan(sdb, plan, "ana", week=WEEK)
     found = items(sdb, batch.id)
     assert len(found) == batch.sampled == len(anomalous) + 4
     assert anomalous <= set(found)
     priorities = [item["priority"] for item in found.values()]
     assert (priorities.count(1), priorities.count(2)) == (4, 0)
-    ledger = sampling.batch_ledger(sdb, batch.id)
+    ledger = batch_ledger(sdb, batch.id)
     assert sum(r["dropped"] for r in ledger if r["kind"] == "anomaly") == 0
     random_row = next(r for r in ledger if r["rule"] == "random")
     assert random_row["dropped"] > 0 and batch.dropped == batch.selected - batch.sampled > 0
@@ -294,8 +328,8 @@ def test_anomalies_beyond_the_cap_are_all_kept_and_nothing_else_and_the_run_says
     cap = 20
     assert len(anomalous) > cap + 100, "the fixture week needs far more anomalies than the cap"
     plan = Plan(random_rate=0.5, anomaly=ALL_ANOMALIES, strata=(Stratum.of("cohort", quota=2),), cap=cap)
-    preview = sampling.preview_plan(sdb, plan, WEEK)
-    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    preview = preview_plan(sdb, plan, WEEK)
+    batch = run_plan(sdb, plan, "ana", week=WEEK)
     found = items(sdb, batch.id)
     assert set(found) == anomalous  # every anomaly, and no stratified or random pick
     assert {item["priority"] for item in found.values()} == {0}
@@ -304,8 +338,8 @@ def test_anomalies_beyond_the_cap_are_all_kept_and_nothing_else_and_the_run_says
     assert (preview.capped, preview.over_cap) == (batch.sampled, batch.over_cap)
     assert f"the {len(anomalous)} anomalies alone exceed the cap of 20" in batch.summary()
     assert batch.as_json()["over_cap"] == len(anomalous) - cap
-    assert sampling.load_batch(sdb, batch.id) == batch  # the stored batch says so too
-    ledger = sampling.batch_ledger(sdb, batch.id)
+    assert load_batch(sdb, batch.id) == batch  # the stored batch says so too
+    ledger = batch_ledger(sdb, batch.id)
     for row in ledger:
         if row["kind"] == "anomaly":
             assert (row["dropped"], row["in_batch"]) == (0, row["selected"]), row["rule"]
@@ -318,12 +352,12 @@ def test_anomalies_beyond_the_cap_are_all_kept_and_nothing_else_and_the_run_says
 def test_one_anomaly_rule_over_the_cap_shows_in_its_ledger_row(sdb, traces):
     escalated = {t["trace_id"] for t in in_week(traces) if t["signals"]["escalated"]}
     plan = Plan(random_rate=0.2, anomaly=("escalated",), cap=10)
-    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
+    batch = run_plan(sdb, plan, "ana", week=WEEK)
     assert set(items(sdb, batch.id)) == escalated
-    (row,) = [r for r in sampling.batch_ledger(sdb, batch.id) if r["kind"] == "anomaly"]
+    (row,) = [r for r in batch_ledger(sdb, batch.id) if r["kind"] == "anomaly"]
     assert (row["in_batch"], row["dropped"], row["over_cap"]) == (len(escalated), 0, len(escalated) - 10)
-    random_row = next(r for r in sampling.batch_ledger(sdb, batch.id) if r["rule"] == "random")
-    randomly = {t["trace_id"] for t in in_week(traces) if sampling.in_random_sample(t["trace_id"], 0.2, 7)}
+    random_row = next(r for r in batch_ledger(sdb, batch.id) if r["rule"] == "random")
+    randomly = {t["trace_id"] for t in in_week(traces) if in_random_sample(t["trace_id"], 0.2, 7)}
     assert random_row["selected"] == len(randomly)
     assert (random_row["over_cap"], random_row["dropped"]) == (0, len(randomly - escalated))  # none kept
 
@@ -341,21 +375,21 @@ def test_under_the_cap_random_goes_first_then_strata_and_no_anomaly(
 ):
     anomalous = _anomalous(traces)
     base = Plan(random_rate=0.5, anomaly=ALL_ANOMALIES, strata=(Stratum.of("cohort", quota=2),))
-    uncapped = items(sdb, sampling.run_plan(sdb, base, "ana", week=WEEK).id)
+    uncapped = items(sdb, run_plan(sdb, base, "ana", week=WEEK).id)
     strata = {t for t, i in uncapped.items() if i["priority"] == 1}
     room = len(strata) + random_kept if extra is None else extra
-    batch = sampling.run_plan(sdb, base.replace(cap=len(anomalous) + room), "ana", week=WEEK)
+    batch = run_plan(sdb, base.replace(cap=len(anomalous) + room), "ana", week=WEEK)
     found = items(sdb, batch.id)
     priorities = [item["priority"] for item in found.values()]
     kept_strata = len(strata) if strata_kept == "all" else strata_kept
     assert anomalous <= set(found) and batch.sampled == len(anomalous) + room
     assert (priorities.count(1), priorities.count(2)) == (kept_strata, random_kept)
     assert batch.over_cap == 0 and "exceed the cap" not in batch.summary()
-    assert all(r["over_cap"] == 0 for r in sampling.batch_ledger(sdb, batch.id))
+    assert all(r["over_cap"] == 0 for r in batch_ledger(sdb, batch.id))
 
 
 def test_a_cap_without_anomaly_rules_is_a_plain_cap(sdb):
-    batch = sampling.run_plan(sdb, Plan(random_rate=0.5, cap=7), "ana", week=WEEK)
+    batch = run_plan(sdb, Plan(random_rate=0.5, cap=7), "ana", week=WEEK)
     assert (batch.sampled, batch.anomalies, batch.over_cap) == (7, 0, 0)
 
 
@@ -404,11 +438,11 @@ def test_bad_plans_are_refused_with_the_bad_value_named(body, message):
 
 def test_a_week_without_traces_and_an_empty_store_are_refused(tmp_path, sdb):
     with pytest.raises(BadInput, match=r"week '2026-W30' has no traces; traces span 2026-W19..2026-W20"):
-        sampling.run_plan(sdb, Plan(anomaly=ALL_ANOMALIES), "ana", week="2026-W30")
+        run_plan(sdb, Plan(anomaly=ALL_ANOMALIES), "ana", week="2026-W30")
     with pytest.raises(BadInput, match="week 'W19'"):
-        sampling.preview_plan(sdb, Plan(anomaly=ALL_ANOMALIES), week="W19")
+        preview_plan(sdb, Plan(anomaly=ALL_ANOMALIES), week="W19")
     with pytest.raises(BadInput, match="no traces to sample"):
-        sampling.run_plan(open_db(tmp_path / "empty.db"), Plan(anomaly=ALL_ANOMALIES), "ana")
+        run_plan(open_db(tmp_path / "empty.db"), Plan(anomaly=ALL_ANOMALIES), "ana")
     assert sdb["sample_batches"].count == 0
 
 
@@ -416,44 +450,44 @@ def test_a_week_without_traces_and_an_empty_store_are_refused(tmp_path, sdb):
 
 
 def test_plan_files_round_trip_and_the_example_is_the_demo_plan(tmp_path):
-    assert sampling.load_plan_file("data/plans/weekly.toml") == sampling.DEMO_PLAN
-    every = sampling.load_plan_file("data/plans/every-rule.toml")
-    assert {s.key for s in every.strata} == set(sampling.STRATUM_KEYS)
+    assert load_plan_file("data/plans/weekly.toml") == DEMO_PLAN
+    every = load_plan_file("data/plans/every-rule.toml")
+    assert {s.key for s in every.strata} == set(STRATUM_KEYS)
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(EVERYTHING.as_dict()))
-    assert sampling.load_plan_file(path) == EVERYTHING
+    assert load_plan_file(path) == EVERYTHING
     (tmp_path / "bad.toml").write_text("name = ")
     with pytest.raises(BadInput, match="cannot be read"):
-        sampling.load_plan_file(tmp_path / "bad.toml")
+        load_plan_file(tmp_path / "bad.toml")
     with pytest.raises(BadInput, match=r"expected a \.toml or \.json"):
-        sampling.load_plan_file(tmp_path / "plan.yaml")
+        load_plan_file(tmp_path / "plan.yaml")
 
 
 def test_saved_plans_are_upserted_by_name_and_audited(sdb):
-    sampling.save_plan(sdb, EVERYTHING, "ana")
-    sampling.save_plan(sdb, EVERYTHING.replace(cap=None), "ana")
-    assert sampling.saved_plans(sdb) == [EVERYTHING.replace(cap=None)]
-    assert sampling.saved_plan(sdb, "everything").cap is None
+    save_plan(sdb, EVERYTHING, "ana")
+    save_plan(sdb, EVERYTHING.replace(cap=None), "ana")
+    assert saved_plans(sdb) == [EVERYTHING.replace(cap=None)]
+    assert saved_plan(sdb, "everything").cap is None
     assert [e["action"] for e in audit_entries(sdb)][:2] == ["save_plan", "save_plan"]
-    sampling.delete_plan(sdb, "everything", "ana")
+    delete_plan(sdb, "everything", "ana")
     with pytest.raises(NotFound, match="'everything'"):
-        sampling.saved_plan(sdb, "everything")
+        saved_plan(sdb, "everything")
 
 
 def test_preview_predicts_the_batch_and_running_writes_batch_ledger_and_audit(sdb):
-    preview = sampling.preview_plan(sdb, EVERYTHING, WEEK)
+    preview = preview_plan(sdb, EVERYTHING, WEEK)
     assert sdb["sample_batches"].count == 0
-    batch = sampling.run_plan(sdb, EVERYTHING, "ana", WEEK)
+    batch = run_plan(sdb, EVERYTHING, "ana", WEEK)
     assert (preview.window, preview.selected, preview.capped) == (batch.window, batch.selected, batch.sampled)
-    kept = sampling.batch_rule_counts(sdb, batch.id)
+    kept = batch_rule_counts(sdb, batch.id)
     picks = {r["rule"]: r["picks"] for r in preview.rules}
     assert set(kept) == set(picks) and all(kept[rule] <= picks[rule] for rule in picks)
-    stored = sampling.sample_batches(sdb)[0]
+    stored = sample_batches(sdb)[0]
     assert (stored["id"], stored["created_by"], stored["seed"], stored["week"]) == (batch.id, "ana", 11, WEEK)
     assert stored["plan"] == EVERYTHING.as_dict() and stored["reasons"] == batch.reasons
     entry = audit_entries(sdb)[0]
     assert (entry["actor"], entry["action"], entry["entity_id"]) == ("ana", "sample", str(batch.id))
-    assert sampling.batch_trace_ids(sdb, batch.id)[0] in picked_by(items(sdb, batch.id), "anomaly:")
+    assert batch_trace_ids(sdb, batch.id)[0] in picked_by(items(sdb, batch.id), "anomaly:")
 
 
 # CLI -----------------------------------------------------------------------------------------------
@@ -509,8 +543,8 @@ def test_cli_refuses_a_missing_database(tmp_path, capsys):
 
 def test_a_plan_that_picks_nothing_writes_no_batch_and_says_so(sdb, tmp_path, capsys):
     nothing = Plan(strata=(Stratum.of("cohort", quota=3, values=["no-such-cohort"]),))
-    with pytest.raises(sampling.NothingSampled, match=r"picked no trace among the 1500 traces of 2026-W19"):
-        sampling.run_plan(sdb, nothing, "ana", week=WEEK)
+    with pytest.raises(NothingSampled, match=r"picked no trace among the 1500 traces of 2026-W19"):
+        run_plan(sdb, nothing, "ana", week=WEEK)
     assert sdb["sample_batches"].count == 0
     plan = tmp_path / "nothing.json"
     plan.write_text(json.dumps(nothing.as_dict()))
@@ -522,10 +556,10 @@ def test_a_plan_that_picks_nothing_writes_no_batch_and_says_so(sdb, tmp_path, ca
 def test_weeks_sort_by_time_not_as_text(sdb):
     row = {"ts": "0999-01-05T00:00:00.000Z", "input": "x", "content_hash": "h"}
     sdb["traces"].insert_all([{**row, "trace_id": "old", "week": "999-W01"}])
-    weeks = sampling.sample_weeks(sdb)
+    weeks = sample_weeks(sdb)
     assert weeks == [OTHER_WEEK, WEEK, "999-W01"]
-    assert sampling.resolve_week(sdb, None) == OTHER_WEEK
-    assert sorted(["999-W01", "2026-W02", "2026-W10", "10000-W01"], key=sampling.week_order) == [
+    assert resolve_week(sdb, None) == OTHER_WEEK
+    assert sorted(["999-W01", "2026-W02", "2026-W10", "10000-W01"], key=week_order) == [
         "999-W01",
         "2026-W02",
         "2026-W10",
@@ -537,17 +571,17 @@ def test_the_same_plan_week_and_seed_reuse_their_batch_and_resume_its_scrubbing(
     from flywheel.review.scrubs import scrub_traces
 
     plan = Plan(name="small", anomaly=("escalated",))
-    batch = sampling.run_plan(sdb, plan, "ana", week=WEEK)
-    ids = sampling.batch_trace_ids(sdb, batch.id)
+    batch = run_plan(sdb, plan, "ana", week=WEEK)
+    ids = batch_trace_ids(sdb, batch.id)
     scrub_traces(sdb, ids[:3], "ana")  # the run was killed after three scrubs
-    assert sampling.unscrubbed_count(sdb, batch.id) == len(ids) - 3
-    resumed = sampling.sample_and_scrub(sdb, plan, "ana", week=WEEK)
+    assert unscrubbed_count(sdb, batch.id) == len(ids) - 3
+    resumed = sample_and_scrub(sdb, plan, "ana", week=WEEK)
     assert resumed.repeated and resumed.batch.id == batch.id and resumed.scrubbed == len(ids) - 3
     assert "already sampled 2026-W19 into batch 1" in resumed.summary()
-    assert sampling.unscrubbed_count(sdb, batch.id) == 0 and sdb["sample_batches"].count == 1
-    other_seed = sampling.sample_and_scrub(sdb, plan.replace(seed=8, random_rate=0.01), "ana", week=WEEK)
+    assert unscrubbed_count(sdb, batch.id) == 0 and sdb["sample_batches"].count == 1
+    other_seed = sample_and_scrub(sdb, plan.replace(seed=8, random_rate=0.01), "ana", week=WEEK)
     assert not other_seed.repeated and other_seed.batch.id == 2
-    again = sampling.sample_and_scrub(sdb, plan, "ana", week=WEEK, again=True)
+    again = sample_and_scrub(sdb, plan, "ana", week=WEEK, again=True)
     assert not again.repeated and again.batch.id == 3 and again.scrubbed == 0  # its traces are scrubbed
 
 
@@ -587,7 +621,7 @@ def test_sampling_holds_the_write_lock_only_to_insert_the_batch(sdb, tmp_path, m
     thread.start()
     try:
         for seed in range(3):
-            sampling.run_plan(sdb, EVERYTHING.replace(seed=seed), "ana", week=WEEK)
+            run_plan(sdb, EVERYTHING.replace(seed=seed), "ana", week=WEEK)
     finally:
         stop.set()
         thread.join()
@@ -599,4 +633,4 @@ def test_sampling_holds_the_write_lock_only_to_insert_the_batch(sdb, tmp_path, m
 
 
 def test_cohort_values_are_the_distinct_cohorts(sdb, traces):
-    assert sampling.cohort_values(sdb) == sorted({t["cohort"] for t in traces})
+    assert cohort_values(sdb) == sorted({t["cohort"] for t in traces})

@@ -24,7 +24,8 @@ from flywheel.errors import BadInput
 from flywheel.ingest.run import ingest_lines
 from flywheel.online.experiments import add_demo_experiment
 from flywheel.review import scrubs as review
-from flywheel.sampling import DEMO_PLAN, sample_and_scrub, sample_weeks, save_plan, week_order
+from flywheel.sampling.batches import sample_and_scrub, sample_weeks, week_order
+from flywheel.sampling.plans import DEMO_PLAN, save_plan
 from flywheel.store.db import open_db
 
 MAX_DEMO_TRACES = 1_000_000

@@ -33,7 +33,7 @@ from sqlite_utils import Database
 from flywheel.config import Config
 from flywheel.drift.run import scrubbed_requests, window_traces
 from flywheel.errors import BadInput
-from flywheel.sampling import parse_week
+from flywheel.sampling.plans import parse_week
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import query_rows, write

@@ -75,7 +75,8 @@ from flywheel.config import Config
 from flywheel.errors import BadInput, NotFound
 from flywheel.evals import versions as evalsets
 from flywheel.review import scrubs as review
-from flywheel.sampling import Batch, parse_week, register_md5, write_batch
+from flywheel.sampling.batches import Batch, register_md5, write_batch
+from flywheel.sampling.plans import parse_week
 from flywheel.scrub import LABELS, SCRUBBER_VERSION, Scrubber
 from flywheel.stats import wilson
 from flywheel.store.audit import audit

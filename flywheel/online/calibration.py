@@ -26,7 +26,7 @@ from flywheel.errors import BadInput, NotFound
 from flywheel.ingest.run import copy_judge_scores
 from flywheel.labeling.labels import cohen_kappa
 from flywheel.online.rubrics import Rubric, rubric
-from flywheel.sampling import Stratum, saved_plan, store_plan
+from flywheel.sampling.plans import Stratum, saved_plan, store_plan
 from flywheel.store.audit import audit
 from flywheel.store.clock import now
 from flywheel.store.db import query_rows, write

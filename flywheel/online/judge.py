@@ -718,16 +718,6 @@ def judge_runs(db: Database, limit: int = 20) -> list[dict]:
     )
 
 
-def run_judgments(db: Database, run_id: int, limit: int = 500) -> list[dict]:
-    """The judgments a run stored (ids, verdicts, reasons; never trace text)."""
-    return query_rows(
-        db,
-        "SELECT subject_kind, subject_id, position, status, verdict, score, reason, error, attempts,"
-        " input_tokens, output_tokens, cost_usd FROM judgments WHERE run_id = ? ORDER BY id LIMIT ?",
-        [run_id, limit],
-    )
-
-
 def judge_targets(db: Database) -> dict[str, list]:
     """What a run can grade: batches, weeks with approved scrubs, regression runs awaiting verdicts."""
     return {

@@ -207,14 +207,6 @@ def rubric(db: Database, name: str | None = None, version: int | None = None) ->
     return _from_row(row)
 
 
-def rubric_by_id(db: Database, rubric_id: int) -> Rubric:
-    """The rubric version with this id."""
-    row = query_one(db, "SELECT * FROM rubrics WHERE id = ?", [rubric_id])
-    if row is None:
-        raise NotFound(f"no rubric with id {rubric_id}")
-    return _from_row(row)
-
-
 def _from_row(row: dict) -> Rubric:
     return Rubric.from_body(row["name"], json.loads(row["body"]), row["id"], row["version"])
 

@@ -54,16 +54,6 @@ def join_batch(db: Database, batch_id: int) -> int:
     return db.execute(JOIN_BATCH_SQL, {"batch": batch_id}).rowcount
 
 
-def withdraw_trace(db: Database, trace_id: str) -> bool:
-    """Take a trace out of the queue (its scrub was reopened); its labels stay, no new label can land.
-
-    Call inside the transaction that reopens the scrub; returns whether the trace was queued.
-    """
-    claims = "UPDATE claims SET state = 'withdrawn' WHERE trace_id = ? AND state = 'open'"
-    db.execute(claims, [trace_id])
-    return db.execute("DELETE FROM label_queue WHERE trace_id = ?", [trace_id]).rowcount > 0
-
-
 def enqueue_approved(db: Database) -> int:
     """Queue every approved scrub not queued yet (for data written without the review station)."""
     ids = [

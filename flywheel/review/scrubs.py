@@ -413,16 +413,6 @@ def _check_free(db: Database, user: User, scrub_id: int, stamp: str) -> dict:
     return row
 
 
-def release_scrub(db: Database, user: User, scrub_id: int) -> None:
-    """Give a held scrub back to the queue."""
-    require_role(user, *RAW_TEXT_ROLES)
-    with write(db):
-        db.execute(
-            "UPDATE scrubs SET claimed_by = NULL, claim_expires = NULL WHERE id = ? AND claimed_by = ?",
-            [scrub_id, user.name],
-        )
-
-
 def skip_scrub(db: Database, user: User, scrub_id: int) -> None:
     """Put a scrub aside for this reviewer (kept across sessions) and give it back to the queue."""
     require_role(user, *RAW_TEXT_ROLES)

@@ -21,8 +21,3 @@ def audit(db: Database, actor: str, action: str, entity: str, entity_id: object,
             "detail": json.dumps(detail, default=str),
         }
     )
-
-
-def audit_entries(db: Database, limit: int = 50) -> list[dict]:
-    """The most recent audit entries, newest first."""
-    return list(db["audit_log"].rows_where(order_by="id desc", limit=limit))

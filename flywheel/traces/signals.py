@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from flywheel.config import load_config
 from flywheel.errors import BadInput
 
 
@@ -214,8 +215,6 @@ def declared_signals(path: str | Path | None = None) -> tuple[Declared, ...]:
     Read when used and kept while the file is unchanged, so a page rerun does not parse it again.
     """
     if path is None:
-        from flywheel.config import load_config
-
         path = load_config().signals
     if not path:
         return ()

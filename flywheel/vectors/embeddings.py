@@ -28,7 +28,7 @@ from flywheel.auth import User, require_role
 from flywheel.config import Config
 from flywheel.errors import BadInput
 from flywheel.review.scrubs import machine_scrubber, scrub_traces
-from flywheel.sampling import week_order, write_batch
+from flywheel.sampling.batches import week_order, write_batch
 from flywheel.scrub import SCRUBBER_VERSION
 from flywheel.store.audit import audit
 from flywheel.store.clock import days_ago, now, parse_ts
