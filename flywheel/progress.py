@@ -30,8 +30,8 @@ class ProgressBar:
         self.every = every if self.tty else plain_every
         self.clock = clock
         self.started = clock()
-        self.last_shown = None
-        self.last_values = None
+        self.last_shown: float | None = None
+        self.last_values: tuple[float, int] | None = None
         self.count = 0
 
     def update(self, done: float, total: float, count: int | None = None) -> None:
@@ -62,7 +62,7 @@ class ProgressBar:
         elif share is not None:
             parts.append(f"{share:.0%}")
         parts.append(f"{self.count:,} {self.unit}, {rate:,.0f}/s")
-        if eta is not None and share < 1:
+        if eta is not None and share is not None and share < 1:
             parts.append(f"ETA {_duration(eta)}")
         text = "  ".join(parts)
         return f"\r{text}\x1b[K" if self.tty else text + "\n"

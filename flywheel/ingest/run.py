@@ -281,7 +281,7 @@ def _mark_failed(run: _Run, reason: str) -> None:
     with contextlib.suppress(Exception), write(run.db):
         stamp = now()
         failed = {"status": f"failed: {reason}"[:500], "finished_at": stamp, "heartbeat_at": stamp}
-        run.db["ingest_runs"].update(run.report.run_id, failed)
+        run.db.table("ingest_runs").update(run.report.run_id, failed)
         audit(run.db, run.actor, "ingest_failed", "ingest_run", run.report.run_id, reason=reason[:500])
 
 
@@ -697,7 +697,7 @@ def _start_run(
     with write(db):
         started = now()
         run_id = (
-            db["ingest_runs"]
+            db.table("ingest_runs")
             .insert(
                 {
                     **process_mark(),  # so a killed import is marked interrupted when the store is opened
@@ -758,7 +758,7 @@ def _save_counts(db: Database, report: IngestReport) -> None:
 def _finish_run(run: _Run) -> IngestReport:
     report = run.report
     with write(run.db):
-        run.db["ingest_runs"].update(report.run_id, {"status": "done", "finished_at": now()})
+        run.db.table("ingest_runs").update(report.run_id, {"status": "done", "finished_at": now()})
         counts = {**report.as_json(), "changed": report.changed}
         audit(run.db, run.actor, "ingest", "ingest_run", report.run_id, **counts)
     return report

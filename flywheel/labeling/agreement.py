@@ -43,7 +43,7 @@ def set_overlap(db: Database, user: User, batch_id: int, labels_per_item: int) -
     with write(db):
         if db.execute("SELECT 1 FROM sample_batches WHERE id = ?", [batch_id]).fetchone() is None:
             raise NotFound(f"no sample batch {batch_id}")
-        db["batch_overlap"].upsert(
+        db.table("batch_overlap").upsert(
             {
                 "batch_id": batch_id,
                 "labels_per_item": labels_per_item,

@@ -105,7 +105,7 @@ def take(db: Database, user: User, row: tuple, at: str, expires: str) -> Claim:
     if lapsed is not None:
         db.execute("UPDATE claims SET state = 'lapsed' WHERE id = ? AND state = 'open'", [lapsed])
     claim = {"trace_id": trace_id, "labeler": user.name, "claimed_at": at, "expires_at": expires}
-    claim_id = db["claims"].insert({**claim, "state": "open"}).last_pk
+    claim_id = db.table("claims").insert({**claim, "state": "open"}).last_pk
     db.execute(
         "UPDATE label_queue SET claim_id = ?, claimed_by = ?, claim_expires = ? WHERE trace_id = ?",
         [claim_id, user.name, expires, trace_id],

@@ -400,7 +400,7 @@ def record_batch(
         )
     with write(db):
         batch_id = (
-            db["sample_batches"]
+            db.table("sample_batches")
             .insert(
                 {
                     "plan_name": plan.name,
@@ -419,13 +419,13 @@ def record_batch(
             )
             .last_pk
         )
-        db["batch_items"].insert_all(
+        db.table("batch_items").insert_all(
             {**item, "batch_id": batch_id, "reasons": json.dumps(item["reasons"])} for item in items
         )
         label_queue.join_batch(db, batch_id)
-        db["batch_strata"].insert_all({**row, "batch_id": batch_id} for row in outcome.ledger(kept))
+        db.table("batch_strata").insert_all({**row, "batch_id": batch_id} for row in outcome.ledger(kept))
         batch = _count_batch(db, batch_id, plan, week, outcome, len(items))
-        db["sample_batches"].update(batch_id, {"reasons": json.dumps(batch.reasons)})
+        db.table("sample_batches").update(batch_id, {"reasons": json.dumps(batch.reasons)})
         batch = dataclasses.replace(
             batch,
             source=source,
@@ -441,7 +441,7 @@ def record_batch(
 def _count_batch(db: Database, batch_id: int, plan: Plan, week: str, outcome: Outcome, sampled: int) -> Batch:
     counts = {"window": outcome.window, "selected": outcome.selected, "sampled": sampled}
     counts["dropped"] = outcome.selected - len(outcome.trace_ids)
-    db["sample_batches"].update(batch_id, counts)
+    db.table("sample_batches").update(batch_id, counts)
     return Batch(batch_id, plan.name, week, plan.seed, reasons=batch_reasons(db, batch_id), **counts)
 
 
@@ -481,7 +481,7 @@ def existing_batch(db: Database, plan: Plan, week: str, source: str | None = Non
 
 def load_batch(db: Database, batch_id: int) -> Batch:
     """A stored batch as ``run_plan`` reported it."""
-    row = db["sample_batches"].get(batch_id)
+    row = db.table("sample_batches").get(batch_id)
     return Batch(
         row["id"],
         row["plan_name"],

@@ -517,7 +517,7 @@ def plan_from_options(
 def save_plan(db: Database, plan: Plan, actor: str) -> None:
     """Store a plan under its name, replacing an earlier version."""
     with write(db):
-        db["sampling_plans"].upsert(
+        db.table("sampling_plans").upsert(
             {"name": plan.name, "body": json.dumps(plan.as_dict()), "updated_at": now(), "updated_by": actor},
             pk="name",
         )

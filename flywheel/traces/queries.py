@@ -519,7 +519,7 @@ def raw_trace(db: Database, user: User, trace_id: str) -> dict:
     """The whole stored trace, raw text included; only reviewers and leads may read it."""
     require_role(user, *RAW_TEXT_ROLES)
     try:
-        row = db["traces"].get(trace_id)
+        row = db.table("traces").get(trace_id)
     except NotFoundError:
         raise TraceNotFound(f"no trace with id {trace_id!r}") from None
     row["messages"] = json.loads(row["messages"]) if row["messages"] else []

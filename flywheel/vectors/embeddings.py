@@ -470,7 +470,7 @@ def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str
     reasons = {"sibling": len(new)}
     with write(db):
         batch_id = (
-            db["sample_batches"]
+            db.table("sample_batches")
             .insert(
                 {
                     "plan_name": "siblings",
@@ -488,7 +488,7 @@ def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str
             )
             .last_pk
         )
-        db["batch_items"].insert_all(
+        db.table("batch_items").insert_all(
             {
                 "batch_id": batch_id,
                 "trace_id": t,
@@ -498,7 +498,7 @@ def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str
             }
             for t in new
         )
-        db["batch_strata"].insert(
+        db.table("batch_strata").insert(
             {
                 "batch_id": batch_id,
                 "kind": "sibling",
