@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -24,7 +24,7 @@ from flywheel.traces.signals import ANOMALIES, Signal
 T = TypeVar("T")
 ROLLUP = "traces"
 CACHE_SIZE = 256
-_cache: dict[tuple, object] = {}
+_cache: dict[tuple, Any] = {}  # each name's own type of figure
 _log = logging.getLogger(__name__)
 ALL = ""  # the rollup's signal name for "every trace"; also its stand-in for a missing cohort or intent
 
