@@ -19,7 +19,7 @@ MAX_NUMBER = 2**63 - 1
 @dataclass(frozen=True)
 class Setting:
     name: str
-    default: object
+    default: Any  # of the setting's own type: a path or text, a count, a rate
     help: str
     minimum: float = 1  # the smallest accepted value of a numeric setting
     required: bool = False  # a text setting that may not be empty

@@ -110,7 +110,7 @@ def fleiss_kappa(table: Sequence[Mapping[str, int]]) -> float:
     n, m = _fleiss_shape(table)
     per_item = [(sum(v * v for v in row.values()) - m) / (m * (m - 1)) for row in table]
     observed = sum(per_item) / n
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for row in table:
         totals.update(row)
     chance = sum((t / (n * m)) ** 2 for t in totals.values())

@@ -282,7 +282,9 @@ def _insert_label(
         "sibling_of": sibling_of,
         "created_at": at,
     }
-    return db.table("labels").insert(row).last_pk
+    label_id = db.table("labels").insert(row).last_pk
+    assert label_id is not None  # a rowid table always reports the new row's key
+    return label_id
 
 
 def _count(db: Database, trace_id: str, step: int) -> None:
@@ -520,6 +522,7 @@ def edit_label(
         reviewed = {"reviewed_by": user.name, "reviewed_at": at} if user.role == "lead" else {}
         row = {k: old[k] for k in keep} | values | {"kind": kind, "code": code}
         new_id = db.table("labels").insert(row | {"edited_by": user.name, "edited_at": at} | reviewed).last_pk
+        assert new_id is not None  # a rowid table always reports the new row's key
         db.table("labels").update(label_id, {"replaced_by": new_id})
         db.execute("UPDATE labels SET sibling_of = ? WHERE sibling_of = ?", [new_id, label_id])
         changed = {k: [old[k], row[k]] for k in ("kind", "code", *values) if old[k] != row[k]}

@@ -241,6 +241,7 @@ def _store_scrub(
         "is_current": 1,
     }
     scrub_id = db.table("scrubs").insert({**row, **_scrubbed_columns(raw_messages, texts)}).last_pk
+    assert scrub_id is not None  # a rowid table always reports the new row's key
     db.table("redactions").insert_all(
         {
             "scrub_id": scrub_id,
@@ -299,7 +300,7 @@ def _redacted_values(db: Database, trace_id: str) -> dict[str, str]:
         " WHERE s.trace_id = ? AND r.removed_by IS NULL ORDER BY r.id",
         [trace_id],
     )
-    values = {}
+    values: dict[str, str] = {}
     for field, start, end, label in rows:
         value = " ".join(normalise(_redaction_text(trace, field, start, end))[0].split())
         if len(value) >= 2 and any(c.isalnum() for c in value):
@@ -369,7 +370,7 @@ def claim_scrub(
                 "UPDATE scrubs SET claimed_by = NULL, claim_expires = NULL WHERE claimed_by = ? AND id != ?",
                 [user.name, scrub_id],
             )
-            chosen = scrub_id
+            chosen: int | None = scrub_id
         else:
             chosen = _held_scrub(db, user, stamp) or _next_free_scrub(db, user, stamp)
             if chosen is None:
@@ -543,7 +544,9 @@ def _add_span(db: Database, user: User, scrub_id: int, field: str, start: int, e
 
 def _insert_redaction(db: Database, scrub_id: int, field: str, start: int, end: int, label: str) -> int:
     row = {"scrub_id": scrub_id, "field": field, "start": start, "end": end, "label": label}
-    return db.table("redactions").insert({**row, "detector": "reviewer"}).last_pk
+    redaction_id = db.table("redactions").insert({**row, "detector": "reviewer"}).last_pk
+    assert redaction_id is not None  # a rowid table always reports the new row's key
+    return redaction_id
 
 
 def _check_label(label: str) -> None:
