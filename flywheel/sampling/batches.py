@@ -132,7 +132,9 @@ class Outcome:
     def ledger(self, kept: set[str] | None = None) -> list[dict]:
         """Per rule and stratum: population, picks, picks the cap dropped, traces in the batch, and for
         an anomaly rule how many of those are held beyond the cap (the cap never drops an anomaly)."""
-        picked_in, in_batch, over_cap = defaultdict(int), defaultdict(int), defaultdict(int)
+        picked_in: defaultdict[tuple, int] = defaultdict(int)
+        in_batch: defaultdict[tuple, int] = defaultdict(int)
+        over_cap: defaultdict[tuple, int] = defaultdict(int)
         for trace_id, kind, rule, stratum, _, _, picked, over in self.members:
             picked_in[rule, stratum] += int(picked)
             if kept is None or trace_id in kept:
@@ -419,6 +421,7 @@ def record_batch(
             )
             .last_pk
         )
+        assert batch_id is not None  # a rowid table always reports the new row's key
         db.table("batch_items").insert_all(
             {**item, "batch_id": batch_id, "reasons": json.dumps(item["reasons"])} for item in items
         )
@@ -442,7 +445,17 @@ def _count_batch(db: Database, batch_id: int, plan: Plan, week: str, outcome: Ou
     counts = {"window": outcome.window, "selected": outcome.selected, "sampled": sampled}
     counts["dropped"] = outcome.selected - len(outcome.trace_ids)
     db.table("sample_batches").update(batch_id, counts)
-    return Batch(batch_id, plan.name, week, plan.seed, reasons=batch_reasons(db, batch_id), **counts)
+    return Batch(
+        batch_id,
+        plan.name,
+        week,
+        plan.seed,
+        window=counts["window"],
+        selected=counts["selected"],
+        sampled=counts["sampled"],
+        dropped=counts["dropped"],
+        reasons=batch_reasons(db, batch_id),
+    )
 
 
 # Sample, then scrub -------------------------------------------------------------------------------
