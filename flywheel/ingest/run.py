@@ -22,11 +22,11 @@ import json
 import operator
 import sqlite3
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from sqlite_utils import Database
 
@@ -42,12 +42,38 @@ from flywheel.store.db import process_mark, write
 from flywheel.store.migrations import quarantine_hash
 from flywheel.traces.queries import TimeRange, iso_week, normalize_trace
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12 on
+
 # Called after each committed batch with (records read, bytes of input consumed, input size or 0).
 Progress = Callable[[int, int, int], None]
 FORMATS = INGEST_FORMATS
 # spaCy refuses a longer text (its nlp.max_length): a stored trace longer than this could never be scrubbed.
 SCRUBBABLE_CHARS = 1_000_000
 _GZIP_FAULTS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+class ByteStream(Protocol):
+    """What an import reads from: a file, an upload, a gzip stream or lines generated in memory."""
+
+    @property
+    def closed(self) -> bool: ...
+    def read(self, size: int = -1, /) -> bytes: ...
+    def readline(self, size: int = -1, /) -> bytes: ...
+    def readable(self) -> bool: ...
+    def seekable(self) -> bool: ...
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+    def tell(self) -> int: ...
+    # What io.TextIOWrapper asks of the bytes it decodes (CSV is read as text); never called to write.
+    def writable(self) -> bool: ...
+    def write(self, data: bytes, /) -> object: ...
+    def flush(self) -> object: ...
+    def close(self) -> object: ...
+    def truncate(self, size: int, /) -> int: ...
+    def fileno(self) -> int: ...
+    def isatty(self) -> bool: ...
+
+
 # Errors of one row's values at insert time (a type or size SQLite cannot hold), not of the store.
 _ROW_FAULTS = (
     sqlite3.IntegrityError,
@@ -173,14 +199,14 @@ def ingest_files(
     fmt: str | None = None,
 ) -> IngestReport:
     """Import trace files (.jsonl/.ndjson/.json, .csv, span exports; optionally .gz) in one run."""
-    paths = [Path(p) for p in paths]
-    for path in paths:
+    files = [Path(p) for p in paths]
+    for path in files:
         if not path.is_file():
             raise BadInput(f"no such file: {str(path)!r}")
-    run = _start_run(db, actor, [str(p) for p in paths], config, max_bad, fmt)
-    run.progress, run.total_bytes = progress, sum(p.stat().st_size for p in paths)
+    run = _start_run(db, actor, [str(p) for p in files], config, max_bad, fmt)
+    run.progress, run.total_bytes = progress, sum(p.stat().st_size for p in files)
     with _failing_run(run), _import_pragmas(db):
-        for path in paths:
+        for path in files:
             with _opened(path) as stream:
                 _ingest_stream(run, stream, path.name, fmt)
             run.done_bytes += path.stat().st_size
@@ -189,7 +215,7 @@ def ingest_files(
 
 def ingest_upload(
     db: Database,
-    stream: BinaryIO,
+    stream: ByteStream,
     name: str,
     actor: str,
     config: Config | None = None,
@@ -223,7 +249,7 @@ def _opened(path: Path) -> BinaryIO:
         raise BadInput(f"cannot read {str(path)!r}: {error.strerror or error}") from None
 
 
-def _size_of(stream: BinaryIO) -> int:
+def _size_of(stream: ByteStream) -> int:
     size = getattr(stream, "size", None)
     if isinstance(size, int):
         return size
@@ -285,7 +311,7 @@ def _mark_failed(run: _Run, reason: str) -> None:
         audit(run.db, run.actor, "ingest_failed", "ingest_run", run.report.run_id, reason=reason[:500])
 
 
-def _ingest_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> None:
+def _ingest_stream(run: _Run, stream: ByteStream, name: str, fmt: str | None) -> None:
     """Import one input; an error that stops it names the input."""
     try:
         _read_stream(run, stream, name, fmt)
@@ -301,7 +327,7 @@ def _named(records: Iterator[_Line], name: str) -> Iterator[_Line]:
         raise BadInput(f"{name}: {error}") from None
 
 
-def _read_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> None:
+def _read_stream(run: _Run, stream: ByteStream, name: str, fmt: str | None) -> None:
     from flywheel.ingest.readers import open_records  # the one dispatch point over input formats
 
     position = _position_of(stream)
@@ -328,7 +354,7 @@ def _read_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> Non
     _report_progress(run, position)
 
 
-def _position_of(stream: BinaryIO) -> Callable[[], int]:
+def _position_of(stream: ByteStream) -> Callable[[], int]:
     def position() -> int:
         with contextlib.suppress(AttributeError, OSError, ValueError):
             return stream.tell()
@@ -342,14 +368,14 @@ def _report_progress(run: _Run, position: Callable[[], int]) -> None:
         run.progress(run.report.lines_read, run.done_bytes + position(), run.total_bytes)
 
 
-def _decompressed(stream: BinaryIO, name: str) -> BinaryIO:
+def _decompressed(stream: ByteStream, name: str) -> ByteStream:
     """A gzip stream is read through gzip, whether its name says so or only its first bytes do."""
     if name.lower().endswith(".gz") or _starts_with(stream, b"\x1f\x8b"):
         return gzip.GzipFile(fileobj=stream, mode="rb")
     return stream
 
 
-def _starts_with(stream: BinaryIO, magic: bytes) -> bool:
+def _starts_with(stream: ByteStream, magic: bytes) -> bool:
     with contextlib.suppress(AttributeError, OSError, ValueError):
         if hasattr(stream, "peek"):
             return stream.peek(len(magic))[: len(magic)] == magic
@@ -365,8 +391,8 @@ def _starts_with(stream: BinaryIO, magic: bytes) -> bool:
 
 
 def jsonl_lines(
-    stream: BinaryIO, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
-) -> Iterator[_Line]:
+    stream: ByteStream, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
+) -> Generator[_Line, None, None]:
     """Records of a JSONL stream, one per non-blank physical line."""
     max_bytes = sizes.max_record_bytes
     line_no = 0
@@ -392,7 +418,7 @@ def jsonl_lines(
         yield parse_json_line(line_no, content, ts_range, sizes)
 
 
-def _skip_rest_of_line(stream: BinaryIO) -> int:
+def _skip_rest_of_line(stream: ByteStream) -> int:
     skipped = 0
     while True:
         chunk = stream.readline(1 << 20)
@@ -444,6 +470,7 @@ def validated(line: _Line, obj: object, ts_range: TimeRange | None, sizes: SizeP
     except BadInput as error:
         line.reason = str(error)
         return line
+    assert isinstance(obj, dict)  # normalize_trace refuses anything else
     reason = sizes.fault(line.row, obj) if sizes else None
     if reason:
         line.row, line.reason = None, reason
@@ -454,14 +481,15 @@ def validated(line: _Line, obj: object, ts_range: TimeRange | None, sizes: SizeP
 
 
 def csv_lines(
-    stream: BinaryIO, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
-) -> Iterator[_Line]:
+    stream: ByteStream, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
+) -> Generator[_Line, None, None]:
     """Records of a CSV stream (``flywheel.csvfiles``); a bad record is quarantined by its first line.
 
     A quoted field may span lines, up to ``max_bytes`` and never past the end; a record whose quote is
     not closed within that bound costs its first physical line, not every line after it.
     """
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    # typeshed asks the bytes for a name, which TextIOWrapper only passes on when asked for its own
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")  # type: ignore[type-var]
     try:
         lines = PhysicalLines(text, sizes.max_record_bytes, on_line=lambda: _count_line(report))
         header = _csv_header(lines)
@@ -492,6 +520,7 @@ def _csv_header(lines: PhysicalLines) -> list[str] | None:
         if record.problem:
             raise BadInput(f"CSV header cannot be read: {record.problem}")
         if not record.blank:
+            assert record.cells is not None  # a record without a problem has its cells
             return csv_header_of(record.cells)
     return None
 
@@ -506,7 +535,7 @@ def _csv_records(
         yield _csv_record(record, header, ts_range, sizes)
 
 
-def _csv_line(line_no: int, text: str, reason: str) -> _Line:
+def _csv_line(line_no: int, text: str, reason: str | None) -> _Line:
     return _Line(line_no, text.rstrip("\r\n").encode("utf-8", "surrogateescape"), reason=reason)
 
 
@@ -514,7 +543,9 @@ def _csv_record(record: Record, header: list[str], ts_range: TimeRange, sizes: S
     line = _csv_line(record.line, record.text, None)
     if record.problem:
         line.reason = f"CSV {record.problem}"
-    elif any("\udc80" <= ch <= "\udcff" for cell in record.cells for ch in cell):
+        return line
+    assert record.cells is not None  # a record without a problem has its cells
+    if any("\udc80" <= ch <= "\udcff" for cell in record.cells for ch in cell):
         line.reason = "invalid UTF-8"
     else:
         try:
@@ -660,7 +691,8 @@ def _upsert_quarantine(db: Database, rows: list[dict]) -> None:
         )
 
 
-def _trace_row(run_id: int, row: dict) -> dict:
+def _trace_row(run_id: int, row: dict | None) -> dict:
+    assert row is not None  # only lines that hold a trace are inserted
     row["week"], row["run_id"] = iso_week(row["ts"]), run_id
     return row
 
@@ -677,6 +709,7 @@ def _quarantine_row(run_id: int, source: str, line: _Line) -> dict:
 
 
 def _conflict_row(run_id: int, source: str, line: _Line) -> dict:
+    assert line.row is not None  # only lines that hold a trace conflict
     return {"run_id": run_id, "file": source, "line_no": line.line_no, "trace_id": line.row["trace_id"]}
 
 
@@ -710,6 +743,7 @@ def _start_run(
             )
             .last_pk
         )
+        assert run_id is not None  # a rowid table always reports the new row's key
         report = IngestReport(run_id=run_id, sources=sources)
         _save_counts(db, report)
     bound = config.max_bad_lines if max_bad is None else max_bad
@@ -783,9 +817,10 @@ class _LineStream(io.RawIOBase):
             out, self._buffer = self._buffer[:size], self._buffer[size:]
         return out
 
-    def readinto(self, buffer: bytearray) -> int:
-        data = self.readline(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer)
+        data = self.readline(len(view))
+        view[: len(data)] = data
         return len(data)
 
 
