@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from flywheel.errors import BadInput
 
@@ -17,7 +19,7 @@ MAX_NUMBER = 2**63 - 1
 @dataclass(frozen=True)
 class Setting:
     name: str
-    default: object
+    default: Any  # of the setting's own type: a path or text, a count, a rate
     help: str
     minimum: float = 1  # the smallest accepted value of a numeric setting
     required: bool = False  # a text setting that may not be empty
@@ -92,7 +94,7 @@ class Config:
     retention_days: int
     signals: str
 
-    def replace(self, **changes: object) -> Config:
+    def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed."""
         return dataclasses.replace(self, **changes)
 
@@ -108,11 +110,11 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
 
 
 def read_settings(
-    settings: tuple[Setting, ...], prefix: str, environ: dict[str, str] | None = None
-) -> dict[str, object]:
+    settings: tuple[Setting, ...], prefix: str, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Each setting's value from the ``PREFIX`` + NAME environment variable, else its default."""
     environ = os.environ if environ is None else environ
-    values = {}
+    values: dict[str, Any] = {}
     for setting in settings:
         raw = environ.get(f"{prefix}{setting.name.upper()}")
         values[setting.name] = setting.default if raw is None else _parse(setting, raw, prefix)

@@ -92,6 +92,7 @@ def split_record(text: str) -> tuple[list[str] | None, int]:
     cells, position = [], 0
     while True:
         match = _FIELD.match(body, position)
+        assert match is not None  # the plain branch matches the empty string
         quoted, plain = match.groups()
         cells.append(quoted.replace('""', '"') if quoted is not None else plain)
         position = match.end()
@@ -190,6 +191,7 @@ def read_table(
         raise BadInput(f"{name}: no header line")
     if header_record.problem:
         raise BadInput(f"{name}: line {header_record.line}: header cannot be read: {header_record.problem}")
+    assert header_record.cells is not None  # a record without a problem has its cells
     header = [cell.strip() for cell in header_record.cells]
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
@@ -206,12 +208,13 @@ def read_table(
         elif not record.text.strip():
             table.blank_lines += len(record.parts)
         else:
+            assert record.cells is not None  # a record without a problem has its cells
             problems.extend(_oversized(record, header))
             table.rows.append((record.line, dict(zip(header, record.cells, strict=True))))
             table.record_lines += len(record.parts)
             if len(record.parts) > 1:
                 joined.append(record)
-    if key in header:
+    if key is not None and key in header:
         problems.extend(_swallowed(joined, header, key, {*known_keys, *(r[key] for _, r in table.rows)}))
     if problems:
         raise BadRows(name, sorted(problems))
@@ -226,6 +229,7 @@ def read_table(
 
 
 def _oversized(record: Record, header: list[str]) -> list[tuple[int, str]]:
+    assert record.cells is not None
     return [
         (record.line, f"field {column!r} is {len(cell):,} characters; expected at most {MAX_FIELD:,}")
         for column, cell in zip(header, record.cells, strict=True)

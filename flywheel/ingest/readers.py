@@ -25,14 +25,17 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import BadInput
 from flywheel.ingest import records
 from flywheel.store.clock import format_ts
 from flywheel.traces.queries import TimeRange
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12 on
 
 SNIFF_BYTES = 8192  # enough for a CSV header line; JSON inputs are read until their first record decides
 LANGFUSE_KEYS = ("observations", "sessionId", "projectId", "scores", "totalCost", "userId", "latency")
@@ -45,7 +48,7 @@ _RECORD_FAULTS = (BadInput, RecursionError, ValueError, TypeError, OverflowError
 
 @contextlib.contextmanager
 def open_records(
-    stream: BinaryIO,
+    stream: records.ByteStream,
     name: str,
     fmt: str | None,
     sizes: records.SizePolicy,
@@ -164,7 +167,7 @@ class _Context:
 # Documents: a whole JSON document, or one JSON value per line ---------------------------------------
 
 
-def _documents(stream: BinaryIO, context: _Context, fmt: str) -> Iterator[Line]:
+def _documents(stream: records.ByteStream, context: _Context, fmt: str) -> Generator[Line, None, None]:
     """Parse the input as a whole document or as JSON lines, then hand the values to the format."""
     values, bad = _json_values(stream, context)
     read = _langfuse_records if fmt == "langfuse" else _span_records
@@ -176,14 +179,17 @@ def _documents(stream: BinaryIO, context: _Context, fmt: str) -> Iterator[Line]:
         yield line
 
 
-def _json_values(stream: BinaryIO, context: _Context) -> tuple[list[tuple[int, object]], list[Line]]:
+def _json_values(
+    stream: records.ByteStream, context: _Context
+) -> tuple[list[tuple[int, object]], list[Line]]:
     data = stream.read()
     context.report.physical_lines += data.count(b"\n") + (bool(data) and not data.endswith(b"\n"))
     with contextlib.suppress(ValueError, RecursionError):  # one document, perhaps over many lines
         whole = json.loads(data.decode("utf-8-sig"), parse_constant=records.reject_constant)
         if isinstance(whole, (dict, list)) and b"\n" in data.strip():
             return [(1, item) for item in (whole if isinstance(whole, list) else [whole])], []
-    values, bad = [], []
+    values: list[tuple[int, object]] = []
+    bad: list[Line] = []
     for line_no, raw in enumerate(data.split(b"\n"), start=1):
         content = raw.rstrip(b"\r")
         if not content.strip():
@@ -307,7 +313,7 @@ def trace_from_spans(trace_id: str, spans: list[dict], prices: dict | None = Non
     messages = _messages(last_llm, "llm.input_messages") + _messages(last_llm, "llm.output_messages")
     attributes = {**(last_llm["attributes"] if last_llm else {}), **root["attributes"]}
     user_turns = [m["content"] for m in messages if m["role"] == "user"]
-    obj = {
+    obj: dict[str, Any] = {
         "trace_id": trace_id,
         "timestamp": _ns_iso(root["start_ns"]),
         "input": _first_text(root, last_llm, "input.value") or (user_turns[-1] if user_turns else None),
@@ -538,7 +544,7 @@ def _nanos(value: object, name: str) -> int:
     return number
 
 
-def _int(value: object, name: str) -> int:
+def _int(value: Any, name: str) -> int:  # any JSON value: int() refuses what it cannot convert
     if isinstance(value, bool):
         raise BadInput(f"'{name}' is not an integer")
     try:
@@ -641,7 +647,7 @@ def trace_from_langfuse(trace: object) -> dict:
     if isinstance(metadata, str):
         with contextlib.suppress(ValueError, RecursionError):
             metadata = json.loads(metadata)
-    obj = {
+    obj: dict[str, Any] = {
         "trace_id": trace.get("id"),
         "timestamp": trace.get("timestamp"),
         "input": user_turns[-1] if user_turns else _text_of(source_input),
@@ -758,9 +764,10 @@ def _langfuse_csv_header(head: bytes) -> bool:
     )
 
 
-def _langfuse_csv(stream: BinaryIO, context: _Context) -> Iterator[Line]:
+def _langfuse_csv(stream: records.ByteStream, context: _Context) -> Generator[Line, None, None]:
     """The Langfuse traces table export as CSV: one trace per record; JSON cells are decoded."""
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+    # typeshed asks the bytes for a name, which TextIOWrapper only passes on when asked for its own
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")  # type: ignore[type-var]
     csv.field_size_limit(context.max_bytes + 1)
     try:
         reader = csv.reader(text)
@@ -817,13 +824,13 @@ def _cell(key: str, value: str) -> object:
 # Sniffing -----------------------------------------------------------------------------------------
 
 
-def _head(stream: BinaryIO, size: int) -> tuple[bytes, BinaryIO]:
+def _head(stream: records.ByteStream, size: int) -> tuple[bytes, records.ByteStream]:
     """The first ``size`` bytes of a stream (fewer at its end), and a stream that still yields them."""
     head = _read(stream, size)
     return head, _Prefixed(head, stream)
 
 
-def _sniffed(stream: BinaryIO, name: str, limit: int) -> tuple[str, BinaryIO]:
+def _sniffed(stream: records.ByteStream, name: str, limit: int) -> tuple[str, records.ByteStream]:
     """The format the content says, read in growing steps until it decides, at most ``limit`` bytes."""
     head, want = b"", SNIFF_BYTES
     while True:
@@ -842,7 +849,7 @@ def _sniffed(stream: BinaryIO, name: str, limit: int) -> tuple[str, BinaryIO]:
         want = min(want * 8, max(limit, SNIFF_BYTES))
 
 
-def _read(stream: BinaryIO, size: int) -> bytes:
+def _read(stream: records.ByteStream, size: int) -> bytes:
     """Up to ``size`` bytes, fewer only at the end (a raw stream may return less per read)."""
     parts, got = [], 0
     while got < size:
@@ -857,7 +864,7 @@ def _read(stream: BinaryIO, size: int) -> bytes:
 class _Prefixed(io.RawIOBase):
     """A stream whose first bytes were already read: they are served again before the rest."""
 
-    def __init__(self, head: bytes, stream: BinaryIO):
+    def __init__(self, head: bytes, stream: records.ByteStream):
         self._head, self._at, self._stream = head, 0, stream
 
     def readable(self) -> bool:
@@ -885,12 +892,13 @@ class _Prefixed(io.RawIOBase):
         rest, self._at = self._head[self._at :], len(self._head)
         return rest + (self._stream.read() or b"")
 
-    def readinto(self, buffer: bytearray) -> int:
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer)
         left = len(self._head) - self._at
         if left:
-            data = self._head[self._at : self._at + min(left, len(buffer))]
+            data = self._head[self._at : self._at + min(left, len(view))]
             self._at += len(data)
         else:
-            data = self._stream.read(len(buffer)) or b""
-        buffer[: len(data)] = data
+            data = self._stream.read(len(view)) or b""
+        view[: len(data)] = data
         return len(data)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from sqlite_utils import Database
 
@@ -34,16 +34,21 @@ from flywheel.auth import RAW_TEXT_ROLES, User, require_role
 from flywheel.config import Config
 from flywheel.errors import BadInput
 from flywheel.ingest.readers import open_records
-from flywheel.ingest.records import FORMATS, IngestReport, Line, SizePolicy
+from flywheel.ingest.records import FORMATS, ByteStream, IngestReport, Line, SizePolicy
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts, iso_week, now, now_utc
 from flywheel.store.db import process_mark, write
 from flywheel.store.migrations import quarantine_hash
 from flywheel.traces.queries import TimeRange
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12 on
+
 # Called after each committed batch with (records read, bytes of input consumed, input size or 0).
 Progress = Callable[[int, int, int], None]
 _GZIP_FAULTS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
 # Errors of one row's values at insert time (a type or size SQLite cannot hold), not of the store.
 _ROW_FAULTS = (
     sqlite3.IntegrityError,
@@ -84,14 +89,14 @@ def ingest_files(
     fmt: str | None = None,
 ) -> IngestReport:
     """Import trace files (.jsonl/.ndjson/.json, .csv, span exports; optionally .gz) in one run."""
-    paths = [Path(p) for p in paths]
-    for path in paths:
+    files = [Path(p) for p in paths]
+    for path in files:
         if not path.is_file():
             raise BadInput(f"no such file: {str(path)!r}")
-    run = _start_run(db, actor, [str(p) for p in paths], config, max_bad, fmt)
-    run.progress, run.total_bytes = progress, sum(p.stat().st_size for p in paths)
+    run = _start_run(db, actor, [str(p) for p in files], config, max_bad, fmt)
+    run.progress, run.total_bytes = progress, sum(p.stat().st_size for p in files)
     with _failing_run(run), _import_pragmas(db):
-        for path in paths:
+        for path in files:
             with _opened(path) as stream:
                 _ingest_stream(run, stream, path.name, fmt)
             run.done_bytes += path.stat().st_size
@@ -100,7 +105,7 @@ def ingest_files(
 
 def ingest_upload(
     db: Database,
-    stream: BinaryIO,
+    stream: ByteStream,
     name: str,
     actor: str,
     *,
@@ -135,7 +140,7 @@ def _opened(path: Path) -> BinaryIO:
         raise BadInput(f"cannot read {str(path)!r}: {error.strerror or error}") from None
 
 
-def _size_of(stream: BinaryIO) -> int:
+def _size_of(stream: ByteStream) -> int:
     size = getattr(stream, "size", None)
     if isinstance(size, int):
         return size
@@ -193,11 +198,11 @@ def _mark_failed(run: _Run, reason: str) -> None:
     with contextlib.suppress(Exception), write(run.db):
         stamp = now()
         failed = {"status": f"failed: {reason}"[:500], "finished_at": stamp, "heartbeat_at": stamp}
-        run.db["ingest_runs"].update(run.report.run_id, failed)
+        run.db.table("ingest_runs").update(run.report.run_id, failed)
         audit(run.db, run.actor, "ingest_failed", "ingest_run", run.report.run_id, reason=reason[:500])
 
 
-def _ingest_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> None:
+def _ingest_stream(run: _Run, stream: ByteStream, name: str, fmt: str | None) -> None:
     """Import one input; an error that stops it names the input."""
     try:
         _read_stream(run, stream, name, fmt)
@@ -213,7 +218,7 @@ def _named(records: Iterator[Line], name: str) -> Iterator[Line]:
         raise BadInput(f"{name}: {error}") from None
 
 
-def _read_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> None:
+def _read_stream(run: _Run, stream: ByteStream, name: str, fmt: str | None) -> None:
 
     position = _position_of(stream)
     stream = _decompressed(stream, name)
@@ -239,7 +244,7 @@ def _read_stream(run: _Run, stream: BinaryIO, name: str, fmt: str | None) -> Non
     _report_progress(run, position)
 
 
-def _position_of(stream: BinaryIO) -> Callable[[], int]:
+def _position_of(stream: ByteStream) -> Callable[[], int]:
     def position() -> int:
         with contextlib.suppress(AttributeError, OSError, ValueError):
             return stream.tell()
@@ -253,14 +258,14 @@ def _report_progress(run: _Run, position: Callable[[], int]) -> None:
         run.progress(run.report.lines_read, run.done_bytes + position(), run.total_bytes)
 
 
-def _decompressed(stream: BinaryIO, name: str) -> BinaryIO:
+def _decompressed(stream: ByteStream, name: str) -> ByteStream:
     """A gzip stream is read through gzip, whether its name says so or only its first bytes do."""
     if name.lower().endswith(".gz") or _starts_with(stream, b"\x1f\x8b"):
         return gzip.GzipFile(fileobj=stream, mode="rb")
     return stream
 
 
-def _starts_with(stream: BinaryIO, magic: bytes) -> bool:
+def _starts_with(stream: ByteStream, magic: bytes) -> bool:
     with contextlib.suppress(AttributeError, OSError, ValueError):
         if hasattr(stream, "peek"):
             return stream.peek(len(magic))[: len(magic)] == magic
@@ -358,7 +363,8 @@ def _upsert_quarantine(db: Database, rows: list[dict]) -> None:
         )
 
 
-def _trace_row(run_id: int, row: dict) -> dict:
+def _trace_row(run_id: int, row: dict | None) -> dict:
+    assert row is not None  # only lines that hold a trace are inserted
     row["week"], row["run_id"] = iso_week(row["ts"]), run_id
     return row
 
@@ -394,7 +400,7 @@ def _start_run(
     with write(db):
         started = now()
         run_id = (
-            db["ingest_runs"]
+            db.table("ingest_runs")
             .insert(
                 {
                     **process_mark(),  # so a killed import is marked interrupted when the store is opened
@@ -407,6 +413,7 @@ def _start_run(
             )
             .last_pk
         )
+        assert run_id is not None  # a rowid table always reports the new row's key
         report = IngestReport(run_id=run_id, sources=sources)
         _save_counts(db, report)
     bound = config.max_bad_lines if max_bad is None else max_bad
@@ -455,7 +462,7 @@ def _save_counts(db: Database, report: IngestReport) -> None:
 def _finish_run(run: _Run) -> IngestReport:
     report = run.report
     with write(run.db):
-        run.db["ingest_runs"].update(report.run_id, {"status": "done", "finished_at": now()})
+        run.db.table("ingest_runs").update(report.run_id, {"status": "done", "finished_at": now()})
         counts = {**report.as_json(), "changed": report.changed}
         audit(run.db, run.actor, "ingest", "ingest_run", report.run_id, **counts)
     return report
@@ -480,9 +487,10 @@ class _LineStream(io.RawIOBase):
             out, self._buffer = self._buffer[:size], self._buffer[size:]
         return out
 
-    def readinto(self, buffer: bytearray) -> int:
-        data = self.readline(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer)
+        data = self.readline(len(view))
+        view[: len(data)] = data
         return len(data)
 
 

@@ -44,7 +44,7 @@ def set_overlap(db: Database, user: User, batch_id: int, labels_per_item: int) -
     with write(db):
         if db.execute("SELECT 1 FROM sample_batches WHERE id = ?", [batch_id]).fetchone() is None:
             raise NotFound(f"no sample batch {batch_id}")
-        db["batch_overlap"].upsert(
+        db.table("batch_overlap").upsert(
             {
                 "batch_id": batch_id,
                 "labels_per_item": labels_per_item,
@@ -108,7 +108,7 @@ def fleiss_kappa(table: Sequence[Mapping[str, int]]) -> float:
     n, m = _fleiss_shape(table)
     per_item = [(sum(v * v for v in row.values()) - m) / (m * (m - 1)) for row in table]
     observed = sum(per_item) / n
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for row in table:
         totals.update(row)
     chance = sum((t / (n * m)) ** 2 for t in totals.values())

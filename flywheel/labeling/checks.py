@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from flywheel.errors import BadInput
 
@@ -147,7 +148,8 @@ def grade(spec: dict, output: str | None) -> bool | None:
         return None
     if not output.strip():
         return False
-    kind, value = spec["type"], spec.get("value")
+    kind = spec["type"]
+    value: Any = spec.get("value")  # the kind's: text, a pattern, a schema or a tool name
     if kind == "contains":
         return value in output
     if kind == "not-contains":
@@ -207,7 +209,8 @@ def promptfoo_asserts(spec: dict) -> list[dict]:
     """A check as promptfoo assertions: a native one for each type (a schema is ``is-json`` with a
     value; a tool call, which promptfoo has no native assertion for, a JavaScript expression), after a
     ``regex \\S`` so an empty reply fails as it does here."""
-    kind, value = spec["type"], spec.get("value")
+    kind = spec["type"]
+    value: Any = spec.get("value")  # the kind's: text, a pattern, a schema or a tool name
     if kind == "is-json":
         native = {"type": "is-json"}
     elif kind == "json-schema":

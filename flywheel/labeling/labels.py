@@ -277,7 +277,9 @@ def _insert_label(
         "sibling_of": sibling_of,
         "created_at": at,
     }
-    return db["labels"].insert(row).last_pk
+    label_id = db.table("labels").insert(row).last_pk
+    assert label_id is not None  # a rowid table always reports the new row's key
+    return label_id
 
 
 def _count(db: Database, trace_id: str, step: int) -> None:
@@ -360,7 +362,7 @@ def _undo(db: Database, user: User, label_id: int, at: str) -> int:
         [label_id, label_id],
     ).fetchall()
     for row_id, trace_id in rows:
-        db["labels"].update(row_id, {"undone_at": at, "undone_by": user.name})
+        db.table("labels").update(row_id, {"undone_at": at, "undone_by": user.name})
         _count(db, trace_id, -1)
     return len(rows)
 
@@ -494,7 +496,7 @@ def edit_label(
             code = resolve_code(db, code)
         else:
             code = None
-        db["labels"].update(label_id, {"undone_at": at, "undone_by": user.name})
+        db.table("labels").update(label_id, {"undone_at": at, "undone_by": user.name})
         keep = (
             "trace_id",
             "batch_id",
@@ -507,8 +509,9 @@ def edit_label(
         )
         reviewed = {"reviewed_by": user.name, "reviewed_at": at} if user.role == "lead" else {}
         row = {k: old[k] for k in keep} | values | {"kind": kind, "code": code}
-        new_id = db["labels"].insert(row | {"edited_by": user.name, "edited_at": at} | reviewed).last_pk
-        db["labels"].update(label_id, {"replaced_by": new_id})
+        new_id = db.table("labels").insert(row | {"edited_by": user.name, "edited_at": at} | reviewed).last_pk
+        assert new_id is not None  # a rowid table always reports the new row's key
+        db.table("labels").update(label_id, {"replaced_by": new_id})
         db.execute("UPDATE labels SET sibling_of = ? WHERE sibling_of = ?", [new_id, label_id])
         changed = {k: [old[k], row[k]] for k in ("kind", "code", *values) if old[k] != row[k]}
         action = "correct_label" if correcting else "edit_label"
@@ -536,7 +539,7 @@ def set_review_step(db: Database, user: User, on: bool) -> None:
     require_role(user, "lead")
     with write(db):
         row = {"name": "review_step", "value": int(on), "set_by": user.name, "set_at": stamp(None)}
-        db["label_settings"].upsert(row, pk="name")
+        db.table("label_settings").upsert(row, pk="name")
         audit(db, user.name, "set_review_step", "setting", "review_step", on=bool(on))
 
 
@@ -575,7 +578,7 @@ def accept_labels(db: Database, user: User, label_ids: Sequence[int], now: datet
             if found is None:
                 raise NotFound(f"no live label {label_id}: it was undone or edited meanwhile")
             if found["reviewed_at"] is None:
-                db["labels"].update(label_id, {"reviewed_by": user.name, "reviewed_at": at})
+                db.table("labels").update(label_id, {"reviewed_by": user.name, "reviewed_at": at})
                 audit(db, user.name, "accept_label", "trace", found["trace_id"], label_id=label_id)
                 accepted.append(label_id)
     return len(accepted)

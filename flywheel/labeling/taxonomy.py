@@ -60,7 +60,7 @@ def add_entry(db: Database, actor: str, code: str, name: str, definition: str) -
     if db.execute("SELECT 1 FROM taxonomy WHERE code = ?", [code]).fetchone():
         raise CodeExists(f"code {code!r} already exists; pick it as a known failure mode or choose another")
     stamp = now()
-    db["taxonomy"].insert(
+    db.table("taxonomy").insert(
         {
             "code": code,
             "name": name,
@@ -136,7 +136,7 @@ def edit_entry(db: Database, user: User, code: str, definition: str, name: str |
     with write(db):
         row = entry(db, code)
         name = _check_name(name) if name else row["name"]
-        db["taxonomy"].update(code, {"definition": definition, "name": name, "updated_at": now()})
+        db.table("taxonomy").update(code, {"definition": definition, "name": name, "updated_at": now()})
         _history(db, code, "edited", name, definition, user.name)
         audit(db, user.name, "edit_code", "taxonomy", code, before=row["definition"], after=definition)
 
@@ -155,7 +155,7 @@ def merge_codes(db: Database, user: User, source: str, target: str) -> int:
             "UPDATE labels SET original_code = coalesce(original_code, code), code = ? WHERE code = ?",
             [target_row["code"], source_row["code"]],
         ).rowcount
-        db["taxonomy"].update(
+        db.table("taxonomy").update(
             source_row["code"], {"status": "merged", "merged_into": target_row["code"], "updated_at": now()}
         )
         note = f"merged into {target_row['code']}"
@@ -173,7 +173,7 @@ def retire_code(db: Database, user: User, code: str) -> None:
         row = entry(db, code)
         if row["status"] != "active":
             raise BadInput(f"code {code!r} is {row['status']}; only active codes can be retired")
-        db["taxonomy"].update(code, {"status": "retired", "updated_at": now()})
+        db.table("taxonomy").update(code, {"status": "retired", "updated_at": now()})
         _history(db, code, "retired", row["name"], row["definition"], user.name)
         audit(db, user.name, "retire_code", "taxonomy", code)
 
@@ -212,6 +212,6 @@ def example_rows(db: Database, user: User, code: str, limit: int = 5) -> list[di
 
 
 def _history(db: Database, code: str, change: str, name: str, definition: str, actor: str) -> None:
-    db["taxonomy_history"].insert(
+    db.table("taxonomy_history").insert(
         {"code": code, "change": change, "name": name, "definition": definition, "actor": actor, "at": now()}
     )

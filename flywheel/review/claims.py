@@ -101,7 +101,8 @@ def take(db: Database, user: User, row: tuple, at: str, expires: str) -> Claim:
     if lapsed is not None:
         db.execute("UPDATE claims SET state = 'lapsed' WHERE id = ? AND state = 'open'", [lapsed])
     claim = {"trace_id": trace_id, "labeler": user.name, "claimed_at": at, "expires_at": expires}
-    claim_id = db["claims"].insert({**claim, "state": "open"}).last_pk
+    claim_id = db.table("claims").insert({**claim, "state": "open"}).last_pk
+    assert claim_id is not None  # a rowid table always reports the new row's key
     db.execute(
         "UPDATE label_queue SET claim_id = ?, claimed_by = ?, claim_expires = ? WHERE trace_id = ?",
         [claim_id, user.name, expires, trace_id],
@@ -144,7 +145,7 @@ def claim_row(db: Database, user: User, claim: Claim | int | str) -> dict:
         claim = claim.claim_id
     if isinstance(claim, str):
         sql = "SELECT * FROM claims WHERE trace_id = ? AND labeler = ? ORDER BY id DESC LIMIT 1"
-        params = [claim, user.name]
+        params: list[object] = [claim, user.name]
     else:
         sql, params = "SELECT * FROM claims WHERE id = ?", [claim]
     row = query_one(db, sql, params)

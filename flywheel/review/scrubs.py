@@ -239,8 +239,9 @@ def _store_scrub(
         "created_at": now(),
         "is_current": 1,
     }
-    scrub_id = db["scrubs"].insert({**row, **_scrubbed_columns(raw_messages, texts)}).last_pk
-    db["redactions"].insert_all(
+    scrub_id = db.table("scrubs").insert({**row, **_scrubbed_columns(raw_messages, texts)}).last_pk
+    assert scrub_id is not None  # a rowid table always reports the new row's key
+    db.table("redactions").insert_all(
         {
             "scrub_id": scrub_id,
             "field": name,
@@ -298,7 +299,7 @@ def _redacted_values(db: Database, trace_id: str) -> dict[str, str]:
         " WHERE s.trace_id = ? AND r.removed_by IS NULL ORDER BY r.id",
         [trace_id],
     )
-    values = {}
+    values: dict[str, str] = {}
     for field, start, end, label in rows:
         value = " ".join(normalise(_redaction_text(trace, field, start, end))[0].split())
         if len(value) >= 2 and any(c.isalnum() for c in value):
@@ -368,7 +369,7 @@ def claim_scrub(
                 "UPDATE scrubs SET claimed_by = NULL, claim_expires = NULL WHERE claimed_by = ? AND id != ?",
                 [user.name, scrub_id],
             )
-            chosen = scrub_id
+            chosen: int | None = scrub_id
         else:
             chosen = _held_scrub(db, user, stamp) or _next_free_scrub(db, user, stamp)
             if chosen is None:
@@ -485,7 +486,7 @@ def scrub_view(db: Database, user: User, scrub_id: int) -> ScrubView:
     """Raw and scrubbed text of every field with its redactions; reviewers and leads only."""
     require_role(user, *RAW_TEXT_ROLES)
     scrub = _scrub(db, scrub_id)
-    trace = db["traces"].get(scrub["trace_id"])
+    trace = db.table("traces").get(scrub["trace_id"])
     spans = _active_spans(db, scrub_id)
     roles = _roles(trace["messages"])
     fields = tuple(
@@ -523,7 +524,7 @@ def _add_span(db: Database, user: User, scrub_id: int, field: str, start: int, e
     for other in _active_spans(db, scrub_id).get(field, []):
         if other["start"] < end and start < other["end"]:
             start, end = min(start, other["start"]), max(end, other["end"])
-            db["redactions"].update(other["id"], {"removed_by": user.name})
+            db.table("redactions").update(other["id"], {"removed_by": user.name})
     new_id = _insert_redaction(db, scrub_id, field, start, end, label)
     _record_fix(db, user, scrub_id, "missed", label, "reviewer")
     audit(db, user.name, "add_redaction", "scrub", scrub_id, field=field, start=start, end=end, label=label)
@@ -532,7 +533,9 @@ def _add_span(db: Database, user: User, scrub_id: int, field: str, start: int, e
 
 def _insert_redaction(db: Database, scrub_id: int, field: str, start: int, end: int, label: str) -> int:
     row = {"scrub_id": scrub_id, "field": field, "start": start, "end": end, "label": label}
-    return db["redactions"].insert({**row, "detector": "reviewer"}).last_pk
+    redaction_id = db.table("redactions").insert({**row, "detector": "reviewer"}).last_pk
+    assert redaction_id is not None  # a rowid table always reports the new row's key
+    return redaction_id
 
 
 def _check_label(label: str) -> None:
@@ -585,7 +588,7 @@ def remove_redactions(
             names = ", ".join(f"#{r['id']} {r['label']}" for r in verified)
             raise NeedsConfirmation(f"{names}: a verified redaction; confirm to remove it")
         for row in rows:
-            db["redactions"].update(row["id"], {"removed_by": user.name})
+            db.table("redactions").update(row["id"], {"removed_by": user.name})
             _record_fix(db, user, scrub_id, "false", row["label"], row["detector"])
             audit(
                 db,
@@ -609,7 +612,7 @@ def change_redaction_label(db: Database, user: User, scrub_id: int, redaction_id
         row = _active_redaction(db, scrub_id, redaction_id)
         if row["label"] == label:
             return redaction_id
-        db["redactions"].update(redaction_id, {"removed_by": user.name})
+        db.table("redactions").update(redaction_id, {"removed_by": user.name})
         new_id = _insert_redaction(db, scrub_id, row["field"], row["start"], row["end"], label)
         _record_fix(db, user, scrub_id, "relabelled", row["label"], row["detector"])
         audit(
@@ -650,7 +653,7 @@ def _decide(db: Database, user: User, scrub_id: int, status: str, note: str | No
     require_role(user, *RAW_TEXT_ROLES)
     with write(db):
         _check_free(db, user, scrub_id, _stamp())
-        db["scrubs"].update(
+        db.table("scrubs").update(
             scrub_id,
             {
                 "status": status,
@@ -684,7 +687,7 @@ def reopen_scrub(db: Database, user: User, scrub_id: int, reason: str) -> None:
                 f"{user.name} did not {DECISIONS[row['status']].removesuffix('_scrub')} scrub {scrub_id}:"
                 f" only {row['reviewed_by']} or a lead can reopen it"
             )
-        db["scrubs"].update(
+        db.table("scrubs").update(
             scrub_id,
             {
                 "status": "pending",
@@ -838,7 +841,7 @@ def add_known_names(db: Database, user: User, names: Iterable[str]) -> int:
     cleaned = list(dict.fromkeys(" ".join(n.split()) for n in names if n.strip()))
     with write(db):
         before = db["known_names"].count
-        db["known_names"].insert_all(
+        db.table("known_names").insert_all(
             ({"name": n, "added_by": user.name, "added_at": now()} for n in cleaned), ignore=True
         )
         added = db["known_names"].count - before
@@ -857,7 +860,7 @@ def remove_known_name(db: Database, user: User, name: str) -> None:
             raise NotFound(f"{name!r} is not on the known-names list")
         db.execute("DELETE FROM known_names WHERE name = ? COLLATE NOCASE", [name])
         history_id = (
-            db["known_name_history"]
+            db.table("known_name_history")
             .insert({"name": row["name"], "change": "removed", "actor": user.name, "at": now()})
             .last_pk
         )
@@ -900,7 +903,7 @@ def add_never_redact(db: Database, user: User, phrases: Iterable[str]) -> int:
         raise BadInput(f"{too_short[0]!r} is too short to leave alone everywhere: give at least 3 characters")
     with write(db):
         before = db["never_redact"].count
-        db["never_redact"].insert_all(
+        db.table("never_redact").insert_all(
             ({"phrase": p, "added_by": user.name, "added_at": now()} for p in cleaned), ignore=True
         )
         added = db["never_redact"].count - before
@@ -978,7 +981,7 @@ def _span(row: dict) -> Span:
 
 
 def _raw_field(db: Database, scrub: dict, field: str) -> str:
-    trace = db["traces"].get(scrub["trace_id"])
+    trace = db.table("traces").get(scrub["trace_id"])
     fields = dict(_fields(trace["input"], trace["output"], trace["messages"]))
     if field not in fields:
         raise BadInput(f"field {field!r}: expected one of {', '.join(fields)}")
@@ -987,17 +990,17 @@ def _raw_field(db: Database, scrub: dict, field: str) -> str:
 
 def _rerender(db: Database, scrub_id: int) -> None:
     scrub = _scrub(db, scrub_id)
-    trace = db["traces"].get(scrub["trace_id"])
+    trace = db.table("traces").get(scrub["trace_id"])
     spans = _active_spans(db, scrub_id)
     texts = {
         name: render(raw, [_span(r) for r in spans.get(name, [])])
         for name, raw in _fields(trace["input"], trace["output"], trace["messages"])
     }
-    db["scrubs"].update(scrub_id, _scrubbed_columns(trace["messages"], texts))
+    db.table("scrubs").update(scrub_id, _scrubbed_columns(trace["messages"], texts))
 
 
 def _record_fix(db: Database, user: User, scrub_id: int, kind: str, label: str, detector: str) -> None:
-    db["scrub_fixes"].insert(
+    db.table("scrub_fixes").insert(
         {
             "scrub_id": scrub_id,
             "kind": kind,

@@ -133,7 +133,9 @@ class Outcome:
     def ledger(self, kept: set[str] | None = None) -> list[dict]:
         """Per rule and stratum: population, picks, picks the cap dropped, traces in the batch, and for
         an anomaly rule how many of those are held beyond the cap (the cap never drops an anomaly)."""
-        picked_in, in_batch, over_cap = defaultdict(int), defaultdict(int), defaultdict(int)
+        picked_in: defaultdict[tuple, int] = defaultdict(int)
+        in_batch: defaultdict[tuple, int] = defaultdict(int)
+        over_cap: defaultdict[tuple, int] = defaultdict(int)
         for trace_id, kind, rule, stratum, _, _, picked, over in self.members:
             picked_in[rule, stratum] += int(picked)
             if kept is None or trace_id in kept:
@@ -416,7 +418,7 @@ def record_batch(
         }
         batch_id = write_batch(db, header, items, outcome.ledger(kept))
         batch = _count_batch(db, batch_id, plan, week, outcome, len(items))
-        db["sample_batches"].update(batch_id, {"reasons": json.dumps(batch.reasons)})
+        db.table("sample_batches").update(batch_id, {"reasons": json.dumps(batch.reasons)})
         batch = dataclasses.replace(
             batch,
             source=source,
@@ -447,8 +449,18 @@ def write_batch(db: Database, header: dict, items: list[dict], ledger: list[dict
 def _count_batch(db: Database, batch_id: int, plan: Plan, week: str, outcome: Outcome, sampled: int) -> Batch:
     counts = {"window": outcome.window, "selected": outcome.selected, "sampled": sampled}
     counts["dropped"] = outcome.selected - len(outcome.trace_ids)
-    db["sample_batches"].update(batch_id, counts)
-    return Batch(batch_id, plan.name, week, plan.seed, reasons=batch_reasons(db, batch_id), **counts)
+    db.table("sample_batches").update(batch_id, counts)
+    return Batch(
+        batch_id,
+        plan.name,
+        week,
+        plan.seed,
+        window=counts["window"],
+        selected=counts["selected"],
+        sampled=counts["sampled"],
+        dropped=counts["dropped"],
+        reasons=batch_reasons(db, batch_id),
+    )
 
 
 # Sample, then scrub -------------------------------------------------------------------------------
@@ -487,7 +499,7 @@ def existing_batch(db: Database, plan: Plan, week: str, source: str | None = Non
 
 def load_batch(db: Database, batch_id: int) -> Batch:
     """A stored batch as ``run_plan`` reported it."""
-    row = db["sample_batches"].get(batch_id)
+    row = db.table("sample_batches").get(batch_id)
     return Batch(
         row["id"],
         row["plan_name"],

@@ -19,7 +19,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlite_utils import Database
 
@@ -54,6 +54,14 @@ class Dialect:
     def quote(self, value: str) -> str:
         """A string literal."""
         return "'" + value.replace("'", "''") + "'"
+
+    def materialize(self, name: str, select: str) -> list[str]:
+        """The statements that keep the rows of ``select`` as the temporary table ``name``."""
+        raise NotImplementedError
+
+    def ident(self, name: str) -> str:
+        """A quoted identifier."""
+        raise NotImplementedError
 
 
 # Strata: one class per kind ----------------------------------------------------------------------
@@ -94,7 +102,7 @@ class Stratum:
         return {"key": self.key, "quota": self.quota, **params}
 
     @staticmethod
-    def of(key: str, **fields: object) -> Stratum:
+    def of(key: str, **fields: Any) -> Stratum:
         """The stratum of kind ``key`` with these fields."""
         kind = STRATA.get(key)
         if kind is None:
@@ -382,7 +390,7 @@ class Plan:
         """The plan as one canonical JSON text (a batch stores it; equal plans give equal text)."""
         return json.dumps(self.as_dict(), sort_keys=True)
 
-    def replace(self, **changes: object) -> Plan:
+    def replace(self, **changes: Any) -> Plan:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -434,7 +442,7 @@ def _check_int(value: object, what: str, minimum: int) -> None:
 
 
 def _check_share(value: object, what: str) -> None:
-    if _not_number(value) or not 0 < value <= 1:
+    if _not_number(value) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise BadInput(f"{what} {value!r}: expected a number with 0 < share <= 1")
 
 
@@ -453,6 +461,7 @@ def parse_week(week: str) -> str:
 def week_bounds(week: str) -> tuple[dt.datetime, dt.datetime]:
     """The UTC instants an ISO week starts and ends (Monday 00:00 to the next Monday 00:00)."""
     match = WEEK_PATTERN.match(parse_week(week))
+    assert match is not None  # parse_week refuses any other text
     monday = dt.date.fromisocalendar(int(match[1]), int(match[2]), 1)
     start = dt.datetime.combine(monday, dt.time(), tzinfo=dt.UTC)
     return start, start + dt.timedelta(days=7)

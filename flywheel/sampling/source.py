@@ -14,7 +14,8 @@ import datetime as dt
 import decimal
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -98,7 +99,7 @@ class SparkSource(SparkDialect):
         return f"TIMESTAMP '{moment:%Y-%m-%d %H:%M:%S}'"
 
 
-SOURCE_DIALECTS = {"duckdb": DuckDBSource(), "spark": SparkSource()}
+SOURCE_DIALECTS: dict[str, DuckDBSource | SparkSource] = {"duckdb": DuckDBSource(), "spark": SparkSource()}
 
 
 def source_format(source: str) -> str:
@@ -142,18 +143,16 @@ def check_columns(mapping: dict[str, str]) -> dict[str, str]:
 
 def resolve_columns(
     described: dict[str, list[str]], mapping: dict[str, str] | None = None
-) -> dict[str, tuple]:
+) -> dict[str, tuple | None]:
     """Each of our fields as a column path at the source (None: the source has no such column).
 
     ``described`` maps each source column to its struct fields. Our own names are found by default,
     signals also as ``signals.x`` columns (CSV) or fields of a ``signals`` struct (JSON, Parquet).
     """
     mapping = check_columns(dict(mapping or {}))
-    paths = {}
+    paths: dict[str, tuple | None] = {}
     for field in FIELDS:
-        paths[field] = (
-            _path(described, mapping.get(field)) if field in mapping else _default(described, field)
-        )
+        paths[field] = _path(described, mapping[field]) if field in mapping else _default(described, field)
     for signal in declared_signals():  # found by their field; absent ones stay NULL and say so
         head, _, key = signal.field.partition(".")
         if f"{head}.{key}" in described:
@@ -203,7 +202,7 @@ def _struct_fields(type_name: str) -> list[str]:
 
 
 def source_sql(
-    plan: Plan, week: str, engine: str, source: str, paths: dict[str, tuple] | None = None
+    plan: Plan, week: str, engine: str, source: str, paths: dict[str, tuple | None] | None = None
 ) -> PlanSQL:
     """The statements ``engine`` runs to sample ``week`` of ``source`` with ``plan``, then the queries it
     reads the results with and the picked rows. Without ``paths`` they are read from the source's schema."""
@@ -214,11 +213,11 @@ def source_sql(
     ts = d.timestamp(column["timestamp"])
     in_week = f"{ts} >= {d.instant(start)} AND {ts} < {d.instant(end)}"
     trace_id = f"trim({d.cast(column['trace_id'], d.types[0])})"
-    window = [f"{_cast(d, name, column[name])} AS {name}" for name in RULE_COLUMNS]
-    window += [
+    selected = [f"{_cast(d, name, column[name])} AS {name}" for name in RULE_COLUMNS]
+    selected += [
         f"{d.cast(column.get('signal:' + s.name, 'NULL'), d.types[2])} AS {s.column}" for s in plan.declared
     ]
-    window = f"SELECT {', '.join(window)} FROM fw_source WHERE {in_week} AND {trace_id} IS NOT NULL"
+    window = f"SELECT {', '.join(selected)} FROM fw_source WHERE {in_week} AND {trace_id} IS NOT NULL"
     compiled = compile_plan(plan, d, window, d.setup(source, source_format(source)))
     rows = ", ".join(f"{column[name]} AS {d.ident(name)}" for name in row_fields(paths))
     compiled.queries["rows"] = (
@@ -227,12 +226,12 @@ def source_sql(
     return compiled
 
 
-def row_fields(paths: dict[str, tuple]) -> list[str]:
+def row_fields(paths: dict[str, tuple | None]) -> list[str]:
     """The fields a picked row brings along: ours, then the declared signals the source carries."""
     return [*FIELDS, *(name for name in paths if name.startswith("signal:"))]
 
 
-def source_paths(source: str, columns: dict[str, str] | None = None) -> dict[str, tuple]:
+def source_paths(source: str, columns: dict[str, str] | None = None) -> dict[str, tuple | None]:
     """Our fields as the source's column paths, read from the files' schema by DuckDB; columns named
     as ours when no file matches yet (the SQL is then a template for such a source)."""
     runner = DuckDBEngine()
@@ -407,7 +406,7 @@ def sample_source(
     return SampleRun(batch, scrub_batch(db, batch.id, actor, progress) if scrub else 0)
 
 
-def _latest_week(runner, d, paths: dict[str, tuple]) -> str:
+def _latest_week(runner, d, paths: dict[str, tuple | None]) -> str:
     ts = d.timestamp(_expr(d, paths["timestamp"]))
     latest = runner.fetch(f"SELECT max({ts}) FROM fw_source WHERE {ts} <= current_timestamp")[0][0]
     if latest is None:
@@ -416,14 +415,14 @@ def _latest_week(runner, d, paths: dict[str, tuple]) -> str:
     return f"{year}-W{week:02d}"
 
 
-def _trace_lines(rows: list[tuple], fields: list[str] = FIELDS) -> Iterator[bytes]:
+def _trace_lines(rows: list[tuple], fields: Sequence[str] = FIELDS) -> Iterator[bytes]:
     """The picked rows as trace JSON lines, in our format, for ``ingest``."""
     extra = {name: declared_field(name) for name in fields if name.startswith("signal:")}
     for row in rows:
         values = dict(zip(fields, row, strict=True))
         signals = {name: _bool(name, values.pop(name)) for name in SIGNALS}
         parked = {field: values.pop(name) for name, field in extra.items()}
-        trace = {k: _json_value(v) for k, v in values.items() if v is not None}
+        trace: dict[str, Any] = {k: _json_value(v) for k, v in values.items() if v is not None}
         trace["signals"] = {k: _json_value(v) for k, v in signals.items() if v is not None}
         for name in ("messages", "metadata"):
             if isinstance(trace.get(name), str):
@@ -462,7 +461,7 @@ def _json_value(value: object) -> object:
 
 
 def _stored(db: Database, trace_ids: set[str]) -> set[str]:
-    ids, found = sorted(trace_ids), set()
+    ids, found = sorted(trace_ids), set[str]()
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         marks = ",".join("?" * len(part))

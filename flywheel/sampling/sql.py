@@ -16,6 +16,7 @@ The statements build four relations and read three results:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flywheel.errors import BadInput
@@ -152,7 +153,7 @@ def pool_select(plan: Plan, d: Dialect) -> str:
     return "\nUNION ALL\n".join(parts)
 
 
-def compile_plan(plan: Plan, d: Dialect, window: str, setup: list[str] = ()) -> PlanSQL:
+def compile_plan(plan: Plan, d: Dialect, window: str, setup: Sequence[str] = ()) -> PlanSQL:
     """The plan's statements and result queries for one engine; ``window`` selects the week's traces."""
     items = (
         f"SELECT trace_id, min(priority) AS priority, {order_key(plan)} AS okey"

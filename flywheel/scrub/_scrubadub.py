@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import sys
 import types
+from typing import TYPE_CHECKING
 
 # scrubadub.filth module → the Filth class we use from it.
 FILTH_CLASSES = {
@@ -47,10 +48,10 @@ def _load_parts() -> dict[str, type]:
     try:
         filth = importlib.import_module("scrubadub.filth.base").Filth
         # scrubadub.detectors.base takes Filth from its package: the placeholder must hold it.
-        sys.modules["scrubadub.filth"].Filth = filth
+        vars(sys.modules["scrubadub.filth"])["Filth"] = filth
         classes = {"Detector": importlib.import_module("scrubadub.detectors.base").Detector, "Filth": filth}
-        for module, cls in FILTH_CLASSES.items():
-            classes[cls] = getattr(importlib.import_module(f"scrubadub.filth.{module}"), cls)
+        for module_name, cls in FILTH_CLASSES.items():
+            classes[cls] = getattr(importlib.import_module(f"scrubadub.filth.{module_name}"), cls)
     finally:
         for name, path in placeholders.items():
             if getattr(sys.modules.get(name), "__path__", None) is path:
@@ -58,15 +59,28 @@ def _load_parts() -> dict[str, type]:
     return classes
 
 
-_classes = _load_parts()
+if TYPE_CHECKING:
+    # The same classes as the checker sees them (scrubadub ships no type information, so they are Any).
+    from scrubadub.detectors.base import Detector
+    from scrubadub.filth.address import AddressFilth
+    from scrubadub.filth.base import Filth
+    from scrubadub.filth.credit_card import CreditCardFilth
+    from scrubadub.filth.email import EmailFilth
+    from scrubadub.filth.location import LocationFilth
+    from scrubadub.filth.name import NameFilth
+    from scrubadub.filth.organization import OrganizationFilth
+    from scrubadub.filth.phone import PhoneFilth
+    from scrubadub.filth.url import UrlFilth
+else:
+    _classes = _load_parts()
 
-Detector = _classes["Detector"]
-Filth = _classes["Filth"]
-AddressFilth = _classes["AddressFilth"]
-CreditCardFilth = _classes["CreditCardFilth"]
-EmailFilth = _classes["EmailFilth"]
-LocationFilth = _classes["LocationFilth"]
-NameFilth = _classes["NameFilth"]
-OrganizationFilth = _classes["OrganizationFilth"]
-PhoneFilth = _classes["PhoneFilth"]
-UrlFilth = _classes["UrlFilth"]
+    Detector = _classes["Detector"]
+    Filth = _classes["Filth"]
+    AddressFilth = _classes["AddressFilth"]
+    CreditCardFilth = _classes["CreditCardFilth"]
+    EmailFilth = _classes["EmailFilth"]
+    LocationFilth = _classes["LocationFilth"]
+    NameFilth = _classes["NameFilth"]
+    OrganizationFilth = _classes["OrganizationFilth"]
+    PhoneFilth = _classes["PhoneFilth"]
+    UrlFilth = _classes["UrlFilth"]

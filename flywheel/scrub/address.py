@@ -250,7 +250,7 @@ class AddressDetector(Detector):
         lead_num = tokens[i][2][0].isdigit()
         while j < len(tokens) and j - i < 2 and tokens[j][2][0].isdigit():
             j += 1
-        words = []
+        words: list[str] = []
         while j < len(tokens) and len(words) < 7 and _WORD_RE.fullmatch(tokens[j][2]):
             words.append(tokens[j][2])
             j += 1
@@ -321,6 +321,7 @@ class AddressDetector(Detector):
     def _street_after(self, text: str, end: int) -> int | None:
         """End of a street right after a unit ("Flat 3, 22 Baker Street"), or None."""
         sep = re.match(r"[ \t]*,?[ \t]*", text[end:])
+        assert sep is not None  # every part of the pattern is optional
         start = end + sep.end()
         tokens = [
             (m.start(), m.end(), m.group())

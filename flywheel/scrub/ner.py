@@ -8,7 +8,7 @@ import threading
 import types
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flywheel.scrub._scrubadub import Detector, Filth, LocationFilth, NameFilth, OrganizationFilth
 from flywheel.scrub.address import common_words, english_words, word_counts, wordlist
@@ -73,7 +73,7 @@ def _import_spacy() -> None:
     cli = types.ModuleType("spacy.cli")
     cli.__path__ = []
     info = types.ModuleType("spacy.cli.info")
-    info.info = _spacy_info
+    vars(info)["info"] = _spacy_info
     placeholders = {"spacy.cli": cli, "spacy.cli.info": info}
     sys.modules.update(placeholders)
     try:
@@ -83,10 +83,10 @@ def _import_spacy() -> None:
             if sys.modules.get(name) is module:
                 del sys.modules[name]
     if getattr(spacy, "cli", None) is cli:
-        del spacy.cli
+        del vars(spacy)["cli"]
 
 
-def _spacy_info(*args: object, **kwargs: object) -> object:
+def _spacy_info(*args: Any, **kwargs: Any) -> Any:
     from spacy.cli.info import info
 
     return info(*args, **kwargs)
@@ -449,7 +449,9 @@ def address_headings(text: str, address_starts: Iterable[int]) -> Iterator[tuple
             if not line.strip():
                 continue
             taken += 1
-            body = _QUOTE_PREFIX.match(line).end()
+            prefix = _QUOTE_PREFIX.match(line)
+            assert prefix is not None  # every part of the pattern is optional
+            body = prefix.end()
             match = _HEADING_RE.fullmatch(line.rstrip(" \t,"), body)
             if match is None:
                 break

@@ -11,7 +11,7 @@ from flywheel.store.clock import now
 
 def audit(db: Database, actor: str, action: str, entity: str, entity_id: object, **detail: object) -> None:
     """Record who did what to which entity; call inside the write transaction of the change itself."""
-    db["audit_log"].insert(
+    db.table("audit_log").insert(
         {
             "at": now(),
             "actor": actor,

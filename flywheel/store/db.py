@@ -304,14 +304,14 @@ def store_error(error: sqlite3.OperationalError, waited_ms: int | None = None) -
     return StoreError(f"database is not writable: {error}")
 
 
-def query_rows(db: Database, sql: str, params: list | dict = ()) -> list[dict]:
+def query_rows(db: Database, sql: str, params: Sequence | dict = ()) -> list[dict]:
     """Rows of a query as dicts keyed by column name."""
     cursor = db.execute(sql, params)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
-def query_one(db: Database, sql: str, params: list | dict = ()) -> dict | None:
+def query_one(db: Database, sql: str, params: Sequence | dict = ()) -> dict | None:
     """The first row of a query as a dict, or None."""
     rows = query_rows(db, sql, params)
     return rows[0] if rows else None

@@ -14,7 +14,7 @@ migrations = Migrations("flywheel")
 
 @migrations()
 def m001_traces_ingest_audit(db: Database) -> None:
-    db["traces"].create(
+    db.table("traces").create(
         {
             "trace_id": str,
             "ts": str,
@@ -42,8 +42,8 @@ def m001_traces_ingest_audit(db: Database) -> None:
         not_null={"input", "ts", "week", "content_hash"},
     )
     for columns in (["week", "ts"], ["ts"], ["cohort"], ["intent"]):
-        db["traces"].create_index(columns)
-    db["ingest_runs"].create(
+        db.table("traces").create_index(columns)
+    db.table("ingest_runs").create(
         {
             "id": int,
             "started_at": str,
@@ -60,28 +60,28 @@ def m001_traces_ingest_audit(db: Database) -> None:
         },
         pk="id",
     )
-    db["quarantine"].create(
+    db.table("quarantine").create(
         {"id": int, "run_id": int, "file": str, "line_no": int, "reason": str, "raw": bytes},
         pk="id",
         foreign_keys=[("run_id", "ingest_runs", "id")],
     )
-    db["quarantine"].create_index(["run_id", "line_no"])
-    db["ingest_conflicts"].create(
+    db.table("quarantine").create_index(["run_id", "line_no"])
+    db.table("ingest_conflicts").create(
         {"id": int, "run_id": int, "file": str, "line_no": int, "trace_id": str},
         pk="id",
         foreign_keys=[("run_id", "ingest_runs", "id")],
     )
-    db["ingest_conflicts"].create_index(["run_id"])
-    db["audit_log"].create(
+    db.table("ingest_conflicts").create_index(["run_id"])
+    db.table("audit_log").create(
         {"id": int, "at": str, "actor": str, "action": str, "entity": str, "entity_id": str, "detail": str},
         pk="id",
     )
-    db["audit_log"].create_index(["at"])
+    db.table("audit_log").create_index(["at"])
 
 
 @migrations()
 def m002_scrubs_and_review(db: Database) -> None:
-    db["scrubs"].create(
+    db.table("scrubs").create(
         {
             "id": int,
             "trace_id": str,
@@ -99,9 +99,9 @@ def m002_scrubs_and_review(db: Database) -> None:
         not_null={"trace_id", "status", "input"},
         foreign_keys=[("trace_id", "traces", "trace_id")],
     )
-    db["scrubs"].create_index(["trace_id"], unique=True)
-    db["scrubs"].create_index(["status", "id"])
-    db["redactions"].create(
+    db.table("scrubs").create_index(["trace_id"], unique=True)
+    db.table("scrubs").create_index(["status", "id"])
+    db.table("redactions").create(
         {
             "id": int,
             "scrub_id": int,
@@ -115,14 +115,14 @@ def m002_scrubs_and_review(db: Database) -> None:
         pk="id",
         foreign_keys=[("scrub_id", "scrubs", "id")],
     )
-    db["redactions"].create_index(["scrub_id"])
-    db["scrub_fixes"].create(
+    db.table("redactions").create_index(["scrub_id"])
+    db.table("scrub_fixes").create(
         {"id": int, "scrub_id": int, "kind": str, "label": str, "detector": str, "actor": str, "at": str},
         pk="id",
         foreign_keys=[("scrub_id", "scrubs", "id")],
     )
-    db["scrub_fixes"].create_index(["at"])
-    db["known_names"].create(
+    db.table("scrub_fixes").create_index(["at"])
+    db.table("known_names").create(
         {"id": int, "name": str, "added_by": str, "added_at": str},
         pk="id",
         not_null={"name"},
@@ -132,10 +132,10 @@ def m002_scrubs_and_review(db: Database) -> None:
 
 @migrations()
 def m003_sampling(db: Database) -> None:
-    db["sampling_plans"].create(
+    db.table("sampling_plans").create(
         {"name": str, "body": str, "updated_at": str, "updated_by": str}, pk="name", not_null={"body"}
     )
-    db["sample_batches"].create(
+    db.table("sample_batches").create(
         {
             "id": int,
             "plan_name": str,
@@ -153,14 +153,14 @@ def m003_sampling(db: Database) -> None:
         pk="id",
         not_null={"plan", "seed", "week"},
     )
-    db["batch_items"].create(
+    db.table("batch_items").create(
         {"batch_id": int, "trace_id": str, "reasons": str, "stratum": str, "priority": int},
         pk=("batch_id", "trace_id"),
         not_null={"reasons", "priority"},
         foreign_keys=[("batch_id", "sample_batches", "id"), ("trace_id", "traces", "trace_id")],
     )
-    db["batch_items"].create_index(["trace_id"])
-    db["batch_strata"].create(
+    db.table("batch_items").create_index(["trace_id"])
+    db.table("batch_strata").create(
         {
             "batch_id": int,
             "kind": str,
@@ -176,13 +176,13 @@ def m003_sampling(db: Database) -> None:
         foreign_keys=[("batch_id", "sample_batches", "id")],
     )
     # Per-week strata counts read only these index entries, never the trace rows.
-    db["traces"].create_index(["week", "cohort", "intent"])
-    db["traces"].create_index(["week", "cost_usd"])
+    db.table("traces").create_index(["week", "cohort", "intent"])
+    db.table("traces").create_index(["week", "cost_usd"])
 
 
 @migrations()
 def m004_labels_taxonomy_embeddings(db: Database) -> None:
-    db["taxonomy"].create(
+    db.table("taxonomy").create(
         {
             "code": str,
             "name": str,
@@ -196,18 +196,18 @@ def m004_labels_taxonomy_embeddings(db: Database) -> None:
         pk="code",
         not_null={"name", "definition", "status"},
     )
-    db["taxonomy_history"].create(
+    db.table("taxonomy_history").create(
         {"id": int, "code": str, "change": str, "name": str, "definition": str, "actor": str, "at": str},
         pk="id",
         foreign_keys=[("code", "taxonomy", "code")],
     )
-    db["taxonomy_history"].create_index(["code", "id"])
-    db["batch_overlap"].create(
+    db.table("taxonomy_history").create_index(["code", "id"])
+    db.table("batch_overlap").create(
         {"batch_id": int, "labels_per_item": int, "set_by": str, "set_at": str},
         pk="batch_id",
         foreign_keys=[("batch_id", "sample_batches", "id")],
     )
-    db["label_queue"].create(
+    db.table("label_queue").create(
         {
             "trace_id": str,
             "scrub_id": int,
@@ -226,17 +226,17 @@ def m004_labels_taxonomy_embeddings(db: Database) -> None:
         not_null={"batch_rank", "priority", "needed", "done", "is_open"},
         foreign_keys=[("trace_id", "traces", "trace_id")],
     )
-    db["label_queue"].create_index(["is_open", "batch_rank", "priority", "trace_id"])
-    db["label_queue"].create_index(["claimed_by"])
-    db["label_queue"].create_index(["batch_id", "is_open"])
-    db["claims"].create(
+    db.table("label_queue").create_index(["is_open", "batch_rank", "priority", "trace_id"])
+    db.table("label_queue").create_index(["claimed_by"])
+    db.table("label_queue").create_index(["batch_id", "is_open"])
+    db.table("claims").create(
         {"id": int, "trace_id": str, "labeler": str, "claimed_at": str, "expires_at": str, "state": str},
         pk="id",
         not_null={"trace_id", "labeler", "claimed_at", "expires_at", "state"},
         foreign_keys=[("trace_id", "traces", "trace_id")],
     )
-    db["claims"].create_index(["trace_id"])
-    db["labels"].create(
+    db.table("claims").create_index(["trace_id"])
+    db.table("labels").create(
         {
             "id": int,
             "trace_id": str,
@@ -262,11 +262,11 @@ def m004_labels_taxonomy_embeddings(db: Database) -> None:
     )
     # One live label per labeler and trace, enforced by the database itself.
     db.execute("CREATE UNIQUE INDEX idx_labels_live ON labels(trace_id, labeler) WHERE undone_at IS NULL")
-    db["labels"].create_index(["labeler", "id"])
-    db["labels"].create_index(["code", "created_at"])
-    db["labels"].create_index(["batch_id", "labeler"])
-    db["labels"].create_index(["sibling_of"])
-    db["embeddings"].create(
+    db.table("labels").create_index(["labeler", "id"])
+    db.table("labels").create_index(["code", "created_at"])
+    db.table("labels").create_index(["batch_id", "labeler"])
+    db.table("labels").create_index(["sibling_of"])
+    db.table("embeddings").create(
         {"text_hash": str, "model": str, "dim": int, "vector": bytes, "created_at": str},
         pk=("text_hash", "model"),
         not_null={"dim", "vector"},
@@ -320,7 +320,7 @@ def m004_labels_taxonomy_embeddings(db: Database) -> None:
 @migrations()
 def m005_eval_sets(db: Database) -> None:
     # An eval row's content is frozen once written: an edit is a new row that ``replaces`` the old one.
-    db["eval_rows"].create(
+    db.table("eval_rows").create(
         {
             "id": str,
             "external_id": str,
@@ -346,9 +346,9 @@ def m005_eval_sets(db: Database) -> None:
         pk="id",
         not_null={"input", "source", "adversarial", "content_hash", "created_at"},
     )
-    db["eval_rows"].create_index(["trace_id"])
-    db["eval_rows"].create_index(["content_hash"])
-    db["eval_versions"].create(
+    db.table("eval_rows").create_index(["trace_id"])
+    db.table("eval_rows").create_index(["content_hash"])
+    db.table("eval_versions").create(
         {
             "version": int,
             "kind": str,
@@ -365,20 +365,20 @@ def m005_eval_sets(db: Database) -> None:
     )
     # Membership of each version: ``active`` rows are what a normal export and a run read; ``archived``
     # rows were retired (kept, never deleted) and are exported only on request.
-    db["eval_version_rows"].create(
+    db.table("eval_version_rows").create(
         {"version": int, "row_id": str, "state": str},
         pk=("version", "row_id"),
         not_null={"state"},
         foreign_keys=[("version", "eval_versions", "version"), ("row_id", "eval_rows", "id")],
     )
-    db["eval_version_rows"].create_index(["row_id"])
+    db.table("eval_version_rows").create_index(["row_id"])
 
 
 @migrations()
 def m006_eval_results(db: Database) -> None:
     # A regression run of one system on one eval-set version, imported from a results file or graded
     # by the judge; ``passed`` is NULL while a row has an output but no verdict yet.
-    db["eval_runs"].create(
+    db.table("eval_runs").create(
         {
             "id": int,
             "version": int,
@@ -393,8 +393,8 @@ def m006_eval_results(db: Database) -> None:
         not_null={"version", "system", "imported_by", "imported_at"},
         foreign_keys=[("version", "eval_versions", "version")],
     )
-    db["eval_runs"].create_index(["version", "system"])
-    db["eval_results"].create(
+    db.table("eval_runs").create_index(["version", "system"])
+    db.table("eval_results").create(
         {
             "id": int,
             "run_id": int,
@@ -410,7 +410,7 @@ def m006_eval_results(db: Database) -> None:
         foreign_keys=[("run_id", "eval_runs", "id"), ("row_id", "eval_rows", "id")],
     )
     db.execute("CREATE UNIQUE INDEX idx_eval_results_run_row ON eval_results(run_id, row_id, repeat)")
-    db["eval_results"].create_index(["row_id"])
+    db.table("eval_results").create_index(["row_id"])
 
 
 @migrations()
@@ -487,25 +487,25 @@ def m030_label_queue_without_triggers(db: Database) -> None:
 @migrations()
 def m031_scrub_vectors(db: Database) -> None:
     # Which cached embedding holds each part of an approved scrub, so siblings read vectors by scrub.
-    db["scrub_vectors"].create(
+    db.table("scrub_vectors").create(
         {"scrub_id": int, "part": str, "model": str, "text_hash": str},
         pk=("scrub_id", "part", "model"),
         not_null={"text_hash"},
         foreign_keys=[("scrub_id", "scrubs", "id")],
     )
-    db["label_queue"].create_index(["scrub_id"])
+    db.table("label_queue").create_index(["scrub_id"])
 
 
 @migrations()
 def m040_trace_rollups_and_listing_indexes(db: Database) -> None:
     # Counts per week, cohort, intent and signal ('' for all traces), kept up to a rowid watermark so
     # the overview reads a few thousand rows instead of every trace; rebuilt when the signal table changes.
-    db["trace_rollup"].create(
+    db.table("trace_rollup").create(
         {"week": str, "cohort": str, "intent": str, "signal": str, "traces": int},
         pk=("week", "cohort", "intent", "signal"),
         not_null={"traces"},
     )
-    db["rollup_state"].create({"name": str, "definition": str, "upto_rowid": int}, pk="name")
+    db.table("rollup_state").create({"name": str, "definition": str, "upto_rowid": int}, pk="name")
     # Listing indexes end in trace_id, the tie-break of keyset pagination; they replace the narrower
     # ones so an import maintains no more indexes than before.
     for old, columns in (("ts", "ts"), ("cohort", "cohort, ts"), ("intent", "intent, ts")):
@@ -532,33 +532,33 @@ def m050_batch_source_and_sql(db: Database) -> None:
     # Where a batch was sampled (NULL: the store itself), by which engine, the SQL that ran, and how
     # many picked rows a source sent that failed validation.
     for column, kind in (("source", str), ("engine", str), ("sql", str), ("quarantined", int)):
-        db["sample_batches"].add_column(column, kind)
-    db["sample_batches"].create_index(["plan_name", "week"])
+        db.table("sample_batches").add_column(column, kind)
+    db.table("sample_batches").create_index(["plan_name", "week"])
 
 
 @migrations()
 def m060_eval_lifecycle(db: Database) -> None:
     # When a run ran (an injected clock in tests and the demo) and the row ids its file named that the
     # version does not hold; how many rows a version changed or withdrew.
-    db["eval_runs"].add_column("ran_at", str)
-    db["eval_runs"].add_column("unknown_ids", str)
-    db["eval_versions"].add_column("changed", int)
-    db["eval_versions"].add_column("withdrawn", int)
+    db.table("eval_runs").add_column("ran_at", str)
+    db.table("eval_runs").add_column("unknown_ids", str)
+    db.table("eval_versions").add_column("changed", int)
+    db.table("eval_versions").add_column("withdrawn", int)
     # A retirement a lead confirmed; ``left_version`` is the version whose archive took the row.
-    db["eval_retirements"].create(
+    db.table("eval_retirements").create(
         {"row_id": str, "reason": str, "confirmed_by": str, "confirmed_at": str, "left_version": int},
         pk="row_id",
         not_null={"confirmed_by", "confirmed_at"},
         foreign_keys=[("row_id", "eval_rows", "id")],
     )
     # A lead's decision on a trace its labelers disagree on: the label to fold (NULL: keep it out).
-    db["eval_settlements"].create(
+    db.table("eval_settlements").create(
         {"trace_id": str, "label_id": int, "settled_by": str, "settled_at": str},
         pk="trace_id",
         not_null={"settled_by", "settled_at"},
         foreign_keys=[("trace_id", "traces", "trace_id"), ("label_id", "labels", "id")],
     )
-    db["eval_gate_settings"].create(
+    db.table("eval_gate_settings").create(
         {"id": int, "adversarial_min": float, "set_by": str, "set_at": str},
         pk="id",
         not_null={"adversarial_min"},
@@ -584,25 +584,25 @@ def m060_eval_lifecycle(db: Database) -> None:
 @migrations()
 def m070_drift(db: Database) -> None:
     # Vectors keyed by text hash, model name and model revision: a new model starts a new baseline.
-    db["drift_vectors"].create(
+    db.table("drift_vectors").create(
         {"text_hash": str, "model": str, "revision": str, "dim": int, "vector": bytes, "created_at": str},
         pk=("text_hash", "model", "revision"),
         not_null={"dim", "vector"},
     )
     # Machine scrubs of traces no batch sampled: scrubbed once, embedded by drift, shown to leads only.
-    db["drift_texts"].create(
+    db.table("drift_texts").create(
         {"trace_id": str, "scrubber_version": str, "text": str, "created_at": str},
         pk="trace_id",
         not_null={"scrubber_version", "text"},
         foreign_keys=[("trace_id", "traces", "trace_id")],
     )
-    db["drift_references"].create(
+    db.table("drift_references").create(
         {"version": int, "from_week": str, "to_week": str, "set_by": str, "set_at": str},
         pk="version",
         not_null={"from_week", "to_week"},
         foreign_keys=[("version", "eval_versions", "version")],
     )
-    db["drift_runs"].create(
+    db.table("drift_runs").create(
         {
             "id": int,
             "at": str,
@@ -625,7 +625,7 @@ def m070_drift(db: Database) -> None:
         pk="id",
         not_null={"eval_version", "model", "tau"},
     )
-    db["drift_windows"].create(
+    db.table("drift_windows").create(
         {
             "run_id": int,
             "window": str,
@@ -645,14 +645,14 @@ def m070_drift(db: Database) -> None:
         pk=("run_id", "window"),
         foreign_keys=[("run_id", "drift_runs", "id")],
     )
-    db["drift_windows"].create_index(["window", "run_id"])
-    db["drift_clusters"].create(
+    db.table("drift_windows").create_index(["window", "run_id"])
+    db.table("drift_clusters").create(
         {"run_id": int, "window": str, "cluster": int, "name": str, "terms": str, "size": int},
         pk=("run_id", "window", "cluster"),
         foreign_keys=[("run_id", "drift_runs", "id")],
     )
     # Far traces only: what clusters and the drift-driven batch need.
-    db["drift_members"].create(
+    db.table("drift_members").create(
         {
             "run_id": int,
             "window": str,
@@ -664,19 +664,19 @@ def m070_drift(db: Database) -> None:
         pk=("run_id", "trace_id"),
         foreign_keys=[("run_id", "drift_runs", "id"), ("trace_id", "traces", "trace_id")],
     )
-    db["drift_members"].create_index(["run_id", "window", "cluster", "distance"])
+    db.table("drift_members").create_index(["run_id", "window", "cluster", "distance"])
 
 
 @migrations()
 def m080_judge(db: Database) -> None:
     # A rubric is never edited in place: saving it again writes the next version.
-    db["rubrics"].create(
+    db.table("rubrics").create(
         {"id": int, "name": str, "version": int, "body": str, "created_by": str, "created_at": str},
         pk="id",
         not_null={"name", "version", "body", "created_by", "created_at"},
     )
     db.execute("CREATE UNIQUE INDEX idx_rubrics_name_version ON rubrics(name, version)")
-    db["judge_runs"].create(
+    db.table("judge_runs").create(
         {
             "id": int,
             "rubric_id": int,
@@ -701,7 +701,7 @@ def m080_judge(db: Database) -> None:
     )
     # One judgment per rubric version, subject and position (pairs are judged in both orders), so an
     # interrupted run that is started again cannot grade anything twice.
-    db["judgments"].create(
+    db.table("judgments").create(
         {
             "id": int,
             "run_id": int,
@@ -731,9 +731,9 @@ def m080_judge(db: Database) -> None:
         "CREATE UNIQUE INDEX idx_judgments_subject"
         " ON judgments(rubric_id, subject_kind, subject_id, position)"
     )
-    db["judgments"].create_index(["run_id"])
-    db["judgments"].create_index(["subject_kind", "subject_id"])
-    db["quality_settings"].create(
+    db.table("judgments").create_index(["run_id"])
+    db.table("judgments").create_index(["subject_kind", "subject_id"])
+    db.table("quality_settings").create(
         {"name": str, "value": float, "updated_by": str, "updated_at": str}, pk="name", not_null={"value"}
     )
 
@@ -741,12 +741,12 @@ def m080_judge(db: Database) -> None:
 @migrations()
 def m090_weekly_cycle(db: Database) -> None:
     # Each inbox file is ingested once, known by its content hash (a renamed copy is not new).
-    db["inbox_files"].create(
+    db.table("inbox_files").create(
         {"content_hash": str, "name": str, "run_id": int, "ingested_at": str},
         pk="content_hash",
         not_null={"name", "ingested_at"},
     )
-    db["cycles"].create(
+    db.table("cycles").create(
         {
             "id": int,
             "started_at": str,
@@ -760,7 +760,7 @@ def m090_weekly_cycle(db: Database) -> None:
         pk="id",
         not_null={"started_at", "actor", "status"},
     )
-    db["cycle_settings"].create(
+    db.table("cycle_settings").create(
         {"id": int, "fold_in": int, "baseline": str, "set_by": str, "set_at": str}, pk="id"
     )
 
@@ -777,7 +777,7 @@ def m100_fewer_week_indexes(db: Database) -> None:
 def m110_signal_rollup(db: Database) -> None:
     # Per period (week or day) and cohort: traces, rate-signal events, mean cost and p95 latency, kept
     # up to a rowid watermark in rollup_state; a period that gains traces is recomputed whole.
-    db["signal_rollup"].create(
+    db.table("signal_rollup").create(
         {
             "kind": str,
             "period": str,
@@ -800,7 +800,7 @@ def m110_signal_rollup(db: Database) -> None:
 def m120_arm_rollup(db: Database) -> None:
     # Per metadata key (a release or variant field), value and ISO week: traces and rate-signal events,
     # kept up to a rowid watermark per key ('arms:<key>' in rollup_state).
-    db["arm_rollup"].create(
+    db.table("arm_rollup").create(
         {
             "key": str,
             "arm": str,
@@ -822,14 +822,14 @@ def m130_drift_far_point(db: Database) -> None:
     # Per window: the reweighted reference's share beyond τ, and the far point's τ and shares; the
     # alarm tests both points, so a lead can see which one moved.
     for column in ("ref_share", "far_tau", "far_share", "far_ref_share"):
-        db["drift_windows"].add_column(column, float)
+        db.table("drift_windows").add_column(column, float)
 
 
 @migrations()
 def m140_fold_leave_outs_and_withdrawals(db: Database) -> None:
     # A row a lead left out of one fold-in, with the reason: it keeps waiting and the next preview shows
     # it; ``item`` names what the preview proposed ("add t-000123", "retire r-000045").
-    db["eval_leave_outs"].create(
+    db.table("eval_leave_outs").create(
         {
             "id": int,
             "item": str,
@@ -845,11 +845,11 @@ def m140_fold_leave_outs_and_withdrawals(db: Database) -> None:
         pk="id",
         not_null={"item", "action", "reason", "left_by", "left_at"},
     )
-    db["eval_leave_outs"].create_index(["item"])
+    db.table("eval_leave_outs").create_index(["item"])
     # Why a row left the set without being retired: a lead's withdrawal (``source`` 'withdraw') or a
     # fold-in that found its labels undone or its scrub reopened ('fold_in'); ``version`` is the first
     # version without it.
-    db["eval_withdrawals"].create(
+    db.table("eval_withdrawals").create(
         {
             "row_id": str,
             "trace_id": str,
@@ -863,7 +863,7 @@ def m140_fold_leave_outs_and_withdrawals(db: Database) -> None:
         not_null={"reason", "source", "withdrawn_by", "withdrawn_at", "version"},
         foreign_keys=[("row_id", "eval_rows", "id"), ("version", "eval_versions", "version")],
     )
-    db["eval_withdrawals"].create_index(["trace_id"])
+    db.table("eval_withdrawals").create_index(["trace_id"])
 
 
 @migrations()
@@ -871,16 +871,16 @@ def m150_anomalies_over_the_cap(db: Database) -> None:
     # The cap limits stratified and random picks only: a batch keeps every anomaly even when they alone
     # exceed it. The batch records its cap and how many anomalies its plan picked, and each ledger row
     # how many of its batch traces are held beyond the cap.
-    db["sample_batches"].add_column("cap", int)
-    db["sample_batches"].add_column("anomalies", int)
-    db["batch_strata"].add_column("over_cap", int)
+    db.table("sample_batches").add_column("cap", int)
+    db.table("sample_batches").add_column("anomalies", int)
+    db.table("batch_strata").add_column("over_cap", int)
 
 
 @migrations()
 def m180_experiments(db: Database) -> None:
     # A declared A/B experiment: what decides it is fixed before its data is read, so a verdict cannot
     # be shopped for by changing the unit, the split, the metric or the test's parameters afterwards.
-    db["experiments"].create(
+    db.table("experiments").create(
         {
             "id": int,
             "name": str,
@@ -910,14 +910,14 @@ def m180_experiments(db: Database) -> None:
             "start",
         },
     )
-    db["experiments"].create_index(["name"], unique=True)
+    db.table("experiments").create_index(["name"], unique=True)
 
 
 @migrations()
 def m170_release_decisions(db: Database) -> None:
     # A lead's release decision on one version: the verdict, every criterion and the waived rows with
     # their reasons, as the gate stated them then. The newest shipped decision names the live system.
-    db["release_decisions"].create(
+    db.table("release_decisions").create(
         {
             "id": int,
             "version": int,
@@ -936,7 +936,7 @@ def m170_release_decisions(db: Database) -> None:
         pk="id",
         not_null={"version", "baseline", "challenger", "verdict", "criteria", "decided_by", "decided_at"},
     )
-    db["release_decisions"].create_index(["verdict", "decided_at"])
+    db.table("release_decisions").create_index(["verdict", "decided_at"])
     for event in ("UPDATE", "DELETE"):
         db.execute(
             f"CREATE TRIGGER release_decisions_immutable_{event.lower()} BEFORE {event} ON release_decisions"
@@ -952,15 +952,15 @@ def m200_interrupted_work_and_import_hashes(db: Database) -> None:
     for table in ("cycles", "ingest_runs", "judge_runs"):
         for column, kind in (("host", str), ("pid", int), ("pid_started", str), ("heartbeat_at", str)):
             if column not in db[table].columns_dict:
-                db[table].add_column(column, kind)
+                db.table(table).add_column(column, kind)
     # Each scrub names the audit entry written in the transaction that stored it.
-    db["scrubs"].add_column("audit_id", int)
+    db.table("scrubs").add_column("audit_id", int)
     _audit_old_scrubs(db)
     # The SHA-256 of the file a version or a run was imported from: the same file is imported once.
-    db["eval_versions"].add_column("source_sha256", str)
-    db["eval_runs"].add_column("source_sha256", str)
-    db["eval_versions"].create_index(["source_sha256"])
-    db["eval_runs"].create_index(["version", "system", "source_sha256"])
+    db.table("eval_versions").add_column("source_sha256", str)
+    db.table("eval_runs").add_column("source_sha256", str)
+    db.table("eval_versions").create_index(["source_sha256"])
+    db.table("eval_runs").create_index(["version", "system", "source_sha256"])
 
 
 def _audit_old_scrubs(db: Database) -> None:
@@ -987,7 +987,7 @@ def _audit_old_scrubs(db: Database) -> None:
 def m220_data_subjects_retention_never_redact(db: Database) -> None:
     # Raw text that is gone (retention or a data subject's erasure): the trace keeps its id, time,
     # signals and approved scrub; ``reason`` says why and when, for every page that shows the trace.
-    db["raw_purges"].create(
+    db.table("raw_purges").create(
         {"trace_id": str, "reason": str, "purged_by": str, "purged_at": str},
         pk="trace_id",
         not_null={"reason", "purged_at"},
@@ -998,20 +998,20 @@ def m220_data_subjects_retention_never_redact(db: Database) -> None:
         " PRIMARY KEY (token, trace_rowid)) WITHOUT ROWID"
     )
     db.execute("CREATE INDEX idx_subject_index_trace ON subject_index(trace_rowid)")
-    db["subject_keys"].create({"name": str, "secret": bytes}, pk="name", not_null={"secret"})
-    db["exports"].create(
+    db.table("subject_keys").create({"name": str, "secret": bytes}, pk="name", not_null={"secret"})
+    db.table("exports").create(
         {"id": int, "version": int, "format": str, "path": str, "rows": int, "actor": str, "at": str},
         pk="id",
         not_null={"version", "format", "path", "at"},
     )
-    db["exports"].create_index(["version"])
-    db["never_redact"].create(
+    db.table("exports").create_index(["version"])
+    db.table("never_redact").create(
         {"id": int, "phrase": str, "added_by": str, "added_at": str}, pk="id", not_null={"phrase"}
     )
     db.execute("CREATE UNIQUE INDEX idx_never_redact_phrase ON never_redact(phrase COLLATE NOCASE)")
     # An erased row's content is replaced by its tombstone, the one change a frozen row accepts: the
     # tombstone is written first (never changed afterwards) and the update must put exactly its text in.
-    db["eval_row_tombstones"].create(
+    db.table("eval_row_tombstones").create(
         {"row_id": str, "text": str, "reason": str, "erased_by": str, "erased_at": str},
         pk="row_id",
         not_null={"text", "erased_at"},
@@ -1038,7 +1038,7 @@ def m230_named_eval_sets_coverage_and_checks(db: Database) -> None:
     # refreshed from production). Version numbers stay unique across the store, so every table that
     # names a version keeps naming it alone. A frozen set takes no new version, ever: no fold-in, edit,
     # withdrawal or retirement. A store that had versions keeps them in one set, "default".
-    db["eval_sets"].create(
+    db.table("eval_sets").create(
         {
             "name": str,
             "frozen": int,
@@ -1051,22 +1051,22 @@ def m230_named_eval_sets_coverage_and_checks(db: Database) -> None:
         pk="name",
         not_null={"frozen", "created_by", "created_at"},
     )
-    db["eval_versions"].add_column("eval_set", str)
-    db["eval_rows"].add_column("eval_set", str)
-    db["eval_leave_outs"].add_column("eval_set", str)
+    db.table("eval_versions").add_column("eval_set", str)
+    db.table("eval_rows").add_column("eval_set", str)
+    db.table("eval_leave_outs").add_column("eval_set", str)
     # A labeler's "handled well: add as coverage" (on a not-a-bug label) and the row it makes; a pass
     # criterion's code check (JSON, validated when written), graded here instead of by a judge.
-    db["labels"].add_column("coverage", int)
-    db["labels"].add_column("pass_check", str)
-    db["eval_rows"].add_column("coverage", int)
-    db["eval_rows"].add_column("pass_check", str)
-    db["eval_rows"].create_index(["eval_set"])
-    db["eval_versions"].create_index(["eval_set", "version"])
+    db.table("labels").add_column("coverage", int)
+    db.table("labels").add_column("pass_check", str)
+    db.table("eval_rows").add_column("coverage", int)
+    db.table("eval_rows").add_column("pass_check", str)
+    db.table("eval_rows").create_index(["eval_set"])
+    db.table("eval_versions").create_index(["eval_set", "version"])
     if db.execute("SELECT 1 FROM eval_versions LIMIT 1").fetchone():
         first = db.execute(
             "SELECT created_by, created_at FROM eval_versions ORDER BY version LIMIT 1"
         ).fetchone()
-        db["eval_sets"].insert(
+        db.table("eval_sets").insert(
             {"name": "default", "frozen": 0, "created_by": first[0], "created_at": first[1]}
         )
         db.execute("DROP TRIGGER eval_versions_immutable_update")
@@ -1111,13 +1111,13 @@ def m260_label_edits_and_lead_review(db: Database) -> None:
     # An edit replaces a label with a new row (the old one is kept, undone), so who changed what stays
     # readable; a lead's review marks the label that may fold while the review step is on.
     for column in ("edited_by", "edited_at", "reviewed_by", "reviewed_at"):
-        db["labels"].add_column(column, str)
-    db["labels"].add_column("replaced_by", int)
+        db.table("labels").add_column(column, str)
+    db.table("labels").add_column("replaced_by", int)
     db.execute(
         "CREATE INDEX idx_labels_unreviewed ON labels(trace_id)"
         " WHERE undone_at IS NULL AND reviewed_at IS NULL"
     )
-    db["label_settings"].create(
+    db.table("label_settings").create(
         {"name": str, "value": int, "set_by": str, "set_at": str}, pk="name", not_null={"value"}
     )
 
@@ -1127,7 +1127,7 @@ def m240_input_drift(db: Database) -> None:
     # Input drift beside coverage drift: per run, week and test (input length, language mix, intent
     # mix) the statistic, the p-value and its Bonferroni adjustment across the three, the effect size
     # and the alarm, with the reference weeks the week was compared with.
-    db["input_drift"].create(
+    db.table("input_drift").create(
         {
             "id": int,
             "run_at": str,
@@ -1147,7 +1147,7 @@ def m240_input_drift(db: Database) -> None:
         pk="id",
         not_null={"run_at", "week", "test", "n", "reference_n", "alarm"},
     )
-    db["input_drift"].create_index(["week", "test", "id"])
+    db.table("input_drift").create_index(["week", "test", "id"])
 
 
 def _is_timestamp_column(name: str) -> bool:

@@ -69,7 +69,7 @@ def _normalized(obj: object, ts_range: TimeRange | None) -> dict:
     if not isinstance(obj, dict):
         raise BadInput(f"not a JSON object (got {_type_name(obj)})")
     get = obj.get
-    row = {
+    row: dict = {
         "trace_id": _trace_id(obj),
         "input": _required_text(obj, "input"),
         "output": _optional_text(obj, "output"),
@@ -340,7 +340,8 @@ class TraceFilter:
         ``walk_sort_index`` keeps the week, cohort and intent terms off their indexes (``+column``), so
         SQLite walks the sort column's index and skips non-matches instead of sorting every match.
         """
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list = []
         unindexed = "+" if walk_sort_index else ""
         for column, values in (("week", self.weeks), ("cohort", self.cohorts), ("intent", self.intents)):
             if values:
@@ -418,7 +419,7 @@ def find_traces(
     columns = LIST_COLUMNS + (", input, output" if user.sees_raw_text else "")
     backwards = before is not None or last
     cursor = before if before is not None else after
-    rows = []
+    rows: list[dict] = []
     for segment_sql, segment_params, order in _segments(sort, cursor, backwards):
         if len(rows) >= page_size:
             break
@@ -449,8 +450,12 @@ def _segments(sort: TraceSort, cursor: tuple | None, backwards: bool) -> list[tu
     column = sort.column
     descending = sort.descending != backwards
     op, direction = ("<", "DESC") if descending else (">", "ASC")
-    valued = (f"{column} IS NOT NULL", [], f"{column} {direction}, trace_id {direction}")
-    missing = (f"{column} IS NULL", [], f"trace_id {direction}")
+    valued: tuple[str, list, str] = (
+        f"{column} IS NOT NULL",
+        [],
+        f"{column} {direction}, trace_id {direction}",
+    )
+    missing: tuple[str, list, str] = (f"{column} IS NULL", [], f"trace_id {direction}")
     if cursor is not None and cursor[0] is not None:
         valued = (f"{valued[0]} AND ({column}, trace_id) {op} (?, ?)", list(cursor), valued[2])
     elif cursor is not None:
@@ -518,7 +523,7 @@ def raw_trace(db: Database, user: User, trace_id: str) -> dict:
     """The whole stored trace, raw text included; only reviewers and leads may read it."""
     require_role(user, *RAW_TEXT_ROLES)
     try:
-        row = db["traces"].get(trace_id)
+        row = db.table("traces").get(trace_id)
     except NotFoundError:
         raise TraceNotFound(f"no trace with id {trace_id!r}") from None
     row["messages"] = json.loads(row["messages"]) if row["messages"] else []
@@ -542,7 +547,7 @@ def exchange(scrub: dict) -> list[dict]:
     messages = scrub.get("messages") or []
     if isinstance(messages, str):
         messages = json.loads(messages)
-    turns = [
+    turns: list[dict[str, object]] = [
         {"role": ROLES.get(str(m.get("role", "")).lower(), str(m.get("role") or "message")), "content": text}
         for m in messages
         if isinstance(m, dict) and (text := _content(m.get("content")))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -21,7 +21,7 @@ from flywheel.traces.signals import ANOMALIES, Signal
 T = TypeVar("T")
 ROLLUP = "traces"
 CACHE_SIZE = 256
-_cache: dict[tuple, object] = {}
+_cache: dict[tuple, Any] = {}  # each name's own type of figure
 ALL = ""  # the rollup's signal name for "every trace"; also its stand-in for a missing cohort or intent
 
 

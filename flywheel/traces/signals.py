@@ -10,6 +10,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from flywheel.config import load_config
 from flywheel.errors import BadInput
@@ -159,7 +160,9 @@ class Declared:
         if self.kind == "boolean":
             return f"{value} = {1 if self.bad else 0}"
         if self.kind == "number":
+            assert self.threshold is not None  # checked on construction
             return f"{value} {'>' if self.bad == 'above' else '<'} {float(self.threshold)!r}"
+        assert self.within_s is not None  # checked on construction
         return f"({value} >= 0 AND {value} <= {float(self.within_s)!r})"
 
     def describe(self) -> str:
@@ -171,7 +174,12 @@ class Declared:
         return f"{self.field}: event within {self.within_s:g} s of the reply"
 
     def as_dict(self) -> dict:
-        body = {"name": self.name, "label": self.label, "kind": self.kind, "field": self.field}
+        body: dict[str, object] = {
+            "name": self.name,
+            "label": self.label,
+            "kind": self.kind,
+            "field": self.field,
+        }
         body["bad"] = self.bad
         if self.threshold is not None:
             body["threshold"] = self.threshold
@@ -180,7 +188,7 @@ class Declared:
         return body
 
 
-def _finite(value: object) -> bool:
+def _finite(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -195,7 +203,8 @@ def parse_declarations(body: object, where: str = "signals") -> tuple[Declared, 
     entries = body.get("signal", [])
     if not isinstance(entries, list):
         raise BadInput(f"{where}: 'signal' must be a list of tables")
-    out, builtin = [], {s.name for s in SIGNALS}
+    out: list[Declared] = []
+    builtin = {s.name for s in SIGNALS}
     for entry in entries:
         if not isinstance(entry, dict) or set(entry) - set(DECLARED_KEYS):
             raise BadInput(f"{where}: signal {entry!r}: expected the keys {', '.join(DECLARED_KEYS)}")

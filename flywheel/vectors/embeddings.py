@@ -196,9 +196,15 @@ class EmbeddingWorker(threading.Thread):
     def __init__(self, path: str, interval: float = 2.0, encoder: Encoder | None = None):
         super().__init__(name=f"flywheel-embed:{path}", daemon=True)
         self.path, self.interval = path, interval
-        self._model = None if encoder else ModelProcess()
-        self.encoder: Encoder = encoder or self._model.encode
-        self.embedded, self.error, self.ready = 0, None, threading.Event()
+        self._model: ModelProcess | None = None
+        self.encoder: Encoder
+        if encoder:
+            self.encoder = encoder
+        else:
+            self._model = ModelProcess()
+            self.encoder = self._model.encode
+        self.embedded, self.ready = 0, threading.Event()
+        self.error: str | None = None
         self._wake, self._halt = threading.Event(), threading.Event()
 
     def run(self) -> None:
@@ -418,7 +424,9 @@ def _candidate_texts(db: Database, rows: list[dict]) -> list[str]:
         for i, result in zip(raw, results, strict=True):
             texts[i] = result.text
             _machine_texts[(str(db.conn), rows[i]["trace_id"], SCRUBBER_VERSION)] = result.text
-    return texts
+    filled = [text for text in texts if text is not None]
+    assert len(filled) == len(texts)  # the machine scrub filled every gap
+    return filled
 
 
 def pull_siblings(db: Database, user: User, anchor: str, trace_ids: Sequence[str]) -> int | None:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class ModelProcess:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._child: subprocess.Popen | None = None
+        self._child: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the child (if it is not running) and wait until its model is loaded."""
@@ -63,20 +63,22 @@ class ModelProcess:
         payload = json.dumps(texts).encode("utf-8", "surrogatepass")
         with self._lock:
             child = self._running()
+            stdin, stdout = child.stdin, child.stdout
+            assert stdin is not None and stdout is not None  # the child runs with both pipes
             try:
-                child.stdin.write(struct.pack("<I", len(payload)) + payload)
-                child.stdin.flush()
-                rows, size = struct.unpack("<II", _read(child.stdout, 8))
+                stdin.write(struct.pack("<I", len(payload)) + payload)
+                stdin.flush()
+                rows, size = struct.unpack("<II", _read(stdout, 8))
                 if rows == FAILED:
-                    message = _read(child.stdout, size).decode()
+                    message = _read(stdout, size).decode()
                     raise EmbeddingError(f"the embedding process failed: {message}")
-                data = _read(child.stdout, rows * size * 4)
+                data = _read(stdout, rows * size * 4)
             except OSError as error:
                 self._end()
                 raise EmbeddingError(f"the embedding process stopped: {error}") from None
         return np.frombuffer(data, dtype=np.float32).reshape(rows, size)
 
-    def _running(self) -> subprocess.Popen:
+    def _running(self) -> subprocess.Popen[bytes]:
         if self._child is not None and self._child.poll() is None:
             return self._child
         command = [sys.executable, "-m", "flywheel.vectors.model_process"]
@@ -84,6 +86,7 @@ class ModelProcess:
         self._child = subprocess.Popen(
             command, cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
+        assert self._child.stdout is not None  # opened as a pipe just above
         try:
             ready = _read(self._child.stdout, len(READY))
         except OSError:
@@ -96,6 +99,7 @@ class ModelProcess:
     def _end(self) -> None:
         child, self._child = self._child, None
         if child is not None:
+            assert child.stdin is not None  # the child runs with both pipes
             with contextlib.suppress(OSError):
                 child.stdin.close()
             try:
@@ -105,7 +109,7 @@ class ModelProcess:
                 child.wait()
 
 
-def _read(stream: BinaryIO, size: int) -> bytes:
+def _read(stream: IO[bytes], size: int) -> bytes:
     data = stream.read(size)
     if len(data) != size:
         raise OSError(f"the stream ended after {len(data)} of {size} bytes")
