@@ -147,7 +147,8 @@ def trace_fields(row: dict) -> Iterator[tuple[str, str]]:
     yield "input", row["input"]
     if row.get("output"):
         yield "output", row["output"]
-    for i, message in enumerate(_json(row.get("messages")) or []):
+    messages = _json(row.get("messages"))
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
         if isinstance(message, dict):
             yield f"messages[{i}]", str(message.get("content") or "")
     if row.get("metadata"):
@@ -670,12 +671,12 @@ def _withdraw_rows(
     tombstone = f"[erased on {stamp[:10]}: this row held a data subject's text]"
     row_ids = [r["row_id"] for r in rows]
     for row_id in row_ids:
-        db["eval_row_tombstones"].insert(
+        db.table("eval_row_tombstones").insert(
             {"row_id": row_id, "text": tombstone, "reason": why, "erased_by": user.name, "erased_at": stamp}
         )
         blank = {"input": tombstone, "messages": None, "expected": None, "criterion": None, "tags": None}
         blank["content_hash"] = content_hash(blank)
-        db["eval_rows"].update(row_id, blank)
+        db.table("eval_rows").update(row_id, blank)
     db.execute(f"UPDATE eval_results SET output = NULL WHERE row_id IN ({_in_ids(row_ids)})", row_ids)
     traces = {r["row_id"]: r["trace_id"] for r in rows}
     sets = dict(db.execute(f"SELECT id, eval_set FROM eval_rows WHERE id IN ({_in_ids(row_ids)})", row_ids))
