@@ -7,13 +7,14 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from flywheel.errors import BadInput, FlywheelError
 from flywheel.formats import EXPORT_FORMATS, INGEST_FORMATS
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
