@@ -51,7 +51,8 @@ class AuditFilter:
 
     def sql(self, claims: bool | None = None) -> tuple[str, list]:
         """The WHERE clause and its parameters (``claims`` overrides whether claim entries count)."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         for column, values in (("actor", self.actors), ("action", self.actions), ("entity", self.entities)):
             if values:
                 clauses.append(f"{column} IN ({','.join('?' * len(values))})")

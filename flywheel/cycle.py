@@ -104,7 +104,7 @@ def set_cycle_settings(db: Database, user: User, fold_in: bool, baseline: str | 
     if baseline is not None and len(baseline) > 200:
         raise BadInput(f"baseline system name of {len(baseline)} characters: expected at most 200")
     with write(db):
-        db["cycle_settings"].upsert(
+        db.table("cycle_settings").upsert(
             {
                 "id": 1,
                 "fold_in": int(bool(fold_in)),
@@ -167,7 +167,7 @@ def _ingest_inbox(
         )
         report = ingest_files(db, [path], actor=actor, config=config, progress=tick)
         with write(db):
-            db["inbox_files"].insert(
+            db.table("inbox_files").insert(
                 {"content_hash": digest, "name": path.name, "run_id": report.run_id, "ingested_at": now()}
             )
         totals["files"] += 1
@@ -286,7 +286,8 @@ def run_cycle(
     since = _last_cycle_start(db)
     with write(db):
         row = {"started_at": now(), "actor": actor, "status": "running", **process_mark()}
-        cycle_id = db["cycles"].insert(row).last_pk
+        cycle_id = db.table("cycles").insert(row).last_pk
+        assert cycle_id is not None  # every insert into a rowid table has one
     with _failing_cycle(db, cycle_id, actor):
         report = _run_steps(db, cycle_id, plan, actor, inbox, since, _beating(db, cycle_id, progress), config)
         report.resumes = interrupted_cycles(db, cycle_id)
@@ -342,7 +343,7 @@ def _failing_cycle(db: Database, cycle_id: int, actor: str) -> Iterator[None]:
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         reason = f"{type(error).__name__}: {error}"[:500]
         with contextlib.suppress(Exception), write(db):  # the store itself may be what failed
-            db["cycles"].update(cycle_id, {"status": status, "finished_at": now(), "report": None})
+            db.table("cycles").update(cycle_id, {"status": status, "finished_at": now(), "report": None})
             audit(db, actor, f"cycle_{status}", "cycle", cycle_id, reason=reason)
         raise
 
@@ -396,7 +397,7 @@ def _last_cycle_start(db: Database) -> str | None:
 
 def _finish(db: Database, report: CycleReport, actor: str) -> None:
     with write(db):
-        db["cycles"].update(
+        db.table("cycles").update(
             report.id,
             {
                 "finished_at": now(),

@@ -55,7 +55,10 @@ def _grade_request(request: httpx2.Request) -> httpx2.Response:
         a, b = (_between(content, f"<reply_{x}>\n", f"\n</reply_{x}>") for x in "ab")
         rank_a, rank_b = _rank(a), _rank(b)
         choice = "A" if rank_a > rank_b else "B" if rank_b > rank_a else "tie"
-        data = {"preference": choice, "reason": "demo grader: ranks replies by the demo's reply banks"}
+        data: dict[str, object] = {
+            "preference": choice,
+            "reason": "demo grader: ranks replies by the demo's reply banks",
+        }
     else:
         reply = content.rsplit("</conversation>", 1)[0].rsplit("ASSISTANT: ", 1)[-1]
         fails = _rank(reply) == 0

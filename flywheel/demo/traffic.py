@@ -20,6 +20,7 @@ from functools import lru_cache
 from importlib import resources
 from itertools import accumulate
 from pathlib import Path
+from typing import Any
 
 from flywheel.errors import BadInput
 
@@ -70,7 +71,7 @@ BAD_LINE_KINDS = (
 # The words of the demo live in demo_text.json (package data); arrays load as tuples.
 
 
-def _frozen(value: object) -> object:
+def _frozen(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_frozen(item) for item in value)
     if isinstance(value, dict):
@@ -547,7 +548,7 @@ def _signals(rng: random.Random, sample: DemoSample, tripped: bool, turns: int) 
     failing = sample.failing = sample.failing or not schema_valid  # a broken structured reply is a failure
     thumbs_roll = rng.random()
     down, up = (0.25, 0.01) if failing else (0.019, 0.11)
-    signals = {
+    signals: dict[str, object] = {
         "thumbs": "down" if thumbs_roll < down else "up" if thumbs_roll < down + up else None,
         "regenerated": rng.random() < (0.12 if failing else 0.018),
         "retried": rng.random() < RATES["retried"],

@@ -100,7 +100,7 @@ def mix_test(reference: Counter, window: Counter, min_cell: int = MIN_CELL) -> d
 def compare(reference: list[dict], window: list[dict]) -> list[dict]:
     """The three tests of a week's requests (``length``, ``language``, ``intent`` each) against the
     reference's, Bonferroni-adjusted, each with its alarm."""
-    results = []
+    results: list[dict] = []
     for test in TESTS:
         if len(reference) < MIN_TRACES or len(window) < MIN_TRACES:
             results.append({"test": test, "statistic": None, "p_value": None, "effect": None, "detail": {}})
@@ -131,7 +131,7 @@ def week_requests(db: Database, week: str, limit: int) -> list[dict]:
 
     ids = window_traces(db, week, limit)
     texts, _ = scrubbed_requests(db, ids)
-    intents = {}
+    intents: dict[str, str | None] = {}
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         sql = f"SELECT trace_id, intent FROM traces WHERE trace_id IN ({','.join('?' * len(part))})"
@@ -179,7 +179,7 @@ def run_input_drift(db: Database, actor: str, week: str | None = None, *, config
         for result in compare(base, week_requests(db, target, config.drift_max_traces)):
             rows.append({"run_at": stamp, "actor": actor, "week": target, "reference": label, **result})
     with write(db):
-        db["input_drift"].insert_all(
+        db.table("input_drift").insert_all(
             {**r, "alarm": int(r["alarm"]), "detail": json.dumps(r["detail"])} for r in rows
         )
         alarms = [f"{r['week']} {r['test']}" for r in rows if r["alarm"]]

@@ -428,7 +428,7 @@ def cluster_names(docs: dict[int, list[str]], background: list[str], top: int = 
     """
     classes = {c: Counter(t for d in texts for t in set(tokens(d))) for c, texts in docs.items()}
     classes[-1] = Counter(t for d in background for t in set(tokens(d)))
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for counts in classes.values():
         totals.update(counts)
     mean_docs = (sum(len(texts) for texts in docs.values()) + len(background)) / max(len(classes), 1)
@@ -570,7 +570,7 @@ def set_reference_window(db: Database, user: User, eval_version: int, from_week:
         raise BadInput(f"reference window {from_week}..{to_week}: the first week is after the last")
     evalsets.version_rows(db, eval_version)  # raises NotFound for an unknown version
     with write(db):
-        db["drift_references"].upsert(
+        db.table("drift_references").upsert(
             {
                 "version": eval_version,
                 "from_week": from_week,
@@ -1043,6 +1043,7 @@ def add_starter_suite(db: Database, texts: Sequence[str], actor: str, note: str 
     """Import ``texts`` as a starter suite (a new eval-set version, through the eval-set station)."""
     lines = "".join(json.dumps({"input": text}) + "\n" for text in texts).encode()
     change = evalsets.import_evalset(db, User(actor, "lead"), lines, "starter_suite.jsonl", note=note)
+    assert change.version is not None  # an import always names the version holding the file
     return change.version
 
 

@@ -24,7 +24,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlite_utils import Database
 
@@ -104,7 +104,7 @@ def record_export(db: Database, user: User, version: int, fmt: str, out: str | P
     path = str(Path(out).resolve())
     with write(db):
         export_id = (
-            db["exports"]
+            db.table("exports")
             .insert(
                 {
                     "version": version,
@@ -117,6 +117,7 @@ def record_export(db: Database, user: User, version: int, fmt: str, out: str | P
             )
             .last_pk
         )
+        assert export_id is not None  # every insert into a rowid table has one
         audit(db, user.name, "export", "eval_version", version, format=fmt, path=path, rows=rows)
     return export_id
 
@@ -133,7 +134,7 @@ def write_rows(
         writer = csv.writer(stream)
         writer.writerow(CSV_COLUMNS)
         lines: Iterator = (_csv_line(row) for row in rows)
-        write = writer.writerow
+        write: Callable[[Any], object] = writer.writerow
     else:
         shape = {
             "jsonl": _plain,

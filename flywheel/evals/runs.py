@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -100,7 +100,7 @@ def parse_results(data: bytes, name: str, known: Collection[str] = ()) -> tuple[
     return "jsonl", _rows(jsonl_records(text), name)
 
 
-def _csv(text: str, name: str, known: Collection[str]) -> list[tuple[int, object]]:
+def _csv(text: str, name: str, known: Collection[str]) -> Sequence[tuple[int, object]]:
     def check(header: list[str]) -> None:
         if not {"row_id", "passed"} <= set(header):
             raise BadInput(f"header {header!r}: expected columns row_id and passed")
@@ -108,8 +108,9 @@ def _csv(text: str, name: str, known: Collection[str]) -> list[tuple[int, object
     return read_table(text, name, key="row_id", known_keys=known, check_header=check).rows
 
 
-def _rows(records: list[tuple[int, object]], name: str) -> list[Result]:
-    results, problems, numbered = [], [], {}
+def _rows(records: Sequence[tuple[int, object]], name: str) -> list[Result]:
+    results, problems = [], []
+    numbered: dict[tuple[str, int], int] = {}
     for line, record in records:
         try:
             result = _result(record)
@@ -157,9 +158,14 @@ def _score(value: object) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        return float(_scalar(value))
+    except ValueError:
         raise BadInput(f"'score' {str(value)[:20]!r}: expected a number") from None
+
+
+def _scalar(value: object) -> int | float | str:
+    """A number or text as read; anything else (a list, an object) as text no number parses from."""
+    return value if isinstance(value, (int, float, str)) else ""
 
 
 def _output(value: object) -> str | None:
@@ -173,8 +179,8 @@ def _repeat(value: object) -> int | None:
     if value is None or value == "":
         return None
     try:
-        number = int(value)
-    except (TypeError, ValueError):
+        number = int(_scalar(value))
+    except ValueError:
         raise BadInput(f"'repeat' {str(value)[:20]!r}: expected a whole number") from None
     if number < 0:
         raise BadInput(f"'repeat' {number}: expected 0 or more")
@@ -360,7 +366,7 @@ def import_results(
                 f" + {report.refused} refused; nothing imported"
             )
         with write(db):
-            db["eval_runs"].insert(
+            db.table("eval_runs").insert(
                 {
                     "id": run_id,
                     "version": version,
@@ -803,7 +809,7 @@ def confirm_retirements(
     with write(db):
         for row_id in dict.fromkeys(row_ids):
             reason = f"passed every run since {proposed[row_id]['passing_since'][:10]}"
-            db["eval_retirements"].insert(
+            db.table("eval_retirements").insert(
                 {"row_id": row_id, "reason": reason, "confirmed_by": user.name, "confirmed_at": stamp}
             )
         audit(db, user.name, "confirm_retirements", "eval_rows", len(row_ids), rows=row_ids)
@@ -831,7 +837,7 @@ def set_adversarial_threshold(db: Database, user: User, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise BadInput(f"adversarial threshold {value!r}: expected a number from 0 to 1")
     with write(db):
-        db["eval_gate_settings"].upsert(
+        db.table("eval_gate_settings").upsert(
             {"id": 1, "adversarial_min": float(value), "set_by": user.name, "set_at": _stamp(None)}, pk="id"
         )
         audit(db, user.name, "set_adversarial_threshold", "gate", 1, adversarial_min=value)
@@ -909,9 +915,10 @@ def gate(
         "blocking": [r for r in ordinary if r not in waived] + unsafe,
         "require_improvement": require_improvement,
     }
-    verdict["criteria"] = _criteria(verdict, adversarial_rows, unsafe, ordinary)
-    verdict["reasons"] = [f"{c['name']}: {c['detail']}" for c in verdict["criteria"] if not c["ok"]]
-    verdict["verdict"] = "ship" if all(c["ok"] for c in verdict["criteria"]) else "block"
+    criteria = _criteria(verdict, adversarial_rows, unsafe, ordinary)
+    verdict["criteria"] = criteria
+    verdict["reasons"] = [f"{c['name']}: {c['detail']}" for c in criteria if not c["ok"]]
+    verdict["verdict"] = "ship" if all(c["ok"] for c in criteria) else "block"
     return verdict
 
 
@@ -1028,7 +1035,8 @@ def record_decision(db: Database, user: User, verdict: dict, now: datetime | Non
         "decided_at": stamp,
     }
     with write(db):
-        decision = db["release_decisions"].insert(row).last_pk
+        decision = db.table("release_decisions").insert(row).last_pk
+        assert decision is not None  # every insert into a rowid table has one
         audit(
             db,
             user.name,
@@ -1086,6 +1094,8 @@ def flipped_rows(db: Database, verdict: dict) -> list[dict]:
             row = query_one(
                 db, "SELECT id, code, adversarial, input, expected FROM eval_rows WHERE id = ?", [row_id]
             )
+            if row is None:
+                raise NotFound(f"no eval row {row_id!r}")
             out.append(
                 {
                     "row_id": row_id,

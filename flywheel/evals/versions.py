@@ -19,17 +19,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
+from typing import overload
 
 from sqlite_utils import Database
 
 from flywheel.auth import User, require_role
 from flywheel.csvfiles import BadRows, read_table
 from flywheel.errors import BadInput, NotFound
-from flywheel.labeling.checks import describe_check, dump_check, load_check, parse_check
+from flywheel.labeling.checks import EXAMPLES, describe_check, dump_check, load_check, parse_check
 from flywheel.labeling.labels import NOT_A_BUG, review_step, unreviewed_traces
 from flywheel.store.audit import audit
 from flywheel.store.clock import format_ts, now_utc
@@ -86,6 +87,10 @@ def set_names(db: Database) -> list[str]:
     return [r[0] for r in db.execute("SELECT name FROM eval_sets ORDER BY name")]
 
 
+@overload
+def resolve_set(db: Database, name: str) -> str: ...
+@overload
+def resolve_set(db: Database, name: str | None) -> str | None: ...
 def resolve_set(db: Database, name: str | None) -> str | None:
     """The set a command acts on: ``name`` when it exists; without a name the one set there is (None
     when there is none yet). Several sets and no name is refused with the list of sets."""
@@ -140,7 +145,7 @@ def create_eval_set(
 
 def _insert_set(db: Database, user: User, name: str, note: str | None, stamp: str) -> None:
     note = (note or "").strip()[:MAX_FIELD] or None
-    db["eval_sets"].insert(
+    db.table("eval_sets").insert(
         {"name": name, "frozen": 0, "note": note, "created_by": user.name, "created_at": stamp}
     )
     audit(db, user.name, "create_eval_set", "eval_set", name, note=note)
@@ -301,7 +306,7 @@ def _insert_rows(db: Database, rows: list[dict], stamp: str) -> list[str]:
     ids = _next_row_ids(db, len(rows))
     for row_id, row in zip(ids, rows, strict=True):
         row.update(id=row_id, created_at=stamp, content_hash=content_hash(row))
-    db["eval_rows"].insert_all(rows)
+    db.table("eval_rows").insert_all(rows)
     return ids
 
 
@@ -326,7 +331,7 @@ def make_version(
     top = db.execute("SELECT max(version) FROM eval_versions").fetchone()[0]
     version = (top or 0) + 1
     active = sum(state == "active" for state in members.values())
-    db["eval_versions"].insert(
+    db.table("eval_versions").insert(
         {
             "version": version,
             "eval_set": eval_set,
@@ -338,7 +343,7 @@ def make_version(
             **counts,
         }
     )
-    db["eval_version_rows"].insert_all(
+    db.table("eval_version_rows").insert_all(
         {"version": version, "row_id": row_id, "state": state} for row_id, state in sorted(members.items())
     )
     retiring = [r for r, s in members.items() if s == "archived"]
@@ -415,13 +420,12 @@ def import_evalset(
         for row_id in inserted:
             members[row_id] = "active"
         retired, changed = _apply_pending(db, members)
-        counts = {"added": len(rows) + changed, "retired": retired, "carried": carried - retired - changed}
-        counts.update(changed=changed, withdrawn=0, source_sha256=digest)
+        added, kept = len(rows) + changed, carried - retired - changed
+        counts: dict[str, object] = {"added": added, "retired": retired, "carried": kept, "changed": changed}
+        counts.update(withdrawn=0, source_sha256=digest)
         note = note or f"starter suite {Path(name).name}"
         version = make_version(db, user, "import", note, stamp, members, counts, eval_set)
-    return VersionChange(
-        version, True, counts["added"], retired, counts["carried"], _active(members), changed
-    )
+    return VersionChange(version, True, added, retired, kept, _active(members), changed)
 
 
 def import_evalset_file(
@@ -452,7 +456,8 @@ def parse_suite(data: bytes, name: str) -> list[dict]:
     except UnicodeDecodeError as error:
         raise BadInput(f"{name}: not UTF-8 (byte {error.start})") from None
     records = _csv_records(text, name) if name.lower().endswith(".csv") else jsonl_records(text)
-    rows, problems, seen = [], [], {}
+    rows, problems = [], []
+    seen: dict[str, int] = {}
     for line, record in records:
         try:
             row = _suite_row(record)
@@ -473,7 +478,7 @@ def parse_suite(data: bytes, name: str) -> list[dict]:
     return rows
 
 
-def _csv_records(text: str, name: str) -> list[tuple[int, object]]:
+def _csv_records(text: str, name: str) -> Sequence[tuple[int, object]]:
     def check(header: list[str]) -> None:
         unknown = [f for f in header if f not in IMPORT_FIELDS]
         if "input" not in header or unknown:
@@ -647,7 +652,7 @@ def settle_disagreement(
             )
             if label is None:
                 raise NotFound(f"no live label {label_id} on trace {trace_id!r}")
-        db["eval_settlements"].upsert(
+        db.table("eval_settlements").upsert(
             {"trace_id": trace_id, "label_id": label_id, "settled_by": user.name, "settled_at": _stamp(now)},
             pk="trace_id",
         )
@@ -1033,10 +1038,20 @@ def fold_in(
             version = make_version(db, user, "fold_in", note, stamp, members, counts, target)
             _record_withdrawals(db, user, [i for i in folding if i.action == "withdraw"], stamp, version)
         _record_leave_outs(db, user, plan, reasons, stamp, version)
-    extra = {"disagreements": plan.disagreements, "left_out": len(reasons), "blocked": len(plan.blocked)}
+    disagreements, left_out, blocked = plan.disagreements, len(reasons), len(plan.blocked)
     if version is None:
         active = _active(members)
-        return VersionChange(plan.after, False, 0, 0, active, active, **extra)
+        return VersionChange(
+            plan.after,
+            False,
+            0,
+            0,
+            active,
+            active,
+            disagreements=disagreements,
+            left_out=left_out,
+            blocked=blocked,
+        )
     return VersionChange(
         version,
         True,
@@ -1046,7 +1061,9 @@ def fold_in(
         _active(members),
         counts["changed"],
         counts["withdrawn"],
-        **extra,
+        disagreements=disagreements,
+        left_out=left_out,
+        blocked=blocked,
     )
 
 
@@ -1067,12 +1084,16 @@ def _apply_items(
     before = dict(members)
     for item in items:
         if item.action == "withdraw":
+            assert item.row_id is not None  # a withdrawal names the row it takes out
             del members[item.row_id]
         elif item.action == "retire":
+            assert item.row_id is not None  # a retirement names the row it archives
             members[item.row_id] = "archived"
         elif item.action == "change":
+            assert item.replaces is not None  # a change names the row it replaces
             del members[item.replaces]
             if item.row is None:  # a lead's edit: its row is written already
+                assert item.row_id is not None
                 members[item.row_id] = "active"
     written = [dict(item.row) for item in items if item.row is not None]
     for row_id in _insert_rows(db, written, stamp):
@@ -1090,6 +1111,7 @@ def _apply_items(
 
 def _record_withdrawals(db: Database, user: User, items: list[FoldItem], stamp: str, version: int) -> None:
     for item in items:
+        assert item.row_id is not None and item.reason is not None  # a withdrawal item has both
         record_withdrawal(db, user, item.row_id, item.trace_id, item.reason, "fold_in", stamp, version)
 
 
@@ -1103,7 +1125,7 @@ def record_withdrawal(
     stamp: str,
     version: int,
 ) -> None:
-    db["eval_withdrawals"].insert(
+    db.table("eval_withdrawals").insert(
         {
             "row_id": row_id,
             "trace_id": trace_id,
@@ -1124,7 +1146,7 @@ def _record_leave_outs(
     for key, reason in reasons.items():
         item = items[key]
         row_id = item.row_id or item.replaces
-        db["eval_leave_outs"].insert(
+        db.table("eval_leave_outs").insert(
             {
                 "item": key,
                 "action": item.action,
@@ -1215,7 +1237,10 @@ def edit_row(db: Database, user: User, row_id: str, now: datetime | None = None,
     if not changes or set(changes) - allowed:
         raise BadInput(f"edit fields {sorted(changes)!r}: expected some of {', '.join(sorted(allowed))}")
     if "pass_check" in changes:
-        changes["pass_check"] = dump_check(parse_check(changes["pass_check"]))
+        written = changes["pass_check"]
+        if written is not None and not isinstance(written, (str, dict)):
+            raise BadInput(f"code check {str(written)[:40]!r}: expected text such as {EXAMPLES}")
+        changes["pass_check"] = dump_check(parse_check(written))
     stamp = _stamp(now)
     with write(db):
         old = query_one(db, "SELECT * FROM eval_rows WHERE id = ?", [row_id])

@@ -63,7 +63,7 @@ def set_threshold(db: Database, user: User, name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise BadInput(f"{name} {value!r}: expected a number in {low}..{high} ({help_text})")
     with write(db):
-        db["quality_settings"].upsert(
+        db.table("quality_settings").upsert(
             {"name": name, "value": float(value), "updated_by": user.name, "updated_at": now()}, pk="name"
         )
         audit(db, user.name, "set_threshold", "quality_setting", name, value=value)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -367,7 +368,7 @@ def declare_experiment(
     )
     _check(_number(alpha) and 0 < alpha < 0.5, f"alpha {alpha!r}: expected 0 < alpha < 0.5")
     _check(_number(power) and 0.5 <= power < 1, f"power {power!r}: expected 0.5 <= power < 1")
-    row = {
+    row: dict[str, Any] = {
         "name": name,
         "key": key,
         "control": control,
@@ -386,16 +387,15 @@ def declare_experiment(
     with write(db):
         if db.execute("SELECT 1 FROM experiments WHERE name = ?", [name]).fetchone():
             raise BadInput(f"an experiment named {name!r} is already declared; declare it under a new name")
-        table = db["experiments"].insert(row)
-        audit(db, user.name, "declare experiment", "experiment", table.last_pk, **row)
-    return Experiment(id=table.last_pk, **row)
+        experiment_id = db.table("experiments").insert(row).last_pk
+        assert experiment_id is not None  # every insert into a rowid table has one
+        audit(db, user.name, "declare experiment", "experiment", experiment_id, **row)
+    return Experiment(id=experiment_id, **row)
 
 
 def _label(value: object, what: str) -> str:
-    _check(
-        isinstance(value, str) and 0 < len(value.strip()) <= 200,
-        f"{what} {value!r}: expected 1..200 characters",
-    )
+    if not (isinstance(value, str) and 0 < len(value.strip()) <= 200):
+        raise BadInput(f"{what} {value!r}: expected 1..200 characters")
     return value.strip()
 
 
@@ -507,7 +507,7 @@ def _totals(counts: UnitCounts) -> tuple[int, int]:
 
 
 def _described(metric: str, role: str, x1: int, n1: int, x2: int, n2: int) -> dict:
-    row = {"metric": metric, "role": role} if role else {"metric": metric}
+    row: dict[str, object] = {"metric": metric, "role": role} if role else {"metric": metric}
     row.update(
         control_rate=x1 / n1,
         control_n=n1,

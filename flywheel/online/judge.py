@@ -19,13 +19,15 @@ Requests run on a bounded thread pool; only the main thread touches the database
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import Any
 
 import anthropic
 from sqlite_utils import Database
@@ -76,7 +78,7 @@ class JudgeSettings:
     input_usd_per_mtok: float
     output_usd_per_mtok: float
 
-    def replace(self, **changes: object) -> JudgeSettings:
+    def replace(self, **changes: Any) -> JudgeSettings:
         """A copy with some settings changed."""
         return dataclasses.replace(self, **changes)
 
@@ -87,13 +89,14 @@ class JudgeSettings:
 
 def load_judge_settings(environ: dict[str, str] | None = None) -> JudgeSettings:
     """Judge settings from FLYWHEEL_JUDGE_* environment variables, defaults for the rest."""
-    return JudgeSettings(**read_settings(JUDGE_SETTINGS, "FLYWHEEL_JUDGE_", environ))
+    values: dict[str, Any] = read_settings(JUDGE_SETTINGS, "FLYWHEEL_JUDGE_", environ)  # typed per Setting
+    return JudgeSettings(**values)
 
 
 def api_configured(environ: dict[str, str] | None = None) -> bool:
     """Whether an Anthropic credential is set, so the judge can run."""
-    environ = os.environ if environ is None else environ
-    return bool(environ.get("ANTHROPIC_API_KEY") or environ.get("ANTHROPIC_AUTH_TOKEN"))
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    return bool(env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_AUTH_TOKEN"))
 
 
 def make_client(
@@ -152,6 +155,7 @@ def target_subjects(db: Database, target: Target) -> tuple[list[Subject], int]:
     """The subjects a target holds and how many of its traces were left out for lack of an approved scrub."""
     if target.kind == "run":
         return _run_subjects(db, _int(target.value, "run id")), 0
+    params: list[object]
     if target.kind == "batch":
         batch = _int(target.value, "batch id")
         if query_one(db, "SELECT id FROM sample_batches WHERE id = ?", [batch]) is None:
@@ -544,7 +548,7 @@ def _limit(pending: list[Subject], limit: int) -> list[Subject]:
     return [s for s in pending if (s.kind, s.id) in keep]
 
 
-def _judged(db: Database, rubric_id: int) -> set[tuple[str, str, str]]:
+def _judged(db: Database, rubric_id: int | None) -> set[tuple[str, str, str]]:
     rows = db.execute(
         "SELECT subject_kind, subject_id, position FROM judgments WHERE rubric_id = ?", [rubric_id]
     )
@@ -573,7 +577,7 @@ def _start_run(
 ) -> RunReport:
     with write(db):
         run_id = (
-            db["judge_runs"]
+            db.table("judge_runs")
             .insert(
                 {
                     **process_mark(),  # so a killed run is marked interrupted when the store is opened
@@ -595,6 +599,7 @@ def _start_run(
             )
             .last_pk
         )
+        assert run_id is not None  # every insert into a rowid table has one
         audit(db, actor, "judge_start", "judge_run", run_id, target=target.label, rubric=chosen.label)
     return RunReport(run_id, chosen.label, settings.model, target.label, already, not_scrubbed, 0)
 
@@ -614,8 +619,9 @@ def _grade(
         futures = {}
         for subject in pending:
             request = build_request(subject, chosen, system, settings)
+            parse: Callable[[object], dict]
             if subject.replies:
-                parse = lambda m, p=subject.position: parse_preference(m, p)  # noqa: E731
+                parse = functools.partial(parse_preference, position=subject.position)
             else:
                 parse = lambda m: parse_verdict(m, chosen)  # noqa: E731
             future = pool.submit(ask, client, request, parse, settings.malformed_retries)
@@ -648,7 +654,7 @@ def _record(
     answer = outcome.answer or {}
     with write(db):
         if outcome.status != "failed":
-            db["judgments"].insert(
+            db.table("judgments").insert(
                 {
                     "run_id": report.run_id,
                     "rubric_id": chosen.id,
@@ -683,7 +689,7 @@ def _record(
 
 
 def _save_counters(db: Database, report: RunReport) -> None:
-    db["judge_runs"].update(
+    db.table("judge_runs").update(
         report.run_id,
         {
             "requested": report.requested,
@@ -701,7 +707,7 @@ def _save_counters(db: Database, report: RunReport) -> None:
 def _finish_run(db: Database, actor: str, report: RunReport) -> None:
     with write(db):
         _save_counters(db, report)
-        db["judge_runs"].update(report.run_id, {"finished_at": now()})
+        db.table("judge_runs").update(report.run_id, {"finished_at": now()})
         audit(db, actor, "judge_finish", "judge_run", report.run_id, **report.as_json())
 
 

@@ -54,7 +54,7 @@ def lab_missing(db: Database) -> str:
     return f"the live system {live['system']!r} has no graded results on the current version {version}"
 
 
-def production_estimates(db: Database, rubric_id: int) -> list[dict]:
+def production_estimates(db: Database, rubric_id: int | None) -> list[dict]:
     """Per sampled week: the judge's pass share on the randomly sampled traces, with an interval."""
     rows = query_rows(
         db,
@@ -88,7 +88,7 @@ def parity(db: Database, rubric_name: str | None = None) -> dict:
     elif lab is None:
         why = lab_missing(db)
     for week in weeks:
-        if why:
+        if why or lab is None:  # no lab figure always comes with its why
             week.update(lab_rate=None, gap=None, flagged=False, lab_in_interval=None)
             continue
         gap = week["rate"] - lab["rate"]

@@ -173,7 +173,7 @@ def save_rubric(db: Database, user: User, rubric: Rubric) -> Rubric:
             "created_by": user.name,
             "created_at": now(),
         }
-        rubric_id = db["rubrics"].insert(row).last_pk
+        rubric_id = db.table("rubrics").insert(row).last_pk
         audit(db, user.name, "save_rubric", "rubric", rubric_id, name=rubric.name, version=version)
     return Rubric.from_body(rubric.name, json.loads(body), rubric_id, version)
 

@@ -331,10 +331,17 @@ def _judge_counts(db: Database, period: str) -> list[dict]:
     return rows
 
 
-def current_alerts(db: Database, period: str = "week", periods: int = 1, **band: object) -> list[dict]:
+def current_alerts(
+    db: Database,
+    period: str = "week",
+    periods: int = 1,
+    *,
+    trailing: int = 8,
+    min_history: int = 4,
+    sigmas: float = 3.0,
+) -> list[dict]:
     """The signals outside their band in the latest ``periods`` periods, newest and worst first."""
-    trailing = int(band.get("trailing", 8))
-    series = signal_series(db, period, **band, last=trailing + periods)
+    series = signal_series(db, period, trailing, min_history, sigmas, last=trailing + periods)
     if series.empty:
         return []
     recent = sorted(series["period"].unique())[-periods:]

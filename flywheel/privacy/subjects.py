@@ -155,7 +155,8 @@ def trace_fields(row: dict) -> Iterator[tuple[str, str]]:
     yield "input", row["input"]
     if row.get("output"):
         yield "output", row["output"]
-    for i, message in enumerate(_json(row.get("messages")) or []):
+    messages = _json(row.get("messages"))
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
         if isinstance(message, dict):
             yield f"messages[{i}]", str(message.get("content") or "")
     if row.get("metadata"):
