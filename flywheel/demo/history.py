@@ -87,6 +87,7 @@ def add_demo_eval_history(db: Database, seed: int = 7) -> dict:
     else:
         fold_in(db, DEMO_LEAD, note="four saturated rows retired", now=clock[3])
     version = current_version(db)
+    assert version is not None  # the starter suite made the first version above
     _demo_runs(db, version, skill, clock[4], include_archive=True)
     pct = default_config().gate_adversarial_pct
     verdict = gate(db, version, *DEMO_SYSTEMS, default_adversarial_pct=pct)

@@ -1378,12 +1378,12 @@ def withdraw_rows(
     row_ids = [r["row_id"] for r in rows]
     marks = ",".join("?" * len(row_ids))
     for row_id in row_ids:
-        db["eval_row_tombstones"].insert(
+        db.table("eval_row_tombstones").insert(
             {"row_id": row_id, "text": tombstone, "reason": why, "erased_by": user.name, "erased_at": stamp}
         )
         blank = {"input": tombstone, "messages": None, "expected": None, "criterion": None, "tags": None}
         blank["content_hash"] = content_hash(blank)
-        db["eval_rows"].update(row_id, blank)
+        db.table("eval_rows").update(row_id, blank)
     db.execute(f"UPDATE eval_results SET output = NULL WHERE row_id IN ({marks})", row_ids)
     traces = {r["row_id"]: r["trace_id"] for r in rows}
     sets = dict(db.execute(f"SELECT id, eval_set FROM eval_rows WHERE id IN ({marks})", row_ids))

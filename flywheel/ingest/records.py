@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from flywheel.config import Config
 from flywheel.csvfiles import PhysicalLines, Record
@@ -105,8 +105,8 @@ class Line:
 
 
 def jsonl_lines(
-    stream: BinaryIO, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
-) -> Iterator[Line]:
+    stream: ByteStream, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
+) -> Generator[Line, None, None]:
     """Records of a JSONL stream, one per non-blank physical line."""
     max_bytes = sizes.max_record_bytes
     line_no = 0
@@ -144,6 +144,7 @@ def validated(line: Line, obj: object, ts_range: TimeRange | None, sizes: SizePo
     except BadInput as error:
         line.reason = str(error)
         return line
+    assert isinstance(obj, dict)  # normalize_trace refuses anything else
     reason = sizes.fault(line.row, obj) if sizes else None
     if reason:
         line.row, line.reason = None, reason
@@ -151,14 +152,15 @@ def validated(line: Line, obj: object, ts_range: TimeRange | None, sizes: SizePo
 
 
 def csv_lines(
-    stream: BinaryIO, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
-) -> Iterator[Line]:
+    stream: ByteStream, sizes: SizePolicy, ts_range: TimeRange, report: IngestReport
+) -> Generator[Line, None, None]:
     """Records of a CSV stream (``flywheel.csvfiles``); a bad record is quarantined by its first line.
 
     A quoted field may span lines, up to ``max_bytes`` and never past the end; a record whose quote is
     not closed within that bound costs its first physical line, not every line after it.
     """
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    # typeshed asks the bytes for a name, which TextIOWrapper only passes on when asked for its own
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")  # type: ignore[type-var]
     try:
         lines = PhysicalLines(text, sizes.max_record_bytes, on_line=lambda: _count_line(report))
         header = _csv_header(lines)
@@ -173,7 +175,7 @@ def csv_lines(
 SCRUBBABLE_CHARS = 1_000_000
 
 
-def _skip_rest_of_line(stream: BinaryIO) -> int:
+def _skip_rest_of_line(stream: ByteStream) -> int:
     skipped = 0
     while True:
         chunk = stream.readline(1 << 20)
@@ -212,6 +214,7 @@ def _csv_header(lines: PhysicalLines) -> list[str] | None:
         if record.problem:
             raise BadInput(f"CSV header cannot be read: {record.problem}")
         if not record.blank:
+            assert record.cells is not None  # a record without a problem has its cells
             return csv_header_of(record.cells)
     return None
 
@@ -248,7 +251,9 @@ def _csv_record(record: Record, header: list[str], ts_range: TimeRange, sizes: S
     line = _csv_line(record.line, record.text, None)
     if record.problem:
         line.reason = f"CSV {record.problem}"
-    elif any("\udc80" <= ch <= "\udcff" for cell in record.cells for ch in cell):
+        return line
+    assert record.cells is not None  # a record without a problem has its cells
+    if any("\udc80" <= ch <= "\udcff" for cell in record.cells for ch in cell):
         line.reason = "invalid UTF-8"
     else:
         try:
@@ -263,7 +268,7 @@ def _csv_record(record: Record, header: list[str], ts_range: TimeRange, sizes: S
 _JSON = json.JSONDecoder(parse_constant=reject_constant)  # built once: json.loads builds one per call
 
 
-def _csv_line(line_no: int, text: str, reason: str) -> Line:
+def _csv_line(line_no: int, text: str, reason: str | None) -> Line:
     return Line(line_no, text.rstrip("\r\n").encode("utf-8", "surrogateescape"), reason=reason)
 
 

@@ -381,6 +381,7 @@ def _quarantine_row(run_id: int, source: str, line: Line) -> dict:
 
 
 def _conflict_row(run_id: int, source: str, line: Line) -> dict:
+    assert line.row is not None  # only a read trace can conflict with a stored one
     return {"run_id": run_id, "file": source, "line_no": line.line_no, "trace_id": line.row["trace_id"]}
 
 

@@ -196,6 +196,7 @@ def adopt_judge(
     stratum = borderline_stratum(db, quota)
     strata = (*(s for s in plan.strata if s.key != "judge_band"), stratum)
     with write(db):
+        assert chosen.id is not None  # a stored rubric has its id
         updated = copy_judge_scores(db, chosen.id)
         body = plan.replace(strata=strata).as_dict()
         store_plan(db, plan.replace(strata=strata), user.name)

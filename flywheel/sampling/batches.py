@@ -437,12 +437,13 @@ def write_batch(db: Database, header: dict, items: list[dict], ledger: list[dict
     The one writer of the batch tables, for plans, drift and siblings alike: queued traces the batch
     picks join it here, so the label queue ranks every sampled trace the same way. Call inside ``write``.
     """
-    batch_id = db["sample_batches"].insert(header).last_pk
-    db["batch_items"].insert_all(
+    batch_id = db.table("sample_batches").insert(header).last_pk
+    assert batch_id is not None  # a rowid table always reports the new row's key
+    db.table("batch_items").insert_all(
         {**item, "batch_id": batch_id, "reasons": json.dumps(item["reasons"])} for item in items
     )
     label_queue.join_batch(db, batch_id)
-    db["batch_strata"].insert_all({**row, "batch_id": batch_id} for row in ledger)
+    db.table("batch_strata").insert_all({**row, "batch_id": batch_id} for row in ledger)
     return batch_id
 
 

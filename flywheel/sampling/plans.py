@@ -532,7 +532,7 @@ def save_plan(db: Database, plan: Plan, actor: str) -> None:
 
 def store_plan(db: Database, plan: Plan, actor: str) -> None:
     """Write a plan under its name, replacing an earlier version; the caller audits, inside ``write``."""
-    db["sampling_plans"].upsert(
+    db.table("sampling_plans").upsert(
         {"name": plan.name, "body": json.dumps(plan.as_dict()), "updated_at": now(), "updated_by": actor},
         pk="name",
     )

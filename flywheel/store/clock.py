@@ -44,7 +44,7 @@ def parse_ts(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def stored_ts(value: object) -> object:
+def stored_ts(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
     """A timestamp rewritten in the one stored format; anything that is not a timestamp, unchanged."""
     if not isinstance(value, str) or not _ANY_SHAPE.fullmatch(value.strip()):
         return value

@@ -1162,7 +1162,7 @@ def m270_one_timestamp_format(db: Database) -> None:
     db.conn.create_function("flywheel_stored_ts", 1, stored_ts, deterministic=True)
     db.conn.create_function("flywheel_iso_week", 1, sql_iso_week, deterministic=True)
     for table in db.table_names():
-        if table.startswith("sqlite_") or db[table].virtual_table_using:
+        if table.startswith("sqlite_") or db.table(table).virtual_table_using:
             continue
         columns = [c.name for c in db[table].columns if _is_timestamp_column(c.name)]
         if not columns:
