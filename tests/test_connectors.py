@@ -377,6 +377,8 @@ def test_the_mutations_are_real_and_reach_both_the_traces_and_the_quarantine(tmp
     assert len(changed) >= len(drawn) // 2, f"only {len(changed)} of {len(drawn)} drawn exports differ"
     path = tmp_path / "spans.json"
     path.write_text("\n".join(sorted(changed)) + "\n")
-    report = ingest_files(open_db(tmp_path / "m.db"), [path], fmt="otlp-json", max_bad=10**6)
+    report = ingest_files(
+        open_db(tmp_path / "m.db"), [path], fmt="otlp-json", max_bad=10**6, config=load_config()
+    )
     assert report.quarantined > 0, "no mutation was refused: the fuzz never reaches the quarantine"
     assert report.ingested > 0, "every mutation was refused: the fuzz never reaches the traces table"

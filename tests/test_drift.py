@@ -312,7 +312,7 @@ def test_a_trace_approved_before_drift_sent_it_joins_the_drift_batch_in_the_labe
     from flywheel.review import scrubs as review
 
     model = drift.Model("bag-of-words", "1", hashing_encoder())
-    run = drift.run_drift(drift_db, "ana", "2026-W13", model=model)
+    run = drift.run_drift(drift_db, "ana", "2026-W13", model=model, config=load_config())
     top = drift.clusters(drift_db, run.id, "2026-W13")[0]
     early = drift.cluster_examples(drift_db, ANA, run.id, "2026-W13", top["cluster"], limit=1)[0]["trace_id"]
     review.scrub_traces(drift_db, [early], "ana")
