@@ -18,10 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[:0] = [
-    str(Path(__file__).resolve().parent.parent),
-    str(Path(__file__).resolve().parent.parent / "tests"),
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from browser_support import ROOT, VIEWPORT, chromium, free_port
 
 from flywheel.store.db import open_db
