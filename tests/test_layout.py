@@ -4,6 +4,7 @@ no import circles, no imports hidden in functions, no private names used across 
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -206,3 +207,39 @@ def test_the_checks_catch_what_they_look_for(tmp_path, monkeypatch, source, prob
 
 def test_a_circle_is_found():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+WRITE_SQL = re.compile(
+    r"\b(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE|DELETE\s+FROM)\s+\[?\"?(\w+)", re.I
+)
+WRITE_CALL = re.compile(
+    r"""(?:\[|table\()\s*["'](\w+)["']\s*[\])]\s*\.\s*"""
+    r"""(?:insert|upsert|update|delete|insert_all|upsert_all|delete_where)\b"""
+)
+
+
+def writers(tables: set[str]) -> dict[str, set[str]]:
+    """Table -> the stations whose code writes it (the schema's migrations aside)."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for module, path in MODULES.items():
+        if module == "flywheel.store.migrations":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for match in [*WRITE_SQL.finditer(text), *WRITE_CALL.finditer(text)]:
+            if match.group(1) in tables:
+                found[match.group(1)].add(unit(module))
+    return found
+
+
+def test_every_table_is_written_by_one_station(db):
+    tables = set(db.table_names())
+    written = writers(tables)
+    assert len(written) >= 50, "the scan finds the writes"
+    assert {t: sorted(s) for t, s in written.items() if len(s) > 1} == {}
+
+
+def test_a_second_writer_is_found(db, tmp_path, monkeypatch):
+    path = tmp_path / "probe.py"
+    path.write_text('def f(db):\n    db.execute("DELETE FROM labels WHERE id = 1")\n')
+    monkeypatch.setitem(MODULES, "flywheel.evals.probe", path)
+    assert writers(set(db.table_names()))["labels"] == {"labeling", "evals"}
