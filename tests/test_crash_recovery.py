@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import jsonl, trace
-from test_pages import app, open_page
+from pages_support import app, open_page
 
 from flywheel.__main__ import main
 from flywheel.auth import User

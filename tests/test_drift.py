@@ -4,7 +4,6 @@ import csv
 import hashlib
 import json
 import math
-import re
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest.run import ingest_files
 from flywheel.store.clock import now
 from flywheel.store.db import open_db, write
+from flywheel.vectors.stand_in import hashing_encoder
 
 ANA, LENA = User("ana", "lead"), User("lena", "labeler")
 COVERED = ("card_arrival", "exchange_rate", "top_up_failed", "lost_or_stolen_card", "pin_blocked")
@@ -62,21 +62,6 @@ def add_eval_version(db, texts: list[str]) -> int:
         )
         db["eval_version_rows"].insert_all({"version": version, "row_id": i, "state": "active"} for i in ids)
     return version
-
-
-def hashing_encoder(calls: list | None = None, dim: int = 256):
-    """A deterministic bag-of-words encoder: texts sharing words are close. Counts what it embeds."""
-
-    def encode(texts: list[str]) -> np.ndarray:
-        if calls is not None:
-            calls.append(len(texts))
-        out = np.zeros((len(texts), dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"[a-z]+", text.lower()):
-                out[row, int(hashlib.md5(word.encode()).hexdigest()[:6], 16) % dim] += 1
-        return out + 1e-3
-
-    return encode
 
 
 @pytest.fixture

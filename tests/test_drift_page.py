@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_pages import app, open_page
+from pages_support import app, open_page
 
 from flywheel.demo.drift import DEMO_MAX_TRACES
 from flywheel.drift import run as drift

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from test_labels import LENA, RAW_ONLY
+from labels_support import LENA, RAW_ONLY
 
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.review import label_queue
@@ -22,6 +22,7 @@ from flywheel.vectors.embeddings import (
 )
 from flywheel.vectors.model import MODEL_NAME, encode, load_model
 from flywheel.vectors.model_process import CHUNK, ModelProcess
+from flywheel.vectors.stand_in import bag_of_words
 
 TEXTS = {
     "t-fee": "Why was I charged a fee on my card payment?",
@@ -63,14 +64,6 @@ def topic_db(db):
 
 def refuse(texts):
     raise AssertionError(f"a request encoded {len(texts)} text(s); vectors should have been stored")
-
-
-WORDS = ("fee", "charge", "card", "arrive", "pin", "refund", "sorry", "human", "agent", "rate")
-
-
-def bag_of_words(texts):
-    """A deterministic stand-in encoder for the ranking logic: one dimension per word of WORDS."""
-    return np.array([[t.lower().count(w) + 0.01 * i for i, w in enumerate(WORDS)] for t in texts])
 
 
 def counting(calls: list):

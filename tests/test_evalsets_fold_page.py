@@ -2,7 +2,7 @@
 
 import pytest
 from evalset_helpers import LEAD, add_traces, label
-from test_pages import app, open_page
+from pages_support import app, open_page
 
 from flywheel.evals.versions import current_version, fold_in, import_evalset, version_rows
 from flywheel.store.db import open_db

@@ -1,7 +1,7 @@
 """The Eval pages through app.py: eval sets (fold-in), pass rate and the release gate."""
 
 import pytest
-from test_pages import app, open_page
+from pages_support import app, open_page
 
 from flywheel.demo.history import DEMO_SYSTEMS
 from flywheel.evals.versions import current_version

@@ -2,15 +2,15 @@
 step, through app.py."""
 
 import pytest
-from test_embeddings import bag_of_words
+from labels_support import LENA, T0, TOM, add_code, seed_queue
+from pages_support import app, open_page
 from test_label_page import CODE_PICKER, button, rows, widget
-from test_labels import LENA, T0, TOM, add_code, seed_queue
-from test_pages import app, open_page
 
 from flywheel.labeling.labels import claim_next, record_label
 from flywheel.labeling.taxonomy import add_entry
 from flywheel.store.db import open_db, write
 from flywheel.vectors.embeddings import embed_all
+from flywheel.vectors.stand_in import bag_of_words
 
 
 @pytest.fixture

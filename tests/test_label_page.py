@@ -4,15 +4,15 @@ import json
 from datetime import timedelta
 
 import pytest
-from test_embeddings import bag_of_words
-from test_labels import LENA, RAW_ONLY, T0, TOM, add_code, seed_queue
-from test_pages import app, open_page
+from labels_support import LENA, RAW_ONLY, T0, TOM, add_code, seed_queue
+from pages_support import app, open_page
 
 from flywheel.labeling.labels import claim_next, record_label
 from flywheel.review import label_queue
 from flywheel.store.clock import format_ts
 from flywheel.store.db import open_db, write
 from flywheel.vectors.embeddings import embed_all, month_siblings
+from flywheel.vectors.stand_in import bag_of_words
 from pages._ui import md
 
 CODE_PICKER = "Failure code (type to search, Enter to pick)"

@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from test_labels import ANA, LENA, T0, TOM, add_code, known, seed_queue
+from labels_support import ANA, LENA, T0, TOM, add_code, known, seed_queue
 
 from flywheel.errors import BadInput, NotFound, PermissionDenied
 from flywheel.evals.versions import fold_in, fold_preview, version_rows

@@ -12,8 +12,8 @@ import json
 import numpy as np
 import pytest
 from conftest import jsonl, trace
-from test_drift import ANA, add_eval_version, banking77, hashing_encoder
-from test_pages import app, open_page
+from pages_support import app, open_page
+from test_drift import ANA, add_eval_version, banking77
 
 from flywheel.auth import User
 from flywheel.config import load_config
@@ -26,6 +26,7 @@ from flywheel.store.clock import now
 from flywheel.store.db import open_db, write
 from flywheel.traces.queries import TraceFilter, count_traces, find_traces
 from flywheel.vectors.embeddings import embed_scrubs, similar_traces
+from flywheel.vectors.stand_in import hashing_encoder
 
 HANDLE = "orbitfern"  # a login name the scrubber's detectors and NER leave alone in these sentences
 LENA, RAVI = User("lena", "labeler"), User("ravi", "reviewer")

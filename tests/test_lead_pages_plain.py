@@ -1,7 +1,7 @@
 """Lead pages in plain words: a saved plan says so, the plan's SQL waits in an expander, the weekly cycle
 takes the inbox folder, pass rate opens on the live system."""
 
-from test_pages import app, open_page
+from pages_support import app, open_page
 
 from flywheel.evals.runs import live_system, systems
 from flywheel.store.db import open_db

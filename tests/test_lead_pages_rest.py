@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import jsonl, trace
 from evalset_helpers import LEAD
-from test_pages import app, open_page
+from pages_support import app, open_page
 
 from flywheel.__main__ import main
 from flywheel.auth import User

@@ -3,13 +3,13 @@ scrubbed and embedded for the search, shown only as "needs review" with no text 
 approves their scrub, and adding one pulls it into a batch that goes through review."""
 
 import pytest
-from test_drift import hashing_encoder
-from test_labels import LENA, RAW_ONLY
+from labels_support import LENA, RAW_ONLY
 
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.review import label_queue
 from flywheel.store.db import write
 from flywheel.vectors.embeddings import NEEDS_REVIEW, month_siblings, pull_siblings
+from flywheel.vectors.stand_in import hashing_encoder
 
 TEXTS = {
     "t-fee": ("approved", "Why was I charged a fee on my card payment?"),

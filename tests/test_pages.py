@@ -2,6 +2,7 @@
 
 import pytest
 from conftest import jsonl, trace
+from pages_support import app, open_page
 from streamlit.testing.v1 import AppTest
 
 from flywheel.auth import ROLES, User, load_users
@@ -29,22 +30,6 @@ def empty_db(tmp_path):
     path = tmp_path / "empty.db"
     open_db(path).close()
     return path
-
-
-def app(db_path, monkeypatch, user: str = "ana") -> AppTest:
-    monkeypatch.setenv("FLYWHEEL_DB", str(db_path))
-    at = AppTest.from_file("../app.py", default_timeout=90)
-    at.session_state["user_name"] = user
-    at.run()
-    return at
-
-
-def open_page(at: AppTest, page: str) -> AppTest:
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, f"{page} raised: {[e.value for e in at.exception]}"
-    assert not at.error, f"{page} showed an error: {[e.value for e in at.error]}"
-    return at
 
 
 def test_the_walk_covers_every_page_file_and_every_lead_page():

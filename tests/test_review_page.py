@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 from conftest import jsonl, trace
-from test_pages import app, open_page
+from pages_support import app, open_page
 
 from flywheel.auth import User
 from flywheel.config import load_config

@@ -5,7 +5,7 @@ import json
 
 import pytest
 from conftest import jsonl, trace
-from test_pages import app, open_page
+from pages_support import app, open_page
 from test_review_page import sides
 
 from flywheel.auth import User

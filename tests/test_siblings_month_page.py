@@ -4,13 +4,13 @@ approved is listed as needs review with no text, and sending it for review puts 
 import json
 
 import pytest
-from test_embeddings import bag_of_words
+from labels_support import LENA, RAW_ONLY, add_code, seed_queue
+from pages_support import app, open_page
 from test_label_page import NEW_DEFINITION, button, shown_text, widget
-from test_labels import LENA, RAW_ONLY, add_code, seed_queue
-from test_pages import app, open_page
 
 from flywheel.store.db import open_db
 from flywheel.vectors.embeddings import embed_all, month_siblings
+from flywheel.vectors.stand_in import bag_of_words
 
 UNSAMPLED = "Only the raw text says card 99 has not arrived, Zed Unsampled"
 

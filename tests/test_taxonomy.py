@@ -1,7 +1,7 @@
 """The failure taxonomy: create, edit with history, merge with labels following, retire, counts."""
 
 import pytest
-from test_labels import ANA, DEFINITION, LENA, RAW_ONLY, T0, add_code, known, seed_queue
+from labels_support import ANA, DEFINITION, LENA, RAW_ONLY, T0, add_code, known, seed_queue
 
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.labeling.labels import claim_next, record_label
