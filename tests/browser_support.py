@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from flywheel.store.db import open_db
+
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_ARGS = [
@@ -214,3 +216,23 @@ def go(page, title: str) -> None:
     page.locator("h1").filter(has_text=PAGE_HEADINGS.get(title, title)).first.wait_for(timeout=30_000)
     settle(page)
     assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"
+
+
+def card_on_screen(page) -> str:
+    """The trace id on the label card, once the card's buttons are drawn."""
+    heading = page.locator("h3").filter(has_text="Trace ").first
+    heading.wait_for(timeout=30_000)
+    page.get_by_test_id("stButton").filter(has_text="Not a bug").first.wait_for(timeout=30_000)
+    page.wait_for_function("window.flywheelShortcutGuard === true", timeout=30_000)
+    settle(page)
+    # the buttons' shortcuts register in effects React runs after the frame that drew them
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    return heading.inner_text().split()[-1]
+
+
+def label_state(db_path: Path, user: str) -> tuple:
+    db = open_db(db_path)
+    return db.execute(
+        "SELECT count(*), sum(undone_at IS NOT NULL), coalesce(max(id), 0) FROM labels WHERE labeler = ?",
+        [user],
+    ).fetchone()

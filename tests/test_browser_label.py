@@ -6,10 +6,9 @@ The real app runs on a free port against a tmp demo database, with its backgroun
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
-from browser_support import go, open_app, serve_app, settle, sign_in_as
+from browser_support import card_on_screen, go, label_state, open_app, serve_app, settle, sign_in_as
 from playwright.sync_api import expect
 
 from flywheel.demo.build import build_demo
@@ -39,31 +38,11 @@ def _open_as(page, url: str, label: str) -> None:
     sign_in_as(page, label)
 
 
-def _card(page) -> str:
-    """The trace id on the label card, once the card's buttons are drawn."""
-    heading = page.locator("h3").filter(has_text="Trace ").first
-    heading.wait_for(timeout=30_000)
-    page.get_by_test_id("stButton").filter(has_text="Not a bug").first.wait_for(timeout=30_000)
-    page.wait_for_function("window.flywheelShortcutGuard === true", timeout=30_000)
-    settle(page)
-    # the buttons' shortcuts register in effects React runs after the frame that drew them
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-    return heading.inner_text().split()[-1]
-
-
-def _label_state(db_path: Path, user: str) -> tuple:
-    db = open_db(db_path)
-    return db.execute(
-        "SELECT count(*), sum(undone_at IS NOT NULL), coalesce(max(id), 0) FROM labels WHERE labeler = ?",
-        [user],
-    ).fetchone()
-
-
 def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page):
     _open_as(page, server, "tom (labeler)")
     go(page, "Label")
-    shown = _card(page)
-    before = _label_state(server_db, "tom")
+    shown = card_on_screen(page)
+    before = label_state(server_db, "tom")
     page.get_by_label("Failure code (type to search").focus()
     page.keyboard.type("WRONG_POL")  # type-ahead, then Enter picks
     page.keyboard.press("Enter")
@@ -76,8 +55,8 @@ def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page)
     assert page.get_by_label("Expected behaviour").input_value() == SENTENCE
     assert guideline.count() == 1, "the code was cleared"
     assert page.get_by_text("New failure mode").count() == 0, "New failure opened"
-    assert _card(page) == shown, "the card moved on"
-    assert _label_state(server_db, "tom") == before, "a label was submitted or undone"
+    assert card_on_screen(page) == shown, "the card moved on"
+    assert label_state(server_db, "tom") == before, "a label was submitted or undone"
     # on a focused button or any widget, a typed word is no command either
     page.keyboard.press("Tab")
     page.keyboard.type("x")
@@ -85,14 +64,14 @@ def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page)
     assert page.evaluate("document.activeElement.tagName") == "BUTTON"
     page.keyboard.type("nubksd")  # (Space would press the focused button, as in any web page)
     settle(page)
-    assert page.get_by_text("New failure mode").count() == 0 and _card(page) == shown
-    assert _label_state(server_db, "tom") == before
+    assert page.get_by_text("New failure mode").count() == 0 and card_on_screen(page) == shown
+    assert label_state(server_db, "tom") == before
     # Esc leaves a field and the keys are shortcuts again: K labels with what was typed, U undoes it
     page.get_by_label("Pass criterion").focus()
     page.keyboard.press("Escape")
     page.keyboard.press("k")
     page.get_by_text(f"{shown}: WRONG_POLICY").wait_for(timeout=30_000)  # the label's confirmation
-    count, undone, last = _label_state(server_db, "tom")
+    count, undone, last = label_state(server_db, "tom")
     assert (count, undone) == (before[0] + 1, before[1])
     label = open_db(server_db).execute(
         "SELECT trace_id, kind, code, expected, pass_criterion FROM labels WHERE id = ?", [last]
@@ -103,7 +82,7 @@ def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page)
     page.get_by_text(f"Undid your label on trace {shown}: known failure WRONG_POLICY").wait_for(
         timeout=30_000
     )
-    assert _label_state(server_db, "tom") == (before[0] + 1, before[1] + 1, last)
+    assert label_state(server_db, "tom") == (before[0] + 1, before[1] + 1, last)
 
 
 def _raw_secrets(db, trace_ids: list[str]) -> dict[str, list[str]]:
@@ -173,7 +152,7 @@ def test_labeler_reads_scrubbed_text_only_in_the_traces_table_and_on_the_card(se
     assert seen.get("pending") and not any(seen["pending"]), f"a pending scrub reached a labeler: {seen}"
 
     go(page, "Label")
-    trace_id = _card(page)
+    trace_id = card_on_screen(page)
     card = page.get_by_test_id("stMain").inner_text()
     assert db.execute("SELECT input FROM scrubs WHERE trace_id = ?", [trace_id]).fetchone()[0][:40] in card
     leaks = [w for w in _raw_secrets(db, [trace_id])[trace_id] if w in card]
@@ -189,7 +168,7 @@ def test_a_new_failure_lists_siblings_with_the_whole_exchange(server, server_db,
         assert time.monotonic() < deadline, "the background worker did not embed the approved scrubs"
         time.sleep(1)
     page.get_by_role("button", name="Start labeling").click()  # a reviewer claims only when asked
-    _card(page)
+    card_on_screen(page)
     page.get_by_role("button", name="New failure").click()
     page.get_by_text("New failure mode").wait_for(timeout=30_000)
     settle(page)
@@ -227,7 +206,7 @@ def _next_card(page, shown: str) -> str:
         arg=shown,
         timeout=30_000,
     )
-    return _card(page)
+    return card_on_screen(page)
 
 
 def _assert_empty_card(page, trace_id: str) -> None:
@@ -252,8 +231,8 @@ def test_twenty_cards_by_keyboard_and_mouse_never_carry_a_value(server, server_d
     _open_as(page, server, "lena (labeler)")
     go(page, "Label")
     typed: dict[str, list[str]] = {}  # trace id -> every value typed on its card
-    shown, step = _card(page), 0
-    _, _, before = _label_state(server_db, "lena")
+    shown, step = card_on_screen(page), 0
+    _, _, before = label_state(server_db, "lena")
     while step < 20:
         _assert_empty_card(page, shown)
         mine = [f"expected for {shown}", f"criterion for {shown}", f"note for {shown}"]
@@ -288,7 +267,7 @@ def test_twenty_cards_by_keyboard_and_mouse_never_carry_a_value(server, server_d
             page.keyboard.press("Escape")
             page.keyboard.press("u")
             page.get_by_text("Undid your label on trace").wait_for(timeout=30_000)
-            back = _card(page)
+            back = card_on_screen(page)
             _assert_empty_card(page, back)
             page.keyboard.press("b")
             shown = back

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from browser_support import go, open_app, serve_app, settle, sign_in_as
-from test_browser_label import _card, _label_state
+from browser_support import card_on_screen, go, label_state, open_app, serve_app, settle, sign_in_as
 
 from flywheel.demo.build import build_demo
 from flywheel.labeling.labels import most_used_codes
@@ -53,7 +52,7 @@ def test_keys_pick_a_code_reach_the_fields_and_the_form_sits_beside_the_trace(se
     open_app(page, server)
     sign_in_as(page, "tom (labeler)")
     go(page, "Label")
-    shown = _card(page)
+    shown = card_on_screen(page)
     _shot(page, "label_card_1280x720.png")
     form = page.get_by_role("button", name="Known failure").bounding_box()
     picker = page.locator(PICKER).bounding_box()
@@ -81,7 +80,7 @@ def test_keys_pick_a_code_reach_the_fields_and_the_form_sits_beside_the_trace(se
         tabs += 1
     assert tabs == 8, f"the note is {tabs} tabs from the pass criterion"
     page.keyboard.press("Escape")
-    _, _, before = _label_state(server_db, "tom")
+    _, _, before = label_state(server_db, "tom")
     page.keyboard.press("k")
     page.wait_for_function(
         "(shown) => [...document.querySelectorAll('h3')].some(h => h.innerText.startsWith('Trace ')"
@@ -105,13 +104,13 @@ def test_a_labeler_edits_an_earlier_label_from_my_recent_labels(server, server_d
     open_app(page, server)
     sign_in_as(page, "lena (labeler)")
     go(page, "Label")
-    first = _card(page)
+    first = card_on_screen(page)
     page.keyboard.press("b")
-    second = _card(page)
+    second = card_on_screen(page)
     while second == first:
-        second = _card(page)
+        second = card_on_screen(page)
     page.keyboard.press("b")
-    _card(page)
+    card_on_screen(page)
     db = open_db(server_db)
     (label_id,) = db.execute(
         "SELECT id FROM labels WHERE labeler = 'lena' AND trace_id = ? AND undone_at IS NULL", [first]

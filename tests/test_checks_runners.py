@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from evalset_helpers import LEAD
-from test_runs_runners import _promptfoo
+from runners_support import promptfoo_binary
 
 from flywheel.evals.exports import export_version
 from flywheel.evals.runs import import_results_file, outcomes
@@ -84,7 +84,7 @@ def _expected(db, version: int) -> dict[str, bool]:
 
 
 def test_promptfoo_grades_the_exported_checks_natively_as_the_product_does(db, version, tmp_path):
-    binary = _promptfoo()
+    binary = promptfoo_binary()
     export_version(db, version, "promptfoo", tmp_path / "cases.jsonl")
     cases = [json.loads(line) for line in (tmp_path / "cases.jsonl").read_text().splitlines()]
     checked = [c for c in cases if c["assert"][0]["type"] != "llm-rubric"]

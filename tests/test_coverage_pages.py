@@ -5,8 +5,7 @@ import json
 import pytest
 from evalset_helpers import LEAD
 from labels_support import seed_queue
-from pages_support import app, open_page
-from test_label_page import button, widget
+from pages_support import app, button, open_page, widget
 
 from flywheel.evals.runs import import_results
 from flywheel.evals.versions import create_eval_set, freeze_eval_set, import_evalset

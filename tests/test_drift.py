@@ -1,22 +1,20 @@
 """Drift: the embedding cache, exact nearest rows, calibration, clusters, the drift batch and the CLI."""
 
-import csv
-import hashlib
 import json
 import math
 
 import numpy as np
 import pytest
 from conftest import jsonl, trace
+from drift_support import add_eval_version, banking77
 
 from flywheel.__main__ import main
 from flywheel.auth import User
-from flywheel.config import PROJECT_ROOT, load_config
+from flywheel.config import load_config
 from flywheel.drift import run as drift
 from flywheel.errors import BadInput, PermissionDenied
 from flywheel.ingest.run import ingest_files
-from flywheel.store.clock import now
-from flywheel.store.db import open_db, write
+from flywheel.store.db import open_db
 from flywheel.vectors.stand_in import hashing_encoder
 
 ANA, LENA = User("ana", "lead"), User("lena", "labeler")
@@ -24,44 +22,6 @@ COVERED = ("card_arrival", "exchange_rate", "top_up_failed", "lost_or_stolen_car
 NOVEL = ("age_limit", "apple_pay_or_google_pay", "terminate_account")
 WEEKS = ("2026-W10", "2026-W11", "2026-W12", "2026-W13")
 MONDAYS = ("2026-03-02", "2026-03-09", "2026-03-16", "2026-03-23")
-
-
-def banking77() -> dict[str, list[str]]:
-    by_intent: dict[str, list[str]] = {}
-    with open(PROJECT_ROOT / "data" / "banking77" / "train.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            by_intent.setdefault(row["category"], []).append(" ".join(row["text"].split()))
-    return by_intent
-
-
-def add_eval_version(db, texts: list[str]) -> int:
-    """A new eval-set version holding ``texts`` as rows (the columns the eval-set station writes)."""
-    version = (db.execute("SELECT max(version) FROM eval_versions").fetchone()[0] or 0) + 1
-    first = db.execute("SELECT count(*) FROM eval_rows").fetchone()[0] + 1
-    ids = [f"r-{first + i:06d}" for i in range(len(texts))]
-    with write(db):
-        db["eval_versions"].insert(
-            {
-                "version": version,
-                "kind": "import",
-                "created_by": "ana",
-                "created_at": now(),
-                "rows": len(texts),
-            }
-        )
-        db["eval_rows"].insert_all(
-            {
-                "id": i,
-                "input": t,
-                "source": "import",
-                "adversarial": 0,
-                "content_hash": hashlib.sha256(t.encode()).hexdigest(),
-                "created_at": now(),
-            }
-            for i, t in zip(ids, texts, strict=True)
-        )
-        db["eval_version_rows"].insert_all({"version": version, "row_id": i, "state": "active"} for i in ids)
-    return version
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The Release gate page through app.py: every criterion shown, a waiver with its reason recorded."""
 
+from gate_support import BASE, build, changed
 from pages_support import app
-from test_gate_decisions import BASE, build, changed
 
 from flywheel.evals.runs import live_system, release_decisions
 from flywheel.store.db import open_db

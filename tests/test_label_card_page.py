@@ -3,8 +3,7 @@ step, through app.py."""
 
 import pytest
 from labels_support import LENA, T0, TOM, add_code, seed_queue
-from pages_support import app, open_page
-from test_label_page import CODE_PICKER, button, rows, widget
+from pages_support import CODE_PICKER, app, button, open_page, rows, widget
 
 from flywheel.labeling.labels import claim_next, record_label
 from flywheel.labeling.taxonomy import add_entry

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 from labels_support import LENA, RAW_ONLY, T0, TOM, add_code, seed_queue
-from pages_support import app, open_page
+from pages_support import CODE_PICKER, NEW_DEFINITION, app, button, open_page, rows, shown_text, widget
 
 from flywheel.labeling.labels import claim_next, record_label
 from flywheel.review import label_queue
@@ -14,9 +14,6 @@ from flywheel.store.db import open_db, write
 from flywheel.vectors.embeddings import embed_all, month_siblings
 from flywheel.vectors.stand_in import bag_of_words
 from pages._ui import md
-
-CODE_PICKER = "Failure code (type to search, Enter to pick)"
-NEW_DEFINITION = "The assistant quotes a made-up card fee. Any amount missing from the schedule counts."
 
 
 @pytest.fixture
@@ -29,24 +26,6 @@ def label_db(tmp_path):
     month_siblings(db, LENA, "t-00000", encoder=bag_of_words)  # the month's other texts, same encoder
     db.close()
     return path
-
-
-def button(at, label: str):
-    return next(b for b in at.button if b.label == label)
-
-
-def widget(elements, label: str):
-    return next(e for e in elements if e.label == label)
-
-
-def shown_text(at) -> str:
-    kinds = ("title", "subheader", "text", "markdown", "caption", "error", "checkbox", "selectbox")
-    elements = [e for kind in kinds for e in getattr(at, kind)]
-    return repr([(getattr(e, "label", None), getattr(e, "value", None)) for e in elements])
-
-
-def rows(path, sql: str = "SELECT trace_id, labeler, kind, code, via FROM labels ORDER BY id") -> list:
-    return open_db(path).execute(sql).fetchall()
 
 
 def test_labeler_labels_known_and_not_a_bug_and_undoes(label_db, monkeypatch):

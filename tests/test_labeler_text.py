@@ -12,8 +12,9 @@ import json
 import numpy as np
 import pytest
 from conftest import jsonl, trace
+from drift_support import add_eval_version, banking77
+from labels_support import ANA
 from pages_support import app, open_page
-from test_drift import ANA, add_eval_version, banking77
 
 from flywheel.auth import User
 from flywheel.config import load_config

@@ -286,7 +286,7 @@ def test_a_users_file_is_refused_in_one_line(tmp_path, data, reason):
         load_users(tmp_path)
 
 
-def _promptfoo(items: list) -> bytes:
+def promptfoo_binary(items: list) -> bytes:
     return json.dumps({"results": {"results": items}}).encode("utf-8", "surrogatepass")
 
 
@@ -297,15 +297,15 @@ def _inspect(samples: list) -> bytes:
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (_promptfoo([{"testCase": {"metadata": ["row"]}}]), "result 1: 'metadata' is not an object"),
-        (_promptfoo(["a result"]), "result 1: 'result' is not an object"),
-        (_promptfoo([{"testCase": "x"}]), "'testCase' is not an object"),
+        (promptfoo_binary([{"testCase": {"metadata": ["row"]}}]), "result 1: 'metadata' is not an object"),
+        (promptfoo_binary(["a result"]), "result 1: 'result' is not an object"),
+        (promptfoo_binary([{"testCase": "x"}]), "'testCase' is not an object"),
         (
-            _promptfoo([{"testCase": {"vars": {"row_id": "r"}}, "response": "x"}]),
+            promptfoo_binary([{"testCase": {"vars": {"row_id": "r"}}, "response": "x"}]),
             "'response' is not an object",
         ),
-        (_promptfoo([{"testCase": {"vars": {"row_id": "r"}}, "score": 10**400}]), "cannot be stored"),
-        (_promptfoo([{"testCase": {"vars": {"row_id": "r\ud800"}}}]), "cannot be stored"),
+        (promptfoo_binary([{"testCase": {"vars": {"row_id": "r"}}, "score": 10**400}]), "cannot be stored"),
+        (promptfoo_binary([{"testCase": {"vars": {"row_id": "r\ud800"}}}]), "cannot be stored"),
         (_inspect([{"id": "r", "scores": ["C"]}]), "sample 1: 'scores' is not an object"),
         (_inspect([{"id": "r", "output": "text"}]), "'output' is not an object"),
         (_inspect([{"id": "r", "epoch": 10**30}]), "'epoch' 1000000000000000000000000000000: expected"),
@@ -330,7 +330,7 @@ def test_well_formed_runner_results_still_read():
     )
     assert (fmt, results) == ("inspect", [runs.Result("r1", 1, None, "hi", 1)])
     fmt, results = runs.parse_results(
-        _promptfoo(
+        promptfoo_binary(
             [{"testCase": {"metadata": {"row_id": "r1"}}, "success": False, "response": {"output": "o"}}]
         ),
         "pf.json",

@@ -2,11 +2,10 @@
 chosen by id, reopen, and the residue chart."""
 
 import json
-from html.parser import HTMLParser
 
 import pytest
 from conftest import jsonl, trace
-from pages_support import app, open_page
+from pages_support import app, open_page, sides
 
 from flywheel.auth import User
 from flywheel.config import load_config
@@ -19,39 +18,6 @@ TRICKY_INPUT = (
     "# Heading ![img](http://evil.example/x.png) $x^2$ <b>bold</b> [link](http://evil.example)\n"
     "card 4111\u200b1111\u200b1111\u200b1111 \u202eabc\u00a0end"
 )
-
-
-class _Text(HTMLParser):
-    """The characters a reader gets from st.html markup, without the names on boxed invisible marks."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip = 0
-
-    def handle_starttag(self, tag, attrs):
-        if self.skip or ("class", "fw-mark-label") in attrs:
-            self.skip += 1
-
-    def handle_endtag(self, tag):
-        if self.skip:
-            self.skip -= 1
-
-    def handle_data(self, data):
-        if not self.skip:
-            self.parts.append(data)
-
-
-def shown(body: str) -> str:
-    parser = _Text()
-    parser.feed(body)
-    return "".join(parser.parts)
-
-
-def sides(at) -> tuple[list[str], list[str]]:
-    raw = [shown(h.value) for h in at.html if "fw-raw" in h.value]
-    scrubbed = [shown(h.value) for h in at.html if "fw-scrubbed" in h.value]
-    return raw, scrubbed
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ import json
 
 import pytest
 from conftest import jsonl, trace
-from pages_support import app, open_page
-from test_review_page import sides
+from pages_support import app, open_page, sides
 
 from flywheel.auth import User
 from flywheel.config import load_config

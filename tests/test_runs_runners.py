@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from evalset_helpers import LEAD, add_traces, label
+from runners_support import promptfoo_binary
 
 from flywheel.evals.exports import export_version
 from flywheel.evals.runs import import_results_file, outcomes
 from flywheel.evals.versions import fold_in, import_evalset
 
-NODE_DIR = Path(__file__).parent / "node"
 SUITE = "\n".join(
     json.dumps(row)
     for row in (
@@ -120,19 +120,8 @@ def test_inspect_reads_the_export_runs_it_and_its_log_imports(db, version, tmp_p
     }
 
 
-def _promptfoo() -> Path:
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
-    binary = NODE_DIR / "node_modules" / ".bin" / "promptfoo"
-    assert binary.exists(), "promptfoo is missing: run .ci/run (npm ci in tests/node)"
-    link = NODE_DIR / "node_modules" / "promptfoo" / "drizzle"
-    if not link.exists():
-        link.symlink_to("dist/drizzle")
-    return binary
-
-
 def test_promptfoo_runs_the_export_with_echo_and_its_results_import(db, version, tmp_path):
-    binary = _promptfoo()
+    binary = promptfoo_binary()
     cases = tmp_path / "cases.jsonl"
     assert export_version(db, version, "promptfoo", cases) == 4
     (tmp_path / "grader.js").write_text(PROMPTFOO_GRADER)

@@ -8,8 +8,8 @@ import shutil
 import duckdb
 import pytest
 from conftest import jsonl
+from sampling_support import EVERYTHING, WEEK, N, make_traces
 from streamlit.testing.v1 import AppTest
-from test_sampling import EVERYTHING, WEEK, N, make_traces
 
 from flywheel.__main__ import main
 from flywheel.config import load_config

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from conftest import jsonl
+from sampling_support import ALL_ANOMALIES, EVERYTHING, OTHER_WEEK, WEEK, N, make_traces
 
 from flywheel.__main__ import main
 from flywheel.config import load_config
@@ -32,7 +33,6 @@ from flywheel.sampling.batches import (
     week_order,
 )
 from flywheel.sampling.plans import (
-    ANOMALY_SIGNALS,
     DEMO_PLAN,
     STRATUM_KEYS,
     Plan,
@@ -48,8 +48,6 @@ from flywheel.sampling.sql import random_predicate_sql
 from flywheel.store.db import open_db
 from flywheel.store.db import write as store_write
 
-WEEK, OTHER_WEEK = "2026-W19", "2026-W20"  # 4-10 May and 11-17 May 2026
-N = 1500
 FLAGS = {
     "thumbs_down": lambda s: s["thumbs"] == "down",
     "regenerated": lambda s: s["regenerated"],
@@ -58,38 +56,6 @@ FLAGS = {
     "guardrail_tripped": lambda s: s["guardrail_tripped"],
     "schema_invalid": lambda s: not s["schema_valid"],
 }
-ALL_ANOMALIES = tuple(ANOMALY_SIGNALS)
-
-
-def make_traces(seed: int = 1, n: int = N) -> list[dict]:
-    """Two weeks of traces: ``n`` in WEEK, 200 in OTHER_WEEK; three 'tiny' cohort traces; a rare intent."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n + 200):
-        day = 4 + i % 7 if i < n else 11 + i % 7
-        signals = {
-            "thumbs": "down" if rng.random() < 0.05 else "up",
-            "regenerated": rng.random() < 0.03,
-            "retried": rng.random() < 0.03,
-            "escalated": rng.random() < 0.03,
-            "guardrail_tripped": rng.random() < 0.02,
-            "schema_valid": rng.random() >= 0.02,
-            "judge_score": round(rng.random(), 3),
-            "turns": rng.randint(1, 10),
-            "latency_ms": rng.randint(100, 5000),
-            "cost_usd": round(rng.random() / 100, 6),
-        }
-        out.append(
-            {
-                "trace_id": f"t-{i:05d}",
-                "timestamp": f"2026-05-{day:02d}T{i % 24:02d}:00:00Z",
-                "input": f"question {i}",
-                "cohort": "tiny" if i < 3 else rng.choice(["free", "smb"]),
-                "intent": "rare_intent" if i % 300 == 7 else rng.choice(["card_arrival", "refund"]),
-                "signals": signals,
-            }
-        )
-    return out
 
 
 def load(tmp_path, traces: list[dict], name: str = "s.db"):
@@ -199,22 +165,6 @@ def test_the_batch_takes_exactly_the_python_random_picks(sdb, traces):
 
 
 # Determinism -------------------------------------------------------------------------------------
-
-EVERYTHING = Plan(
-    name="everything",
-    seed=11,
-    random_rate=0.03,
-    anomaly=ALL_ANOMALIES,
-    strata=(
-        Stratum.of("cohort", quota=5),
-        Stratum.of("intent", quota=2),
-        Stratum.of("judge_band", quota=7),
-        Stratum.of("long_conversation", quota=4, min_turns=9),
-        Stratum.of("cost_tail", quota=3),
-        Stratum.of("latency_tail", quota=3, top_share=0.02),
-    ),
-    cap=300,
-)
 
 
 def test_same_seed_and_same_data_give_the_same_batch(tmp_path, sdb, traces):

@@ -5,8 +5,7 @@ import json
 
 import pytest
 from labels_support import LENA, RAW_ONLY, add_code, seed_queue
-from pages_support import app, open_page
-from test_label_page import NEW_DEFINITION, button, shown_text, widget
+from pages_support import NEW_DEFINITION, app, button, open_page, shown_text, widget
 
 from flywheel.store.db import open_db
 from flywheel.vectors.embeddings import embed_all, month_siblings
