@@ -83,18 +83,20 @@ class FakeAnthropic:
                 with fake.lock:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                try:
-                    self._answer(mode, body)
-                finally:
-                    with fake.lock:
-                        fake.in_flight -= 1
+                self._answer(mode, body)
 
             def _answer(self, mode: str, body: str) -> None:
-                if fake.delay:
-                    time.sleep(fake.delay)
-                if mode == "slow":
-                    time.sleep(1.5)
-                    mode = "valid"
+                try:
+                    if fake.delay:
+                        time.sleep(fake.delay)
+                    if mode == "slow":
+                        time.sleep(1.5)
+                        mode = "valid"
+                finally:
+                    # the request is done before its reply leaves: a client that sends its next request on
+                    # reading this reply must not find this one still counted
+                    with fake.lock:
+                        fake.in_flight -= 1
                 if mode in ("429", "529", "500"):
                     kind = {"429": "rate_limit_error", "529": "overloaded_error", "500": "api_error"}[mode]
                     headers = {"retry-after": "1"} if mode == "429" else {"x-should-retry": "true"}
