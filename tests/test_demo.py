@@ -115,7 +115,7 @@ def test_same_seed_gives_identical_lines(lines):
 def test_same_seed_gives_identical_lines_in_another_process(lines):
     # nothing in a demo line may hang on a per-process value (string hashes, the hash of None)
     script = (
-        "import sys; from flywheel.demo import demo_lines;"
+        "import sys; from flywheel.demo.traffic import demo_lines;"
         " sys.stdout.buffer.writelines(demo_lines(seed=7, n=400))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "random"}
