@@ -1,3 +1,4 @@
+import functools
 import zlib
 
 import pandas as pd
@@ -111,7 +112,7 @@ def _jump() -> None:
     chosen = st.session_state.get("review_jump")
     st.session_state["review_jump"] = None
     if chosen is not None:
-        _act(claim_scrub, chosen)
+        _act(functools.partial(claim_scrub, minutes=minutes), chosen)
 
 
 kind, message = st.session_state.pop("review_flash", (None, None))

@@ -47,7 +47,7 @@ from inspect_ai.dataset import json_dataset
 from inspect_ai.model import ModelOutput
 from inspect_ai.solver import solver
 
-from flywheel.checks import inspect_scorer
+from flywheel.labeling.checks import inspect_scorer
 
 
 @solver

@@ -272,7 +272,7 @@ def m004_labels_taxonomy_embeddings(db: Database) -> None:
         not_null={"dim", "vector"},
     )
     # The queue policy as this migration first wrote it, frozen here (m030 drops the triggers; the live
-    # policy is flywheel.label_queue): approved scrubs join the queue in the first batch that sampled
+    # policy is flywheel.review.label_queue): approved scrubs join the queue in the first batch that sampled
     # them; traces in no batch rank after every batch.
     db.execute(
         """
@@ -479,7 +479,7 @@ def m021_known_name_history(db: Database) -> None:
 
 @migrations()
 def m030_label_queue_without_triggers(db: Database) -> None:
-    # Enqueueing is an explicit library call now (flywheel.label_queue), made in the approving transaction.
+    # Enqueueing is an explicit library call now (flywheel.review.label_queue), made in the approving transaction.
     for name in ("label_queue_on_approve", "label_queue_on_insert", "label_queue_on_batch"):
         db.execute(f"DROP TRIGGER IF EXISTS {name}")
 
