@@ -479,7 +479,8 @@ def m021_known_name_history(db: Database) -> None:
 
 @migrations()
 def m030_label_queue_without_triggers(db: Database) -> None:
-    # Enqueueing is an explicit library call now (flywheel.review.label_queue), made in the approving transaction.
+    # Enqueueing is an explicit library call now (flywheel.review.label_queue), made in the approving
+    # transaction.
     for name in ("label_queue_on_approve", "label_queue_on_insert", "label_queue_on_batch"):
         db.execute(f"DROP TRIGGER IF EXISTS {name}")
 
