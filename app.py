@@ -27,6 +27,8 @@ st.set_page_config(page_title="Flywheel", page_icon=":material/cyclone:", layout
 # The first run of a fresh server goes through Streamlit's own listing of the files in pages/ until
 # st.navigation replaces it; config.toml hides that listing, and the menu st.navigation draws is shown.
 st.set_option("client.showSidebarNavigation", True)
+# Streamlit leaves 6rem above every page; on a laptop screen that is room the label card needs.
+st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 3rem}</style>")
 
 
 def _signed_in_user(users: list[User]) -> User | None:

@@ -259,6 +259,8 @@ def _form(db: Database, claim: Claim, proposed: str | None = None) -> None:
         placeholder="Pick a known failure mode, or press 1–9",
         key=_key("code"),
     )
+    if code in entries:
+        _guideline(code, entries[code])
     st.text_input("Expected behaviour", key=_key("expected"), placeholder="What the assistant should do")
     st.text_input("Pass criterion", key=_key("pass"), placeholder="What a correct answer must do")
     new_form = st.container()
@@ -295,7 +297,7 @@ def _form(db: Database, claim: Claim, proposed: str | None = None) -> None:
     )
     _number_keys(db, entries)
     if code in entries:
-        _guideline(db, code, entries[code])
+        _examples(db, code)
 
 
 def _number_keys(db: Database, entries: dict) -> None:
@@ -320,17 +322,21 @@ def _pick(code: str) -> None:
     st.session_state[_key("code")] = code
 
 
-def _guideline(db: Database, code: str, entry: dict) -> None:
-    """The chosen code's definition, and how others used it, beside the trace."""
+def _guideline(code: str, entry: dict) -> None:
+    """The chosen code's definition, right under the picker: beside the trace on a laptop screen, and no
+    stop for Tab on the way from the picker to the expected behaviour."""
     with st.container(border=True):
-        st.caption("Guideline")
-        st.text(f"{code} — {entry['name']}\n{entry['definition']}")
-        examples = example_rows(db, user, code, limit=3)
-        if examples:
-            with st.expander(f"{len(examples)} labeled example(s)"):
-                for example in examples:
-                    st.text(turns_text(example["turns"])[:600])
-                    st.caption(md(f"Expected: {example['expected'] or '—'}"))
+        st.caption(f"Guideline · **{md(code)} — {md(entry['name'])}**  \n{md(entry['definition'])}")
+
+
+def _examples(db: Database, code: str) -> None:
+    """How others used the chosen code: its newest labels with their (approved, scrubbed) exchanges."""
+    examples = example_rows(db, user, code, limit=3)
+    if examples:
+        with st.expander(md(f"Labeled examples of {code} ({len(examples)})")):
+            for example in examples:
+                st.text(turns_text(example["turns"])[:600])
+                st.caption(md(f"Expected: {example['expected'] or '—'}"))
 
 
 def _recent(db: Database) -> None:

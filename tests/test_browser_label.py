@@ -47,7 +47,9 @@ def test_typing_after_choosing_a_code_fires_no_shortcut(server, server_db, page)
     page.keyboard.type("WRONG_POL")  # type-ahead, then Enter picks
     page.keyboard.press("Enter")
     settle(page)
-    guideline = page.get_by_test_id("stText").filter(has_text="WRONG_POLICY — Wrong policy stated")
+    guideline = page.get_by_test_id("stCaptionContainer").filter(
+        has_text="Guideline · WRONG_POLICY — Wrong policy stated"
+    )
     guideline.wait_for(timeout=10_000)  # the chosen code's definition beside the item
     page.keyboard.press("Tab")
     page.keyboard.type(SENTENCE)  # space, n, k, u, s, b, d: each a shortcut key outside a field

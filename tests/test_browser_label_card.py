@@ -68,7 +68,17 @@ def test_keys_pick_a_code_reach_the_fields_and_the_form_sits_beside_the_trace(se
     first = most_used_codes(open_db(server_db))[0]
     page.keyboard.press("1")
     settle(page)
-    page.get_by_test_id("stText").filter(has_text=f"{first} — ").first.wait_for(timeout=10_000)
+    guideline = page.get_by_test_id("stCaptionContainer").filter(has_text=f"Guideline · {first} — ").first
+    guideline.wait_for(timeout=10_000)
+    _shot(page, "label_card_code_1280x720.png")
+    for part, box in [
+        ("the code's guideline", guideline.bounding_box()),
+        ("the expected behaviour", page.get_by_label("Expected behaviour").bounding_box()),
+        ("the pass criterion", page.get_by_label("Pass criterion").bounding_box()),
+        ("the buttons", page.get_by_role("button", name="Known failure").bounding_box()),
+    ]:
+        assert box["y"] + box["height"] <= LAPTOP["height"], f"with a code picked, {part} is below the fold"
+        assert box["x"] >= trace["x"] + trace["width"], f"{part} is not beside the trace"
     page.keyboard.press("e")
     assert _focused_label(page) == "Expected behaviour", "E did not reach the expected behaviour"
     page.keyboard.type("Answer the question asked.")

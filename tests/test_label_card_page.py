@@ -6,10 +6,11 @@ from labels_support import LENA, T0, TOM, add_code, seed_queue
 from pages_support import CODE_PICKER, app, button, open_page, rows, widget
 
 from flywheel.labeling.labels import claim_next, record_label
-from flywheel.labeling.taxonomy import add_entry
+from flywheel.labeling.taxonomy import add_entry, entry
 from flywheel.store.db import open_db, write
 from flywheel.vectors.embeddings import embed_all
 from flywheel.vectors.stand_in import bag_of_words
+from pages._ui import md
 
 
 @pytest.fixture
@@ -30,10 +31,12 @@ def _label(path, user, kind="not_a_bug", **values) -> None:
 
 def test_a_number_key_picks_a_code_and_shows_its_guideline(label_db, monkeypatch):
     at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
-    assert not [c for c in at.caption if c.value == "Guideline"]
+    assert not [c for c in at.caption if c.value.startswith("Guideline")]
     at.button(key="pick_HALLUCINATED_FEE").click().run()
     assert widget(at.selectbox, CODE_PICKER).value == "HALLUCINATED_FEE"
-    assert [c for c in at.caption if c.value == "Guideline"]
+    (guideline,) = [c.value for c in at.caption if c.value.startswith("Guideline")]
+    definition = entry(open_db(label_db), "HALLUCINATED_FEE")["definition"]
+    assert "HALLUCINATED\\_FEE" in guideline and md(definition) in guideline, guideline
     widget(at.text_input, "Expected behaviour").input("Quote the fee schedule")
     widget(at.text_input, "Pass criterion").input("No fee outside the schedule")
     button(at, "Known failure").click().run()
