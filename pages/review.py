@@ -50,16 +50,30 @@ SHORTCUT_GUARD = """<script>
     const el = document.activeElement;
     if (el && el !== document.body && el.blur) el.blur();
   };
+  // After a pick the select gives its input the focus back once its list has closed (a moment later):
+  // for a short while, a picker that takes the focus without the person asking gives it up again.
+  let leaveUntil = 0;
+  const leaveAfterPick = () => { leaveUntil = Date.now() + 1500; setTimeout(leave, 0); };
+  window.addEventListener("focusin", (event) => {
+    const el = event.target;
+    if (Date.now() < leaveUntil && el.matches && el.matches(PICKERS)) setTimeout(() => el.blur(), 0);
+  }, true);
+  window.addEventListener("pointerdown", (event) => {
+    const option = event.target.closest && event.target.closest("[role=option]");
+    if (!option) leaveUntil = 0;  // a click on the box itself is the person asking for it
+  }, true);
   window.addEventListener("click", (event) => {
     const option = event.target.closest && event.target.closest("[role=option]");
     const several = option && option.closest("[aria-multiselectable=true]");  // picks go on
-    if (option && !several) setTimeout(leave, 0);
+    if (option && !several) leaveAfterPick();
   }, true);
   window.addEventListener("keydown", (event) => {
     const el = document.activeElement;
+    if (event.key === "Tab") leaveUntil = 0;  // moving to a box by Tab is the person's own move
     if (!el || !el.matches || el === document.body) return;
+    if (event.key !== "Enter" && el.matches(PICKERS)) leaveUntil = 0;  // so is typing in one
     if (event.key === "Escape") { leave(); return; }
-    if (event.key === "Enter" && el.matches(PICKERS)) setTimeout(leave, 0);
+    if (event.key === "Enter" && el.matches(PICKERS)) leaveAfterPick();
   }, true);
 })();
 </script>"""
