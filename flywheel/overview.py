@@ -266,8 +266,9 @@ def suite_points(db: Database, system: str) -> list[dict]:
     passes a run when most of its repeats pass), with the Wilson interval; oldest first."""
     runs = query_rows(
         db,
-        "SELECT id, version, coalesce(ran_at, imported_at) AS at FROM eval_runs WHERE system = ?"
-        " ORDER BY coalesce(ran_at, imported_at), id",
+        "SELECT r.id, r.version, v.eval_set, coalesce(r.ran_at, r.imported_at) AS at FROM eval_runs r"
+        " JOIN eval_versions v ON v.version = r.version WHERE r.system = ?"
+        " ORDER BY coalesce(r.ran_at, r.imported_at), r.id",
         [system],
     )
     points = []
@@ -287,6 +288,7 @@ def suite_points(db: Database, system: str) -> list[dict]:
                 "at": run["at"],
                 "run": run["id"],
                 "version": run["version"],
+                "eval_set": run["eval_set"],
                 "n": n,
                 "passed": passed,
                 "rate": passed / n if n else None,
@@ -341,20 +343,35 @@ def drift_points(db: Database) -> list[dict]:
 
 def flywheel_health(db: Database, limits: Limits = Limits()) -> dict:
     """The lead's one screen: the pass rate of the live system (the newest system run, until a release
-    ships one), production weeks, drift windows, the verdict on whether they diverge."""
+    ships one) on the eval set refreshed from production (the one drift reads), production weeks, drift
+    windows, the verdict on whether they diverge; ``other_sets``: the live system's runs on every other
+    set (a frozen regression set, say), by set, for the page to show beside it."""
     version, live = current_version(db), live_system(db)
     system = live["system"] if live else _newest_system(db)
-    suite = suite_points(db, system) if system else []
+    points = suite_points(db, system) if system else []
+    eval_set = _set_of(db, version)
     weeks, drift = production_weeks(db), drift_points(db)
+    suite = [p for p in points if p["eval_set"] == eval_set]
+    others: dict[str, list[dict]] = {}
+    for point in points:
+        if point["eval_set"] != eval_set:
+            others.setdefault(point["eval_set"], []).append(point)
     return {
         "version": version,
+        "eval_set": eval_set,
         "system": system,
         "live": live,
         "suite": suite,
+        "other_sets": others,
         "weeks": weeks,
         "drift": drift,
         "verdict": divergence(version, suite, weeks, drift, limits),
     }
+
+
+def _set_of(db: Database, version: int | None) -> str | None:
+    row = query_one(db, "SELECT eval_set FROM eval_versions WHERE version = ?", [version])
+    return row["eval_set"] if row else None
 
 
 def _newest_system(db: Database) -> str | None:

@@ -83,6 +83,20 @@ def line(
     return [*traces, go.Scatter(x=list(x), y=list(y), name=name, legendgroup=name, cliponaxis=False, **style)]
 
 
+def steps(x: Sequence, *series: Sequence, until: object = None) -> tuple[list, list[list]]:
+    """A measure that holds from one point to the next (a pass rate between runs) as the corners of a
+    step line: each value is drawn flat until the next ``x``, the last one until ``until`` when given."""
+    xs: list = []
+    ys: list[list] = [[] for _ in series]
+    ends = [*list(x)[1:], until][: len(x)]
+    for i, (start, end) in enumerate(zip(x, ends, strict=True)):
+        for corner in (start, end) if end is not None else (start,):
+            xs.append(corner)
+            for out, values in zip(ys, series, strict=True):
+                out.append(values[i])
+    return xs, ys
+
+
 def marks(x: Sequence, y: Sequence, name: str, colour: str = ALARM, symbol: str = "x") -> go.Scatter:
     """Points that mean something (an alarm, an alert), named in the legend by what they mean."""
     return go.Scatter(
@@ -125,7 +139,7 @@ def finish(
         colorway=list(PALETTE),
         height=height or figure.layout.height,
         margin={"l": 10, "r": 30, "t": 70 if title or figure.layout.title.text else 40, "b": 10},
-        legend=_legend(bool(title or figure.layout.title.text)),
+        legend=_legend(bool(title or figure.layout.title.text), _top_title_room(figure)),
         meta={CONVENTION: {"x": x, "y": ys, "percent": percents}},
     )
     if title:
@@ -133,11 +147,20 @@ def finish(
     return figure
 
 
-def _legend(titled: bool) -> dict:
+def _legend(titled: bool, above: float = 0.0) -> dict:
     # Over the plot when the chart has no title; on the right when it has, so the two never overlap.
+    # ``above``: room (in paper units) that a subplot title over the top row takes, kept free of it.
     if titled:
         return {"orientation": "v", "yanchor": "top", "y": 1, "x": 1.02, "title": None}
-    return {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "title": None}
+    return {"orientation": "h", "yanchor": "bottom", "y": 1.02 + above, "x": 0, "title": None}
+
+
+def _top_title_room(figure: go.Figure) -> float:
+    """Paper height of the title make_subplots puts over the top row (0 when there is none)."""
+    annotations = figure.layout.annotations or ()
+    top = any(a.yanchor == "bottom" and _number(a.y) and a.y >= 0.99 for a in annotations)
+    # a 14px title and its gap, over a plot area of about four fifths of the figure
+    return 28 / (0.8 * (figure.layout.height or 450)) if top else 0.0
 
 
 def _recolour(figure: go.Figure) -> None:
@@ -168,6 +191,23 @@ def percent_range(figure: go.Figure, axis: str = "yaxis") -> list[float]:
     low, high = min(values), max(values)
     pad = max(0.02, 0.12 * (high - low))
     return [max(0.0, low - pad), min(1.0 + pad / 2, high + pad)]
+
+
+def score_range(values: Sequence[float], span: float = 0.2) -> list[float]:
+    """An axis for a 0–1 score: fitted to the data, at least ``span`` wide, inside 0–1 (with room for the
+    markers at the edges)."""
+    values = [v for v in values if _number(v)]
+    if not values:
+        return [0.0, 1.0]
+    low, high = min(values), max(values)
+    width = max(span, 1.25 * (high - low))
+    centre = (low + high) / 2
+    low, high = centre - width / 2, centre + width / 2
+    if low < 0.0:  # against an edge: the rest from the other side
+        low, high = 0.0, min(1.0, width)
+    elif high > 1.0:
+        low, high = max(0.0, 1.0 - width), 1.0
+    return [max(-0.02, low - 0.02), min(1.02, high + 0.02)]
 
 
 def _tick_format(figure: go.Figure, axis: str) -> str:

@@ -1,5 +1,8 @@
+from datetime import timedelta
+
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
@@ -9,18 +12,22 @@ from flywheel.labeling.labels import my_labels
 from flywheel.labeling.taxonomy import taxonomy_entries
 from flywheel.online.signal_alerts import VALUE_SIGNALS, current_alerts
 from flywheel.review.scrubs import review_progress
+from flywheel.store.clock import week_monday
 from pages._charts import (
     ALARM,
     BLUE,
     GREEN,
     ORANGE,
     PURPLE,
+    SKY,
     VERMILLION,
     in_units,
     line,
     marks,
+    score_range,
     show,
     show_table,
+    steps,
 )
 from pages._ui import chart_frame, chart_text, current_user, database, md
 
@@ -57,20 +64,27 @@ def _figures(health: dict) -> None:
     if current:
         point = current[-1]
         cols[0].metric(
-            f"Pass rate, v{point['version']}",
+            md(f"Pass rate, {health['eval_set']} v{point['version']}"),
             _pct(point["rate"]),
             help=f"{md(health['system'])}: {point['passed']} of {point['n']} rows",
         )
         cols[0].caption(f"95% interval {_pct(point['low'])} – {_pct(point['high'])}")
+    for name, points in health["other_sets"].items():
+        graded = [p for p in points if p["rate"] is not None]
+        if graded:
+            last = graded[-1]
+            cols[0].caption(
+                md(f"{name} v{last['version']}: {_pct(last['rate'])} ({last['passed']} of {last['n']})")
+            )
     recent = weeks[-overview.RECENT_WEEKS :]
     before = weeks[: -overview.RECENT_WEEKS]
     for col, key, title in ((cols[1], "thumbs_down", "Thumbs-down"), (cols[2], "escalated", "Escalation")):
         now_share = _share(recent, key)
         then_share = _share(before, key)
-        delta = (
-            None if now_share is None or then_share is None else f"{(now_share - then_share) * 100:+.1f} pts"
-        )
-        col.metric(f"{title}, last {len(recent)} weeks", _pct(now_share), delta, delta_color="inverse")
+        change = None if now_share is None or then_share is None else round((now_share - then_share) * 100, 1)
+        delta = None if change is None else f"{change:+.1f} pts" if change else "no change"
+        colour = "inverse" if change else "off"  # a rise is bad news; no change is neither
+        col.metric(f"{title}, last {len(recent)} weeks", _pct(now_share), delta, delta_color=colour)
     drift = health["drift"]
     if drift:
         cols[3].metric(
@@ -87,38 +101,68 @@ def _share(weeks: list[dict], key: str) -> float | None:
     return sum(w[key] for w in weeks) / n if n else None
 
 
+def _day(week: str) -> str:
+    return week_monday(week).isoformat()
+
+
+def _suite_lines(
+    figure, points: list[dict], name: str, colour: str, window: tuple[str, str], dash: str
+) -> None:
+    """One set's pass rate: each run's point (labeled with its version) where it falls in the window, and
+    the rate held as a step until the next run, so a run graded before the window still shows as a level."""
+    points = [p for p in points if p["rate"] is not None]
+    if not points:
+        return
+    days = [p["at"][:10] for p in points]
+    x, (y, low, high) = steps(days, [p["rate"] for p in points], [p["low"] for p in points],
+                              [p["high"] for p in points], until=window[1])  # fmt: skip
+    for trace in line(x, y, name, colour, low, high, mode="lines", line={"color": colour, "dash": dash}):
+        trace.cliponaxis = True
+        figure.add_trace(trace, 1, 1)
+    inside = [(d, p) for d, p in zip(days, points, strict=True) if window[0] <= d <= window[1]]
+    if inside:
+        figure.add_trace(
+            go.Scatter(
+                x=[d for d, _ in inside],
+                y=[p["rate"] for _, p in inside],
+                text=[f"v{p['version']}" for _, p in inside],
+                mode="markers+text",
+                textposition="top center",
+                marker={"color": colour, "size": 8},
+                cliponaxis=False,
+                name=f"{name}: run",
+                legendgroup=name,
+                showlegend=False,
+            ),
+            1,
+            1,
+        )
+
+
 def _health_chart(health: dict) -> None:
     weeks = health["weeks"][-overview.RECENT_WEEKS - overview.EARLIER_WEEKS :]
-    shown = {w["week"] for w in weeks}
-    first = min(shown) if shown else ""
-    suite = [p for p in health["suite"] if p["rate"] is not None and p["week"] >= first]
-    drift = [d for d in health["drift"] if d["week"] in shown]
-    order = sorted(shown | {p["week"] for p in suite})
+    shown = [w["week"] for w in weeks]
+    lines = [health["suite"], *health["other_sets"].values()]
+    runs = [p["at"][:10] for points in lines for p in points]
+    # to the end of the last week, or of the day of a run graded after it
+    window = (_day(shown[0]), max([(week_monday(shown[-1]) + timedelta(days=6)).isoformat(), *runs]))
+    drift = [d for d in health["drift"] if d["week"] in set(shown)]
     figure = make_subplots(
         rows=3,
         cols=1,
         shared_xaxes=True,
-        vertical_spacing=0.07,
+        vertical_spacing=0.08,
         row_heights=[0.32, 0.4, 0.28],
         subplot_titles=("The suite", "Production", "Judge"),
     )
     system = chart_text(health["system"] or "")
-    if suite:
-        for trace in line(
-            [p["week"] for p in suite],
-            [p["rate"] for p in suite],
-            f"pass rate, {system}",
-            BLUE,
-            [p["low"] for p in suite],
-            [p["high"] for p in suite],
-            text=[f"v{p['version']}" for p in suite],
-            textposition="top center",
-            mode="lines+markers+text",
-        ):
-            figure.add_trace(trace, 1, 1)
+    _suite_lines(figure, health["suite"], f"pass rate, {chart_text(health['eval_set'])} ({system})", BLUE,
+                 window, "solid")  # fmt: skip
+    for name, points in health["other_sets"].items():
+        _suite_lines(figure, points, f"pass rate, {chart_text(name)} ({system})", SKY, window, "dot")
     if drift:
         for trace in line(
-            [d["week"] for d in drift],
+            [_day(d["week"]) for d in drift],
             [d["share"] for d in drift],
             "share beyond τ (drift)",
             VERMILLION,
@@ -130,7 +174,7 @@ def _health_chart(health: dict) -> None:
         if alarms:
             figure.add_trace(
                 marks(
-                    [d["week"] for d in alarms],
+                    [_day(d["week"]) for d in alarms],
                     [d["share"] for d in alarms],
                     "drift alarm: beyond τ significantly above the reference",
                     ALARM,
@@ -140,15 +184,29 @@ def _health_chart(health: dict) -> None:
             )
     for key, name, colour in (("thumbs_down", "thumbs-down", ORANGE), ("escalated", "escalation", PURPLE)):
         for trace in line(
-            [w["week"] for w in weeks], [w[key] / w["n"] if w["n"] else None for w in weeks], name, colour
+            [_day(w["week"]) for w in weeks],
+            [w[key] / w["n"] if w["n"] else None for w in weeks],
+            name,
+            colour,
         ):
             figure.add_trace(trace, 2, 1)
     judged = [w for w in weeks if w["judge_n"]]
     for trace in line(
-        [w["week"] for w in judged], [w["judge_mean"] for w in judged], "mean judge score", GREEN
+        [_day(w["week"]) for w in judged], [w["judge_mean"] for w in judged], "mean judge score", GREEN
     ):
         figure.add_trace(trace, 3, 1)
-    figure.update_xaxes(categoryorder="array", categoryarray=order, type="category")
+    # Real dates, one tick per ISO week: runs fall on their day, weeks on their Monday, gaps stay gaps.
+    start = (week_monday(shown[0]) - timedelta(days=3)).isoformat()
+    figure.update_xaxes(
+        type="date",
+        range=[start, window[1]],
+        tick0=_day(shown[0]),
+        dtick=7 * 24 * 3600 * 1000,
+        tickformat="%G-W%V",
+        hoverformat="%G-W%V (%a %d %b)",
+    )
+    if judged:  # a 0–1 score on at least a fifth of its scale, so noise does not read as a swing
+        figure.update_yaxes(range=score_range([w["judge_mean"] for w in judged]), row=3, col=1)
     show(
         figure,
         "ISO week",
@@ -158,20 +216,25 @@ def _health_chart(health: dict) -> None:
     )
     st.caption(
         "Bands are 95% intervals (Wilson for the pass rate, the drift run's interval for the share beyond τ)."
-        " Labels on the pass-rate line name the eval-set version each run graded."
+        " A pass rate holds from the run that measured it to the next run; labels name the eval-set version"
+        " each run graded. Dotted: the live system on other eval sets (a frozen regression set, say)."
     )
 
 
-def _backlog() -> None:
-    st.subheader("What waits at each station")
-    for item in overview.station_backlog(db, retire_months=load_config().retire_months):
-        left, middle, right = st.columns([3, 2, 2], vertical_alignment="center")
-        left.metric(item["station"], f"{item['waiting']:,}")
+def _waiting() -> None:
+    """What waits at each station, one column each, with its age and the page that resolves it."""
+    st.subheader("Where the loop is waiting")
+    backlog = overview.station_backlog(db, retire_months=load_config().retire_months)
+    for col, item in zip(st.columns(len(backlog)), backlog, strict=True):
+        col.metric(item["station"], f"{item['waiting']:,}")
         if item["waiting"]:
-            middle.caption(f"{item['oldest_means']}: {item['oldest'][:10]} ({_age(item['age_days'])} ago)")
+            col.caption(f"{item['oldest_means']}: {item['oldest'][:10]} ({_age(item['age_days'])} ago)")
         else:
-            middle.caption("nothing waiting")
-        right.page_link(item["page"], label=f"Open {item['page_title']}", icon=":material/arrow_forward:")
+            col.caption("nothing waiting")
+        col.page_link(item["page"], label=f"Open {item['page_title']}", icon=":material/arrow_forward:")
+
+
+def _cycle_and_gate() -> None:
     cycle_col, gate_col = st.columns(2)
     with cycle_col:
         st.markdown("**Last weekly cycle**")
@@ -227,7 +290,8 @@ def _what(health: dict) -> str:
     whose = "live since its release decision" if health["live"] else "no release shipped yet: the newest run"
     return (
         f"Is the suite keeping up with production? The pass rate of {md(health['system'])} ({whose}) on"
-        f" eval-set v{health['version']}, beside drift and production signals over the same weeks."
+        f" {md(health['eval_set'])} v{health['version']}, beside drift and production signals over the same"
+        " weeks."
     )
 
 
@@ -237,8 +301,10 @@ if user.role == "lead":
     _verdict(health)
     if health["weeks"]:
         _figures(health)
+    _waiting()
+    if health["weeks"]:
         _health_chart(health)
-    _backlog()
+    _cycle_and_gate()
 else:
     _my_queue()
 

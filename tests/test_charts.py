@@ -20,6 +20,8 @@ from pages._charts import (
     line,
     marks,
     percent_range,
+    score_range,
+    steps,
     table_frame,
 )
 from pages._nav import PAGES
@@ -227,3 +229,35 @@ def test_every_table_has_readable_headers_and_no_missing_value_words(drawn):
             assert "_" not in label, f"{page}: header {label!r} is a field name"
             cells = {str(v) for v in frame[column] if isinstance(v, str)}
             assert not cells & MISSING, f"{page}: {label} shows {cells & MISSING}"
+
+
+@pytest.mark.parametrize(
+    "x, values, until, corners, held",
+    [
+        ([], [], "d9", [], []),
+        (["d1"], [0.9], None, ["d1"], [0.9]),
+        (["d1"], [0.9], "d9", ["d1", "d9"], [0.9, 0.9]),
+        (["d1", "d5"], [0.9, 0.8], "d9", ["d1", "d5", "d5", "d9"], [0.9, 0.9, 0.8, 0.8]),
+        (["d1", "d5"], [0.9, 0.8], None, ["d1", "d5", "d5"], [0.9, 0.9, 0.8]),
+    ],
+)
+def test_a_measure_held_between_runs_is_drawn_as_steps(x, values, until, corners, held):
+    got_x, (got_y, got_low) = steps(x, values, [v - 0.1 for v in values], until=until)
+    assert got_x == corners and got_y == held
+    assert got_low == pytest.approx([v - 0.1 for v in held])
+
+
+@pytest.mark.parametrize(
+    "values, low, high",
+    [
+        ([], 0.0, 1.0),
+        ([0.8] * 10, 0.68, 0.92),  # a flat score keeps a fifth of the scale, not a swing of noise
+        ([0.78, 0.81], 0.675, 0.915),
+        ([0.0, 0.05], -0.02, 0.22),  # against 0: the rest of the span above
+        ([0.99, 1.0], 0.78, 1.02),  # against 1: the rest below
+        ([0.1, 0.9], -0.02, 1.02),
+        ([float("nan"), 0.5], 0.38, 0.62),
+    ],
+)
+def test_a_score_axis_fits_its_data_but_never_magnifies_noise(values, low, high):
+    assert score_range(values) == pytest.approx([low, high])

@@ -2,22 +2,12 @@
 databases, and the page that shows them."""
 
 import json
-from datetime import datetime, timedelta
 
 import pytest
-from conftest import jsonl
+from overview_support import hand_built
 from streamlit.testing.v1 import AppTest
 
 from flywheel import overview
-from flywheel.auth import User
-from flywheel.config import load_config
-from flywheel.evals.runs import gate, import_results, record_decision
-from flywheel.evals.versions import import_evalset
-from flywheel.ingest.run import ingest_files
-from flywheel.store.db import open_db
-
-LEAD = User("ana", "lead")
-MONDAY = datetime(2026, 3, 2, 10)
 
 
 def weeks(count: int, n: int = 1000, thumbs=None, escalated=None, judge=None) -> list[dict]:
@@ -126,52 +116,32 @@ def test_a_diverging_verdict_names_every_measure_that_moved_with_its_numbers():
 # Hand-built databases ---------------------------------------------------------------------------------
 
 
-def _traces(tmp_path, weeks_count: int, thumbs_late: float) -> list[dict]:
-    """100 traces a week from 2026-03-02 (a Monday); the last four weeks get ``thumbs_late`` thumbs-down."""
-    items = []
-    for week in range(weeks_count):
-        late = week >= weeks_count - 4
-        for i in range(100):
-            share = thumbs_late if late else 0.04
-            items.append(
-                {
-                    "trace_id": f"t-{week:02d}-{i:03d}",
-                    "timestamp": (MONDAY + timedelta(weeks=week, minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "input": f"question {i} of week {week}",
-                    "cohort": "enterprise",
-                    "signals": {"thumbs": "down" if i < share * 100 else "up", "judge_score": 0.8},
-                }
-            )
-    return items
-
-
-def _hand_built(tmp_path, thumbs_late: float):
-    """Ten weeks of traffic, a ten-row eval set whose live system passes 9 of 10 rows, no drift run."""
-    path = tmp_path / "hand.db"
-    db = open_db(path)
-    ingest_files(db, [jsonl(tmp_path / "t.jsonl", _traces(tmp_path, 10, thumbs_late))], config=load_config())
-    suite_csv = "id,input,expected\n" + "".join(f"r{i},question {i},a good answer\n" for i in range(10))
-    import_evalset(db, LEAD, suite_csv.encode(), "suite.csv")
-    rows = [r[0] for r in db.execute("SELECT id FROM eval_rows ORDER BY rowid")]
-    for system, passing in (("bot-a", 8), ("bot-b", 9)):
-        lines = [json.dumps({"row_id": row, "passed": i < passing}) for i, row in enumerate(rows)]
-        import_results(db, LEAD, 1, system, ("\n".join(lines) + "\n").encode(), f"{system}.jsonl")
-    record_decision(db, LEAD, gate(db, 1, "bot-a", "bot-b", default_adversarial_pct=90))
-    return path, db
-
-
 def test_the_health_figures_follow_a_hand_built_database(tmp_path):
-    _, db = _hand_built(tmp_path, thumbs_late=0.20)
+    _, db = hand_built(tmp_path, thumbs_late=0.20)
     health = overview.flywheel_health(db)
-    assert health["system"] == "bot-b" and health["version"] == 1
+    assert (health["system"], health["version"], health["eval_set"]) == ("bot-b", 1, "default")
     (point,) = health["suite"]
-    assert (point["passed"], point["n"], point["rate"]) == (9, 10, 0.9)
+    assert (point["passed"], point["n"], point["rate"], point["eval_set"]) == (9, 10, 0.9, "default")
     assert point["low"] < 0.9 < point["high"]
+    # the frozen set is read apart: its 5 of 5 never counts as the refreshed set's pass rate
+    assert [(p["version"], p["passed"], p["n"]) for p in health["other_sets"]["regression"]] == [(2, 5, 5)]
     assert len(health["weeks"]) == 10 and [w["n"] for w in health["weeks"]] == [100] * 10
     assert [w["thumbs_down"] for w in health["weeks"]] == [4] * 6 + [20] * 4
     assert health["drift"] == []
     verdict = health["verdict"]
     assert verdict["status"] == "diverging" and "thumbs-down rose from 4.0% to 20%" in verdict["words"]
+
+
+def test_a_drift_run_on_the_hand_built_database_shows_the_new_traffic(tmp_path):
+    _, db = hand_built(tmp_path, thumbs_late=0.04, novel_late=True, drift=True)
+    health = overview.flywheel_health(db)
+    shares = [round(d["share"], 2) for d in health["drift"]]
+    assert len(shares) == 10 and max(shares[:6]) < 0.1 and min(shares[6:]) >= 0.4, shares
+    verdict = health["verdict"]
+    assert verdict["status"] == "diverging" and verdict["moved"][0].startswith(
+        "the share of traffic beyond τ"
+    )
+    assert "thumbs-down" not in verdict["words"], "thumbs-down did not move"
 
 
 def _page(path, monkeypatch, user="ana") -> AppTest:
@@ -189,22 +159,33 @@ def _health_spec(at: AppTest) -> dict:
     return json.loads(at.get("plotly_chart")[0].proto.spec)
 
 
+def _trace(spec: dict, name: str) -> dict:
+    return next(t for t in spec["data"] if t.get("name") == name)
+
+
 def test_the_overview_shows_the_divergence_on_a_hand_built_database(tmp_path, monkeypatch):
-    path, db = _hand_built(tmp_path, thumbs_late=0.20)
+    path, db = hand_built(tmp_path, thumbs_late=0.20, novel_late=True, drift=True)
     db.close()
     at = _page(path, monkeypatch)
     (alarm,) = at.warning
-    assert (
-        "fallen behind production" in alarm.value and "thumbs\\-down rose from 4\\.0% to 20%" in alarm.value
-    )
+    assert "fallen behind production" in alarm.value
+    assert "beyond τ rose" in alarm.value and "thumbs\\-down rose from 4\\.0% to 20%" in alarm.value
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Pass rate, v1"] == "90.0%"
+    assert metrics["Pass rate, default v1"] == "90.0%"
     assert metrics["Thumbs-down, last 4 weeks"] == "20.0%"
+    assert {m.label: m.delta for m in at.metric}["Thumbs-down, last 4 weeks"] == "+16.0 pts"
+    assert metrics["Beyond τ, 2026-W19"] == "50.0%"
+    assert any(c.value == "regression v2\\: 100\\.0% \\(5 of 5\\)" for c in at.caption)
     spec = _health_spec(at)
-    thumbs = next(t for t in spec["data"] if t.get("name") == "thumbs-down")
-    assert thumbs["y"] == [0.04] * 6 + [0.2] * 4
-    rate = next(t for t in spec["data"] if t.get("name") == "pass rate, bot-b")
-    assert rate["y"] == [0.9]
+    assert _trace(spec, "thumbs-down")["y"] == [0.04] * 6 + [0.2] * 4
+    drift = _trace(spec, "share beyond τ (drift)")["y"]
+    assert max(drift[:6]) < 0.1 and min(drift[6:]) >= 0.4
+    assert len(_trace(spec, "drift alarm: beyond τ significantly above the reference")["y"]) >= 3
+    held = _trace(spec, "pass rate, default (bot-b)")
+    assert set(held["y"]) == {0.9} and held["x"][-1] == "2026-05-10", (
+        "the rate is not held to the window's end"
+    )
+    assert _trace(spec, "pass rate, regression (bot-b)")["line"]["dash"] == "dot"
     assert any(t.get("name", "").endswith("95% interval") for t in spec["data"])
     waiting = {m.label for m in at.metric}
     assert {"Traces awaiting scrub review", "Labeled failures awaiting fold-in"} <= waiting
@@ -217,28 +198,40 @@ def test_the_overview_shows_the_divergence_on_a_hand_built_database(tmp_path, mo
     }
 
 
-def test_the_overview_reads_healthy_when_production_holds_and_drift_is_absent(tmp_path, monkeypatch):
-    path, db = _hand_built(tmp_path, thumbs_late=0.04)
+def test_the_overview_reads_healthy_when_production_and_drift_hold(tmp_path, monkeypatch):
+    path, db = hand_built(tmp_path, thumbs_late=0.04, drift=True)
     db.close()
     at = _page(path, monkeypatch)
     assert not at.error and not at.warning
+    (good,) = at.success
+    assert "The suite keeps up" in good.value and "drift and production signals steady" in good.value
+    deltas = {m.label: m.delta for m in at.metric}
+    assert deltas["Thumbs-down, last 4 weeks"] == deltas["Escalation, last 4 weeks"] == "no change"
+    spec = _health_spec(at)
+    assert _trace(spec, "thumbs-down")["y"] == [0.04] * 10
+    assert max(_trace(spec, "share beyond τ (drift)")["y"]) < 0.1
+    assert not [t for t in spec["data"] if t.get("name", "").startswith("drift alarm")]
+
+
+def test_the_overview_asks_for_a_drift_run_before_calling_the_suite_current(tmp_path, monkeypatch):
+    path, db = hand_built(tmp_path, thumbs_late=0.04)
+    db.close()
+    at = _page(path, monkeypatch)
+    assert not at.error and not at.warning and not at.success
     (note,) = [i for i in at.info if "run drift" in i.value]
     assert "No production signal got worse" in note.value
-    spec = _health_spec(at)
-    thumbs = next(t for t in spec["data"] if t.get("name") == "thumbs-down")
-    assert thumbs["y"] == [0.04] * 10
 
 
 @pytest.mark.parametrize(
     "user, extra", [("lena", set()), ("ravi", {"Scrubs awaiting review", "Scrubs decided"})]
 )
 def test_labelers_and_reviewers_see_their_queue_not_the_lead_cockpit(tmp_path, monkeypatch, user, extra):
-    path, db = _hand_built(tmp_path, thumbs_late=0.20)
+    path, db = hand_built(tmp_path, thumbs_late=0.20)
     db.close()
     at = _page(path, monkeypatch, user)
     assert not at.error and not at.warning and any(s.value == "Your queue" for s in at.subheader)
     shown = {m.label for m in at.metric}
     assert {"Traces awaiting labels", "Labeled by you"} | extra <= shown
-    assert "Pass rate, v1" not in shown and "Signal alerts, last four weeks" not in {
+    assert "Pass rate, default v1" not in shown and "Signal alerts, last four weeks" not in {
         s.value for s in at.subheader
     }
