@@ -17,7 +17,7 @@ from flywheel.auth import User, require_role
 from flywheel.cycle import cycles
 from flywheel.drift.run import drift_series
 from flywheel.evals.runs import live_system, release_decisions, retirement_proposals
-from flywheel.evals.versions import current_version, fold_preview, version_members
+from flywheel.evals.versions import current_version, fold_preview, version_members, version_set
 from flywheel.online.signal_alerts import ALL as SIGNALS_ALL
 from flywheel.online.signal_alerts import RATE_SIGNALS, signal_counts
 from flywheel.review.claims import LABEL_ROLES, stamp
@@ -349,7 +349,7 @@ def flywheel_health(db: Database, limits: Limits = Limits()) -> dict:
     version, live = current_version(db), live_system(db)
     system = live["system"] if live else _newest_system(db)
     points = suite_points(db, system) if system else []
-    eval_set = _set_of(db, version)
+    eval_set = version_set(db, version) if version is not None else None
     weeks, drift = production_weeks(db), drift_points(db)
     suite = [p for p in points if p["eval_set"] == eval_set]
     others: dict[str, list[dict]] = {}
@@ -367,11 +367,6 @@ def flywheel_health(db: Database, limits: Limits = Limits()) -> dict:
         "drift": drift,
         "verdict": divergence(version, suite, weeks, drift, limits),
     }
-
-
-def _set_of(db: Database, version: int | None) -> str | None:
-    row = query_one(db, "SELECT eval_set FROM eval_versions WHERE version = ?", [version])
-    return row["eval_set"] if row else None
 
 
 def _newest_system(db: Database) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
@@ -308,10 +309,16 @@ def header(column: object) -> str:
     return words[:1].upper() + words[1:] if words else key
 
 
+STORED_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})(:\d{2}(\.\d+)?)?Z")
+
+
 def readable(value: object) -> object:
-    """A cell for people: lists and mappings as plain text rather than JSON, booleans as yes/no."""
+    """A cell for people: lists and mappings as plain text rather than JSON, booleans as yes/no, a stored
+    UTC time to the minute."""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, str) and (moment := STORED_TIME.fullmatch(value)):
+        return f"{moment[1]} {moment[2]} UTC"
     if isinstance(value, dict):
         return "; ".join(f"{k}: {readable(v)}" for k, v in value.items() if v not in (None, "", [], {}))
     if isinstance(value, list | tuple):
@@ -338,8 +345,11 @@ def table_frame(frame: pd.DataFrame, percent: Iterable[str] = (), codes: dict[st
         if _numeric(values) and values.isna().any():
             out[column] = as_text(out[[column]], {column: _pattern(column in percent, values)})[column]
             config[column] = st.column_config.TextColumn(label)
+        elif _numeric(values) and column in percent:  # still a number, so it sorts; one decimal throughout
+            out[column] = values * 100
+            config[column] = st.column_config.NumberColumn(label, format="%.1f%%")
         elif _numeric(values):
-            fmt = "percent" if column in percent else "localized" if _integral(values) else "%.3g"
+            fmt = "localized" if _integral(values) else "%.3g"
             config[column] = st.column_config.NumberColumn(label, format=fmt)
         else:
             out[column] = as_text(pd.DataFrame({column: values.map(readable)}))[column]

@@ -17,13 +17,17 @@ require_role(user, "lead")
 config = load_config()
 st.title("Drift")
 st.caption(
-    "How much of each week's traffic the current eval set no longer covers: every trace's nearest eval"
-    " row (all-MiniLM-L6-v2 on scrubbed text), the mean distance and the share beyond a threshold τ"
-    f" (the {drift.QUANTILE:.0%} point of a reference window of covered traffic, reweighted to each"
-    " week's mix of eval-set regions, so a week that only moves between covered topics keeps its τ"
-    " honest), with 95% intervals."
-    f" The count beyond τ and the count beyond the far {drift.FAR_QUANTILE:.0%} point are each tested"
-    " exactly against that reference; an alarm needs the smaller p, doubled, below"
+    "How much of each week's traffic the current eval set no longer covers: the share of traces that are"
+    " farther from every eval row than most covered traffic is, week by week. A week alarms when that"
+    " share is clearly above normal."
+)
+METHOD = (
+    "Every trace's nearest eval row (all-MiniLM-L6-v2 on scrubbed text) gives the mean distance and the"
+    " share beyond a threshold τ: the"
+    f" {drift.QUANTILE:.0%} point of a reference window of covered traffic, reweighted to each week's mix of"
+    " eval-set regions, so a week that only moves between covered topics keeps its τ honest; both with 95%"
+    f" intervals. The count beyond τ and the count beyond the far {drift.FAR_QUANTILE:.0%} point are each"
+    " tested exactly against that reference; an alarm needs the smaller p, doubled, below"
     f" {drift.ALPHA} and, at that point, a share at least {drift.MIN_EXCESS:.0%} above the reference's."
 )
 
@@ -140,6 +144,7 @@ else:
     st.success(f"No alarm: {_sentence(last)}", icon=":material/check_circle:")
 with st.expander("The statistics behind it"):
     st.markdown(why)
+    st.caption(METHOD)
 
 
 def _with_interval(column: str, low: str, high: str, name: str, colour: str) -> list:

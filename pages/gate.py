@@ -8,6 +8,7 @@ from flywheel.config import load_config
 from flywheel.errors import FlywheelError
 from flywheel.evals import runs
 from flywheel.evals import versions as evalsets
+from flywheel.labeling.taxonomy import taxonomy_entries
 from pages._charts import show_table
 from pages._ui import current_user, database, md
 
@@ -101,7 +102,8 @@ with banner:
     else:
         st.error(f"**BLOCK** {md(challenger)} on version {version}")
     for criterion in verdict["criteria"]:
-        mark = "✅" if criterion["ok"] else "❌"
+        # Streamlit's own icon font: an emoji needs a font the reader's machine may not have
+        mark = ":green[:material/check_circle:]" if criterion["ok"] else ":red[:material/cancel:]"
         st.markdown(f"{mark} **{criterion['name']}**: {md(criterion['detail'])}")
 
 cols = st.columns(4)
@@ -153,7 +155,11 @@ def _side_by_side(flip: dict) -> None:
 st.subheader("Flipped rows")
 flips = runs.flipped_rows(db, verdict)
 if flips:
-    show_table(pd.DataFrame(flips)[["row_id", "flip", "blocks", "code", "adversarial"]], hide_index=True)
+    show_table(
+        pd.DataFrame(flips)[["row_id", "flip", "blocks", "code", "adversarial"]],
+        codes={e["code"]: e["name"] for e in taxonomy_entries(db)},
+        hide_index=True,
+    )
     for flip in flips:
         _side_by_side(flip)
 else:

@@ -63,20 +63,29 @@ if not rates:
 
 figure = go.Figure()
 hues = colours(r["system"] for r in rates)
+frozen = {s["name"] for s in evalsets.eval_sets(db) if s["frozen"]}
+sets = sorted({r["eval_set"] for r in rates}, key=lambda name: (name in frozen, name))
 for system in sorted({r["system"] for r in rates}):
-    points = [r for r in rates if r["system"] == system and r["rate"] is not None]
-    for trace in line(
-        [f"v{r['version']}" for r in points],
-        [r["rate"] for r in points],
-        chart_text(system),
-        hues[system],
-        [r["ci"][0] for r in points],
-        [r["ci"][1] for r in points],
-        customdata=[[r["passed"], r["total"], r["ci"][0], r["ci"][1]] for r in points],
-        hovertemplate="%{x}: %{y:.1%} (%{customdata[0]}/%{customdata[1]} rows, "
-        "95% CI %{customdata[2]:.1%}–%{customdata[3]:.1%})<extra>%{fullData.name}</extra>",
-    ):
-        figure.add_trace(trace)
+    for eval_set in sets:  # a line never joins two sets: their versions are different suites
+        points = [
+            r for r in rates if r["system"] == system and r["eval_set"] == eval_set and r["rate"] is not None
+        ]
+        if not points:
+            continue
+        name = chart_text(system if len(sets) == 1 else f"{system} · {eval_set}")
+        for trace in line(
+            [f"v{r['version']}" for r in points],
+            [r["rate"] for r in points],
+            name,
+            hues[system],
+            [r["ci"][0] for r in points],
+            [r["ci"][1] for r in points],
+            customdata=[[r["passed"], r["total"], r["ci"][0], r["ci"][1]] for r in points],
+            hovertemplate="%{x}: %{y:.1%} (%{customdata[0]}/%{customdata[1]} rows, "
+            "95% CI %{customdata[2]:.1%}–%{customdata[3]:.1%})<extra>%{fullData.name}</extra>",
+            line={"color": hues[system], "dash": "dot" if eval_set in frozen else "solid"},
+        ):
+            figure.add_trace(trace)
 figure.update_xaxes(
     type="category",
     categoryorder="array",
@@ -101,14 +110,7 @@ table = pd.DataFrame(
         for r in rates
     ]
 )
-show_table(
-    table,
-    hide_index=True,
-    column_config={
-        "rate": st.column_config.NumberColumn(format="percent"),
-        "adversarial rate": st.column_config.NumberColumn(format="percent"),
-    },
-)
+show_table(table, percent=["rate", "adversarial rate"], hide_index=True)
 
 st.subheader("Carried rows against new rows")
 systems = runs.systems(db)
@@ -119,11 +121,12 @@ system = st.selectbox("System", systems, index=default, key="split_system")
 splits = [s for s in (runs.carried_vs_new(db, v, system) for v in versions) if s]
 for split in sorted(splits, key=lambda s: s["version"]):
     fell = split["carried_fell"]
-    verdict = (
-        f"{len(fell)} carried rows fell: a regression (exact McNemar p = {split['p_value']:.3g})"
-        if fell
-        else "no carried row fell: not a regression"
-    )
+    if fell:
+        verdict = f"{len(fell)} carried rows fell: a regression (exact McNemar p = {split['p_value']:.3g})"
+    elif split["carried_now"]["total"]:
+        verdict = "no carried row fell: not a regression"
+    else:  # nothing paired: no claim either way
+        verdict = f"no row graded on both versions: nothing to compare, no verdict on v{split['version']}"
     st.write(
         f"**v{split['previous']} → v{split['version']}**: all rows {_pct(split['all_before']['rate'])} → "
         f"{_pct(split['all_now']['rate'])}; carried rows ({split['carried_now']['total']}) "
@@ -138,9 +141,12 @@ st.caption(
     "Coverage rows are traces the model once handled well, kept so it keeps doing so: a fall there is "
     "lost ground, not a harder set. Code-checked rows are graded by their check, not by a judge."
 )
+ran = sorted({r["version"] for r in rates if r["system"] == system}, reverse=True)
+current = evalsets.current_version(db)  # the suite refreshed from production, not a frozen set
 slice_version = st.selectbox(
     "Version",
-    sorted({r["version"] for r in rates if r["system"] == system}, reverse=True),
+    ran,
+    index=ran.index(current) if current in ran else 0,
     format_func=lambda v: f"v{v} · {set_of.get(v, '')}",
     key="slice_version",
 )
@@ -150,13 +156,19 @@ if slice_version is not None:
     show_table(
         slices[["slice", "rows", "passed", "total", "rate", "ci", "flaky"]],
         hide_index=True,
-        column_config={"rate": st.column_config.NumberColumn(format="percent")},
+        percent=["rate"],
         key="slices_table",
     )
 
 st.subheader("Per taxonomy code, with its metric lifecycle")
 run_versions = sorted({r["version"] for r in rates}, reverse=True)
-code_version = st.selectbox("Version", run_versions, key="code_version")
+code_version = st.selectbox(
+    "Version",
+    run_versions,
+    index=run_versions.index(current) if current in run_versions else 0,
+    format_func=lambda v: f"v{v} · {set_of.get(v, '')}",
+    key="code_version",
+)
 stages = runs.lifecycle(db, up_to=code_version, saturated_versions=load_config().saturated_versions)
 codes = pd.DataFrame(runs.per_code(db, code_version, system))
 if not codes.empty:
@@ -166,7 +178,7 @@ if not codes.empty:
         codes[["code", "stage", "passed", "total", "rate", "ci", "flaky"]],
         codes={e["code"]: e["name"] for e in taxonomy_entries(db)},
         hide_index=True,
-        column_config={"rate": st.column_config.NumberColumn(format="percent")},
+        percent=["rate"],
     )
 st.caption(
     "capability: still low, the hill to climb · regression: at least 90%, must stay · "

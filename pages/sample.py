@@ -235,6 +235,7 @@ ledger = pd.DataFrame(batch_ledger(db, batch_id)).drop(columns="kind")
 ledger["quota"] = ledger["quota"].map(lambda q: "all" if pd.isna(q) else f"{int(q)}")
 show_table(
     ledger,
+    percent=["rate"],
     hide_index=True,
     column_config={
         "quota": st.column_config.TextColumn("quota (all: every trace of the stratum)"),
@@ -242,7 +243,7 @@ show_table(
         "dropped": st.column_config.NumberColumn("dropped by the cap"),
         "in_batch": st.column_config.NumberColumn("in the batch (any reason)"),
         "over_cap": st.column_config.NumberColumn("kept over the cap (anomalies)"),
-        "rate": st.column_config.NumberColumn("in batch / population", format="percent"),
+        "rate": "in batch / population",
     },
 )
 reasons = batch_rule_counts(db, batch_id)

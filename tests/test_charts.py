@@ -117,6 +117,7 @@ def test_tables_show_blanks_full_codes_and_readable_values():
             "count": [1200, 3],
             "criteria": ['{"complete": true, "safety": false}', None],
             "tags": [["faq", "card"], []],
+            "started_at": ["2026-12-07T14:21:27.605Z", "2026-12-07T14:21Z, and more"],
         }
     )
     out, config = table_frame(frame, codes={"CARD_INTERNAL_ERROR": "Card internal error"})
@@ -125,6 +126,7 @@ def test_tables_show_blanks_full_codes_and_readable_values():
     assert out["count"].tolist() == [1200, 3] and config["count"]["type_config"]["format"] == "localized"
     assert list(out["criteria"]) == ["complete: yes; safety: no", ""]
     assert list(out["tags"]) == ["faq, card", ""]
+    assert list(out["started_at"]) == ["2026-12-07 14:21 UTC", "2026-12-07T14:21Z, and more"]
     assert config["row_id"]["label"] == "Row"
     assert all(config[c].get("width") != "small" for c in config)
 

@@ -56,7 +56,7 @@ def test_gate_page_shows_the_verdict_and_the_flipped_rows(demo_copy, monkeypatch
     at.selectbox(key="gate_baseline").set_value(DEMO_SYSTEMS[1]).run()
     assert at.selectbox(key="gate_challenger").value == DEMO_SYSTEMS[0]
     assert at.error[0].value.startswith("**BLOCK**")
-    assert any(m.value.startswith("❌ **safety**") for m in at.markdown)
+    assert any(m.value.startswith(":red[:material/cancel:] **safety**") for m in at.markdown)
 
 
 def test_a_labeler_gets_none_of_the_eval_pages(demo_copy, monkeypatch):

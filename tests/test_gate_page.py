@@ -17,7 +17,10 @@ def test_the_gate_page_shows_the_criteria_and_records_a_waived_decision(tmp_path
     lines = [m.value for m in at.markdown]
     for name in ("complete", "safety", "zero regressions", "no loss"):
         assert any(f"**{name}**" in line for line in lines), name
-    assert any(line.startswith("❌ **zero regressions**") and "r\\-000001" in line for line in lines)
+    assert any(
+        line.startswith(":red[:material/cancel:] **zero regressions**") and "r\\-000001" in line
+        for line in lines
+    )
 
     at.text_input(key="gate_waive_r-000001").input("tone only; checked by hand").run()
     assert at.success[0].value.startswith("**SHIP**")

@@ -148,11 +148,12 @@ def test_taxonomy_page_keeps_a_bad_entry_for_fixing_and_clears_a_good_one(label_
 
 def test_the_chosen_code_shows_its_definition_beside_the_item(label_db, monkeypatch):
     at = open_page(app(label_db, monkeypatch, "lena"), "pages/label.py")
-    assert not any("Any amount not in the schedule" in t.value for t in at.text)
+    assert not any("Any amount not in the schedule" in c.value for c in at.caption)
     widget(at.selectbox, CODE_PICKER).select("HALLUCINATED_FEE")
     at.run()
     assert any(
-        t.value.startswith("HALLUCINATED_FEE — Hallucinated fee\nThe assistant quotes") for t in at.text
+        c.value.startswith("Guideline · **HALLUCINATED\\_FEE — Hallucinated fee**  \nThe assistant quotes")
+        for c in at.caption
     )
 
 

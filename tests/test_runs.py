@@ -24,7 +24,14 @@ from flywheel.evals.runs import (
     retirement_proposals,
     set_adversarial_threshold,
 )
-from flywheel.evals.versions import BadRows, current_version, fold_in, import_evalset, iter_version_rows
+from flywheel.evals.versions import (
+    BadRows,
+    create_eval_set,
+    current_version,
+    fold_in,
+    import_evalset,
+    iter_version_rows,
+)
 from flywheel.store.db import open_db
 
 T0 = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
@@ -107,6 +114,20 @@ def test_a_carried_row_that_falls_is_a_regression(db):
     import_evalset(db, LEAD, suite(1, start=5), "v2.jsonl")
     run(db, 2, "bot", {**dict.fromkeys(ids(1, 4), True), "r-000002": False, "r-000005": True})
     assert carried_vs_new(db, 2, "bot")["carried_fell"] == ["r-000002"]
+
+
+def test_carried_rows_compare_versions_of_one_set_only(db):
+    import_evalset(db, LEAD, suite(4), "v1.jsonl")
+    run(db, 1, "bot", dict.fromkeys(ids(1, 4), True))
+    create_eval_set(db, LEAD, "regression")
+    import_evalset(db, LEAD, suite(2, start=10), "regression.jsonl", eval_set="regression")
+    run(db, 2, "bot", dict.fromkeys(ids(5, 6), False))
+    # v2 is another suite, not the next version of v1: no carried rows, no verdict either way
+    assert carried_vs_new(db, 2, "bot") is None
+    import_evalset(db, LEAD, suite(1, start=20), "v3.jsonl", eval_set="default")
+    run(db, 3, "bot", {**dict.fromkeys(ids(1, 4), True), "r-000001": False, "r-000007": True})
+    split = carried_vs_new(db, 3, "bot")
+    assert (split["previous"], split["carried_fell"], split["carried_now"]["total"]) == (1, ["r-000001"], 4)
 
 
 def test_retirement_over_a_simulated_timeline(db, tmp_path):

@@ -15,6 +15,7 @@ from sqlite_utils import Database
 
 from flywheel.auth import User
 from flywheel.config import Config, default_config
+from flywheel.cycle import run_cycle
 from flywheel.demo.drift import DEMO_MIN_TRACES, add_demo_drift
 from flywheel.demo.history import add_demo_eval_history
 from flywheel.demo.judgments import add_demo_judgments
@@ -74,8 +75,8 @@ def build_demo(
         _review_demo(db, seed, traces, latest_week=weeks[-1] if weeks else None)
         add_demo_labels(db, seed)
         add_demo_eval_history(db, seed)
-        if drift:
-            add_demo_drift(db)
+        if drift and add_demo_drift(db) is not None:
+            add_demo_cycle(db)
         add_demo_judgments(db, DEMO_REVIEWERS[1])
         add_demo_experiment(db, DEMO_REVIEWERS[1])
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -182,6 +183,12 @@ def _start_finishing(path: Path) -> None:
     threading.Thread(target=finish_demo, args=(path,), name="flywheel-demo-drift", daemon=True).start()
 
 
+def add_demo_cycle(db: Database) -> None:
+    """The weekly loop run once over the demo's latest week, as cron would run it, once the drift series is
+    in: its report (the drift alarm that needs a person) is on the Weekly cycle page and the Overview."""
+    run_cycle(db, DEMO_PLAN, actor=DEMO_REVIEWERS[1].name, config=default_config())
+
+
 def finish_demo(path: str | Path) -> None:
     """Compute the demo's drift series on a published demo database (once, whichever process gets there
     first); progress and any failure go to ``demo_status``."""
@@ -198,7 +205,9 @@ def finish_demo(path: str | Path) -> None:
             if mine and demo_drift_pending(path):
                 db = open_db(path)
                 try:
-                    add_demo_drift(db, progress=report)
+                    if add_demo_drift(db, progress=report) is not None:
+                        report("weekly cycle", 0, 0)
+                        add_demo_cycle(db)
                 finally:
                     db.close()
     except Exception as error:  # shown to the user by the app; the demo stays usable without the series

@@ -36,6 +36,7 @@ from flywheel.evals.versions import (
     jsonl_records,
     require_version,
     version_members,
+    version_set,
 )
 from flywheel.labeling.checks import grade, load_check
 from flywheel.stats import mcnemar_exact, rate
@@ -626,9 +627,10 @@ def pass_rate_slices(db: Database, version: int, system: str) -> list[dict]:
 
 
 def carried_vs_new(db: Database, version: int, system: str) -> dict | None:
-    """The rows of ``version`` split into those carried from the previous version this system ran and
-    those new in it; carried rows are paired across the two versions (a fall there is a regression)."""
-    earlier = [v for v in _versions_run(db, system) if v < version]
+    """The rows of ``version`` split into those carried from the previous version of the same eval set
+    this system ran and those new in it; carried rows are paired across the two versions (a fall there is
+    a regression). None when the system ran no earlier version of that set."""
+    earlier = [v for v in _versions_run(db, system, version_set(db, version)) if v < version]
     if not earlier:
         return None
     previous = earlier[-1]
@@ -654,9 +656,12 @@ def carried_vs_new(db: Database, version: int, system: str) -> dict | None:
     }
 
 
-def _versions_run(db: Database, system: str) -> list[int]:
-    sql = "SELECT DISTINCT version FROM eval_runs WHERE system = ? ORDER BY version"
-    return [r[0] for r in db.execute(sql, [system])]
+def _versions_run(db: Database, system: str, eval_set: str) -> list[int]:
+    sql = (
+        "SELECT DISTINCT r.version FROM eval_runs r JOIN eval_versions v ON v.version = r.version"
+        " WHERE r.system = ? AND v.eval_set = ? ORDER BY r.version"
+    )
+    return [r[0] for r in db.execute(sql, [system, eval_set])]
 
 
 def per_code(db: Database, version: int, system: str) -> list[dict]:
