@@ -86,8 +86,8 @@ def _reachable_beyond_loopback() -> bool:
 
 @st.fragment(run_every=2)
 def _demo_progress() -> None:
-    """While the demo's drift series is computed in the background: how far it is, in the sidebar; the
-    page reruns once it is there."""
+    """While the demo's drift series (and the weekly cycle after it) is computed in the background: how far
+    it is, in the sidebar; the page reruns once it is there."""
     status = demo_status()
     if not status.get("running"):
         if status.get("error"):
@@ -96,7 +96,7 @@ def _demo_progress() -> None:
             st.rerun(scope="app")
         return
     done, total = status["done"], status["total"]
-    text = f"Demo: computing the drift series ({status['stage']}"
+    text = f"Demo: computing the drift series, then a weekly cycle ({status['stage']}"
     text += f", {done:,} of {total:,})" if total else ")"
     st.progress(min(done / total, 1.0) if total else 0.0, text=md(text))
 

@@ -127,7 +127,7 @@ def _suite_lines(
                 y=[p["rate"] for _, p in inside],
                 text=[f"v{p['version']}" for _, p in inside],
                 mode="markers+text",
-                textposition="top center",
+                textposition="top right",  # clear of the step's rise at the same date
                 marker={"color": colour, "size": 8},
                 cliponaxis=False,
                 name=f"{name}: run",

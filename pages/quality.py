@@ -141,15 +141,18 @@ st.caption(
     "Coverage rows are traces the model once handled well, kept so it keeps doing so: a fall there is "
     "lost ground, not a harder set. Code-checked rows are graded by their check, not by a judge."
 )
-ran = sorted({r["version"] for r in rates if r["system"] == system}, reverse=True)
-current = evalsets.current_version(db)  # the suite refreshed from production, not a frozen set
-slice_version = st.selectbox(
-    "Version",
-    ran,
-    index=ran.index(current) if current in ran else 0,
-    format_func=lambda v: f"v{v} · {set_of.get(v, '')}",
-    key="slice_version",
-)
+
+
+def _version_picker(choices: set[int], key: str) -> int | None:
+    """Newest first; the suite refreshed from production (not a frozen set) chosen until someone picks."""
+    ordered, current = sorted(choices, reverse=True), evalsets.current_version(db)
+    index = ordered.index(current) if current in ordered else 0
+    return st.selectbox(
+        "Version", ordered, index=index, format_func=lambda v: f"v{v} · {set_of.get(v, '')}", key=key
+    )
+
+
+slice_version = _version_picker({r["version"] for r in rates if r["system"] == system}, "slice_version")
 if slice_version is not None:
     slices = pd.DataFrame(runs.pass_rate_slices(db, slice_version, system))
     slices["ci"] = slices["ci"].map(lambda ci: f"{ci[0]:.1%} – {ci[1]:.1%}")
@@ -161,14 +164,7 @@ if slice_version is not None:
     )
 
 st.subheader("Per taxonomy code, with its metric lifecycle")
-run_versions = sorted({r["version"] for r in rates}, reverse=True)
-code_version = st.selectbox(
-    "Version",
-    run_versions,
-    index=run_versions.index(current) if current in run_versions else 0,
-    format_func=lambda v: f"v{v} · {set_of.get(v, '')}",
-    key="code_version",
-)
+code_version = _version_picker({r["version"] for r in rates}, "code_version")
 stages = runs.lifecycle(db, up_to=code_version, saturated_versions=load_config().saturated_versions)
 codes = pd.DataFrame(runs.per_code(db, code_version, system))
 if not codes.empty:
