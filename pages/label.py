@@ -647,8 +647,12 @@ def _review(db: Database) -> None:
         with st.container(border=True):
             what = KINDS.get(label["kind"], label["kind"]) + (f" {label['code']}" if label["code"] else "")
             st.text(f"{label['trace_id']} · {label['labeler']} · {what}")
-            if label["scrub"]:
-                st.text(turns_text(exchange(label["scrub"]))[:1200])
+            if label["scrub"]:  # the reply being judged in full; earlier turns one click away
+                turns = exchange(label["scrub"])
+                if len(turns) > 2:
+                    with st.expander(f"{len(turns) - 2} earlier turn(s)"):
+                        st.text(turns_text(turns[:-2]))
+                st.text(turns_text(turns[-2:]))
             if label["expected"] or label["note"]:
                 st.text(f"Expected: {label['expected'] or '—'}\nCriterion: {label['pass_criterion'] or '—'}"
                         f"\nNote: {label['note'] or '—'}")  # fmt: skip

@@ -227,8 +227,10 @@ def _waiting() -> None:
     backlog = overview.station_backlog(db, retire_months=load_config().retire_months)
     for col, item in zip(st.columns(len(backlog)), backlog, strict=True):
         col.metric(item["station"], f"{item['waiting']:,}")
-        if item["waiting"]:
+        if item["waiting"] and item["oldest"]:
             col.caption(f"{item['oldest_means']}: {item['oldest'][:10]} ({_age(item['age_days'])} ago)")
+        elif item["waiting"]:  # rows from before the store kept times
+            col.caption(f"{item['oldest_means']}: not recorded")
         else:
             col.caption("nothing waiting")
         col.page_link(item["page"], label=f"Open {item['page_title']}", icon=":material/arrow_forward:")

@@ -1,6 +1,8 @@
 """The label card's number keys, edits of one's own earlier labels, and the lead's throughput and review
 step, through app.py."""
 
+import json
+
 import pytest
 from labels_support import LENA, T0, TOM, add_code, seed_queue
 from pages_support import CODE_PICKER, app, button, open_page, rows, widget
@@ -106,3 +108,21 @@ def test_the_lead_reads_throughput_turns_on_review_and_accepts_and_corrects(labe
     reviewed = "SELECT labeler, code, reviewed_by FROM labels WHERE undone_at IS NULL ORDER BY id"
     assert rows(label_db, reviewed) == [("lena", "HALLUCINATED_FEE", "ana"), ("tom", "WRONG_POLICY", "ana")]
     assert any("No label is waiting" in c.value for c in at.caption)
+
+
+def test_the_review_step_shows_a_long_conversations_reply_in_full(label_db, monkeypatch):
+    db = open_db(label_db)
+    earlier = [
+        {"role": "customer" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "words " * 80}
+        for i in range(6)
+    ]
+    with write(db):
+        db.execute("UPDATE scrubs SET messages = ?", [json.dumps(earlier)])
+        db.execute("UPDATE scrubs SET output = output || ?", [" " + "detail " * 200 + "END-OF-REPLY"])
+    _label(label_db, LENA, "not_a_bug", note="fine")
+    at = open_page(app(label_db, monkeypatch, "ana"), "pages/label.py")
+    at.toggle(key="review_on").set_value(True).run()
+    assert not at.exception, at.exception[0].stack_trace
+    assert any(t.value.rstrip().endswith("END-OF-REPLY") for t in at.text), "the reply being judged is cut"
+    (earlier_turns,) = [e for e in at.expander if e.label.endswith("earlier turn(s)")]
+    assert earlier_turns.text[0].value.startswith("customer: turn 0 words")

@@ -8,6 +8,7 @@ from overview_support import hand_built
 from streamlit.testing.v1 import AppTest
 
 from flywheel import overview
+from flywheel.store.db import write
 
 
 def weeks(count: int, n: int = 1000, thumbs=None, escalated=None, judge=None) -> list[dict]:
@@ -235,3 +236,17 @@ def test_labelers_and_reviewers_see_their_queue_not_the_lead_cockpit(tmp_path, m
     assert "Pass rate, default v1" not in shown and "Signal alerts, last four weeks" not in {
         s.value for s in at.subheader
     }
+
+
+def test_a_backlog_without_recorded_times_still_draws(tmp_path, monkeypatch):
+    path, db = hand_built(tmp_path, thumbs_late=0.04)
+    with write(db):
+        db.execute(
+            "INSERT INTO scrubs (trace_id, input, status, is_current)"
+            " VALUES ('t-00-000', '[PERSON]', 'pending', 1)"
+        )
+    db.close()
+    at = _page(path, monkeypatch)
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Traces awaiting scrub review"] == "1"
+    assert "oldest scrub made: not recorded" in [c.value for c in at.caption]
