@@ -37,3 +37,18 @@ def test_background_words_score_below_the_clusters_own():
     docs = {0: ["my card exchange rate", "card exchange rate wrong", "exchange rate card today"]}
     name = drift.cluster_names(docs, BACKGROUND * 5)[0]
     assert name[0] == "exchange rate", name
+
+
+def test_greetings_and_sign_offs_do_not_name_a_cluster():
+    docs = {
+        0: [
+            "Good morning, my disposable card was rejected. Kind regards, the accounts team",
+            "Hello, the disposable card got rejected again, thanks. Best regards",
+            "Dear support, disposable card rejected at checkout. Regards",
+            "Disposable card rejected, pls help, thanks in advance",
+        ]
+    }
+    name = drift.cluster_names(docs, BACKGROUND)[0]
+    words = set(" ".join(name).split())
+    assert "disposable" in words and "rejected" in words, name
+    assert not words & {"regards", "thanks", "hello", "dear", "pls", "morning"}, name

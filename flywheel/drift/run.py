@@ -382,6 +382,12 @@ def window_stats(distances: np.ndarray, calibration: Calibration, far: Calibrati
 
 _WORD = re.compile(r"[a-z]{2,}")
 _PLACEHOLDERS = {label.lower() for label in LABELS}
+# Greetings, sign-offs and courtesies: frequent in a cohort that writes formal mail, so they can look
+# distinctive, but they name how people write, not what they ask about.
+_COURTESIES = {
+    "hello", "hey", "hiya", "dear", "regards", "thanks", "thank", "thx", "cheers", "pls", "please",
+    "sincerely", "appreciate", "appreciated", "morning", "afternoon", "evening",
+}  # fmt: skip
 
 
 def cluster_vectors(vectors: np.ndarray, cut: float = CLUSTER_CUT) -> np.ndarray:
@@ -402,14 +408,14 @@ def cluster_vectors(vectors: np.ndarray, cut: float = CLUSTER_CUT) -> np.ndarray
 
 
 def tokens(text: str) -> list[str]:
-    """Words and word pairs of a scrubbed text, without stop words, redaction placeholders and the
-    fragments contractions leave (``I've`` -> ``ve``)."""
+    """Words and word pairs of a scrubbed text, without stop words, courtesies, redaction placeholders and
+    the fragments contractions leave (``I've`` -> ``ve``)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     words = [
         w
         for w in _WORD.findall(text.lower())
-        if len(w) > 2 and w not in ENGLISH_STOP_WORDS and w not in _PLACEHOLDERS
+        if len(w) > 2 and w not in ENGLISH_STOP_WORDS and w not in _PLACEHOLDERS and w not in _COURTESIES
     ]
     return words + [f"{a} {b}" for a, b in itertools.pairwise(words) if a != b]
 
@@ -452,11 +458,15 @@ def _distinct(scores: dict[str, float], top: int) -> list[str]:
     better), skipping any term that shares a word with one already chosen."""
     terms = sorted(scores, key=lambda t: (-scores[t], -t.count(" "), t))
     chosen: list[str] = []
+
+    def taken(term: str) -> bool:
+        return any(set(term.split()) & set(c.split()) for c in chosen)
+
     for term in terms:
-        if " " not in term:
-            pairs = [t for t in terms if " " in t and term in t.split()]
+        if " " not in term:  # a pair repeating a chosen word gives way to the word alone
+            pairs = [t for t in terms if " " in t and term in t.split() and not taken(t)]
             term = next((t for t in pairs if scores[t] >= PAIR_SHARE * scores[term]), term)
-        if any(set(term.split()) & set(c.split()) for c in chosen):
+        if taken(term):
             continue
         chosen.append(term)
         if len(chosen) == top:
