@@ -17,7 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._ui import as_text
+from flywheel.labeling.taxonomy import taxonomy_entries
+from pages._ui import as_text, database
 
 # Okabe & Ito (2008), most distinct first; yellow last, it is faint on white.
 BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY, YELLOW, BLACK = (
@@ -364,9 +365,12 @@ def show_table(
     container=st,
     **options: object,
 ):
-    """Show a table to convention (see ``table_frame``); ``options`` go to ``st.dataframe`` and their
-    ``column_config`` entries win over the defaults."""
+    """Show a table to convention (see ``table_frame``); a ``code`` column is named from the taxonomy
+    unless ``codes`` is given; ``options`` go to ``st.dataframe`` and their ``column_config`` entries win
+    over the defaults."""
     frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    if codes is None and "code" in frame.columns:  # every table names its codes; ``{}`` opts out
+        codes = {e["code"]: e["name"] for e in taxonomy_entries(database())}
     out, config = table_frame(frame, percent, codes)
     for column, setting in (options.pop("column_config", None) or {}).items():
         config[column] = _merged(config.get(column), setting)

@@ -8,7 +8,6 @@ from flywheel.config import load_config
 from flywheel.errors import FlywheelError
 from flywheel.evals import runs
 from flywheel.evals import versions as evalsets
-from flywheel.labeling.taxonomy import taxonomy_entries
 from pages._charts import show_table
 from pages._ui import current_user, database, md
 
@@ -157,7 +156,6 @@ flips = runs.flipped_rows(db, verdict)
 if flips:
     show_table(
         pd.DataFrame(flips)[["row_id", "flip", "blocks", "code", "adversarial"]],
-        codes={e["code"]: e["name"] for e in taxonomy_entries(db)},
         hide_index=True,
     )
     for flip in flips:

@@ -9,7 +9,6 @@ from plotly.subplots import make_subplots
 from flywheel import overview
 from flywheel.config import load_config
 from flywheel.labeling.labels import my_labels
-from flywheel.labeling.taxonomy import taxonomy_entries
 from flywheel.online.signal_alerts import VALUE_SIGNALS, current_alerts
 from flywheel.review.scrubs import review_progress
 from flywheel.store.clock import week_monday
@@ -282,8 +281,7 @@ def _my_queue() -> None:
     recent = my_labels(db, user, limit=10)
     if recent:
         st.markdown("**Your latest labels**")
-        names = {e["code"]: e["name"] for e in taxonomy_entries(db)}
-        show_table(recent, codes=names, column_config={"id": None, "via": None})
+        show_table(recent, column_config={"id": None, "via": None})
 
 
 def _what(health: dict) -> str:

@@ -7,7 +7,6 @@ from flywheel.config import load_config
 from flywheel.errors import FlywheelError
 from flywheel.evals import runs
 from flywheel.evals import versions as evalsets
-from flywheel.labeling.taxonomy import taxonomy_entries
 from pages._charts import colours, line, show, show_table
 from pages._ui import chart_text, current_user, database, md
 
@@ -172,7 +171,6 @@ if not codes.empty:
     codes["ci"] = codes["ci"].map(lambda ci: f"{ci[0]:.1%} – {ci[1]:.1%}")
     show_table(
         codes[["code", "stage", "passed", "total", "rate", "ci", "flaky"]],
-        codes={e["code"]: e["name"] for e in taxonomy_entries(db)},
         hide_index=True,
         percent=["rate"],
     )

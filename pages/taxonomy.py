@@ -55,7 +55,7 @@ if not entries:
 else:
     table = pd.DataFrame(entries)[["code", "name", "status", "labels", "merged_into", "definition"]]
     table["merged_into"] = table["merged_into"].fillna("")
-    show_table(table, hide_index=True)
+    show_table(table, codes={}, hide_index=True)  # the name has its own column here
     counts = code_counts(db)
     if not counts.empty:
         chart = px.bar(

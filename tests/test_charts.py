@@ -231,6 +231,9 @@ def test_every_table_has_readable_headers_and_no_missing_value_words(drawn):
             assert "_" not in label, f"{page}: header {label!r} is a field name"
             cells = {str(v) for v in frame[column] if isinstance(v, str)}
             assert not cells & MISSING, f"{page}: {label} shows {cells & MISSING}"
+            if column == "code" and "Name" not in [header(c) for c in frame.columns]:
+                bare = {c for c in cells if c and c != "(none)" and " — " not in c}
+                assert not bare, f"{page}: codes without their names {sorted(bare)[:3]}"
 
 
 @pytest.mark.parametrize(
