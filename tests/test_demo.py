@@ -426,7 +426,10 @@ def test_first_start_publishes_the_demo_then_computes_its_drift_series(tmp_path)
     finish_demo(path)
     assert demo_status()["running"] is False and demo_status()["error"] is None
     assert demo_status()["stage"] and demo_status()["total"] > 0  # progress was reported
-    assert open_db(path)["drift_runs"].count == 1
+    # the series (one run over every week), then the weekly cycle with its own drift run of the last week
+    assert open_db(path)["drift_runs"].count == 2
+    cycles = open_db(path).execute("SELECT status, needs_attention FROM cycles").fetchall()
+    assert cycles == [("finished", 1)], cycles
     assert not demo_drift_pending(path)
     other = open_db(tmp_path / "team.db")  # a team's own store: no demo ingest run, nothing pending
     other.close()

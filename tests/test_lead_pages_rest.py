@@ -182,7 +182,7 @@ def test_the_drift_page_says_its_verdict_in_a_sentence_with_the_statistics_a_cli
 ):
     last = drift.drift_series(open_db(demo_copy))[-1]
     at = open_page(app(demo_copy, monkeypatch), "pages/drift.py")
-    (banner,) = at.warning  # the demo's last week alarms
+    (banner,) = [w for w in at.warning if w.value.startswith("**Alarm**")]  # the demo's last week alarms
     share, normal = f"{last['share_beyond']:.0%}", f"{last['ref_share']:.0%}"
     assert banner.value == (
         f"**Alarm**: In {md(last['window'])}, {share} of traffic is farther from every eval row than 80% of"
@@ -190,8 +190,13 @@ def test_the_drift_page_says_its_verdict_in_a_sentence_with_the_statistics_a_cli
     )
     assert "τ" not in banner.value and "p =" not in banner.value
     (box,) = [e for e in at.expander if e.label == "The statistics behind it"]
-    (stats,) = [m.value for m in box.markdown]
+    stats = box.markdown[0].value
     assert "τ =" in stats and "p =" in stats and f"{last['share_beyond']:.1%}" in stats
+    (method,) = [c.value for c in box.caption]
+    assert "reweighted" in method and "the smaller p, doubled" in method  # the method, one click away
+    assert len([c for c in at.caption if "the smaller p, doubled" in c.value]) == 1, (
+        "the method is out on the page"
+    )
 
 
 def test_a_week_without_alarm_says_so_in_the_same_sentence(demo_copy, monkeypatch):
@@ -200,7 +205,7 @@ def test_a_week_without_alarm_says_so_in_the_same_sentence(demo_copy, monkeypatc
         db.execute("UPDATE drift_windows SET alarm = 0")
     db.close()
     at = open_page(app(demo_copy, monkeypatch), "pages/drift.py")
-    assert not at.warning
+    assert not [w for w in at.warning if w.value.startswith("**Alarm**")]
     assert at.success[0].value.startswith("No alarm: In ")
     assert "of traffic is farther from every eval row than 80% of covered traffic is (normally" in (
         at.success[0].value

@@ -31,7 +31,7 @@ def test_the_demo_shows_batches_with_their_ledger_and_reasons(demo_db, monkeypat
     assert len(batches) == 6 and batches["sampled"].gt(0).all()
     ledger = at.dataframe[2].value
     assert {"stratum", "population", "selected", "dropped", "in_batch", "rate"} <= set(ledger.columns)
-    assert (ledger.loc[ledger["rule"].str.startswith("anomaly:"), "rate"] == 1.0).all()
+    assert (ledger.loc[ledger["rule"].str.startswith("anomaly:"), "rate"] == 100.0).all()  # drawn as 100.0%
     assert "md5('7:' || trace_id)" in at.code[0].value
     assert len(at.get("plotly_chart")) == 1
     for table in (batches, ledger):  # no literal None for a missing value

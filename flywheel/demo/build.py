@@ -206,8 +206,9 @@ def finish_demo(path: str | Path) -> None:
                 db = open_db(path)
                 try:
                     if add_demo_drift(db, progress=report) is not None:
-                        report("weekly cycle", 0, 0)
+                        report("weekly cycle", 0, 1)
                         add_demo_cycle(db)
+                        report("weekly cycle", 1, 1)
                 finally:
                     db.close()
     except Exception as error:  # shown to the user by the app; the demo stays usable without the series
