@@ -170,15 +170,18 @@ def signed_in_as(page) -> list[str]:
     return page.evaluate(SIGNED_IN_AS + ".map(input => input.value)")
 
 
-def assert_signed_in_as(page, label: str, seconds: float = 10) -> None:
-    """The sidebar shows ``label`` as the one signed-in user (a stale picker of a finished run may linger
-    for a moment while the next run draws)."""
+def assert_signed_in_as(page, label: str, seconds: float = 60) -> None:
+    """The sidebar shows ``label`` as the one signed-in user, once the run is over: while a run draws, the
+    previous run's picker stays on screen (faded) beside the new one, and a lead's first run on a freshly
+    started server can take longer than a click suggests (``settle`` may look before that run begins)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     shown = f"({SIGNED_IN_AS}.map(input => input.value))()"
+    idle = "document.querySelector('[data-testid=stApp]')?.dataset.testScriptState === 'notRunning'"
     with contextlib.suppress(PlaywrightTimeout):  # the assertion below names what is shown instead
         page.wait_for_function(
-            f"(label) => {{ const shown = {shown}; return shown.length === 1 && shown[0] === label; }}",
+            f"(label) => {{ const shown = {shown};"
+            f" return shown.length === 1 && shown[0] === label && {idle}; }}",
             arg=label,
             timeout=seconds * 1000,
         )
