@@ -458,15 +458,11 @@ def _distinct(scores: dict[str, float], top: int) -> list[str]:
     better), skipping any term that shares a word with one already chosen."""
     terms = sorted(scores, key=lambda t: (-scores[t], -t.count(" "), t))
     chosen: list[str] = []
-
-    def taken(term: str) -> bool:
-        return any(set(term.split()) & set(c.split()) for c in chosen)
-
     for term in terms:
-        if " " not in term:  # a pair repeating a chosen word gives way to the word alone
-            pairs = [t for t in terms if " " in t and term in t.split() and not taken(t)]
+        if " " not in term:
+            pairs = [t for t in terms if " " in t and term in t.split()]
             term = next((t for t in pairs if scores[t] >= PAIR_SHARE * scores[term]), term)
-        if taken(term):
+        if any(set(term.split()) & set(c.split()) for c in chosen):
             continue
         chosen.append(term)
         if len(chosen) == top:
