@@ -83,7 +83,13 @@ def _figures(health: dict) -> None:
         change = None if now_share is None or then_share is None else round((now_share - then_share) * 100, 1)
         delta = None if change is None else f"{change:+.1f} pts" if change else "no change"
         colour = "inverse" if change else "off"  # a rise is bad news; no change is neither
-        col.metric(f"{title}, last {len(recent)} weeks", _pct(now_share), delta, delta_color=colour)
+        col.metric(
+            f"{title}, last {len(recent)} weeks",
+            _pct(now_share),
+            delta,
+            delta_color=colour,
+            delta_arrow="auto" if change else "off",
+        )
     drift = health["drift"]
     if drift:
         cols[3].metric(
