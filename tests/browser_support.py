@@ -6,6 +6,7 @@ a browser on these machines.
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -57,6 +58,16 @@ def wait_for(url: str, seconds: float = 90) -> None:
         except OSError:
             time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer within {seconds} s")
+
+
+@contextlib.contextmanager
+def served_copy(template: Path, folder: Path) -> Iterator[tuple[str, Path]]:
+    """A private copy of ``template`` (the session's demo database, say) in ``folder``, served without the
+    embedding worker; yields the app's URL and the copy's path, for a test module to change freely."""
+    path = folder / "demo.db"
+    shutil.copy(template, path)
+    with serve_app(path, env={"FLYWHEEL_EMBED_WORKER": "off"}) as (url, _):
+        yield url, path
 
 
 @contextlib.contextmanager

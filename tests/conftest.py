@@ -36,6 +36,15 @@ def demo_template(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def demo_served(demo_template, tmp_path_factory, request):
+    """A test module's own copy of the demo database, served (browser tests): ``(url, path)``."""
+    from browser_support import served_copy
+
+    with served_copy(demo_template, tmp_path_factory.mktemp(request.module.__name__)) as both:
+        yield both
+
+
 @pytest.fixture
 def demo_copy(tmp_path, demo_template):
     """A private copy of the demo database (build_demo checkpoints the WAL, so the file is whole)."""

@@ -3,28 +3,14 @@ however it is submitted, a saved plan says so, the weekly cycle page gives a cro
 and the gate shows a flipped row's input and both outputs in full, side by side."""
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from browser_support import go, open_app, serve_app, settle, sign_in_as
+from browser_support import go, open_app, settle, sign_in_as
 
 from flywheel.store.db import open_db
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def server_db(demo_template, tmp_path_factory):
-    path = tmp_path_factory.mktemp("browser_lead") / "demo.db"
-    shutil.copy(demo_template, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(server_db):
-    with serve_app(server_db, env={"FLYWHEEL_EMBED_WORKER": "off"}) as (url, _):
-        yield url
 
 
 def _drift_batches(db_path) -> int:
@@ -35,7 +21,8 @@ def _drift_batches(db_path) -> int:
     )
 
 
-def test_enter_then_a_click_sends_a_drift_cluster_batch_once(server, server_db, page):
+def test_enter_then_a_click_sends_a_drift_cluster_batch_once(demo_served, page):
+    server, server_db = demo_served
     open_app(page, server)
     sign_in_as(page, "ana (lead)")
     go(page, "Drift")
@@ -51,7 +38,8 @@ def test_enter_then_a_click_sends_a_drift_cluster_batch_once(server, server_db, 
     assert _drift_batches(server_db) == before + 1
 
 
-def test_a_saved_plan_says_so(server, page):
+def test_a_saved_plan_says_so(demo_served, page):
+    server, _ = demo_served
     open_app(page, server)
     sign_in_as(page, "ana (lead)")
     go(page, "Sample")
@@ -60,7 +48,8 @@ def test_a_saved_plan_says_so(server, page):
     page.get_by_text("Saved plan weekly").wait_for(timeout=30_000)
 
 
-def test_the_cycle_page_gives_a_crontab_line_with_the_inbox(server, page, tmp_path):
+def test_the_cycle_page_gives_a_crontab_line_with_the_inbox(demo_served, page, tmp_path):
+    server, _ = demo_served
     open_app(page, server)
     sign_in_as(page, "ana (lead)")
     go(page, "Weekly cycle")
@@ -74,7 +63,8 @@ def test_the_cycle_page_gives_a_crontab_line_with_the_inbox(server, page, tmp_pa
     assert text.startswith("0 6 * * 1 ") and f"--inbox {tmp_path}" in text, text
 
 
-def test_the_gate_shows_a_flipped_row_in_full_side_by_side(server, page, tmp_path):
+def test_the_gate_shows_a_flipped_row_in_full_side_by_side(demo_served, page, tmp_path):
+    server, _ = demo_served
     open_app(page, server)
     sign_in_as(page, "ana (lead)")
     go(page, "Release gate")

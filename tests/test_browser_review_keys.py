@@ -3,26 +3,12 @@ by mouse) hands the keyboard back to the page, so A, X and N act at once; letter
 in it; Esc leaves the field and the shortcuts work again."""
 
 import pytest
-from browser_support import go, open_app, serve_app, settle, sign_in_as
+from browser_support import go, open_app, settle, sign_in_as
 
-from flywheel.demo.build import build_demo
 from flywheel.store.db import open_db
 
 pytestmark = pytest.mark.browser
 JUMP = "Pending trace"
-
-
-@pytest.fixture(scope="module")
-def server_db(tmp_path_factory):
-    db_path = tmp_path_factory.mktemp("browser_review") / "demo.db"
-    build_demo(db_path, seed=17, traces=1200)
-    return db_path
-
-
-@pytest.fixture(scope="module")
-def server(server_db):
-    with serve_app(server_db, env={"FLYWHEEL_EMBED_WORKER": "off"}) as (url, _):
-        yield url
 
 
 def _shown(page) -> str:
@@ -71,7 +57,8 @@ def _moved_on(page, trace_id: str) -> str:
     return _shown(page)
 
 
-def test_the_review_keys_are_never_trapped_by_the_jump_box_or_a_field(server, server_db, page):
+def test_the_review_keys_are_never_trapped_by_the_jump_box_or_a_field(demo_served, page):
+    server, server_db = demo_served
     open_app(page, server)
     sign_in_as(page, "ravi (reviewer)")
     go(page, "Review scrubs")
