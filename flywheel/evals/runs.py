@@ -18,10 +18,11 @@ import contextlib
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -200,64 +201,67 @@ def _runner_results(document: dict, name: str) -> tuple[str, list[Result]]:
     )
 
 
-def _promptfoo_results(items: object, name: str) -> list[Result]:
-    def mapping(value: object, what: str) -> dict:
-        if value is not None and not isinstance(value, dict):
-            raise BadInput(f"'{what}' is not an object")
-        return value or {}
+def _object(value: object, what: str) -> dict:
+    """A JSON object of a results file, or {} when absent; anything else is the record's problem."""
+    if value is not None and not isinstance(value, dict):
+        raise BadInput(f"'{what}' is not an object")
+    return value or {}
 
+
+def _each_result(records: list, kind: str, name: str, parse: Callable[[Any], Result]) -> list[Result]:
+    """``parse`` over every record; a record of any shape is a problem of that record (with its number),
+    never a crash, and any problem refuses the whole file."""
     results, problems = [], []
-    for index, item in enumerate(items if isinstance(items, list) else []):
-        try:  # a result of any shape is a problem of that result, never a crash
-            case = mapping(mapping(item, "result").get("testCase"), "testCase")
-            metadata, variables = mapping(case.get("metadata"), "metadata"), mapping(case.get("vars"), "vars")
-            row_id = metadata.get("row_id") or variables.get("row_id")
-            if not isinstance(row_id, str):
-                raise BadInput("result without metadata.row_id (export the cases with Flywheel)")
-            success = item.get("success")
-            output = _output(mapping(item.get("response"), "response").get("output"))
-            (row_id + (output or "")).encode("utf-8")  # a lone surrogate could not be stored
-            passed = None if success is None else int(bool(success))
-            results.append(Result(row_id, passed, _score(item.get("score")), output, None))
+    for index, record in enumerate(records):
+        try:
+            result = parse(record)
+            (result.row_id + (result.output or "")).encode("utf-8")  # a lone surrogate could not be stored
+            results.append(result)
         except BadInput as error:
-            problems.append((index + 1, f"result {index + 1}: {error}"))
+            problems.append((index + 1, f"{kind} {index + 1}: {error}"))
         except (OverflowError, RecursionError, ValueError) as error:
-            problems.append((index + 1, f"result {index + 1}: cannot be stored ({type(error).__name__})"))
+            problems.append((index + 1, f"{kind} {index + 1}: cannot be stored ({type(error).__name__})"))
     if problems:
         raise BadRows(name, problems)
     return results
+
+
+def _promptfoo_result(item: object) -> Result:
+    case = _object(_object(item, "result").get("testCase"), "testCase")
+    metadata, variables = _object(case.get("metadata"), "metadata"), _object(case.get("vars"), "vars")
+    row_id = metadata.get("row_id") or variables.get("row_id")
+    if not isinstance(row_id, str):
+        raise BadInput("result without metadata.row_id (export the cases with Flywheel)")
+    assert isinstance(item, dict)  # _object refused anything else
+    success = item.get("success")
+    output = _output(_object(item.get("response"), "response").get("output"))
+    passed = None if success is None else int(bool(success))
+    return Result(row_id, passed, _score(item.get("score")), output, None)
+
+
+def _promptfoo_results(items: object, name: str) -> list[Result]:
+    return _each_result(items if isinstance(items, list) else [], "result", name, _promptfoo_result)
+
+
+def _inspect_sample(sample: object) -> Result:
+    row_id = sample.get("id") if isinstance(sample, dict) else None
+    if not isinstance(row_id, str):
+        raise BadInput("sample without a string id (export the rows with Flywheel)")
+    assert isinstance(sample, dict)
+    scores = _object(sample.get("scores"), "scores")
+    values = [s.get("value") for s in scores.values() if isinstance(s, dict)]
+    # "N" (no answer): the scorer gave no verdict, e.g. a row with no code check; it waits.
+    passed = _passed(values[0]) if values and values[0] != "N" else None
+    output = _object(sample.get("output"), "output").get("completion")
+    epoch = sample.get("epoch")
+    if isinstance(epoch, int) and not 1 <= epoch <= 2**63:  # the repeat, epoch - 1, is stored
+        raise BadInput(f"'epoch' {epoch!r}: expected 1..{2**63}")
+    repeat = epoch - 1 if isinstance(epoch, int) else None
+    return Result(row_id, passed, None, _output(output), repeat)
 
 
 def _inspect_results(samples: list, name: str) -> list[Result]:
-    def mapping(value: object, what: str) -> dict:
-        if value is not None and not isinstance(value, dict):
-            raise BadInput(f"'{what}' is not an object")
-        return value or {}
-
-    results, problems = [], []
-    for index, sample in enumerate(samples):
-        try:  # a sample of any shape is a problem of that sample, never a crash
-            row_id = sample.get("id") if isinstance(sample, dict) else None
-            if not isinstance(row_id, str):
-                raise BadInput("sample without a string id (export the rows with Flywheel)")
-            scores = mapping(sample.get("scores"), "scores")
-            values = [s.get("value") for s in scores.values() if isinstance(s, dict)]
-            # "N" (no answer): the scorer gave no verdict, e.g. a row with no code check; it waits.
-            passed = _passed(values[0]) if values and values[0] != "N" else None
-            output = mapping(sample.get("output"), "output").get("completion")
-            epoch = sample.get("epoch")
-            if isinstance(epoch, int) and not 1 <= epoch <= 2**63:  # the repeat, epoch - 1, is stored
-                raise BadInput(f"'epoch' {epoch!r}: expected 1..{2**63}")
-            repeat, output = epoch - 1 if isinstance(epoch, int) else None, _output(output)
-            (row_id + (output or "")).encode("utf-8")  # a lone surrogate could not be stored
-            results.append(Result(row_id, passed, None, output, repeat))
-        except BadInput as error:
-            problems.append((index + 1, f"sample {index + 1}: {error}"))
-        except (OverflowError, RecursionError, ValueError) as error:
-            problems.append((index + 1, f"sample {index + 1}: cannot be stored ({type(error).__name__})"))
-    if problems:
-        raise BadRows(name, problems)
-    return results
+    return _each_result(samples, "sample", name, _inspect_sample)
 
 
 # Importing a run ------------------------------------------------------------------------------------
