@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from flywheel.labeling.taxonomy import taxonomy_entries
+from flywheel.labeling.taxonomy import code_names
 from pages._ui import as_text, database
 
 # Okabe & Ito (2008), most distinct first; yellow last, it is faint on white.
@@ -370,7 +370,7 @@ def show_table(
     over the defaults."""
     frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
     if codes is None and "code" in frame.columns:  # every table names its codes; ``{}`` opts out
-        codes = {e["code"]: e["name"] for e in taxonomy_entries(database())}
+        codes = code_names(database())
     out, config = table_frame(frame, percent, codes)
     for column, setting in (options.pop("column_config", None) or {}).items():
         config[column] = _merged(config.get(column), setting)

@@ -9,6 +9,7 @@ from flywheel.labeling.taxonomy import (
     active_codes,
     check_definition,
     code_counts,
+    code_names,
     create_entry,
     edit_entry,
     entry_history,
@@ -70,6 +71,8 @@ def test_retired_codes_take_no_new_labels(labeled_db):
         )
     with pytest.raises(BadInput, match="only active"):
         merge_codes(labeled_db, ANA, "INVENTED_CHARGE", "HALLUCINATED_FEE")
+    # a table of old labels still names the retired code
+    assert "INVENTED_CHARGE" not in active_codes(labeled_db) and "INVENTED_CHARGE" in code_names(labeled_db)
 
 
 def test_only_leads_edit_the_taxonomy(labeled_db):

@@ -116,6 +116,11 @@ def taxonomy_entries(db: Database, status: str | None = None) -> list[dict]:
     return query_rows(db, sql, [status] if status else [])
 
 
+def code_names(db: Database) -> dict[str, str]:
+    """Every code, whatever its status, and its name: how a table names the codes it shows."""
+    return dict(db.execute("SELECT code, name FROM taxonomy").fetchall())
+
+
 def active_codes(db: Database) -> dict[str, str]:
     """Active codes and their names, for a searchable select."""
     return dict(
