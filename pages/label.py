@@ -259,8 +259,12 @@ def _form(db: Database, claim: Claim, proposed: str | None = None) -> None:
         placeholder="Pick a known failure mode, or press 1–9",
         key=_key("code"),
     )
+    # one slot whether or not a code is picked: what follows keeps its place while the card redraws, so
+    # the previous draw's buttons are replaced, never shown beside the new ones
+    guideline = st.empty()
     if code in entries:
-        _guideline(code, entries[code])
+        with guideline:
+            _guideline(code, entries[code])
     st.text_input("Expected behaviour", key=_key("expected"), placeholder="What the assistant should do")
     st.text_input("Pass criterion", key=_key("pass"), placeholder="What a correct answer must do")
     new_form = st.container()

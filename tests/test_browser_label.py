@@ -224,7 +224,8 @@ def _pick_code(page, how: str) -> None:
     picker.click() if how == "mouse" else picker.focus()
     page.keyboard.type("WRONG_POL")
     page.keyboard.press("Enter")
-    settle(page)
+    settle(page)  # may look before the pick's run begins: the guideline shows it has ended
+    page.get_by_test_id("stCaptionContainer").filter(has_text="Guideline · WRONG_POLICY").first.wait_for()
 
 
 def test_twenty_cards_by_keyboard_and_mouse_never_carry_a_value(server, server_db, page):
